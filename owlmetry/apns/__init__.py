@@ -1,0 +1,14 @@
+"""Apple Push Notification service client: provider-token signing, a pool of long-lived HTTP/2
+connections per APNs host, and `APNsClient`, which sends one push and returns a typed result.
+
+Usable on its own. Must not know about databases, HTTP routes or the service's device registry;
+`mock.py` is an APNs stand-in for tests and benchmarks.
+"""
+
+from .client import PRODUCTION_URL, SANDBOX_URL, APNsClient
+from .pool import RetryPolicy
+from .results import Outcome, PushResult
+from .token import ProviderToken
+
+__all__ = ["APNsClient", "Outcome", "PRODUCTION_URL", "ProviderToken", "PushResult",
+           "RetryPolicy", "SANDBOX_URL"]

@@ -1,0 +1,110 @@
+"""The public API: `APNsClient.send(token, payload, ...) -> PushResult` for one signing key.
+
+Owns the provider token shared by the production and sandbox pools, turning send arguments
+into a wire-ready request (payload limit checked before anything is sent), and the pools'
+lifetime. Must not know about databases, HTTP routes or which tokens to delete.
+"""
+
+import asyncio
+import re
+from urllib.parse import urlsplit
+
+from . import request as wire
+from . import results
+from .connection import ssl_context
+from .pool import HostPool, PoolSettings, RetryPolicy
+from .token import ProviderToken
+
+PRODUCTION_URL = "https://api.push.apple.com:443"
+SANDBOX_URL = "https://api.sandbox.push.apple.com:443"
+_HEX = re.compile("[0-9a-fA-F]+")
+
+
+class APNsClient:
+    """Pushes for one team/key and one default topic, to production and sandbox.
+
+    Every `send` returns a `PushResult`, never raises for a push-specific problem (bad token,
+    too-large payload, unknown environment, APNs errors, timeouts, lost connections).
+    `close()` (or leaving `async with`) ends in-flight pushes with ClientClosed and returns once
+    every socket and task is gone.
+    """
+
+    def __init__(self, key_id: str, team_id: str, key_pem: str | bytes, topic: str,
+                 production_url: str = PRODUCTION_URL, sandbox_url: str = SANDBOX_URL,
+                 ca_file: str | None = None, connections: int = 2,
+                 max_streams_per_connection: int = 1000, timeout_s: float = 30.0,
+                 retry: RetryPolicy = RetryPolicy(), idle_ping_s: float = 60.0,
+                 ping_timeout_s: float = 5.0, connect_timeout_s: float = 10.0,
+                 token: ProviderToken | None = None):
+        if connections < 1 or max_streams_per_connection < 1:
+            raise ValueError("connections and max_streams_per_connection must be at least 1")
+        self.topic = topic
+        self.token = token or ProviderToken(key_id, team_id, key_pem)
+        self._urls = {"production": _host_port(production_url),
+                      "sandbox": _host_port(sandbox_url)}
+        self._ssl = ssl_context(ca_file)
+        self._settings = PoolSettings(connections, max_streams_per_connection, timeout_s,
+                                      connect_timeout_s, idle_ping_s, ping_timeout_s, retry)
+        self._pools: dict[str, HostPool] = {}
+        self._options: dict[tuple, bytes] = {}
+        self._closed = False
+
+    async def send(self, token_hex: str, payload: bytes | dict, environment: str = "production",
+                   push_type: str = "alert", priority: int = 10, expiration: int | None = None,
+                   collapse_id: str | None = None, topic: str | None = None) -> results.PushResult:
+        try:
+            body = wire.encode_payload(payload)
+        except (TypeError, ValueError):
+            return results.PushResult(results.Outcome.ERROR, 0, "BadPayload", attempts=0)
+        if len(body) > wire.payload_limit(push_type):
+            return results.payload_too_large()
+        if not _is_hex_token(token_hex):
+            return results.PushResult(results.Outcome.BAD_DEVICE_TOKEN, 0, "BadDeviceToken",
+                                      attempts=0)
+        if self._closed:
+            return results.local_error(results.CLIENT_CLOSED, 0)
+        pool = self._pools.get(environment) or self._open_pool(environment)
+        if pool is None:
+            return results.PushResult(results.Outcome.ERROR, 0, "UnknownEnvironment", attempts=0)
+        key = (topic or self.topic, push_type, priority, expiration, collapse_id)
+        options = self._options.get(key)
+        if options is None:
+            if len(self._options) > 4096:  # expirations vary; keep the cache bounded
+                self._options.clear()
+            options = self._options[key] = wire.options_field(*key)
+        return await pool.send(wire.Request(wire.path_field(token_hex), options, body))
+
+    def connections(self, environment: str = "production") -> int:
+        """Sockets the pool of `environment` holds now."""
+        pool = self._pools.get(environment)
+        return pool.connections if pool else 0
+
+    async def close(self) -> None:
+        self._closed = True
+        await asyncio.gather(*(pool.close() for pool in self._pools.values()))
+
+    async def __aenter__(self) -> "APNsClient":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    def _open_pool(self, environment: str) -> HostPool | None:
+        if environment not in self._urls:
+            return None
+        host, port = self._urls[environment]
+        pool = self._pools[environment] = HostPool(host, port, self._ssl, self.token,
+                                                   self._settings)
+        return pool
+
+
+def _host_port(url: str) -> tuple[str, int]:
+    parts = urlsplit(url)
+    if parts.scheme != "https" or not parts.hostname:
+        raise ValueError(f"APNs URL must be https://host[:port], got {url!r}")
+    return parts.hostname, parts.port or 443
+
+
+def _is_hex_token(token_hex: str) -> bool:
+    return isinstance(token_hex, str) and len(token_hex) % 2 == 0 and bool(
+        _HEX.fullmatch(token_hex))

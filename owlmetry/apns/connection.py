@@ -1,0 +1,348 @@
+"""One HTTP/2 connection to an APNs host: the `h2` state machine driven by a thin asyncio.Protocol.
+
+Owns the socket, stream ids, the peer's live SETTINGS_MAX_CONCURRENT_STREAMS, flow control,
+write batching (one transport.write per event-loop tick), GOAWAY bookkeeping and PING. It puts
+a pool's pending push on a stream and completes the push's future with the answer or with a
+`StreamFailure`. Must not retry, choose between connections, or interpret APNs reasons.
+"""
+
+import asyncio
+import enum
+import logging
+import ssl
+
+import h2.config
+import h2.connection
+import h2.events
+import h2.exceptions
+import h2.settings
+from h2.errors import ErrorCodes
+
+from . import request as wire
+from .token import ProviderToken
+
+log = logging.getLogger(__name__)
+
+# Windows for what APNs sends us (answers); large so the peer never waits for our acks.
+RECEIVE_WINDOW = 1 << 24
+LAST_STREAM_ID = (1 << 31) - 1
+
+
+class StreamFailure(enum.Enum):
+    """Why a stream ended without an HTTP answer."""
+
+    REFUSED = "refused"  # the peer did not process it (REFUSED_STREAM, above GOAWAY's last id)
+    LOST = "lost"  # the connection died while it was in flight: it may have been processed
+    RESET = "reset"  # the peer reset it with another error code
+    TIMEOUT = "timeout"
+    CLOSED = "closed"  # the client was closed
+
+
+class _PreEncodedHeaders:
+    """Stands in for h2's HPACK encoder: the one 'header' h2 hands over is a ready block.
+
+    Requests are encoded by `request.py` as stateless literals, so h2's own encoder (Huffman,
+    table search: a third of a naive client's CPU) has nothing to add.
+    """
+
+    header_table_size = 4096  # h2 writes the peer's setting here; a table-less encoder ignores it
+
+    @staticmethod
+    def encode(headers):
+        return headers[0][1]
+
+
+class _ClientH2(h2.connection.H2Connection):
+    """h2 with two client-side adjustments that APNs traffic needs.
+
+    - h2 counts open streams by walking every stream for each new one; the connection already
+      knows the count. Finished streams are forgotten by `forget` as they end.
+    - On GOAWAY, h2 closes the whole state machine and drops unsent bytes, so streams at or
+      below last_stream_id could never finish; RFC 9113 §6.8 lets them finish.
+    """
+
+    in_flight: dict
+
+    @property
+    def open_outbound_streams(self) -> int:
+        return len(self.in_flight)
+
+    def forget(self, stream_id: int) -> None:
+        stream = self.streams.pop(stream_id, None)
+        if stream is not None:
+            self._closed_streams[stream_id] = stream.closed_by
+
+    def _receive_goaway_frame(self, frame):
+        event = h2.events.ConnectionTerminated()
+        event.error_code = frame.error_code
+        event.last_stream_id = frame.last_stream_id
+        event.additional_data = frame.additional_data or None
+        return [], [event]
+
+
+_CONFIG = h2.config.H2Configuration(
+    client_side=True, header_encoding=None,
+    validate_outbound_headers=False, normalize_outbound_headers=False,
+    validate_inbound_headers=False, normalize_inbound_headers=False)
+
+
+def ssl_context(ca_file: str | None = None) -> ssl.SSLContext:
+    """Certificate verification stays on; `ca_file` adds a CA (a test or mock server)."""
+    ctx = ssl.create_default_context()
+    if ca_file:
+        ctx.load_verify_locations(ca_file)
+    ctx.set_alpn_protocols(["h2"])
+    return ctx
+
+
+class Connection(asyncio.Protocol):
+    """A pool hands pushes to `submit` while `has_room()`; `on_change` tells it when that flips.
+
+    A push ("pending") carries `fut`, `request`, and gets `status`, `apns_id`, `chunks` and
+    the `generation` of the provider token it went out with.
+    """
+
+    def __init__(self, host: str, port: int, token: ProviderToken, max_streams: int,
+                 on_change, on_lost):
+        self.host = host
+        self._token = token
+        self._cap = max_streams
+        self._on_change = on_change
+        self._on_lost = on_lost
+        self._authority = wire.authority_field(host, port)
+        self._auth_generation = -1
+        self._auth_field = b""
+        self._h2 = _ClientH2(config=_CONFIG)
+        self._h2.encoder = _PreEncodedHeaders()
+        self.in_flight = self._h2.in_flight = {}
+        self._blocked: dict[int, bytes] = {}  # bodies waiting for flow-control window
+        self._next_stream_id = 1
+        self._transport = None
+        self._flush_scheduled = False
+        self._loop = asyncio.get_running_loop()
+        self.ready = self._loop.create_future()
+        self.closed = self._loop.create_future()
+        self.limit = 0
+        self.usable = False
+        self.going_away = False
+        self.ping_deadline = None
+        self.last_activity = self._loop.time()
+
+    # --- asyncio.Protocol ------------------------------------------------------------------
+
+    def connection_made(self, transport):
+        self._transport = transport
+        ssl_object = transport.get_extra_info("ssl_object")
+        if ssl_object is not None and ssl_object.selected_alpn_protocol() != "h2":
+            transport.abort()
+            return
+        h2c = self._h2
+        h2c.local_settings = h2.settings.Settings(client=True, initial_values={
+            h2.settings.SettingCodes.ENABLE_PUSH: 0,
+            h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: RECEIVE_WINDOW,
+        })
+        h2c.initiate_connection()
+        h2c.increment_flow_control_window(RECEIVE_WINDOW - 65535)
+        self._prefix = wire.TABLE_SIZE_ZERO + wire.REQUEST_PREFIX
+        transport.write(h2c.data_to_send())
+
+    def data_received(self, data):
+        try:
+            events = self._h2.receive_data(data)
+        except h2.exceptions.ProtocolError as exc:
+            log.warning("apns %s: protocol error, dropping connection: %s", self.host, exc)
+            self._flush()
+            self._transport.abort()
+            return
+        self.last_activity = self._loop.time()
+        freed = False
+        in_flight = self.in_flight
+        for event in events:
+            kind = event.__class__
+            if kind is h2.events.ResponseReceived:
+                pending = in_flight.get(event.stream_id)
+                if pending is not None:
+                    for name, value in event.headers:
+                        if name == b":status":
+                            pending.status = int(value)
+                        elif name == b"apns-id":
+                            pending.apns_id = value.decode()
+            elif kind is h2.events.StreamEnded:
+                freed |= self._finish(event.stream_id)
+            elif kind is h2.events.DataReceived:
+                pending = in_flight.get(event.stream_id)
+                if pending is not None:
+                    pending.chunks.append(event.data)
+                self._h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+            elif kind is h2.events.StreamReset:
+                failure = (StreamFailure.REFUSED if event.error_code == ErrorCodes.REFUSED_STREAM
+                           else StreamFailure.RESET)
+                freed |= self._fail(event.stream_id, failure, reset=False)
+            elif kind is h2.events.WindowUpdated:
+                if self._blocked:
+                    self._resume_blocked()
+            elif kind is h2.events.RemoteSettingsChanged:
+                self._settings_changed()
+                freed = True
+            elif kind is h2.events.ConnectionTerminated:
+                self._goaway(event)
+                freed = True
+            elif kind is h2.events.PingAckReceived:
+                self.ping_deadline = None
+                self._update_usable()
+                freed = True
+        self._flush()
+        if self.going_away and not in_flight:
+            self._transport.close()
+        if freed:
+            self._on_change()
+
+    def connection_lost(self, exc):
+        was_usable = self.usable
+        self.usable = False
+        self.going_away = True
+        for stream_id in list(self.in_flight):
+            self._fail(stream_id, StreamFailure.LOST, reset=False)
+        if not self.ready.done():
+            self.ready.set_exception(ConnectionError(f"apns {self.host}: closed during setup"))
+        if was_usable or exc is not None:
+            log.info("apns %s: connection lost (%s)", self.host, exc or "closed")
+        self.closed.set_result(None)
+        self._on_lost(self)
+
+    # --- pool side ---------------------------------------------------------------------------
+
+    def has_room(self) -> bool:
+        return self.usable and len(self.in_flight) < self.limit
+
+    def submit(self, pending) -> None:
+        stream_id = self._next_stream_id
+        self._next_stream_id = stream_id + 2
+        request = pending.request
+        generation, bearer = self._token.current()
+        if generation != self._auth_generation:
+            self._auth_generation = generation
+            self._auth_field = wire.authorization_field(bearer)
+        pending.generation = generation
+        block = b"".join((self._prefix, request.path_field, self._authority, self._auth_field,
+                          request.options_field))
+        self._prefix = wire.REQUEST_PREFIX
+        h2c = self._h2
+        h2c.send_headers(stream_id, ((b"", block),))
+        self.in_flight[stream_id] = pending
+        rest = self._send_body(stream_id, request.body)
+        if rest is not None:
+            self._blocked[stream_id] = rest
+        if stream_id >= LAST_STREAM_ID - 2:
+            self.going_away = True  # stream ids are spent: finish these, then reconnect
+            self.usable = False
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def expire(self, now: float) -> None:
+        """Time out streams past their deadline, and the connection if a PING went unanswered."""
+        if self.ping_deadline is not None and now >= self.ping_deadline:
+            log.warning("apns %s: PING unanswered, dropping connection", self.host)
+            self._transport.abort()
+            return
+        late = [sid for sid, pending in self.in_flight.items() if pending.deadline <= now]
+        for stream_id in late:
+            self._fail(stream_id, StreamFailure.TIMEOUT, reset=True)
+        if late:
+            self._flush()
+            self._on_change()
+
+    def needs_ping(self, now: float, idle_s: float) -> bool:
+        return not self.in_flight and now - self.last_activity >= idle_s
+
+    def ping(self, deadline: float) -> None:
+        """Check an idle connection before it is trusted again; no streams until the answer."""
+        self.ping_deadline = deadline
+        self.usable = False
+        self._h2.ping(b"owlping!")
+        self._flush()
+
+    def close(self) -> None:
+        """Fail what is in flight with CLOSED and close the socket; `closed` resolves after."""
+        self.usable = False
+        self.going_away = True
+        for stream_id in list(self.in_flight):
+            self._fail(stream_id, StreamFailure.CLOSED, reset=False)
+        if self._transport is not None and not self._transport.is_closing():
+            self._h2.close_connection()
+            self._flush()
+            self._transport.close()
+
+    # --- internals ---------------------------------------------------------------------------
+
+    def _flush(self):
+        self._flush_scheduled = False
+        data = self._h2.data_to_send()
+        if data and not self._transport.is_closing():
+            self._transport.write(data)
+
+    def _send_body(self, stream_id: int, body: bytes):
+        """Send as much of `body` as the windows allow; return what is left, or None."""
+        h2c = self._h2
+        while True:
+            n = min(len(body), h2c.local_flow_control_window(stream_id), h2c.max_outbound_frame_size)
+            if n == len(body):
+                h2c.send_data(stream_id, body, end_stream=True)
+                return None
+            if n <= 0:
+                return body
+            h2c.send_data(stream_id, body[:n])
+            body = body[n:]
+
+    def _resume_blocked(self):
+        for stream_id in list(self._blocked):
+            rest = self._send_body(stream_id, self._blocked.pop(stream_id))
+            if rest is not None:
+                self._blocked[stream_id] = rest
+                break  # first come, first served: later bodies wait for the same window
+
+    def _finish(self, stream_id: int) -> bool:
+        pending = self.in_flight.pop(stream_id, None)
+        if stream_id in self._blocked:
+            # APNs answered before reading the whole body (e.g. 413); stop sending it.
+            del self._blocked[stream_id]
+            self._h2.reset_stream(stream_id, ErrorCodes.NO_ERROR)
+        self._h2.forget(stream_id)
+        if pending is None:
+            return False
+        if not pending.fut.done():
+            pending.fut.set_result(pending)
+        return True
+
+    def _fail(self, stream_id: int, failure: StreamFailure, reset: bool) -> bool:
+        pending = self.in_flight.pop(stream_id, None)
+        self._blocked.pop(stream_id, None)
+        if reset and self._transport is not None and not self._transport.is_closing():
+            self._h2.reset_stream(stream_id, ErrorCodes.CANCEL)
+        self._h2.forget(stream_id)
+        if pending is None:
+            return False
+        if not pending.fut.done():
+            pending.fut.set_result(failure)
+        return True
+
+    def _settings_changed(self):
+        limit = min(self._h2.remote_settings.max_concurrent_streams, self._cap)
+        if limit != self.limit and self.ready.done():
+            log.debug("apns %s: max concurrent streams %d -> %d", self.host, self.limit, limit)
+        self.limit = limit
+        if not self.ready.done():
+            self.ready.set_result(None)
+        self._update_usable()
+
+    def _update_usable(self):
+        self.usable = (self.ready.done() and not self.going_away and self.ping_deadline is None)
+
+    def _goaway(self, event):
+        self.going_away = True
+        self.usable = False
+        log.info("apns %s: GOAWAY last_stream_id=%d error=%s %s", self.host, event.last_stream_id,
+                 event.error_code, (event.additional_data or b"")[:200])
+        for stream_id in [sid for sid in self.in_flight if sid > event.last_stream_id]:
+            self._fail(stream_id, StreamFailure.REFUSED, reset=False)

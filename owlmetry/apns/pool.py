@@ -1,0 +1,288 @@
+"""The connections to one APNs host: opening on demand, fair waiting for capacity, retries.
+
+Owns up to N long-lived connections, a FIFO of pushes waiting for a free stream, Apple's retry
+rules (refused streams go out again at once; 429, 5xx, resets and lost connections after an
+exponential, jittered delay, a bounded number of times; permanent reasons never), the
+per-push deadline, and PINGs that vet idle connections. Must not build requests, parse HTTP/2
+or know about payload formats.
+"""
+
+import asyncio
+import logging
+import random
+import ssl
+from collections import deque
+from dataclasses import dataclass
+
+from . import results
+from .connection import Connection, StreamFailure
+from .request import Request
+from .token import ProviderToken
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Delays before sending a push again after a transient failure.
+
+    Apple suggests waiting long before retrying 5xx; inside one `send` the pool only rides out
+    short storms, and `PushResult.retry_later` tells the caller to try again much later.
+    """
+
+    max_retries: int = 5
+    base_delay_s: float = 0.5
+    max_delay_s: float = 30.0
+    too_many_requests_delay_s: float = 5.0  # 429 is about one device token, so wait per push
+
+    def delay(self, retry: int, status: int) -> float:
+        base = self.too_many_requests_delay_s if status == 429 else self.base_delay_s
+        return min(self.max_delay_s, base * 2 ** retry) * random.uniform(0.5, 1.0)
+
+
+@dataclass(frozen=True, slots=True)
+class PoolSettings:
+    max_connections: int = 2
+    max_streams_per_connection: int = 1000
+    timeout_s: float = 30.0  # one `send`, from the call to its result, retries included
+    connect_timeout_s: float = 10.0
+    idle_ping_s: float = 60.0  # an idle connection older than this is PINGed before use
+    ping_timeout_s: float = 5.0
+    retry: RetryPolicy = RetryPolicy()
+
+
+class _Pending:
+    """One push in the pool; the connection fills in the answer fields."""
+
+    __slots__ = ("request", "deadline", "fut", "status", "apns_id", "chunks", "generation")
+
+    def __init__(self, request: Request, deadline: float):
+        self.request = request
+        self.deadline = deadline
+
+
+class HostPool:
+    def __init__(self, host: str, port: int, ssl_context: ssl.SSLContext, token: ProviderToken,
+                 settings: PoolSettings):
+        self.host = host
+        self._port = port
+        self._ssl = ssl_context
+        self._token = token
+        self._settings = settings
+        self._loop = asyncio.get_running_loop()
+        self._conns: list[Connection] = []  # connected and set up, newest last
+        self._sockets: set[Connection] = set()  # everything with a transport, until it is lost
+        self._queue: deque[_Pending] = deque()
+        self._pauses: set[asyncio.Future] = set()
+        self._tasks: set[asyncio.Task] = set()
+        self._opening = False
+        self._connect_error: str | None = None
+        self._closed = False
+        self._tick_s = min(1.0, settings.timeout_s / 4, settings.ping_timeout_s / 2)
+        self._spawn(self._sweep_forever())
+
+    @property
+    def connections(self) -> int:
+        return len(self._sockets)
+
+    async def send(self, request: Request) -> results.PushResult:
+        if self._closed:
+            return results.local_error(results.CLIENT_CLOSED, 0)
+        loop = self._loop
+        retry = self._settings.retry
+        p = _Pending(request, loop.time() + self._settings.timeout_s)
+        attempts = retries = 0
+        renewed = False
+        while True:
+            p.fut = fut = loop.create_future()
+            p.status, p.apns_id, p.chunks, p.generation = 0, None, [], 0
+            self._submit(p)
+            outcome = await fut
+            if outcome is p:
+                attempts += 1
+                status = p.status
+                if status == 200:
+                    return results.delivered(p.apns_id, attempts)
+                reason, timestamp = results.parse_error_body(b"".join(p.chunks))
+                if reason == "ExpiredProviderToken" and not renewed:
+                    renewed = True
+                    self._token.expired(p.generation)
+                    continue
+                failed = results.from_answer(status, reason, timestamp, p.apns_id, attempts)
+                if not results.is_transient(status, reason):
+                    return failed
+            elif outcome is StreamFailure.REFUSED:
+                continue  # never processed: safe to send again, and it costs no attempt
+            elif outcome is StreamFailure.LOST or outcome is StreamFailure.RESET:
+                attempts += 1
+                status = 0
+                failed = results.local_error(
+                    results.CONNECTION_FAILED if outcome is StreamFailure.LOST
+                    else results.STREAM_RESET, attempts)
+            elif outcome is StreamFailure.TIMEOUT:
+                return results.local_error(results.TIMEOUT, attempts + 1)
+            elif outcome is StreamFailure.CLOSED:
+                return results.local_error(results.CLIENT_CLOSED, attempts)
+            else:  # the deadline passed before a stream was free
+                return results.local_error(self._connect_error and results.CONNECTION_FAILED
+                                           or results.TIMEOUT, attempts)
+            if retries >= retry.max_retries:
+                return failed
+            delay = retry.delay(retries, status)
+            retries += 1
+            if loop.time() + delay >= p.deadline:
+                return failed
+            if not await self._pause(delay):
+                return results.local_error(results.CLIENT_CLOSED, attempts)
+
+    async def close(self) -> None:
+        """Fail what is queued or in flight with ClientClosed; return once every socket and task
+        of the pool is gone."""
+        if not self._closed:
+            self._closed = True
+            for pause in self._pauses:
+                if not pause.done():
+                    pause.set_result(False)
+            for p in self._queue:
+                if not p.fut.done():
+                    p.fut.set_result(StreamFailure.CLOSED)
+            self._queue.clear()
+            for task in self._tasks:
+                task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for conn in list(self._sockets):
+            conn.close()
+        await asyncio.gather(*(conn.closed for conn in list(self._sockets)))
+
+    # --- capacity ----------------------------------------------------------------------------
+
+    def _submit(self, p: _Pending) -> None:
+        if not self._queue:
+            conn = self._room()
+            if conn is not None:
+                conn.submit(p)
+                return
+        self._queue.append(p)
+        self._grow()
+
+    def _room(self) -> Connection | None:
+        for conn in self._conns:
+            if conn.usable and len(conn.in_flight) < conn.limit:
+                if not conn.in_flight:
+                    now = self._loop.time()
+                    if conn.needs_ping(now, self._settings.idle_ping_s):
+                        conn.ping(now + self._settings.ping_timeout_s)
+                        continue
+                return conn
+        return None
+
+    def _drain(self) -> None:
+        queue = self._queue
+        while queue:
+            p = queue[0]
+            if p.fut.done():
+                queue.popleft()
+                continue
+            conn = self._room()
+            if conn is None:
+                self._grow()
+                return
+            queue.popleft()
+            conn.submit(p)
+
+    def _grow(self) -> None:
+        if self._closed or self._opening:
+            return
+        alive = sum(1 for conn in self._conns if not conn.going_away)
+        if alive < self._settings.max_connections:
+            self._opening = True
+            self._spawn(self._open())
+
+    def _changed(self) -> None:
+        if self._queue:
+            self._drain()
+
+    def _lost(self, conn: Connection) -> None:
+        self._sockets.discard(conn)
+        if conn in self._conns:
+            self._conns.remove(conn)
+        if not self._closed:
+            self._changed()
+
+    # --- connecting --------------------------------------------------------------------------
+
+    async def _open(self) -> None:
+        failures = 0
+        try:
+            while True:
+                try:
+                    conn = await self._connect()
+                except (OSError, TimeoutError, ConnectionError, ssl.SSLError) as exc:
+                    failures += 1
+                    self._connect_error = f"{type(exc).__name__}: {exc}"
+                    log.warning("apns %s: connect failed (%d): %s", self.host, failures,
+                                self._connect_error)
+                    if not self._queue or not await self._pause(
+                            min(5.0, 0.05 * 2 ** failures) * random.uniform(0.5, 1.0)):
+                        return
+                    continue
+                self._connect_error = None
+                self._conns.append(conn)
+                log.info("apns %s: connected (%d open), max streams %d", self.host,
+                         len(self._conns), conn.limit)
+                return
+        finally:
+            self._opening = False
+            if not self._closed:
+                self._changed()
+
+    async def _connect(self) -> Connection:
+        s = self._settings
+
+        def protocol() -> Connection:
+            return Connection(self.host, self._port, self._token, s.max_streams_per_connection,
+                              self._changed, self._lost)
+
+        async with asyncio.timeout(s.connect_timeout_s):
+            transport, conn = await self._loop.create_connection(
+                protocol, self.host, self._port, ssl=self._ssl, server_hostname=self.host)
+            self._sockets.add(conn)
+            try:
+                await conn.ready
+            except BaseException:
+                transport.abort()
+                raise
+        return conn
+
+    # --- timers ------------------------------------------------------------------------------
+
+    async def _sweep_forever(self) -> None:
+        """Enforce deadlines: streams and queued pushes past theirs, PINGs left unanswered."""
+        while await self._pause(self._tick_s):
+            now = self._loop.time()
+            for conn in list(self._conns):
+                conn.expire(now)
+            for p in self._queue:
+                if p.deadline <= now and not p.fut.done():
+                    p.fut.set_result(None)
+
+    async def _pause(self, delay: float) -> bool:
+        """Sleep that `close` cuts short; False if it did."""
+        waiter = self._loop.create_future()
+        handle = self._loop.call_later(delay, _resolve, waiter, True)
+        self._pauses.add(waiter)
+        try:
+            return await waiter
+        finally:
+            handle.cancel()
+            self._pauses.discard(waiter)
+
+    def _spawn(self, coro) -> None:
+        task = self._loop.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+def _resolve(fut: asyncio.Future, value) -> None:
+    if not fut.done():
+        fut.set_result(value)

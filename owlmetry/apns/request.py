@@ -1,0 +1,96 @@
+"""A push made wire-ready: the body, the payload limit check and the pre-encoded HPACK fields.
+
+Every field is encoded as an HPACK literal *without indexing*, so no header ever enters the
+peer's dynamic table and a field encoded once stays valid on every connection for ever: the
+constant headers of a push kind are encoded once, and a push only adds its `:path`. (Apple asks
+for `:path` and `authorization` to stay out of its small dynamic table anyway.) Must not do I/O.
+"""
+
+import json
+
+try:
+    import orjson
+except ImportError:  # optional speed-up
+    orjson = None
+
+MAX_PAYLOAD = 4096
+MAX_VOIP_PAYLOAD = 5120
+
+# HPACK static table indices (RFC 7541, appendix A).
+_AUTHORITY, _PATH, _AUTHORIZATION = 1, 4, 23
+# :method POST and :scheme https are whole entries of the static table.
+REQUEST_PREFIX = b"\x83\x87"
+# "Dynamic table size update to 0", sent first on each connection: this encoder keeps no table,
+# so no later SETTINGS_HEADER_TABLE_SIZE from the peer can oblige it to signal anything.
+TABLE_SIZE_ZERO = b"\x20"
+
+
+def _integer(value: int, prefix_bits: int, first: int) -> bytes:
+    limit = (1 << prefix_bits) - 1
+    if value < limit:
+        return bytes((first | value,))
+    out = bytearray((first | limit,))
+    value -= limit
+    while value >= 128:
+        out.append((value & 127) | 128)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _string(raw: bytes) -> bytes:
+    return _integer(len(raw), 7, 0) + raw
+
+
+def literal(name: bytes | int, value: bytes) -> bytes:
+    """One header field as 'literal without indexing'; `name` is a static index or the name."""
+    if isinstance(name, int):
+        return _integer(name, 4, 0) + _string(value)
+    return b"\x00" + _string(name) + _string(value)
+
+
+def authority_field(host: str, port: int) -> bytes:
+    return literal(_AUTHORITY, (host if port == 443 else f"{host}:{port}").encode())
+
+
+def authorization_field(bearer: bytes) -> bytes:
+    return literal(_AUTHORIZATION, bearer)
+
+
+def path_field(token_hex: str) -> bytes:
+    return literal(_PATH, b"/3/device/" + token_hex.encode())
+
+
+def options_field(topic: str, push_type: str, priority: int, expiration: int | None,
+                  collapse_id: str | None) -> bytes:
+    fields = [literal(b"apns-topic", topic.encode()),
+              literal(b"apns-push-type", push_type.encode()),
+              literal(b"apns-priority", str(priority).encode())]
+    if expiration is not None:
+        fields.append(literal(b"apns-expiration", str(expiration).encode()))
+    if collapse_id is not None:
+        fields.append(literal(b"apns-collapse-id", collapse_id.encode()))
+    return b"".join(fields)
+
+
+def encode_payload(payload: bytes | dict) -> bytes:
+    if isinstance(payload, (bytes, bytearray)):
+        return bytes(payload)
+    if orjson is not None:
+        return orjson.dumps(payload)
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def payload_limit(push_type: str) -> int:
+    return MAX_VOIP_PAYLOAD if push_type == "voip" else MAX_PAYLOAD
+
+
+class Request:
+    """What a connection needs to put one push on a stream."""
+
+    __slots__ = ("path_field", "options_field", "body")
+
+    def __init__(self, path: bytes, options: bytes, body: bytes):
+        self.path_field = path
+        self.options_field = options
+        self.body = body
