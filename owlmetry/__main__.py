@@ -1,0 +1,7 @@
+"""`python -m owlmetry` is the `owlmetry` command."""
+
+import sys
+
+from owlmetry.cli import main
+
+sys.exit(main())

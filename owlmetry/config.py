@@ -1,0 +1,145 @@
+"""Configuration: environment variables (the Owlmetry server's names) overridden by flags.
+
+Owns reading and checking every setting, so that a bad value stops the process at start-up
+with a message naming the variable. Must not open connections or read the database.
+"""
+
+import os
+from dataclasses import dataclass, field, replace
+
+from owlmetry.store import StoreError, check_database_url
+
+DEFAULT_DATABASE_URL = "sqlite:///owlmetry.db"
+DEFAULT_APNS_PRODUCTION_URL = "https://api.push.apple.com"
+DEFAULT_APNS_SANDBOX_URL = "https://api.sandbox.push.apple.com"
+# Apple suggests several connections for volume; four keep a 2-core host busy without
+# opening more sockets than a single process can use.
+DEFAULT_APNS_CONNECTIONS = 4
+
+TRUE_WORDS = {"1", "true", "yes", "on"}
+FALSE_WORDS = {"0", "false", "no", "off", ""}
+
+
+class ConfigError(Exception):
+    """A setting that cannot be used; the message names it and says what would work."""
+
+
+@dataclass(frozen=True)
+class ApnsIdentity:
+    key_id: str
+    team_id: str
+    bundle_id: str
+    key_pem: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class Config:
+    database_url: str = DEFAULT_DATABASE_URL
+    host: str = "127.0.0.1"
+    port: int = 8080
+    jwt_secret: str | None = field(default=None, repr=False)
+    cookie_secure: bool = False
+    access_log: bool = False
+    apns: ApnsIdentity | None = None
+    apns_missing: tuple[str, ...] = ()  # the identity variables that are unset
+    apns_production_url: str = DEFAULT_APNS_PRODUCTION_URL
+    apns_sandbox_url: str = DEFAULT_APNS_SANDBOX_URL
+    apns_ca_file: str | None = None
+    apns_connections: int = DEFAULT_APNS_CONNECTIONS
+
+    def with_flags(self, **flags) -> "Config":
+        """Flags win over the environment; a flag left as None keeps the environment's value."""
+        chosen = {name: value for name, value in flags.items() if value is not None}
+        config = replace(self, **chosen)
+        check_database(config.database_url)
+        check_port(config.port, "--port")
+        return config
+
+
+def check_database(url: str) -> None:
+    try:
+        check_database_url(url)
+    except StoreError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def check_port(port: int, name: str) -> None:
+    if not 0 < port < 65536:
+        raise ConfigError(f"{name} must be a port number from 1 to 65535, not {port}")
+
+
+def parse_bool(name: str, text: str) -> bool:
+    word = text.strip().lower()
+    if word in TRUE_WORDS:
+        return True
+    if word in FALSE_WORDS:
+        return False
+    raise ConfigError(f"{name} must be true or false, not {text!r}")
+
+
+def parse_int(name: str, text: str, low: int, high: int) -> int:
+    try:
+        value = int(text.strip())
+    except ValueError:
+        raise ConfigError(f"{name} must be a whole number, not {text!r}") from None
+    if not low <= value <= high:
+        raise ConfigError(f"{name} must be from {low} to {high}, not {value}")
+    return value
+
+
+def parse_https_url(name: str, text: str) -> str:
+    url = text.strip().rstrip("/")
+    if not url.startswith("https://") or len(url) <= len("https://"):
+        raise ConfigError(f"{name} must be an https:// URL, not {text!r}")
+    return url
+
+
+def read_apns_identity(env: dict[str, str]) -> tuple[ApnsIdentity | None, tuple[str, ...]]:
+    key_pem = env.get("APNS_KEY_P8", "").strip()
+    key_path = env.get("APNS_KEY_P8_PATH", "").strip()
+    if not key_pem and key_path:
+        try:
+            with open(key_path) as f:
+                key_pem = f.read().strip()
+        except OSError as exc:
+            raise ConfigError(f"APNS_KEY_P8_PATH: cannot read {key_path!r}: {exc.strerror}") from None
+    if key_pem and "-----BEGIN PRIVATE KEY-----" not in key_pem:
+        raise ConfigError("APNS_KEY_P8 must be the PEM text of the .p8 key (BEGIN PRIVATE KEY)")
+    values = {
+        "APNS_KEY_ID": env.get("APNS_KEY_ID", "").strip(),
+        "APNS_TEAM_ID": env.get("APNS_TEAM_ID", "").strip(),
+        "APNS_BUNDLE_ID": env.get("APNS_BUNDLE_ID", "").strip(),
+        "APNS_KEY_P8": key_pem,
+    }
+    missing = tuple(name for name, value in values.items() if not value)
+    if missing:
+        return None, missing
+    return ApnsIdentity(*values.values()), ()
+
+
+def from_env(env: dict[str, str] | None = None) -> Config:
+    env = dict(os.environ if env is None else env)
+    database_url = env.get("DATABASE_URL", "").strip() or DEFAULT_DATABASE_URL
+    check_database(database_url)
+    ca_file = env.get("APNS_CA_FILE", "").strip() or None
+    if ca_file and not os.path.isfile(ca_file):
+        raise ConfigError(f"APNS_CA_FILE: no such file {ca_file!r}")
+    apns, missing = read_apns_identity(env)
+    return Config(
+        database_url=database_url,
+        jwt_secret=env.get("JWT_SECRET") or None,
+        cookie_secure=parse_bool("COOKIE_SECURE", env.get("COOKIE_SECURE", "false")),
+        access_log=parse_bool("ACCESS_LOG", env.get("ACCESS_LOG", "false")),
+        apns=apns,
+        apns_missing=missing,
+        apns_production_url=parse_https_url(
+            "APNS_PRODUCTION_URL", env.get("APNS_PRODUCTION_URL") or DEFAULT_APNS_PRODUCTION_URL
+        ),
+        apns_sandbox_url=parse_https_url(
+            "APNS_SANDBOX_URL", env.get("APNS_SANDBOX_URL") or DEFAULT_APNS_SANDBOX_URL
+        ),
+        apns_ca_file=ca_file,
+        apns_connections=parse_int(
+            "APNS_CONNECTIONS", env.get("APNS_CONNECTIONS") or str(DEFAULT_APNS_CONNECTIONS), 1, 64
+        ),
+    )

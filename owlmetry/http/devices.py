@@ -1,0 +1,112 @@
+"""The Devices API: `POST /v1/devices`, `GET /v1/devices`, `DELETE /v1/devices/{id}` (user-only).
+
+Owns the validation rules of the contract and the device's JSON shape. The token never leaves
+this module in a response.
+"""
+
+import re
+import uuid
+
+import orjson
+from aiohttp import web
+
+from owlmetry.clock import iso_ms, now_ms
+from owlmetry.http.auth import require_user, user_gone
+from owlmetry.http.context import STORE, caller_of
+from owlmetry.http.errors import ApiError, json_response
+from owlmetry.store import DeleteOutcome, Device, DeviceRegistration
+
+CHANNELS = ("ios_push",)
+APNS_TOKEN = re.compile(r"(?:[0-9a-fA-F]{2}){8,100}")
+UUID_TEXT = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE)
+METADATA_LIMITS = {"app_version": 50, "device_model": 100, "os_version": 50}
+
+
+def parse_json_object(raw: bytes) -> dict:
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise ApiError(400, "Request body must be valid JSON") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "Request body must be a JSON object")
+    return body
+
+
+def parse_registration(body: dict) -> DeviceRegistration:
+    channel = body.get("channel")
+    if channel not in CHANNELS or not isinstance(channel, str):
+        raise ApiError(400, 'channel is required and must be "ios_push"')
+    token = body.get("token")
+    if not isinstance(token, str) or not token:
+        raise ApiError(400, "token is required and must be a non-empty string")
+    if not APNS_TOKEN.fullmatch(token):
+        raise ApiError(
+            400, "token must be a hexadecimal APNs device token of even length, 16 to 200 characters"
+        )
+    environment = body.get("environment")
+    if environment is not None and not isinstance(environment, str):
+        raise ApiError(400, "environment must be a string")
+    metadata = {}
+    for field, limit in METADATA_LIMITS.items():
+        value = body.get(field)
+        if value is not None and (not isinstance(value, str) or len(value) > limit):
+            raise ApiError(400, f"{field} must be a string of at most {limit} characters, or null")
+        metadata[field] = value
+    return DeviceRegistration(
+        channel=channel,
+        token=token.lower(),
+        environment="sandbox" if environment == "sandbox" else "production",
+        **metadata,
+    )
+
+
+def device_json(device: Device) -> dict:
+    return {
+        "id": device.id,
+        "channel": device.channel,
+        "environment": device.environment,
+        "app_version": device.app_version,
+        "device_model": device.device_model,
+        "os_version": device.os_version,
+        "last_seen_at": iso_ms(device.last_seen_at),
+        "created_at": iso_ms(device.created_at),
+    }
+
+
+async def register_device(request: web.Request) -> web.Response:
+    user_id = require_user(await caller_of(request))
+    registration = parse_registration(parse_json_object(await request.read()))
+    device = await request.app[STORE].register_device(
+        str(uuid.uuid4()), user_id, registration, now_ms()
+    )
+    if device is None:
+        raise user_gone()
+    return json_response({"device": device_json(device)}, status=201)
+
+
+async def list_devices(request: web.Request) -> web.Response:
+    user_id = require_user(await caller_of(request))
+    devices = await request.app[STORE].list_devices(user_id)
+    if devices is None:
+        raise user_gone()
+    return json_response({"devices": [device_json(device) for device in devices]})
+
+
+async def delete_device(request: web.Request) -> web.Response:
+    user_id = require_user(await caller_of(request))
+    device_id = request.match_info["id"].lower()
+    if not UUID_TEXT.fullmatch(device_id):
+        raise ApiError(404, "Device not found")
+    outcome = await request.app[STORE].delete_device(user_id, device_id)
+    if outcome is DeleteOutcome.NO_USER:
+        raise user_gone()
+    if outcome is DeleteOutcome.NOT_FOUND:
+        raise ApiError(404, "Device not found")
+    return json_response({"id": device_id})
+
+
+routes = [
+    web.post("/v1/devices", register_device),
+    web.get("/v1/devices", list_devices, allow_head=False),
+    web.delete("/v1/devices/{id:[^/]+}", delete_device),
+]

@@ -1,0 +1,65 @@
+"""The database: one async interface (`base.Store`) and its two backends.
+
+`open_store(url)` picks the backend from the URL: `sqlite:///path` (aiosqlite, the embedded
+default) or `postgresql://...` (asyncpg, production). This package is the only door to the
+database; SQL lives in each backend's module and nowhere else.
+"""
+
+from importlib import resources
+from pathlib import Path
+
+from owlmetry.store.base import (
+    ApiKey,
+    DeleteOutcome,
+    Device,
+    DeviceRegistration,
+    EmailTaken,
+    Store,
+    StoreError,
+    User,
+)
+
+__all__ = [
+    "ApiKey",
+    "DeleteOutcome",
+    "Device",
+    "DeviceRegistration",
+    "EmailTaken",
+    "Store",
+    "StoreError",
+    "User",
+    "open_store",
+    "schema_sql",
+    "check_database_url",
+]
+
+
+def schema_sql() -> str:
+    """schema.sql: beside the package in a checkout, inside it once installed (setup.py copies it)."""
+    checkout = Path(__file__).resolve().parents[2] / "schema.sql"
+    if checkout.is_file():
+        return checkout.read_text()
+    return resources.files("owlmetry").joinpath("schema.sql").read_text()
+
+
+def check_database_url(url: str) -> str:
+    """Return the backend name for `url`, or raise StoreError saying what a valid URL looks like."""
+    if url.startswith("sqlite:///") and len(url) > len("sqlite:///"):
+        return "sqlite"
+    if url.startswith(("postgresql://", "postgres://")):
+        return "postgresql"
+    raise StoreError(
+        f"unsupported database URL {url!r}: use sqlite:///path/to/file.db "
+        "or postgresql://user:password@host:port/database"
+    )
+
+
+async def open_store(url: str) -> Store:
+    """Connect to the database at `url`. The schema is not touched: call `migrate()` for that."""
+    if check_database_url(url) == "sqlite":
+        from owlmetry.store.sqlite import SQLiteStore
+
+        return await SQLiteStore.open(url[len("sqlite:///"):])
+    from owlmetry.store.postgres import PostgresStore
+
+    return await PostgresStore.open(url)

@@ -1,0 +1,48 @@
+"""The PostgreSQL backend (asyncpg): production, and several server processes on one database.
+
+Owns the connection pool and the PostgreSQL dialect; the shared statements live in `queries`.
+Schema changes take an advisory lock so that processes starting together migrate one at a time.
+"""
+
+import asyncio
+
+import asyncpg
+
+from owlmetry.store import schema_sql
+from owlmetry.store.base import StoreError
+from owlmetry.store.sql import SQLStore
+
+# Any constant shared by every Owlmetry process; it names the migration lock.
+MIGRATION_LOCK = 0x6F776C6D
+
+
+class PostgresStore(SQLStore):
+    def __init__(self, pool: asyncpg.Pool):
+        self._pool = pool
+
+    @classmethod
+    async def open(cls, url: str, *, min_size: int = 2, max_size: int = 10) -> "PostgresStore":
+        try:
+            pool = await asyncpg.create_pool(
+                url, min_size=min_size, max_size=max_size, timeout=10
+            )
+        except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError,
+                ValueError) as exc:
+            raise StoreError(f"cannot connect to PostgreSQL: {exc}") from exc
+        return cls(pool)
+
+    async def close(self) -> None:
+        await self._pool.close()
+
+    async def migrate(self) -> None:
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
+            await conn.execute(schema_sql())
+
+    async def _write(self, sql: str, *params) -> list:
+        return await self._pool.fetch(sql, *params)
+
+    _read = _write
+
+    def _is_unique_violation(self, exc: Exception) -> bool:
+        return isinstance(exc, asyncpg.UniqueViolationError)

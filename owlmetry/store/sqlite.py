@@ -1,0 +1,81 @@
+"""The SQLite backend (aiosqlite): the embedded default, one file in WAL mode.
+
+Writes go through one connection, one statement at a time behind an asyncio lock, so requests
+queue inside the process instead of surfacing "database is locked"; reads use a second
+connection, which WAL lets run beside the writer. Statements autocommit. This module owns the
+SQLite connections and dialect; the shared statements live in `queries`.
+"""
+
+import asyncio
+import functools
+import os
+import re
+import sqlite3
+
+import aiosqlite
+
+from owlmetry.store import schema_sql
+from owlmetry.store.base import StoreError
+from owlmetry.store.sql import SQLStore
+
+PRAGMAS = """
+PRAGMA journal_mode = WAL;
+PRAGMA synchronous = NORMAL;
+PRAGMA foreign_keys = ON;
+PRAGMA busy_timeout = 10000;
+"""
+
+
+@functools.cache
+def to_sqlite(sql: str) -> str:
+    """`$1` -> `?1`: both are "the first parameter", so a statement may use one twice."""
+    return re.sub(r"\$(\d+)", r"?\1", sql)
+
+
+class SQLiteStore(SQLStore):
+    def __init__(self, writer: aiosqlite.Connection, reader: aiosqlite.Connection):
+        self._writer = writer
+        self._reader = reader
+        self._write_lock = asyncio.Lock()
+
+    @classmethod
+    async def open(cls, path: str) -> "SQLiteStore":
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder):
+            raise StoreError(
+                f"cannot create the SQLite database {path!r}: folder {folder!r} does not exist"
+            )
+        connections = []
+        try:
+            for _ in range(2):
+                connections.append(await aiosqlite.connect(path, isolation_level=None))
+                await connections[-1].executescript(PRAGMAS)
+        except sqlite3.Error as exc:
+            for conn in connections:
+                await conn.close()
+            raise StoreError(f"cannot open the SQLite database {path!r}: {exc}") from exc
+        return cls(*connections)
+
+    async def close(self) -> None:
+        await self._reader.close()
+        async with self._write_lock:
+            await self._writer.close()
+
+    async def migrate(self) -> None:
+        async with self._write_lock:
+            try:
+                await self._writer.executescript("BEGIN IMMEDIATE;\n" + schema_sql() + "\nCOMMIT;")
+            except sqlite3.Error:
+                if self._writer.in_transaction:
+                    await self._writer.rollback()
+                raise
+
+    async def _write(self, sql: str, *params) -> list:
+        async with self._write_lock:
+            return list(await self._writer.execute_fetchall(to_sqlite(sql), params))
+
+    async def _read(self, sql: str, *params) -> list:
+        return list(await self._reader.execute_fetchall(to_sqlite(sql), params))
+
+    def _is_unique_violation(self, exc: Exception) -> bool:
+        return isinstance(exc, sqlite3.IntegrityError) and "UNIQUE" in str(exc)

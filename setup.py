@@ -1,0 +1,40 @@
+"""Packaging for the Owlmetry push service: `pip install .`, console script `owlmetry`."""
+
+import os
+
+from setuptools import find_packages, setup
+from setuptools.command.build_py import build_py
+
+
+class BuildWithSchema(build_py):
+    """schema.sql lives at the top of the repository; installed, it travels inside the package."""
+
+    def run(self):
+        super().run()
+        target = os.path.join(self.build_lib, "owlmetry")
+        self.mkpath(target)
+        self.copy_file("schema.sql", os.path.join(target, "schema.sql"))
+
+
+setup(
+    name="owlmetry",
+    version="0.1.0",
+    description="Self-hosted push service: a device-token registry with an APNs HTTP/2 fan-out",
+    python_requires=">=3.11",
+    packages=find_packages(include=["owlmetry", "owlmetry.*"]),
+    install_requires=[
+        "aiohttp>=3.9",
+        "aiosqlite>=0.20",
+        "asyncpg>=0.29",
+        "pyjwt>=2.8",
+        "cryptography>=42",
+        "h2>=4.1",
+        "orjson>=3.9",
+        "uvloop>=0.19; sys_platform != 'win32'",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "pytest-aiohttp>=1.0", "pytest-asyncio>=0.23"],
+    },
+    entry_points={"console_scripts": ["owlmetry = owlmetry.cli:main"]},
+    cmdclass={"build_py": BuildWithSchema},
+)

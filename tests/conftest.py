@@ -1,0 +1,91 @@
+"""Fixtures every test folder shares: the two databases, the app, users and their tokens.
+
+Each store-backed test runs twice, on a fresh SQLite file and on a fresh PostgreSQL database
+in a cluster the suite starts itself. Where no PostgreSQL binaries exist, those runs are
+skipped, and the end of the run says so in capitals.
+"""
+
+import itertools
+import uuid
+
+import asyncpg
+import pytest
+
+from owlmetry.clock import now_ms
+from owlmetry.config import Config
+from owlmetry.http.app import create_app
+from owlmetry.http.context import STORE, TOKENS
+from owlmetry.store import open_store
+from tests.postgres_cluster import find_bin_dir, start_cluster
+
+NO_POSTGRES = "PostgreSQL binaries (initdb, pg_ctl) not found: every PostgreSQL test was SKIPPED"
+database_numbers = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster():
+    bin_dir = find_bin_dir()
+    if bin_dir is None:
+        pytest.skip(NO_POSTGRES)
+    cluster = start_cluster(bin_dir)
+    yield cluster
+    cluster.stop()
+
+
+def pytest_terminal_summary(terminalreporter):
+    skipped = terminalreporter.stats.get("skipped", [])
+    if any(NO_POSTGRES in str(report.longrepr) for report in skipped):
+        terminalreporter.write_sep("!", NO_POSTGRES.upper(), red=True, bold=True)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def database_url(request, tmp_path):
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/owlmetry.db"
+    cluster = request.getfixturevalue("postgres_cluster")
+    name = f"test_{next(database_numbers)}"
+    admin = await asyncpg.connect(cluster.url)
+    try:
+        await admin.execute(f"CREATE DATABASE {name}")
+    finally:
+        await admin.close()
+    return cluster.database_url(name)
+
+
+@pytest.fixture
+async def store(database_url):
+    store = await open_store(database_url)
+    await store.migrate()
+    yield store
+    await store.close()
+
+
+@pytest.fixture
+def config(database_url):
+    return Config(database_url=database_url)
+
+
+@pytest.fixture
+async def client(aiohttp_client, config):
+    return await aiohttp_client(create_app(config))
+
+
+class Users:
+    """Makes users in the app's own store and JWTs signed with the app's own secret."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def create(self, email: str | None = None) -> tuple[str, str]:
+        email = email or f"{uuid.uuid4().hex[:12]}@example.com"
+        user = await self.app[STORE].create_user(str(uuid.uuid4()), email, now_ms())
+        return user.id, self.app[TOKENS].issue(user.id, user.email)
+
+    async def headers(self, email: str | None = None) -> tuple[str, dict]:
+        user_id, token = await self.create(email)
+        return user_id, {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def users(client):
+    return Users(client.app)

@@ -1,0 +1,94 @@
+"""A throwaway PostgreSQL server for the test suite: initdb, pg_ctl start, and stop.
+
+Runs the cluster as an unprivileged user when the suite runs as root (initdb refuses root),
+on a free loopback port, with durability switched off because the data dies with the run.
+"""
+
+import glob
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+from dataclasses import dataclass
+
+
+def find_bin_dir() -> str | None:
+    on_path = shutil.which("initdb")
+    if on_path:
+        return os.path.dirname(on_path)
+    for folder in sorted(glob.glob("/usr/lib/postgresql/*/bin"), reverse=True):
+        if os.path.exists(os.path.join(folder, "initdb")):
+            return folder
+    return None
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def unprivileged_user() -> str | None:
+    if os.geteuid() != 0:
+        return None
+    for name in ("postgres", "nobody"):
+        try:
+            pwd.getpwnam(name)
+            return name
+        except KeyError:
+            continue
+    raise RuntimeError("running as root and no 'postgres' or 'nobody' user to run PostgreSQL as")
+
+
+@dataclass
+class Cluster:
+    bin_dir: str
+    folder: str
+    port: int
+    user: str | None
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://owlmetry@127.0.0.1:{self.port}/postgres"
+
+    def database_url(self, name: str) -> str:
+        return f"postgresql://owlmetry@127.0.0.1:{self.port}/{name}"
+
+    def run(self, tool: str, *args: str) -> None:
+        command = [os.path.join(self.bin_dir, tool), *args]
+        if self.user:
+            command = ["runuser", "-u", self.user, "--", *command]
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def start(self) -> None:
+        data = os.path.join(self.folder, "data")
+        self.run("initdb", "-D", data, "-U", "owlmetry", "--auth=trust", "-E", "UTF8", "--no-sync")
+        options = (
+            f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c fsync=off "
+            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+        )
+        self.run("pg_ctl", "-D", data, "-o", options, "-l", os.path.join(self.folder, "log"),
+                 "-w", "start")
+
+    def stop(self) -> None:
+        try:
+            self.run("pg_ctl", "-D", os.path.join(self.folder, "data"), "-m", "immediate", "-w", "stop")
+        finally:
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def start_cluster(bin_dir: str) -> Cluster:
+    user = unprivileged_user()
+    folder = tempfile.mkdtemp(prefix="owlmetry-pg-")
+    if user:
+        entry = pwd.getpwnam(user)
+        os.chown(folder, entry.pw_uid, entry.pw_gid)
+    cluster = Cluster(bin_dir, folder, free_port(), user)
+    try:
+        cluster.start()
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    return cluster
