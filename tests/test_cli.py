@@ -1,0 +1,150 @@
+"""The `owlmetry` command as an operator runs it: real processes, real databases."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import urllib.request
+
+import jwt
+import pytest
+
+from owlmetry.http.context import STORE
+
+UUID_LENGTH = 36
+
+
+def run(*args, env=None, cwd=None):
+    clean = {k: v for k, v in os.environ.items()
+             if not k.startswith(("DATABASE_URL", "JWT_", "APNS_", "COOKIE_", "ACCESS_"))}
+    return subprocess.run(
+        [sys.executable, "-m", "owlmetry", *args], capture_output=True, text=True,
+        env={**clean, **(env or {})}, cwd=cwd, timeout=60,
+    )
+
+
+def ok(*args, **kwargs) -> str:
+    result = run(*args, **kwargs)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+async def test_users_create_prints_an_id_and_refuses_a_taken_email(database_url):
+    user_id = ok("users", "create", "alice@example.com", "--database", database_url)
+    assert len(user_id) == UUID_LENGTH
+    again = run("users", "create", "ALICE@example.com", "--database", database_url)
+    assert again.returncode == 1
+    assert again.stdout == ""
+    assert "already exists" in again.stderr and "Traceback" not in again.stderr
+
+
+async def test_a_cli_token_works_on_the_server(client, database_url):
+    user_id = ok("users", "create", "bob@example.com", "--database", database_url)
+    token = ok("users", "token", "bob@example.com", "--database", database_url)
+    assert jwt.decode(token, options={"verify_signature": False})["sub"] == user_id
+    response = await client.get("/v1/devices", headers={"Authorization": f"Bearer {token}"})
+    assert response.status == 200
+
+
+async def test_token_ttl_sets_the_expiry(database_url):
+    ok("users", "create", "carol@example.com", "--database", database_url)
+    token = ok("users", "token", "carol@example.com", "--ttl", "60", "--database", database_url)
+    claims = jwt.decode(token, options={"verify_signature": False})
+    assert claims["exp"] - claims["iat"] == 60
+
+
+async def test_jwt_secret_from_the_environment_signs_tokens(database_url):
+    ok("users", "create", "dave@example.com", "--database", database_url)
+    secret = "an-operator-chosen-secret-of-good-length"
+    token = ok("users", "token", "dave@example.com", "--database", database_url,
+               env={"JWT_SECRET": secret})
+    assert jwt.decode(token, secret, algorithms=["HS256"])["email"] == "dave@example.com"
+
+
+async def test_token_for_an_unknown_email_fails_clearly(database_url):
+    result = run("users", "token", "nobody@example.com", "--database", database_url)
+    assert result.returncode == 1
+    assert "no user" in result.stderr
+
+
+async def test_api_keys_are_created_listed_and_revoked(client, database_url):
+    secret = ok("keys", "create", "--kind", "server", "--name", "deploy", "--database", database_url)
+    assert secret.startswith("owl_server_")
+    headers = {"Authorization": f"Bearer {secret}"}
+    assert (await client.get("/v1/devices", headers=headers)).status == 403
+    (key,) = json.loads(ok("keys", "list", "--database", database_url))
+    assert key["kind"] == "server" and key["name"] == "deploy" and key["revoked_at"] is None
+    assert secret not in json.dumps(key)
+    assert ok("keys", "revoke", key["id"], "--database", database_url) == key["id"]
+    assert (await client.get("/v1/devices", headers=headers)).status == 401
+    assert run("keys", "revoke", key["id"], "--database", database_url).returncode == 1
+
+
+async def test_agent_keys_have_their_prefix(database_url):
+    assert ok("keys", "create", "--kind", "agent", "--database", database_url).startswith("owl_agent_")
+
+
+@pytest.mark.parametrize("args,env,message", [
+    (["migrate", "--database", "mysql://x"], {}, "unsupported database URL"),
+    (["migrate"], {"DATABASE_URL": "sqlite:///"}, "unsupported database URL"),
+    (["migrate", "--database", "sqlite:////no/such/folder/x.db"], {}, "does not exist"),
+    (["migrate", "--database", "postgresql://u@127.0.0.1:1/db"], {}, "cannot connect to PostgreSQL"),
+    (["migrate"], {"COOKIE_SECURE": "maybe"}, "COOKIE_SECURE"),
+    (["migrate"], {"APNS_CONNECTIONS": "lots"}, "APNS_CONNECTIONS"),
+    (["migrate"], {"APNS_CONNECTIONS": "0"}, "APNS_CONNECTIONS"),
+    (["migrate"], {"APNS_PRODUCTION_URL": "http://plain"}, "APNS_PRODUCTION_URL"),
+    (["migrate"], {"APNS_CA_FILE": "/no/such/ca.pem"}, "APNS_CA_FILE"),
+    (["migrate"], {"APNS_KEY_P8_PATH": "/no/such/key.p8"}, "APNS_KEY_P8_PATH"),
+    (["migrate"], {"APNS_KEY_P8": "not a pem"}, "APNS_KEY_P8"),
+    (["serve", "--port", "70000"], {}, "--port"),
+])
+def test_bad_configuration_is_one_clear_line_and_exit_1(tmp_path, args, env, message):
+    result = run(*args, env=env, cwd=tmp_path)
+    assert result.returncode == 1
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("args", [
+    ["keys", "create", "--kind", "admin"],
+    ["users", "create", "not-an-email"],
+    ["users", "token", "a@example.com", "--ttl", "-5"],
+    ["users"],
+    ["frobnicate"],
+])
+def test_bad_arguments_are_usage_errors(tmp_path, args):
+    result = run(*args, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "usage:" in result.stderr
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def get_json(url: str):
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return response.status, json.loads(response.read())
+
+
+def test_serve_starts_on_sqlite_with_no_configuration(tmp_path):
+    port = free_port()
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "JWT_"))}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "owlmetry", "serve", "--port", str(port)],
+        cwd=tmp_path, env=clean, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        assert "listening on" in server.stdout.readline()
+        assert get_json(f"http://127.0.0.1:{port}/healthz") == (200, {"status": "ok"})
+        assert (tmp_path / "owlmetry.db").is_file()
+        busy = run("serve", "--port", str(port), cwd=tmp_path)
+        assert busy.returncode == 1 and "cannot listen" in busy.stderr
+    finally:
+        server.send_signal(signal.SIGTERM)
+        server.wait(timeout=20)
