@@ -1,0 +1,86 @@
+"""Provider-token schedule, result classification and the HPACK literals, without a network."""
+
+import hpack
+import jwt
+from cryptography.hazmat.primitives import serialization
+
+from owlmetry.apns import Outcome, ProviderToken, PushResult
+from owlmetry.apns import request as wire
+from owlmetry.apns.results import from_answer, is_transient
+
+from .conftest import KEY_ID, TEAM_ID
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 1_700_000_000.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_token_is_es256_with_kid_iss_iat(auth_key):
+    clock = FakeClock()
+    token = ProviderToken(KEY_ID, TEAM_ID, auth_key, clock=clock)
+    generation, bearer = token.current()
+    assert bearer.startswith(b"bearer ")
+    public = serialization.load_pem_private_key(auth_key, None).public_key()
+    raw = bearer[7:].decode()
+    assert jwt.get_unverified_header(raw) == {"alg": "ES256", "kid": KEY_ID, "typ": "JWT"}
+    claims = jwt.decode(raw, public, algorithms=["ES256"], options={"verify_iat": False})
+    assert claims == {"iss": TEAM_ID, "iat": int(clock.now)}
+    assert generation == 1
+
+
+def test_token_is_renewed_at_45_minutes_not_before(auth_key):
+    clock = FakeClock()
+    token = ProviderToken(KEY_ID, TEAM_ID, auth_key, clock=clock)
+    first = token.current()
+    clock.now += 44 * 60
+    assert token.current() == first
+    clock.now += 60
+    second = token.current()
+    assert second[0] == 2 and second[1] != first[1]
+
+
+def test_expired_renews_once_per_generation(auth_key):
+    token = ProviderToken(KEY_ID, TEAM_ID, auth_key, clock=FakeClock())
+    generation, _ = token.current()
+    for _ in range(50):  # fifty streams saw the same ExpiredProviderToken
+        token.expired(generation)
+    assert token.generation == generation + 1
+
+
+def test_results_tell_delete_from_retry_from_permanent():
+    gone = from_answer(410, "Unregistered", 1_700_000_000_000, "id", 1)
+    assert gone.outcome is Outcome.UNREGISTERED and gone.token_invalid and gone.permanent
+    assert gone.timestamp_ms == 1_700_000_000_000
+    bad = from_answer(400, "DeviceTokenNotForTopic", None, "id", 1)
+    assert bad.outcome is Outcome.BAD_DEVICE_TOKEN and bad.token_invalid
+    busy = from_answer(503, "ServiceUnavailable", None, "id", 6)
+    assert busy.retry_later and not busy.permanent and not busy.token_invalid
+    topic = from_answer(400, "BadTopic", None, "id", 1)
+    assert topic.permanent and not topic.retry_later and not topic.token_invalid
+    assert PushResult(Outcome.DELIVERED, 200).ok
+
+
+def test_transient_reasons_follow_apple():
+    assert is_transient(429, "TooManyRequests")
+    assert is_transient(500, "InternalServerError") and is_transient(503, "Shutdown")
+    for reason in ("BadDeviceToken", "Unregistered", "PayloadTooLarge", "Forbidden"):
+        assert not is_transient(400, reason)
+
+
+def test_literals_decode_with_a_standard_hpack_decoder():
+    long_token = "ab" * 100  # a :path over 127 bytes needs a multi-byte length
+    block = (wire.TABLE_SIZE_ZERO + wire.REQUEST_PREFIX + wire.path_field(long_token)
+             + wire.authority_field("api.push.apple.com", 443)
+             + wire.authorization_field(b"bearer " + b"x" * 300)
+             + wire.options_field("com.example.app", "voip", 5, 1_700_000_000, "c" * 64))
+    decoded = hpack.Decoder().decode(block, raw=True)
+    assert decoded == [
+        (b":method", b"POST"), (b":scheme", b"https"), (b":path", b"/3/device/" + long_token.encode()),
+        (b":authority", b"api.push.apple.com"), (b"authorization", b"bearer " + b"x" * 300),
+        (b"apns-topic", b"com.example.app"), (b"apns-push-type", b"voip"),
+        (b"apns-priority", b"5"), (b"apns-expiration", b"1700000000"),
+        (b"apns-collapse-id", b"c" * 64)]
