@@ -126,6 +126,7 @@ class Connection(asyncio.Protocol):
         self.usable = False
         self.going_away = False
         self.ping_deadline = None
+        self._vetted = True  # just proved alive (SETTINGS) or answered a PING: no check needed
         self.last_activity = self._loop.time()
 
     # --- asyncio.Protocol ------------------------------------------------------------------
@@ -189,6 +190,7 @@ class Connection(asyncio.Protocol):
                 freed = True
             elif kind is h2.events.PingAckReceived:
                 self.ping_deadline = None
+                self._vetted = True
                 self._update_usable()
                 freed = True
         self._flush()
@@ -224,6 +226,7 @@ class Connection(asyncio.Protocol):
             self._auth_generation = generation
             self._auth_field = wire.authorization_field(bearer)
         pending.generation = generation
+        self._vetted = False
         block = b"".join((self._prefix, request.path_field, self._authority, self._auth_field,
                           request.options_field))
         self._prefix = wire.REQUEST_PREFIX
@@ -254,7 +257,7 @@ class Connection(asyncio.Protocol):
             self._on_change()
 
     def needs_ping(self, now: float, idle_s: float) -> bool:
-        return not self.in_flight and now - self.last_activity >= idle_s
+        return not self.in_flight and not self._vetted and now - self.last_activity >= idle_s
 
     def ping(self, deadline: float) -> None:
         """Check an idle connection before it is trusted again; no streams until the answer."""

@@ -87,7 +87,7 @@ async def make_client(mock, tls_files, auth_key):
 
 
 def token(i: int) -> str:
-    return format(i, "x").rjust(64, "a")
+    return "b" + format(i, "x").rjust(63, "0")
 
 
 async def send_many(client, tokens, **options):

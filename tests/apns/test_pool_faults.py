@@ -1,0 +1,127 @@
+"""Faults injected by the mock: every push ends with a result, nothing is lost or sent twice
+except what a lost connection forces, and nothing is left running."""
+
+import asyncio
+from collections import Counter
+
+from owlmetry.apns import Outcome, RetryPolicy
+from owlmetry.apns.mock import TokenFault
+
+from .conftest import PAYLOAD, send_many, token
+
+
+def assert_each_delivered_once(mock, tokens):
+    assert dict(mock.stats.delivered) == {t: 1 for t in tokens}
+
+
+async def test_goaway_mid_load_delivers_each_push_exactly_once(make_client, mock, behaviour):
+    behaviour.goaway_after = 60
+    tokens = [token(i) for i in range(500)]
+    results = await send_many(make_client(connections=2), tokens)
+    assert all(r.ok for r in results)
+    assert_each_delivered_once(mock, tokens)
+    assert mock.stats.goaways_sent >= 5 and mock.stats.protocol_errors == 0
+
+
+async def test_dropped_connection_retries_only_what_was_in_flight(make_client, mock, behaviour):
+    behaviour.drop_after = 40
+    behaviour.max_drops = 3
+    behaviour.latency_s = 0.005  # so that several answers are pending when the socket dies
+    tokens = [token(i) for i in range(300)]
+    results = await send_many(make_client(connections=1), tokens)
+    assert [r for r in results if not r.ok] == []
+    assert mock.stats.drops == 3
+    assert set(mock.stats.delivered) == set(tokens)
+    # A push is accepted twice only if APNs' answer died with a socket: one acceptance per
+    # lost answer, plus the one whose answer arrived.
+    lost = Counter(mock.stats.lost_answers)
+    assert {t: n - 1 for t, n in mock.stats.delivered.items() if n > 1} == +lost
+
+
+async def test_429_and_503_storms_end_delivered(make_client, mock, behaviour):
+    for i in range(20):
+        behaviour.token_faults[token(i)] = TokenFault(429, "TooManyRequests", times=2)
+    behaviour.error_probability = {503: 0.2}
+    tokens = [token(i) for i in range(200)]
+    client = make_client(retry=RetryPolicy(max_retries=12, base_delay_s=0.001, max_delay_s=0.005,
+                                           too_many_requests_delay_s=0.002))
+    results = await send_many(client, tokens)
+    assert all(r.ok for r in results)
+    assert_each_delivered_once(mock, tokens)
+    assert all(mock.stats.requests[token(i)] >= 3 for i in range(20))
+    assert mock.stats.responses_by_status[503] > 0
+
+
+async def test_retries_are_bounded(make_client, mock, behaviour):
+    behaviour.token_faults[token(1)] = TokenFault(500, "InternalServerError")
+    behaviour.token_faults[token(2)] = TokenFault(429, "TooManyRequests")
+    client = make_client(retry=RetryPolicy(max_retries=3, base_delay_s=0.001, max_delay_s=0.002,
+                                           too_many_requests_delay_s=0.001))
+    busy, throttled = await send_many(client, [token(1), token(2)])
+    assert busy.outcome is Outcome.ERROR and (busy.status, busy.reason) == (500, "InternalServerError")
+    assert busy.retry_later and busy.attempts == 4
+    assert throttled.status == 429 and throttled.retry_later and throttled.attempts == 4
+    assert mock.stats.requests == {token(1): 4, token(2): 4}
+
+
+async def test_rst_stream_is_retried(make_client, mock, behaviour):
+    behaviour.reset_tokens[token(1)] = 2
+    result = await make_client().send(token(1), PAYLOAD)
+    assert result.ok and result.attempts == 3
+    assert mock.stats.resets_sent == 2
+
+
+async def test_expired_provider_token_is_renewed_exactly_once(make_client, mock):
+    client = make_client()
+    assert (await client.send(token(0), PAYLOAD)).ok
+    mock.expire_provider_tokens()
+    tokens = [token(i) for i in range(1, 51)]
+    results = await send_many(client, tokens)
+    assert all(r.ok for r in results)
+    assert client.token.generation == 2
+    assert len(mock.stats.provider_tokens) == 2
+    assert mock.stats.responses_by_status[403] == 50
+
+
+async def test_timeout_gives_an_error_result_and_leaks_nothing(make_client, mock, behaviour):
+    behaviour.latency_s = 30
+    client = make_client(timeout_s=0.2)
+    result = await client.send(token(1), PAYLOAD)
+    assert result.outcome is Outcome.ERROR and result.reason == "Timeout" and result.retry_later
+    await client.close()
+    assert asyncio.all_tasks() == {asyncio.current_task()}
+    assert client.connections() == 0
+
+
+async def test_silent_connection_is_caught_by_ping(make_client, mock):
+    client = make_client(idle_ping_s=0.0, ping_timeout_s=0.1)
+    assert (await client.send(token(1), PAYLOAD)).ok
+    mock.silence_connections()
+    result = await client.send(token(2), PAYLOAD)  # PING unanswered: a new connection takes it
+    assert result.ok and result.attempts == 1
+    assert mock.stats.connections_opened == 2 and mock.stats.pings == 0
+    assert (await client.send(token(3), PAYLOAD)).ok
+    assert mock.stats.pings == 1 and mock.stats.connections_opened == 2
+
+
+async def test_unreachable_host_gives_connection_failed(make_client, mock):
+    port = mock.port
+    await mock.stop()
+    client = make_client(timeout_s=0.3, connect_timeout_s=0.1)
+    result = await client.send(token(1), PAYLOAD)
+    assert (result.outcome, result.reason, result.attempts) == (Outcome.ERROR, "ConnectionFailed", 0)
+    assert port  # the mock's port is closed for good: nothing else listens there in this test
+
+
+async def test_close_ends_in_flight_pushes_and_leaves_no_tasks_or_sockets(make_client, mock, behaviour):
+    behaviour.latency_s = 30
+    client = make_client(connections=2)
+    pending = [asyncio.ensure_future(client.send(token(i), PAYLOAD)) for i in range(20)]
+    while sum(mock.stats.requests.values()) < 20:
+        await asyncio.sleep(0)  # let the pushes reach the mock; no timing involved
+    await client.close()
+    results = await asyncio.gather(*pending)
+    assert {r.reason for r in results} == {"ClientClosed"}
+    assert (await client.send(token(99), PAYLOAD)).reason == "ClientClosed"
+    assert asyncio.all_tasks() == {asyncio.current_task()}
+    assert client.connections() == 0
