@@ -10,6 +10,7 @@ import asyncio
 import enum
 import logging
 import ssl
+from collections import deque
 
 import h2.config
 import h2.connection
@@ -145,7 +146,8 @@ class Connection(asyncio.Protocol):
         self._h2 = _ClientH2(config=_CONFIG)
         self._h2.encoder = _PreEncodedHeaders()
         self.in_flight = self._h2.in_flight = {}
-        self._blocked: dict[int, bytes] = {}  # bodies waiting for flow-control window
+        self._blocked: dict[int, bytes] = {}  # big bodies sent in part, waiting for window
+        self._parked: deque = deque()  # pushes that wait for window before opening a stream
         self._next_stream_id = 1
         self._transport = None
         self._flush_scheduled = False
@@ -214,6 +216,8 @@ class Connection(asyncio.Protocol):
             elif kind is h2.events.WindowUpdated:
                 if self._blocked:
                     self._resume_blocked()
+                if self._parked:
+                    self._unpark()
             elif kind is h2.events.RemoteSettingsChanged:
                 self._settings_changed()
                 freed = True
@@ -237,6 +241,7 @@ class Connection(asyncio.Protocol):
         self.going_away = True
         for stream_id in list(self.in_flight):
             self._fail(stream_id, StreamFailure.LOST, reset=False)
+        self._release_parked(StreamFailure.REFUSED)
         if not self.ready.done():
             self.ready.set_exception(ConnectionError(f"apns {self.host}: closed during setup"))
         if was_usable or exc is not None:
@@ -247,9 +252,28 @@ class Connection(asyncio.Protocol):
     # --- pool side ---------------------------------------------------------------------------
 
     def has_room(self) -> bool:
-        return self.usable and len(self.in_flight) < self.limit
+        return self.usable and len(self.in_flight) + len(self._parked) < self.limit
+
+    def idle(self) -> bool:
+        return not self.in_flight and not self._parked
 
     def submit(self, pending) -> None:
+        """Open a stream for `pending` now, or as soon as the connection window lets its body
+        go out whole: HEADERS without the DATA would only hold a stream open at APNs."""
+        if self._parked or not self._open_stream(pending):
+            self._parked.append(pending)
+        if self.going_away:
+            self._release_parked(StreamFailure.REFUSED)
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _open_stream(self, pending) -> bool:
+        request = pending.request
+        size = len(request.body)
+        h2c = self._h2
+        if h2c.outbound_flow_control_window < size <= h2c.remote_settings.initial_window_size:
+            return False
         stream_id = self._next_stream_id
         self._next_stream_id = stream_id + 2
         request = pending.request
@@ -262,7 +286,6 @@ class Connection(asyncio.Protocol):
         block = b"".join((self._prefix, request.path_field, self._authority, self._auth_field,
                           request.options_field))
         self._prefix = wire.REQUEST_PREFIX
-        h2c = self._h2
         if not h2c.send_request(stream_id, block, request.body):
             h2c.send_headers(stream_id, ((b"", block),))
             rest = self._send_body(stream_id, request.body)
@@ -272,9 +295,22 @@ class Connection(asyncio.Protocol):
         if stream_id >= LAST_STREAM_ID - 2:
             self.going_away = True  # stream ids are spent: finish these, then reconnect
             self.usable = False
-        if not self._flush_scheduled:
-            self._flush_scheduled = True
-            self._loop.call_soon(self._flush)
+        return True
+
+    def _unpark(self) -> None:
+        parked = self._parked
+        while parked and not self.going_away:
+            if parked[0].fut.done() or self._open_stream(parked[0]):
+                parked.popleft()
+            else:
+                return
+        self._release_parked(StreamFailure.REFUSED)  # stream ids ran out meanwhile
+
+    def _release_parked(self, failure: StreamFailure) -> None:
+        while self._parked:
+            pending = self._parked.popleft()
+            if not pending.fut.done():
+                pending.fut.set_result(failure)
 
     def expire(self, now: float) -> None:
         """Time out streams past their deadline, and the connection if a PING went unanswered."""
@@ -285,12 +321,16 @@ class Connection(asyncio.Protocol):
         late = [sid for sid, pending in self.in_flight.items() if pending.deadline <= now]
         for stream_id in late:
             self._fail(stream_id, StreamFailure.TIMEOUT, reset=True)
+        for pending in self._parked:
+            if pending.deadline <= now and not pending.fut.done():
+                pending.fut.set_result(StreamFailure.TIMEOUT)
+                late.append(pending)
         if late:
             self._flush()
             self._on_change()
 
     def needs_ping(self, now: float, idle_s: float) -> bool:
-        return not self.in_flight and not self._vetted and now - self.last_activity >= idle_s
+        return self.idle() and not self._vetted and now - self.last_activity >= idle_s
 
     def ping(self, deadline: float) -> None:
         """Check an idle connection before it is trusted again; no streams until the answer."""
@@ -305,6 +345,7 @@ class Connection(asyncio.Protocol):
         self.going_away = True
         for stream_id in list(self.in_flight):
             self._fail(stream_id, StreamFailure.CLOSED, reset=False)
+        self._release_parked(StreamFailure.CLOSED)
         if self._transport is not None and not self._transport.is_closing():
             self._h2.close_connection()
             self._flush()
@@ -382,3 +423,4 @@ class Connection(asyncio.Protocol):
                  event.error_code, (event.additional_data or b"")[:200])
         for stream_id in [sid for sid in self.in_flight if sid > event.last_stream_id]:
             self._fail(stream_id, StreamFailure.REFUSED, reset=False)
+        self._release_parked(StreamFailure.REFUSED)

@@ -167,8 +167,8 @@ class HostPool:
 
     def _room(self) -> Connection | None:
         for conn in self._conns:
-            if conn.usable and len(conn.in_flight) < conn.limit:
-                if not conn.in_flight:
+            if conn.has_room():
+                if conn.idle():
                     now = self._loop.time()
                     if conn.needs_ping(now, self._settings.idle_ping_s):
                         conn.ping(now + self._settings.ping_timeout_s)
