@@ -129,6 +129,8 @@ def ssl_context(ca_file: str | None = None) -> ssl.SSLContext:
 class Connection(asyncio.Protocol):
     """A pool hands pushes to `submit` while `has_room()`; `on_change` tells it when that flips.
 
+    `ready` resolves True at the peer's first SETTINGS, False if the socket closes before.
+
     A push ("pending") carries `fut`, `request`, and gets `status`, `apns_id`, `chunks` and
     the `generation` of the provider token it went out with.
     """
@@ -186,8 +188,8 @@ class Connection(asyncio.Protocol):
             events = self._h2.receive_data(data)
         except h2.exceptions.ProtocolError as exc:
             log.warning("apns %s: protocol error, dropping connection: %s", self.host, exc)
-            self._flush()
-            self._transport.abort()
+            self._flush()  # h2's GOAWAY
+            self._transport.close()
             return
         self.last_activity = self._loop.time()
         freed = False
@@ -243,7 +245,7 @@ class Connection(asyncio.Protocol):
             self._fail(stream_id, StreamFailure.LOST, reset=False)
         self._release_parked(StreamFailure.REFUSED)
         if not self.ready.done():
-            self.ready.set_exception(ConnectionError(f"apns {self.host}: closed during setup"))
+            self.ready.set_result(False)
         if was_usable or exc is not None:
             log.info("apns %s: connection lost (%s)", self.host, exc or "closed")
         self.closed.set_result(None)
@@ -410,11 +412,12 @@ class Connection(asyncio.Protocol):
             log.debug("apns %s: max concurrent streams %d -> %d", self.host, self.limit, limit)
         self.limit = limit
         if not self.ready.done():
-            self.ready.set_result(None)
+            self.ready.set_result(True)
         self._update_usable()
 
     def _update_usable(self):
-        self.usable = (self.ready.done() and not self.going_away and self.ping_deadline is None)
+        self.usable = (self.ready.done() and self.ready.result() and not self.going_away
+                       and self.ping_deadline is None)
 
     def _goaway(self, event):
         self.going_away = True

@@ -457,8 +457,8 @@ async def _serve_stats(mock: MockAPNs, port: int) -> asyncio.Server:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(prog="python -m owlmetry.apns.mock", description=__doc__)
-    ap.add_argument("--port", type=int, default=8443)
-    ap.add_argument("--stats-port", type=int, default=None)
+    ap.add_argument("--port", type=int, default=8443, help="0: any free port (printed)")
+    ap.add_argument("--stats-port", type=int, default=None, help="GET /stats, POST /reset")
     ap.add_argument("--cert", required=True)
     ap.add_argument("--key", required=True)
     ap.add_argument("--auth-key", help="ES256 key (.p8 or public PEM) provider tokens must verify with")
@@ -482,8 +482,9 @@ def main(argv=None) -> None:
     async def serve():
         mock = MockAPNs(a.cert, a.key, auth_key, a.key_id, a.team_id, behaviour)
         port = await mock.start(port=a.port)
-        stats = await _serve_stats(mock, a.stats_port) if a.stats_port else None
-        print(json.dumps({"mock_apns": "listening", "port": port, "stats_port": a.stats_port}),
+        stats = None if a.stats_port is None else await _serve_stats(mock, a.stats_port)
+        stats_port = stats.sockets[0].getsockname()[1] if stats else None
+        print(json.dumps({"mock_apns": "listening", "port": port, "stats_port": stats_port}),
               flush=True)
         stop = asyncio.Event()
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)

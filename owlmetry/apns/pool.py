@@ -248,7 +248,8 @@ class HostPool:
                 protocol, self.host, self._port, ssl=self._ssl, server_hostname=self.host)
             self._sockets.add(conn)
             try:
-                await conn.ready
+                if not await conn.ready:
+                    raise ConnectionError("closed before HTTP/2 settings (is ALPN h2 offered?)")
             except BaseException:
                 transport.abort()
                 raise

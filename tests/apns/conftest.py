@@ -75,10 +75,9 @@ async def make_client(mock, tls_files, auth_key):
     def make(**options) -> APNsClient:
         options.setdefault("retry", FAST_RETRY)
         options.setdefault("timeout_s", 10.0)
-        client = APNsClient(KEY_ID, TEAM_ID, auth_key, TOPIC,
-                            production_url=f"https://127.0.0.1:{mock.port}",
-                            sandbox_url=f"https://localhost:{mock.port}",
-                            ca_file=tls_files[0], **options)
+        options.setdefault("production_url", f"https://127.0.0.1:{mock.port}")
+        options.setdefault("sandbox_url", f"https://localhost:{mock.port}")
+        client = APNsClient(KEY_ID, TEAM_ID, auth_key, TOPIC, ca_file=tls_files[0], **options)
         clients.append(client)
         return client
 

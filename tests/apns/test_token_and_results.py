@@ -1,11 +1,9 @@
-"""Provider-token schedule, result classification and the HPACK literals, without a network."""
+"""Provider-token schedule and result classification, without a network."""
 
-import hpack
 import jwt
 from cryptography.hazmat.primitives import serialization
 
 from owlmetry.apns import Outcome, ProviderToken, PushResult
-from owlmetry.apns import request as wire
 from owlmetry.apns.results import from_answer, is_transient
 
 from .conftest import KEY_ID, TEAM_ID
@@ -69,18 +67,3 @@ def test_transient_reasons_follow_apple():
     assert is_transient(500, "InternalServerError") and is_transient(503, "Shutdown")
     for reason in ("BadDeviceToken", "Unregistered", "PayloadTooLarge", "Forbidden"):
         assert not is_transient(400, reason)
-
-
-def test_literals_decode_with_a_standard_hpack_decoder():
-    long_token = "ab" * 100  # a :path over 127 bytes needs a multi-byte length
-    block = (wire.TABLE_SIZE_ZERO + wire.REQUEST_PREFIX + wire.path_field(long_token)
-             + wire.authority_field("api.push.apple.com", 443)
-             + wire.authorization_field(b"bearer " + b"x" * 300)
-             + wire.options_field("com.example.app", "voip", 5, 1_700_000_000, "c" * 64))
-    decoded = hpack.Decoder().decode(block, raw=True)
-    assert decoded == [
-        (b":method", b"POST"), (b":scheme", b"https"), (b":path", b"/3/device/" + long_token.encode()),
-        (b":authority", b"api.push.apple.com"), (b"authorization", b"bearer " + b"x" * 300),
-        (b"apns-topic", b"com.example.app"), (b"apns-push-type", b"voip"),
-        (b"apns-priority", b"5"), (b"apns-expiration", b"1700000000"),
-        (b"apns-collapse-id", b"c" * 64)]
