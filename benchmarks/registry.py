@@ -1,0 +1,334 @@
+"""Devices API throughput: requests/s of one `owlmetry serve` process pinned to one core.
+
+Runs the shared wrk workload (/work/shared/bench/registry: register_new, register_refresh,
+list, mixed 70/25/5) the way the Owlmetry reference was measured: the server under
+`taskset -c 0`, `taskset -c 1 wrk -t1 -c64 -d<duration> --timeout 10s`, CHANNEL=ios_push
+PLATFORM=none, PostgreSQL unpinned. Per backend it builds a fresh database (SQLite: a temp
+file; PostgreSQL: a throwaway cluster with default durable settings, i.e. fsync on, or the
+database named by --postgres-url), migrates it, creates 100 writer and 100 lister users with
+`owlmetry users create`, mints their JWTs with the server's JWT_SECRET (mint_jwt.py), seeds
+1,000 refresh tokens and 5 devices per lister (seed_devices.py), starts the server, then runs
+each scenario --runs times.
+
+Prints a markdown table (the run with the median requests/s, its p50/p99, non-2xx summed over
+all runs, ratio to the reference) and one JSON line per (backend, scenario). Any non-2xx or
+socket error is reported loudly and makes the exit status 1. The server, the PostgreSQL
+cluster and the temp files are removed on exit, Ctrl-C and the --time-limit alarm.
+
+    python benchmarks/registry.py [--backend sqlite|postgresql|both] [--duration 20s]
+        [--runs 3] [--scenarios register_new list ...] [--postgres-url URL]
+        [--py-spy DIR]   # also record a py-spy profile of the server per scenario (extra run)
+"""
+
+import argparse
+import asyncio
+import concurrent.futures
+import contextlib
+import json
+import os
+import pwd
+import re
+import secrets
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+from tests.postgres_cluster import Cluster, find_bin_dir, free_port, unprivileged_user  # noqa: E402
+
+BENCH = "/work/shared/bench/registry"
+SCENARIOS = ("register_new", "register_refresh", "list", "mixed")
+REFERENCE_RPS = {"register_new": 975, "register_refresh": 833, "list": 1491, "mixed": 917}
+USERS_PER_ROLE = 100
+SERVER_CORE, WRK_CORE = "0", "1"
+SETUP_SECONDS = 300  # per backend: cluster, users, seeding, server start
+
+
+class DurableCluster(Cluster):
+    """tests.postgres_cluster.Cluster, started with PostgreSQL's default (durable) settings.
+
+    Started in its own session so Ctrl-C reaches this script, which then stops it cleanly.
+    """
+
+    def start(self) -> None:
+        data = os.path.join(self.folder, "data")
+        self.run("initdb", "-D", data, "-U", "owlmetry", "--auth=trust", "-E", "UTF8")
+        options = f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c max_connections=200"
+        command = [os.path.join(self.bin_dir, "pg_ctl"), "-D", data, "-o", options,
+                   "-l", os.path.join(self.folder, "log"), "-w", "start"]
+        if self.user:
+            command = ["runuser", "-u", self.user, "--", *command]
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL, start_new_session=True,
+                       timeout=120)
+
+
+@contextlib.contextmanager
+def postgres_database(url: str | None):
+    """The URL of a database to benchmark: `url` itself, or `bench` in a new throwaway cluster."""
+    if url:
+        yield url
+        return
+    bin_dir = find_bin_dir()
+    if bin_dir is None:
+        raise SystemExit("no PostgreSQL binaries (apt-get install postgresql) and no --postgres-url")
+    user = unprivileged_user()
+    cluster = DurableCluster(bin_dir, tempfile.mkdtemp(prefix="owlbench-pg-"), free_port(), user)
+    if user:
+        entry = pwd.getpwnam(user)
+        os.chown(cluster.folder, entry.pw_uid, entry.pw_gid)
+    try:
+        cluster.start()
+        asyncio.run(create_database(cluster.url, "bench"))
+        yield cluster.database_url("bench")
+    finally:
+        with contextlib.suppress(subprocess.CalledProcessError):
+            cluster.stop()
+        shutil.rmtree(cluster.folder, ignore_errors=True)
+
+
+async def create_database(url: str, name: str) -> None:
+    import asyncpg
+
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(f"CREATE DATABASE {name}")
+    finally:
+        await conn.close()
+
+
+def owlmetry(*args: str, env: dict) -> str:
+    done = subprocess.run([sys.executable, "-m", "owlmetry", *args], env=env, check=True,
+                          capture_output=True, text=True, timeout=60)
+    return done.stdout.strip()
+
+
+def create_users(database: str, env: dict, role: str, run_id: str) -> list[tuple[str, str]]:
+    """(id, email) of USERS_PER_ROLE new users, created with `owlmetry users create`."""
+    emails = [f"{role}{i}-{run_id}@bench.example" for i in range(USERS_PER_ROLE)]
+    pool = concurrent.futures.ThreadPoolExecutor(8)
+    try:
+        ids = pool.map(lambda email: owlmetry("users", "create", email, "--database", database,
+                                              env=env), emails)
+        return list(zip(ids, emails))
+    finally:
+        pool.shutdown(cancel_futures=True)  # on Ctrl-C, start no more
+
+
+def write_jwts(path: str, users: list[tuple[str, str]], secret: str) -> None:
+    pairs = "".join(f"{user_id} {email}\n" for user_id, email in users)
+    done = subprocess.run([sys.executable, f"{BENCH}/mint_jwt.py", "--secret", secret, "--batch", "-"],
+                          input=pairs, capture_output=True, text=True, check=True, timeout=60)
+    with open(path, "w") as out:
+        out.write(done.stdout)
+
+
+def wait_healthy(url: str, server: subprocess.Popen, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            raise RuntimeError(f"server exited with {server.returncode} before becoming healthy")
+        with contextlib.suppress(OSError):
+            with urllib.request.urlopen(f"{url}/healthz", timeout=2) as response:
+                if response.status == 200:
+                    return
+        time.sleep(0.2)
+    raise RuntimeError(f"server not healthy after {timeout:.0f}s")
+
+
+@contextlib.contextmanager
+def running_server(database: str, env: dict, log_path: str):
+    """A pinned `owlmetry serve` on a free port; yields (base URL, pid)."""
+    port = free_port()
+    with open(log_path, "w") as log:
+        server = subprocess.Popen(
+            ["taskset", "-c", SERVER_CORE, sys.executable, "-m", "owlmetry", "serve",
+             "--port", str(port), "--database", database],
+            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_healthy(url, server)
+        yield url, server.pid
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
+def seed(url: str, files: dict) -> None:
+    subprocess.run([sys.executable, f"{BENCH}/seed_devices.py", "--base-url", url,
+                    "--jwt-file", files["writers"], "--list-jwt-file", files["listers"],
+                    "--tokens-file", files["tokens"], "--channel", "ios_push", "--platform", ""],
+                   check=True, timeout=180, stdout=subprocess.DEVNULL)
+
+
+def run_wrk(url: str, scenario: str, duration: str, files: dict) -> dict:
+    env = dict(os.environ, JWT_FILE=files["writers"], LIST_JWT_FILE=files["listers"],
+               TOKENS_FILE=files["tokens"], CHANNEL="ios_push", PLATFORM="none")
+    done = subprocess.run(
+        ["taskset", "-c", WRK_CORE, "wrk", "-t1", "-c64", f"-d{duration}", "--timeout", "10s",
+         "-s", f"{BENCH}/wrk/{scenario}.lua", url],
+        env=env, capture_output=True, text=True, check=True, timeout=seconds(duration) + 60,
+    )
+    line = next((l for l in done.stdout.splitlines() if l.startswith("WRK_JSON ")), None)
+    if line is None:
+        raise RuntimeError(f"no WRK_JSON line from wrk:\n{done.stdout}\n{done.stderr}")
+    return json.loads(line.removeprefix("WRK_JSON "))
+
+
+def summarize(backend: str, scenario: str, runs: list[dict]) -> dict:
+    """The run with the median requests/s; errors summed over all runs."""
+    median = statistics.median_low(run["rps"] for run in runs)
+    chosen = next(run for run in runs if run["rps"] == median)
+    socket_errors = sum(run[k] for run in runs for k in ("connect_err", "read_err", "write_err", "timeout"))
+    return {
+        "backend": backend, "scenario": scenario, "runs": len(runs),
+        "rps": chosen["rps"], "p50_ms": chosen["p50_ms"], "p99_ms": chosen["p99_ms"],
+        "non2xx": sum(run["non2xx"] for run in runs), "socket_errors": socket_errors,
+        "ratio": round(chosen["rps"] / REFERENCE_RPS[scenario], 2),
+        "all_rps": [run["rps"] for run in runs], "load_1m": [run["load_1m"] for run in runs],
+    }
+
+
+def profile(pid: int, scenario: str, backend: str, duration: str, url: str, files: dict, out_dir: str):
+    """One extra wrk run with py-spy sampling the server; writes collapsed stacks (flamegraph.pl input)."""
+    out = os.path.join(out_dir, f"{backend}-{scenario}.txt")
+    recorder = subprocess.Popen(
+        ["py-spy", "record", "--pid", str(pid), "--nonblocking", "--format", "raw",
+         "--duration", str(seconds(duration)), "-o", out],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    try:
+        result = run_wrk(url, scenario, duration, files)
+        recorder.wait(timeout=60)
+    finally:
+        recorder.kill()
+    print(f"[{backend}] {scenario} under py-spy: {result['rps']:.0f} req/s -> {out}", file=sys.stderr)
+
+
+def bench_backend(backend: str, database: str, args, work: str) -> list[dict]:
+    secret = secrets.token_urlsafe(32)
+    env = dict(os.environ, JWT_SECRET=secret)
+    env.pop("ACCESS_LOG", None)
+    run_id = secrets.token_hex(4)
+    files = {name: os.path.join(work, f"{backend}-{name}.txt") for name in ("writers", "listers", "tokens")}
+    print(f"[{backend}] migrate, create {2 * USERS_PER_ROLE} users, seed", file=sys.stderr)
+    owlmetry("migrate", "--database", database, env=env)
+    write_jwts(files["writers"], create_users(database, env, "writer", run_id), secret)
+    write_jwts(files["listers"], create_users(database, env, "lister", run_id), secret)
+    results = []
+    with running_server(database, env, os.path.join(work, f"{backend}-server.log")) as (url, pid):
+        seed(url, files)
+        for scenario in args.scenarios:
+            runs = []
+            for n in range(args.runs):
+                runs.append(run_wrk(url, scenario, args.duration, files))
+                runs[-1]["load_1m"] = os.getloadavg()[0]  # other work on the machine skews figures
+                print(f"[{backend}] {scenario} run {n + 1}/{args.runs}: {runs[-1]['rps']:.0f} req/s, "
+                      f"non-2xx {runs[-1]['non2xx']}, load average {runs[-1]['load_1m']:.1f}",
+                      file=sys.stderr)
+            results.append(summarize(backend, scenario, runs))
+            if args.py_spy:
+                profile(pid, scenario, backend, args.duration, url, files, args.py_spy)
+    return results
+
+
+def code_version() -> str:
+    """HEAD, and whether the package has uncommitted changes (the figures are for the working tree)."""
+    head = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"],
+                          capture_output=True, text=True).stdout.strip()
+    dirty = subprocess.run(["git", "-C", REPO, "status", "--porcelain", "--", "owlmetry"],
+                           capture_output=True, text=True).stdout.strip()
+    return f"{head or 'unknown'}{' + uncommitted changes in owlmetry/' if dirty else ''}"
+
+
+def print_report(results: list[dict], version: str) -> None:
+    print(f"code: {version}")
+    print()
+    print("| backend | scenario | requests/s | p50 ms | p99 ms | non-2xx | × reference |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    for r in results:
+        print(f"| {r['backend']} | {r['scenario']} | {r['rps']:,.0f} | {r['p50_ms']:.1f} | "
+              f"{r['p99_ms']:.1f} | {r['non2xx']} | {r['ratio']:.2f} (ref {REFERENCE_RPS[r['scenario']]:,}) |")
+    print()
+    for r in results:
+        print(json.dumps(r))
+    bad = [r for r in results if r["non2xx"] or r["socket_errors"]]
+    for r in bad:
+        print(f"!!! ERRORS: {r['backend']} {r['scenario']}: {r['non2xx']} non-2xx responses, "
+              f"{r['socket_errors']} socket errors !!!", file=sys.stderr)
+
+
+def seconds(duration: str) -> int:
+    match = re.fullmatch(r"(\d+)([smh]?)", duration)
+    if not match:
+        raise argparse.ArgumentTypeError(f"not a wrk duration (e.g. 20s, 1m): {duration!r}")
+    return int(match[1]) * {"": 1, "s": 1, "m": 60, "h": 3600}[match[2]]
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backend", choices=("sqlite", "postgresql", "both"), default="both")
+    parser.add_argument("--duration", default="20s", help="wrk -d per run (default 20s)")
+    parser.add_argument("--runs", type=int, default=3, help="runs per scenario; the median is reported")
+    parser.add_argument("--scenarios", nargs="+", choices=SCENARIOS, default=list(SCENARIOS))
+    parser.add_argument("--postgres-url", help="use this (empty, dedicated) database instead of a throwaway cluster")
+    parser.add_argument("--py-spy", metavar="DIR", help="after each scenario, profile one extra run into DIR")
+    parser.add_argument("--time-limit", type=int, metavar="SECONDS",
+                        help="abort (cleaning up) after this long (default: estimated from the other flags)")
+    args = parser.parse_args(argv)
+    seconds(args.duration)
+    return args
+
+
+def time_limit(args, backends: list[str]) -> int:
+    wrk_runs = len(args.scenarios) * (args.runs + (1 if args.py_spy else 0))
+    return len(backends) * (SETUP_SECONDS + wrk_runs * (seconds(args.duration) + 15))
+
+
+def on_alarm(signum, frame):
+    raise TimeoutError("time limit reached")
+
+
+def on_term(signum, frame):
+    raise KeyboardInterrupt
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    backends = ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]
+    if args.py_spy:
+        os.makedirs(args.py_spy, exist_ok=True)
+    signal.signal(signal.SIGALRM, on_alarm)
+    signal.signal(signal.SIGTERM, on_term)
+    signal.alarm(args.time_limit or time_limit(args, backends))
+    version = code_version()
+    results = []
+    with tempfile.TemporaryDirectory(prefix="owlbench-") as work:
+        for backend in backends:
+            if backend == "sqlite":
+                database = f"sqlite:///{os.path.join(work, 'bench.db')}"
+                results += bench_backend(backend, database, args, work)
+            else:
+                with postgres_database(args.postgres_url) as database:
+                    results += bench_backend(backend, database, args, work)
+    signal.alarm(0)
+    print_report(results, version)
+    return 1 if any(r["non2xx"] or r["socket_errors"] for r in results) else 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except (KeyboardInterrupt, TimeoutError) as exc:
+        print(f"registry.py: stopped ({str(exc) or 'interrupted'}); cleaned up", file=sys.stderr)
+        sys.exit(130)
