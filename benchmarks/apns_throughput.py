@@ -58,7 +58,8 @@ async def run(a) -> dict:
     with open(a.key) as f:
         key = f.read()
     client = APNsClient(a.key_id, a.team_id, key, a.topic, production_url=a.url, ca_file=a.ca,
-                        connections=a.connections, max_streams_per_connection=a.concurrency)
+                        connections=a.connections,
+                        max_streams_per_connection=-(-a.concurrency // a.connections))
 
     async def worker():
         nonlocal ok

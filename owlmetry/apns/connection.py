@@ -2,8 +2,9 @@
 
 Owns the socket, stream ids, the peer's live SETTINGS_MAX_CONCURRENT_STREAMS, flow control,
 write batching (one transport.write per event-loop tick), GOAWAY bookkeeping and PING. It puts
-a pool's pending push on a stream and completes the push's future with the answer or with a
-`StreamFailure`. Must not retry, choose between connections, or interpret APNs reasons.
+a pool's pending push on a stream and completes the push's future with the push itself
+(answered), a `StreamFailure`, or None (its deadline passed before it got a stream). Must not
+retry, choose between connections, or interpret APNs reasons.
 """
 
 import asyncio
@@ -325,7 +326,7 @@ class Connection(asyncio.Protocol):
             self._fail(stream_id, StreamFailure.TIMEOUT, reset=True)
         for pending in self._parked:
             if pending.deadline <= now and not pending.fut.done():
-                pending.fut.set_result(StreamFailure.TIMEOUT)
+                pending.fut.set_result(None)  # like a push still queued in the pool: never sent
                 late.append(pending)
         if late:
             self._flush()

@@ -11,6 +11,7 @@ from hpack.huffman_constants import REQUEST_CODES, REQUEST_CODES_LENGTH
 from hpack.table import HeaderTable
 
 _STATIC = HeaderTable.STATIC_TABLE
+_STATIC_SIZE = len(_STATIC)
 _MEMO_SIZE = 512
 _EOS = 256
 
@@ -89,8 +90,12 @@ def _integer(data, i: int, prefix_bits: int) -> tuple[int, int]:
 
 
 def _string(data, i: int, memo: dict | None) -> tuple[bytes, int]:
-    huffman = data[i] & 0x80
-    length, i = _integer(data, i, 7)
+    first = data[i]
+    if first < 0x7F or 0x80 <= first < 0xFF:  # the length fits the first byte
+        length, i = first & 0x7F, i + 1
+    else:
+        length, i = _integer(data, i, 7)
+    huffman = first & 0x80
     end = i + length
     if end > len(data):
         raise HPACKDecodingError("HPACK string runs past the header block")
@@ -108,9 +113,9 @@ def _string(data, i: int, memo: dict | None) -> tuple[bytes, int]:
 
 
 def _static(index: int) -> tuple[bytes, bytes]:
-    if not 0 < index <= len(_STATIC):
-        raise HPACKDecodingError(f"index {index} is outside the static table (table size 0)")
-    return _STATIC[index - 1]
+    if 0 < index <= _STATIC_SIZE:
+        return _STATIC[index - 1]
+    raise HPACKDecodingError(f"index {index} is outside the static table (table size 0)")
 
 
 class ZeroTableDecoder:
@@ -129,10 +134,14 @@ class ZeroTableDecoder:
 
     def decode(self, data, raw: bool = True) -> list[tuple[bytes, bytes]]:
         headers, i, n, size = [], 0, len(data), 0
+        memo, unique = self._memo, self._unique_names
         while i < n:
             first = data[i]
             if first & 0x80:  # indexed field
-                index, i = _integer(data, i, 7)
+                if first == 0xFF:
+                    index, i = _integer(data, i, 7)
+                else:
+                    index, i = first & 0x7F, i + 1
                 headers.append(_static(index))
                 continue
             if first & 0xC0 == 0x40:  # literal with incremental indexing: no table, same thing
@@ -144,12 +153,11 @@ class ZeroTableDecoder:
                 continue
             else:  # literal without indexing / never indexed
                 index, i = _integer(data, i, 4)
-            memo = self._memo
             if index:
                 name = _static(index)[0]
             else:
                 name, i = _string(data, i, memo)
-            value, i = _string(data, i, None if name in self._unique_names else memo)
+            value, i = _string(data, i, None if name in unique else memo)
             size += 32 + len(name) + len(value)
             if size > self.max_header_list_size:
                 raise HPACKDecodingError("header list larger than advertised")

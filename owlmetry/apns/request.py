@@ -58,7 +58,10 @@ def authorization_field(bearer: bytes) -> bytes:
 
 
 def path_field(token_hex: str) -> bytes:
-    return literal(_PATH, b"/3/device/" + token_hex.encode())
+    path = b"/3/device/" + token_hex.encode()
+    if len(path) < 127:  # every real token: a one-byte length, no need for the general encoder
+        return _SHORT_PATH_PREFIXES[len(path)] + path
+    return literal(_PATH, path)
 
 
 def options_field(topic: str, push_type: str, priority: int, expiration: int | None,
@@ -71,6 +74,9 @@ def options_field(topic: str, push_type: str, priority: int, expiration: int | N
     if collapse_id is not None:
         fields.append(literal(b"apns-collapse-id", collapse_id.encode()))
     return b"".join(fields)
+
+
+_SHORT_PATH_PREFIXES = [bytes((_PATH, n)) for n in range(127)]
 
 
 def encode_payload(payload: bytes | dict) -> bytes:
