@@ -10,15 +10,22 @@ import asyncio
 import logging
 import re
 import sys
-import uuid
 from contextlib import asynccontextmanager
 
 import orjson
 
-from owlmetry import __version__, config as configuration
+from owlmetry import __version__
+from owlmetry import config as configuration
 from owlmetry.clock import iso_ms, now_ms
 from owlmetry.config import Config, ConfigError
-from owlmetry.http.auth import API_KEY_KINDS, UserTokens, hash_api_key, jwt_secret, new_api_key
+from owlmetry.http.auth import (
+    API_KEY_KINDS,
+    UserTokens,
+    hash_api_key,
+    jwt_secret,
+    new_api_key,
+)
+from owlmetry.ids import new_id
 from owlmetry.store import EmailTaken, StoreError, open_store
 
 EMAIL = re.compile(r"[^@\s]+@[^@\s]+")
@@ -108,7 +115,7 @@ async def migrate_command(config: Config, args) -> str:
 async def create_user_command(config: Config, args) -> str:
     async with migrated_store(config) as store:
         try:
-            user = await store.create_user(str(uuid.uuid4()), args.email, now_ms())
+            user = await store.create_user(new_id(), args.email, now_ms())
         except EmailTaken as exc:
             raise CommandError(str(exc)) from None
         return user.id
@@ -126,7 +133,7 @@ async def user_token_command(config: Config, args) -> str:
 async def create_key_command(config: Config, args) -> str:
     async with migrated_store(config) as store:
         secret = new_api_key(args.kind)
-        await store.create_api_key(str(uuid.uuid4()), args.kind, args.name, hash_api_key(secret), now_ms())
+        await store.create_api_key(new_id(), args.kind, args.name, hash_api_key(secret), now_ms())
         return secret
 
 

@@ -11,6 +11,13 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
+_last_second: tuple[int, str] = (-1, "")
+
+
 def iso_ms(ms: int) -> str:
+    global _last_second
     seconds, millis = divmod(ms, 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
+    # Most timestamps a busy server formats fall in the same second; format that part once.
+    if _last_second[0] != seconds:
+        _last_second = (seconds, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)))
+    return f"{_last_second[1]}.{millis:03d}Z"

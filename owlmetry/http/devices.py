@@ -5,7 +5,6 @@ this module in a response.
 """
 
 import re
-import uuid
 
 import orjson
 from aiohttp import web
@@ -14,6 +13,7 @@ from owlmetry.clock import iso_ms, now_ms
 from owlmetry.http.auth import require_user, user_gone
 from owlmetry.http.context import STORE, caller_of
 from owlmetry.http.errors import ApiError, json_response
+from owlmetry.ids import new_id
 from owlmetry.store import DeleteOutcome, Device, DeviceRegistration
 
 CHANNELS = ("ios_push",)
@@ -77,7 +77,7 @@ async def register_device(request: web.Request) -> web.Response:
     user_id = require_user(await caller_of(request))
     registration = parse_registration(parse_json_object(await request.read()))
     device = await request.app[STORE].register_device(
-        str(uuid.uuid4()), user_id, registration, now_ms()
+        new_id(), user_id, registration, now_ms()
     )
     if device is None:
         raise user_gone()

@@ -37,31 +37,4 @@ REVOKE_API_KEY = """
 UPDATE api_keys SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL RETURNING id
 """
 
-# Selecting from users makes "the caller's user is gone" come back as no row, in the same
-# statement. The WHERE clause also keeps SQLite from reading ON CONFLICT as a join constraint.
-REGISTER_DEVICE = """
-INSERT INTO user_devices (id, user_id, channel, token, environment,
-                          app_version, device_model, os_version, last_seen_at, created_at)
-SELECT $1, id, $3, $4, $5, $6, $7, $8, $9, $9 FROM users WHERE id = $2
-ON CONFLICT (token) DO UPDATE SET
-    user_id      = excluded.user_id,
-    channel      = excluded.channel,
-    environment  = excluded.environment,
-    app_version  = excluded.app_version,
-    device_model = excluded.device_model,
-    os_version   = excluded.os_version,
-    last_seen_at = excluded.last_seen_at
-RETURNING id, channel, environment, app_version, device_model, os_version,
-          last_seen_at, created_at
-"""
-
-# One row of NULLs for a user without devices, no row for a user that does not exist.
-LIST_DEVICES = """
-SELECT d.id, d.channel, d.environment, d.app_version, d.device_model, d.os_version,
-       d.last_seen_at, d.created_at
-FROM users u LEFT JOIN user_devices d ON d.user_id = u.id
-WHERE u.id = $1
-ORDER BY d.last_seen_at DESC, d.created_at DESC, d.id
-"""
-
 DELETE_DEVICE = "DELETE FROM user_devices WHERE id = $1 AND user_id = $2 RETURNING id"

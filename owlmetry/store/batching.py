@@ -1,0 +1,69 @@
+"""Coalescing: many concurrent calls of one kind become one database statement.
+
+A registration or a device list is a tiny statement, and under load most of its cost is the
+trip to the database (a thread hop for SQLite, a network round trip for PostgreSQL). Callers
+`await batcher.submit(item)`; while a batch runs, new items queue, and the next batch takes
+them all at once, so a busy server makes few, large trips and an idle one answers at once —
+no timers. This module knows nothing about SQL.
+"""
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+
+
+class Batcher:
+    def __init__(
+        self,
+        run_batch: Callable[[Sequence], Awaitable[Sequence]],
+        *,
+        max_size: int = 256,
+        concurrency: int = 1,
+    ):
+        """`run_batch(items)` returns one result per item, in order; `concurrency` batches may run at once."""
+        self._run_batch = run_batch
+        self._max_size = max_size
+        self._concurrency = concurrency
+        self._queue: list[tuple[object, asyncio.Future]] = []
+        self._draining = 0  # drains that will still look at the queue before they stop
+        self._drains: set[asyncio.Task] = set()
+
+    async def submit(self, item):
+        future = asyncio.get_running_loop().create_future()
+        self._queue.append((item, future))
+        if self._draining < self._concurrency:
+            self._draining += 1
+            task = asyncio.create_task(self._drain())
+            self._drains.add(task)
+            task.add_done_callback(self._drains.discard)
+        return await future
+
+    async def _drain(self) -> None:
+        try:
+            await self._drain_queue()
+        finally:
+            # No await between the last look at the queue and this line, so an item queued
+            # after it always finds a drain missing and starts one.
+            self._draining -= 1
+
+    async def _drain_queue(self) -> None:
+        while self._queue:
+            batch, self._queue = self._queue[: self._max_size], self._queue[self._max_size:]
+            try:
+                results = await self._run_batch([item for item, _ in batch])
+            except BaseException as exc:  # every caller of the batch hears about it
+                failure = exc if isinstance(exc, Exception) else ConnectionAbortedError(
+                    "the database call was cancelled")
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(failure)
+                if not isinstance(exc, Exception):
+                    raise
+                continue
+            for (_, future), result in zip(batch, results, strict=True):
+                if not future.done():
+                    future.set_result(result)
+
+    async def wait_idle(self) -> None:
+        """Let the batches already queued finish (used when the store closes)."""
+        while self._drains:
+            await asyncio.gather(*self._drains, return_exceptions=True)
