@@ -99,6 +99,7 @@ async def test_agent_keys_have_their_prefix(database_url):
     (["migrate"], {"APNS_KEY_P8_PATH": "/no/such/key.p8"}, "APNS_KEY_P8_PATH"),
     (["migrate"], {"APNS_KEY_P8": "not a pem"}, "APNS_KEY_P8"),
     (["serve", "--port", "70000"], {}, "--port"),
+    (["serve", "--database", "postgresql://u@127.0.0.1:1/db"], {}, "cannot connect to PostgreSQL"),
 ])
 def test_bad_configuration_is_one_clear_line_and_exit_1(tmp_path, args, env, message):
     result = run(*args, env=env, cwd=tmp_path)
