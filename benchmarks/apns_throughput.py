@@ -19,7 +19,7 @@ from collections import Counter
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from owlmetry.apns import APNsClient  # noqa: E402
+from owlmetry.apns import APNsClient
 
 HARNESS = os.environ.get("APNS_BENCH_DIR", "/work/shared/bench/apns")
 PAYLOAD = {"aps": {"alert": {"title": "t", "body": "b"}, "badge": 1, "sound": "default"}}
@@ -51,12 +51,10 @@ def cpu_seconds() -> float:
     return r.ru_utime + r.ru_stime
 
 
-async def run(a) -> dict:
+async def run(a, key: str) -> dict:
     errors: Counter = Counter()
     ok = 0
     next_index = iter(range(a.count))
-    with open(a.key) as f:
-        key = f.read()
     client = APNsClient(a.key_id, a.team_id, key, a.topic, production_url=a.url, ca_file=a.ca,
                         connections=a.connections,
                         max_streams_per_connection=-(-a.concurrency // a.connections))
@@ -94,7 +92,9 @@ def main() -> None:
             pass
         else:
             runner = uvloop.run
-    print(json.dumps(runner(run(a))), flush=True)
+    with open(a.key) as f:
+        key = f.read()
+    print(json.dumps(runner(run(a, key))), flush=True)
 
 
 if __name__ == "__main__":

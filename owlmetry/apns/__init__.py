@@ -10,5 +10,5 @@ from .pool import RetryPolicy
 from .results import Outcome, PushResult
 from .token import ProviderToken
 
-__all__ = ["APNsClient", "Outcome", "PRODUCTION_URL", "ProviderToken", "PushResult",
-           "RetryPolicy", "SANDBOX_URL"]
+__all__ = ["PRODUCTION_URL", "SANDBOX_URL", "APNsClient", "Outcome", "ProviderToken",
+           "PushResult", "RetryPolicy"]

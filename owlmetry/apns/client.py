@@ -7,6 +7,7 @@ lifetime. Must not know about databases, HTTP routes or which tokens to delete.
 
 import asyncio
 import re
+from typing import Self
 from urllib.parse import urlsplit
 
 from . import request as wire
@@ -33,7 +34,7 @@ class APNsClient:
                  production_url: str = PRODUCTION_URL, sandbox_url: str = SANDBOX_URL,
                  ca_file: str | None = None, connections: int = 2,
                  max_streams_per_connection: int = 1000, timeout_s: float = 30.0,
-                 retry: RetryPolicy = RetryPolicy(), idle_ping_s: float = 60.0,
+                 retry: RetryPolicy | None = None, idle_ping_s: float = 60.0,
                  ping_timeout_s: float = 5.0, connect_timeout_s: float = 10.0,
                  token: ProviderToken | None = None):
         if connections < 1 or max_streams_per_connection < 1:
@@ -44,7 +45,8 @@ class APNsClient:
                       "sandbox": _host_port(sandbox_url)}
         self._ssl = ssl_context(ca_file)
         self._settings = PoolSettings(connections, max_streams_per_connection, timeout_s,
-                                      connect_timeout_s, idle_ping_s, ping_timeout_s, retry)
+                                      connect_timeout_s, idle_ping_s, ping_timeout_s,
+                                      retry or RetryPolicy())
         self._pools: dict[str, HostPool] = {}
         self._options: dict[tuple, bytes] = {}
         self._closed = False
@@ -83,7 +85,7 @@ class APNsClient:
         self._closed = True
         await asyncio.gather(*(pool.close() for pool in self._pools.values()))
 
-    async def __aenter__(self) -> "APNsClient":
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *exc) -> None:

@@ -117,7 +117,7 @@ class MockAPNs:
         self._valid_bearers: dict[bytes, int] = {}  # bearer -> iat
         self._expired_bearers: set[bytes] = set()
         self._random = random.Random(self.behaviour.seed)
-        self._connections: set["_MockConnection"] = set()
+        self._connections: set[_MockConnection] = set()
         self._server: asyncio.Server | None = None
         self.port = 0
 
@@ -226,9 +226,10 @@ class MockAPNs:
         if len(body) > (5120 if push_type == "voip" else 4096):
             return 413, "PayloadTooLarge", None
         try:
-            if not isinstance(json.loads(body), dict):
-                raise ValueError
+            document = json.loads(body)
         except ValueError:
+            document = None
+        if not isinstance(document, dict):
             return 400, "BadPayload", None
         if token in b.bad_tokens:
             return 400, "BadDeviceToken", None
@@ -250,7 +251,7 @@ class MockAPNs:
 
 
 class _Stream:
-    __slots__ = ("headers", "body", "token")
+    __slots__ = ("body", "headers", "token")
 
     def __init__(self, headers: dict):
         self.headers = headers
@@ -477,7 +478,10 @@ def main(argv=None) -> None:
         max_streams=a.max_streams, initial_max_streams=a.initial_max_streams,
         latency_s=a.latency_ms / 1000, goaway_after=a.goaway_after, drop_after=a.drop_after,
         error_probability={s: p for s, p in ((429, a.p429), (500, a.p500), (503, a.p503)) if p})
-    auth_key = open(a.auth_key).read() if a.auth_key else None
+    auth_key = None
+    if a.auth_key:
+        with open(a.auth_key) as f:
+            auth_key = f.read()
 
     async def serve():
         mock = MockAPNs(a.cert, a.key, auth_key, a.key_id, a.team_id, behaviour)

@@ -54,7 +54,7 @@ class PoolSettings:
 class _Pending:
     """One push in the pool; the connection fills in the answer fields."""
 
-    __slots__ = ("request", "deadline", "fut", "status", "apns_id", "chunks", "generation")
+    __slots__ = ("apns_id", "chunks", "deadline", "fut", "generation", "request", "status")
 
     def __init__(self, request: Request, deadline: float):
         self.request = request

@@ -94,7 +94,7 @@ def payload_limit(push_type: str) -> int:
 class Request:
     """What a connection needs to put one push on a stream."""
 
-    __slots__ = ("path_field", "options_field", "body")
+    __slots__ = ("body", "options_field", "path_field")
 
     def __init__(self, path: bytes, options: bytes, body: bytes):
         self.path_field = path
