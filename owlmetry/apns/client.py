@@ -22,7 +22,10 @@ _HEX = re.compile("[0-9a-fA-F]+")
 
 
 class APNsClient:
-    """Pushes for one team/key and one default topic, to production and sandbox.
+    """Pushes for one team/key and one app (`topic`: its bundle id), to production and sandbox.
+
+    Without an explicit `topic`, a push goes to Apple's topic for its push type (`.voip`,
+    `.push-type.liveactivity`, ... appended to the bundle id).
 
     Every `send` returns a `PushResult`, never raises for a push-specific problem (bad token,
     too-large payload, unknown environment, APNs errors, timeouts, lost connections).
@@ -68,7 +71,8 @@ class APNsClient:
         pool = self._pools.get(environment) or self._open_pool(environment)
         if pool is None:
             return results.PushResult(results.Outcome.ERROR, 0, "UnknownEnvironment", attempts=0)
-        key = (topic or self.topic, push_type, priority, expiration, collapse_id)
+        key = (topic or wire.topic_for(self.topic, push_type), push_type, priority, expiration,
+               collapse_id)
         options = self._options.get(key)
         if options is None:
             if len(self._options) > 4096:  # expirations vary; keep the cache bounded

@@ -77,6 +77,7 @@ _REASONS_FOR_STATUS = {429: "TooManyRequests", 500: "InternalServerError",
 @dataclass
 class MockStats:
     requests: Counter = field(default_factory=Counter)  # device token -> requests processed
+    topics: Counter = field(default_factory=Counter)  # apns-topic -> requests
     delivered: Counter = field(default_factory=Counter)  # device token -> 200s (or accepted)
     responses_by_status: Counter = field(default_factory=Counter)
     connections_opened: int = 0
@@ -98,6 +99,7 @@ class MockStats:
         out["unique_delivered"] = len(self.delivered)
         out["duplicate_delivered"] = out["delivered"] - out["unique_delivered"]
         out["responses_by_status"] = dict(self.responses_by_status)
+        out["topics"] = dict(self.topics)
         out["provider_tokens"] = len(self.provider_tokens)
         out["lost_answers"] = len(self.lost_answers)
         return out
@@ -210,6 +212,7 @@ class MockAPNs:
         topic = headers.get(b"apns-topic")
         if not topic:
             return 400, "MissingTopic", None
+        self.stats.topics[topic.decode()] += 1
         push_type = headers.get(b"apns-push-type", b"").decode()
         if push_type not in PUSH_TYPES:
             return 400, "InvalidPushType", None

@@ -79,6 +79,18 @@ def options_field(topic: str, push_type: str, priority: int, expiration: int | N
 _SHORT_PATH_PREFIXES = [bytes((_PATH, n)) for n in range(127)]
 
 
+# Apple's apns-topic for push types that do not go to the app's bundle id itself.
+TOPIC_SUFFIXES = {
+    "voip": ".voip", "complication": ".complication", "fileprovider": ".pushkit.fileprovider",
+    "liveactivity": ".push-type.liveactivity", "location": ".location-query",
+    "pushtotalk": ".voip-ptt", "widgets": ".push-type.widgets", "controls": ".push-type.controls",
+}
+
+
+def topic_for(bundle_id: str, push_type: str) -> str:
+    return bundle_id + TOPIC_SUFFIXES.get(push_type, "")
+
+
 def encode_payload(payload: bytes | dict) -> bytes:
     if isinstance(payload, (bytes, bytearray)):
         return bytes(payload)

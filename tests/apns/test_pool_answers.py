@@ -38,11 +38,11 @@ async def test_permanent_reasons_are_never_retried(make_client, mock, behaviour)
 async def test_payload_too_large_is_not_sent(make_client, mock):
     client = make_client()
     alert = await client.send(token(6), b'{"a":"' + b"x" * 4090 + b'"}')
-    voip = await client.send(token(7), {"aps": {}, "x": "y" * 5000}, push_type="voip",
-                             topic="com.example.app.voip")
+    voip = await client.send(token(7), {"aps": {}, "x": "y" * 5000}, push_type="voip")
     assert alert.outcome is Outcome.PAYLOAD_TOO_LARGE and alert.attempts == 0
     assert voip.ok
     assert mock.stats.requests == {token(7): 1}
+    assert mock.stats.topics == {"com.example.app.voip": 1}  # Apple's topic for VoIP pushes
 
 
 async def test_malformed_input_gives_results_not_exceptions(make_client, mock):
