@@ -383,28 +383,24 @@ class Connection(asyncio.Protocol):
                 break  # first come, first served: later bodies wait for the same window
 
     def _finish(self, stream_id: int) -> bool:
-        pending = self.in_flight.pop(stream_id, None)
-        if stream_id in self._blocked:
-            # APNs answered before reading the whole body (e.g. 413); stop sending it.
-            del self._blocked[stream_id]
-            self._h2.reset_stream(stream_id, ErrorCodes.NO_ERROR)
-        self._h2.forget(stream_id)
-        if pending is None:
-            return False
-        if not pending.fut.done():
-            pending.fut.set_result(pending)
-        return True
+        # APNs may answer before reading the whole body (e.g. 413): stop sending the rest.
+        reset = ErrorCodes.NO_ERROR if stream_id in self._blocked else None
+        return self._end(stream_id, None, reset)
 
     def _fail(self, stream_id: int, failure: StreamFailure, reset: bool) -> bool:
+        return self._end(stream_id, failure, ErrorCodes.CANCEL if reset else None)
+
+    def _end(self, stream_id: int, failure: StreamFailure | None, reset: ErrorCodes | None) -> bool:
+        """Forget a stream; complete its push with `failure`, or with itself when answered."""
         pending = self.in_flight.pop(stream_id, None)
         self._blocked.pop(stream_id, None)
-        if reset and self._transport is not None and not self._transport.is_closing():
-            self._h2.reset_stream(stream_id, ErrorCodes.CANCEL)
+        if reset is not None and self._transport is not None and not self._transport.is_closing():
+            self._h2.reset_stream(stream_id, reset)
         self._h2.forget(stream_id)
         if pending is None:
             return False
         if not pending.fut.done():
-            pending.fut.set_result(failure)
+            pending.fut.set_result(pending if failure is None else failure)
         return True
 
     def _settings_changed(self):
