@@ -279,7 +279,6 @@ class Connection(asyncio.Protocol):
             return False
         stream_id = self._next_stream_id
         self._next_stream_id = stream_id + 2
-        request = pending.request
         generation, bearer = self._token.current()
         if generation != self._auth_generation:
             self._auth_generation = generation
@@ -289,11 +288,21 @@ class Connection(asyncio.Protocol):
         block = b"".join((self._prefix, request.path_field, self._authority, self._auth_field,
                           request.options_field))
         self._prefix = wire.REQUEST_PREFIX
-        if not h2c.send_request(stream_id, block, request.body):
-            h2c.send_headers(stream_id, ((b"", block),))
-            rest = self._send_body(stream_id, request.body)
-            if rest is not None:
-                self._blocked[stream_id] = rest
+        try:
+            if not h2c.send_request(stream_id, block, request.body):
+                h2c.send_headers(stream_id, ((b"", block),))
+                rest = self._send_body(stream_id, request.body)
+                if rest is not None:
+                    self._blocked[stream_id] = rest
+        except h2.exceptions.H2Error as exc:
+            # h2 disagrees with what this connection believed about its own state: trust it no
+            # more. Nothing of this push reached the socket (abort drops the unsent buffer).
+            log.error("apns %s: h2 refused a new stream, dropping connection: %r", self.host, exc)
+            self.going_away = True
+            self.usable = False
+            self._transport.abort()
+            pending.fut.set_result(StreamFailure.REFUSED)
+            return True
         self.in_flight[stream_id] = pending
         if stream_id >= LAST_STREAM_ID - 2:
             self.going_away = True  # stream ids are spent: finish these, then reconnect

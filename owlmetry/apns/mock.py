@@ -120,6 +120,7 @@ class MockAPNs:
         self._expired_bearers: set[bytes] = set()
         self._random = random.Random(self.behaviour.seed)
         self._connections: set[_MockConnection] = set()
+        self._waiters: list[tuple[int, asyncio.Future]] = []
         self._server: asyncio.Server | None = None
         self.port = 0
 
@@ -138,6 +139,21 @@ class MockAPNs:
         await asyncio.gather(*(conn.closed for conn in list(self._connections)))
         if self._server is not None:
             await self._server.wait_closed()
+
+    async def requests_seen(self, n: int) -> None:
+        """Return once `n` requests (all tokens, since the last reset) have been processed."""
+        if sum(self.stats.requests.values()) < n:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiters.append((n, waiter))
+            await waiter
+
+    def _wake_waiters(self) -> None:
+        if self._waiters:
+            seen = sum(self.stats.requests.values())
+            for n, waiter in [w for w in self._waiters if w[0] <= seen]:
+                self._waiters.remove((n, waiter))
+                if not waiter.done():
+                    waiter.set_result(None)
 
     def reset_stats(self) -> None:
         self.stats = MockStats(connections_open=self.stats.connections_open)
@@ -206,6 +222,7 @@ class MockAPNs:
             return 400, "BadDeviceToken", None
         token = token_bytes.decode()
         self.stats.requests[token] += 1
+        self._wake_waiters()
         reason = self.check_bearer(headers.get(b"authorization"))
         if reason is not None:
             return 403, reason, None

@@ -4,7 +4,10 @@ except what a lost connection forces, and nothing is left running."""
 import asyncio
 from collections import Counter
 
+from h2.exceptions import ProtocolError
+
 from owlmetry.apns import Outcome, RetryPolicy
+from owlmetry.apns.connection import _ClientH2
 from owlmetry.apns.mock import TokenFault
 
 from .conftest import PAYLOAD, send_many, token
@@ -117,11 +120,28 @@ async def test_close_ends_in_flight_pushes_and_leaves_no_tasks_or_sockets(make_c
     behaviour.latency_s = 30
     client = make_client(connections=2)
     pending = [asyncio.ensure_future(client.send(token(i), PAYLOAD)) for i in range(20)]
-    while sum(mock.stats.requests.values()) < 20:
-        await asyncio.sleep(0)  # let the pushes reach the mock; no timing involved
+    await mock.requests_seen(20)
     await client.close()
     results = await asyncio.gather(*pending)
     assert {r.reason for r in results} == {"ClientClosed"}
     assert (await client.send(token(99), PAYLOAD)).reason == "ClientClosed"
     assert asyncio.all_tasks() == {asyncio.current_task()}
     assert client.connections() == 0
+
+
+async def test_h2_refusing_a_stream_costs_the_connection_not_the_push(make_client, mock,
+                                                                     monkeypatch):
+    client = make_client()
+    assert (await client.send(token(1), PAYLOAD)).ok
+    refuse_once = [ProtocolError("state mismatch")]
+
+    def send_request(self, *args):
+        if refuse_once:
+            raise refuse_once.pop()
+        return original(self, *args)
+
+    original = _ClientH2.send_request
+    monkeypatch.setattr(_ClientH2, "send_request", send_request)
+    result = await client.send(token(2), PAYLOAD)
+    assert result.ok and result.attempts == 1
+    assert mock.stats.connections_opened == 2
