@@ -28,9 +28,9 @@ __all__ = [
     "Store",
     "StoreError",
     "User",
+    "check_database_url",
     "open_store",
     "schema_sql",
-    "check_database_url",
 ]
 
 

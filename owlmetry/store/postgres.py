@@ -4,11 +4,10 @@ Owns the connection pool and the PostgreSQL dialect; the shared statements live 
 Schema changes take an advisory lock so that processes starting together migrate one at a time.
 """
 
-import asyncio
 
 import asyncpg
 
-from owlmetry.store import schema_sql
+from owlmetry.store import queries, schema_sql
 from owlmetry.store.base import StoreError
 from owlmetry.store.sql import SQLStore
 
@@ -16,37 +15,11 @@ from owlmetry.store.sql import SQLStore
 MIGRATION_LOCK = 0x6F776C6D
 
 
-# A batch arrives as one array per column (unnest), so any batch size is one prepared
-# statement; rows go in token order so concurrent batches lock index entries in one order.
-UPSERT_DEVICES = """
-INSERT INTO user_devices (id, user_id, channel, token, environment,
-                          app_version, device_model, os_version, last_seen_at, created_at)
-SELECT r.id, u.id, r.channel, r.token, r.environment,
-       r.app_version, r.device_model, r.os_version, r.seen, r.seen
-FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
-            $6::text[], $7::text[], $8::text[], $9::bigint[])
-     AS r (id, user_id, channel, token, environment, app_version, device_model, os_version, seen)
-JOIN users AS u ON u.id = r.user_id
-ORDER BY r.token
-ON CONFLICT (token) DO UPDATE SET
-    user_id      = excluded.user_id,
-    channel      = excluded.channel,
-    environment  = excluded.environment,
-    app_version  = excluded.app_version,
-    device_model = excluded.device_model,
-    os_version   = excluded.os_version,
-    last_seen_at = excluded.last_seen_at
-RETURNING token, id, channel, environment, app_version, device_model, os_version,
-          last_seen_at, created_at
-"""
+UPSERT_DEVICES = queries.UPSERT_DEVICES.format(batch="""
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
+                         $6::text[], $7::text[], $8::text[], $9::bigint[])""")
 
-DEVICES_OF_USERS = """
-SELECT u.id, d.id, d.channel, d.environment, d.app_version, d.device_model, d.os_version,
-       d.last_seen_at, d.created_at
-FROM users AS u LEFT JOIN user_devices AS d ON d.user_id = u.id
-WHERE u.id = ANY($1::text[])
-ORDER BY u.id, d.last_seen_at DESC, d.created_at DESC, d.id
-"""
+DEVICES_OF_USERS = queries.DEVICES_OF_USERS.format(user_ids="SELECT unnest($1::text[])")
 
 
 class PostgresStore(SQLStore):
@@ -60,8 +33,7 @@ class PostgresStore(SQLStore):
             pool = await asyncpg.create_pool(
                 url, min_size=min_size, max_size=max_size, timeout=10
             )
-        except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError,
-                ValueError) as exc:
+        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError) as exc:
             raise StoreError(f"cannot connect to PostgreSQL: {exc}") from exc
         return cls(pool)
 

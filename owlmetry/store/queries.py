@@ -1,8 +1,9 @@
 """The store's SQL, written once for both engines.
 
 Placeholders are numbered PostgreSQL-style (`$1`); the SQLite backend rewrites them to its own
-numbered form (`?1`), which means the same thing. Only statements both engines run unchanged
-belong here; a statement one engine needs in its own dialect lives in that backend's module.
+numbered form (`?1`), which means the same thing. The batched statements take a whole batch as
+one parameter; each backend fills `{batch}` / `{user_ids}` with its own way of turning that
+parameter into rows (SQLite: a JSON array through json_each; PostgreSQL: arrays through unnest).
 """
 
 SETTING = """
@@ -38,3 +39,35 @@ UPDATE api_keys SET revoked_at = $2 WHERE id = $1 AND revoked_at IS NULL RETURNI
 """
 
 DELETE_DEVICE = "DELETE FROM user_devices WHERE id = $1 AND user_id = $2 RETURNING id"
+
+# The last-come registration of each token, for every row of the batch whose user exists.
+# Rows go in token order so that concurrent batches take index locks in one order.
+UPSERT_DEVICES = """
+WITH batch (id, user_id, channel, token, environment, app_version, device_model, os_version, seen)
+    AS ({batch})
+INSERT INTO user_devices (id, user_id, channel, token, environment,
+                          app_version, device_model, os_version, last_seen_at, created_at)
+SELECT b.id, u.id, b.channel, b.token, b.environment,
+       b.app_version, b.device_model, b.os_version, b.seen, b.seen
+FROM batch AS b JOIN users AS u ON u.id = b.user_id
+ORDER BY b.token
+ON CONFLICT (token) DO UPDATE SET
+    user_id      = excluded.user_id,
+    channel      = excluded.channel,
+    environment  = excluded.environment,
+    app_version  = excluded.app_version,
+    device_model = excluded.device_model,
+    os_version   = excluded.os_version,
+    last_seen_at = excluded.last_seen_at
+RETURNING token, id, channel, environment, app_version, device_model, os_version,
+          last_seen_at, created_at
+"""
+
+# A row of NULL device columns for a user without devices, no row for a user that does not exist.
+DEVICES_OF_USERS = """
+SELECT u.id, d.id, d.channel, d.environment, d.app_version, d.device_model, d.os_version,
+       d.last_seen_at, d.created_at
+FROM users AS u LEFT JOIN user_devices AS d ON d.user_id = u.id
+WHERE u.id IN ({user_ids})
+ORDER BY u.id, d.last_seen_at DESC, d.created_at DESC, d.id
+"""

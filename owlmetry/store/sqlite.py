@@ -15,7 +15,7 @@ import sqlite3
 import aiosqlite
 import orjson
 
-from owlmetry.store import schema_sql
+from owlmetry.store import queries, schema_sql
 from owlmetry.store.base import StoreError
 from owlmetry.store.sql import SQLStore
 
@@ -27,33 +27,12 @@ PRAGMA busy_timeout = 10000;
 """
 
 
-# A batch arrives as one JSON array of rows (json_each), so any batch size is one statement.
-UPSERT_DEVICES = """
-INSERT INTO user_devices (id, user_id, channel, token, environment,
-                          app_version, device_model, os_version, last_seen_at, created_at)
-SELECT r.value ->> 0, u.id, r.value ->> 2, r.value ->> 3, r.value ->> 4,
-       r.value ->> 5, r.value ->> 6, r.value ->> 7, r.value ->> 8, r.value ->> 8
-FROM json_each(?1) AS r JOIN users AS u ON u.id = r.value ->> 1
-WHERE true
-ON CONFLICT (token) DO UPDATE SET
-    user_id      = excluded.user_id,
-    channel      = excluded.channel,
-    environment  = excluded.environment,
-    app_version  = excluded.app_version,
-    device_model = excluded.device_model,
-    os_version   = excluded.os_version,
-    last_seen_at = excluded.last_seen_at
-RETURNING token, id, channel, environment, app_version, device_model, os_version,
-          last_seen_at, created_at
-"""
+UPSERT_DEVICES = queries.UPSERT_DEVICES.format(batch="""
+    SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4,
+           value ->> 5, value ->> 6, value ->> 7, value ->> 8
+    FROM json_each($1)""")
 
-DEVICES_OF_USERS = """
-SELECT u.id, d.id, d.channel, d.environment, d.app_version, d.device_model, d.os_version,
-       d.last_seen_at, d.created_at
-FROM users AS u LEFT JOIN user_devices AS d ON d.user_id = u.id
-WHERE u.id IN (SELECT value FROM json_each(?1))
-ORDER BY u.id, d.last_seen_at DESC, d.created_at DESC, d.id
-"""
+DEVICES_OF_USERS = queries.DEVICES_OF_USERS.format(user_ids="SELECT value FROM json_each($1)")
 
 
 @functools.cache
