@@ -12,8 +12,10 @@ each scenario --runs times.
 
 Prints a markdown table (the run with the median requests/s, its p50/p99, non-2xx summed over
 all runs, ratio to the reference) and one JSON line per (backend, scenario). Any non-2xx or
-socket error is reported loudly and makes the exit status 1. The server, the PostgreSQL
-cluster and the temp files are removed on exit, Ctrl-C and the --time-limit alarm.
+socket error is reported loudly and makes the exit status 1. Each backend's set-up and runs
+hold /tmp/owl-bench.lock (flock), the lock the machine's other benchmarks take, so they do not
+share the two cores. The server, the PostgreSQL cluster and the temp files are removed on exit,
+Ctrl-C, SIGTERM and the --time-limit alarm (default: estimated from the flags).
 
     python benchmarks/registry.py [--backend sqlite|postgresql|both] [--duration 20s]
         [--runs 3] [--scenarios register_new list ...] [--postgres-url URL]
@@ -24,6 +26,7 @@ import argparse
 import asyncio
 import concurrent.futures
 import contextlib
+import fcntl
 import json
 import os
 import pwd
@@ -40,7 +43,7 @@ import urllib.request
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
-from tests.postgres_cluster import Cluster, find_bin_dir, free_port, unprivileged_user  # noqa: E402
+from tests.postgres_cluster import Cluster, find_bin_dir, free_port, unprivileged_user
 
 BENCH = "/work/shared/bench/registry"
 SCENARIOS = ("register_new", "register_refresh", "list", "mixed")
@@ -48,6 +51,7 @@ REFERENCE_RPS = {"register_new": 975, "register_refresh": 833, "list": 1491, "mi
 USERS_PER_ROLE = 100
 SERVER_CORE, WRK_CORE = "0", "1"
 SETUP_SECONDS = 300  # per backend: cluster, users, seeding, server start
+BENCH_LOCK = "/tmp/owl-bench.lock"  # the machine's benchmarks take turns (flock), see /work/shared/bench
 
 
 class DurableCluster(Cluster):
@@ -66,6 +70,21 @@ class DurableCluster(Cluster):
             command = ["runuser", "-u", self.user, "--", *command]
         subprocess.run(command, check=True, stdout=subprocess.DEVNULL, start_new_session=True,
                        timeout=120)
+
+
+@contextlib.contextmanager
+def bench_lock():
+    """Hold BENCH_LOCK so no other benchmark shares the two cores (waits its turn)."""
+    with open(BENCH_LOCK, "a") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"waiting for {BENCH_LOCK} (another benchmark is running)", file=sys.stderr)
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 @contextlib.contextmanager
@@ -226,6 +245,7 @@ def bench_backend(backend: str, database: str, args, work: str) -> list[dict]:
     write_jwts(files["writers"], create_users(database, env, "writer", run_id), secret)
     write_jwts(files["listers"], create_users(database, env, "lister", run_id), secret)
     results = []
+    version = code_version()  # the server imports the package now; later edits do not reach it
     with running_server(database, env, os.path.join(work, f"{backend}-server.log")) as (url, pid):
         seed(url, files)
         for scenario in args.scenarios:
@@ -236,7 +256,7 @@ def bench_backend(backend: str, database: str, args, work: str) -> list[dict]:
                 print(f"[{backend}] {scenario} run {n + 1}/{args.runs}: {runs[-1]['rps']:.0f} req/s, "
                       f"non-2xx {runs[-1]['non2xx']}, load average {runs[-1]['load_1m']:.1f}",
                       file=sys.stderr)
-            results.append(summarize(backend, scenario, runs))
+            results.append(summarize(backend, scenario, runs) | {"code": version})
             if args.py_spy:
                 profile(pid, scenario, backend, args.duration, url, files, args.py_spy)
     return results
@@ -251,8 +271,9 @@ def code_version() -> str:
     return f"{head or 'unknown'}{' + uncommitted changes in owlmetry/' if dirty else ''}"
 
 
-def print_report(results: list[dict], version: str) -> None:
-    print(f"code: {version}")
+def print_report(results: list[dict]) -> None:
+    for backend, version in dict.fromkeys((r["backend"], r["code"]) for r in results):
+        print(f"code ({backend}): {version}")
     print()
     print("| backend | scenario | requests/s | p50 ms | p99 ms | non-2xx | × reference |")
     print("|---|---|---:|---:|---:|---:|---:|")
@@ -303,6 +324,13 @@ def on_term(signum, frame):
     raise KeyboardInterrupt
 
 
+def bench_one(backend: str, args, work: str) -> list[dict]:
+    if backend == "sqlite":
+        return bench_backend(backend, f"sqlite:///{os.path.join(work, 'bench.db')}", args, work)
+    with postgres_database(args.postgres_url) as database:
+        return bench_backend(backend, database, args, work)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     backends = ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]
@@ -311,18 +339,13 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGALRM, on_alarm)
     signal.signal(signal.SIGTERM, on_term)
     signal.alarm(args.time_limit or time_limit(args, backends))
-    version = code_version()
     results = []
     with tempfile.TemporaryDirectory(prefix="owlbench-") as work:
         for backend in backends:
-            if backend == "sqlite":
-                database = f"sqlite:///{os.path.join(work, 'bench.db')}"
-                results += bench_backend(backend, database, args, work)
-            else:
-                with postgres_database(args.postgres_url) as database:
-                    results += bench_backend(backend, database, args, work)
+            with bench_lock():
+                results += bench_one(backend, args, work)
     signal.alarm(0)
-    print_report(results, version)
+    print_report(results)
     return 1 if any(r["non2xx"] or r["socket_errors"] for r in results) else 0
 
 
