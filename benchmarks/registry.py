@@ -32,7 +32,6 @@ import os
 import pwd
 import re
 import secrets
-import shutil
 import signal
 import statistics
 import subprocess
@@ -107,8 +106,7 @@ def postgres_database(url: str | None):
         yield cluster.database_url("bench")
     finally:
         with contextlib.suppress(subprocess.CalledProcessError):
-            cluster.stop()
-        shutil.rmtree(cluster.folder, ignore_errors=True)
+            cluster.stop()  # removes the folder even when pg_ctl fails
 
 
 async def create_database(url: str, name: str) -> None:
