@@ -1,9 +1,9 @@
 """The store's SQL, written once for both engines.
 
 Placeholders are numbered PostgreSQL-style (`$1`); the SQLite backend rewrites them to its own
-numbered form (`?1`), which means the same thing. The batched statements take a whole batch as
-one parameter; each backend fills `{batch}` / `{user_ids}` with its own way of turning that
-parameter into rows (SQLite: a JSON array through json_each; PostgreSQL: arrays through unnest).
+numbered form (`?1`), which means the same thing. The batched upsert takes a whole batch as one
+parameter; each backend fills `{batch}` with its own way of turning that parameter into rows
+(SQLite: a JSON array through json_each; PostgreSQL: arrays through unnest).
 """
 
 SETTING = """
@@ -61,13 +61,4 @@ ON CONFLICT (token) DO UPDATE SET
     last_seen_at = excluded.last_seen_at
 RETURNING token, id, channel, environment, app_version, device_model, os_version,
           last_seen_at, created_at
-"""
-
-# A row of NULL device columns for a user without devices, no row for a user that does not exist.
-DEVICES_OF_USERS = """
-SELECT u.id, d.id, d.channel, d.environment, d.app_version, d.device_model, d.os_version,
-       d.last_seen_at, d.created_at
-FROM users AS u LEFT JOIN user_devices AS d ON d.user_id = u.id
-WHERE u.id IN ({user_ids})
-ORDER BY u.id, d.last_seen_at DESC, d.created_at DESC, d.id
 """

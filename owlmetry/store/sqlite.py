@@ -24,6 +24,7 @@ PRAGMA journal_mode = WAL;
 PRAGMA synchronous = NORMAL;
 PRAGMA foreign_keys = ON;
 PRAGMA busy_timeout = 10000;
+PRAGMA cache_size = -32768;
 """
 
 
@@ -32,7 +33,14 @@ UPSERT_DEVICES = queries.UPSERT_DEVICES.format(batch="""
            value ->> 5, value ->> 6, value ->> 7, value ->> 8
     FROM json_each($1)""")
 
-DEVICES_OF_USERS = queries.DEVICES_OF_USERS.format(user_ids="SELECT value FROM json_each($1)")
+# A row of NULL device columns for a user without devices, no row for a user that does not exist.
+DEVICES_OF_USERS = """
+SELECT u.id, d.id, d.channel, d.environment, d.app_version, d.device_model, d.os_version,
+       d.last_seen_at, d.created_at
+FROM users AS u LEFT JOIN user_devices AS d ON d.user_id = u.id
+WHERE u.id IN (SELECT value FROM json_each($1))
+ORDER BY u.id, d.last_seen_at DESC, d.created_at DESC, d.id
+"""
 
 
 @functools.cache
