@@ -4,7 +4,6 @@ Owns the connection pool and the PostgreSQL dialect; the shared statements live 
 Schema changes take an advisory lock so that processes starting together migrate one at a time.
 """
 
-
 import asyncpg
 
 from owlmetry.store import queries, schema_sql
@@ -13,7 +12,6 @@ from owlmetry.store.sql import SQLStore
 
 # Any constant shared by every Owlmetry process; it names the migration lock.
 MIGRATION_LOCK = 0x6F776C6D
-
 
 UPSERT_DEVICES = queries.UPSERT_DEVICES.format(batch="""
     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],

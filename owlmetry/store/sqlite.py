@@ -27,7 +27,6 @@ PRAGMA busy_timeout = 10000;
 PRAGMA cache_size = -32768;
 """
 
-
 UPSERT_DEVICES = queries.UPSERT_DEVICES.format(batch="""
     SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4,
            value ->> 5, value ->> 6, value ->> 7, value ->> 8
