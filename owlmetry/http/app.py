@@ -2,6 +2,8 @@
 
 `create_app(config)` opens the store (and migrates it) when the app starts and closes it when
 the app stops, through `cleanup_ctx`, so the same object serves `owlmetry serve` and the tests.
+The middleware, outermost first: JSON errors, then authentication of every route whose handler
+is marked with `auth.callers(...)` (a route without the mark, like /healthz, is public).
 """
 
 import logging
@@ -10,8 +12,8 @@ from aiohttp import web
 
 from owlmetry.config import Config
 from owlmetry.http import devices
-from owlmetry.http.auth import UserTokens, jwt_secret
-from owlmetry.http.context import CONFIG, STORE, TOKENS
+from owlmetry.http.auth import UserTokens, admit, identify, jwt_secret
+from owlmetry.http.context import CALLER, CONFIG, STORE, TOKENS
 from owlmetry.http.errors import error_response, json_errors, json_response
 from owlmetry.store import open_store
 
@@ -29,6 +31,15 @@ async def healthz(request: web.Request) -> web.Response:
     return json_response({"status": "ok"})
 
 
+@web.middleware
+async def authenticate(request: web.Request, handler):
+    allowed = getattr(request.match_info.handler, "allowed_callers", None)
+    if allowed is not None:
+        app = request.app
+        request[CALLER] = admit(await identify(request, app[TOKENS], app[STORE]), allowed)
+    return await handler(request)
+
+
 async def store_lifetime(app: web.Application):
     store = await open_store(app[CONFIG].database_url)
     try:
@@ -41,7 +52,7 @@ async def store_lifetime(app: web.Application):
 
 
 def create_app(config: Config) -> web.Application:
-    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[json_errors])
+    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[json_errors, authenticate])
     app[CONFIG] = config
     app.cleanup_ctx.append(store_lifetime)
     app.router.add_get("/healthz", healthz, allow_head=False)

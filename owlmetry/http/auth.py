@@ -1,9 +1,11 @@
 """Who is calling: user JWTs (cookie `token` or Bearer) and API keys (`owl_agent_…`, `owl_server_…`).
 
 Owns the credential rules of the contract (401 for missing, malformed or bad credentials, 403
-for the wrong kind of caller), the HS256 secret, and API key hashing. It checks signatures and
-expiry; whether a JWT's user still exists is answered by the store call each route makes (in
-the same statement, to save a round trip), and the route turns "no such user" into `user_gone()`.
+for the wrong kind of caller), the HS256 secret, API key hashing, and `callers(...)`, the mark
+a route handler carries to say who may call it (the app's middleware enforces it). It checks
+signatures and expiry; whether a JWT's user still exists is answered by the store call each
+route makes (in the same statement, to save a round trip), and the route turns "no such user"
+into `user_gone()`.
 """
 
 import hashlib
@@ -111,10 +113,20 @@ async def identify(request, tokens: UserTokens, store: Store) -> Caller:
     return Caller("user", user_id=tokens.user_id(credential))
 
 
-def require_user(caller: Caller) -> str:
-    if caller.kind != "user":
+def callers(*kinds: str):
+    """Mark a route handler as open to these kinds of caller ("user", "agent", "server") only."""
+    def mark(handler):
+        handler.allowed_callers = frozenset(kinds)
+        return handler
+    return mark
+
+
+def admit(caller: Caller, allowed: frozenset[str]) -> Caller:
+    if caller.kind in allowed:
+        return caller
+    if allowed == {"user"}:
         raise ApiError(403, "This route requires a user session; API keys are not accepted")
-    return caller.user_id
+    raise ApiError(403, f"This route is not open to {caller.kind} credentials")
 
 
 def user_gone() -> ApiError:

@@ -6,14 +6,11 @@ Owns the typed application keys; the objects themselves are made in `app.py`.
 from aiohttp import web
 
 from owlmetry.config import Config
-from owlmetry.http.auth import Caller, UserTokens, identify
+from owlmetry.http.auth import UserTokens
 from owlmetry.store import Store
 
 CONFIG = web.AppKey("config", Config)
 STORE = web.AppKey("store", Store)
 TOKENS = web.AppKey("tokens", UserTokens)
-
-
-async def caller_of(request: web.Request) -> Caller:
-    app = request.app
-    return await identify(request, app[TOKENS], app[STORE])
+# The authenticated `auth.Caller` of a request to a route marked with `auth.callers(...)`.
+CALLER = "owlmetry.caller"

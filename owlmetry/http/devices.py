@@ -10,8 +10,8 @@ import orjson
 from aiohttp import web
 
 from owlmetry.clock import iso_ms, now_ms
-from owlmetry.http.auth import require_user, user_gone
-from owlmetry.http.context import STORE, caller_of
+from owlmetry.http.auth import callers, user_gone
+from owlmetry.http.context import CALLER, STORE
 from owlmetry.http.errors import ApiError, json_response
 from owlmetry.ids import new_id
 from owlmetry.store import DeleteOutcome, Device, DeviceRegistration
@@ -73,8 +73,9 @@ def device_json(device: Device) -> dict:
     }
 
 
+@callers("user")
 async def register_device(request: web.Request) -> web.Response:
-    user_id = require_user(await caller_of(request))
+    user_id = request[CALLER].user_id
     registration = parse_registration(parse_json_object(await request.read()))
     device = await request.app[STORE].register_device(
         new_id(), user_id, registration, now_ms()
@@ -84,16 +85,18 @@ async def register_device(request: web.Request) -> web.Response:
     return json_response({"device": device_json(device)}, status=201)
 
 
+@callers("user")
 async def list_devices(request: web.Request) -> web.Response:
-    user_id = require_user(await caller_of(request))
+    user_id = request[CALLER].user_id
     devices = await request.app[STORE].list_devices(user_id)
     if devices is None:
         raise user_gone()
     return json_response({"devices": [device_json(device) for device in devices]})
 
 
+@callers("user")
 async def delete_device(request: web.Request) -> web.Response:
-    user_id = require_user(await caller_of(request))
+    user_id = request[CALLER].user_id
     device_id = request.match_info["id"].lower()
     if not UUID_TEXT.fullmatch(device_id):
         raise ApiError(404, "Device not found")

@@ -123,3 +123,18 @@ async def test_api_keys_are_stored_hashed(client):
     rows = await client.app[STORE]._read("SELECT key_hash FROM api_keys")
     assert [row[0] for row in rows] == [hash_api_key(secret)]
     assert secret not in str(rows)
+
+
+def test_a_route_for_server_keys_turns_away_users_and_agents():
+    server_only = frozenset({"server"})
+    assert auth.admit(auth.Caller("server", key_id="k"), server_only).key_id == "k"
+    for caller in (auth.Caller("user", user_id="u"), auth.Caller("agent", key_id="a")):
+        with pytest.raises(auth.ApiError) as refused:
+            auth.admit(caller, server_only)
+        assert refused.value.status == 403
+        assert caller.kind in refused.value.message
+
+
+async def test_public_routes_need_no_credentials(client):
+    response = await client.get("/healthz", headers={"Authorization": "Bearer garbage"})
+    assert response.status == 200
