@@ -29,7 +29,6 @@ import contextlib
 import fcntl
 import json
 import os
-import pwd
 import re
 import secrets
 import signal
@@ -42,7 +41,7 @@ import urllib.request
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
-from tests.postgres_cluster import Cluster, find_bin_dir, free_port, unprivileged_user
+from tests.postgres_cluster import find_bin_dir, free_port, start_cluster
 
 BENCH = "/work/shared/bench/registry"
 SCENARIOS = ("register_new", "register_refresh", "list", "mixed")
@@ -51,24 +50,6 @@ USERS_PER_ROLE = 100
 SERVER_CORE, WRK_CORE = "0", "1"
 SETUP_SECONDS = 300  # per backend: cluster, users, seeding, server start
 BENCH_LOCK = "/tmp/owl-bench.lock"  # the machine's benchmarks take turns (flock), see /work/shared/bench
-
-
-class DurableCluster(Cluster):
-    """tests.postgres_cluster.Cluster, started with PostgreSQL's default (durable) settings.
-
-    Started in its own session so Ctrl-C reaches this script, which then stops it cleanly.
-    """
-
-    def start(self) -> None:
-        data = os.path.join(self.folder, "data")
-        self.run("initdb", "-D", data, "-U", "owlmetry", "--auth=trust", "-E", "UTF8")
-        options = f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c max_connections=200"
-        command = [os.path.join(self.bin_dir, "pg_ctl"), "-D", data, "-o", options,
-                   "-l", os.path.join(self.folder, "log"), "-w", "start"]
-        if self.user:
-            command = ["runuser", "-u", self.user, "--", *command]
-        subprocess.run(command, check=True, stdout=subprocess.DEVNULL, start_new_session=True,
-                       timeout=120)
 
 
 @contextlib.contextmanager
@@ -95,13 +76,8 @@ def postgres_database(url: str | None):
     bin_dir = find_bin_dir()
     if bin_dir is None:
         raise SystemExit("no PostgreSQL binaries (apt-get install postgresql) and no --postgres-url")
-    user = unprivileged_user()
-    cluster = DurableCluster(bin_dir, tempfile.mkdtemp(prefix="owlbench-pg-"), free_port(), user)
-    if user:
-        entry = pwd.getpwnam(user)
-        os.chown(cluster.folder, entry.pw_uid, entry.pw_gid)
+    cluster = start_cluster(bin_dir, durable=True)
     try:
-        cluster.start()
         asyncio.run(create_database(cluster.url, "bench"))
         yield cluster.database_url("bench")
     finally:

@@ -1,7 +1,8 @@
-"""A throwaway PostgreSQL server for the test suite: initdb, pg_ctl start, and stop.
+"""A throwaway PostgreSQL server for the test suite and the benchmarks: initdb, pg_ctl, stop.
 
-Runs the cluster as an unprivileged user when the suite runs as root (initdb refuses root),
-on a free loopback port, with durability switched off because the data dies with the run.
+Runs the cluster as an unprivileged user when run as root (initdb refuses root), on a free
+loopback port. For tests durability is switched off, because the data dies with the run; a
+benchmark asks for PostgreSQL's default, durable settings instead.
 """
 
 import glob
@@ -48,6 +49,7 @@ class Cluster:
     folder: str
     port: int
     user: str | None
+    durable: bool = False
 
     @property
     def url(self) -> str:
@@ -60,15 +62,18 @@ class Cluster:
         command = [os.path.join(self.bin_dir, tool), *args]
         if self.user:
             command = ["runuser", "-u", self.user, "--", *command]
-        subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # A session of its own, so a Ctrl-C meant for the caller does not kill the server
+        # before the caller's clean-up stops it.
+        subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                       start_new_session=True, timeout=120)
 
     def start(self) -> None:
         data = os.path.join(self.folder, "data")
-        self.run("initdb", "-D", data, "-U", "owlmetry", "--auth=trust", "-E", "UTF8", "--no-sync")
-        options = (
-            f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c fsync=off "
-            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
-        )
+        fast = () if self.durable else ("--no-sync",)
+        self.run("initdb", "-D", data, "-U", "owlmetry", "--auth=trust", "-E", "UTF8", *fast)
+        options = f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c max_connections=200"
+        if not self.durable:
+            options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         self.run("pg_ctl", "-D", data, "-o", options, "-l", os.path.join(self.folder, "log"),
                  "-w", "start")
 
@@ -79,13 +84,13 @@ class Cluster:
             shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def start_cluster(bin_dir: str) -> Cluster:
+def start_cluster(bin_dir: str, durable: bool = False) -> Cluster:
     user = unprivileged_user()
     folder = tempfile.mkdtemp(prefix="owlmetry-pg-")
     if user:
         entry = pwd.getpwnam(user)
         os.chown(folder, entry.pw_uid, entry.pw_gid)
-    cluster = Cluster(bin_dir, folder, free_port(), user)
+    cluster = Cluster(bin_dir, folder, free_port(), user, durable)
     try:
         cluster.start()
     except BaseException:
