@@ -6,6 +6,7 @@ skipped, and the end of the run says so in capitals.
 """
 
 import itertools
+import signal
 import uuid
 
 import asyncpg
@@ -22,11 +23,18 @@ NO_POSTGRES = "PostgreSQL binaries (initdb, pg_ctl) not found: every PostgreSQL 
 database_numbers = itertools.count()
 
 
+def interrupt_on_sigterm(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 @pytest.fixture(scope="session")
 def postgres_cluster():
     bin_dir = find_bin_dir()
     if bin_dir is None:
         pytest.skip(NO_POSTGRES)
+    # A run stopped by SIGTERM (a CI time-out, `timeout`) still tears the cluster down.
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, interrupt_on_sigterm)
     cluster = start_cluster(bin_dir)
     yield cluster
     cluster.stop()
