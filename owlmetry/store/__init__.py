@@ -35,11 +35,11 @@ __all__ = [
 
 
 def schema_sql() -> str:
-    """schema.sql: beside the package in a checkout, inside it once installed (setup.py copies it)."""
-    checkout = Path(__file__).resolve().parents[2] / "schema.sql"
-    if checkout.is_file():
-        return checkout.read_text()
-    return resources.files("owlmetry").joinpath("schema.sql").read_text()
+    """schema.sql: inside the package once installed (setup.py copies it), else at the checkout's top."""
+    installed = resources.files("owlmetry").joinpath("schema.sql")
+    if installed.is_file():
+        return installed.read_text()
+    return (Path(__file__).resolve().parents[2] / "schema.sql").read_text()
 
 
 def check_database_url(url: str) -> str:
