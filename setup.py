@@ -23,7 +23,7 @@ setup(
     python_requires=">=3.11",
     packages=find_packages(include=["owlmetry", "owlmetry.*"]),
     install_requires=[
-        "aiohttp>=3.9",
+        "aiohttp>=3.14",  # web.RequestKey
         "aiosqlite>=0.20",
         "asyncpg>=0.29",
         "pyjwt>=2.8",

@@ -6,11 +6,11 @@ Owns the typed application keys; the objects themselves are made in `app.py`.
 from aiohttp import web
 
 from owlmetry.config import Config
-from owlmetry.http.auth import UserTokens
+from owlmetry.http.auth import Caller, UserTokens
 from owlmetry.store import Store
 
 CONFIG = web.AppKey("config", Config)
 STORE = web.AppKey("store", Store)
 TOKENS = web.AppKey("tokens", UserTokens)
 # The authenticated `auth.Caller` of a request to a route marked with `auth.callers(...)`.
-CALLER = "owlmetry.caller"
+CALLER = web.RequestKey("caller", Caller)
