@@ -2,7 +2,8 @@
 
 `open_store(url)` picks the backend from the URL: `sqlite:///path` (aiosqlite, the embedded
 default) or `postgresql://...` (asyncpg, production). This package is the only door to the
-database; SQL lives in each backend's module and nowhere else.
+database. Its SQL lives in `queries` (what both engines share) and in each backend's module
+(what one engine needs in its own dialect), and nowhere else.
 """
 
 from importlib import resources

@@ -1,8 +1,8 @@
 """What both SQL backends do the same way: the `Store` methods, in terms of a few primitives.
 
 A backend supplies `_write` and `_read` (run one statement from `queries`, return its rows),
-`_is_unique_violation`, and the two batched statements in its own dialect: `_upsert_devices`
-and `_devices_of_users`. Registrations and device lists are coalesced (`batching`), so a busy
+`_is_unique_violation`, and the two batched statements, `_upsert_devices` and
+`_devices_of_users`, which take a whole batch as one parameter in the backend's own way. Registrations and device lists are coalesced (`batching`), so a busy
 server makes one trip to the database for many requests. This class turns rows into the
 interface's dataclasses; it must not hold connection logic or dialect-specific SQL.
 """
