@@ -44,3 +44,61 @@ CREATE UNIQUE INDEX IF NOT EXISTS user_devices_token ON user_devices (token);
 -- A user's devices in list order (GET /v1/devices), and every fan-out's device lookup.
 CREATE INDEX IF NOT EXISTS user_devices_user
     ON user_devices (user_id, last_seen_at DESC, created_at DESC, id);
+
+-- The inbox: one row per recipient of a notification. `data` is the producer's JSON object
+-- (text), sent with the push but never listed. Soft-deleted rows keep `deleted_at`.
+CREATE TABLE IF NOT EXISTS notifications (
+    id         TEXT PRIMARY KEY,
+    user_id    TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    type       TEXT NOT NULL,
+    title      TEXT NOT NULL,
+    body       TEXT,
+    link       TEXT,
+    data       TEXT,
+    team_id    TEXT,
+    read_at    BIGINT,
+    deleted_at BIGINT,
+    created_at BIGINT NOT NULL
+);
+
+-- A user's inbox newest first, paged by the keyset (created_at, id).
+CREATE INDEX IF NOT EXISTS notifications_inbox
+    ON notifications (user_id, created_at DESC, id DESC) WHERE deleted_at IS NULL;
+
+-- Unread counts: the badge of every push and GET /v1/notifications/unread-count.
+CREATE INDEX IF NOT EXISTS notifications_unread
+    ON notifications (user_id, type) WHERE read_at IS NULL AND deleted_at IS NULL;
+
+-- The work queue: one row per notification and channel, pending -> sent | failed | skipped.
+-- A pending row may be claimed once `available_at` has passed; a claim pushes `available_at`
+-- one lease ahead (renewed while the work runs), so work abandoned by a crashed process
+-- becomes claimable again by itself, and a retry after a backoff is the same column.
+CREATE TABLE IF NOT EXISTS notification_deliveries (
+    notification_id TEXT NOT NULL REFERENCES notifications (id) ON DELETE CASCADE,
+    channel         TEXT NOT NULL,
+    status          TEXT NOT NULL CHECK (status IN ('pending', 'sent', 'failed', 'skipped')),
+    reason          TEXT,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    claimed_by      TEXT,
+    available_at    BIGINT NOT NULL,
+    created_at      BIGINT NOT NULL,
+    finished_at     BIGINT,
+    PRIMARY KEY (notification_id, channel)
+);
+
+CREATE INDEX IF NOT EXISTS notification_deliveries_queue
+    ON notification_deliveries (available_at) WHERE status = 'pending';
+
+-- One row per device a delivery reached with a final answer, so a fan-out resumed after a
+-- crash skips the devices already answered. `device_id` has no foreign key: a dead token's
+-- device row is deleted, and the record of why stays.
+CREATE TABLE IF NOT EXISTS notification_pushes (
+    notification_id TEXT NOT NULL REFERENCES notifications (id) ON DELETE CASCADE,
+    device_id       TEXT NOT NULL,
+    channel         TEXT NOT NULL,
+    outcome         TEXT NOT NULL CHECK (outcome IN ('delivered', 'removed', 'failed', 'skipped')),
+    status          INTEGER,
+    reason          TEXT,
+    answered_at     BIGINT NOT NULL,
+    PRIMARY KEY (notification_id, device_id)
+);

@@ -59,6 +59,96 @@ class Device:
     created_at: int
 
 
+@dataclass(frozen=True, slots=True)
+class NotificationContent:
+    """What a producer says, the same for every recipient; `data` is a JSON object or None."""
+
+    type: str
+    title: str
+    body: str | None = None
+    link: str | None = None
+    data: dict | None = None
+    team_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    """An inbox row as the API shows it (`data` is never listed)."""
+
+    id: str
+    type: str
+    title: str
+    body: str | None
+    link: str | None
+    team_id: str | None
+    read_at: int | None
+    created_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class PushTarget:
+    """A device a delivery must still reach."""
+
+    device_id: str
+    token: str
+    environment: str
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A pending delivery this process now holds the lease of, with everything needed to do it.
+
+    `targets` are the recipient's devices of the channel that have no final answer yet;
+    `earlier` counts the outcomes recorded by earlier attempts (a crash, a retry).
+    """
+
+    notification_id: str
+    channel: str
+    attempts: int
+    user_id: str
+    content: NotificationContent
+    unread: int
+    targets: list[PushTarget]
+    earlier: dict[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class PushRecord:
+    """A device's final answer for a delivery. `invalid_since` (ms) marks a dead token: its
+    device row is deleted unless it was registered again after that moment."""
+
+    notification_id: str
+    device_id: str
+    channel: str
+    outcome: str  # "delivered" | "removed" | "failed" | "skipped"
+    status: int | None
+    reason: str | None
+    invalid_since: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryEnd:
+    """A claimed delivery's next state: finished (`status`), or back in the queue at `retry_at`."""
+
+    notification_id: str
+    channel: str
+    status: str  # "sent" | "failed" | "skipped" | "pending"
+    reason: str | None
+    retry_at: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """Where a set of notifications stands: deliveries by status, device answers by outcome."""
+
+    deliveries: dict[str, int]
+    pushes: dict[str, int]
+
+    @property
+    def done(self) -> bool:
+        return not self.deliveries.get("pending")
+
+
 class DeleteOutcome(enum.Enum):
     DELETED = "deleted"
     NOT_FOUND = "not_found"  # no such device, or another user's
@@ -124,3 +214,63 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def delete_device(self, user_id: str, device_id: str) -> DeleteOutcome: ...
+
+    # The inbox. Each returns None when the user no longer exists.
+
+    @abc.abstractmethod
+    async def list_notifications(
+        self, user_id: str, read_state: str, type: str | None,
+        before: tuple[int, str] | None, limit: int,
+    ) -> list[Notification] | None:
+        """Newest first by (created_at, id); `before` is the keyset of the previous page's last."""
+
+    @abc.abstractmethod
+    async def unread_count(self, user_id: str) -> int | None: ...
+
+    @abc.abstractmethod
+    async def mark_all_read(self, user_id: str, type: str | None, now: int) -> int | None: ...
+
+    @abc.abstractmethod
+    async def set_read(
+        self, user_id: str, notification_id: str, read: bool, now: int
+    ) -> Notification | DeleteOutcome:
+        """The updated row, or NOT_FOUND (missing, deleted, another user's) or NO_USER."""
+
+    @abc.abstractmethod
+    async def delete_notification(
+        self, user_id: str, notification_id: str, now: int
+    ) -> DeleteOutcome:
+        """Soft delete: the row stays, hidden from every inbox query."""
+
+    # The dispatcher's work queue.
+
+    @abc.abstractmethod
+    async def enqueue_notifications(
+        self, recipients: list[tuple[str, str]], content: NotificationContent,
+        channels: list[str], now: int,
+    ) -> list[str]:
+        """Write inbox rows (notification_id, user_id) and a pending delivery per channel, in one
+        transaction. Returns the ids written, in order; users that do not exist are skipped."""
+
+    @abc.abstractmethod
+    async def claim_deliveries(
+        self, owner: str, now: int, lease_ms: int, limit: int,
+        only: list[str] | None = None,
+    ) -> list[Claim]:
+        """Take up to `limit` pending deliveries whose time has come (of the notifications in
+        `only`, if given) under a lease held by `owner`. No two owners hold one at a time."""
+
+    @abc.abstractmethod
+    async def renew_leases(self, owner: str, keys: list[tuple[str, str]], until: int) -> None:
+        """Extend the leases `owner` still holds on these (notification_id, channel)."""
+
+    @abc.abstractmethod
+    async def save_outcomes(
+        self, owner: str, pushes: list[PushRecord], ends: list[DeliveryEnd], now: int
+    ) -> list[PushRecord]:
+        """In one transaction: delete the dead tokens' devices, record the pushes, and end or
+        re-queue the deliveries `owner` holds. Returns the records as stored: a dead token whose
+        device was registered again after `invalid_since` is kept, and its record says so."""
+
+    @abc.abstractmethod
+    async def progress(self, notification_ids: list[str]) -> Progress: ...

@@ -4,6 +4,8 @@ Owns the connection pool and the PostgreSQL dialect; the shared statements live 
 Schema changes take an advisory lock so that processes starting together migrate one at a time.
 """
 
+import contextlib
+
 import asyncpg
 
 from owlmetry.store import queries, schema_sql
@@ -64,6 +66,20 @@ class PostgresStore(SQLStore):
         return await self._pool.fetch(sql, *params)
 
     _read = _write
+
+    _skip_locked = "FOR UPDATE SKIP LOCKED"
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self):
+        async with self._pool.acquire() as conn, conn.transaction():
+            yield conn.fetch
+
+    def _batch(self, types, first=1) -> str:
+        arrays = ", ".join(f"${first + i}::{kind}[]" for i, kind in enumerate(types))
+        return f"SELECT * FROM unnest({arrays})"
+
+    def _batch_args(self, rows, width) -> tuple:
+        return tuple(zip(*rows)) if rows else ((),) * width
 
     async def _upsert_devices(self, rows) -> list:
         return await self._write(UPSERT_DEVICES, *zip(*rows))

@@ -62,3 +62,163 @@ ON CONFLICT (token) DO UPDATE SET
 RETURNING token, id, channel, environment, app_version, device_model, os_version,
           last_seen_at, created_at
 """
+
+# ---- Notifications ------------------------------------------------------------------------
+# `{batch}` is the backend's rows-from-one-parameter source (see `SQLStore._batch`); values
+# every row shares ride along in each row, which keeps the placeholders of both engines simple.
+
+ENQUEUE_NOTIFICATIONS = """
+WITH batch (id, user_id, type, title, body, link, data, team_id, created_at) AS ({batch})
+INSERT INTO notifications (id, user_id, type, title, body, link, data, team_id, created_at)
+SELECT b.id, u.id, b.type, b.title, b.body, b.link, b.data, b.team_id, b.created_at
+FROM batch AS b JOIN users AS u ON u.id = b.user_id
+RETURNING id
+"""
+
+ENQUEUE_DELIVERIES = """
+WITH batch (notification_id, channel, created_at) AS ({batch})
+INSERT INTO notification_deliveries (notification_id, channel, status, available_at, created_at)
+SELECT notification_id, channel, 'pending', created_at, created_at FROM batch
+"""
+
+# The oldest due pending deliveries, leased to $1 until $3. `{only}` may narrow it to some
+# notifications; `{lock}` is PostgreSQL's FOR UPDATE SKIP LOCKED (SQLite has one writer).
+CLAIM_DELIVERIES = """
+UPDATE notification_deliveries
+SET claimed_by = $1, available_at = $3, attempts = attempts + 1
+WHERE (notification_id, channel) IN (
+    SELECT notification_id, channel FROM notification_deliveries
+    WHERE status = 'pending' AND available_at <= $2 {only}
+    ORDER BY available_at
+    LIMIT $4 {lock})
+RETURNING notification_id, channel, attempts
+"""
+
+CLAIMED_NOTIFICATIONS = """
+WITH batch (id) AS ({batch})
+SELECT n.id, n.user_id, n.type, n.title, n.body, n.link, n.data, n.team_id,
+       (SELECT count(*) FROM notifications AS unread
+        WHERE unread.user_id = n.user_id AND unread.read_at IS NULL
+          AND unread.deleted_at IS NULL)
+FROM batch AS b JOIN notifications AS n ON n.id = b.id
+"""
+
+# The recipient's devices of the channel that no earlier attempt has an answer for.
+CLAIMED_TARGETS = """
+WITH batch (id, channel) AS ({batch})
+SELECT n.id, d.id, d.token, d.environment
+FROM batch AS b
+JOIN notifications AS n ON n.id = b.id
+JOIN user_devices AS d ON d.user_id = n.user_id AND d.channel = b.channel
+WHERE NOT EXISTS (
+    SELECT 1 FROM notification_pushes AS p
+    WHERE p.notification_id = n.id AND p.device_id = d.id)
+"""
+
+EARLIER_OUTCOMES = """
+WITH batch (id, channel) AS ({batch})
+SELECT p.notification_id, p.channel, p.outcome, count(*)
+FROM batch AS b
+JOIN notification_pushes AS p ON p.notification_id = b.id AND p.channel = b.channel
+GROUP BY p.notification_id, p.channel, p.outcome
+"""
+
+RENEW_LEASES = """
+WITH batch (notification_id, channel, claimed_by, available_at) AS ({batch})
+UPDATE notification_deliveries AS d SET available_at = b.available_at
+FROM batch AS b
+WHERE d.notification_id = b.notification_id AND d.channel = b.channel
+  AND d.claimed_by = b.claimed_by AND d.status = 'pending'
+"""
+
+# A dead token's device goes, unless it was registered again after APNs gave up on it.
+DELETE_DEAD_DEVICES = """
+WITH batch (device_id, invalid_since) AS ({batch})
+DELETE FROM user_devices WHERE id IN (
+    SELECT d.id FROM batch AS b JOIN user_devices AS d ON d.id = b.device_id
+    WHERE b.invalid_since IS NULL OR d.last_seen_at <= b.invalid_since)
+"""
+
+EXISTING_DEVICES = """
+WITH batch (id) AS ({batch})
+SELECT d.id FROM batch AS b JOIN user_devices AS d ON d.id = b.id
+"""
+
+# Joined with notifications so that a recipient deleted mid-fan-out costs its records only.
+RECORD_PUSHES = """
+WITH batch (notification_id, device_id, channel, outcome, status, reason, answered_at)
+    AS ({batch})
+INSERT INTO notification_pushes
+    (notification_id, device_id, channel, outcome, status, reason, answered_at)
+SELECT b.notification_id, b.device_id, b.channel, b.outcome, b.status, b.reason, b.answered_at
+FROM batch AS b JOIN notifications AS n ON n.id = b.notification_id
+WHERE true
+ON CONFLICT (notification_id, device_id) DO NOTHING
+"""
+
+# Only the lease holder may end a delivery: a process that lost its lease changes nothing.
+END_DELIVERIES = """
+WITH batch (notification_id, channel, status, reason, available_at, claimed_by, finished_at)
+    AS ({batch})
+UPDATE notification_deliveries AS d
+SET status = b.status, reason = b.reason, available_at = b.available_at, claimed_by = NULL,
+    finished_at = b.finished_at
+FROM batch AS b
+WHERE d.notification_id = b.notification_id AND d.channel = b.channel
+  AND d.claimed_by = b.claimed_by AND d.status = 'pending'
+"""
+
+DELIVERY_PROGRESS = """
+WITH batch (id) AS ({batch})
+SELECT d.status, count(*)
+FROM batch AS b JOIN notification_deliveries AS d ON d.notification_id = b.id
+GROUP BY d.status
+"""
+
+PUSH_PROGRESS = """
+WITH batch (id) AS ({batch})
+SELECT p.outcome, count(*)
+FROM batch AS b JOIN notification_pushes AS p ON p.notification_id = b.id
+GROUP BY p.outcome
+"""
+
+# ---- The inbox ----------------------------------------------------------------------------
+# Optional filters are NULL when unused; the CASTs tell PostgreSQL their types.
+
+NOTIFICATION_COLUMNS = "id, type, title, body, link, team_id, read_at, created_at"
+
+LIST_NOTIFICATIONS = f"""
+SELECT {NOTIFICATION_COLUMNS} FROM notifications
+WHERE user_id = $1 AND deleted_at IS NULL
+  AND (CAST($2 AS TEXT) = 'all'
+       OR (CAST($2 AS TEXT) = 'unread' AND read_at IS NULL)
+       OR (CAST($2 AS TEXT) = 'read' AND read_at IS NOT NULL))
+  AND (CAST($3 AS TEXT) IS NULL OR type = $3)
+  AND (CAST($4 AS BIGINT) IS NULL OR (created_at, id) < (CAST($4 AS BIGINT), CAST($5 AS TEXT)))
+ORDER BY created_at DESC, id DESC
+LIMIT $6
+"""
+
+UNREAD_COUNT = """
+SELECT count(*) FROM notifications
+WHERE user_id = $1 AND read_at IS NULL AND deleted_at IS NULL
+"""
+
+MARK_ALL_READ = """
+UPDATE notifications SET read_at = $3
+WHERE user_id = $1 AND read_at IS NULL AND deleted_at IS NULL
+  AND (CAST($2 AS TEXT) IS NULL OR type = $2)
+RETURNING id
+"""
+
+SET_READ = f"""
+UPDATE notifications SET read_at = $3
+WHERE id = $2 AND user_id = $1 AND deleted_at IS NULL
+RETURNING {NOTIFICATION_COLUMNS}
+"""
+
+DELETE_NOTIFICATION = """
+UPDATE notifications SET deleted_at = $3
+WHERE id = $2 AND user_id = $1 AND deleted_at IS NULL
+RETURNING id
+"""

@@ -9,14 +9,24 @@ interface's dataclasses; it must not hold connection logic or dialect-specific S
 
 import abc
 from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
+
+import orjson
 
 from owlmetry.store import queries
 from owlmetry.store.base import (
     ApiKey,
+    Claim,
     DeleteOutcome,
+    DeliveryEnd,
     Device,
     DeviceRegistration,
     EmailTaken,
+    Notification,
+    NotificationContent,
+    Progress,
+    PushRecord,
+    PushTarget,
     Store,
     User,
 )
@@ -31,6 +41,7 @@ class SQLStore(Store):
     def __init__(self, *, concurrency: int):
         self._registrations = Batcher(self._register_batch, concurrency=concurrency)
         self._device_lists = Batcher(self._list_batch, concurrency=concurrency)
+        self._statements: dict[tuple, str] = {}
 
     @abc.abstractmethod
     async def _write(self, sql: str, *params) -> list:
@@ -54,6 +65,35 @@ class SQLStore(Store):
     async def _devices_of_users(self, user_ids: Sequence[str]) -> list:
         """Rows (user_id, *Device) in list order per user, Device all NULL for a user without
         devices, nothing for a user that does not exist."""
+
+    @abc.abstractmethod
+    def _batch(self, types: tuple[str, ...], first: int = 1) -> str:
+        """SQL yielding one row per item of a batch passed as parameter(s) from `$first` on;
+        `types` are the columns' PostgreSQL types."""
+
+    @abc.abstractmethod
+    def _batch_args(self, rows: Sequence[tuple], width: int) -> tuple:
+        """The parameter(s) that carry `rows` to `_batch`."""
+
+    @abc.abstractmethod
+    def _transaction(self) -> AbstractAsyncContextManager:
+        """`async with self._transaction() as run:` -- `await run(sql, *params)` -> rows, all in
+        one transaction that commits at the end of the block (or rolls back on an error)."""
+
+    # Rows that wait for a row lock: PostgreSQL skips them, SQLite (one writer) has none.
+    _skip_locked = ""
+
+    def _batched(self, template: str, *types: str) -> str:
+        statement = self._statements.get((template, types))
+        if statement is None:
+            statement = template.format(batch=self._batch(types))
+            self._statements[(template, types)] = statement
+        return statement
+
+    async def _run_batched(self, run, template: str, types: tuple[str, ...], rows) -> list:
+        if not rows:
+            return []
+        return await run(self._batched(template, *types), *self._batch_args(rows, len(types)))
 
     async def _finish_batches(self) -> None:
         await self._registrations.wait_idle()
@@ -143,3 +183,137 @@ class SQLStore(Store):
         if await self.user_exists(user_id):
             return DeleteOutcome.NOT_FOUND
         return DeleteOutcome.NO_USER
+
+    # ---- The inbox --------------------------------------------------------------------------
+
+    async def _user_check(self, user_id: str, found):
+        """`found` when it says something, else None if the user is gone (a 401, not a 404)."""
+        if found or await self.user_exists(user_id):
+            return found
+        return None
+
+    async def list_notifications(self, user_id, read_state, type, before, limit):
+        created_at, notification_id = before or (None, None)
+        rows = await self._read(queries.LIST_NOTIFICATIONS, user_id, read_state, type,
+                                created_at, notification_id, limit)
+        return await self._user_check(user_id, [Notification(*row) for row in rows])
+
+    async def unread_count(self, user_id):
+        (row,) = await self._read(queries.UNREAD_COUNT, user_id)
+        return await self._user_check(user_id, row[0])
+
+    async def mark_all_read(self, user_id, type, now):
+        rows = await self._write(queries.MARK_ALL_READ, user_id, type, now)
+        return await self._user_check(user_id, len(rows))
+
+    async def set_read(self, user_id, notification_id, read, now):
+        rows = await self._write(queries.SET_READ, user_id, notification_id, now if read else None)
+        if rows:
+            return Notification(*rows[0])
+        return DeleteOutcome.NOT_FOUND if await self.user_exists(user_id) else DeleteOutcome.NO_USER
+
+    async def delete_notification(self, user_id, notification_id, now):
+        if await self._write(queries.DELETE_NOTIFICATION, user_id, notification_id, now):
+            return DeleteOutcome.DELETED
+        return DeleteOutcome.NOT_FOUND if await self.user_exists(user_id) else DeleteOutcome.NO_USER
+
+    # ---- The dispatcher's queue -------------------------------------------------------------
+
+    async def enqueue_notifications(self, recipients, content, channels, now):
+        data = orjson.dumps(content.data).decode() if content.data is not None else None
+        shared = (content.type, content.title, content.body, content.link, data,
+                  content.team_id, now)
+        rows = [(notification_id, user_id, *shared) for notification_id, user_id in recipients]
+        async with self._transaction() as run:
+            written = {row[0] for row in await self._run_batched(
+                run, queries.ENQUEUE_NOTIFICATIONS, ("text",) * 8 + ("bigint",), rows)}
+            ids = [notification_id for notification_id, _ in recipients
+                   if notification_id in written]
+            await self._run_batched(
+                run, queries.ENQUEUE_DELIVERIES, ("text", "text", "bigint"),
+                [(notification_id, channel, now) for notification_id in ids
+                 for channel in channels])
+        return ids
+
+    async def claim_deliveries(self, owner, now, lease_ms, limit, only=None):
+        if only is None:
+            claim = queries.CLAIM_DELIVERIES.format(only="", lock=self._skip_locked)
+            claimed = await self._write(claim, owner, now, now + lease_ms, limit)
+        else:
+            narrow = f"AND notification_id IN ({self._batch(('text',), first=5)})"
+            claim = queries.CLAIM_DELIVERIES.format(only=narrow, lock=self._skip_locked)
+            claimed = await self._write(claim, owner, now, now + lease_ms, limit,
+                                        *self._batch_args([(i,) for i in only], 1))
+        if not claimed:
+            return []
+        return await self._claims(claimed)
+
+    async def _claims(self, claimed: list) -> list[Claim]:
+        keys = [(notification_id, channel) for notification_id, channel, _ in claimed]
+        notifications = {row[0]: row[1:] for row in await self._run_batched(
+            self._read, queries.CLAIMED_NOTIFICATIONS, ("text",),
+            list({(notification_id,) for notification_id, _ in keys}))}
+        targets: dict[tuple, list[PushTarget]] = {}
+        for notification_id, device_id, token, environment in await self._run_batched(
+                self._read, queries.CLAIMED_TARGETS, ("text", "text"), keys):
+            targets.setdefault(notification_id, []).append(
+                PushTarget(device_id, token, environment))
+        # Only a delivery claimed before can have answers on record.
+        earlier: dict[tuple, dict[str, int]] = {}
+        again = [(n, c) for n, c, attempts in claimed if attempts > 1]
+        for notification_id, channel, outcome, count in await self._run_batched(
+                self._read, queries.EARLIER_OUTCOMES, ("text", "text"), again):
+            earlier.setdefault((notification_id, channel), {})[outcome] = count
+        claims = []
+        for notification_id, channel, attempts in claimed:
+            row = notifications.get(notification_id)
+            if row is None:  # the recipient was deleted since
+                continue
+            user_id, type_, title, body, link, data, team_id, unread = row
+            content = NotificationContent(type_, title, body, link,
+                                          orjson.loads(data) if data else None, team_id)
+            claims.append(Claim(notification_id, channel, attempts, user_id, content, unread,
+                                targets.get(notification_id, []),
+                                earlier.get((notification_id, channel), {})))
+        return claims
+
+    async def renew_leases(self, owner, keys, until):
+        rows = [(notification_id, channel, owner, until) for notification_id, channel in keys]
+        await self._run_batched(self._write, queries.RENEW_LEASES,
+                                ("text", "text", "text", "bigint"), rows)
+
+    async def save_outcomes(self, owner, pushes, ends, now):
+        dead = [p for p in pushes if p.outcome == "removed"]
+        async with self._transaction() as run:
+            if dead:
+                await self._run_batched(run, queries.DELETE_DEAD_DEVICES, ("text", "bigint"),
+                                        [(p.device_id, p.invalid_since) for p in dead])
+                kept = {row[0] for row in await self._run_batched(
+                    run, queries.EXISTING_DEVICES, ("text",), [(p.device_id,) for p in dead])}
+                if kept:
+                    pushes = [kept_record(p) if p.device_id in kept and p.outcome == "removed"
+                              else p for p in pushes]
+            await self._run_batched(
+                run, queries.RECORD_PUSHES,
+                ("text", "text", "text", "text", "integer", "text", "bigint"),
+                [(p.notification_id, p.device_id, p.channel, p.outcome, p.status, p.reason, now)
+                 for p in pushes])
+            await self._run_batched(
+                run, queries.END_DELIVERIES,
+                ("text", "text", "text", "text", "bigint", "text", "bigint"),
+                [(e.notification_id, e.channel, e.status, e.reason,
+                  e.retry_at if e.status == "pending" else now, owner,
+                  None if e.status == "pending" else now) for e in ends])
+        return pushes
+
+    async def progress(self, notification_ids):
+        rows = [(notification_id,) for notification_id in notification_ids]
+        deliveries = await self._run_batched(self._read, queries.DELIVERY_PROGRESS, ("text",), rows)
+        pushes = await self._run_batched(self._read, queries.PUSH_PROGRESS, ("text",), rows)
+        return Progress(dict(deliveries), dict(pushes))
+
+
+def kept_record(record: PushRecord) -> PushRecord:
+    """A dead token's record whose device was registered again after APNs gave up on it."""
+    return PushRecord(record.notification_id, record.device_id, record.channel, "failed",
+                      record.status, f"{record.reason} (registered again since; kept)")

@@ -7,6 +7,7 @@ SQLite connections and dialect; the shared statements live in `queries`.
 """
 
 import asyncio
+import contextlib
 import functools
 import os
 import re
@@ -94,6 +95,25 @@ class SQLiteStore(SQLStore):
 
     async def _read(self, sql: str, *params) -> list:
         return list(await self._reader.execute_fetchall(to_sqlite(sql), params))
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self):
+        async with self._write_lock:
+            writer = self._writer
+            await writer.execute("BEGIN IMMEDIATE")
+            try:
+                yield lambda sql, *params: writer.execute_fetchall(to_sqlite(sql), params)
+            except BaseException:
+                await writer.rollback()
+                raise
+            await writer.commit()
+
+    def _batch(self, types, first=1) -> str:
+        columns = ", ".join(f"value ->> {i}" for i in range(len(types)))
+        return f"SELECT {columns} FROM json_each(${first})"
+
+    def _batch_args(self, rows, width) -> tuple:
+        return (orjson.dumps(rows).decode(),)
 
     async def _upsert_devices(self, rows) -> list:
         return await self._write(UPSERT_DEVICES, orjson.dumps(rows).decode())
