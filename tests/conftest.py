@@ -17,6 +17,7 @@ from owlmetry.config import Config
 from owlmetry.http.app import create_app
 from owlmetry.http.context import STORE, TOKENS
 from owlmetry.store import open_store
+from tests.keys import auth_key, tls_files  # noqa: F401  (fixtures for every folder)
 from tests.postgres_cluster import find_bin_dir, start_cluster
 
 NO_POSTGRES = "PostgreSQL binaries (initdb, pg_ctl) not found: every PostgreSQL test was SKIPPED"

@@ -23,7 +23,7 @@ import ssl
 import time
 import uuid
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import h2.config
 import h2.connection
@@ -79,6 +79,7 @@ class MockStats:
     requests: Counter = field(default_factory=Counter)  # device token -> requests processed
     topics: Counter = field(default_factory=Counter)  # apns-topic -> requests
     delivered: Counter = field(default_factory=Counter)  # device token -> 200s (or accepted)
+    payloads: dict = field(default_factory=dict)  # device token -> its last accepted payload
     responses_by_status: Counter = field(default_factory=Counter)
     connections_opened: int = 0
     connections_open: int = 0
@@ -93,7 +94,8 @@ class MockStats:
     protocol_errors: int = 0
 
     def summary(self) -> dict:
-        out = asdict(self)
+        out = asdict(replace(self, payloads={}))
+        del out["payloads"]
         out["requests"] = sum(self.requests.values())
         out["delivered"] = sum(self.delivered.values())
         out["unique_delivered"] = len(self.delivered)
@@ -267,6 +269,7 @@ class MockAPNs:
             if self._random.random() < probability:
                 return status, _REASONS_FOR_STATUS.get(status, "InternalServerError"), None
         self.stats.delivered[token] += 1
+        self.stats.payloads[token] = document
         return 200, None, None
 
 

@@ -1,0 +1,58 @@
+"""The channel interface: what the dispatcher needs from a way of reaching a device.
+
+A channel is one module in `owlmetry/notify/channels/` that sets `CHANNEL` to a `Channel`
+subclass; nothing outside that module changes when a channel is added. Devices of a channel are
+the `user_devices` rows with that channel name. This module must not know any channel.
+"""
+
+import abc
+from dataclasses import dataclass
+from typing import ClassVar
+
+from owlmetry.config import Config
+from owlmetry.store import Claim, NotificationContent, PushTarget
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What one send came to.
+
+    `outcome`: "delivered"; "removed" (the device's token is dead: its row is deleted unless it
+    was registered again after `invalid_since`, ms, when given); "failed" (permanent, `reason`
+    says why); or "retry" (transient: the dispatcher sends again later).
+    """
+
+    outcome: str
+    status: int | None = None
+    reason: str | None = None
+    invalid_since: int | None = None
+
+
+class Channel(abc.ABC):
+    name: ClassVar[str]
+    # Why this channel cannot send at all (say, no credentials): its deliveries are skipped.
+    unavailable: str | None = None
+
+    @staticmethod
+    @abc.abstractmethod
+    def normalize_token(token: str) -> str:
+        """The canonical form of a device token of this channel; ValueError says what is wrong."""
+
+    @staticmethod
+    def check_content(content: NotificationContent) -> None:
+        """Raise ValueError if `content` can never be sent on this channel (too large, ...)."""
+
+    @classmethod
+    @abc.abstractmethod
+    def from_config(cls, config: Config) -> "Channel": ...
+
+    @abc.abstractmethod
+    def prepare(self, claim: Claim) -> object:
+        """What `send` needs for this delivery (built once for all of the recipient's devices)."""
+
+    @abc.abstractmethod
+    async def send(self, prepared: object, target: PushTarget) -> Answer:
+        """Send to one device. Must return an Answer for anything that goes wrong."""
+
+    async def close(self) -> None:
+        """Release connections; sends still running end with a "retry" answer."""

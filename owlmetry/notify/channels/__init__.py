@@ -1,0 +1,28 @@
+"""The channel implementations: every module here that sets `CHANNEL` is a channel.
+
+Discovery is by folder, so adding FCM or a webhook is adding one module. This package owns the
+list of channels and nothing else.
+"""
+
+import functools
+import importlib
+import pkgutil
+
+from owlmetry.config import Config
+from owlmetry.notify.channel import Channel
+
+
+@functools.cache
+def channel_types() -> dict[str, type[Channel]]:
+    """Every channel by name, in name order."""
+    found = {}
+    for module_info in pkgutil.iter_modules(__path__):
+        module = importlib.import_module(f"{__name__}.{module_info.name}")
+        channel = getattr(module, "CHANNEL", None)
+        if channel is not None:
+            found[channel.name] = channel
+    return dict(sorted(found.items()))
+
+
+def open_channels(config: Config) -> dict[str, Channel]:
+    return {name: kind.from_config(config) for name, kind in channel_types().items()}

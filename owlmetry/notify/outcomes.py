@@ -1,0 +1,82 @@
+"""Writing what devices answered: every answer and delivery end, in few transactions.
+
+Answers arrive one device at a time, thousands a second; each becomes a row, and a dead token
+also a deleted device. The writer collects them and writes everything collected so far in one
+store transaction; while that runs, new answers collect for the next one, so a busy dispatcher
+makes few, large writes and a quiet one writes at once -- no timers. A delivery's end is only
+written together with or after its answers. This module knows nothing about channels.
+"""
+
+import asyncio
+import logging
+from collections import Counter
+
+from owlmetry.clock import now_ms
+from owlmetry.store import DeliveryEnd, PushRecord, Store
+
+log = logging.getLogger("owlmetry.notify")
+
+MAX_ROWS = 4096  # per transaction, to keep each write short
+RETRY_DELAY_S = 1.0
+
+
+class OutcomeWriter:
+    def __init__(self, store: Store, owner: str):
+        self._store = store
+        self._owner = owner
+        self._pushes: list[PushRecord] = []
+        # (end, future, how many answers had been added before it)
+        self._ends: list[tuple[DeliveryEnd, asyncio.Future, int]] = []
+        self._added = 0
+        self._written = 0
+        self._task: asyncio.Task | None = None
+        self.recorded: Counter = Counter()  # device outcomes written by this process
+
+    def add_push(self, record: PushRecord) -> None:
+        self._pushes.append(record)
+        self._added += 1
+        self._start()
+
+    async def end(self, end: DeliveryEnd) -> None:
+        """Return once `end` (and every answer added before it) is in the database."""
+        done = asyncio.get_running_loop().create_future()
+        self._ends.append((end, done, self._added))
+        self._start()
+        await done
+
+    async def flush(self) -> None:
+        while self._task is not None:
+            await asyncio.shield(self._task)
+
+    def _start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._drain())
+
+    async def _drain(self) -> None:
+        try:
+            while self._pushes or self._ends:
+                pushes, self._pushes = self._pushes[:MAX_ROWS], self._pushes[MAX_ROWS:]
+                # An end goes with the last of the answers added before it, or after them.
+                covered = self._written + len(pushes)
+                count = 0
+                while count < len(self._ends) and self._ends[count][2] <= covered:
+                    count += 1
+                ends, self._ends = self._ends[:count], self._ends[count:]
+                try:
+                    stored = await self._store.save_outcomes(
+                        self._owner, pushes, [end for end, _, _ in ends], now_ms())
+                except Exception:
+                    # Nothing is dropped: the same rows go again once the database answers.
+                    log.exception("cannot record %d answers and %d delivery ends; retrying",
+                                  len(pushes), len(ends))
+                    self._pushes[:0] = pushes
+                    self._ends[:0] = ends
+                    await asyncio.sleep(RETRY_DELAY_S)
+                    continue
+                self._written = covered
+                self.recorded.update(record.outcome for record in stored)
+                for _, done, _ in ends:
+                    if not done.done():
+                        done.set_result(None)
+        finally:
+            self._task = None

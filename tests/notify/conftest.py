@@ -1,0 +1,98 @@
+"""Fixtures for the dispatcher tests: a mock APNs per environment, the ios_push channel on them,
+dispatchers on the test's store, and users with devices."""
+
+import asyncio
+import uuid
+
+import pytest
+
+from owlmetry.apns import APNsClient, RetryPolicy
+from owlmetry.apns.mock import MockAPNs, MockBehaviour
+from owlmetry.clock import now_ms
+from owlmetry.notify.channels.ios_push import IosPush
+from owlmetry.notify.dispatcher import Dispatcher
+from owlmetry.store import DeviceRegistration, NotificationContent
+
+KEY_ID = "KEY1234567"
+TEAM_ID = "TEAM123456"
+TOPIC = "com.example.app"
+FAST_RETRY = RetryPolicy(max_retries=3, base_delay_s=0.001, max_delay_s=0.01,
+                         too_many_requests_delay_s=0.002)
+CONTENT = NotificationContent("feedback.new", "New feedback", "Someone wrote", "/feedback/1",
+                              {"feedback_id": "f1"})
+
+
+class Mocks:
+    """One mock APNs host per environment, as Apple has."""
+
+    def __init__(self, production: MockAPNs, sandbox: MockAPNs):
+        self.production, self.sandbox = production, sandbox
+
+    def requests(self, token: str) -> int:
+        return self.production.stats.requests[token] + self.sandbox.stats.requests[token]
+
+
+@pytest.fixture
+async def mocks(tls_files, auth_key):
+    servers = [MockAPNs(*tls_files, auth_key, KEY_ID, TEAM_ID, MockBehaviour()) for _ in "ps"]
+    for server in servers:
+        await server.start()
+    yield Mocks(*servers)
+    for server in servers:
+        await server.stop()
+
+
+@pytest.fixture
+def ios_push(mocks, tls_files, auth_key):
+    def make() -> IosPush:
+        return IosPush(APNsClient(
+            KEY_ID, TEAM_ID, auth_key, TOPIC, ca_file=tls_files[0], retry=FAST_RETRY,
+            timeout_s=10, production_url=f"https://127.0.0.1:{mocks.production.port}",
+            sandbox_url=f"https://127.0.0.1:{mocks.sandbox.port}"))
+    return make
+
+
+@pytest.fixture
+async def dispatchers(store):
+    """`dispatchers(channels, **options)` -> a started Dispatcher; all stop after the test."""
+    started = []
+
+    def start(channels, **options) -> Dispatcher:
+        options.setdefault("retry_base_ms", 20)
+        options.setdefault("poll_s", 0.05)
+        dispatcher = Dispatcher(store, channels, **options)
+        dispatcher.start()
+        started.append(dispatcher)
+        return dispatcher
+
+    yield start
+    await asyncio.gather(*(dispatcher.stop(grace_s=1) for dispatcher in started))
+
+
+def token(i: int) -> str:
+    return "c" + format(i, "x").rjust(63, "0")
+
+
+async def user_with_devices(store, environments: list[str], first_token: int) -> tuple[str, list]:
+    """A new user with one ios_push device per environment given; returns (id, tokens)."""
+    user = await store.create_user(str(uuid.uuid4()), f"{uuid.uuid4().hex}@example.com",
+                                   now_ms())
+    tokens = []
+    for i, environment in enumerate(environments):
+        tokens.append(token(first_token + i))
+        await store.register_device(
+            str(uuid.uuid4()), user.id,
+            DeviceRegistration("ios_push", tokens[-1], environment, None, None, None), now_ms())
+    return user.id, tokens
+
+
+async def wait_done(store, ids: list[str], timeout: float = 20.0):
+    """The progress of `ids` once no delivery is pending."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        progress = await store.progress(ids)
+        if progress.done:
+            return progress
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"still pending after {timeout}s: {progress}")
+        await asyncio.sleep(0.02)

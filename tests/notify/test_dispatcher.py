@@ -1,0 +1,206 @@
+"""The dispatcher against real mock APNs hosts, on SQLite and on PostgreSQL."""
+
+import sqlite3
+import uuid
+
+import asyncpg
+import pytest
+
+from owlmetry.apns.mock import TokenFault
+from owlmetry.clock import now_ms
+from owlmetry.notify.channels.ios_push import IosPush
+from owlmetry.store import NotificationContent, PushRecord
+from tests.notify.conftest import CONTENT, user_with_devices, wait_done
+
+
+async def test_fan_out_reaches_every_device_once_on_its_environment_host(
+        store, mocks, ios_push, dispatchers):
+    recipients = {}
+    for n, environments in enumerate([["production", "sandbox", "production"],
+                                      ["sandbox", "sandbox"], ["production"]]):
+        user_id, tokens = await user_with_devices(store, environments, n * 10)
+        recipients[user_id] = list(zip(tokens, environments))
+    dispatcher = dispatchers({"ios_push": ios_push()})
+
+    ids = await dispatcher.enqueue(list(recipients), CONTENT)
+    progress = await wait_done(store, ids)
+
+    assert len(ids) == 3
+    assert progress.deliveries == {"sent": 3}
+    assert progress.pushes == {"delivered": 6}
+    for user_id, devices in recipients.items():
+        for device_token, environment in devices:
+            host = mocks.production if environment == "production" else mocks.sandbox
+            other = mocks.sandbox if environment == "production" else mocks.production
+            assert host.stats.delivered[device_token] == 1
+            assert other.stats.requests[device_token] == 0
+
+
+async def test_payload_is_the_contracts_with_the_unread_count_as_badge(
+        store, mocks, ios_push, dispatchers):
+    user_id, (device_token,) = await user_with_devices(store, ["production"], 0)
+    dispatcher = dispatchers({"ios_push": ios_push()})
+    await wait_done(store, await dispatcher.enqueue([user_id], CONTENT))
+    ids = await dispatcher.enqueue([user_id], NotificationContent(
+        "job.completed", "Done", data={"run": 7, "type": "not this", "aps": "nor this"}))
+    await wait_done(store, ids)
+
+    assert mocks.production.stats.delivered[device_token] == 2
+    assert mocks.production.stats.payloads[device_token] == {
+        "aps": {"alert": {"title": "Done"}, "sound": "default", "badge": 2},
+        "type": "job.completed", "notification_id": ids[0], "run": 7,
+    }
+
+
+async def test_unknown_and_repeated_users_are_skipped(store, ios_push, dispatchers):
+    user_id, _ = await user_with_devices(store, ["production"], 0)
+    dispatcher = dispatchers({"ios_push": ios_push()})
+    ids = await dispatcher.enqueue([str(uuid.uuid4()), user_id, user_id, "not-a-uuid"], CONTENT)
+    assert len(ids) == 1
+    assert (await wait_done(store, ids)).deliveries == {"sent": 1}
+
+
+async def test_dead_tokens_go_unless_registered_again_after_apple_gave_up(
+        store, mocks, ios_push, dispatchers):
+    before = now_ms()
+    user_id, tokens = await user_with_devices(store, ["production"] * 4, 0)
+    gone, reregistered, bad, alive = tokens
+    mocks.production.behaviour.unregistered[gone] = now_ms() + 1000  # after its registration
+    mocks.production.behaviour.unregistered[reregistered] = before - 60_000  # before it
+    mocks.production.behaviour.bad_tokens.add(bad)
+    dispatcher = dispatchers({"ios_push": ios_push()})
+
+    progress = await wait_done(store, await dispatcher.enqueue([user_id], CONTENT))
+
+    assert progress.deliveries == {"sent": 1}
+    assert progress.pushes == {"delivered": 1, "removed": 2, "failed": 1}
+    remaining = await store.list_devices(user_id)
+    assert len(remaining) == 2
+    # The kept one is the token re-registered after the 410's timestamp.
+    await wait_done(store, await dispatcher.enqueue([user_id], CONTENT))
+    assert mocks.production.stats.requests[reregistered] == 2
+    assert mocks.production.stats.requests[alive] == 2
+    assert mocks.production.stats.requests[gone] == 1
+    assert mocks.production.stats.requests[bad] == 1
+
+
+async def test_device_not_for_topic_is_removed(store, mocks, ios_push, dispatchers):
+    user_id, (device_token,) = await user_with_devices(store, ["sandbox"], 0)
+    mocks.sandbox.behaviour.token_faults[device_token] = TokenFault(400, "DeviceTokenNotForTopic")
+    dispatcher = dispatchers({"ios_push": ios_push()})
+    progress = await wait_done(store, await dispatcher.enqueue([user_id], CONTENT))
+    assert progress.deliveries == {"failed": 1}
+    assert progress.pushes == {"removed": 1}
+    assert await store.list_devices(user_id) == []
+
+
+async def test_429_and_503_storms_end_delivered(store, mocks, ios_push, dispatchers):
+    users = [await user_with_devices(store, ["production", "sandbox"], n * 2) for n in range(30)]
+    for mock in (mocks.production, mocks.sandbox):
+        mock.behaviour.error_probability = {429: 0.3, 503: 0.3}
+    # More refusals than the pool retries on its own: the dispatcher must come back to it.
+    stubborn = users[0][1][0]
+    mocks.production.behaviour.token_faults[stubborn] = TokenFault(503, "ServiceUnavailable", 9)
+    dispatcher = dispatchers({"ios_push": ios_push()}, max_attempts=10)
+
+    progress = await wait_done(store, await dispatcher.enqueue([u for u, _ in users], CONTENT))
+
+    assert progress.deliveries == {"sent": 30}
+    assert progress.pushes == {"delivered": 60}
+    for _, tokens in users:
+        for device_token in tokens:
+            assert mocks.production.stats.delivered[device_token] + \
+                mocks.sandbox.stats.delivered[device_token] == 1
+    assert mocks.production.stats.requests[stubborn] == 10
+
+
+async def test_a_storm_that_never_ends_fails_after_bounded_attempts(
+        store, mocks, ios_push, dispatchers):
+    user_id, (device_token,) = await user_with_devices(store, ["production"], 0)
+    mocks.production.behaviour.token_faults[device_token] = TokenFault(429, "TooManyRequests")
+    dispatcher = dispatchers({"ios_push": ios_push()}, max_attempts=3)
+    progress = await wait_done(store, await dispatcher.enqueue([user_id], CONTENT))
+    assert progress.deliveries == {"failed": 1}
+    assert progress.pushes == {"failed": 1}
+    assert mocks.production.stats.requests[device_token] == 3 * 4  # 3 attempts, 1 + 3 retries
+    assert len(await store.list_devices(user_id)) == 1
+
+
+async def test_without_apns_credentials_every_delivery_is_skipped(store, dispatchers):
+    with_devices, _ = await user_with_devices(store, ["production", "sandbox"], 0)
+    without_devices, _ = await user_with_devices(store, [], 10)
+    channel = IosPush(None, "APNs is not configured: APNS_KEY_ID, APNS_KEY_P8 unset")
+    dispatcher = dispatchers({"ios_push": channel})
+    progress = await wait_done(
+        store, await dispatcher.enqueue([with_devices, without_devices], CONTENT))
+    assert progress.deliveries == {"skipped": 2}
+    assert progress.pushes == {"skipped": 2}
+
+
+async def test_a_recipient_without_devices_is_skipped(store, ios_push, dispatchers):
+    user_id, _ = await user_with_devices(store, [], 0)
+    dispatcher = dispatchers({"ios_push": ios_push()})
+    progress = await wait_done(store, await dispatcher.enqueue([user_id], CONTENT))
+    assert progress.deliveries == {"skipped": 1}
+    assert progress.pushes == {}
+
+
+async def test_work_abandoned_by_a_dead_dispatcher_is_resumed_without_resending(
+        store, mocks, ios_push, dispatchers):
+    user_id, tokens = await user_with_devices(store, ["production"] * 3, 0)
+    ids = await store.enqueue_notifications([(str(uuid.uuid4()), user_id)], CONTENT,
+                                            ["ios_push"], now_ms())
+    # A dispatcher took the work, got one answer on record, and died holding a short lease.
+    (claim,) = await store.claim_deliveries("ghost", now_ms(), 300, 10)
+    answered = claim.targets[0]
+    await store.save_outcomes("ghost", [PushRecord(
+        ids[0], answered.device_id, "ios_push", "delivered", 200, None)], [], now_ms())
+
+    dispatchers({"ios_push": ios_push()}, lease_ms=300)
+    progress = await wait_done(store, ids)
+
+    assert progress.deliveries == {"sent": 1}
+    assert progress.pushes == {"delivered": 3}
+    assert mocks.production.stats.requests[answered.token] == 0
+    assert sorted(t for t in tokens if mocks.production.stats.delivered[t] == 1) == sorted(
+        t for t in tokens if t != answered.token)
+
+
+async def test_two_dispatchers_on_one_database_share_without_double_sends(
+        store, mocks, ios_push, dispatchers):
+    users = [await user_with_devices(store, ["production"], n) for n in range(200)]
+    first = dispatchers({"ios_push": ios_push()}, claim_size=10)
+    dispatchers({"ios_push": ios_push()}, claim_size=10)
+
+    progress = await wait_done(store, await first.enqueue([u for u, _ in users], CONTENT))
+
+    assert progress.pushes == {"delivered": 200}
+    assert all(mocks.production.stats.requests[tokens[0]] == 1 for _, tokens in users)
+
+
+async def test_stop_leaves_unfinished_work_pending_for_the_next_start(
+        store, mocks, ios_push, dispatchers):
+    users = [await user_with_devices(store, ["production"], n) for n in range(20)]
+    mocks.production.behaviour.latency_s = 0.5
+    dispatcher = dispatchers({"ios_push": ios_push()})
+    ids = await dispatcher.enqueue([u for u, _ in users], CONTENT)
+    await mocks.production.requests_seen(20)
+    await dispatcher.stop(grace_s=0)
+
+    progress = await store.progress(ids)
+    assert progress.deliveries == {"pending": 20}
+    mocks.production.behaviour.latency_s = 0
+    dispatchers({"ios_push": ios_push()})
+    assert (await wait_done(store, ids)).deliveries == {"sent": 20}
+
+
+async def test_enqueue_writes_inbox_rows_and_deliveries_together_or_not_at_all(store):
+    user_id, _ = await user_with_devices(store, ["production"], 0)
+    # A channel named twice breaks the deliveries' primary key after the inbox rows went in.
+    with pytest.raises((sqlite3.IntegrityError, asyncpg.UniqueViolationError)):
+        await store.enqueue_notifications([(str(uuid.uuid4()), user_id)], CONTENT,
+                                          ["ios_push", "ios_push"], now_ms())
+    assert await store.list_notifications(user_id, "all", None, None, 10) == []
+    ids = await store.enqueue_notifications([(str(uuid.uuid4()), user_id)], CONTENT,
+                                            ["ios_push"], now_ms())
+    assert (await store.progress(ids)).deliveries == {"pending": 1}
