@@ -1,8 +1,11 @@
 """The timestamp text of the contract, and the ids of new rows."""
 
+import random
 import uuid
 
-from owlmetry.clock import iso_ms
+import pytest
+
+from owlmetry.clock import iso_ms, parse_iso_ms
 from owlmetry.ids import new_id
 
 
@@ -12,6 +15,54 @@ def test_timestamps_are_utc_with_milliseconds_and_z():
     assert iso_ms(1705312801999) == "2024-01-15T10:00:01.999Z"
     assert iso_ms(1705312800000) == "2024-01-15T10:00:00.000Z"
     assert iso_ms(0) == "1970-01-01T00:00:00.000Z"
+
+
+def test_parse_is_the_exact_inverse_of_iso_ms():
+    assert parse_iso_ms("2024-01-15T10:00:00.000Z") == 1705312800000
+    assert parse_iso_ms("2024-01-15T10:00:00.007Z") == 1705312800007
+    assert parse_iso_ms("1970-01-01T00:00:00.000Z") == 0
+    assert parse_iso_ms("2024-02-29T23:59:59.999Z") == 1709251199999
+    moments = [0, 1, 999, 1000, 1705312800000, 253402300799999, -1]
+    moments += random.Random(7).sample(range(253402300799999), 2000)
+    for ms in moments:
+        text = iso_ms(ms)
+        assert parse_iso_ms(text) == ms
+        assert iso_ms(parse_iso_ms(text)) == text
+
+
+@pytest.mark.parametrize("text", [
+    "",
+    "2024-01-15T10:00:00Z",  # no milliseconds
+    "2024-01-15T10:00:00.0Z",
+    "2024-01-15T10:00:00.0000Z",
+    "2024-01-15T10:00:00.000",  # no Z
+    "2024-01-15T10:00:00.000z",
+    "2024-01-15T10:00:00.000+00:00",
+    "2024-01-15 10:00:00.000Z",
+    "2024-01-15t10:00:00.000Z",
+    " 2024-01-15T10:00:00.000Z",
+    "2024-01-15T10:00:00.000Z ",
+    "2024-01-15T10:00:00.000Z\n",
+    "2024-1-15T10:00:00.000Z",
+    "+2024-01-15T10:00:00.000Z",
+    "12024-01-15T10:00:00.000Z",
+    "2024-02-30T10:00:00.000Z",  # no such day
+    "2023-02-29T10:00:00.000Z",
+    "2024-13-01T10:00:00.000Z",
+    "2024-00-10T10:00:00.000Z",
+    "2024-01-00T10:00:00.000Z",
+    "2024-01-15T24:00:00.000Z",
+    "2024-01-15T10:60:00.000Z",
+    "2016-12-31T23:59:60.000Z",  # a leap second iso_ms never writes
+    "0000-01-01T00:00:00.000Z",
+    "0999-12-31T23:59:59.999Z",  # iso_ms writes years before 1000 differently
+    "２０２４-01-15T10:00:00.000Z",  # digits that are not ASCII
+    "2024-01-15T10:00:00.00\u0661Z",
+    "1705312800000",
+])
+def test_parse_rejects_anything_iso_ms_does_not_write(text):
+    with pytest.raises(ValueError):
+        parse_iso_ms(text)
 
 
 def test_ids_are_distinct_random_uuid4s_across_refills():

@@ -6,30 +6,19 @@ this module in a response.
 
 import re
 
-import orjson
 from aiohttp import web
 
 from owlmetry.clock import iso_ms, now_ms
 from owlmetry.http.auth import callers, user_gone
 from owlmetry.http.context import CALLER, STORE
 from owlmetry.http.errors import ApiError, json_response
+from owlmetry.http.validation import UUID_TEXT, parse_json_object
 from owlmetry.ids import new_id
 from owlmetry.store import DeleteOutcome, Device, DeviceRegistration
 
 CHANNELS = ("ios_push",)
 APNS_TOKEN = re.compile(r"(?:[0-9a-fA-F]{2}){8,100}")
-UUID_TEXT = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE)
 METADATA_LIMITS = {"app_version": 50, "device_model": 100, "os_version": 50}
-
-
-def parse_json_object(raw: bytes) -> dict:
-    try:
-        body = orjson.loads(raw)
-    except orjson.JSONDecodeError:
-        raise ApiError(400, "Request body must be valid JSON") from None
-    if not isinstance(body, dict):
-        raise ApiError(400, "Request body must be a JSON object")
-    return body
 
 
 def parse_registration(body: dict) -> DeviceRegistration:
