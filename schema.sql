@@ -79,7 +79,7 @@ CREATE TABLE IF NOT EXISTS notification_deliveries (
     status          TEXT NOT NULL CHECK (status IN ('pending', 'sent', 'failed', 'skipped')),
     reason          TEXT,
     attempts        INTEGER NOT NULL DEFAULT 0,
-    claimed_by      TEXT,
+    claimed_by      TEXT,            -- the dispatcher holding (or that last held) the lease
     available_at    BIGINT NOT NULL,
     created_at      BIGINT NOT NULL,
     finished_at     BIGINT,

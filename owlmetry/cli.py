@@ -26,9 +26,18 @@ from owlmetry.http.auth import (
     new_api_key,
 )
 from owlmetry.ids import new_id
-from owlmetry.store import EmailTaken, StoreError, open_store
+from owlmetry.notify.channels import channel_types, open_channels
+from owlmetry.notify.dispatcher import Dispatcher, enqueue
+from owlmetry.store import (
+    EmailTaken,
+    NotificationContent,
+    Progress,
+    StoreError,
+    open_store,
+)
 
 EMAIL = re.compile(r"[^@\s]+@[^@\s]+")
+DEFAULT_NOTIFICATION_TYPE = "message"
 
 
 class CommandError(Exception):
@@ -48,6 +57,16 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be greater than 0: {value}")
+    return value
+
+
+def json_object(text: str) -> dict:
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        raise argparse.ArgumentTypeError(f"not JSON: {text!r}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("must be a JSON object")
     return value
 
 
@@ -94,6 +113,25 @@ def build_parser() -> argparse.ArgumentParser:
     revoke_key = keys.add_parser("revoke", parents=[database], help="revoke an API key by id")
     revoke_key.add_argument("key_id", metavar="ID")
     revoke_key.set_defaults(run=revoke_key_command)
+
+    notify = commands.add_parser(
+        "notify", parents=[database],
+        help="notify users on every channel; print the notification ids",
+        description="Enqueue one notification per user and print their ids, one per line. "
+                    "A running server delivers them; with --wait this command delivers them "
+                    "itself, shows progress on stderr and prints a JSON summary of the devices.")
+    notify.add_argument("--user", dest="users", action="append", required=True,
+                        metavar="EMAIL_OR_ID", help="a recipient (repeat for more)")
+    notify.add_argument("--title", required=True)
+    notify.add_argument("--body")
+    notify.add_argument("--link")
+    notify.add_argument("--type", default=DEFAULT_NOTIFICATION_TYPE,
+                        help=f"default: {DEFAULT_NOTIFICATION_TYPE}")
+    notify.add_argument("--data", type=json_object, metavar="JSON",
+                        help="a JSON object sent with the push")
+    notify.add_argument("--wait", action="store_true",
+                        help="deliver now and wait until every delivery has an outcome")
+    notify.set_defaults(run=notify_command)
     return parser
 
 
@@ -152,6 +190,65 @@ async def revoke_key_command(config: Config, args) -> str:
         if not await store.revoke_api_key(args.key_id, now_ms()):
             raise CommandError(f"no active API key with id {args.key_id!r}")
         return args.key_id
+
+
+async def notify_command(config: Config, args) -> str:
+    content = NotificationContent(args.type, args.title, args.body, args.link, args.data)
+    for kind in channel_types().values():
+        try:
+            kind.check_content(content)
+        except ValueError as exc:
+            raise CommandError(f"{kind.name}: {exc}") from None
+    async with migrated_store(config) as store:
+        user_ids = [await recipient_id(store, user) for user in args.users]
+        ids = await enqueue(store, user_ids, content, channel_types())
+        if not args.wait:
+            return "\n".join(ids)
+        print("\n".join(ids), flush=True)
+        dispatcher = Dispatcher(store, open_channels(config), only=ids,
+                                lease_ms=config.notify_lease_s * 1000)
+        dispatcher.start()
+        try:
+            progress = await show_progress(store, ids)
+        finally:
+            await dispatcher.stop()
+        return orjson.dumps({"notifications": len(ids), **summary(progress)}).decode()
+
+
+async def recipient_id(store, user: str) -> str:
+    """The id of the user named by email or id; CommandError before anything is enqueued."""
+    if "@" in user:
+        found = await store.user_by_email(user)
+        if found is not None:
+            return found.id
+    elif await store.user_exists(user):
+        return user
+    raise CommandError(f"no user {user!r}")
+
+
+def summary(progress: Progress) -> dict:
+    """What became of the devices: delivered, removed (dead tokens), failed, skipped."""
+    return {outcome: progress.pushes.get(outcome, 0)
+            for outcome in ("delivered", "removed", "failed", "skipped")}
+
+
+async def show_progress(store, ids: list[str]) -> Progress:
+    """Poll until no delivery is pending, drawing a bar on stderr when it is a terminal."""
+    draw = sys.stderr.isatty()
+    while True:
+        progress = await store.progress(ids)
+        if draw:
+            total = sum(progress.deliveries.values()) or 1
+            finished = total - progress.deliveries.get("pending", 0)
+            filled = round(30 * finished / total)
+            counts = " ".join(f"{k} {v}" for k, v in summary(progress).items())
+            print(f"\r[{'#' * filled}{'.' * (30 - filled)}] {finished}/{total} recipients  {counts}",
+                  end="", file=sys.stderr, flush=True)
+        if progress.done:
+            if draw:
+                print(file=sys.stderr)
+            return progress
+        await asyncio.sleep(0.2)
 
 
 def serve_command(config: Config, args) -> None:

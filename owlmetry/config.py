@@ -15,6 +15,11 @@ DEFAULT_APNS_SANDBOX_URL = "https://api.sandbox.push.apple.com"
 # Apple suggests several connections for volume; four keep a 2-core host busy without
 # opening more sockets than a single process can use.
 DEFAULT_APNS_CONNECTIONS = 4
+# How long a dispatcher's claim on a delivery lasts without renewal (it renews a third of the
+# way): the time before work of a crashed process is picked up again.
+DEFAULT_NOTIFY_LEASE_SECONDS = 30
+
+APNS_IDENTITY_VARIABLES = ("APNS_KEY_ID", "APNS_TEAM_ID", "APNS_BUNDLE_ID", "APNS_KEY_P8")
 
 TRUE_WORDS = {"1", "true", "yes", "on"}
 FALSE_WORDS = {"0", "false", "no", "off", ""}
@@ -41,11 +46,12 @@ class Config:
     cookie_secure: bool = False
     access_log: bool = False
     apns: ApnsIdentity | None = None
-    apns_missing: tuple[str, ...] = ()  # the identity variables that are unset
+    apns_missing: tuple[str, ...] = APNS_IDENTITY_VARIABLES  # the identity variables unset
     apns_production_url: str = DEFAULT_APNS_PRODUCTION_URL
     apns_sandbox_url: str = DEFAULT_APNS_SANDBOX_URL
     apns_ca_file: str | None = None
     apns_connections: int = DEFAULT_APNS_CONNECTIONS
+    notify_lease_s: int = DEFAULT_NOTIFY_LEASE_SECONDS
 
     def with_flags(self, **flags) -> "Config":
         """Flags win over the environment; a flag left as None keeps the environment's value."""
@@ -141,5 +147,9 @@ def from_env(env: dict[str, str] | None = None) -> Config:
         apns_ca_file=ca_file,
         apns_connections=parse_int(
             "APNS_CONNECTIONS", env.get("APNS_CONNECTIONS") or str(DEFAULT_APNS_CONNECTIONS), 1, 64
+        ),
+        notify_lease_s=parse_int(
+            "NOTIFY_LEASE_SECONDS",
+            env.get("NOTIFY_LEASE_SECONDS") or str(DEFAULT_NOTIFY_LEASE_SECONDS), 2, 3600
         ),
     )

@@ -1,7 +1,8 @@
 """The aiohttp application: routes, middleware, and the lifetime of what they share.
 
-`create_app(config)` opens the store (and migrates it) when the app starts and closes it when
-the app stops, through `cleanup_ctx`, so the same object serves `owlmetry serve` and the tests.
+`create_app(config)` opens the store (and migrates it) and starts the notification dispatcher
+when the app starts, and stops both when it stops, through `cleanup_ctx`, so the same object
+serves `owlmetry serve` and the tests.
 The middleware, outermost first: JSON errors, then authentication of every route whose handler
 is marked with `auth.callers(...)` (a route without the mark, like /healthz, is public).
 """
@@ -11,10 +12,13 @@ import logging
 from aiohttp import web
 
 from owlmetry.config import Config
-from owlmetry.http import devices
+from owlmetry.http import devices, inbox, notifications
 from owlmetry.http.auth import UserTokens, admit, identify, jwt_secret
-from owlmetry.http.context import CALLER, CONFIG, STORE, TOKENS
+from owlmetry.http.context import CALLER, CONFIG, DISPATCHER, STORE, TOKENS
 from owlmetry.http.errors import error_response, json_errors, json_response
+from owlmetry.notify.channel import Channel
+from owlmetry.notify.channels import open_channels
+from owlmetry.notify.dispatcher import Dispatcher
 from owlmetry.store import open_store
 
 MAX_BODY_BYTES = 64 * 1024
@@ -51,10 +55,29 @@ async def store_lifetime(app: web.Application):
         await store.close()
 
 
-def create_app(config: Config) -> web.Application:
+def dispatcher_lifetime(channels: dict[str, Channel] | None):
+    async def lifetime(app: web.Application):
+        config = app[CONFIG]
+        chosen = channels if channels is not None else open_channels(config)
+        for name, channel in chosen.items():
+            if channel.unavailable:
+                log.warning("%s deliveries will be skipped: %s", name, channel.unavailable)
+        dispatcher = Dispatcher(app[STORE], chosen, lease_ms=config.notify_lease_s * 1000)
+        app[DISPATCHER] = dispatcher
+        dispatcher.start()
+        yield
+        await dispatcher.stop()
+    return lifetime
+
+
+def create_app(config: Config, channels: dict[str, Channel] | None = None) -> web.Application:
+    """`channels` replaces the ones the configuration describes (tests use their own)."""
     app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[json_errors, authenticate])
     app[CONFIG] = config
     app.cleanup_ctx.append(store_lifetime)
+    app.cleanup_ctx.append(dispatcher_lifetime(channels))
     app.router.add_get("/healthz", healthz, allow_head=False)
     app.router.add_routes(devices.routes)
+    app.router.add_routes(inbox.routes)
+    app.router.add_routes(notifications.routes)
     return app

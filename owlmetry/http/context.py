@@ -7,10 +7,12 @@ from aiohttp import web
 
 from owlmetry.config import Config
 from owlmetry.http.auth import Caller, UserTokens
+from owlmetry.notify.dispatcher import Dispatcher
 from owlmetry.store import Store
 
 CONFIG = web.AppKey("config", Config)
 STORE = web.AppKey("store", Store)
 TOKENS = web.AppKey("tokens", UserTokens)
+DISPATCHER = web.AppKey("dispatcher", Dispatcher)
 # The authenticated `auth.Caller` of a request to a route marked with `auth.callers(...)`.
 CALLER = web.RequestKey("caller", Caller)

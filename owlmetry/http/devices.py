@@ -1,10 +1,9 @@
 """The Devices API: `POST /v1/devices`, `GET /v1/devices`, `DELETE /v1/devices/{id}` (user-only).
 
-Owns the validation rules of the contract and the device's JSON shape. The token never leaves
+Owns the validation rules of the contract and the device's JSON shape; what a token of a
+channel looks like is the channel's rule (`owlmetry.notify.channels`). The token never leaves
 this module in a response.
 """
-
-import re
 
 from aiohttp import web
 
@@ -14,24 +13,25 @@ from owlmetry.http.context import CALLER, STORE
 from owlmetry.http.errors import ApiError, json_response
 from owlmetry.http.validation import UUID_TEXT, parse_json_object
 from owlmetry.ids import new_id
+from owlmetry.notify.channels import channel_types
 from owlmetry.store import DeleteOutcome, Device, DeviceRegistration
 
-CHANNELS = ("ios_push",)
-APNS_TOKEN = re.compile(r"(?:[0-9a-fA-F]{2}){8,100}")
 METADATA_LIMITS = {"app_version": 50, "device_model": 100, "os_version": 50}
 
 
 def parse_registration(body: dict) -> DeviceRegistration:
+    channels = channel_types()
     channel = body.get("channel")
-    if channel not in CHANNELS or not isinstance(channel, str):
-        raise ApiError(400, 'channel is required and must be "ios_push"')
+    if not isinstance(channel, str) or channel not in channels:
+        names = " or ".join(f'"{name}"' for name in channels)
+        raise ApiError(400, f"channel is required and must be {names}")
     token = body.get("token")
     if not isinstance(token, str) or not token:
         raise ApiError(400, "token is required and must be a non-empty string")
-    if not APNS_TOKEN.fullmatch(token):
-        raise ApiError(
-            400, "token must be a hexadecimal APNs device token of even length, 16 to 200 characters"
-        )
+    try:
+        token = channels[channel].normalize_token(token)
+    except ValueError as exc:
+        raise ApiError(400, str(exc)) from None
     environment = body.get("environment")
     if environment is not None and not isinstance(environment, str):
         raise ApiError(400, "environment must be a string")
@@ -43,7 +43,7 @@ def parse_registration(body: dict) -> DeviceRegistration:
         metadata[field] = value
     return DeviceRegistration(
         channel=channel,
-        token=token.lower(),
+        token=token,
         environment="sandbox" if environment == "sandbox" else "production",
         **metadata,
     )

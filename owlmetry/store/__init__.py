@@ -6,6 +6,8 @@ database. Its SQL lives in `queries` (what both engines share) and in each backe
 (what one engine needs in its own dialect), and nowhere else.
 """
 
+import functools
+import hashlib
 from importlib import resources
 from pathlib import Path
 
@@ -45,6 +47,7 @@ __all__ = [
     "User",
     "check_database_url",
     "open_store",
+    "schema_digest",
     "schema_sql",
 ]
 
@@ -55,6 +58,12 @@ def schema_sql() -> str:
     if installed.is_file():
         return installed.read_text()
     return (Path(__file__).resolve().parents[2] / "schema.sql").read_text()
+
+
+@functools.cache
+def schema_digest() -> str:
+    """Names the schema version: a database whose stored digest matches needs no migration."""
+    return hashlib.sha256(schema_sql().encode()).hexdigest()
 
 
 def check_database_url(url: str) -> str:

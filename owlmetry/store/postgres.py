@@ -8,7 +8,7 @@ import contextlib
 
 import asyncpg
 
-from owlmetry.store import queries, schema_sql
+from owlmetry.store import queries, schema_digest, schema_sql
 from owlmetry.store.base import StoreError
 from owlmetry.store.sql import SQLStore
 
@@ -60,7 +60,13 @@ class PostgresStore(SQLStore):
     async def migrate(self) -> None:
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.execute(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
+            # Schema statements on a live database wait for every open write (other server
+            # processes'); skip them when the schema is already this version's.
+            if await conn.fetchval("SELECT to_regclass('settings') IS NOT NULL") and \
+                    await conn.fetchval(queries.SCHEMA_DIGEST) == schema_digest():
+                return
             await conn.execute(schema_sql())
+            await conn.execute(queries.SET_SCHEMA_DIGEST, schema_digest())
 
     async def _write(self, sql: str, *params) -> list:
         return await self._pool.fetch(sql, *params)

@@ -12,6 +12,13 @@ ON CONFLICT (key) DO UPDATE SET value = settings.value
 RETURNING value
 """
 
+SCHEMA_DIGEST = "SELECT value FROM settings WHERE key = 'schema_sha256'"
+
+SET_SCHEMA_DIGEST = """
+INSERT INTO settings (key, value) VALUES ('schema_sha256', $1)
+ON CONFLICT (key) DO UPDATE SET value = excluded.value
+"""
+
 CREATE_USER = """
 INSERT INTO users (id, email, created_at) VALUES ($1, $2, $3)
 RETURNING id, email, created_at
@@ -157,11 +164,12 @@ ON CONFLICT (notification_id, device_id) DO NOTHING
 """
 
 # Only the lease holder may end a delivery: a process that lost its lease changes nothing.
+# `claimed_by` stays, naming the dispatcher that did the work last.
 END_DELIVERIES = """
 WITH batch (notification_id, channel, status, reason, available_at, claimed_by, finished_at)
     AS ({batch})
 UPDATE notification_deliveries AS d
-SET status = b.status, reason = b.reason, available_at = b.available_at, claimed_by = NULL,
+SET status = b.status, reason = b.reason, available_at = b.available_at,
     finished_at = b.finished_at
 FROM batch AS b
 WHERE d.notification_id = b.notification_id AND d.channel = b.channel
@@ -211,8 +219,10 @@ WHERE user_id = $1 AND read_at IS NULL AND deleted_at IS NULL
 RETURNING id
 """
 
+# Marking a read notification read again keeps the first time it was read.
 SET_READ = f"""
-UPDATE notifications SET read_at = $3
+UPDATE notifications
+SET read_at = CASE WHEN CAST($3 AS BIGINT) IS NULL THEN NULL ELSE COALESCE(read_at, $3) END
 WHERE id = $2 AND user_id = $1 AND deleted_at IS NULL
 RETURNING {NOTIFICATION_COLUMNS}
 """

@@ -18,7 +18,6 @@ from owlmetry.store.base import (
     ApiKey,
     Claim,
     DeleteOutcome,
-    DeliveryEnd,
     Device,
     DeviceRegistration,
     EmailTaken,

@@ -16,7 +16,7 @@ import sqlite3
 import aiosqlite
 import orjson
 
-from owlmetry.store import queries, schema_sql
+from owlmetry.store import queries, schema_digest, schema_sql
 from owlmetry.store.base import StoreError
 from owlmetry.store.sql import SQLStore
 
@@ -81,13 +81,26 @@ class SQLiteStore(SQLStore):
             await self._writer.close()
 
     async def migrate(self) -> None:
+        # Schema statements on a live database wait for every open write; skip them when the
+        # schema is already this version's.
         async with self._write_lock:
+            if await self._schema_digest() == schema_digest():
+                return
+            record = queries.SET_SCHEMA_DIGEST.replace("$1", f"'{schema_digest()}'")
             try:
-                await self._writer.executescript("BEGIN IMMEDIATE;\n" + schema_sql() + "\nCOMMIT;")
+                await self._writer.executescript(
+                    f"BEGIN IMMEDIATE;\n{schema_sql()}\n{record};\nCOMMIT;")
             except sqlite3.Error:
                 if self._writer.in_transaction:
                     await self._writer.rollback()
                 raise
+
+    async def _schema_digest(self) -> str | None:
+        if not await self._writer.execute_fetchall(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'settings'"):
+            return None
+        rows = await self._writer.execute_fetchall(queries.SCHEMA_DIGEST)
+        return rows[0][0] if rows else None
 
     async def _write(self, sql: str, *params) -> list:
         async with self._write_lock:

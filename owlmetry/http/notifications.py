@@ -1,0 +1,78 @@
+"""The producer route: `POST /v1/notifications` (server API keys only) -> 202 with the ids.
+
+Owns the rules a notification request must meet, including "every channel can carry it"
+(an APNs payload over 4 KiB is refused here, not discovered per device later). The work itself
+is the dispatcher's: this module only validates and enqueues.
+"""
+
+from aiohttp import web
+
+from owlmetry.http.auth import callers
+from owlmetry.http.context import DISPATCHER
+from owlmetry.http.errors import ApiError, json_response
+from owlmetry.http.validation import parse_json_object
+from owlmetry.store import NotificationContent
+
+MAX_BODY_BYTES = 4 * 1024 * 1024
+MAX_RECIPIENTS = 50_000
+TEXT_LIMITS = {"type": 100, "title": 256, "body": 4000, "link": 2048, "team_id": 100}
+REQUIRED = ("type", "title")
+
+
+async def read_body(request: web.Request, limit: int) -> bytes:
+    """The body, up to `limit` bytes (this route takes more than the app-wide limit)."""
+    if request.content_length is not None and request.content_length > limit:
+        raise ApiError(413, f"Request body too large (the limit is {limit // 1024} KiB)")
+    body = bytearray()
+    async for chunk in request.content.iter_any():
+        body += chunk
+        if len(body) > limit:
+            raise ApiError(413, f"Request body too large (the limit is {limit // 1024} KiB)")
+    return bytes(body)
+
+
+def parse_user_ids(body: dict) -> list[str]:
+    user_ids = body.get("user_ids")
+    if not isinstance(user_ids, list) or not user_ids:
+        raise ApiError(400, "user_ids is required and must be a non-empty array of user ids")
+    if len(user_ids) > MAX_RECIPIENTS:
+        raise ApiError(400, f"user_ids may list at most {MAX_RECIPIENTS} users per request")
+    if not all(isinstance(user_id, str) for user_id in user_ids):
+        raise ApiError(400, "user_ids must contain only strings")
+    return user_ids
+
+
+def parse_content(body: dict) -> NotificationContent:
+    fields = {}
+    for name, limit in TEXT_LIMITS.items():
+        value = body.get(name)
+        if name in REQUIRED:
+            if not isinstance(value, str) or not value.strip():
+                raise ApiError(400, f"{name} is required and must be a non-empty string")
+        elif value is not None and not isinstance(value, str):
+            raise ApiError(400, f"{name} must be a string or null")
+        if value is not None and len(value) > limit:
+            raise ApiError(400, f"{name} must be at most {limit} characters")
+        fields[name] = value
+    data = body.get("data")
+    if data is not None and not isinstance(data, dict):
+        raise ApiError(400, "data must be a JSON object or null")
+    return NotificationContent(data=data, **fields)
+
+
+@callers("server")
+async def create_notifications(request: web.Request) -> web.Response:
+    body = parse_json_object(await read_body(request, MAX_BODY_BYTES))
+    user_ids = parse_user_ids(body)
+    content = parse_content(body)
+    dispatcher = request.app[DISPATCHER]
+    for channel in dispatcher.channels.values():
+        try:
+            channel.check_content(content)
+        except ValueError as exc:
+            raise ApiError(400, f"{channel.name}: {exc}") from None
+    ids = await dispatcher.enqueue(user_ids, content)
+    return json_response({"notification_ids": ids}, status=202)
+
+
+routes = [web.post("/v1/notifications", create_notifications)]
