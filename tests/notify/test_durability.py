@@ -1,0 +1,437 @@
+"""Durability of the fan-out with real `owlmetry serve` processes: kill -9 and restart, two
+servers on one PostgreSQL database, and one of two servers killed mid-fan-out.
+
+The servers are child processes (NOTIFY_LEASE_SECONDS=2) that push to the in-process mock APNs
+hosts of the `mocks` fixture, so this test's event loop keeps serving the mocks while they run.
+The mocks are paced (few streams per connection, some latency) so that a fan-out of a few
+hundred devices lasts long enough to be interrupted half-way.
+
+Who claims what is made deterministic with SIGSTOP/SIGCONT, not with timing: a dispatcher
+claims up to 500 deliveries per query and claims again at once while it holds fewer than 8000
+devices, so a running server takes a whole fan-out of this size in a few milliseconds, and an
+idle one polls every second. While one server is stopped only the other can claim; it is
+stopped for a fraction of a second, well inside its lease. Where a race is wanted (both
+servers claiming from one queue at the same moment), both are stopped while their requests
+are written, and resumed together.
+"""
+
+import asyncio
+import itertools
+import os
+import signal
+import socket
+import sys
+import time
+import uuid
+from collections import Counter
+
+import aiohttp
+import orjson
+import pytest
+
+from owlmetry.clock import now_ms
+from owlmetry.http.auth import hash_api_key, new_api_key
+from owlmetry.store import DeviceRegistration
+from tests.notify.conftest import KEY_ID, TEAM_ID, TOPIC, token, wait_done
+
+LEASE_S = 2
+SAFETY_S = 30  # a net under every wait; none of them takes more than a few seconds
+
+
+# ---- server processes -------------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def process_state(pid: int) -> str:
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().rsplit(")", 1)[1].split()[0]
+
+
+class Server:
+    """One `python -m owlmetry serve` child process."""
+
+    def __init__(self, name: str, process: asyncio.subprocess.Process, port: int):
+        self.name, self.process, self.port = name, process, port
+        self.output: list[bytes] = []  # stdout and stderr, read as they come
+        self._reader: asyncio.Task | None = None
+
+    async def started(self) -> None:
+        """Return once the server listens; then keep reading its output (so that a full pipe
+        never blocks it) until it exits."""
+        stream = self.process.stdout
+        while not self.output or b"listening on" not in self.output[-1]:
+            line = await asyncio.wait_for(stream.readline(), SAFETY_S)
+            assert line, f"{self.name} did not start:\n{self.log()}"
+            self.output.append(line)
+
+        async def keep_reading():
+            async for line in stream:
+                self.output.append(line)
+
+        self._reader = asyncio.create_task(keep_reading())
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def log(self) -> str:
+        return b"".join(self.output).decode(errors="replace")
+
+    async def pause(self) -> None:
+        """SIGSTOP, and return once the process is stopped (it cannot claim anything then)."""
+        self.process.send_signal(signal.SIGSTOP)
+        deadline = time.monotonic() + 5
+        while process_state(self.process.pid) not in ("T", "t"):
+            assert time.monotonic() < deadline, f"{self.name} did not stop"
+            await asyncio.sleep(0.001)
+
+    def resume(self) -> None:
+        self.process.send_signal(signal.SIGCONT)
+
+    async def kill(self) -> None:
+        """SIGKILL (works on a stopped process too) and reap it."""
+        if self.process.returncode is None:
+            self.process.kill()
+        await self.process.wait()
+        if self._reader is not None:
+            await asyncio.wait_for(self._reader, SAFETY_S)
+
+
+@pytest.fixture
+async def servers(database_url, mocks, tls_files, auth_key):
+    """`await servers(name)` -> a running Server on the test's database and mock APNs hosts.
+    Every server still alive is killed after the test, whatever happened."""
+    started: list[Server] = []
+    clean = {k: v for k, v in os.environ.items()
+             if not k.startswith(("DATABASE_URL", "APNS_", "JWT_", "NOTIFY_", "COOKIE_",
+                                  "ACCESS_"))}
+    env = {**clean, "NOTIFY_LEASE_SECONDS": str(LEASE_S), "APNS_CONNECTIONS": "1",
+           "APNS_KEY_ID": KEY_ID, "APNS_TEAM_ID": TEAM_ID, "APNS_BUNDLE_ID": TOPIC,
+           "APNS_KEY_P8": auth_key.decode(), "APNS_CA_FILE": tls_files[0],
+           "APNS_PRODUCTION_URL": f"https://127.0.0.1:{mocks.production.port}",
+           "APNS_SANDBOX_URL": f"https://127.0.0.1:{mocks.sandbox.port}"}
+
+    async def start(name: str) -> Server:
+        port = free_port()
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "owlmetry", "serve", "--port", str(port),
+            "--database", database_url, env=env,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        server = Server(name, process, port)
+        started.append(server)
+        await server.started()
+        return server
+
+    try:
+        yield start
+    finally:
+        for server in started:
+            await server.kill()
+        for server in started:  # shown only when the test fails
+            print(f"---- {server.name} (exit {server.process.returncode}) ----\n"
+                  f"{server.log()[-3000:]}")
+
+
+# ---- data and requests ----------------------------------------------------------------------
+
+async def make_users(store, plans: list[list[str]], tokens: itertools.count) -> dict:
+    """One user per plan (a list of device environments); user id -> [(token, environment)]."""
+    async def one(environments):
+        user = await store.create_user(str(uuid.uuid4()), f"{uuid.uuid4().hex}@example.com",
+                                       now_ms())
+        devices = [(token(next(tokens)), environment) for environment in environments]
+        await asyncio.gather(*(
+            store.register_device(str(uuid.uuid4()), user.id, DeviceRegistration(
+                "ios_push", device_token, environment, None, None, None), now_ms())
+            for device_token, environment in devices))
+        return user.id, devices
+
+    return dict(await asyncio.gather(*(one(plan) for plan in plans)))
+
+
+def tokens_of(recipients: dict) -> list[str]:
+    return [device_token for devices in recipients.values() for device_token, _ in devices]
+
+
+async def server_key(store) -> str:
+    secret = new_api_key("server")
+    await store.create_api_key(str(uuid.uuid4()), "server", "durability", hash_api_key(secret),
+                               now_ms())
+    return secret
+
+
+async def notify(session: aiohttp.ClientSession, server: Server, key: str,
+                 user_ids: list[str]) -> list[str]:
+    async with session.post(f"{server.url}/v1/notifications",
+                            json={"user_ids": user_ids, "type": "t", "title": "x"},
+                            headers={"Authorization": f"Bearer {key}"}) as response:
+        body = await response.json()
+        assert response.status == 202, body
+    assert len(body["notification_ids"]) == len(user_ids)
+    return body["notification_ids"]
+
+
+async def send_post(server: Server, key: str, user_ids: list[str]) -> tuple:
+    """Write a POST /v1/notifications into the server's socket (it may be stopped: the kernel
+    accepts the connection and holds the bytes); read the answer with `read_post_answer`."""
+    body = orjson.dumps({"user_ids": user_ids, "type": "t", "title": "x"})
+    reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+    writer.write(b"POST /v1/notifications HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                 b"Authorization: Bearer " + key.encode() + b"\r\n"
+                 b"Content-Type: application/json\r\nConnection: close\r\n"
+                 b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
+    await writer.drain()
+    return reader, writer, len(user_ids)
+
+
+async def read_post_answer(reader, writer, count: int) -> list[str]:
+    try:
+        answer = await asyncio.wait_for(reader.read(), SAFETY_S)
+    finally:
+        writer.close()
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 202"), answer[:500]
+    ids = orjson.loads(body)["notification_ids"]
+    assert len(ids) == count
+    return ids
+
+
+async def all_claimed(store, ids: list[str]) -> None:
+    """Return once every delivery of `ids` is held by some dispatcher."""
+    deadline = asyncio.get_running_loop().time() + SAFETY_S
+    while True:
+        rows = await store._read(
+            "SELECT notification_id FROM notification_deliveries WHERE claimed_by IS NULL")
+        if not set(ids) & {row[0] for row in rows}:
+            return
+        assert asyncio.get_running_loop().time() < deadline, "never claimed"
+        await asyncio.sleep(0.005)
+
+
+def pace(mock, *, latency_s: float, max_streams: int) -> None:
+    """Set before the servers connect: SETTINGS_MAX_CONCURRENT_STREAMS goes out on connect."""
+    mock.behaviour.latency_s = latency_s
+    mock.behaviour.max_streams = max_streams
+
+
+async def connections_closed(*hosts) -> None:
+    """Once every connection the hosts have now is closed, everything a killed client wrote
+    to them has been read and counted."""
+    closing = [conn.closed for host in hosts for conn in list(host._connections)]
+    await asyncio.wait_for(asyncio.gather(*closing), SAFETY_S)
+
+
+async def pick_up_time(host, seen: Counter, since: float) -> float:
+    """Seconds from `since` until `host` sees a request beyond the `seen` ones."""
+    await asyncio.wait_for(host.requests_seen(sum(seen.values()) + 1), SAFETY_S)
+    return asyncio.get_running_loop().time() - since
+
+
+def requests_by_token(*hosts) -> Counter:
+    seen = Counter()
+    for host in hosts:
+        seen.update(host.stats.requests)
+    return seen
+
+
+async def answered_tokens(store) -> dict[str, str]:
+    """token -> outcome of every device with a final answer on record."""
+    devices = dict(await store._read("SELECT id, token FROM user_devices"))
+    rows = await store._read("SELECT device_id, outcome FROM notification_pushes")
+    return {devices[device_id]: outcome for device_id, outcome in rows}
+
+
+async def owners(store) -> Counter:
+    return Counter(dict(await store._read(
+        "SELECT claimed_by, count(*) FROM notification_deliveries GROUP BY claimed_by")))
+
+
+def check_resumed_fan_out(tokens, requests, delivered, answered_at_kill, in_flight) -> set:
+    """The assertions shared by the kill tests; returns the tokens sent twice."""
+    assert all(delivered[t] >= 1 for t in tokens), "a device was never delivered to"
+    assert all(requests[t] == 1 for t in answered_at_kill), \
+        "a device with an answer on record was sent to again"
+    assert all(requests[t] == 1 for t in tokens if t not in in_flight), \
+        "a device not in flight at the kill was sent to more than once"
+    assert all(requests[t] <= 2 for t in in_flight)
+    twice = {t for t in tokens if requests[t] > 1}
+    assert twice <= in_flight and len(twice) <= len(in_flight)
+    return twice
+
+
+# ---- the tests ------------------------------------------------------------------------------
+
+async def test_a_server_killed_mid_fan_out_resumes_on_restart_without_resending(
+        store, database_url, mocks, servers):
+    recipients = await make_users(store, [["production", "sandbox"]] * 300, itertools.count())
+    tokens = tokens_of(recipients)
+    hosts = (mocks.production, mocks.sandbox)
+    for host in hosts:
+        pace(host, latency_s=0.03, max_streams=10)  # ~330 pushes/s per host
+    key = await server_key(store)
+    loop = asyncio.get_running_loop()
+
+    first = await servers("first")
+    async with aiohttp.ClientSession() as session:
+        ids = await notify(session, first, key, list(recipients))
+    started = loop.time()
+    await asyncio.wait_for(mocks.production.requests_seen(150), SAFETY_S)  # of 300
+    await first.kill()
+    killed = loop.time()
+    await connections_closed(*hosts)
+
+    seen_at_kill = requests_by_token(*hosts)
+    production_at_kill = requests_by_token(mocks.production)
+    answered_at_kill = await answered_tokens(store)
+    in_flight = set(seen_at_kill) - set(answered_at_kill)
+    at_kill = await store.progress(ids)
+    assert set(answered_at_kill.values()) == {"delivered"}
+    assert 0 < len(answered_at_kill) < len(tokens), "the kill was not mid-fan-out"
+    assert at_kill.deliveries.get("pending", 0) > 0
+
+    await servers("second")
+    restarted = loop.time()
+    # The lease of the dead server's claims runs out at most LEASE_S after the kill; the new
+    # server claims at once on start and then polls every second.
+    picked_up = await pick_up_time(mocks.production, production_at_kill, killed)
+    progress = await wait_done(store, ids, timeout=SAFETY_S)
+    done = loop.time()
+
+    assert progress.deliveries == {"sent": 300}
+    assert progress.pushes == {"delivered": 600}
+    requests = requests_by_token(*hosts)
+    delivered = Counter(mocks.production.stats.delivered) + Counter(mocks.sandbox.stats.delivered)
+    twice = check_resumed_fan_out(tokens, requests, delivered, answered_at_kill, in_flight)
+    assert picked_up < LEASE_S + 3, "the restarted server took too long to resume"
+    print(f"\n[durability kill/restart {database_url.split(':')[0]}] seen at kill "
+          f"{sum(seen_at_kill.values())}/600, answered on record {len(answered_at_kill)}, "
+          f"in flight {len(in_flight)}, sent twice {len(twice)}; first ran "
+          f"{killed - started:.2f}s; kill to restarted {restarted - killed:.2f}s, to first "
+          f"push {picked_up:.2f}s, to all done {done - killed:.2f}s; deliveries by owner "
+          f"{sorted((await owners(store)).values())}")
+
+
+only_postgresql = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+
+
+@only_postgresql
+async def test_two_servers_on_one_postgresql_database_share_a_fan_out_without_double_sends(
+        store, mocks, servers):
+    one_or_two = [1, 2] * 75
+    part_a = await make_users(store, [["production"] * n for n in one_or_two], itertools.count())
+    part_b = await make_users(store, [["sandbox"] * n for n in one_or_two],
+                              itertools.count(10_000))
+    part_c = await make_users(store, [["production", "sandbox"][:n] for n in [1, 2] * 350],
+                              itertools.count(20_000))
+    tokens = tokens_of(part_a) + tokens_of(part_b) + tokens_of(part_c)
+    for host in (mocks.production, mocks.sandbox):
+        # ~250 pushes/s per server and host: the fan-out outlasts the 2 s lease, so the
+        # servers must keep renewing what they hold while the other one claims.
+        pace(host, latency_s=0.04, max_streams=10)
+    key = await server_key(store)
+    loop = asyncio.get_running_loop()
+
+    one, two = await asyncio.gather(servers("one"), servers("two"))
+    began = loop.time()
+    # Part C (700 deliveries, more than one claim) in two halves, one to each server, both
+    # written into their sockets while the servers are stopped: resumed together, they enqueue
+    # and claim at the same moment, racing for the same queue.
+    await asyncio.gather(one.pause(), two.pause())
+    users_c = list(part_c)
+    posts = [await send_post(one, key, users_c[:350]), await send_post(two, key, users_c[350:])]
+    one.resume()
+    two.resume()
+    ids = [i for post in posts for i in await read_post_answer(*post)]
+    async with aiohttp.ClientSession() as session:
+        # Part A to server one while two is stopped: only one can claim it.
+        await two.pause()
+        ids_a = await notify(session, one, key, list(part_a))
+        await all_claimed(store, ids_a)
+        # Part B to server two while one is stopped, likewise.
+        await one.pause()
+        two.resume()
+        ids_b = await notify(session, two, key, list(part_b))
+        await all_claimed(store, ids_b)
+        one.resume()
+    progress = await wait_done(store, ids + ids_a + ids_b, timeout=SAFETY_S)
+    took = loop.time() - began
+
+    assert progress.deliveries == {"sent": 1000}
+    assert progress.pushes == {"delivered": len(tokens)}
+    requests = requests_by_token(mocks.production, mocks.sandbox)
+    doubles = {t: n for t, n in requests.items() if n != 1}
+    assert not doubles, f"{len(doubles)} devices were not sent to exactly once"
+    assert set(requests) == set(tokens)
+    by_owner = await owners(store)
+    assert len(by_owner) == 2 and None not in by_owner, by_owner
+    owner_of = dict(await store._read(
+        "SELECT notification_id, claimed_by FROM notification_deliveries"))
+    assert len({owner_of[i] for i in ids_a}) == 1 and len({owner_of[i] for i in ids_b}) == 1
+    assert owner_of[ids_a[0]] != owner_of[ids_b[0]]
+    split_c = sorted(Counter(owner_of[i] for i in ids).values())
+    print(f"\n[durability two servers] {len(tokens)} devices, 1000 deliveries in {took:.2f}s, "
+          f"deliveries by owner {sorted(by_owner.values())} (the raced part: {split_c}), "
+          f"sent twice 0")
+
+
+@only_postgresql
+async def test_the_survivor_of_two_servers_finishes_the_fan_out_of_the_one_killed(
+        store, mocks, servers):
+    victim_part = await make_users(store, [["production"] * 2] * 300, itertools.count())
+    survivor_part = await make_users(store, [["sandbox"] * n for n in [1, 2] * 100],
+                                     itertools.count(10_000))
+    victim_tokens, survivor_tokens = tokens_of(victim_part), tokens_of(survivor_part)
+    for host in (mocks.production, mocks.sandbox):
+        pace(host, latency_s=0.03, max_streams=10)  # ~330 pushes/s per server and host
+    key = await server_key(store)
+    loop = asyncio.get_running_loop()
+
+    victim, survivor = await asyncio.gather(servers("victim"), servers("survivor"))
+    async with aiohttp.ClientSession() as session:
+        # Each part claimed by its server alone (the other is stopped meanwhile); the victim
+        # pushes only to the production host, the survivor only to the sandbox host.
+        await victim.pause()
+        survivor_ids = await notify(session, survivor, key, list(survivor_part))
+        await asyncio.wait_for(mocks.sandbox.requests_seen(1), SAFETY_S)
+        await survivor.pause()
+        victim.resume()
+        victim_ids = await notify(session, victim, key, list(victim_part))
+        await asyncio.wait_for(mocks.production.requests_seen(1), SAFETY_S)
+        survivor.resume()
+    await asyncio.wait_for(mocks.production.requests_seen(300), SAFETY_S)  # of 600
+    await victim.kill()
+    killed = loop.time()
+    # The survivor has no production connection yet: it gets one when it takes over.
+    await connections_closed(mocks.production)
+
+    seen_at_kill = requests_by_token(mocks.production)
+    answered_at_kill = {t: outcome for t, outcome in (await answered_tokens(store)).items()
+                        if t in set(victim_tokens)}
+    in_flight = set(seen_at_kill) - set(answered_at_kill)
+    assert set(answered_at_kill.values()) == {"delivered"}
+    assert 0 < len(answered_at_kill) < len(victim_tokens), "the kill was not mid-fan-out"
+    assert (await store.progress(victim_ids)).deliveries.get("pending", 0) > 0
+
+    picked_up = await pick_up_time(mocks.production, seen_at_kill, killed)
+    progress = await wait_done(store, victim_ids + survivor_ids, timeout=SAFETY_S)
+    took_over = loop.time() - killed
+
+    assert progress.deliveries == {"sent": 500}
+    assert progress.pushes == {"delivered": len(victim_tokens) + len(survivor_tokens)}
+    requests = requests_by_token(mocks.production, mocks.sandbox)
+    delivered = Counter(mocks.production.stats.delivered) + Counter(mocks.sandbox.stats.delivered)
+    twice = check_resumed_fan_out(victim_tokens + survivor_tokens, requests, delivered,
+                                  answered_at_kill, in_flight)
+    assert all(requests[t] == 1 for t in survivor_tokens)
+    by_owner = await owners(store)
+    assert len(by_owner) == 2 and None not in by_owner, by_owner
+    assert picked_up < LEASE_S + 3, "the survivor took too long to take over"
+    print(f"\n[durability survivor] seen at kill {sum(seen_at_kill.values())}/600, answered on "
+          f"record {len(answered_at_kill)}, in flight {len(in_flight)}, sent twice "
+          f"{len(twice)}; kill to first push of the survivor {picked_up:.2f}s, to all done "
+          f"{took_over:.2f}s; deliveries by owner "
+          f"{sorted(by_owner.values())}")
