@@ -59,16 +59,16 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 REPO = os.path.dirname(HERE)
 sys.path[:0] = [REPO, HERE]
 
-import aiohttp  # noqa: E402
-import orjson  # noqa: E402
+import aiohttp
+import apns_throughput
+import orjson
+import registry
 
-import apns_throughput  # noqa: E402  (the pool-alone run, and the harness's token numbering)
-import registry  # noqa: E402  (the bench lock, health wait, code version)
-from owlmetry.clock import now_ms  # noqa: E402
-from owlmetry.http.auth import hash_api_key, new_api_key  # noqa: E402
-from owlmetry.ids import new_id  # noqa: E402
-from owlmetry.store import DeviceRegistration, open_store  # noqa: E402
-from tests.postgres_cluster import find_bin_dir, free_port, start_cluster  # noqa: E402
+from owlmetry.clock import now_ms
+from owlmetry.http.auth import hash_api_key, new_api_key
+from owlmetry.ids import new_id
+from owlmetry.store import DeviceRegistration, open_store
+from tests.postgres_cluster import find_bin_dir, free_port, start_cluster
 
 SERVER_CORE, MOCK_CORE = "0", "1"
 KEY_ID, TEAM_ID, TOPIC = "ABC123DEFG", "DEF123GHIJ", "com.example.app"  # the harness's identity
@@ -732,7 +732,7 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backend", choices=("sqlite", "postgresql", "both"), default="both")
-    parser.add_argument("--runs", type=int, default=int(os.environ.get("RUNS", 3)),
+    parser.add_argument("--runs", type=int, default=int(os.environ.get("RUNS", "3")),
                         help="timed runs of each kind; the median is reported (default 3, or $RUNS)")
     parser.add_argument("--users", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=1, help="seeds the 1-3 devices per user")
