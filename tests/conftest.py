@@ -5,6 +5,7 @@ in a cluster the suite starts itself. Where no PostgreSQL binaries exist, those 
 skipped, and the end of the run says so in capitals.
 """
 
+import asyncio
 import itertools
 import signal
 import uuid
@@ -48,17 +49,24 @@ def pytest_terminal_summary(terminalreporter):
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
-async def database_url(request, tmp_path):
+def database_url(request, tmp_path):
     if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/owlmetry.db"
+        yield f"sqlite:///{tmp_path}/owlmetry.db"
+        return
     cluster = request.getfixturevalue("postgres_cluster")
     name = f"test_{next(database_numbers)}"
+    asyncio.run(admin_command(cluster, f"CREATE DATABASE {name}"))
+    yield cluster.database_url(name)
+    # FORCE: a test's server process may have been killed holding connections.
+    asyncio.run(admin_command(cluster, f"DROP DATABASE {name} WITH (FORCE)"))
+
+
+async def admin_command(cluster, sql: str) -> None:
     admin = await asyncpg.connect(cluster.url)
     try:
-        await admin.execute(f"CREATE DATABASE {name}")
+        await admin.execute(sql)
     finally:
         await admin.close()
-    return cluster.database_url(name)
 
 
 @pytest.fixture

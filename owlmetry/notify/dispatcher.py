@@ -132,7 +132,12 @@ class Dispatcher:
                     pass
                 continue
             for claim in claims:
-                self._held[(claim.notification_id, claim.channel)] = claim
+                key = (claim.notification_id, claim.channel)
+                if key in self._held:
+                    # Our own lease lapsed (renewals failed) and we took it again: the work
+                    # under way goes on, under the new lease.
+                    continue
+                self._held[key] = claim
                 self._in_flight += max(1, len(claim.targets))
                 task = asyncio.create_task(self._deliver(claim))
                 self._deliveries.add(task)
