@@ -15,7 +15,6 @@ import asyncio
 import logging
 import random
 import uuid
-from collections import Counter
 from collections.abc import Iterable
 
 from owlmetry.clock import now_ms
@@ -41,17 +40,30 @@ async def enqueue(store: Store, user_ids: Iterable[str], content: NotificationCo
     return await store.enqueue_notifications(recipients, content, list(channels), now_ms())
 
 
-def final_status(counts: Counter, channel: str) -> tuple[str, str | None]:
+def final_status(counts: dict[str, int], channel: str) -> tuple[str, str | None]:
     """A finished delivery's status and reason, from its devices' outcomes."""
-    if counts["delivered"]:
+    if counts.get("delivered"):
         return "sent", None
     if not counts:
         return "skipped", f"the recipient has no {channel} devices"
     if set(counts) == {"skipped"}:
         return "skipped", None
     parts = ", ".join(f"{counts[outcome]} {outcome}" for outcome in ("removed", "failed")
-                      if counts[outcome])
+                      if counts.get(outcome))
     return "failed", f"no device accepted it ({parts})"
+
+
+class _Delivery:
+    """A claimed delivery while its sends are out: answers are counted as they come."""
+
+    __slots__ = ("channel", "claim", "counts", "later", "waiting")
+
+    def __init__(self, claim: Claim, channel: Channel):
+        self.claim = claim
+        self.channel = channel
+        self.counts = dict(claim.earlier)
+        self.later: list[tuple[PushTarget, Answer]] = []  # transient failures
+        self.waiting = len(claim.targets)
 
 
 class Dispatcher:
@@ -72,11 +84,13 @@ class Dispatcher:
         self._poll_s = poll_s
         self._only = only
         self.writer = OutcomeWriter(store, self.owner)
-        self._held: dict[tuple[str, str], Claim] = {}
-        self._in_flight = 0  # devices of the deliveries being worked on
-        self._deliveries: set[asyncio.Task] = set()
+        self._held: dict[tuple[str, str], Claim] = {}  # claimed and not yet ended on record
+        self._in_flight = 0  # devices of the held deliveries
+        self._sends: set[asyncio.Task] = set()
         self._wake = asyncio.Event()
         self._room = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
         self._stopping = False
         self._tasks: list[asyncio.Task] = []
 
@@ -98,11 +112,12 @@ class Dispatcher:
         self._room.set()
         if self._tasks:
             await asyncio.gather(self._tasks[0], return_exceptions=True)
-        if self._deliveries:
-            await asyncio.wait(self._deliveries, timeout=grace_s)
+        try:
+            await asyncio.wait_for(self._idle.wait(), grace_s)
+        except TimeoutError:
+            pass
         await asyncio.gather(*(channel.close() for channel in self.channels.values()))
-        if self._deliveries:
-            await asyncio.wait(self._deliveries)
+        await self._idle.wait()
         for task in self._tasks[1:]:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -139,14 +154,8 @@ class Dispatcher:
                     continue
                 self._held[key] = claim
                 self._in_flight += max(1, len(claim.targets))
-                task = asyncio.create_task(self._deliver(claim))
-                self._deliveries.add(task)
-                task.add_done_callback(self._delivery_done)
-
-    def _delivery_done(self, task: asyncio.Task) -> None:
-        self._deliveries.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("delivery failed unexpectedly", exc_info=task.exception())
+                self._idle.clear()
+                self._begin(claim)
 
     async def _renew_leases(self) -> None:
         while True:
@@ -158,65 +167,76 @@ class Dispatcher:
                 except Exception:
                     log.exception("cannot renew delivery leases")
 
-    async def _deliver(self, claim: Claim) -> None:
-        try:
-            await self.writer.end(await self._work(claim))
-        finally:
-            del self._held[(claim.notification_id, claim.channel)]
-            self._in_flight -= max(1, len(claim.targets))
-            if self._in_flight < self._max_in_flight:
-                self._room.set()
-
-    async def _work(self, claim: Claim) -> DeliveryEnd:
-        """Send to every device still waiting; the delivery's end (or retry) as the result."""
+    def _begin(self, claim: Claim) -> None:
+        """Start a send per device still waiting, or end the delivery at once if there are none."""
         channel = self.channels.get(claim.channel)
-        counts = Counter(claim.earlier)
         if channel is None or channel.unavailable:
             reason = channel.unavailable if channel else f"no such channel: {claim.channel}"
             outcome = "skipped" if channel else "failed"
             for target in claim.targets:
                 self._record(claim, target, Answer(outcome, None, reason))
-            return DeliveryEnd(claim.notification_id, claim.channel, outcome, reason)
+            self._end(claim, DeliveryEnd(claim.notification_id, claim.channel, outcome, reason))
+            return
+        delivery = _Delivery(claim, channel)
         if not claim.targets:
-            return DeliveryEnd(claim.notification_id, claim.channel,
-                               *final_status(counts, claim.channel))
+            self._conclude(delivery)
+            return
         try:
             prepared = channel.prepare(claim)
         except (ValueError, TypeError) as exc:
-            answers = [Answer("failed", None, f"cannot build the message: {exc}")] * len(
-                claim.targets)
-            for target, answer in zip(claim.targets, answers):
-                self._record(claim, target, answer)
-        else:
-            answers = await asyncio.gather(
-                *(self._push(channel, prepared, claim, target) for target in claim.targets))
-        later = [(target, answer) for target, answer in zip(claim.targets, answers)
-                 if answer.outcome == "retry"]
-        counts.update(answer.outcome for answer in answers if answer.outcome != "retry")
-        if later and claim.attempts < self._max_attempts and not self._stopping:
-            return DeliveryEnd(claim.notification_id, claim.channel, "pending",
-                               later[-1][1].reason, now_ms() + self._backoff(claim.attempts))
-        if later and self._stopping:
-            # Cut short by a shutdown, not by APNs: due again as soon as a dispatcher runs.
-            return DeliveryEnd(claim.notification_id, claim.channel, "pending",
-                               later[-1][1].reason, now_ms())
-        for target, answer in later:
-            gave_up = Answer("failed", answer.status,
-                             f"{answer.reason} (gave up after {claim.attempts} attempts)")
-            self._record(claim, target, gave_up)
-            counts["failed"] += 1
-        return DeliveryEnd(claim.notification_id, claim.channel,
-                           *final_status(counts, claim.channel))
+            for target in claim.targets:
+                self._answered(delivery, target,
+                               Answer("failed", None, f"cannot build the message: {exc}"))
+            return
+        for target in claim.targets:
+            task = asyncio.create_task(self._push(delivery, prepared, target))
+            self._sends.add(task)
+            task.add_done_callback(self._sends.discard)
 
-    async def _push(self, channel: Channel, prepared, claim: Claim, target: PushTarget) -> Answer:
+    async def _push(self, delivery: _Delivery, prepared, target: PushTarget) -> None:
         try:
-            answer = await channel.send(prepared, target)
+            answer = await delivery.channel.send(prepared, target)
         except Exception as exc:  # a channel bug must not lose the delivery
-            log.exception("channel %s raised on send", channel.name)
+            log.exception("channel %s raised on send", delivery.channel.name)
             answer = Answer("retry", None, f"internal error: {type(exc).__name__}")
-        if answer.outcome != "retry":
-            self._record(claim, target, answer)
-        return answer
+        self._answered(delivery, target, answer)
+
+    def _answered(self, delivery: _Delivery, target: PushTarget, answer: Answer) -> None:
+        if answer.outcome == "retry":
+            delivery.later.append((target, answer))
+        else:
+            self._record(delivery.claim, target, answer)
+            delivery.counts[answer.outcome] = delivery.counts.get(answer.outcome, 0) + 1
+        delivery.waiting -= 1
+        if delivery.waiting == 0:
+            self._conclude(delivery)
+
+    def _conclude(self, delivery: _Delivery) -> None:
+        """Every device has answered: end the delivery, or put it back for the transient ones."""
+        claim, later = delivery.claim, delivery.later
+        key = claim.notification_id, claim.channel
+        if later and (self._stopping or claim.attempts < self._max_attempts):
+            # Cut short by a shutdown, not by APNs: due again as soon as a dispatcher runs.
+            retry_at = now_ms() + (0 if self._stopping else self._backoff(claim.attempts))
+            self._end(claim, DeliveryEnd(*key, "pending", later[-1][1].reason, retry_at))
+            return
+        for target, answer in later:
+            self._record(claim, target, Answer(
+                "failed", answer.status, f"{answer.reason} (gave up after {claim.attempts} attempts)"))
+            delivery.counts["failed"] = delivery.counts.get("failed", 0) + 1
+        self._end(claim, DeliveryEnd(*key, *final_status(delivery.counts, claim.channel)))
+
+    def _end(self, claim: Claim, end: DeliveryEnd) -> None:
+        self.writer.add_end(end, lambda: self._release(claim))
+
+    def _release(self, claim: Claim) -> None:
+        """The delivery's end is on record: its place is free."""
+        del self._held[(claim.notification_id, claim.channel)]
+        self._in_flight -= max(1, len(claim.targets))
+        if self._in_flight < self._max_in_flight:
+            self._room.set()
+        if not self._held:
+            self._idle.set()
 
     def _record(self, claim: Claim, target: PushTarget, answer: Answer) -> None:
         self.writer.add_push(PushRecord(

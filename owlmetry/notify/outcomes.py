@@ -10,6 +10,7 @@ written together with or after its answers. This module knows nothing about chan
 import asyncio
 import logging
 from collections import Counter
+from collections.abc import Callable
 
 from owlmetry.clock import now_ms
 from owlmetry.store import DeliveryEnd, PushRecord, Store
@@ -25,8 +26,8 @@ class OutcomeWriter:
         self._store = store
         self._owner = owner
         self._pushes: list[PushRecord] = []
-        # (end, future, how many answers had been added before it)
-        self._ends: list[tuple[DeliveryEnd, asyncio.Future, int]] = []
+        # (end, what to call once it is written, how many answers had been added before it)
+        self._ends: list[tuple[DeliveryEnd, Callable[[], None], int]] = []
         self._added = 0
         self._written = 0
         self._task: asyncio.Task | None = None
@@ -37,12 +38,10 @@ class OutcomeWriter:
         self._added += 1
         self._start()
 
-    async def end(self, end: DeliveryEnd) -> None:
-        """Return once `end` (and every answer added before it) is in the database."""
-        done = asyncio.get_running_loop().create_future()
-        self._ends.append((end, done, self._added))
+    def add_end(self, end: DeliveryEnd, written: Callable[[], None]) -> None:
+        """Write `end` with or after every answer added before it; then call `written()`."""
+        self._ends.append((end, written, self._added))
         self._start()
-        await done
 
     async def flush(self) -> None:
         while self._task is not None:
@@ -75,8 +74,7 @@ class OutcomeWriter:
                     continue
                 self._written = covered
                 self.recorded.update(record.outcome for record in stored)
-                for _, done, _ in ends:
-                    if not done.done():
-                        done.set_result(None)
+                for _, written, _ in ends:
+                    written()
         finally:
             self._task = None
