@@ -32,6 +32,8 @@ from owlmetry.store import (
 
 log = logging.getLogger("owlmetry.notify")
 
+CLAIM_LOOPS = 2
+
 
 async def enqueue(store: Store, user_ids: Iterable[str], content: NotificationContent,
                   channels: Iterable[str]) -> list[str]:
@@ -92,7 +94,8 @@ class Dispatcher:
         self._idle = asyncio.Event()
         self._idle.set()
         self._stopping = False
-        self._tasks: list[asyncio.Task] = []
+        self._claimers: list[asyncio.Task] = []
+        self._renewer: asyncio.Task | None = None
 
     async def enqueue(self, user_ids: Iterable[str], content: NotificationContent) -> list[str]:
         ids = await enqueue(self.store, user_ids, content, self.channels)
@@ -100,8 +103,10 @@ class Dispatcher:
         return ids
 
     def start(self) -> None:
-        self._tasks = [asyncio.create_task(self._run(), name="dispatcher"),
-                       asyncio.create_task(self._renew_leases(), name="dispatcher leases")]
+        # Two claim loops: while one waits for the database, the other's claim is being sent.
+        self._claimers = [asyncio.create_task(self._run(), name=f"dispatcher claims {i}")
+                          for i in range(CLAIM_LOOPS)]
+        self._renewer = asyncio.create_task(self._renew_leases(), name="dispatcher leases")
 
     async def stop(self, grace_s: float = 10.0) -> None:
         """Stop claiming; let deliveries under way finish for up to `grace_s`, then close the
@@ -110,17 +115,16 @@ class Dispatcher:
         self._stopping = True
         self._wake.set()
         self._room.set()
-        if self._tasks:
-            await asyncio.gather(self._tasks[0], return_exceptions=True)
+        await asyncio.gather(*self._claimers, return_exceptions=True)
         try:
             await asyncio.wait_for(self._idle.wait(), grace_s)
         except TimeoutError:
             pass
         await asyncio.gather(*(channel.close() for channel in self.channels.values()))
         await self._idle.wait()
-        for task in self._tasks[1:]:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._renewer is not None:
+            self._renewer.cancel()
+            await asyncio.gather(self._renewer, return_exceptions=True)
         await self.writer.flush()
 
     @property

@@ -71,21 +71,25 @@ RETURNING token, id, channel, environment, app_version, device_model, os_version
 """
 
 # ---- Notifications ------------------------------------------------------------------------
-# `{batch}` is the backend's rows-from-one-parameter source (see `SQLStore._batch`); values
-# every row shares ride along in each row, which keeps the placeholders of both engines simple.
+# `{batch}` is the backend's rows-from-one-parameter source (see `SQLStore._batch`). Values
+# every row shares mostly ride along in each row, which keeps the placeholders simple; where
+# they are large (the enqueue), they come first as $1.. and the batch after them.
 
+# $1..$7 are the same for every recipient; the batch of (id, user_id) comes after them.
 ENQUEUE_NOTIFICATIONS = """
-WITH batch (id, user_id, type, title, body, link, data, team_id, created_at) AS ({batch})
+WITH batch (id, user_id) AS ({batch})
 INSERT INTO notifications (id, user_id, type, title, body, link, data, team_id, created_at)
-SELECT b.id, u.id, b.type, b.title, b.body, b.link, b.data, b.team_id, b.created_at
+SELECT b.id, u.id, CAST($1 AS TEXT), CAST($2 AS TEXT), CAST($3 AS TEXT), CAST($4 AS TEXT),
+       CAST($5 AS TEXT), CAST($6 AS TEXT), CAST($7 AS BIGINT)
 FROM batch AS b JOIN users AS u ON u.id = b.user_id
 RETURNING id
 """
 
 ENQUEUE_DELIVERIES = """
-WITH batch (notification_id, channel, created_at) AS ({batch})
+WITH batch (notification_id) AS ({batch})
 INSERT INTO notification_deliveries (notification_id, channel, status, available_at, created_at)
-SELECT notification_id, channel, 'pending', created_at, created_at FROM batch
+SELECT notification_id, CAST($1 AS TEXT), 'pending', CAST($2 AS BIGINT), CAST($2 AS BIGINT)
+FROM batch
 """
 
 # The oldest due pending deliveries, leased to $1 until $3. `{only}` may narrow it to some

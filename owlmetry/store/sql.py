@@ -8,6 +8,7 @@ interface's dataclasses; it must not hold connection logic or dialect-specific S
 """
 
 import abc
+import asyncio
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
 
@@ -82,17 +83,20 @@ class SQLStore(Store):
     # Rows that wait for a row lock: PostgreSQL skips them, SQLite (one writer) has none.
     _skip_locked = ""
 
-    def _batched(self, template: str, *types: str) -> str:
+    def _batched(self, template: str, types: tuple[str, ...], first: int) -> str:
         statement = self._statements.get((template, types))
         if statement is None:
-            statement = template.format(batch=self._batch(types))
+            statement = template.format(batch=self._batch(types, first))
             self._statements[(template, types)] = statement
         return statement
 
-    async def _run_batched(self, run, template: str, types: tuple[str, ...], rows) -> list:
+    async def _run_batched(self, run, template: str, types: tuple[str, ...], rows,
+                           *params) -> list:
+        """Run `template` on `rows` (no-op when empty); `params` are its $1.., the batch's after."""
         if not rows:
             return []
-        return await run(self._batched(template, *types), *self._batch_args(rows, len(types)))
+        return await run(self._batched(template, types, len(params) + 1), *params,
+                         *self._batch_args(rows, len(types)))
 
     async def _finish_batches(self) -> None:
         await self._registrations.wait_idle()
@@ -222,16 +226,15 @@ class SQLStore(Store):
         data = orjson.dumps(content.data).decode() if content.data is not None else None
         shared = (content.type, content.title, content.body, content.link, data,
                   content.team_id, now)
-        rows = [(notification_id, user_id, *shared) for notification_id, user_id in recipients]
         async with self._transaction() as run:
             written = {row[0] for row in await self._run_batched(
-                run, queries.ENQUEUE_NOTIFICATIONS, ("text",) * 8 + ("bigint",), rows)}
+                run, queries.ENQUEUE_NOTIFICATIONS, ("text", "text"), recipients, *shared)}
             ids = [notification_id for notification_id, _ in recipients
                    if notification_id in written]
-            await self._run_batched(
-                run, queries.ENQUEUE_DELIVERIES, ("text", "text", "bigint"),
-                [(notification_id, channel, now) for notification_id in ids
-                 for channel in channels])
+            for channel in channels:
+                await self._run_batched(run, queries.ENQUEUE_DELIVERIES, ("text",),
+                                        [(notification_id,) for notification_id in ids],
+                                        channel, now)
         return ids
 
     async def claim_deliveries(self, owner, now, lease_ms, limit, only=None):
@@ -249,19 +252,20 @@ class SQLStore(Store):
 
     async def _claims(self, claimed: list) -> list[Claim]:
         keys = [(notification_id, channel) for notification_id, channel, _ in claimed]
-        notifications = {row[0]: row[1:] for row in await self._run_batched(
-            self._read, queries.CLAIMED_NOTIFICATIONS, ("text",),
-            list({(notification_id,) for notification_id, _ in keys}))}
-        targets: dict[tuple, list[PushTarget]] = {}
-        for notification_id, device_id, token, environment in await self._run_batched(
-                self._read, queries.CLAIMED_TARGETS, ("text", "text"), keys):
+        # Only a delivery claimed before can have answers on record.
+        again = [(n, c) for n, c, attempts in claimed if attempts > 1]
+        notification_rows, target_rows, earlier_rows = await asyncio.gather(
+            self._run_batched(self._read, queries.CLAIMED_NOTIFICATIONS, ("text",),
+                              list({(notification_id,) for notification_id, _ in keys})),
+            self._run_batched(self._read, queries.CLAIMED_TARGETS, ("text", "text"), keys),
+            self._run_batched(self._read, queries.EARLIER_OUTCOMES, ("text", "text"), again))
+        notifications = {row[0]: row[1:] for row in notification_rows}
+        targets: dict[str, list[PushTarget]] = {}
+        for notification_id, device_id, token, environment in target_rows:
             targets.setdefault(notification_id, []).append(
                 PushTarget(device_id, token, environment))
-        # Only a delivery claimed before can have answers on record.
         earlier: dict[tuple, dict[str, int]] = {}
-        again = [(n, c) for n, c, attempts in claimed if attempts > 1]
-        for notification_id, channel, outcome, count in await self._run_batched(
-                self._read, queries.EARLIER_OUTCOMES, ("text", "text"), again):
+        for notification_id, channel, outcome, count in earlier_rows:
             earlier.setdefault((notification_id, channel), {})[outcome] = count
         claims = []
         for notification_id, channel, attempts in claimed:
