@@ -83,7 +83,8 @@ def config(database_url):
 
 
 @pytest.fixture
-async def client(aiohttp_client, config):
+async def client(config, aiohttp_client):
+    # `config` (so the database) first: it is torn down after the app that uses it stops.
     return await aiohttp_client(create_app(config))
 
 
@@ -106,3 +107,4 @@ class Users:
 @pytest.fixture
 def users(client):
     return Users(client.app)
+

@@ -40,6 +40,45 @@ async def keep_session(connection: asyncpg.Connection) -> None:
     """A pool reset that runs nothing: asyncpg still rolls back an open transaction itself."""
 
 
+# The enqueue in one statement: inbox rows, and a delivery per channel for each row written.
+# $1..$7 are the shared content, as in `queries.ENQUEUE_NOTIFICATIONS`.
+ENQUEUE = """
+WITH batch (id, user_id) AS (SELECT * FROM unnest($8::text[], $9::text[])),
+inserted AS (
+    INSERT INTO notifications (id, user_id, type, title, body, link, data, team_id, created_at)
+    SELECT b.id, u.id, $1, $2, $3, $4, $5, $6, $7
+    FROM batch AS b JOIN users AS u ON u.id = b.user_id
+    RETURNING id),
+queued AS (
+    INSERT INTO notification_deliveries
+        (notification_id, channel, status, available_at, created_at)
+    SELECT i.id, c.channel, 'pending', $7, $7
+    FROM inserted AS i CROSS JOIN unnest($10::text[]) AS c (channel))
+SELECT id FROM inserted
+"""
+
+# Answers and delivery ends in one statement (one round trip, atomic), when no device is to be
+# deleted; the same rules as `queries.RECORD_PUSHES` and `queries.END_DELIVERIES`.
+RECORD_AND_END = """
+WITH pushes (notification_id, device_id, channel, outcome, status, reason, answered_at) AS (
+    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::integer[],
+                         $6::text[], $7::bigint[])),
+recorded AS (
+    INSERT INTO notification_pushes
+        (notification_id, device_id, channel, outcome, status, reason, answered_at)
+    SELECT p.* FROM pushes AS p JOIN notifications AS n ON n.id = p.notification_id
+    ON CONFLICT (notification_id, device_id) DO NOTHING)
+UPDATE notification_deliveries AS d
+SET status = b.status, reason = b.reason, available_at = b.available_at,
+    finished_at = b.finished_at
+FROM unnest($8::text[], $9::text[], $10::text[], $11::text[], $12::bigint[], $13::text[],
+            $14::bigint[])
+    AS b (notification_id, channel, status, reason, available_at, claimed_by, finished_at)
+WHERE d.notification_id = b.notification_id AND d.channel = b.channel
+  AND d.claimed_by = b.claimed_by AND d.status = 'pending'
+"""
+
+
 class PostgresStore(SQLStore):
     def __init__(self, pool: asyncpg.Pool):
         super().__init__(concurrency=pool.get_max_size())
@@ -100,6 +139,22 @@ class PostgresStore(SQLStore):
 
     async def _devices_of_users(self, user_ids) -> list:
         return await self._read(DEVICES_OF_USERS, user_ids)
+
+    async def enqueue_notifications(self, recipients, content, channels, now):
+        if not recipients:
+            return []
+        written = {row[0] for row in await self._write(
+            ENQUEUE, *self._shared_content(content, now), *self._batch_args(recipients, 2),
+            list(channels))}
+        return [notification_id for notification_id, _ in recipients
+                if notification_id in written]
+
+    async def save_outcomes(self, owner, pushes, ends, now):
+        if any(p.outcome == "removed" for p in pushes):
+            return await super().save_outcomes(owner, pushes, ends, now)
+        await self._write(RECORD_AND_END, *self._batch_args(self._push_rows(pushes, now), 7),
+                          *self._batch_args(self._end_rows(ends, owner, now), 7))
+        return pushes
 
     def _is_unique_violation(self, exc: Exception) -> bool:
         return isinstance(exc, asyncpg.UniqueViolationError)

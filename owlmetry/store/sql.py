@@ -222,13 +222,17 @@ class SQLStore(Store):
 
     # ---- The dispatcher's queue -------------------------------------------------------------
 
-    async def enqueue_notifications(self, recipients, content, channels, now):
+    @staticmethod
+    def _shared_content(content, now) -> tuple:
         data = orjson.dumps(content.data).decode() if content.data is not None else None
-        shared = (content.type, content.title, content.body, content.link, data,
-                  content.team_id, now)
+        return (content.type, content.title, content.body, content.link, data,
+                content.team_id, now)
+
+    async def enqueue_notifications(self, recipients, content, channels, now):
         async with self._transaction() as run:
             written = {row[0] for row in await self._run_batched(
-                run, queries.ENQUEUE_NOTIFICATIONS, ("text", "text"), recipients, *shared)}
+                run, queries.ENQUEUE_NOTIFICATIONS, ("text", "text"), recipients,
+                *self._shared_content(content, now))}
             ids = [notification_id for notification_id, _ in recipients
                    if notification_id in written]
             for channel in channels:
@@ -299,15 +303,23 @@ class SQLStore(Store):
             await self._run_batched(
                 run, queries.RECORD_PUSHES,
                 ("text", "text", "text", "text", "integer", "text", "bigint"),
-                [(p.notification_id, p.device_id, p.channel, p.outcome, p.status, p.reason, now)
-                 for p in pushes])
+                self._push_rows(pushes, now))
             await self._run_batched(
                 run, queries.END_DELIVERIES,
                 ("text", "text", "text", "text", "bigint", "text", "bigint"),
-                [(e.notification_id, e.channel, e.status, e.reason,
-                  e.retry_at if e.status == "pending" else now, owner,
-                  None if e.status == "pending" else now) for e in ends])
+                self._end_rows(ends, owner, now))
         return pushes
+
+    @staticmethod
+    def _push_rows(pushes, now) -> list[tuple]:
+        return [(p.notification_id, p.device_id, p.channel, p.outcome, p.status, p.reason, now)
+                for p in pushes]
+
+    @staticmethod
+    def _end_rows(ends, owner, now) -> list[tuple]:
+        return [(e.notification_id, e.channel, e.status, e.reason,
+                 e.retry_at if e.status == "pending" else now, owner,
+                 None if e.status == "pending" else now) for e in ends]
 
     async def progress(self, notification_ids):
         rows = [(notification_id,) for notification_id in notification_ids]

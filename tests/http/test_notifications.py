@@ -100,7 +100,7 @@ async def test_without_apns_credentials_deliveries_are_skipped_with_the_reason(c
 
 
 async def test_a_notification_reaches_the_recipients_devices(
-        aiohttp_client, database_url, mocks, ios_push):  # noqa: F811
+        database_url, aiohttp_client, mocks, ios_push):  # noqa: F811
     client = await aiohttp_client(create_app(Config(database_url=database_url),
                                              channels={"ios_push": ios_push()}))
     store = client.app[STORE]
