@@ -80,29 +80,35 @@ WHERE d.notification_id = b.notification_id AND d.channel = b.channel
 
 
 class PostgresStore(SQLStore):
-    def __init__(self, pool: asyncpg.Pool):
+    def __init__(self, pool: asyncpg.Pool, lease_pool: asyncpg.Pool):
         super().__init__(concurrency=pool.get_max_size())
         self._pool = pool
+        self._lease_pool = lease_pool
 
     @classmethod
     async def open(cls, url: str, *, min_size: int = 2, max_size: int = 10) -> "PostgresStore":
+        pools = []
         try:
-            pool = await asyncpg.create_pool(
-                url, min_size=min_size, max_size=max_size, timeout=10,
-                # The statements are tiny; JIT-compiling one costs more than running it.
-                server_settings={"jit": "off"},
-                # The store keeps no session state (no SET, LISTEN, cursors or session locks),
-                # so a connection going back to the pool needs no reset query -- by default
-                # one extra round trip per statement.
-                reset=keep_session,
-            )
+            for size, commit in ((max_size, "on"), (2, "off")):
+                pools.append(await asyncpg.create_pool(
+                    url, min_size=min(min_size, size), max_size=size, timeout=10,
+                    # The statements are tiny; JIT-compiling one costs more than running it.
+                    server_settings={"jit": "off", "synchronous_commit": commit},
+                    # The store keeps no session state (no SET, LISTEN, cursors or session
+                    # locks), so a connection going back to the pool needs no reset query --
+                    # by default one extra round trip per statement.
+                    reset=keep_session,
+                ))
         except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError) as exc:
+            for pool in pools:
+                await pool.close()
             raise StoreError(f"cannot connect to PostgreSQL: {exc}") from exc
-        return cls(pool)
+        return cls(*pools)
 
     async def close(self) -> None:
         await self._finish_batches()
         await self._pool.close()
+        await self._lease_pool.close()
 
     async def migrate(self) -> None:
         async with self._pool.acquire() as conn, conn.transaction():
@@ -119,6 +125,11 @@ class PostgresStore(SQLStore):
         return await self._pool.fetch(sql, *params)
 
     _read = _write
+
+    async def _write_lease(self, sql: str, *params) -> list:
+        # Without waiting for the disk: the WAL is written in order, so the commit of anything
+        # done under this lease (answers, delivery ends) makes the lease durable first.
+        return await self._lease_pool.fetch(sql, *params)
 
     _skip_locked = "FOR UPDATE SKIP LOCKED"
 

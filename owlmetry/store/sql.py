@@ -51,6 +51,11 @@ class SQLStore(Store):
     async def _read(self, sql: str, *params) -> list:
         """Run a read-only statement; return its rows."""
 
+    async def _write_lease(self, sql: str, *params) -> list:
+        """A claim or lease renewal: a write whose loss in a database crash only makes work
+        claimable again, so the backend may skip waiting for the disk."""
+        return await self._write(sql, *params)
+
     @abc.abstractmethod
     def _is_unique_violation(self, exc: Exception) -> bool: ...
 
@@ -244,12 +249,12 @@ class SQLStore(Store):
     async def claim_deliveries(self, owner, now, lease_ms, limit, only=None):
         if only is None:
             claim = queries.CLAIM_DELIVERIES.format(only="", lock=self._skip_locked)
-            claimed = await self._write(claim, owner, now, now + lease_ms, limit)
+            claimed = await self._write_lease(claim, owner, now, now + lease_ms, limit)
         else:
             narrow = f"AND notification_id IN ({self._batch(('text',), first=5)})"
             claim = queries.CLAIM_DELIVERIES.format(only=narrow, lock=self._skip_locked)
-            claimed = await self._write(claim, owner, now, now + lease_ms, limit,
-                                        *self._batch_args([(i,) for i in only], 1))
+            claimed = await self._write_lease(claim, owner, now, now + lease_ms, limit,
+                                              *self._batch_args([(i,) for i in only], 1))
         if not claimed:
             return []
         return await self._claims(claimed)
@@ -286,7 +291,7 @@ class SQLStore(Store):
 
     async def renew_leases(self, owner, keys, until):
         rows = [(notification_id, channel, owner, until) for notification_id, channel in keys]
-        await self._run_batched(self._write, queries.RENEW_LEASES,
+        await self._run_batched(self._write_lease, queries.RENEW_LEASES,
                                 ("text", "text", "text", "bigint"), rows)
 
     async def save_outcomes(self, owner, pushes, ends, now):
