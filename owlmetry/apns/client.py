@@ -7,6 +7,7 @@ lifetime. Must not know about databases, HTTP routes or which tokens to delete.
 
 import asyncio
 import re
+from collections.abc import Callable
 from typing import Self
 from urllib.parse import urlsplit
 
@@ -57,6 +58,30 @@ class APNsClient:
     async def send(self, token_hex: str, payload: bytes | dict, environment: str = "production",
                    push_type: str = "alert", priority: int = 10, expiration: int | None = None,
                    collapse_id: str | None = None, topic: str | None = None) -> results.PushResult:
+        ready = self._prepare(token_hex, payload, environment, push_type, priority, expiration,
+                              collapse_id, topic)
+        if isinstance(ready, results.PushResult):
+            return ready
+        pool, request = ready
+        return await pool.send(request)
+
+    def send_soon(self, token_hex: str, payload: bytes | dict, environment: str,
+                  on_result: Callable[[results.PushResult], None], push_type: str = "alert",
+                  priority: int = 10, expiration: int | None = None,
+                  collapse_id: str | None = None, topic: str | None = None) -> None:
+        """`send` without a coroutine, for fan-outs: `on_result(result)` is called once, from the
+        event loop, never before this returns. A push that succeeds at once costs no task."""
+        ready = self._prepare(token_hex, payload, environment, push_type, priority, expiration,
+                              collapse_id, topic)
+        if isinstance(ready, results.PushResult):
+            asyncio.get_running_loop().call_soon(on_result, ready)
+            return
+        pool, request = ready
+        pool.send_soon(request, on_result)
+
+    def _prepare(self, token_hex, payload, environment, push_type, priority, expiration,
+                 collapse_id, topic) -> tuple[HostPool, wire.Request] | results.PushResult:
+        """The pool and wire-ready request for a push, or the result if it cannot be sent."""
         try:
             body = wire.encode_payload(payload)
         except (TypeError, ValueError):
@@ -78,7 +103,7 @@ class APNsClient:
             if len(self._options) > 4096:  # expirations vary; keep the cache bounded
                 self._options.clear()
             options = self._options[key] = wire.options_field(*key)
-        return await pool.send(wire.Request(wire.path_field(token_hex), options, body))
+        return pool, wire.Request(wire.path_field(token_hex), options, body)
 
     def connections(self, environment: str = "production") -> int:
         """Sockets the pool of `environment` holds now."""

@@ -8,10 +8,12 @@ or know about payload formats.
 """
 
 import asyncio
+import functools
 import logging
 import random
 import ssl
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from . import results
@@ -75,6 +77,7 @@ class HostPool:
         self._queue: deque[_Pending] = deque()
         self._pauses: set[asyncio.Future] = set()
         self._tasks: set[asyncio.Task] = set()
+        self._settling: set[asyncio.Task] = set()  # send_soon pushes on the general path
         self._opening = False
         self._connect_error: str | None = None
         self._closed = False
@@ -88,16 +91,51 @@ class HostPool:
     async def send(self, request: Request) -> results.PushResult:
         if self._closed:
             return results.local_error(results.CLIENT_CLOSED, 0)
+        p = self._first_attempt(request)
+        return await self._settle(p, await p.fut)
+
+    def send_soon(self, request: Request, on_result: Callable[[results.PushResult], None]) -> None:
+        """`send` for callers with many pushes: `on_result(result)` is called once, later, from
+        the loop. A push that succeeds at the first try (nearly all) costs no task."""
+        if self._closed:
+            self._loop.call_soon(on_result, results.local_error(results.CLIENT_CLOSED, 0))
+            return
+        p = self._first_attempt(request)
+        p.fut.add_done_callback(functools.partial(self._first_outcome, p, on_result))
+
+    def _first_attempt(self, request: Request) -> _Pending:
+        p = _Pending(request, self._loop.time() + self._settings.timeout_s)
+        self._attempt(p)
+        return p
+
+    def _attempt(self, p: _Pending) -> None:
+        p.fut = self._loop.create_future()
+        p.status, p.apns_id, p.chunks, p.generation = 0, None, [], 0
+        self._submit(p)
+
+    def _first_outcome(self, p: _Pending, on_result, fut: asyncio.Future) -> None:
+        outcome = fut.result()
+        if outcome is p and p.status == 200:
+            on_result(results.delivered(p.apns_id, 1))
+            return
+        # Anything else takes the general path (retries, token renewal) in a task of its own.
+        task = self._loop.create_task(self._settle(p, outcome))
+        self._settling.add(task)
+        task.add_done_callback(functools.partial(self._settled, on_result))
+
+    def _settled(self, on_result, task: asyncio.Task) -> None:
+        self._settling.discard(task)
+        on_result(results.local_error(results.CLIENT_CLOSED, 0) if task.cancelled()
+                  else task.result())
+
+    async def _settle(self, p: _Pending, outcome) -> results.PushResult:
+        """The result of a push whose latest attempt ended with `outcome` (the connection's
+        answer, `p` itself, or a StreamFailure), sending it again as Apple's rules allow."""
         loop = self._loop
         retry = self._settings.retry
-        p = _Pending(request, loop.time() + self._settings.timeout_s)
         attempts = retries = 0
         renewed = False
         while True:
-            p.fut = fut = loop.create_future()
-            p.status, p.apns_id, p.chunks, p.generation = 0, None, [], 0
-            self._submit(p)
-            outcome = await fut
             if outcome is p:
                 attempts += 1
                 status = p.status
@@ -107,12 +145,17 @@ class HostPool:
                 if reason == "ExpiredProviderToken" and not renewed:
                     renewed = True
                     self._token.expired(p.generation)
+                    self._attempt(p)
+                    outcome = await p.fut
                     continue
                 failed = results.from_answer(status, reason, timestamp, p.apns_id, attempts)
                 if not results.is_transient(status, reason):
                     return failed
             elif outcome is StreamFailure.REFUSED:
-                continue  # never processed: safe to send again, and it costs no attempt
+                # Never processed: safe to send again, and it costs no attempt.
+                self._attempt(p)
+                outcome = await p.fut
+                continue
             elif outcome is StreamFailure.LOST or outcome is StreamFailure.RESET:
                 attempts += 1
                 status = 0
@@ -134,6 +177,8 @@ class HostPool:
                 return failed
             if not await self._pause(delay):
                 return results.local_error(results.CLIENT_CLOSED, attempts)
+            self._attempt(p)
+            outcome = await p.fut
 
     async def close(self) -> None:
         """Fail what is queued or in flight with ClientClosed; return once every socket and task
@@ -150,6 +195,7 @@ class HostPool:
             for task in self._tasks:
                 task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*self._settling, return_exceptions=True)
         for conn in list(self._sockets):
             conn.close()
         await asyncio.gather(*(conn.closed for conn in list(self._sockets)))

@@ -6,6 +6,10 @@ the `user_devices` rows with that channel name. This module must not know any ch
 """
 
 import abc
+import asyncio
+import functools
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -54,5 +58,31 @@ class Channel(abc.ABC):
     async def send(self, prepared: object, target: PushTarget) -> Answer:
         """Send to one device. Must return an Answer for anything that goes wrong."""
 
+    def send_soon(self, prepared: object, target: PushTarget,
+                  on_answer: Callable[[Answer], None]) -> None:
+        """Send without waiting: `on_answer(answer)` is called once, later, from the loop.
+
+        The dispatcher sends this way. This version runs `send` in a task; a channel whose
+        transport takes callbacks overrides it to save the task per device."""
+        task = asyncio.create_task(self.send(prepared, target))
+        _running.add(task)
+        task.add_done_callback(functools.partial(_answer_of, on_answer))
+
     async def close(self) -> None:
         """Release connections; sends still running end with a "retry" answer."""
+
+
+log = logging.getLogger("owlmetry.notify")
+_running: set[asyncio.Task] = set()  # sends in flight, kept from the garbage collector
+
+
+def _answer_of(on_answer: Callable[[Answer], None], task: asyncio.Task) -> None:
+    _running.discard(task)
+    if task.cancelled():
+        answer = Answer("retry", None, "cancelled")
+    elif task.exception() is not None:  # a channel bug must not lose the delivery
+        log.error("a channel raised on send", exc_info=task.exception())
+        answer = Answer("retry", None, f"internal error: {type(task.exception()).__name__}")
+    else:
+        answer = task.result()
+    on_answer(answer)

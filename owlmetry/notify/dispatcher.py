@@ -12,6 +12,7 @@ device, nor any SQL.
 """
 
 import asyncio
+import functools
 import logging
 import random
 import uuid
@@ -88,7 +89,6 @@ class Dispatcher:
         self.writer = OutcomeWriter(store, self.owner)
         self._held: dict[tuple[str, str], Claim] = {}  # claimed and not yet ended on record
         self._in_flight = 0  # devices of the held deliveries
-        self._sends: set[asyncio.Task] = set()
         self._wake = asyncio.Event()
         self._room = asyncio.Event()
         self._idle = asyncio.Event()
@@ -193,17 +193,13 @@ class Dispatcher:
                                Answer("failed", None, f"cannot build the message: {exc}"))
             return
         for target in claim.targets:
-            task = asyncio.create_task(self._push(delivery, prepared, target))
-            self._sends.add(task)
-            task.add_done_callback(self._sends.discard)
-
-    async def _push(self, delivery: _Delivery, prepared, target: PushTarget) -> None:
-        try:
-            answer = await delivery.channel.send(prepared, target)
-        except Exception as exc:  # a channel bug must not lose the delivery
-            log.exception("channel %s raised on send", delivery.channel.name)
-            answer = Answer("retry", None, f"internal error: {type(exc).__name__}")
-        self._answered(delivery, target, answer)
+            try:
+                channel.send_soon(prepared, target,
+                                  functools.partial(self._answered, delivery, target))
+            except Exception as exc:  # a channel bug must not lose the delivery
+                log.exception("channel %s raised on send", channel.name)
+                self._answered(delivery, target,
+                               Answer("retry", None, f"internal error: {type(exc).__name__}"))
 
     def _answered(self, delivery: _Delivery, target: PushTarget, answer: Answer) -> None:
         if answer.outcome == "retry":

@@ -28,9 +28,26 @@ async def mock(tls_files, auth_key, behaviour):
     await server.stop()
 
 
-@pytest.fixture
-async def make_client(mock, tls_files, auth_key):
-    """`make_client(**options)` -> an APNsClient on the mock; all are closed after the test."""
+class SendingSoon:
+    """An APNsClient whose `send` goes through `send_soon` (the fan-out path)."""
+
+    def __init__(self, client: APNsClient):
+        self._client = client
+
+    def __getattr__(self, name):
+        return getattr(self._client, name)
+
+    async def send(self, token_hex, payload, environment="production", **options):
+        done = asyncio.get_running_loop().create_future()
+        self._client.send_soon(token_hex, payload, environment, done.set_result, **options)
+        return await done
+
+
+@pytest.fixture(params=["send", "send_soon"])
+async def make_client(request, mock, tls_files, auth_key):
+    """`make_client(**options)` -> an APNsClient on the mock; all are closed after the test.
+
+    Every test runs twice: with `send` awaited, and with `send_soon` and its callback."""
     clients = []
 
     def make(**options) -> APNsClient:
@@ -40,7 +57,7 @@ async def make_client(mock, tls_files, auth_key):
         options.setdefault("sandbox_url", f"https://localhost:{mock.port}")
         client = APNsClient(KEY_ID, TEAM_ID, auth_key, TOPIC, ca_file=tls_files[0], **options)
         clients.append(client)
-        return client
+        return client if request.param == "send" else SendingSoon(client)
 
     yield make
     await asyncio.gather(*(client.close() for client in clients))

@@ -84,6 +84,10 @@ class IosPush(Channel):
     async def send(self, prepared: bytes, target: PushTarget) -> Answer:
         return answer_for(await self._client.send(target.token, prepared, target.environment))
 
+    def send_soon(self, prepared: bytes, target: PushTarget, on_answer) -> None:
+        self._client.send_soon(target.token, prepared, target.environment,
+                               lambda result: on_answer(answer_for(result)))
+
     async def close(self) -> None:
         if self._client is not None:
             await self._client.close()
