@@ -40,6 +40,29 @@ async def keep_session(connection: asyncpg.Connection) -> None:
     """A pool reset that runs nothing: asyncpg still rolls back an open transaction itself."""
 
 
+# The claim's reads with the rows fetched by key (`= ANY`): joined with the batch, the planner
+# hashes the whole notifications table whenever its statistics make the table look small.
+CLAIMED_NOTIFICATIONS = """
+SELECT n.id, n.user_id, n.type, n.title, n.body, n.link, n.data, n.team_id,
+       (SELECT count(*) FROM notifications AS unread
+        WHERE unread.user_id = n.user_id AND unread.read_at IS NULL
+          AND unread.deleted_at IS NULL)
+FROM notifications AS n
+WHERE n.id = ANY($1::text[])
+"""
+
+CLAIMED_TARGETS = """
+SELECT n.id, d.id, d.token, d.environment
+FROM notifications AS n
+JOIN user_devices AS d ON d.user_id = n.user_id AND d.channel = $1
+WHERE n.id = ANY($2::text[])
+"""
+
+UNANSWERED_TARGETS = CLAIMED_TARGETS + """  AND NOT EXISTS (
+    SELECT 1 FROM notification_pushes AS p
+    WHERE p.notification_id = n.id AND p.device_id = d.id)
+"""
+
 # The enqueue in one statement: inbox rows, and a delivery per channel for each row written.
 # $1..$7 are the shared content, as in `queries.ENQUEUE_NOTIFICATIONS`.
 ENQUEUE = """
@@ -67,6 +90,7 @@ recorded AS (
     INSERT INTO notification_pushes
         (notification_id, device_id, channel, outcome, status, reason, answered_at)
     SELECT p.* FROM pushes AS p JOIN notifications AS n ON n.id = p.notification_id
+    WHERE n.id = ANY($1::text[])
     ON CONFLICT (notification_id, device_id) DO NOTHING)
 UPDATE notification_deliveries AS d
 SET status = b.status, reason = b.reason, available_at = b.available_at,
@@ -74,7 +98,8 @@ SET status = b.status, reason = b.reason, available_at = b.available_at,
 FROM unnest($8::text[], $9::text[], $10::text[], $11::text[], $12::bigint[], $13::text[],
             $14::bigint[])
     AS b (notification_id, channel, status, reason, available_at, claimed_by, finished_at)
-WHERE d.notification_id = b.notification_id AND d.channel = b.channel
+WHERE d.notification_id = ANY($8::text[])
+  AND d.notification_id = b.notification_id AND d.channel = b.channel
   AND d.claimed_by = b.claimed_by AND d.status = 'pending'
 """
 
@@ -132,6 +157,9 @@ class PostgresStore(SQLStore):
         return await self._lease_pool.fetch(sql, *params)
 
     _skip_locked = "FOR UPDATE SKIP LOCKED"
+    _claimed_notifications = CLAIMED_NOTIFICATIONS
+    _claimed_targets = CLAIMED_TARGETS
+    _unanswered_targets = UNANSWERED_TARGETS
 
     @contextlib.asynccontextmanager
     async def _transaction(self):

@@ -114,14 +114,18 @@ SELECT n.id, n.user_id, n.type, n.title, n.body, n.link, n.data, n.team_id,
 FROM batch AS b JOIN notifications AS n ON n.id = b.id
 """
 
-# The recipient's devices of the channel that no earlier attempt has an answer for.
+# The recipients' devices of channel $1. For a first attempt that is all of them: nothing can
+# be on record yet.
 CLAIMED_TARGETS = """
-WITH batch (id, channel) AS ({batch})
+WITH batch (id) AS ({batch})
 SELECT n.id, d.id, d.token, d.environment
 FROM batch AS b
 JOIN notifications AS n ON n.id = b.id
-JOIN user_devices AS d ON d.user_id = n.user_id AND d.channel = b.channel
-WHERE NOT EXISTS (
+JOIN user_devices AS d ON d.user_id = n.user_id AND d.channel = CAST($1 AS TEXT)
+"""
+
+# For a delivery claimed again: the devices no earlier attempt has an answer for.
+UNANSWERED_TARGETS = CLAIMED_TARGETS + """WHERE NOT EXISTS (
     SELECT 1 FROM notification_pushes AS p
     WHERE p.notification_id = n.id AND p.device_id = d.id)
 """

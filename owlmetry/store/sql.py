@@ -87,6 +87,10 @@ class SQLStore(Store):
 
     # Rows that wait for a row lock: PostgreSQL skips them, SQLite (one writer) has none.
     _skip_locked = ""
+    # The reads of a claim; a backend may have its own, for its planner.
+    _claimed_notifications = queries.CLAIMED_NOTIFICATIONS
+    _claimed_targets = queries.CLAIMED_TARGETS
+    _unanswered_targets = queries.UNANSWERED_TARGETS
 
     def _batched(self, template: str, types: tuple[str, ...], first: int) -> str:
         statement = self._statements.get((template, types))
@@ -260,19 +264,25 @@ class SQLStore(Store):
         return await self._claims(claimed)
 
     async def _claims(self, claimed: list) -> list[Claim]:
-        keys = [(notification_id, channel) for notification_id, channel, _ in claimed]
         # Only a delivery claimed before can have answers on record.
         again = [(n, c) for n, c, attempts in claimed if attempts > 1]
-        notification_rows, target_rows, earlier_rows = await asyncio.gather(
-            self._run_batched(self._read, queries.CLAIMED_NOTIFICATIONS, ("text",),
-                              list({(notification_id,) for notification_id, _ in keys})),
-            self._run_batched(self._read, queries.CLAIMED_TARGETS, ("text", "text"), keys),
-            self._run_batched(self._read, queries.EARLIER_OUTCOMES, ("text", "text"), again))
+        targets_by_kind: dict[tuple[str, bool], list[tuple[str]]] = {}
+        for notification_id, channel, attempts in claimed:
+            targets_by_kind.setdefault((channel, attempts > 1), []).append((notification_id,))
+        notification_rows, earlier_rows, *target_rows = await asyncio.gather(
+            self._run_batched(self._read, self._claimed_notifications, ("text",),
+                              list({(notification_id,) for notification_id, _, _ in claimed})),
+            self._run_batched(self._read, queries.EARLIER_OUTCOMES, ("text", "text"), again),
+            *(self._run_batched(self._read,
+                                self._unanswered_targets if resumed else self._claimed_targets,
+                                ("text",), ids, channel)
+              for (channel, resumed), ids in targets_by_kind.items()))
         notifications = {row[0]: row[1:] for row in notification_rows}
-        targets: dict[str, list[PushTarget]] = {}
-        for notification_id, device_id, token, environment in target_rows:
-            targets.setdefault(notification_id, []).append(
-                PushTarget(device_id, token, environment))
+        targets: dict[tuple[str, str], list[PushTarget]] = {}
+        for (channel, _), rows in zip(targets_by_kind, target_rows):
+            for notification_id, device_id, token, environment in rows:
+                targets.setdefault((notification_id, channel), []).append(
+                    PushTarget(device_id, token, environment))
         earlier: dict[tuple, dict[str, int]] = {}
         for notification_id, channel, outcome, count in earlier_rows:
             earlier.setdefault((notification_id, channel), {})[outcome] = count
@@ -285,7 +295,7 @@ class SQLStore(Store):
             content = NotificationContent(type_, title, body, link,
                                           orjson.loads(data) if data else None, team_id)
             claims.append(Claim(notification_id, channel, attempts, user_id, content, unread,
-                                targets.get(notification_id, []),
+                                targets.get((notification_id, channel), []),
                                 earlier.get((notification_id, channel), {})))
         return claims
 
