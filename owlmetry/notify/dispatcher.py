@@ -216,7 +216,8 @@ class Dispatcher:
         claim, later = delivery.claim, delivery.later
         key = claim.notification_id, claim.channel
         if later and (self._stopping or claim.attempts < self._max_attempts):
-            # Cut short by a shutdown, not by APNs: due again as soon as a dispatcher runs.
+            # Back to the queue for the devices still to reach: after a backoff, or at once when
+            # a shutdown, not APNs, cut the sends short.
             retry_at = now_ms() + (0 if self._stopping else self._backoff(claim.attempts))
             self._end(claim, DeliveryEnd(*key, "pending", later[-1][1].reason, retry_at))
             return
