@@ -2,6 +2,8 @@
 
 import asyncio
 import os
+import pty
+import select
 import sys
 import uuid
 
@@ -89,3 +91,28 @@ async def test_notify_refuses_unknown_users_and_bad_input_before_enqueuing(store
         assert (code, out) == (expected_code, ""), err
         assert message in err and "Traceback" not in err
     assert await store.unread_count(user_id) == 0
+
+
+async def test_notify_wait_draws_a_progress_bar_on_a_terminal(store, database_url):
+    user_id, _ = await user_with_devices(store, ["production"], 0)
+    leader, follower = pty.openpty()
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "APNS_"))}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "owlmetry", "notify", "--user", user_id, "--title", "Hi", "--wait",
+        "--database", database_url, env=clean, stdout=asyncio.subprocess.PIPE, stderr=follower)
+    os.close(follower)
+    out, _ = await asyncio.wait_for(process.communicate(), 60)
+    drawn = b""
+    while select.select([leader], [], [], 0)[0]:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:  # the other side is closed and everything was read
+            break
+        if not chunk:
+            break
+        drawn += chunk
+    os.close(leader)
+    assert process.returncode == 0
+    assert b"[" + b"#" * 30 + b"] 1/1 recipients" in drawn
+    assert b"skipped 1" in drawn
+    assert orjson.loads(out.splitlines()[-1])["skipped"] == 1
