@@ -16,7 +16,7 @@ from owlmetry.clock import iso_ms, now_ms, parse_iso_ms
 from owlmetry.http.auth import callers, user_gone
 from owlmetry.http.context import CALLER, STORE
 from owlmetry.http.errors import ApiError, json_response
-from owlmetry.http.validation import UUID_TEXT, parse_optional_json_object
+from owlmetry.http.validation import UUID_TEXT, parse_optional_json_object, query_text
 from owlmetry.store import DeleteOutcome, Notification
 
 READ_STATES = ("unread", "read", "all")
@@ -77,7 +77,7 @@ async def list_notifications(request: web.Request) -> web.Response:
     read_state = query.get("read_state", "all")
     if read_state not in READ_STATES:
         raise ApiError(400, 'read_state must be "unread", "read" or "all"')
-    type_ = query.get("type")
+    type_ = query_text(request, "type")
     cursor = query.get("cursor")
     before = parse_cursor(cursor) if cursor is not None else None
     limit = parse_limit(query.get("limit"))

@@ -14,6 +14,9 @@ from owlmetry.http.errors import ApiError
 UUID_TEXT = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE)
 
 
+NUL_MESSAGE = "Text must not contain NUL characters (\\u0000)"
+
+
 def parse_json_object(raw: bytes) -> dict:
     try:
         body = orjson.loads(raw)
@@ -21,7 +24,29 @@ def parse_json_object(raw: bytes) -> dict:
         raise ApiError(400, "Request body must be valid JSON") from None
     if not isinstance(body, dict):
         raise ApiError(400, "Request body must be a JSON object")
+    # A NUL cannot be stored as text (PostgreSQL refuses it, SQLite cuts the text short there).
+    # Only a body that spells one out is walked.
+    if b"\\u0000" in raw and contains_nul(body):
+        raise ApiError(400, NUL_MESSAGE)
     return body
+
+
+def contains_nul(value) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(contains_nul(key) or contains_nul(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(contains_nul(item) for item in value)
+    return False
+
+
+def query_text(request, name: str) -> str | None:
+    """A query parameter that will be compared with stored text."""
+    value = request.query.get(name)
+    if value is not None and "\x00" in value:
+        raise ApiError(400, NUL_MESSAGE)
+    return value
 
 
 def parse_optional_json_object(raw: bytes) -> dict:
