@@ -20,10 +20,14 @@ async def test_fan_out_reaches_every_device_once_on_its_environment_host(
                                       ["sandbox", "sandbox"], ["production"]]):
         user_id, tokens = await user_with_devices(store, environments, n * 10)
         recipients[user_id] = list(zip(tokens, environments))
+    registry = [await store.list_devices(user_id) for user_id in recipients]
     dispatcher = dispatchers({"ios_push": ios_push()})
 
     ids = await dispatcher.enqueue(list(recipients), CONTENT)
     progress = await wait_done(store, ids)
+
+    # A delivered push leaves the registry row as it was (no write per push).
+    assert [await store.list_devices(user_id) for user_id in recipients] == registry
 
     assert len(ids) == 3
     assert progress.deliveries == {"sent": 3}
