@@ -287,13 +287,19 @@ class SQLStore(Store):
         for notification_id, channel, outcome, count in earlier_rows:
             earlier.setdefault((notification_id, channel), {})[outcome] = count
         claims = []
+        # The recipients of one notification share one content object (a channel may build
+        # its message once for all of them).
+        contents: dict[tuple, NotificationContent] = {}
         for notification_id, channel, attempts in claimed:
             row = notifications.get(notification_id)
             if row is None:  # the recipient was deleted since
                 continue
-            user_id, type_, title, body, link, data, team_id, unread = row
-            content = NotificationContent(type_, title, body, link,
-                                          orjson.loads(data) if data else None, team_id)
+            user_id, unread, shared = row[0], row[-1], row[1:-1]
+            content = contents.get(shared)
+            if content is None:
+                type_, title, body, link, data, team_id = shared
+                content = contents[shared] = NotificationContent(
+                    type_, title, body, link, orjson.loads(data) if data else None, team_id)
             claims.append(Claim(notification_id, channel, attempts, user_id, content, unread,
                                 targets.get((notification_id, channel), []),
                                 earlier.get((notification_id, channel), {})))

@@ -22,23 +22,45 @@ APNS_TOKEN = re.compile(r"(?:[0-9a-fA-F]{2}){8,100}")
 LARGEST_BADGE = 10**9
 
 
+RESERVED_KEYS = ("aps", "link", "type", "notification_id")
+
+
 def apns_payload(content: NotificationContent, notification_id: str, unread: int) -> bytes:
-    alert = {"title": content.title}
-    if content.body is not None:
-        alert["body"] = content.body
-    # The producer's data keys go first so that they can never replace the contract's keys.
-    document = dict(content.data or {})
-    document["aps"] = {"alert": alert, "sound": "default", "badge": unread}
-    if content.link is not None:
-        document["link"] = content.link
-    document["type"] = content.type
-    document["notification_id"] = notification_id
-    return orjson.dumps(document)
+    return PayloadTemplate(content).render(notification_id, unread)
+
+
+class PayloadTemplate:
+    """The contract's payload for one notification, made once and finished per recipient:
+    `{<data keys>, "aps": {"alert": {"title", "body"}, "sound": "default", "badge": <unread>},
+    "link", "type", "notification_id"}` -- the data keys can never replace the contract's."""
+
+    __slots__ = ("_head", "_tail")
+
+    def __init__(self, content: NotificationContent):
+        alert = {"title": content.title}
+        if content.body is not None:
+            alert["body"] = content.body
+        document = {key: value for key, value in (content.data or {}).items()
+                    if key not in RESERVED_KEYS}
+        document["aps"] = {"alert": alert, "sound": "default", "badge": 0}
+        head = orjson.dumps(document)
+        if not head.endswith(b'"badge":0}}'):
+            raise ValueError("unexpected payload encoding")
+        self._head = head[:-3]  # ... "badge":
+        rest = {"link": content.link} if content.link is not None else {}
+        rest["type"] = content.type
+        self._tail = b"}," + orjson.dumps(rest)[1:-1] + b',"notification_id":'
+
+    def render(self, notification_id: str, unread: int) -> bytes:
+        return b"%s%d%s%s}" % (self._head, unread, self._tail, orjson.dumps(notification_id))
+
+
+DELIVERED = Answer("delivered", 200)
 
 
 def answer_for(result: PushResult) -> Answer:
     if result.ok:
-        return Answer("delivered", result.status)
+        return DELIVERED
     if result.token_invalid:
         since = result.timestamp_ms if result.outcome is Outcome.UNREGISTERED else None
         return Answer("removed", result.status, result.reason, since)
@@ -53,6 +75,8 @@ class IosPush(Channel):
     def __init__(self, client: APNsClient | None, unavailable: str | None = None):
         self._client = client
         self.unavailable = unavailable
+        self._content: NotificationContent | None = None
+        self._template: PayloadTemplate | None = None
 
     @staticmethod
     def normalize_token(token: str) -> str:
@@ -79,7 +103,10 @@ class IosPush(Channel):
             ca_file=config.apns_ca_file, connections=config.apns_connections))
 
     def prepare(self, claim: Claim) -> bytes:
-        return apns_payload(claim.content, claim.notification_id, claim.unread)
+        # Claims of one fan-out share their content object: its template is made once.
+        if claim.content is not self._content:
+            self._content, self._template = claim.content, PayloadTemplate(claim.content)
+        return self._template.render(claim.notification_id, claim.unread)
 
     async def send(self, prepared: bytes, target: PushTarget) -> Answer:
         return answer_for(await self._client.send(target.token, prepared, target.environment))
