@@ -127,10 +127,6 @@ class Dispatcher:
             await asyncio.gather(self._renewer, return_exceptions=True)
         await self.writer.flush()
 
-    @property
-    def in_flight(self) -> int:
-        return self._in_flight
-
     async def _run(self) -> None:
         while not self._stopping:
             if self._in_flight >= self._max_in_flight:

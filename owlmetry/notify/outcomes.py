@@ -9,7 +9,6 @@ written together with or after its answers. This module knows nothing about chan
 
 import asyncio
 import logging
-from collections import Counter
 from collections.abc import Callable
 
 from owlmetry.clock import now_ms
@@ -31,7 +30,6 @@ class OutcomeWriter:
         self._added = 0
         self._written = 0
         self._task: asyncio.Task | None = None
-        self.recorded: Counter = Counter()  # device outcomes written by this process
 
     def add_push(self, record: PushRecord) -> None:
         self._pushes.append(record)
@@ -62,7 +60,7 @@ class OutcomeWriter:
                     count += 1
                 ends, self._ends = self._ends[:count], self._ends[count:]
                 try:
-                    stored = await self._store.save_outcomes(
+                    await self._store.save_outcomes(
                         self._owner, pushes, [end for end, _, _ in ends], now_ms())
                 except Exception:
                     # Nothing is dropped: the same rows go again once the database answers.
@@ -73,7 +71,6 @@ class OutcomeWriter:
                     await asyncio.sleep(RETRY_DELAY_S)
                     continue
                 self._written = covered
-                self.recorded.update(record.outcome for record in stored)
                 for _, written, _ in ends:
                     written()
         finally:
