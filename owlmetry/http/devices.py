@@ -11,7 +11,7 @@ from owlmetry.clock import iso_ms, now_ms
 from owlmetry.http.auth import callers, user_gone
 from owlmetry.http.context import CALLER, STORE
 from owlmetry.http.errors import ApiError, json_response
-from owlmetry.http.validation import UUID_TEXT, parse_json_object
+from owlmetry.http.validation import parse_json_object, path_uuid
 from owlmetry.ids import new_id
 from owlmetry.notify.channels import channel_types
 from owlmetry.store import DeleteOutcome, Device, DeviceRegistration
@@ -86,9 +86,7 @@ async def list_devices(request: web.Request) -> web.Response:
 @callers("user")
 async def delete_device(request: web.Request) -> web.Response:
     user_id = request[CALLER].user_id
-    device_id = request.match_info["id"].lower()
-    if not UUID_TEXT.fullmatch(device_id):
-        raise ApiError(404, "Device not found")
+    device_id = path_uuid(request, "Device not found")
     outcome = await request.app[STORE].delete_device(user_id, device_id)
     if outcome is DeleteOutcome.NO_USER:
         raise user_gone()

@@ -16,7 +16,12 @@ from owlmetry.clock import iso_ms, now_ms, parse_iso_ms
 from owlmetry.http.auth import callers, user_gone
 from owlmetry.http.context import CALLER, STORE
 from owlmetry.http.errors import ApiError, json_response
-from owlmetry.http.validation import UUID_TEXT, parse_optional_json_object, query_text
+from owlmetry.http.validation import (
+    UUID_TEXT,
+    parse_optional_json_object,
+    path_uuid,
+    query_text,
+)
 from owlmetry.store import DeleteOutcome, Notification
 
 READ_STATES = ("unread", "read", "all")
@@ -60,14 +65,6 @@ def parse_limit(text: str | None) -> int:
     if not LIMIT_TEXT.fullmatch(text) or not 1 <= int(text) <= MAX_LIMIT:
         raise ApiError(400, f"limit must be an integer from 1 to {MAX_LIMIT}")
     return int(text)
-
-
-def path_id(request: web.Request) -> str:
-    """The `{id}` of the path, lower-case; 404 when it is not a uuid (it names no notification)."""
-    notification_id = request.match_info["id"].lower()
-    if not UUID_TEXT.fullmatch(notification_id):
-        raise ApiError(404, NOT_FOUND)
-    return notification_id
 
 
 @callers("user")
@@ -116,7 +113,7 @@ async def mark_all_read(request: web.Request) -> web.Response:
 @callers("user")
 async def set_read(request: web.Request) -> web.Response:
     user_id = request[CALLER].user_id
-    notification_id = path_id(request)
+    notification_id = path_uuid(request, NOT_FOUND)
     read = parse_optional_json_object(await request.read()).get("read", True)
     if not isinstance(read, bool):
         raise ApiError(400, "read must be true or false")
@@ -131,7 +128,7 @@ async def set_read(request: web.Request) -> web.Response:
 @callers("user")
 async def delete_notification(request: web.Request) -> web.Response:
     user_id = request[CALLER].user_id
-    notification_id = path_id(request)
+    notification_id = path_uuid(request, NOT_FOUND)
     outcome = await request.app[STORE].delete_notification(user_id, notification_id, now_ms())
     if outcome is DeleteOutcome.NO_USER:
         raise user_gone()

@@ -52,3 +52,12 @@ def query_text(request, name: str) -> str | None:
 def parse_optional_json_object(raw: bytes) -> dict:
     """`parse_json_object`, except that an empty body (or only whitespace) is `{}`."""
     return parse_json_object(raw) if raw.strip() else {}
+
+
+def path_uuid(request, not_found: str) -> str:
+    """The `{id}` of the path, lower-case; a 404 with `not_found` when it is not a uuid (then it
+    names nothing)."""
+    row_id = request.match_info["id"].lower()
+    if not UUID_TEXT.fullmatch(row_id):
+        raise ApiError(404, not_found)
+    return row_id
