@@ -74,7 +74,8 @@ class Dispatcher:
                  lease_ms: int = 30_000, claim_size: int = 500, max_in_flight: int = 8_000,
                  max_attempts: int = 6, retry_base_ms: int = 5_000, retry_max_ms: int = 600_000,
                  poll_s: float = 1.0, only: list[str] | None = None):
-        """`only`: deliver these notifications and nothing else (`owlmetry notify --wait`)."""
+        """`max_in_flight`: no new claims while this many devices are being sent to.
+        `only`: deliver these notifications and nothing else (`owlmetry notify --wait`)."""
         self.store = store
         self.channels = channels
         self.owner = owner or f"dispatcher-{uuid.uuid4()}"

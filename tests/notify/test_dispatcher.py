@@ -9,6 +9,7 @@ import pytest
 from owlmetry.apns.mock import TokenFault
 from owlmetry.clock import now_ms
 from owlmetry.notify.channels.ios_push import IosPush
+from owlmetry.notify.dispatcher import CLAIM_LOOPS
 from owlmetry.store import NotificationContent, PushRecord
 from tests.notify.conftest import CONTENT, user_with_devices, wait_done
 
@@ -208,3 +209,14 @@ async def test_enqueue_writes_inbox_rows_and_deliveries_together_or_not_at_all(s
     ids = await store.enqueue_notifications([(str(uuid.uuid4()), user_id)], CONTENT,
                                             ["ios_push"], now_ms())
     assert (await store.progress(ids)).deliveries == {"pending": 1}
+
+
+async def test_a_small_in_flight_limit_still_reaches_everyone(store, mocks, ios_push, dispatchers):
+    users = [await user_with_devices(store, ["production", "sandbox"], n * 2) for n in range(25)]
+    mocks.production.behaviour.latency_s = 0.01
+    dispatcher = dispatchers({"ios_push": ios_push()}, max_in_flight=3, claim_size=2)
+    progress = await wait_done(store, await dispatcher.enqueue([u for u, _ in users], CONTENT))
+    assert progress.pushes == {"delivered": 50}
+    # Claims stop while 3 devices are in flight; each of the claim loops may have one claim
+    # (2 recipients, one production device each) under way past that.
+    assert mocks.production.stats.max_streams_open <= 3 + CLAIM_LOOPS * 2
