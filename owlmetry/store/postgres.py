@@ -15,10 +15,6 @@ from owlmetry.store.sql import SQLStore
 # Any constant shared by every Owlmetry process; it names the migration lock.
 MIGRATION_LOCK = 0x6F776C6D
 
-UPSERT_DEVICES = queries.UPSERT_DEVICES.format(batch="""
-    SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[],
-                         $6::text[], $7::text[], $8::text[], $9::bigint[])""")
-
 # As SQLite's, but each user's devices are read through the (user_id, last_seen_at ...) index
 # one user at a time: for a batch of users, the planner otherwise guesses from the table-wide
 # average and scans every device. The inner ORDER BY keeps it from flattening the subquery.
@@ -172,9 +168,6 @@ class PostgresStore(SQLStore):
 
     def _batch_args(self, rows, width) -> tuple:
         return tuple(zip(*rows)) if rows else ((),) * width
-
-    async def _upsert_devices(self, rows) -> list:
-        return await self._write(UPSERT_DEVICES, *zip(*rows))
 
     async def _devices_of_users(self, user_ids) -> list:
         return await self._read(DEVICES_OF_USERS, user_ids)

@@ -1,8 +1,8 @@
 """The store's SQL, written once for both engines.
 
 Placeholders are numbered PostgreSQL-style (`$1`); the SQLite backend rewrites them to its own
-numbered form (`?1`), which means the same thing. The batched upsert takes a whole batch as one
-parameter; each backend fills `{batch}` with its own way of turning that parameter into rows
+numbered form (`?1`), which means the same thing. A batched statement takes a whole batch as
+one parameter; each backend fills `{batch}` with its own way of turning that parameter into rows
 (SQLite: a JSON array through json_each; PostgreSQL: arrays through unnest).
 """
 

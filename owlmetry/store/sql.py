@@ -1,10 +1,12 @@
 """What both SQL backends do the same way: the `Store` methods, in terms of a few primitives.
 
-A backend supplies `_write` and `_read` (run one statement from `queries`, return its rows),
-`_is_unique_violation`, and the two batched statements, `_upsert_devices` and
-`_devices_of_users`, which take a whole batch as one parameter in the backend's own way. Registrations and device lists are coalesced (`batching`), so a busy
-server makes one trip to the database for many requests. This class turns rows into the
-interface's dataclasses; it must not hold connection logic or dialect-specific SQL.
+A backend supplies `_write`, `_read` and `_transaction` (run statements from `queries`, return
+their rows), `_batch` and `_batch_args` (its way of passing a whole batch of rows as one
+parameter: SQLite's json_each, PostgreSQL's unnest), `_is_unique_violation`, and
+`_devices_of_users`, the one statement each engine writes its own way. Registrations and device
+lists are coalesced (`batching`), so a busy server makes one trip to the database for many
+requests. This class turns rows into the interface's dataclasses; it must not hold connection
+logic or dialect-specific SQL.
 """
 
 import abc
@@ -34,6 +36,7 @@ from owlmetry.store.batching import Batcher
 
 # (device_id, user_id, channel, token, environment, app_version, device_model, os_version, now)
 RegistrationRow = tuple
+REGISTRATION_TYPES = ("text",) * 8 + ("bigint",)
 TOKEN = 3
 
 
@@ -42,6 +45,7 @@ class SQLStore(Store):
         self._registrations = Batcher(self._register_batch, concurrency=concurrency)
         self._device_lists = Batcher(self._list_batch, concurrency=concurrency)
         self._statements: dict[tuple, str] = {}
+        self._claim = queries.CLAIM_DELIVERIES.format(only="", lock=self._skip_locked)
 
     @abc.abstractmethod
     async def _write(self, sql: str, *params) -> list:
@@ -58,13 +62,6 @@ class SQLStore(Store):
 
     @abc.abstractmethod
     def _is_unique_violation(self, exc: Exception) -> bool: ...
-
-    @abc.abstractmethod
-    async def _upsert_devices(self, rows: Sequence[RegistrationRow]) -> list:
-        """Register every row (distinct tokens) in one statement whose rows are (token, *Device).
-
-        Rows of users that do not exist are skipped and come back as nothing.
-        """
 
     @abc.abstractmethod
     async def _devices_of_users(self, user_ids: Sequence[str]) -> list:
@@ -166,7 +163,9 @@ class SQLStore(Store):
         waiting = range(len(rows))
         while waiting:
             last = {rows[i][TOKEN]: i for i in waiting}
-            stored = await self._upsert_devices([rows[i] for i in last.values()])
+            # Rows of users that do not exist are skipped and come back as nothing.
+            stored = await self._run_batched(self._write, queries.UPSERT_DEVICES,
+                                             REGISTRATION_TYPES, [rows[i] for i in last.values()])
             devices = {row[0]: Device(*row[1:]) for row in stored}
             again = []
             for i in waiting:
@@ -192,9 +191,11 @@ class SQLStore(Store):
     async def delete_device(self, user_id: str, device_id: str) -> DeleteOutcome:
         if await self._write(queries.DELETE_DEVICE, device_id, user_id):
             return DeleteOutcome.DELETED
-        if await self.user_exists(user_id):
-            return DeleteOutcome.NOT_FOUND
-        return DeleteOutcome.NO_USER
+        return await self._missing(user_id)
+
+    async def _missing(self, user_id: str) -> DeleteOutcome:
+        """Why a row of the user's was not found: NOT_FOUND, or NO_USER (a 401, not a 404)."""
+        return DeleteOutcome.NOT_FOUND if await self.user_exists(user_id) else DeleteOutcome.NO_USER
 
     # ---- The inbox --------------------------------------------------------------------------
 
@@ -222,12 +223,12 @@ class SQLStore(Store):
         rows = await self._write(queries.SET_READ, user_id, notification_id, now if read else None)
         if rows:
             return Notification(*rows[0])
-        return DeleteOutcome.NOT_FOUND if await self.user_exists(user_id) else DeleteOutcome.NO_USER
+        return await self._missing(user_id)
 
     async def delete_notification(self, user_id, notification_id, now):
         if await self._write(queries.DELETE_NOTIFICATION, user_id, notification_id, now):
             return DeleteOutcome.DELETED
-        return DeleteOutcome.NOT_FOUND if await self.user_exists(user_id) else DeleteOutcome.NO_USER
+        return await self._missing(user_id)
 
     # ---- The dispatcher's queue -------------------------------------------------------------
 
@@ -252,8 +253,7 @@ class SQLStore(Store):
 
     async def claim_deliveries(self, owner, now, lease_ms, limit, only=None):
         if only is None:
-            claim = queries.CLAIM_DELIVERIES.format(only="", lock=self._skip_locked)
-            claimed = await self._write_lease(claim, owner, now, now + lease_ms, limit)
+            claimed = await self._write_lease(self._claim, owner, now, now + lease_ms, limit)
         else:
             narrow = f"AND notification_id IN ({self._batch(('text',), first=5)})"
             claim = queries.CLAIM_DELIVERIES.format(only=narrow, lock=self._skip_locked)

@@ -28,11 +28,6 @@ PRAGMA busy_timeout = 10000;
 PRAGMA cache_size = -32768;
 """
 
-UPSERT_DEVICES = queries.UPSERT_DEVICES.format(batch="""
-    SELECT value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4,
-           value ->> 5, value ->> 6, value ->> 7, value ->> 8
-    FROM json_each($1)""")
-
 # A row of NULL device columns for a user without devices, no row for a user that does not exist.
 DEVICES_OF_USERS = """
 SELECT u.id, d.id, d.channel, d.environment, d.app_version, d.device_model, d.os_version,
@@ -127,9 +122,6 @@ class SQLiteStore(SQLStore):
 
     def _batch_args(self, rows, width) -> tuple:
         return (orjson.dumps(rows).decode(),)
-
-    async def _upsert_devices(self, rows) -> list:
-        return await self._write(UPSERT_DEVICES, orjson.dumps(rows).decode())
 
     async def _devices_of_users(self, user_ids) -> list:
         return await self._read(DEVICES_OF_USERS, orjson.dumps(user_ids).decode())
