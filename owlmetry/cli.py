@@ -26,7 +26,7 @@ from owlmetry.http.auth import (
     new_api_key,
 )
 from owlmetry.ids import new_id
-from owlmetry.notify.channels import channel_types, open_channels
+from owlmetry.notify.channels import channel_types, check_content, open_channels
 from owlmetry.notify.dispatcher import Dispatcher, enqueue
 from owlmetry.store import (
     EmailTaken,
@@ -194,11 +194,10 @@ async def revoke_key_command(config: Config, args) -> str:
 
 async def notify_command(config: Config, args) -> str:
     content = NotificationContent(args.type, args.title, args.body, args.link, args.data)
-    for kind in channel_types().values():
-        try:
-            kind.check_content(content)
-        except ValueError as exc:
-            raise CommandError(f"{kind.name}: {exc}") from None
+    try:
+        check_content(content)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
     async with migrated_store(config) as store:
         user_ids = [await recipient_id(store, user) for user in args.users]
         ids = await enqueue(store, user_ids, content, channel_types())

@@ -11,6 +11,7 @@ from owlmetry.http.auth import callers
 from owlmetry.http.context import DISPATCHER
 from owlmetry.http.errors import ApiError, json_response
 from owlmetry.http.validation import parse_json_object
+from owlmetry.notify.channels import check_content
 from owlmetry.store import NotificationContent
 
 MAX_BODY_BYTES = 4 * 1024 * 1024
@@ -65,13 +66,11 @@ async def create_notifications(request: web.Request) -> web.Response:
     body = parse_json_object(await read_body(request, MAX_BODY_BYTES))
     user_ids = parse_user_ids(body)
     content = parse_content(body)
-    dispatcher = request.app[DISPATCHER]
-    for channel in dispatcher.channels.values():
-        try:
-            channel.check_content(content)
-        except ValueError as exc:
-            raise ApiError(400, f"{channel.name}: {exc}") from None
-    ids = await dispatcher.enqueue(user_ids, content)
+    try:
+        check_content(content)
+    except ValueError as exc:
+        raise ApiError(400, str(exc)) from None
+    ids = await request.app[DISPATCHER].enqueue(user_ids, content)
     return json_response({"notification_ids": ids}, status=202)
 
 

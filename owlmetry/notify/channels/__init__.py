@@ -10,6 +10,7 @@ import pkgutil
 
 from owlmetry.config import Config
 from owlmetry.notify.channel import Channel
+from owlmetry.store import NotificationContent
 
 
 @functools.cache
@@ -26,3 +27,12 @@ def channel_types() -> dict[str, type[Channel]]:
 
 def open_channels(config: Config) -> dict[str, Channel]:
     return {name: kind.from_config(config) for name, kind in channel_types().items()}
+
+
+def check_content(content: NotificationContent) -> None:
+    """Raise ValueError ("<channel>: why") if some channel could never carry `content`."""
+    for kind in channel_types().values():
+        try:
+            kind.check_content(content)
+        except ValueError as exc:
+            raise ValueError(f"{kind.name}: {exc}") from None
