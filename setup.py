@@ -24,6 +24,7 @@ setup(
     packages=find_packages(include=["owlmetry", "owlmetry.*"]),
     install_requires=[
         "aiohttp>=3.14",  # web.RequestKey
+        "aiosmtplib>=5.0",  # login-code mail
         "aiosqlite>=0.20",
         "asyncpg>=0.29",
         "pyjwt>=2.8",
@@ -37,7 +38,7 @@ setup(
         "uvloop>=0.19; sys_platform != 'win32'",
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-aiohttp>=1.0", "pytest-asyncio>=0.23"],
+        "test": ["pytest>=8", "pytest-aiohttp>=1.0", "pytest-asyncio>=0.23", "aiosmtpd>=1.4"],
     },
     entry_points={"console_scripts": ["owlmetry = owlmetry.cli:main"]},
     cmdclass={"build_py": BuildWithSchema},
