@@ -16,7 +16,8 @@ UUID_LENGTH = 36
 
 def run(*args, env=None, cwd=None):
     clean = {k: v for k, v in os.environ.items()
-             if not k.startswith(("DATABASE_URL", "JWT_", "APNS_", "COOKIE_", "ACCESS_"))}
+             if not k.startswith(("DATABASE_URL", "JWT_", "APNS_", "COOKIE_", "ACCESS_",
+                                  "SMTP_", "EMAIL_", "SIGNUP_"))}
     return subprocess.run(
         [sys.executable, "-m", "owlmetry", *args], check=False, capture_output=True, text=True,
         env={**clean, **(env or {})}, cwd=cwd, timeout=60,
@@ -99,6 +100,11 @@ async def test_agent_keys_have_their_prefix(database_url):
     (["migrate"], {"APNS_CA_FILE": "/no/such/ca.pem"}, "APNS_CA_FILE"),
     (["migrate"], {"APNS_KEY_P8_PATH": "/no/such/key.p8"}, "APNS_KEY_P8_PATH"),
     (["migrate"], {"APNS_KEY_P8": "not a pem"}, "APNS_KEY_P8"),
+    (["migrate"], {"SMTP_URL": "mail.example.com"}, "SMTP_URL must look like smtp://"),
+    (["migrate"], {"SMTP_URL": "smtp://mail.example.com:port"}, "SMTP_URL"),
+    (["migrate"], {"SMTP_URL": "smtp://mail.example.com?starttls=maybe"}, "starttls"),
+    (["migrate"], {"EMAIL_FROM": "nobody"}, "EMAIL_FROM must be an email address"),
+    (["migrate"], {"SIGNUP_ENABLED": "sometimes"}, "SIGNUP_ENABLED must be true or false"),
     (["serve", "--port", "70000"], {}, "--port"),
     (["serve", "--database", "postgresql://u@127.0.0.1:1/db"], {}, "cannot connect to PostgreSQL"),
 ])
