@@ -143,17 +143,19 @@ def get_json(url: str):
 def test_serve_starts_on_sqlite_with_no_configuration(tmp_path):
     port = free_port()
     clean = {k: v for k, v in os.environ.items()
-             if not k.startswith(("DATABASE_URL", "JWT_", "APNS_"))}
+             if not k.startswith(("DATABASE_URL", "JWT_", "APNS_", "SMTP_"))}
     server = subprocess.Popen(
         [sys.executable, "-m", "owlmetry", "serve", "--port", str(port)],
         cwd=tmp_path, env=clean, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:
-        startup = [server.stdout.readline(), server.stdout.readline()]
-        # Without APNs credentials the server still runs, and says what pushes will not do.
+        startup = [server.stdout.readline() for _ in range(3)]
+        # Without APNs credentials the server still runs, and says what pushes will not do;
+        # without SMTP, where login codes go.
         assert "ios_push deliveries will be skipped: APNs is not configured: APNS_KEY_ID" in \
             startup[0]
-        assert "listening on" in startup[1]
+        assert "SMTP_URL is not set: login codes are written to this log" in startup[1]
+        assert "listening on" in startup[2]
         assert get_json(f"http://127.0.0.1:{port}/healthz") == (200, {"status": "ok"})
         assert (tmp_path / "owlmetry.db").is_file()
         busy = run("serve", "--port", str(port), cwd=tmp_path)
