@@ -9,6 +9,7 @@ does.
 
 import logging
 from email.message import EmailMessage
+from email.utils import formatdate, make_msgid, parseaddr
 
 import aiosmtplib
 
@@ -37,6 +38,10 @@ def login_message(sender: str, email: str, code: str) -> EmailMessage:
     message["From"] = sender
     message["To"] = email
     message["Subject"] = SUBJECT
+    # Relays and spam filters expect both; the domain is given so that make_msgid does not
+    # look up this host's name on every mail.
+    message["Date"] = formatdate(usegmt=True)
+    message["Message-ID"] = make_msgid(domain=parseaddr(sender)[1].partition("@")[2] or "localhost")
     minutes = CODE_TTL_MS // 60_000
     message.set_content(
         f"Your Owlmetry login code is {code}\n\n"
