@@ -7,6 +7,7 @@ import json
 import logging
 import re
 import socket
+import ssl
 import uuid
 
 import pytest
@@ -73,14 +74,21 @@ def authenticate_smtp(server, session, envelope, mechanism, auth_data):
     return AuthResult(success=ok)
 
 
+async def start_smtp(box: Mailbox, implicit_tls: ssl.SSLContext | None = None, **options):
+    """An SMTP server on a free loopback port that takes only our credentials."""
+    options = {"auth_require_tls": False, **options}
+    server = await asyncio.get_running_loop().create_server(
+        lambda: SMTP(box, hostname="localhost", authenticator=authenticate_smtp,
+                     auth_required=True, **options),
+        "127.0.0.1", 0, ssl=implicit_tls)
+    box.port = server.sockets[0].getsockname()[1]
+    return server
+
+
 @pytest.fixture
 async def mailbox():
     box = Mailbox()
-    server = await asyncio.get_running_loop().create_server(
-        lambda: SMTP(box, hostname="localhost", authenticator=authenticate_smtp,
-                     auth_required=True, auth_require_tls=False),
-        "127.0.0.1", 0)
-    box.port = server.sockets[0].getsockname()[1]
+    server = await start_smtp(box)
     yield box
     server.close()
 
@@ -476,6 +484,72 @@ async def test_smtp_credentials_are_used_and_wrong_ones_are_503(make_client, mai
     user = await new_user(client)
     assert (await send_code(client, user.email))[0] == 503
     assert mailbox.messages == []
+
+
+# ---- TLS ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def server_tls(tls_files, monkeypatch):
+    """The server side's TLS context; the client trusts its certificate (as a system CA)."""
+    cert, key = tls_files
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    monkeypatch.setenv("SSL_CERT_FILE", cert)
+    return context
+
+
+async def login_over(make_client, box, smtp):
+    client = await make_client(smtp=smtp)
+    user = await new_user(client)
+    status, _ = await send_code(client, user.email)
+    if status == 200:
+        assert (await verify(client, user.email, box.last_code(user.email)))[0] == 200
+    return status
+
+
+async def test_smtps_sends_over_tls_from_the_start(make_client, server_tls):
+    box = Mailbox()
+    server = await start_smtp(box, implicit_tls=server_tls)
+    try:
+        smtp = SmtpSettings("127.0.0.1", box.port, SMTP_USER, SMTP_PASSWORD, implicit_tls=True)
+        assert await login_over(make_client, box, smtp) == 200
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize("starttls,status", [(None, 200), (True, 200), (False, 503)])
+async def test_smtp_upgrades_with_starttls_when_offered(make_client, server_tls, starttls, status):
+    # The server insists on STARTTLS: opportunistic and required both upgrade; "never" is
+    # turned away, and the client hears 503.
+    box = Mailbox()
+    server = await start_smtp(box, tls_context=server_tls, require_starttls=True,
+                              auth_require_tls=True)
+    try:
+        smtp = SmtpSettings("127.0.0.1", box.port, SMTP_USER, SMTP_PASSWORD, starttls=starttls)
+        assert await login_over(make_client, box, smtp) == status
+    finally:
+        server.close()
+
+
+async def test_required_starttls_on_a_server_without_it_is_503(make_client, mailbox):
+    smtp = SmtpSettings("127.0.0.1", mailbox.port, SMTP_USER, SMTP_PASSWORD, starttls=True)
+    assert await login_over(make_client, mailbox, smtp) == 503
+    assert mailbox.messages == []
+
+
+async def test_an_untrusted_certificate_is_503(make_client, tls_files):
+    cert, key = tls_files
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    box = Mailbox()
+    server = await start_smtp(box, implicit_tls=context)  # and SSL_CERT_FILE left alone
+    try:
+        smtp = SmtpSettings("127.0.0.1", box.port, SMTP_USER, SMTP_PASSWORD, implicit_tls=True)
+        assert await login_over(make_client, box, smtp) == 503
+        assert box.messages == []
+    finally:
+        server.close()
 
 
 # ---- Logs ---------------------------------------------------------------------------------
