@@ -403,7 +403,8 @@ def with_code(raw: bytes) -> bytes:
     return json.dumps({**body, "code": "123456"}).encode() if isinstance(body, dict) else raw
 
 
-@pytest.mark.parametrize("raw,message", [
+# Refused before the database is asked, so one app (per backend) checks them all.
+BAD_EMAIL_BODIES = [
     (b"not json", "valid JSON"),
     (b"[]", "JSON object"),
     (b"{}", "email is required"),
@@ -416,31 +417,35 @@ def with_code(raw: bytes) -> bytes:
     (b'{"email": "a@b.c\\r\\nBcc: x@y.z"}', "valid email address"),
     (b'{"email": "' + b"a" * 250 + b'@example.com"}', "valid email address"),
     (b'{"email": "a\\u0000@example.com"}', "NUL"),
-])
-@pytest.mark.parametrize("path", ["/v1/auth/send-code", "/v1/auth/verify-code"])
-async def test_bad_emails_are_400(client, mailbox, path, raw, message):
-    body = raw if path.endswith("send-code") else with_code(raw)
-    response = await client.post(path, data=body, headers={"Content-Type": "application/json"})
-    assert response.status == 400
-    assert message in (await response.json())["error"]
-    assert mailbox.messages == []
-
-
-@pytest.mark.parametrize("code,message", [
+]
+BAD_CODES = [
     (None, "code is required"),
     (123456, "code is required and must be a string"),
     (["123456"], "code is required"),
     ("12345", "6 digits"),
     ("1234567", "6 digits"),
     ("abcdef", "6 digits"),
-    ("١٢٣٤٥٦", "6 digits"),  # digits, but not ASCII ones
-])
-async def test_bad_codes_are_400(client, code, message):
-    payload = {"email": "alice@example.com"} if code is None else \
-        {"email": "alice@example.com", "code": code}
-    status, reply, _ = await post(client, "/v1/auth/verify-code", payload)
-    assert status == 400
-    assert message in reply["error"]
+    ("\u0661\u0662\u0663\u0664\u0665\u0666", "6 digits"),  # digits, but not ASCII ones
+]
+
+
+async def test_bad_emails_are_400(client, mailbox):
+    for path in ("/v1/auth/send-code", "/v1/auth/verify-code"):
+        for raw, message in BAD_EMAIL_BODIES:
+            body = raw if path.endswith("send-code") else with_code(raw)
+            response = await client.post(path, data=body,
+                                         headers={"Content-Type": "application/json"})
+            reply = await response.json()
+            assert (response.status, message in reply["error"]) == (400, True), (path, raw, reply)
+    assert mailbox.messages == []
+
+
+async def test_bad_codes_are_400(client):
+    for code, message in BAD_CODES:
+        payload = {"email": "alice@example.com"} if code is None else \
+            {"email": "alice@example.com", "code": code}
+        status, reply, _ = await post(client, "/v1/auth/verify-code", payload)
+        assert (status, message in reply["error"]) == (400, True), (code, reply)
 
 
 async def test_a_code_with_spaces_around_it_is_accepted(client, mailbox):
