@@ -3,8 +3,9 @@
 `create_app(config)` opens the store (and migrates it) and starts the notification dispatcher
 when the app starts, and stops both when it stops, through `cleanup_ctx`, so the same object
 serves `owlmetry serve` and the tests.
-The middleware, outermost first: JSON errors, then authentication of every route whose handler
-is marked with `auth.callers(...)` (a route without the mark, like /healthz, is public).
+The middleware, outermost first: request metrics (so errors count with their real status), JSON
+errors, then authentication of every route whose handler is marked with `auth.callers(...)` (a
+route without the mark, like /healthz and /metrics, is public).
 """
 
 import logging
@@ -12,7 +13,7 @@ import logging
 from aiohttp import web
 
 from owlmetry.config import Config
-from owlmetry.http import devices, inbox, notifications
+from owlmetry.http import devices, inbox, metrics, notifications
 from owlmetry.http.auth import UserTokens, admit, identify, jwt_secret
 from owlmetry.http.context import CALLER, CONFIG, DISPATCHER, STORE, TOKENS
 from owlmetry.http.errors import error_response, json_errors, json_response
@@ -72,11 +73,13 @@ def dispatcher_lifetime(channels: dict[str, Channel] | None):
 
 def create_app(config: Config, channels: dict[str, Channel] | None = None) -> web.Application:
     """`channels` replaces the ones the configuration describes (tests use their own)."""
-    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[json_errors, authenticate])
+    app = web.Application(client_max_size=MAX_BODY_BYTES,
+                          middlewares=[metrics.count_requests, json_errors, authenticate])
     app[CONFIG] = config
     app.cleanup_ctx.append(store_lifetime)
     app.cleanup_ctx.append(dispatcher_lifetime(channels))
     app.router.add_get("/healthz", healthz, allow_head=False)
+    metrics.install(app)
     app.router.add_routes(devices.routes)
     app.router.add_routes(inbox.routes)
     app.router.add_routes(notifications.routes)

@@ -274,3 +274,14 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def progress(self, notification_ids: list[str]) -> Progress: ...
+
+    # What /metrics reads at every scrape: cheap, read-only.
+
+    @abc.abstractmethod
+    async def device_counts(self) -> dict[tuple[str, str], int]:
+        """Registered devices by (channel, environment); combinations without devices absent."""
+
+    @abc.abstractmethod
+    async def pending_deliveries(self, now: int) -> dict[str, int]:
+        """Pending deliveries by state: "due" (claimable at `now`) and "later" (leased by a
+        dispatcher or waiting out a retry backoff: the store cannot tell these apart)."""

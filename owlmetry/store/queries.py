@@ -198,6 +198,20 @@ FROM batch AS b JOIN notification_pushes AS p ON p.notification_id = b.id
 GROUP BY p.outcome
 """
 
+# ---- Metrics (read at every scrape of /metrics) ------------------------------------------
+
+# A scan of the registry, grouped by two short columns.
+DEVICE_COUNTS = """
+SELECT channel, environment, count(*) FROM user_devices GROUP BY channel, environment
+"""
+
+# Through the partial index of pending rows: as cheap as the backlog is short.
+PENDING_DELIVERIES = """
+SELECT COALESCE(sum(CASE WHEN available_at <= CAST($1 AS BIGINT) THEN 1 ELSE 0 END), 0),
+       count(*)
+FROM notification_deliveries WHERE status = 'pending'
+"""
+
 # ---- The inbox ----------------------------------------------------------------------------
 # Optional filters are NULL when unused; the CASTs tell PostgreSQL their types.
 

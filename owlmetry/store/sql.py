@@ -349,6 +349,16 @@ class SQLStore(Store):
         return Progress(dict(deliveries), dict(pushes))
 
 
+    # ---- Metrics ----------------------------------------------------------------------------
+
+    async def device_counts(self):
+        rows = await self._read(queries.DEVICE_COUNTS)
+        return {(channel, environment): count for channel, environment, count in rows}
+
+    async def pending_deliveries(self, now):
+        ((due, pending),) = await self._read(queries.PENDING_DELIVERIES, now)
+        return {"due": due, "later": pending - due}
+
 def kept_record(record: PushRecord) -> PushRecord:
     """A dead token's record whose device was registered again after APNs gave up on it."""
     return PushRecord(record.notification_id, record.device_id, record.channel, "failed",
