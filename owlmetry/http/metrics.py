@@ -46,7 +46,6 @@ UNMATCHED = "unmatched"
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 # Seconds; Prometheus' defaults, which suit both a 1 ms list and a large 4 MiB enqueue.
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-ENVIRONMENTS = ("production", "sandbox")  # the schema's
 OUTCOMES = ("delivered", "removed", "failed", "skipped")
 DELIVERY_ENDS = {"sent": "sent", "failed": "failed", "skipped": "skipped", "pending": "requeued"}
 # Well inside a scraper's timeout (Prometheus: 10 s), so a slow database costs its families,
@@ -119,7 +118,7 @@ async def read_store(store) -> StoreReadings | None:
     try:
         async with asyncio.timeout(STORE_TIMEOUT_S):
             devices, pending = await asyncio.gather(
-                store.device_counts(), store.pending_deliveries(now_ms()))
+                store.device_counts(list(channel_types())), store.pending_deliveries(now_ms()))
     except Exception as exc:  # noqa: BLE001 -- any failure is "down"; one line, not a
         # traceback, since it repeats at every scrape while the database is away.
         log.warning("metrics: the database did not answer: %s", str(exc) or type(exc).__name__)
@@ -231,10 +230,7 @@ class AppCollector(Collector):
         devices = GaugeMetricFamily(
             "owlmetry_registered_devices", "Devices in the registry (all processes), by "
             "channel and environment.", labels=["channel", "environment"])
-        counts = dict.fromkeys(((channel, environment) for channel in channel_types()
-                                for environment in ENVIRONMENTS), 0)
-        counts.update(readings.devices)
-        for (channel, environment), count in sorted(counts.items()):
+        for (channel, environment), count in sorted(readings.devices.items()):
             devices.add_metric([channel, environment], count)
         yield devices
         pending = GaugeMetricFamily(

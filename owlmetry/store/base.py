@@ -278,8 +278,8 @@ class Store(abc.ABC):
     # What /metrics reads at every scrape: cheap, read-only.
 
     @abc.abstractmethod
-    async def device_counts(self) -> dict[tuple[str, str], int]:
-        """Registered devices by (channel, environment); combinations without devices absent."""
+    async def device_counts(self, channels: list[str]) -> dict[tuple[str, str], int]:
+        """Registered devices of these channels by (channel, environment), zeros included."""
 
     @abc.abstractmethod
     async def pending_deliveries(self, now: int) -> dict[str, int]:

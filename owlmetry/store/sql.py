@@ -351,9 +351,12 @@ class SQLStore(Store):
 
     # ---- Metrics ----------------------------------------------------------------------------
 
-    async def device_counts(self):
-        rows = await self._read(queries.DEVICE_COUNTS)
-        return {(channel, environment): count for channel, environment, count in rows}
+    async def device_counts(self, channels):
+        counts = {}
+        for channel in channels:
+            ((production, sandbox),) = await self._read(queries.DEVICE_COUNTS, channel)
+            counts[channel, "production"], counts[channel, "sandbox"] = production, sandbox
+        return counts
 
     async def pending_deliveries(self, now):
         ((due, pending),) = await self._read(queries.PENDING_DELIVERIES, now)

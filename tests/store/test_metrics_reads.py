@@ -17,7 +17,10 @@ def registration(token: str, channel: str = "ios_push", environment: str = "prod
 
 
 async def test_device_counts_by_channel_and_environment(store):
-    assert await store.device_counts() == {}
+    channels = ["ios_push", "webhook"]
+    assert await store.device_counts(channels) == {
+        ("ios_push", "production"): 0, ("ios_push", "sandbox"): 0,
+        ("webhook", "production"): 0, ("webhook", "sandbox"): 0}
     alice, bob = await new_user(store), await new_user(store)
     for user_id, token, environment in [(alice, "aa" * 16, "production"),
                                         (alice, "bb" * 16, "sandbox"),
@@ -26,13 +29,15 @@ async def test_device_counts_by_channel_and_environment(store):
         assert await store.register_device(str(uuid.uuid4()), user_id,
                                            registration(token, environment=environment), 2)
     await store.register_device(str(uuid.uuid4()), bob, registration("dd" * 16, "webhook"), 2)
-    assert await store.device_counts() == {
-        ("ios_push", "production"): 2, ("ios_push", "sandbox"): 1, ("webhook", "production"): 1}
+    assert await store.device_counts(channels) == {
+        ("ios_push", "production"): 2, ("ios_push", "sandbox"): 1,
+        ("webhook", "production"): 1, ("webhook", "sandbox"): 0}
+    assert await store.device_counts(["ios_push"]) == {
+        ("ios_push", "production"): 2, ("ios_push", "sandbox"): 1}
 
     (device,) = [d for d in await store.list_devices(bob) if d.channel == "webhook"]
     await store.delete_device(bob, device.id)
-    assert await store.device_counts() == {("ios_push", "production"): 2,
-                                           ("ios_push", "sandbox"): 1}
+    assert (await store.device_counts(channels))["webhook", "production"] == 0
 
 
 async def test_pending_deliveries_are_due_or_later(store):
