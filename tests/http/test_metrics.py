@@ -123,7 +123,7 @@ async def test_a_fan_out_shows_in_flight_then_pushes_by_outcome(
         mocks.production.behaviour.unregistered[device_token] = now_ms() + 60_000
     # Answers held back long enough to look at the pushes while they are on the wire.
     for mock in (mocks.production, mocks.sandbox):
-        mock.behaviour.latency_s = 1.0
+        mock.behaviour.latency_s = 2.0
     samples, _ = await scrape(client)
     assert family(samples, "owlmetry_registered_devices") == {"production": 5, "sandbox": 5}
 
