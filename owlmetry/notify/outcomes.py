@@ -21,7 +21,8 @@ log = logging.getLogger("owlmetry.notify")
 
 MAX_ROWS = 4096  # per transaction, to keep each write short
 RETRY_DELAY_S = 1.0
-# Counted once per write, in C (`Counter.update`): nothing per answer on the hot path.
+# What a write stored is counted after it, by `Counter.update` walking the batch in C (about
+# 0.1 us an answer): nothing is added to the path of each answer.
 PUSH_KEY = operator.attrgetter("channel", "outcome")
 END_KEY = operator.attrgetter("channel", "status")
 

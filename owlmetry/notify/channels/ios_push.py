@@ -118,8 +118,8 @@ class IosPush(Channel):
     def connection_stats(self) -> dict[str, ConnectionStats]:
         if self._client is None:
             return {}
-        return {environment: ConnectionStats(pool.connections, pool.streams, pool.queued)
-                for environment, pool in self._client.pool_stats().items()}
+        return {environment: ConnectionStats(stats.connections, stats.streams, stats.queued)
+                for environment, stats in self._client.pool_stats().items()}
 
     async def close(self) -> None:
         if self._client is not None:
