@@ -3,10 +3,13 @@ with pushes going to the in-project mock APNs."""
 
 import uuid
 
+import asyncpg
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from owlmetry.clock import now_ms
 from owlmetry.config import Config
+from owlmetry.http import metrics
 from owlmetry.http.app import create_app
 from owlmetry.http.context import DISPATCHER, STORE
 from tests.http.test_auth import make_key
@@ -196,3 +199,25 @@ async def test_without_a_database_the_scrape_still_answers_and_says_so(client, u
     assert requests(samples, "GET", "/v1/devices", 500) == 1
     assert requests(samples, "GET", "/v1/devices", 200) == 1
     assert value(samples, "owlmetry_pushes_total", channel="ios_push", outcome="delivered") == 0
+
+
+async def test_a_database_that_hangs_costs_its_families_not_the_scrape(
+        client, database_url, monkeypatch):
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite readers are never blocked by a writer (WAL)")
+    monkeypatch.setattr(metrics, "STORE_TIMEOUT_S", 0.3)
+    blocker = await asyncpg.connect(database_url)
+    try:
+        locked = blocker.transaction()
+        await locked.start()
+        await blocker.execute("LOCK TABLE user_devices IN ACCESS EXCLUSIVE MODE")
+        samples, _ = await scrape(client)
+        assert value(samples, "owlmetry_database_up") == 0
+        assert family(samples, "owlmetry_registered_devices") == {}
+        await locked.rollback()
+    finally:
+        await blocker.close()
+
+    samples, _ = await scrape(client)
+    assert value(samples, "owlmetry_database_up") == 1
+    assert family(samples, "owlmetry_registered_devices") == {"production": 0, "sandbox": 0}
