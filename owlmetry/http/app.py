@@ -3,8 +3,9 @@
 `create_app(config)` opens the store (and migrates it) and starts the notification dispatcher
 when the app starts, and stops both when it stops, through `cleanup_ctx`, so the same object
 serves `owlmetry serve` and the tests.
-The middleware, outermost first: JSON errors, then authentication of every route whose handler
-is marked with `auth.callers(...)` (a route without the mark, like /healthz, is public).
+The middleware, outermost first: request metrics (so errors count with their real status), JSON
+errors, then authentication of every route whose handler is marked with `auth.callers(...)` (a
+route without the mark, like /healthz and /metrics, is public).
 """
 
 import logging
@@ -14,7 +15,7 @@ from aiohttp import web
 
 from owlmetry.clock import now_ms
 from owlmetry.config import Config
-from owlmetry.http import devices, inbox, login, notifications
+from owlmetry.http import devices, inbox, login, metrics, notifications
 from owlmetry.http.auth import UserTokens, admit, identify, jwt_secret
 from owlmetry.http.context import (
     CALLER,
@@ -98,7 +99,8 @@ def create_app(config: Config, channels: dict[str, Channel] | None = None,
                clock: Callable[[], int] = now_ms) -> web.Application:
     """`channels` replaces the ones the configuration describes (tests use their own); `clock`
     is the time the login routes go by (tests move it)."""
-    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[json_errors, authenticate])
+    app = web.Application(client_max_size=MAX_BODY_BYTES,
+                          middlewares=[metrics.count_requests, json_errors, authenticate])
     app[CONFIG] = config
     app[CLOCK] = clock
     app[MAILER] = Mailer(config.smtp, config.email_from)
@@ -107,6 +109,7 @@ def create_app(config: Config, channels: dict[str, Channel] | None = None,
     app.cleanup_ctx.append(dispatcher_lifetime(channels))
     app.on_shutdown.append(announce_shutdown)
     app.router.add_get("/healthz", healthz, allow_head=False)
+    metrics.install(app)
     app.router.add_routes(devices.routes)
     app.router.add_routes(inbox.routes)
     app.router.add_routes(notifications.routes)
