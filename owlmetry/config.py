@@ -4,6 +4,7 @@ Owns reading and checking every setting, so that a bad value stops the process a
 with a message naming the variable. Must not open connections or read the database.
 """
 
+import ipaddress
 import os
 from dataclasses import dataclass, field, replace
 
@@ -20,6 +21,8 @@ DEFAULT_APNS_CONNECTIONS = 4
 DEFAULT_NOTIFY_LEASE_SECONDS = 30
 
 APNS_IDENTITY_VARIABLES = ("APNS_KEY_ID", "APNS_TEAM_ID", "APNS_BUNDLE_ID", "APNS_KEY_P8")
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 TRUE_WORDS = {"1", "true", "yes", "on"}
 FALSE_WORDS = {"0", "false", "no", "off", ""}
@@ -45,6 +48,8 @@ class Config:
     jwt_secret: str | None = field(default=None, repr=False)
     cookie_secure: bool = False
     access_log: bool = False
+    # Peers whose X-Forwarded-For / X-Forwarded-Proto are believed (see http/forwarded.py).
+    trusted_proxies: tuple[IPNetwork, ...] = ()
     apns: ApnsIdentity | None = None
     apns_missing: tuple[str, ...] = APNS_IDENTITY_VARIABLES  # the identity variables unset
     apns_production_url: str = DEFAULT_APNS_PRODUCTION_URL
@@ -100,6 +105,30 @@ def parse_https_url(name: str, text: str) -> str:
     return url
 
 
+def parse_networks(name: str, text: str) -> tuple[IPNetwork, ...]:
+    """Comma-separated IPv4/IPv6 addresses or CIDR blocks; an empty text is none."""
+    networks = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(item))
+        except ValueError:
+            raise ConfigError(f"{name}: {network_problem(item)}") from None
+    return tuple(networks)
+
+
+def network_problem(item: str) -> str:
+    try:
+        meant = ipaddress.ip_network(item, strict=False)
+    except ValueError:
+        return (f"{item!r} is not an IP address or CIDR block "
+                "(expected e.g. 127.0.0.1, 10.0.0.0/8, ::1, comma-separated)")
+    # Refused rather than widened: a block with host bits set is more often a typo than not,
+    # and guessing the network would trust peers the operator did not name.
+    return f"{item!r} has host bits set; did you mean {meant}?"
+
+
 def read_apns_identity(env: dict[str, str]) -> tuple[ApnsIdentity | None, tuple[str, ...]]:
     key_pem = env.get("APNS_KEY_P8", "").strip()
     key_path = env.get("APNS_KEY_P8_PATH", "").strip()
@@ -136,6 +165,7 @@ def from_env(env: dict[str, str] | None = None) -> Config:
         jwt_secret=env.get("JWT_SECRET") or None,
         cookie_secure=parse_bool("COOKIE_SECURE", env.get("COOKIE_SECURE", "false")),
         access_log=parse_bool("ACCESS_LOG", env.get("ACCESS_LOG", "false")),
+        trusted_proxies=parse_networks("TRUSTED_PROXIES", env.get("TRUSTED_PROXIES", "")),
         apns=apns,
         apns_missing=missing,
         apns_production_url=parse_https_url(

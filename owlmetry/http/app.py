@@ -3,8 +3,9 @@
 `create_app(config)` opens the store (and migrates it) and starts the notification dispatcher
 when the app starts, and stops both when it stops, through `cleanup_ctx`, so the same object
 serves `owlmetry serve` and the tests.
-The middleware, outermost first: JSON errors, then authentication of every route whose handler
-is marked with `auth.callers(...)` (a route without the mark, like /healthz, is public).
+The middleware, outermost first: the client's address and scheme from a trusted proxy's headers
+(only when TRUSTED_PROXIES is set), JSON errors, then authentication of every route whose
+handler is marked with `auth.callers(...)` (a route without the mark, like /healthz, is public).
 """
 
 import logging
@@ -16,6 +17,7 @@ from owlmetry.http import devices, inbox, notifications
 from owlmetry.http.auth import UserTokens, admit, identify, jwt_secret
 from owlmetry.http.context import CALLER, CONFIG, DISPATCHER, STORE, TOKENS
 from owlmetry.http.errors import error_response, json_errors, json_response
+from owlmetry.http.forwarded import forwarded
 from owlmetry.notify.channel import Channel
 from owlmetry.notify.channels import open_channels
 from owlmetry.notify.dispatcher import Dispatcher
@@ -72,7 +74,10 @@ def dispatcher_lifetime(channels: dict[str, Channel] | None):
 
 def create_app(config: Config, channels: dict[str, Channel] | None = None) -> web.Application:
     """`channels` replaces the ones the configuration describes (tests use their own)."""
-    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[json_errors, authenticate])
+    middlewares = [json_errors, authenticate]
+    if config.trusted_proxies:
+        middlewares.insert(0, forwarded(config.trusted_proxies))  # outermost: it clones
+    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=middlewares)
     app[CONFIG] = config
     app.cleanup_ctx.append(store_lifetime)
     app.cleanup_ctx.append(dispatcher_lifetime(channels))
