@@ -103,23 +103,24 @@ class Server:
 
 @pytest.fixture
 async def servers(database_url, mocks, tls_files, auth_key):
-    """`await servers(name)` -> a running Server on the test's database and mock APNs hosts.
-    Every server still alive is killed after the test, whatever happened."""
+    """`await servers(name, **env)` -> a running Server on the test's database and mock APNs
+    hosts (`env`: more environment variables). Every server still alive is killed after the
+    test, whatever happened."""
     started: list[Server] = []
     clean = {k: v for k, v in os.environ.items()
              if not k.startswith(("DATABASE_URL", "APNS_", "JWT_", "NOTIFY_", "COOKIE_",
-                                  "ACCESS_"))}
+                                  "ACCESS_", "TRUSTED_"))}
     env = {**clean, "NOTIFY_LEASE_SECONDS": str(LEASE_S), "APNS_CONNECTIONS": "1",
            "APNS_KEY_ID": KEY_ID, "APNS_TEAM_ID": TEAM_ID, "APNS_BUNDLE_ID": TOPIC,
            "APNS_KEY_P8": auth_key.decode(), "APNS_CA_FILE": tls_files[0],
            "APNS_PRODUCTION_URL": f"https://127.0.0.1:{mocks.production.port}",
            "APNS_SANDBOX_URL": f"https://127.0.0.1:{mocks.sandbox.port}"}
 
-    async def start(name: str) -> Server:
+    async def start(name: str, **more_env: str) -> Server:
         port = free_port()
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "owlmetry", "serve", "--port", str(port),
-            "--database", database_url, env=env,
+            "--database", database_url, env={**env, **more_env},
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
         server = Server(name, process, port)
         started.append(server)
