@@ -263,6 +263,7 @@ def serve_command(config: Config, args) -> None:
     try:
         web.run_app(
             create_app(config), host=config.host, port=config.port, loop=loop,
+            shutdown_timeout=config.shutdown_grace_s,
             **access_log.runner_options(config.access_log),
             print=lambda _: print(
                 f"owlmetry {__version__} listening on http://{config.host}:{config.port}", flush=True

@@ -19,6 +19,9 @@ DEFAULT_APNS_CONNECTIONS = 4
 # How long a dispatcher's claim on a delivery lasts without renewal (it renews a third of the
 # way): the time before work of a crashed process is picked up again.
 DEFAULT_NOTIFY_LEASE_SECONDS = 30
+# On SIGTERM: how long requests and pushes under way may take to finish before the rest is
+# left in the queue for the next start. Below systemd's default 90 s stop timeout.
+DEFAULT_SHUTDOWN_GRACE_SECONDS = 10
 
 APNS_IDENTITY_VARIABLES = ("APNS_KEY_ID", "APNS_TEAM_ID", "APNS_BUNDLE_ID", "APNS_KEY_P8")
 
@@ -57,6 +60,7 @@ class Config:
     apns_ca_file: str | None = None
     apns_connections: int = DEFAULT_APNS_CONNECTIONS
     notify_lease_s: int = DEFAULT_NOTIFY_LEASE_SECONDS
+    shutdown_grace_s: int = DEFAULT_SHUTDOWN_GRACE_SECONDS
 
     def with_flags(self, **flags) -> "Config":
         """Flags win over the environment; a flag left as None keeps the environment's value."""
@@ -181,5 +185,9 @@ def from_env(env: dict[str, str] | None = None) -> Config:
         notify_lease_s=parse_int(
             "NOTIFY_LEASE_SECONDS",
             env.get("NOTIFY_LEASE_SECONDS") or str(DEFAULT_NOTIFY_LEASE_SECONDS), 2, 3600
+        ),
+        shutdown_grace_s=parse_int(
+            "SHUTDOWN_GRACE_SECONDS",
+            env.get("SHUTDOWN_GRACE_SECONDS") or str(DEFAULT_SHUTDOWN_GRACE_SECONDS), 0, 600
         ),
     )

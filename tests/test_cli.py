@@ -95,6 +95,7 @@ async def test_agent_keys_have_their_prefix(database_url):
     (["migrate"], {"NOTIFY_LEASE_SECONDS": "1"}, "NOTIFY_LEASE_SECONDS must be from 2 to 3600"),
     (["notify", "--user", "a@b.c", "--title", "t"], {"NOTIFY_LEASE_SECONDS": "soon"},
      "NOTIFY_LEASE_SECONDS must be a whole number"),
+    (["serve"], {"SHUTDOWN_GRACE_SECONDS": "-1"}, "SHUTDOWN_GRACE_SECONDS must be from 0 to 600"),
     (["migrate"], {"APNS_PRODUCTION_URL": "http://plain"}, "APNS_PRODUCTION_URL"),
     (["migrate"], {"APNS_CA_FILE": "/no/such/ca.pem"}, "APNS_CA_FILE"),
     (["migrate"], {"APNS_KEY_P8_PATH": "/no/such/key.p8"}, "APNS_KEY_P8_PATH"),

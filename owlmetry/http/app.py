@@ -68,8 +68,13 @@ def dispatcher_lifetime(channels: dict[str, Channel] | None):
         app[DISPATCHER] = dispatcher
         dispatcher.start()
         yield
-        await dispatcher.stop()
+        await dispatcher.stop(grace_s=config.shutdown_grace_s)
     return lifetime
+
+
+async def announce_shutdown(app: web.Application) -> None:
+    log.info("stopping: no longer accepting connections; finishing requests and pushes under "
+             "way for up to %s s", app[CONFIG].shutdown_grace_s)
 
 
 def create_app(config: Config, channels: dict[str, Channel] | None = None) -> web.Application:
@@ -81,6 +86,7 @@ def create_app(config: Config, channels: dict[str, Channel] | None = None) -> we
     app[CONFIG] = config
     app.cleanup_ctx.append(store_lifetime)
     app.cleanup_ctx.append(dispatcher_lifetime(channels))
+    app.on_shutdown.append(announce_shutdown)
     app.router.add_get("/healthz", healthz, allow_head=False)
     app.router.add_routes(devices.routes)
     app.router.add_routes(inbox.routes)

@@ -117,10 +117,14 @@ class Dispatcher:
         self._wake.set()
         self._room.set()
         await asyncio.gather(*self._claimers, return_exceptions=True)
+        if self._held:
+            log.info("stopping: %d deliveries (%d devices) under way; waiting up to %g s",
+                     len(self._held), self._in_flight, grace_s)
         try:
             await asyncio.wait_for(self._idle.wait(), grace_s)
         except TimeoutError:
-            pass
+            log.info("stopping: %d deliveries not finished in %g s go back to the queue",
+                     len(self._held), grace_s)
         await asyncio.gather(*(channel.close() for channel in self.channels.values()))
         await self._idle.wait()
         if self._renewer is not None:

@@ -103,24 +103,24 @@ class Server:
 
 @pytest.fixture
 async def servers(database_url, mocks, tls_files, auth_key):
-    """`await servers(name, **env)` -> a running Server on the test's database and mock APNs
-    hosts (`env`: more environment variables). Every server still alive is killed after the
-    test, whatever happened."""
+    """`await servers(name)` -> a running Server on the test's database and mock APNs hosts.
+    Every server still alive is killed after the test, whatever happened."""
     started: list[Server] = []
     clean = {k: v for k, v in os.environ.items()
              if not k.startswith(("DATABASE_URL", "APNS_", "JWT_", "NOTIFY_", "COOKIE_",
-                                  "ACCESS_", "TRUSTED_"))}
+                                  "ACCESS_", "SHUTDOWN_", "TRUSTED_"))}
     env = {**clean, "NOTIFY_LEASE_SECONDS": str(LEASE_S), "APNS_CONNECTIONS": "1",
            "APNS_KEY_ID": KEY_ID, "APNS_TEAM_ID": TEAM_ID, "APNS_BUNDLE_ID": TOPIC,
            "APNS_KEY_P8": auth_key.decode(), "APNS_CA_FILE": tls_files[0],
            "APNS_PRODUCTION_URL": f"https://127.0.0.1:{mocks.production.port}",
            "APNS_SANDBOX_URL": f"https://127.0.0.1:{mocks.sandbox.port}"}
 
-    async def start(name: str, **more_env: str) -> Server:
+    async def start(name: str, **settings: str) -> Server:
+        """`settings`: environment variables of this server alone."""
         port = free_port()
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "owlmetry", "serve", "--port", str(port),
-            "--database", database_url, env={**env, **more_env},
+            "--database", database_url, env={**env, **settings},
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
         server = Server(name, process, port)
         started.append(server)
@@ -436,3 +436,84 @@ async def test_the_survivor_of_two_servers_finishes_the_fan_out_of_the_one_kille
           f"{len(twice)}; kill to first push of the survivor {picked_up:.2f}s, to all done "
           f"{took_over:.2f}s; deliveries by owner "
           f"{sorted(by_owner.values())}")
+
+
+# ---- SIGTERM --------------------------------------------------------------------------------
+
+async def refused(port: int) -> bool:
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", port)
+    except OSError:  # refused, or reset as the listening socket closed with us in its backlog
+        return True
+    writer.close()
+    return False
+
+
+async def test_sigterm_mid_fan_out_finishes_what_is_under_way_and_loses_nothing(
+        store, mocks, servers):
+    recipients = await make_users(store, [["production", "sandbox"]] * 200, itertools.count())
+    tokens = tokens_of(recipients)
+    hosts = (mocks.production, mocks.sandbox)
+    for host in hosts:
+        pace(host, latency_s=0.03, max_streams=10)  # ~330 pushes/s per host: about 0.6 s
+    key = await server_key(store)
+
+    server = await servers("server")  # the default grace, 10 s: ample for this fan-out
+    async with aiohttp.ClientSession() as session:
+        ids = await notify(session, server, key, list(recipients))
+    await asyncio.wait_for(mocks.production.requests_seen(50), SAFETY_S)  # of 200
+    server.process.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(server.process.wait(), SAFETY_S) == 0
+    await server.kill()  # reaps the output reader
+
+    progress = await store.progress(ids)
+    assert progress.deliveries == {"sent": 200}, "a delivery under way was cut short"
+    assert progress.pushes == {"delivered": 400}
+    assert requests_by_token(*hosts) == Counter({t: 1 for t in tokens})
+    log = server.log()
+    assert "stopping: no longer accepting connections" in log
+    assert "Traceback" not in log
+
+
+async def test_sigterm_past_the_grace_leaves_the_rest_pending_for_the_next_start(
+        store, mocks, servers):
+    recipients = await make_users(store, [["production", "sandbox"]] * 300, itertools.count())
+    tokens = tokens_of(recipients)
+    hosts = (mocks.production, mocks.sandbox)
+    for host in hosts:
+        pace(host, latency_s=0.1, max_streams=10)  # ~100 pushes/s per host: about 3 s
+    key = await server_key(store)
+
+    first = await servers("first", SHUTDOWN_GRACE_SECONDS="1")
+    async with aiohttp.ClientSession() as session:
+        ids = await notify(session, first, key, list(recipients))
+    await asyncio.wait_for(mocks.production.requests_seen(50), SAFETY_S)  # of 300
+    first.process.send_signal(signal.SIGTERM)
+    # It stops accepting at once, while the pushes under way go on for up to the grace.
+    deadline = asyncio.get_running_loop().time() + SAFETY_S
+    while not await refused(first.port):
+        assert asyncio.get_running_loop().time() < deadline, "still accepting after SIGTERM"
+        await asyncio.sleep(0.01)
+    assert first.process.returncode is None, "exited without waiting for the pushes under way"
+    assert await asyncio.wait_for(first.process.wait(), SAFETY_S) == 0
+    await first.kill()
+    await connections_closed(*hosts)
+
+    seen_at_stop = requests_by_token(*hosts)
+    answered_at_stop = await answered_tokens(store)
+    in_flight = set(seen_at_stop) - set(answered_at_stop)
+    at_stop = await store.progress(ids)
+    assert 0 < len(answered_at_stop) < len(tokens), "the stop was not mid-fan-out"
+    assert set(answered_at_stop.values()) == {"delivered"}
+    assert at_stop.deliveries.get("pending", 0) > 0
+    assert sum(at_stop.deliveries.values()) == 300
+    assert "go back to the queue" in first.log()
+    assert "Traceback" not in first.log()
+
+    await servers("second")
+    progress = await wait_done(store, ids, timeout=SAFETY_S)
+    assert progress.deliveries == {"sent": 300}
+    assert progress.pushes == {"delivered": 600}
+    requests = requests_by_token(*hosts)
+    delivered = Counter(mocks.production.stats.delivered) + Counter(mocks.sandbox.stats.delivered)
+    check_resumed_fan_out(tokens, requests, delivered, answered_at_stop, in_flight)
