@@ -5,6 +5,7 @@ can still be matched to a device or key by its prefix. Must not decide what gets
 """
 
 import re
+from urllib.parse import urlsplit
 
 SHOWN = 8
 UUID_TEXT = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE)
@@ -28,3 +29,17 @@ def mask_path(path: str) -> str:
         else segment
         for segment in path.split("/")
     )
+
+
+def url_without_password(url: str) -> str:
+    """`url` with the password of its user part (postgresql://user:secret@host/db) replaced."""
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        password = None
+    if not password:
+        return url
+    scheme, _, rest = url.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    user = userinfo.split(":", 1)[0]
+    return f"{scheme}://{user}:***{at}{host}"
