@@ -4,6 +4,8 @@ The client connects from 127.0.0.2 and nginx from 127.0.0.1, so the server's acc
 the client's address (taken from X-Forwarded-For) from the proxy's (the direct peer).
 """
 
+from pathlib import Path
+
 import pytest
 
 from tests.deploy.conftest import (
@@ -158,3 +160,23 @@ async def test_answers_through_nginx_are_the_servers_unchanged(servers, nginx, c
                              headers={"Authorization": "Basic x"}) as answer:
         assert answer.status == 401
         assert "Bearer" in (await answer.json())["error"]
+
+
+def open_connections_to(port: int) -> int:
+    """Established TCP connections whose server side is 127.0.0.1:`port` (Linux /proc)."""
+    count = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, _, state = line.split()[1:4]
+        if local == f"0100007F:{port:04X}" and state == "01":
+            count += 1
+    return count
+
+
+async def test_nginx_keeps_its_connections_to_the_server_open(servers, nginx, client):
+    server = await servers("server", **TRUSTING)
+    proxy = await nginx([server.port])
+    for _ in range(10):
+        async with client.get(f"{proxy.https}/healthz") as answer:
+            assert answer.status == 200
+    # Without keep-alive each request would have had its own connection, closed at its end.
+    assert 1 <= open_connections_to(server.port) < 10
