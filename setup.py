@@ -37,7 +37,10 @@ setup(
         "uvloop>=0.19; sys_platform != 'win32'",
     ],
     extras_require={
-        "test": ["pytest>=8", "pytest-aiohttp>=1.0", "pytest-asyncio>=0.23"],
+        # scripts/build-pyz (the single-file owlmetry.pyz); 1.0.8 is the version it is tested with.
+        "build": ["shiv>=1.0.8"],
+        # tests/test_pyz.py builds the pyz, so the test extras carry the build's too.
+        "test": ["pytest>=8", "pytest-aiohttp>=1.0", "pytest-asyncio>=0.23", "shiv>=1.0.8"],
     },
     entry_points={"console_scripts": ["owlmetry = owlmetry.cli:main"]},
     cmdclass={"build_py": BuildWithSchema},

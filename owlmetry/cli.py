@@ -8,6 +8,7 @@ JSON. Must not hold business rules: it calls the store and the auth module like 
 import argparse
 import asyncio
 import logging
+import os
 import re
 import sys
 from contextlib import asynccontextmanager
@@ -89,6 +90,14 @@ def build_parser() -> argparse.ArgumentParser:
     migrate = commands.add_parser("migrate", parents=[database], help="create or upgrade the schema")
     migrate.set_defaults(run=migrate_command)
 
+    backup = commands.add_parser(
+        "backup", parents=[database], help="copy a SQLite database to a new file while it runs",
+        description="Write a consistent copy of the SQLite database to FILE (which must not "
+                    "exist) while the server keeps running; print FILE's path. PostgreSQL "
+                    "databases are backed up with pg_dump.")
+    backup.add_argument("file", metavar="FILE")
+    backup.set_defaults(run=backup_command)
+
     users = commands.add_parser("users", help="manage users").add_subparsers(
         dest="action", required=True, metavar="ACTION"
     )
@@ -148,6 +157,15 @@ async def migrated_store(config: Config):
 async def migrate_command(config: Config, args) -> str:
     async with migrated_store(config):
         return "ok"
+
+
+async def backup_command(config: Config, args) -> str:
+    store = await open_store(config.database_url)
+    try:
+        await store.backup(args.file)
+    finally:
+        await store.close()
+    return os.path.abspath(args.file)
 
 
 async def create_user_command(config: Config, args) -> str:

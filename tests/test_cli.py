@@ -158,3 +158,32 @@ def test_serve_starts_on_sqlite_with_no_configuration(tmp_path):
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=20)
+
+
+async def test_backup_copies_a_live_sqlite_database_to_a_new_file(tmp_path, database_url):
+    if not database_url.startswith("sqlite"):
+        result = run("backup", str(tmp_path / "copy.db"), "--database", database_url)
+        assert result.returncode == 1 and "pg_dump" in result.stderr
+        assert not (tmp_path / "copy.db").exists()
+        return
+    user_id = ok("users", "create", "erin@example.com", "--database", database_url)
+    key = ok("keys", "create", "--kind", "server", "--database", database_url)
+    copy = tmp_path / "backups" / "copy.db"
+    copy.parent.mkdir()
+    assert ok("backup", str(copy), "--database", database_url) == str(copy)
+
+    # The copy is a database of its own: the server's data is in it.
+    restored = f"sqlite:///{copy}"
+    assert ok("users", "token", "erin@example.com", "--database", restored)
+    keys = json.loads(ok("keys", "list", "--database", restored))
+    assert [k["kind"] for k in keys] == ["server"] and key not in json.dumps(keys)
+    again = run("users", "create", "erin@example.com", "--database", restored)
+    assert again.returncode == 1 and "already exists" in again.stderr
+    assert len(user_id) == UUID_LENGTH
+
+    refused = run("backup", str(copy), "--database", database_url)
+    assert refused.returncode == 1 and "already exists" in refused.stderr
+    missing = run("backup", str(tmp_path / "no" / "such.db"), "--database", database_url)
+    assert missing.returncode == 1 and "does not exist" in missing.stderr
+    assert "Traceback" not in refused.stderr + missing.stderr
+    assert not [p.name for p in tmp_path.rglob("*.partial")], "a half-written backup was left"

@@ -169,6 +169,11 @@ class Store(abc.ABC):
     async def ping(self) -> None:
         """Raise if the database does not answer."""
 
+    async def backup(self, path: str) -> None:
+        """Write a consistent copy of the whole database to the new file `path`, while the
+        database is in use. StoreError where the engine has its own tools for this."""
+        raise StoreError("this database is backed up with its own tools")
+
     @abc.abstractmethod
     async def setting(self, key: str, default: str) -> str:
         """The stored value of `key`; stores `default` first if there is none (first writer wins)."""

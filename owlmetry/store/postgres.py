@@ -131,6 +131,9 @@ class PostgresStore(SQLStore):
         await self._pool.close()
         await self._lease_pool.close()
 
+    async def backup(self, path: str) -> None:
+        raise StoreError("PostgreSQL databases are backed up with pg_dump (or base backups)")
+
     async def migrate(self) -> None:
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.execute(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")

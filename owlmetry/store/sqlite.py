@@ -90,6 +90,27 @@ class SQLiteStore(SQLStore):
                     await self._writer.rollback()
                 raise
 
+    async def backup(self, path: str) -> None:
+        if os.path.lexists(path):
+            raise StoreError(f"{path!r} already exists; back up to a new file")
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder):
+            raise StoreError(f"cannot write {path!r}: folder {folder!r} does not exist")
+        # Copied into a side file and renamed, so `path` never holds half a backup. The reader
+        # connection copies one WAL snapshot in a single step and never waits for the writer.
+        partial = f"{path}.partial"
+        try:
+            target = sqlite3.connect(partial)
+            try:
+                await self._reader.backup(target)
+            finally:
+                target.close()
+            os.replace(partial, path)
+        except (sqlite3.Error, OSError) as exc:
+            with contextlib.suppress(OSError):
+                os.remove(partial)
+            raise StoreError(f"cannot back up to {path!r}: {exc}") from exc
+
     async def _schema_digest(self) -> str | None:
         if not await self._writer.execute_fetchall(
                 "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'settings'"):
