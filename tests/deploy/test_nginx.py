@@ -150,6 +150,27 @@ async def test_a_server_that_is_down_is_a_json_502(servers, nginx, client):
         assert await answer.json() == {"error": "The server is unavailable"}
 
 
+async def test_requests_nginx_refuses_are_answered_in_json(servers, nginx, client):
+    server = await servers("server", **TRUSTING)
+    proxy = await nginx([server.port])
+    async with client.get(f"{proxy.https}/v1/devices",
+                          headers={"Cookie": "token=" + "x" * 20_000}) as answer:
+        assert answer.status == 400
+        assert await answer.json() == {"error": "Request headers too large"}
+    async with client.get(f"{proxy.https}/v1/{'x' * 20_000}") as answer:
+        assert answer.status == 414
+        assert await answer.json() == {"error": "Request URI too long"}
+    # The error answers are nginx's alone: a client cannot ask for one.
+    async with client.get(f"{proxy.https}/_nginx_error/forbidden") as answer:
+        assert answer.status == 404
+        assert await answer.json() == {"error": "Not found"}
+    # Plain HTTP on the HTTPS port.
+    async with client.get(f"http://127.0.0.1:{proxy.https_port}/healthz") as answer:
+        assert answer.status == 400
+        assert await answer.json() == {"error": "This port speaks HTTPS"}
+    assert not [line for line in access_lines(server) if line["path"] != "/healthz"]
+
+
 async def test_answers_through_nginx_are_the_servers_unchanged(servers, nginx, client):
     server = await servers("server", **TRUSTING)
     proxy = await nginx([server.port])
