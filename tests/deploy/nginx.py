@@ -107,7 +107,16 @@ class Nginx:
         return path.read_text(errors="replace") if path.exists() else ""
 
     async def start(self, upstreams: list[int]) -> None:
+        # A port found free can be taken before nginx binds it (other tests run beside this
+        # one): then nginx exits at once saying so, and it is tried again on other ports.
+        for _ in range(3):
+            if await self._start(upstreams):
+                return
+        raise AssertionError(f"nginx found no free ports:\n{self.error_log()}")
+
+    async def _start(self, upstreams: list[int]) -> bool:
         (self.prefix / "temp").mkdir(parents=True, exist_ok=True)
+        (self.prefix / "error.log").write_text("")  # this attempt's messages only
         self.http_port, self.https_port = free_port(), free_port()
         (self.prefix / "owlmetry.conf").write_text(site_config(
             self.http_port, self.https_port, self.cert, self.key, upstreams))
@@ -120,21 +129,26 @@ class Nginx:
             self.binary, "-p", str(self.prefix), "-e", str(self.prefix / "error.log"),
             "-c", str(self.prefix / "nginx.conf"), "-g", directives,
             stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
-        await self._listening()
+        return await self._listening()
 
-    async def _listening(self) -> None:
+    async def _listening(self) -> bool:
+        """True once nginx listens; False if it gave up because a port was taken.
+
+        nginx starts its workers only once it holds every listening socket (it retries a
+        taken port for a few seconds first), so that line in its log, not a connection that
+        anything on the port could accept, says it is ready.
+        """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + SAFETY_S
         while True:
-            assert self.process.returncode is None, f"nginx exited:\n{self.error_log()}"
-            try:
-                for port in (self.http_port, self.https_port):
-                    _, writer = await asyncio.open_connection("127.0.0.1", port)
-                    writer.close()
-                return
-            except OSError:
-                assert loop.time() < deadline, f"nginx did not listen:\n{self.error_log()}"
-                await asyncio.sleep(0.05)
+            if self.process.returncode is not None:
+                assert "Address already in use" in self.error_log(), \
+                    f"nginx exited:\n{self.error_log()}"
+                return False
+            if "start worker process" in self.error_log():
+                return True
+            assert loop.time() < deadline, f"nginx did not start:\n{self.error_log()}"
+            await asyncio.sleep(0.05)
 
     async def stop(self) -> None:
         if self.process is not None and self.process.returncode is None:
