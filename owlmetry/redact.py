@@ -34,12 +34,12 @@ def mask_path(path: str) -> str:
 def url_without_password(url: str) -> str:
     """`url` with the password of its user part (postgresql://user:secret@host/db) replaced."""
     try:
-        password = urlsplit(url).password
+        parts = urlsplit(url)
+        password = parts.password
     except ValueError:
-        password = None
+        return url
     if not password:
         return url
-    scheme, _, rest = url.partition("://")
-    userinfo, at, host = rest.rpartition("@")
+    userinfo, _, host = parts.netloc.rpartition("@")
     user = userinfo.split(":", 1)[0]
-    return f"{scheme}://{user}:***{at}{host}"
+    return parts._replace(netloc=f"{user}:***@{host}").geturl()

@@ -25,6 +25,7 @@ def test_long_path_segments_are_masked_except_ids(path, shown):
 @pytest.mark.parametrize(("url", "shown"), [
     ("postgresql://owl:hunter2@db:5432/owl", "postgresql://owl:***@db:5432/owl"),
     ("mysql://owl:p@ss@db/x", "mysql://owl:***@db/x"),
+    ("postgresql://owl:pw@db/owl?application_name=a@b", "postgresql://owl:***@db/owl?application_name=a@b"),
     ("postgresql://owl@db/owl", "postgresql://owl@db/owl"),
     ("sqlite:///var/lib/owlmetry/owlmetry.db", "sqlite:///var/lib/owlmetry/owlmetry.db"),
 ])
