@@ -104,3 +104,23 @@ CREATE TABLE IF NOT EXISTS notification_pushes (
     answered_at     BIGINT NOT NULL,
     PRIMARY KEY (notification_id, device_id)
 );
+
+-- Email login codes (POST /v1/auth/send-code, /v1/auth/verify-code). Only a keyed hash of a
+-- code is kept, so a copy of the database does not give codes away. A row stays for the
+-- rate-limit window (an hour) whether used, expired or voided, since every code sent counts
+-- against the limit; older rows are deleted on a later send. `email` need not be a user's.
+CREATE TABLE IF NOT EXISTS login_codes (
+    id         TEXT PRIMARY KEY,
+    email      TEXT NOT NULL,                 -- lower-case
+    code_hash  TEXT NOT NULL,                 -- HMAC-SHA256 hex of email and code (login_codes.py)
+    attempts   INTEGER NOT NULL DEFAULT 0,    -- verifications tried while it was outstanding
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    used_at    BIGINT
+);
+
+-- An email's codes in the window (the rate limit, and every verification).
+CREATE INDEX IF NOT EXISTS login_codes_email ON login_codes (email, created_at);
+
+-- The clean-up of rows past the window, every email's at once.
+CREATE INDEX IF NOT EXISTS login_codes_created ON login_codes (created_at);

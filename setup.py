@@ -24,6 +24,7 @@ setup(
     packages=find_packages(include=["owlmetry", "owlmetry.*"]),
     install_requires=[
         "aiohttp>=3.14",  # web.RequestKey
+        "aiosmtplib>=5.0",  # login-code mail
         "aiosqlite>=0.20",
         "asyncpg>=0.29",
         "pyjwt>=2.8",
@@ -40,7 +41,8 @@ setup(
         # scripts/build-pyz (the single-file owlmetry.pyz); 1.0.8 is the version it is tested with.
         "build": ["shiv>=1.0.8"],
         # tests/test_pyz.py builds the pyz, so the test extras carry the build's too.
-        "test": ["pytest>=8", "pytest-aiohttp>=1.0", "pytest-asyncio>=0.23", "shiv>=1.0.8"],
+        "test": ["pytest>=8", "pytest-aiohttp>=1.0", "pytest-asyncio>=0.23", "shiv>=1.0.8",
+                 "aiosmtpd>=1.4"],
     },
     entry_points={"console_scripts": ["owlmetry = owlmetry.cli:main"]},
     cmdclass={"build_py": BuildWithSchema},

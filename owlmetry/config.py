@@ -6,7 +6,9 @@ with a message naming the variable. Must not open connections or read the databa
 
 import ipaddress
 import os
+import urllib.parse
 from dataclasses import dataclass, field, replace
+from email.utils import parseaddr
 
 from owlmetry.store import StoreError, check_database_url
 
@@ -22,6 +24,11 @@ DEFAULT_NOTIFY_LEASE_SECONDS = 30
 # On SIGTERM: how long requests and pushes under way may take to finish before the rest is
 # left in the queue for the next start. Below systemd's default 90 s stop timeout.
 DEFAULT_SHUTDOWN_GRACE_SECONDS = 10
+
+# Login-code mail. A self-hosted server has no domain of its own to send from; operators set
+# EMAIL_FROM to an address their SMTP relay accepts.
+DEFAULT_EMAIL_FROM = "Owlmetry <noreply@localhost>"
+SMTP_DEFAULT_PORTS = {"smtp": 25, "smtps": 465}
 
 APNS_IDENTITY_VARIABLES = ("APNS_KEY_ID", "APNS_TEAM_ID", "APNS_BUNDLE_ID", "APNS_KEY_P8")
 
@@ -44,6 +51,19 @@ class ApnsIdentity:
 
 
 @dataclass(frozen=True)
+class SmtpSettings:
+    """Where login codes are mailed (SMTP_URL). `starttls`: None upgrades when the server offers
+    it, True requires it, False never tries; `implicit_tls` is smtps:// (TLS from the start)."""
+
+    host: str
+    port: int
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    implicit_tls: bool = False
+    starttls: bool | None = None
+
+
+@dataclass(frozen=True)
 class Config:
     database_url: str = DEFAULT_DATABASE_URL
     host: str = "127.0.0.1"
@@ -61,6 +81,9 @@ class Config:
     apns_connections: int = DEFAULT_APNS_CONNECTIONS
     notify_lease_s: int = DEFAULT_NOTIFY_LEASE_SECONDS
     shutdown_grace_s: int = DEFAULT_SHUTDOWN_GRACE_SECONDS
+    smtp: SmtpSettings | None = None  # None: login codes go to the server log (development)
+    email_from: str = DEFAULT_EMAIL_FROM
+    signup_enabled: bool = False
 
     def with_flags(self, **flags) -> "Config":
         """Flags win over the environment; a flag left as None keeps the environment's value."""
@@ -133,6 +156,51 @@ def network_problem(item: str) -> str:
     return f"{item!r} has host bits set; did you mean {meant}?"
 
 
+def parse_smtp_url(name: str, text: str) -> SmtpSettings:
+    # The URL may hold a password: messages say what is wrong without echoing it.
+    usage = (f"{name} must look like smtp://[user:password@]host[:port][?starttls=true|false] "
+             "or smtps://[user:password@]host[:port]")
+    try:
+        url = urllib.parse.urlsplit(text.strip())
+        port = url.port
+        if port == 0:
+            raise ValueError
+    except ValueError:
+        raise ConfigError(f"{usage}; its port is not a number from 1 to 65535") from None
+    scheme = url.scheme.lower()
+    if scheme not in SMTP_DEFAULT_PORTS or not url.hostname:
+        raise ConfigError(usage)
+    if url.path not in ("", "/") or url.fragment:
+        raise ConfigError(f"{usage}; it has no path")
+    options = urllib.parse.parse_qs(url.query, keep_blank_values=True)
+    starttls = None
+    for option, values in options.items():
+        if option != "starttls" or len(values) != 1:
+            raise ConfigError(f"{usage}; starttls (once) is its only option")
+        starttls = parse_bool(f"{name}'s starttls option", values[0])
+    if scheme == "smtps" and starttls is not None:
+        raise ConfigError(f"{name}: smtps:// is TLS from the start; starttls applies to smtp:// only")
+    return SmtpSettings(
+        host=url.hostname,
+        port=port or SMTP_DEFAULT_PORTS[scheme],
+        username=urllib.parse.unquote(url.username) if url.username else None,
+        password=urllib.parse.unquote(url.password) if url.password is not None else None,
+        implicit_tls=scheme == "smtps",
+        starttls=starttls,
+    )
+
+
+def parse_email_from(name: str, text: str) -> str:
+    """An address, optionally with a display name: `noreply@example.com` or
+    `Owlmetry <noreply@example.com>`."""
+    text = text.strip()
+    _, address = parseaddr(text)
+    if "@" not in address or any(c in text for c in "\r\n\0"):
+        raise ConfigError(f"{name} must be an email address such as noreply@example.com "
+                          f"or 'Owlmetry <noreply@example.com>', not {text!r}")
+    return text
+
+
 def read_apns_identity(env: dict[str, str]) -> tuple[ApnsIdentity | None, tuple[str, ...]]:
     key_pem = env.get("APNS_KEY_P8", "").strip()
     key_path = env.get("APNS_KEY_P8_PATH", "").strip()
@@ -190,4 +258,7 @@ def from_env(env: dict[str, str] | None = None) -> Config:
             "SHUTDOWN_GRACE_SECONDS",
             env.get("SHUTDOWN_GRACE_SECONDS") or str(DEFAULT_SHUTDOWN_GRACE_SECONDS), 0, 600
         ),
+        smtp=parse_smtp_url("SMTP_URL", env["SMTP_URL"]) if env.get("SMTP_URL", "").strip() else None,
+        email_from=parse_email_from("EMAIL_FROM", env.get("EMAIL_FROM") or DEFAULT_EMAIL_FROM),
+        signup_enabled=parse_bool("SIGNUP_ENABLED", env.get("SIGNUP_ENABLED", "false")),
     )

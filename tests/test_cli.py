@@ -16,7 +16,8 @@ UUID_LENGTH = 36
 
 def run(*args, env=None, cwd=None):
     clean = {k: v for k, v in os.environ.items()
-             if not k.startswith(("DATABASE_URL", "JWT_", "APNS_", "COOKIE_", "ACCESS_"))}
+             if not k.startswith(("DATABASE_URL", "JWT_", "APNS_", "COOKIE_", "ACCESS_",
+                                  "SMTP_", "EMAIL_", "SIGNUP_"))}
     return subprocess.run(
         [sys.executable, "-m", "owlmetry", *args], check=False, capture_output=True, text=True,
         env={**clean, **(env or {})}, cwd=cwd, timeout=60,
@@ -100,6 +101,11 @@ async def test_agent_keys_have_their_prefix(database_url):
     (["migrate"], {"APNS_CA_FILE": "/no/such/ca.pem"}, "APNS_CA_FILE"),
     (["migrate"], {"APNS_KEY_P8_PATH": "/no/such/key.p8"}, "APNS_KEY_P8_PATH"),
     (["migrate"], {"APNS_KEY_P8": "not a pem"}, "APNS_KEY_P8"),
+    (["migrate"], {"SMTP_URL": "mail.example.com"}, "SMTP_URL must look like smtp://"),
+    (["migrate"], {"SMTP_URL": "smtp://mail.example.com:port"}, "SMTP_URL"),
+    (["migrate"], {"SMTP_URL": "smtp://mail.example.com?starttls=maybe"}, "starttls"),
+    (["migrate"], {"EMAIL_FROM": "nobody"}, "EMAIL_FROM must be an email address"),
+    (["migrate"], {"SIGNUP_ENABLED": "sometimes"}, "SIGNUP_ENABLED must be true or false"),
     (["serve", "--port", "70000"], {}, "--port"),
     (["serve"], {"TRUSTED_PROXIES": "127.0.0.1, proxy.local"}, "TRUSTED_PROXIES: 'proxy.local'"),
     (["migrate"], {"DATABASE_URL": "mysql://bob:hunter2@db/x"}, "'mysql://bob:***@db/x'"),
@@ -140,17 +146,19 @@ def get_json(url: str):
 def test_serve_starts_on_sqlite_with_no_configuration(tmp_path):
     port = free_port()
     clean = {k: v for k, v in os.environ.items()
-             if not k.startswith(("DATABASE_URL", "JWT_", "APNS_"))}
+             if not k.startswith(("DATABASE_URL", "JWT_", "APNS_", "SMTP_"))}
     server = subprocess.Popen(
         [sys.executable, "-m", "owlmetry", "serve", "--port", str(port)],
         cwd=tmp_path, env=clean, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:
-        startup = [server.stdout.readline(), server.stdout.readline()]
-        # Without APNs credentials the server still runs, and says what pushes will not do.
+        startup = [server.stdout.readline() for _ in range(3)]
+        # Without APNs credentials the server still runs, and says what pushes will not do;
+        # without SMTP, where login codes go.
         assert "ios_push deliveries will be skipped: APNs is not configured: APNS_KEY_ID" in \
             startup[0]
-        assert "listening on" in startup[1]
+        assert "SMTP_URL is not set: login codes are written to this log" in startup[1]
+        assert "listening on" in startup[2]
         assert get_json(f"http://127.0.0.1:{port}/healthz") == (200, {"status": "ok"})
         assert (tmp_path / "owlmetry.db").is_file()
         busy = run("serve", "--port", str(port), cwd=tmp_path)

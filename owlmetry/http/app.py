@@ -9,15 +9,28 @@ handler is marked with `auth.callers(...)` (a route without the mark, like /heal
 """
 
 import logging
+from collections.abc import Callable
 
 from aiohttp import web
 
+from owlmetry.clock import now_ms
 from owlmetry.config import Config
-from owlmetry.http import devices, inbox, notifications
+from owlmetry.http import devices, inbox, login, notifications
 from owlmetry.http.auth import UserTokens, admit, identify, jwt_secret
-from owlmetry.http.context import CALLER, CONFIG, DISPATCHER, STORE, TOKENS
+from owlmetry.http.context import (
+    CALLER,
+    CLOCK,
+    CODE_HASHER,
+    CONFIG,
+    DISPATCHER,
+    MAILER,
+    STORE,
+    TOKENS,
+)
 from owlmetry.http.errors import error_response, json_errors, json_response
 from owlmetry.http.forwarded import forwarded
+from owlmetry.login_codes import CodeHasher
+from owlmetry.mail import Mailer
 from owlmetry.notify.channel import Channel
 from owlmetry.notify.channels import open_channels
 from owlmetry.notify.dispatcher import Dispatcher
@@ -51,7 +64,9 @@ async def store_lifetime(app: web.Application):
     try:
         await store.migrate()
         app[STORE] = store
-        app[TOKENS] = UserTokens(await jwt_secret(store, app[CONFIG].jwt_secret))
+        secret = await jwt_secret(store, app[CONFIG].jwt_secret)
+        app[TOKENS] = UserTokens(secret)
+        app[CODE_HASHER] = CodeHasher(secret)
         yield
     finally:
         await store.close()
@@ -77,13 +92,22 @@ async def announce_shutdown(app: web.Application) -> None:
              "way for up to %s s", app[CONFIG].shutdown_grace_s)
 
 
-def create_app(config: Config, channels: dict[str, Channel] | None = None) -> web.Application:
-    """`channels` replaces the ones the configuration describes (tests use their own)."""
+async def announce_mail(app: web.Application) -> None:
+    app[MAILER].announce()
+
+
+def create_app(config: Config, channels: dict[str, Channel] | None = None,
+               clock: Callable[[], int] = now_ms) -> web.Application:
+    """`channels` replaces the ones the configuration describes (tests use their own); `clock`
+    is the time the login routes go by (tests move it)."""
     middlewares = [json_errors, authenticate]
     if config.trusted_proxies:
         middlewares.insert(0, forwarded(config.trusted_proxies))  # outermost: it clones
     app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=middlewares)
     app[CONFIG] = config
+    app[CLOCK] = clock
+    app[MAILER] = Mailer(config.smtp, config.email_from)
+    app.on_startup.append(announce_mail)
     app.cleanup_ctx.append(store_lifetime)
     app.cleanup_ctx.append(dispatcher_lifetime(channels))
     app.on_shutdown.append(announce_shutdown)
@@ -91,4 +115,5 @@ def create_app(config: Config, channels: dict[str, Channel] | None = None) -> we
     app.router.add_routes(devices.routes)
     app.router.add_routes(inbox.routes)
     app.router.add_routes(notifications.routes)
+    app.router.add_routes(login.routes)
     return app

@@ -3,10 +3,14 @@
 Owns the typed application keys; the objects themselves are made in `app.py`.
 """
 
+from collections.abc import Callable
+
 from aiohttp import web
 
 from owlmetry.config import Config
 from owlmetry.http.auth import Caller, UserTokens
+from owlmetry.login_codes import CodeHasher
+from owlmetry.mail import Mailer
 from owlmetry.notify.dispatcher import Dispatcher
 from owlmetry.store import Store
 
@@ -14,5 +18,9 @@ CONFIG = web.AppKey("config", Config)
 STORE = web.AppKey("store", Store)
 TOKENS = web.AppKey("tokens", UserTokens)
 DISPATCHER = web.AppKey("dispatcher", Dispatcher)
+# Milliseconds since the epoch, as the store takes `now`; tests pass one they can move.
+CLOCK = web.AppKey("clock", Callable[[], int])
+MAILER = web.AppKey("mailer", Mailer)
+CODE_HASHER = web.AppKey("code_hasher", CodeHasher)
 # The authenticated `auth.Caller` of a request to a route marked with `auth.callers(...)`.
 CALLER = web.RequestKey("caller", Caller)

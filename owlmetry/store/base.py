@@ -189,6 +189,44 @@ class Store(abc.ABC):
     async def user_exists(self, user_id: str) -> bool: ...
 
     @abc.abstractmethod
+    async def user_by_id(self, user_id: str) -> User | None: ...
+
+    # Email login. Emails are compared lower-case; times are milliseconds like every `now`.
+
+    @abc.abstractmethod
+    async def login_user(
+        self, user_id: str, email: str, now: int, create: bool
+    ) -> tuple[User, bool] | None:
+        """The user with this email and whether it was made now: when there is none and
+        `create` (sign-up is open), one is made with `user_id`; otherwise None."""
+
+    @abc.abstractmethod
+    async def add_login_code(
+        self, code_id: str, email: str, code_hash: str, now: int, expires_at: int,
+        window_start: int, limit: int,
+    ) -> int | None:
+        """Keep a new code unless `limit` codes of the email were made after `window_start`.
+
+        None when kept; otherwise the creation time of the oldest code counted (a slot frees
+        when it leaves the window). Count and insert are one step: concurrent calls for an email
+        never keep more than `limit`. Codes of every email made at or before `window_start` are
+        deleted (they are expired, and the limit no longer counts them)."""
+
+    @abc.abstractmethod
+    async def discard_login_code(self, code_id: str) -> None:
+        """Forget a code as if it had never been made (its mail could not be sent)."""
+
+    @abc.abstractmethod
+    async def use_login_code(
+        self, email: str, code_hash: str, now: int, max_attempts: int
+    ) -> bool:
+        """One login attempt: True, and the code is used up, when an unused code of the email
+        with that hash has not expired (`expires_at > now`) and has counted fewer than
+        `max_attempts` attempts. Every attempt, right or wrong, counts against each of the
+        email's outstanding codes, so a code is void after `max_attempts` wrong ones. Atomic:
+        a code is used once however many attempts race."""
+
+    @abc.abstractmethod
     async def create_api_key(
         self, key_id: str, kind: str, name: str | None, key_hash: str, now: int
     ) -> ApiKey: ...

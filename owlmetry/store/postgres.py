@@ -14,6 +14,9 @@ from owlmetry.store.sql import SQLStore
 
 # Any constant shared by every Owlmetry process; it names the migration lock.
 MIGRATION_LOCK = 0x6F776C6D
+# The first key of the per-email login-code locks (the second is the email's hash). Two-key
+# advisory locks are a key space apart from the one-key migration lock.
+LOGIN_CODE_LOCK = 0x6F776C63
 
 # As SQLite's, but each user's devices are read through the (user_id, last_seen_at ...) index
 # one user at a time: for a batch of users, the planner otherwise guesses from the table-wide
@@ -156,6 +159,8 @@ class PostgresStore(SQLStore):
         return await self._lease_pool.fetch(sql, *params)
 
     _skip_locked = "FOR UPDATE SKIP LOCKED"
+    # Count-then-insert is not atomic under READ COMMITTED; sends for one email take turns.
+    _login_code_lock = f"SELECT pg_advisory_xact_lock({LOGIN_CODE_LOCK}, hashtext($1))"
     _claimed_notifications = CLAIMED_NOTIFICATIONS
     _claimed_targets = CLAIMED_TARGETS
     _unanswered_targets = UNANSWERED_TARGETS

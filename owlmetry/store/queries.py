@@ -240,3 +240,41 @@ UPDATE notifications SET deleted_at = $3
 WHERE id = $2 AND user_id = $1 AND deleted_at IS NULL
 RETURNING id
 """
+
+# ---- Users and login codes ----------------------------------------------------------------
+
+USER_BY_ID = "SELECT id, email, created_at FROM users WHERE id = $1"
+
+# A first login with sign-up enabled; nothing when the email exists (a concurrent first login).
+CREATE_USER_IF_NEW = """
+INSERT INTO users (id, email, created_at) VALUES ($1, $2, $3)
+ON CONFLICT (email) DO NOTHING
+RETURNING id, email, created_at
+"""
+
+# How many codes the email got after $2, and when the oldest of them was made. Run after the
+# backend's per-email lock (`SQLStore._login_code_lock`), so that no other send slips between
+# this count and the insert.
+RECENT_LOGIN_CODES = """
+SELECT count(*), min(created_at) FROM login_codes WHERE email = $1 AND created_at > $2
+"""
+
+ADD_LOGIN_CODE = """
+INSERT INTO login_codes (id, email, code_hash, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)
+"""
+
+DISCARD_LOGIN_CODE = "DELETE FROM login_codes WHERE id = $1"
+
+FORGET_LOGIN_CODES = "DELETE FROM login_codes WHERE created_at <= $1"
+
+# One verification, in one statement: every outstanding code of the email counts the attempt,
+# and the one that matches is used. A code that has counted $4 attempts is void. Concurrent
+# verifications update the same rows one after the other (PostgreSQL re-checks the WHERE on the
+# row it waited for), so neither a code's single use nor its attempt limit can be raced.
+USE_LOGIN_CODE = """
+UPDATE login_codes
+SET attempts = attempts + 1,
+    used_at = CASE WHEN code_hash = $2 THEN CAST($3 AS BIGINT) END
+WHERE email = $1 AND used_at IS NULL AND expires_at > CAST($3 AS BIGINT) AND attempts < $4
+RETURNING used_at
+"""

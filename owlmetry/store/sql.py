@@ -84,6 +84,9 @@ class SQLStore(Store):
 
     # Rows that wait for a row lock: PostgreSQL skips them, SQLite (one writer) has none.
     _skip_locked = ""
+    # A statement run first in a login-code send's transaction, taking a lock on the email ($1)
+    # until it ends. SQLite needs none: its transactions run one at a time.
+    _login_code_lock: str | None = None
     # The reads of a claim; a backend may have its own, for its planner.
     _claimed_notifications = queries.CLAIMED_NOTIFICATIONS
     _claimed_targets = queries.CLAIMED_TARGETS
@@ -130,6 +133,40 @@ class SQLStore(Store):
 
     async def user_exists(self, user_id: str) -> bool:
         return bool(await self._read(queries.USER_EXISTS, user_id))
+
+    async def user_by_id(self, user_id: str) -> User | None:
+        rows = await self._read(queries.USER_BY_ID, user_id)
+        return User(*rows[0]) if rows else None
+
+    async def login_user(self, user_id, email, now, create):
+        email = email.lower()
+        if create:
+            rows = await self._write(queries.CREATE_USER_IF_NEW, user_id, email, now)
+            if rows:
+                return User(*rows[0]), True
+        user = await self.user_by_email(email)
+        return (user, False) if user is not None else None
+
+    async def add_login_code(self, code_id, email, code_hash, now, expires_at, window_start,
+                             limit):
+        email = email.lower()
+        async with self._transaction() as run:
+            if self._login_code_lock:
+                await run(self._login_code_lock, email)
+            ((count, oldest),) = await run(queries.RECENT_LOGIN_CODES, email, window_start)
+            if count >= limit:
+                return oldest
+            await run(queries.ADD_LOGIN_CODE, code_id, email, code_hash, now, expires_at)
+        await self._write(queries.FORGET_LOGIN_CODES, window_start)
+        return None
+
+    async def discard_login_code(self, code_id):
+        await self._write(queries.DISCARD_LOGIN_CODE, code_id)
+
+    async def use_login_code(self, email, code_hash, now, max_attempts):
+        rows = await self._write(queries.USE_LOGIN_CODE, email.lower(), code_hash, now,
+                                 max_attempts)
+        return any(used_at is not None for (used_at,) in rows)
 
     async def create_api_key(
         self, key_id: str, kind: str, name: str | None, key_hash: str, now: int
