@@ -87,12 +87,17 @@ def access_lines(server) -> list[dict]:
 async def access_line(server, **match) -> dict:
     """The last access log line with these values, once the server has written it (it writes
     after the answer has left, so a client can see the answer first)."""
+    return (await access_lines_with(server, 1, **match))[-1]
+
+
+async def access_lines_with(server, count: int, **match) -> list[dict]:
+    """The access log lines with these values, once there are at least `count`."""
     deadline = asyncio.get_running_loop().time() + SAFETY_S
     while True:
         found = [line for line in access_lines(server)
                  if all(line.get(key) == value for key, value in match.items())]
-        if found:
-            return found[-1]
+        if len(found) >= count:
+            return found
         assert asyncio.get_running_loop().time() < deadline, \
-            f"no access log line with {match} in:\n{server.log()[-3000:]}"
+            f"fewer than {count} access log lines with {match} in:\n{server.log()[-3000:]}"
         await asyncio.sleep(0.02)

@@ -4,6 +4,7 @@ The client connects from 127.0.0.2 and nginx from 127.0.0.1, so the server's acc
 the client's address (taken from X-Forwarded-For) from the proxy's (the direct peer).
 """
 
+from http.cookies import Morsel, SimpleCookie
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ import pytest
 from tests.deploy.conftest import (
     access_line,
     access_lines,
+    access_lines_with,
     only_sqlite,
     owlmetry,
     session_from,
@@ -84,6 +86,34 @@ async def test_direct_requests_cannot_spoof_the_forwarded_headers(servers, user,
         assert answer.status == 200
     line = await access_line(server, route="/v1/devices")
     assert (line["client_ip"], line["scheme"]) == (CLIENT, "http")
+
+
+def session_cookie(answer) -> Morsel:
+    cookies = SimpleCookie()
+    for header in answer.headers.getall("Set-Cookie"):
+        cookies.load(header)
+    return cookies["token"]
+
+
+async def test_the_session_cookie_is_secure_exactly_when_the_client_uses_https(
+        servers, nginx, client):
+    server = await servers("server", **TRUSTING)  # COOKIE_SECURE unset
+    proxy = await nginx([server.port])
+    # Over HTTPS through nginx: Secure, so the browser never sends it over plain HTTP.
+    async with client.post(f"{proxy.https}/v1/auth/logout") as answer:
+        assert answer.status == 200
+        assert session_cookie(answer)["secure"]
+    # Plain HTTP, directly: not Secure (the browser would drop it).
+    async with client.post(f"{server.url}/v1/auth/logout") as answer:
+        assert answer.status == 200
+        assert not session_cookie(answer)["secure"]
+    # Plain HTTP from a peer that is not the proxy, claiming HTTPS: not believed.
+    async with client.post(f"{server.url}/v1/auth/logout",
+                           headers={"X-Forwarded-Proto": "https"}) as answer:
+        assert answer.status == 200
+        assert not session_cookie(answer)["secure"]
+    lines = await access_lines_with(server, 3, route="/v1/auth/logout")
+    assert [line["scheme"] for line in lines] == ["https", "http", "http"]
 
 
 async def test_body_limits_are_the_servers_and_every_413_is_json(

@@ -136,3 +136,11 @@ def test_the_nearest_proxys_scheme_counts():
 def test_a_dual_stack_peer_is_compared_as_ipv4():
     assert parse_address("::ffff:127.0.0.1") == address("127.0.0.1")
     assert parse_address("[::1]") is None
+
+
+@pytest.mark.parametrize(("proxies", "secure"), [("127.0.0.1", True), ("10.0.0.0/8", False)])
+async def test_handlers_see_https_through_a_trusted_proxy_only(app_behind, proxies, secure):
+    client = await app_behind(proxies)
+    response = await client.post("/v1/auth/logout", headers={"X-Forwarded-Proto": "https"})
+    assert response.status == 200
+    assert bool(response.cookies["token"]["secure"]) is secure
