@@ -77,15 +77,18 @@ async def test_no_credential_token_body_or_query_string_is_written(client, caplo
     await client.post("/v1/notifications", json={"user_ids": [], "type": "t", "title": "x"},
                       headers={"Authorization": f"Bearer {key}"})
     await client.get("/healthz", headers={"Authorization": "Bearer owl_server_not-a-real-key-at-all"})
+    await client.post("/v1/auth/verify-code", json={"email": "carol@example.com", "code": "654321"})
 
-    first, second, producer, unknown_key = await logged(caplog, 4)
+    first, second, producer, unknown_key, login = await logged(caplog, 5)
     assert (first["path"], first["status"], first["caller"]) == ("/v1/devices", 201, "user")
     assert second["path"] == "/v1/devices/a1b2c3d4…"
     assert (producer["caller"], producer["status"]) == ("server", 400)
     assert producer["key_id"] and producer["user_id"] is None
     assert unknown_key["caller"] is None
+    assert (login["route"], login["status"]) == ("/v1/auth/verify-code", 401)
     text = "\n".join(lines(caplog))
-    for secret in (user_jwt, key, DEVICE_TOKEN, "123456", "not-a-real-key", "Bearer", "Cookie"):
+    for secret in (user_jwt, key, DEVICE_TOKEN, "123456", "not-a-real-key", "Bearer", "Cookie",
+                   "654321", "carol"):
         assert secret not in text
 
 
