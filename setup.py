@@ -35,6 +35,7 @@ setup(
         "hpack>=4.1,<5",
         "hyperframe>=6,<7",
         "orjson>=3.9",
+        "prometheus-client>=0.20",  # GET /metrics
         "uvloop>=0.19; sys_platform != 'win32'",
     ],
     extras_require={

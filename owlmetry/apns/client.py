@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 from . import request as wire
 from . import results
 from .connection import ssl_context
-from .pool import HostPool, PoolSettings, RetryPolicy
+from .pool import HostPool, PoolSettings, PoolStats, RetryPolicy
 from .token import ProviderToken
 
 PRODUCTION_URL = "https://api.push.apple.com:443"
@@ -109,6 +109,11 @@ class APNsClient:
         """Sockets the pool of `environment` holds now."""
         pool = self._pools.get(environment)
         return pool.connections if pool else 0
+
+    def pool_stats(self) -> dict[str, PoolStats]:
+        """Per environment, opened yet or not, what its pool holds now."""
+        return {environment: pool.stats() if (pool := self._pools.get(environment))
+                else PoolStats(0, 0, 0) for environment in self._urls}
 
     async def close(self) -> None:
         self._closed = True

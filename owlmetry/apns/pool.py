@@ -53,6 +53,15 @@ class PoolSettings:
     retry: RetryPolicy = RetryPolicy()
 
 
+@dataclass(frozen=True, slots=True)
+class PoolStats:
+    """A pool's state at one moment (for monitoring)."""
+
+    connections: int  # sockets open or opening
+    streams: int  # pushes on the wire, waiting for their answer
+    queued: int  # pushes waiting for a free stream
+
+
 class _Pending:
     """One push in the pool; the connection fills in the answer fields."""
 
@@ -87,6 +96,10 @@ class HostPool:
     @property
     def connections(self) -> int:
         return len(self._sockets)
+
+    def stats(self) -> PoolStats:
+        return PoolStats(len(self._sockets),
+                         sum(len(conn.in_flight) for conn in self._sockets), len(self._queue))
 
     async def send(self, request: Request) -> results.PushResult:
         if self._closed:

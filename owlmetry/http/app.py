@@ -4,8 +4,9 @@
 when the app starts, and stops both when it stops, through `cleanup_ctx`, so the same object
 serves `owlmetry serve` and the tests.
 The middleware, outermost first: the client's address and scheme from a trusted proxy's headers
-(only when TRUSTED_PROXIES is set), JSON errors, then authentication of every route whose
-handler is marked with `auth.callers(...)` (a route without the mark, like /healthz, is public).
+(only when TRUSTED_PROXIES is set), request metrics (so errors count with their real status),
+JSON errors, then authentication of every route whose handler is marked with
+`auth.callers(...)` (a route without the mark, like /healthz and /metrics, is public).
 """
 
 import logging
@@ -15,7 +16,7 @@ from aiohttp import web
 
 from owlmetry.clock import now_ms
 from owlmetry.config import Config
-from owlmetry.http import devices, inbox, login, notifications
+from owlmetry.http import devices, inbox, login, metrics, notifications
 from owlmetry.http.auth import UserTokens, admit, identify, jwt_secret
 from owlmetry.http.context import (
     CALLER,
@@ -100,7 +101,7 @@ def create_app(config: Config, channels: dict[str, Channel] | None = None,
                clock: Callable[[], int] = now_ms) -> web.Application:
     """`channels` replaces the ones the configuration describes (tests use their own); `clock`
     is the time the login routes go by (tests move it)."""
-    middlewares = [json_errors, authenticate]
+    middlewares = [metrics.count_requests, json_errors, authenticate]
     if config.trusted_proxies:
         middlewares.insert(0, forwarded(config.trusted_proxies))  # outermost: it clones
     app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=middlewares)
@@ -112,6 +113,7 @@ def create_app(config: Config, channels: dict[str, Channel] | None = None,
     app.cleanup_ctx.append(dispatcher_lifetime(channels))
     app.on_shutdown.append(announce_shutdown)
     app.router.add_get("/healthz", healthz, allow_head=False)
+    metrics.install(app)
     app.router.add_routes(devices.routes)
     app.router.add_routes(inbox.routes)
     app.router.add_routes(notifications.routes)

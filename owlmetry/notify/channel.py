@@ -32,6 +32,15 @@ class Answer:
     invalid_since: int | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class ConnectionStats:
+    """A channel's connections to one environment's push service at one moment (/metrics)."""
+
+    connections: int
+    in_flight: int  # sends on the wire, waiting for their answer
+    queued: int  # sends waiting for room on a connection
+
+
 class Channel(abc.ABC):
     name: ClassVar[str]
     # Why this channel cannot send at all (say, no credentials): its deliveries are skipped.
@@ -67,6 +76,11 @@ class Channel(abc.ABC):
         task = asyncio.create_task(self.send(prepared, target))
         _running.add(task)
         task.add_done_callback(functools.partial(_answer_of, on_answer))
+
+    def connection_stats(self) -> dict[str, ConnectionStats]:
+        """By environment, the channel's connections now; read at every scrape, so cheap.
+        A channel without connections of its own has none to report."""
+        return {}
 
     async def close(self) -> None:
         """Release connections; sends still running end with a "retry" answer."""

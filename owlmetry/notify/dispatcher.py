@@ -98,6 +98,16 @@ class Dispatcher:
         self._claimers: list[asyncio.Task] = []
         self._renewer: asyncio.Task | None = None
 
+    @property
+    def in_flight(self) -> int:
+        """Devices of the deliveries this process holds now (a delivery without devices: 1)."""
+        return self._in_flight
+
+    @property
+    def held(self) -> int:
+        """Deliveries this process holds (claimed, end not yet on record)."""
+        return len(self._held)
+
     async def enqueue(self, user_ids: Iterable[str], content: NotificationContent) -> list[str]:
         ids = await enqueue(self.store, user_ids, content, self.channels)
         self._wake.set()

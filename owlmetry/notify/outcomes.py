@@ -4,11 +4,14 @@ Answers arrive one device at a time, thousands a second; each becomes a row, and
 also a deleted device. The writer collects them and writes everything collected so far in one
 store transaction; while that runs, new answers collect for the next one, so a busy dispatcher
 makes few, large writes and a quiet one writes at once -- no timers. A delivery's end is only
-written together with or after its answers. This module knows nothing about channels.
+written together with or after its answers. What each write stored is counted, for /metrics.
+This module knows nothing about channels.
 """
 
 import asyncio
 import logging
+import operator
+from collections import Counter
 from collections.abc import Callable
 
 from owlmetry.clock import now_ms
@@ -18,6 +21,10 @@ log = logging.getLogger("owlmetry.notify")
 
 MAX_ROWS = 4096  # per transaction, to keep each write short
 RETRY_DELAY_S = 1.0
+# What a write stored is counted after it, by `Counter.update` walking the batch in C (about
+# 0.1 us an answer): nothing is added to the path of each answer.
+PUSH_KEY = operator.attrgetter("channel", "outcome")
+END_KEY = operator.attrgetter("channel", "status")
 
 
 class OutcomeWriter:
@@ -30,6 +37,10 @@ class OutcomeWriter:
         self._added = 0
         self._written = 0
         self._task: asyncio.Task | None = None
+        # What this writer has stored since it was made (a dead token kept because it was
+        # registered again counts as the "failed" it was stored as).
+        self.recorded: Counter[tuple[str, str]] = Counter()  # answers by (channel, outcome)
+        self.ended: Counter[tuple[str, str]] = Counter()  # delivery ends by (channel, status)
 
     def add_push(self, record: PushRecord) -> None:
         self._pushes.append(record)
@@ -60,7 +71,7 @@ class OutcomeWriter:
                     count += 1
                 ends, self._ends = self._ends[:count], self._ends[count:]
                 try:
-                    await self._store.save_outcomes(
+                    stored = await self._store.save_outcomes(
                         self._owner, pushes, [end for end, _, _ in ends], now_ms())
                 except Exception:
                     # Nothing is dropped: the same rows go again once the database answers.
@@ -71,6 +82,8 @@ class OutcomeWriter:
                     await asyncio.sleep(RETRY_DELAY_S)
                     continue
                 self._written = covered
+                self.recorded.update(map(PUSH_KEY, stored))
+                self.ended.update(END_KEY(end) for end, _, _ in ends)
                 for _, written, _ in ends:
                     written()
         finally:

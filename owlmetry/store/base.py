@@ -317,3 +317,14 @@ class Store(abc.ABC):
 
     @abc.abstractmethod
     async def progress(self, notification_ids: list[str]) -> Progress: ...
+
+    # What /metrics reads at every scrape: cheap, read-only.
+
+    @abc.abstractmethod
+    async def device_counts(self, channels: list[str]) -> dict[tuple[str, str], int]:
+        """Registered devices of these channels by (channel, environment), zeros included."""
+
+    @abc.abstractmethod
+    async def pending_deliveries(self, now: int) -> dict[str, int]:
+        """Pending deliveries by state: "due" (claimable at `now`) and "later" (leased by a
+        dispatcher or waiting out a retry backoff: the store cannot tell these apart)."""

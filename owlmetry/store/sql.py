@@ -386,6 +386,19 @@ class SQLStore(Store):
         return Progress(dict(deliveries), dict(pushes))
 
 
+    # ---- Metrics ----------------------------------------------------------------------------
+
+    async def device_counts(self, channels):
+        counts = {}
+        for channel in channels:
+            ((production, sandbox),) = await self._read(queries.DEVICE_COUNTS, channel)
+            counts[channel, "production"], counts[channel, "sandbox"] = production, sandbox
+        return counts
+
+    async def pending_deliveries(self, now):
+        ((due, pending),) = await self._read(queries.PENDING_DELIVERIES, now)
+        return {"due": due, "later": pending - due}
+
 def kept_record(record: PushRecord) -> PushRecord:
     """A dead token's record whose device was registered again after APNs gave up on it."""
     return PushRecord(record.notification_id, record.device_id, record.channel, "failed",

@@ -13,7 +13,7 @@ from owlmetry.apns import APNsClient
 from owlmetry.apns.request import payload_limit
 from owlmetry.apns.results import Outcome, PushResult
 from owlmetry.config import Config
-from owlmetry.notify.channel import Answer, Channel
+from owlmetry.notify.channel import Answer, Channel, ConnectionStats
 from owlmetry.store import Claim, NotificationContent, PushTarget
 
 APNS_TOKEN = re.compile(r"(?:[0-9a-fA-F]{2}){8,100}")
@@ -114,6 +114,12 @@ class IosPush(Channel):
     def send_soon(self, prepared: bytes, target: PushTarget, on_answer) -> None:
         self._client.send_soon(target.token, prepared, target.environment,
                                lambda result: on_answer(answer_for(result)))
+
+    def connection_stats(self) -> dict[str, ConnectionStats]:
+        if self._client is None:
+            return {}
+        return {environment: ConnectionStats(stats.connections, stats.streams, stats.queued)
+                for environment, stats in self._client.pool_stats().items()}
 
     async def close(self) -> None:
         if self._client is not None:
