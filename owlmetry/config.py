@@ -4,6 +4,7 @@ Owns reading and checking every setting, so that a bad value stops the process a
 with a message naming the variable. Must not open connections or read the database.
 """
 
+import ipaddress
 import os
 import urllib.parse
 from dataclasses import dataclass, field, replace
@@ -30,6 +31,8 @@ DEFAULT_EMAIL_FROM = "Owlmetry <noreply@localhost>"
 SMTP_DEFAULT_PORTS = {"smtp": 25, "smtps": 465}
 
 APNS_IDENTITY_VARIABLES = ("APNS_KEY_ID", "APNS_TEAM_ID", "APNS_BUNDLE_ID", "APNS_KEY_P8")
+
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 TRUE_WORDS = {"1", "true", "yes", "on"}
 FALSE_WORDS = {"0", "false", "no", "off", ""}
@@ -68,6 +71,8 @@ class Config:
     jwt_secret: str | None = field(default=None, repr=False)
     cookie_secure: bool = False
     access_log: bool = False
+    # Peers whose X-Forwarded-For / X-Forwarded-Proto are believed (see http/forwarded.py).
+    trusted_proxies: tuple[IPNetwork, ...] = ()
     apns: ApnsIdentity | None = None
     apns_missing: tuple[str, ...] = APNS_IDENTITY_VARIABLES  # the identity variables unset
     apns_production_url: str = DEFAULT_APNS_PRODUCTION_URL
@@ -125,6 +130,30 @@ def parse_https_url(name: str, text: str) -> str:
     if not url.startswith("https://") or len(url) <= len("https://"):
         raise ConfigError(f"{name} must be an https:// URL, not {text!r}")
     return url
+
+
+def parse_networks(name: str, text: str) -> tuple[IPNetwork, ...]:
+    """Comma-separated IPv4/IPv6 addresses or CIDR blocks; an empty text is none."""
+    networks = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        try:
+            networks.append(ipaddress.ip_network(item))
+        except ValueError:
+            raise ConfigError(f"{name}: {network_problem(item)}") from None
+    return tuple(networks)
+
+
+def network_problem(item: str) -> str:
+    try:
+        meant = ipaddress.ip_network(item, strict=False)
+    except ValueError:
+        return (f"{item!r} is not an IP address or CIDR block "
+                "(expected e.g. 127.0.0.1, 10.0.0.0/8, ::1, comma-separated)")
+    # Refused rather than widened: a block with host bits set is more often a typo than not,
+    # and guessing the network would trust peers the operator did not name.
+    return f"{item!r} has host bits set; did you mean {meant}?"
 
 
 def parse_smtp_url(name: str, text: str) -> SmtpSettings:
@@ -208,6 +237,7 @@ def from_env(env: dict[str, str] | None = None) -> Config:
         jwt_secret=env.get("JWT_SECRET") or None,
         cookie_secure=parse_bool("COOKIE_SECURE", env.get("COOKIE_SECURE", "false")),
         access_log=parse_bool("ACCESS_LOG", env.get("ACCESS_LOG", "false")),
+        trusted_proxies=parse_networks("TRUSTED_PROXIES", env.get("TRUSTED_PROXIES", "")),
         apns=apns,
         apns_missing=missing,
         apns_production_url=parse_https_url(

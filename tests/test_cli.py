@@ -107,6 +107,8 @@ async def test_agent_keys_have_their_prefix(database_url):
     (["migrate"], {"EMAIL_FROM": "nobody"}, "EMAIL_FROM must be an email address"),
     (["migrate"], {"SIGNUP_ENABLED": "sometimes"}, "SIGNUP_ENABLED must be true or false"),
     (["serve", "--port", "70000"], {}, "--port"),
+    (["serve"], {"TRUSTED_PROXIES": "127.0.0.1, proxy.local"}, "TRUSTED_PROXIES: 'proxy.local'"),
+    (["migrate"], {"DATABASE_URL": "mysql://bob:hunter2@db/x"}, "'mysql://bob:***@db/x'"),
     (["serve", "--database", "postgresql://u@127.0.0.1:1/db"], {}, "cannot connect to PostgreSQL"),
 ])
 def test_bad_configuration_is_one_clear_line_and_exit_1(tmp_path, args, env, message):

@@ -3,9 +3,10 @@
 `create_app(config)` opens the store (and migrates it) and starts the notification dispatcher
 when the app starts, and stops both when it stops, through `cleanup_ctx`, so the same object
 serves `owlmetry serve` and the tests.
-The middleware, outermost first: request metrics (so errors count with their real status), JSON
-errors, then authentication of every route whose handler is marked with `auth.callers(...)` (a
-route without the mark, like /healthz and /metrics, is public).
+The middleware, outermost first: the client's address and scheme from a trusted proxy's headers
+(only when TRUSTED_PROXIES is set), request metrics (so errors count with their real status),
+JSON errors, then authentication of every route whose handler is marked with
+`auth.callers(...)` (a route without the mark, like /healthz and /metrics, is public).
 """
 
 import logging
@@ -28,6 +29,7 @@ from owlmetry.http.context import (
     TOKENS,
 )
 from owlmetry.http.errors import error_response, json_errors, json_response
+from owlmetry.http.forwarded import forwarded
 from owlmetry.login_codes import CodeHasher
 from owlmetry.mail import Mailer
 from owlmetry.notify.channel import Channel
@@ -99,8 +101,10 @@ def create_app(config: Config, channels: dict[str, Channel] | None = None,
                clock: Callable[[], int] = now_ms) -> web.Application:
     """`channels` replaces the ones the configuration describes (tests use their own); `clock`
     is the time the login routes go by (tests move it)."""
-    app = web.Application(client_max_size=MAX_BODY_BYTES,
-                          middlewares=[metrics.count_requests, json_errors, authenticate])
+    middlewares = [metrics.count_requests, json_errors, authenticate]
+    if config.trusted_proxies:
+        middlewares.insert(0, forwarded(config.trusted_proxies))  # outermost: it clones
+    app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=middlewares)
     app[CONFIG] = config
     app[CLOCK] = clock
     app[MAILER] = Mailer(config.smtp, config.email_from)

@@ -10,6 +10,8 @@ import logging
 import orjson
 from aiohttp import web
 
+from owlmetry.redact import mask_path
+
 log = logging.getLogger("owlmetry.http")
 
 
@@ -51,5 +53,5 @@ async def json_errors(request: web.Request, handler):
         allow = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
         return error_response(exc.status, MESSAGES.get(exc.status, exc.reason), allow)
     except Exception:
-        log.exception("unhandled error in %s %s", request.method, request.path)
+        log.exception("unhandled error in %s %s", request.method, mask_path(request.path))
         return error_response(500, "Internal server error")

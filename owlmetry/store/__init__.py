@@ -11,6 +11,7 @@ import hashlib
 from importlib import resources
 from pathlib import Path
 
+from owlmetry.redact import url_without_password
 from owlmetry.store.base import (
     ApiKey,
     Claim,
@@ -73,7 +74,7 @@ def check_database_url(url: str) -> str:
     if url.startswith(("postgresql://", "postgres://")):
         return "postgresql"
     raise StoreError(
-        f"unsupported database URL {url!r}: use sqlite:///path/to/file.db "
+        f"unsupported database URL {url_without_password(url)!r}: use sqlite:///path/to/file.db "
         "or postgresql://user:password@host:port/database"
     )
 

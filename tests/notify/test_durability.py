@@ -108,7 +108,7 @@ async def servers(database_url, mocks, tls_files, auth_key):
     started: list[Server] = []
     clean = {k: v for k, v in os.environ.items()
              if not k.startswith(("DATABASE_URL", "APNS_", "JWT_", "NOTIFY_", "COOKIE_",
-                                  "ACCESS_", "SHUTDOWN_"))}
+                                  "ACCESS_", "SHUTDOWN_", "TRUSTED_"))}
     env = {**clean, "NOTIFY_LEASE_SECONDS": str(LEASE_S), "APNS_CONNECTIONS": "1",
            "APNS_KEY_ID": KEY_ID, "APNS_TEAM_ID": TEAM_ID, "APNS_BUNDLE_ID": TOPIC,
            "APNS_KEY_P8": auth_key.decode(), "APNS_CA_FILE": tls_files[0],
