@@ -15,6 +15,7 @@ import aiosmtplib
 
 from owlmetry.config import SmtpSettings
 from owlmetry.login_codes import CODE_TTL_MS
+from owlmetry.redact import mask_email
 
 # Per SMTP step (connect, each command); an unreachable relay fails the send, not the server.
 SMTP_TIMEOUT_S = 15
@@ -25,12 +26,6 @@ log = logging.getLogger("owlmetry.mail")
 
 class MailError(Exception):
     """The code could not be handed to the SMTP server; the message is safe to log."""
-
-
-def mask_email(email: str) -> str:
-    """`alice@example.com` -> `a***@example.com`: enough to tell log lines apart."""
-    local, at, domain = email.partition("@")
-    return f"{local[:1]}***{at}{domain}"
 
 
 def login_message(sender: str, email: str, code: str) -> EmailMessage:

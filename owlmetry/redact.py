@@ -1,7 +1,9 @@
-"""Showing secrets in logs without revealing them: device tokens, JWTs, API keys, login codes.
+"""Showing secrets in logs without revealing them: device tokens, JWTs, API keys, emails,
+database passwords.
 
-Owns the one masking rule every log line follows (the first 8 characters, then "…"), so a line
-can still be matched to a device or key by its prefix. Must not decide what gets logged.
+Owns the masking rules every log line follows: a secret shows its first 8 characters, then "…",
+so a line can still be matched to a device or key by its prefix; an email shows its first
+letter and domain. Must not decide what gets logged.
 """
 
 import re
@@ -29,6 +31,12 @@ def mask_path(path: str) -> str:
         else segment
         for segment in path.split("/")
     )
+
+
+def mask_email(email: str) -> str:
+    """`alice@example.com` -> `a***@example.com`: enough to tell log lines apart."""
+    local, at, domain = email.partition("@")
+    return f"{local[:1]}***{at}{domain}"
 
 
 def url_without_password(url: str) -> str:
