@@ -232,3 +232,28 @@ async def test_nginx_keeps_its_connections_to_the_server_open(servers, nginx, cl
             assert answer.status == 200
     # Without keep-alive each request would have had its own connection, closed at its end.
     assert 1 <= open_connections_to(server.port) < 10
+
+
+async def test_login_requests_are_limited_per_client_address(servers, nginx, client):
+    server = await servers("server", **TRUSTING)
+    proxy = await nginx([server.port])
+    statuses = []
+    # A different email each time: the server's own limit (5 codes per email an hour) never
+    # applies, so every 429 is nginx's, per address.
+    for n in range(40):
+        async with client.post(f"{proxy.https}/v1/auth/send-code",
+                               json={"email": f"user{n}@example.com"}) as answer:
+            statuses.append(answer.status)
+            if answer.status == 429:
+                assert await answer.json() == {
+                    "error": "Too many login requests from this address; try again in a minute"}
+                assert answer.headers["Retry-After"] == "60"
+    # The burst of 20 passes (plus whatever the 10-a-minute rate refilled meanwhile).
+    assert statuses[:20] == [200] * 20
+    assert statuses[-1] == 429 and set(statuses) == {200, 429}
+    passed = statuses.count(200)
+    assert len(await access_lines_with(server, passed, route="/v1/auth/send-code")) == passed
+    # Other routes are not limited.
+    for _ in range(30):
+        async with client.get(f"{proxy.https}/healthz") as answer:
+            assert answer.status == 200
