@@ -33,6 +33,7 @@ from prometheus_client.registry import Collector
 
 import owlmetry
 from owlmetry.clock import now_ms
+from owlmetry.http.access_log import route_template
 from owlmetry.http.context import CONFIG, DISPATCHER, STORE
 from owlmetry.notify.channels import channel_types
 from owlmetry.store import check_database_url
@@ -82,8 +83,7 @@ class RequestCounts:
 @web.middleware
 async def count_requests(request: web.Request, handler):
     """Outermost, so it sees every answer as it leaves, errors rendered with their status."""
-    resource = request.match_info.route.resource
-    route = resource.canonical if resource is not None else UNMATCHED
+    route = route_template(request) or UNMATCHED
     if route == PATH:  # a scrape does not change what it reads
         return await handler(request)
     method = request.method if request.method in METHODS else "other"

@@ -25,6 +25,7 @@ RETURNING id, email, created_at
 """
 
 USER_BY_EMAIL = "SELECT id, email, created_at FROM users WHERE email = $1"
+USER_BY_ID = "SELECT id, email, created_at FROM users WHERE id = $1"
 
 USER_EXISTS = "SELECT 1 FROM users WHERE id = $1"
 
@@ -259,8 +260,6 @@ RETURNING id
 """
 
 # ---- Users and login codes ----------------------------------------------------------------
-
-USER_BY_ID = "SELECT id, email, created_at FROM users WHERE id = $1"
 
 # A first login with sign-up enabled; nothing when the email exists (a concurrent first login).
 CREATE_USER_IF_NEW = """

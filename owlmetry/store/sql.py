@@ -139,11 +139,15 @@ class SQLStore(Store):
         return User(*rows[0]) if rows else None
 
     async def login_user(self, user_id, email, now, create):
-        email = email.lower()
-        if create:
-            rows = await self._write(queries.CREATE_USER_IF_NEW, user_id, email, now)
-            if rows:
-                return User(*rows[0]), True
+        user = await self.user_by_email(email)
+        if user is not None:
+            return user, False
+        if not create:
+            return None
+        rows = await self._write(queries.CREATE_USER_IF_NEW, user_id, email.lower(), now)
+        if rows:
+            return User(*rows[0]), True
+        # A concurrent first login of the same email made the user between the read and here.
         user = await self.user_by_email(email)
         return (user, False) if user is not None else None
 
