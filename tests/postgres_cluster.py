@@ -9,10 +9,10 @@ import glob
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 from dataclasses import dataclass
+from tests.ports import free_port
 
 
 def find_bin_dir() -> str | None:
@@ -23,12 +23,6 @@ def find_bin_dir() -> str | None:
         if os.path.exists(os.path.join(folder, "initdb")):
             return folder
     return None
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def unprivileged_user() -> str | None:

@@ -3,13 +3,13 @@
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import urllib.request
 
 import jwt
 import pytest
+from tests.ports import free_port
 
 UUID_LENGTH = 36
 
@@ -130,12 +130,6 @@ def test_bad_arguments_are_usage_errors(tmp_path, args):
     result = run(*args, cwd=tmp_path)
     assert result.returncode == 2
     assert "usage:" in result.stderr
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def get_json(url: str):

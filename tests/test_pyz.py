@@ -10,7 +10,6 @@ import argparse
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import urllib.request
@@ -21,6 +20,7 @@ import jwt
 import pytest
 
 from owlmetry.cli import build_parser
+from tests.ports import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 TOKEN = "a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90"
@@ -91,12 +91,6 @@ def test_the_pyz_is_one_executable_file_carrying_the_schema(pyz):
     # setup.py copies schema.sql into the package; a checkout's copy is nowhere near the pyz.
     assert "site-packages/owlmetry/schema.sql" in names
     assert any(name.startswith("site-packages/uvloop/") for name in names)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def request(method: str, url: str, token: str | None = None, body: dict | None = None):

@@ -10,11 +10,12 @@ or know about payload formats.
 import asyncio
 import functools
 import logging
-import random
 import ssl
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from owlmetry.backoff import backoff
 
 from . import results
 from .connection import Connection, StreamFailure
@@ -39,7 +40,7 @@ class RetryPolicy:
 
     def delay(self, retry: int, status: int) -> float:
         base = self.too_many_requests_delay_s if status == 429 else self.base_delay_s
-        return min(self.max_delay_s, base * 2 ** retry) * random.uniform(0.5, 1.0)
+        return backoff(base, retry, self.max_delay_s)
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,7 +283,7 @@ class HostPool:
                     log.warning("apns %s: connect failed (%d): %s", self.host, failures,
                                 self._connect_error)
                     if not self._queue or not await self._pause(
-                            min(5.0, 0.05 * 2 ** failures) * random.uniform(0.5, 1.0)):
+                            backoff(0.05, failures, 5.0)):
                         return
                     continue
                 self._connect_error = None

@@ -14,10 +14,10 @@ device, nor any SQL.
 import asyncio
 import functools
 import logging
-import random
 import uuid
 from collections.abc import Iterable
 
+from owlmetry.backoff import backoff
 from owlmetry.clock import now_ms
 from owlmetry.ids import new_id
 from owlmetry.notify.channel import Answer, Channel
@@ -256,5 +256,4 @@ class Dispatcher:
             answer.status, answer.reason, answer.invalid_since))
 
     def _backoff(self, attempts: int) -> int:
-        delay = min(self._retry_max_ms, self._retry_base_ms * 2 ** (attempts - 1))
-        return int(delay * random.uniform(0.5, 1.0))
+        return int(backoff(self._retry_base_ms, attempts - 1, self._retry_max_ms))

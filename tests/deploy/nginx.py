@@ -14,6 +14,7 @@ import re
 import shutil
 import socket
 from pathlib import Path
+from tests.ports import free_port
 
 SHIPPED = Path(__file__).resolve().parents[2] / "deploy" / "nginx" / "owlmetry.conf"
 NO_NGINX = "nginx not found (apt-get install nginx): every test behind nginx was SKIPPED"
@@ -35,12 +36,10 @@ def ipv6_loopback() -> bool:
         return False
 
 
-def free_port() -> int:
+def free_dual_stack_port() -> int:
     """A port free on 127.0.0.1 and (where there is one) ::1: nginx listens on both."""
     for _ in range(100):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            port = sock.getsockname()[1]
+        port = free_port()
         if not ipv6_loopback():
             return port
         try:
@@ -117,7 +116,7 @@ class Nginx:
     async def _start(self, upstreams: list[int]) -> bool:
         (self.prefix / "temp").mkdir(parents=True, exist_ok=True)
         (self.prefix / "error.log").write_text("")  # this attempt's messages only
-        self.http_port, self.https_port = free_port(), free_port()
+        self.http_port, self.https_port = free_dual_stack_port(), free_dual_stack_port()
         (self.prefix / "owlmetry.conf").write_text(site_config(
             self.http_port, self.https_port, self.cert, self.key, upstreams))
         (self.prefix / "nginx.conf").write_text(main_config(self.prefix))

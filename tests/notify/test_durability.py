@@ -19,7 +19,6 @@ import asyncio
 import itertools
 import os
 import signal
-import socket
 import sys
 import time
 import uuid
@@ -33,18 +32,13 @@ from owlmetry.clock import now_ms
 from owlmetry.http.auth import hash_api_key, new_api_key
 from owlmetry.store import DeviceRegistration
 from tests.notify.conftest import KEY_ID, TEAM_ID, TOPIC, token, wait_done
+from tests.ports import free_port
 
 LEASE_S = 2
 SAFETY_S = 30  # a net under every wait; none of them takes more than a few seconds
 
 
 # ---- server processes -------------------------------------------------------------------------
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
 
 def process_state(pid: int) -> str:
     with open(f"/proc/{pid}/stat") as f:
