@@ -17,7 +17,7 @@ from aiosmtpd.smtp import SMTP, AuthResult
 from owlmetry.clock import now_ms
 from owlmetry.config import Config, ConfigError, SmtpSettings, from_env
 from owlmetry.http.app import create_app
-from owlmetry.http.auth import hash_api_key, new_api_key
+from owlmetry.credentials import create_api_key
 from owlmetry.http.context import STORE
 
 MINUTE = 60 * 1000
@@ -200,9 +200,8 @@ async def test_me_answers_the_session_user(client, mailbox):
 
 
 async def test_me_refuses_api_keys_strangers_and_deleted_users(client, mailbox):
-    secret = new_api_key("server")
-    await client.app[STORE].create_api_key(str(uuid.uuid4()), "server", None, hash_api_key(secret),
-                                           now_ms())
+    _, secret = await create_api_key(client.app[STORE], str(uuid.uuid4()), "server", None,
+                                     now_ms())
     refused = await client.get("/v1/auth/me", headers={"Authorization": f"Bearer {secret}"})
     assert refused.status == 403
     assert "error" in await refused.json()
