@@ -38,7 +38,8 @@ MAX_BODY_BYTES = 64 * 1024
 
 
 def body_too_large(limit: int) -> ApiError:
-    return ApiError(413, f"Request body too large (the limit is {limit // 1024} KiB)")
+    size = f"{limit >> 20} MiB" if limit % (1 << 20) == 0 else f"{limit >> 10} KiB"
+    return ApiError(413, f"Request body too large (the limit is {size})")
 
 
 # aiohttp's reasons are fine messages, except the ones that read oddly in an API.

@@ -5,7 +5,7 @@
 Owns the query and body rules of these routes, the keyset cursor's text
 (`<created_at as 2024-01-15T10:00:00.000Z>|<id>`) and the notification's JSON shape, which never
 carries `data`. It must not create notifications: the producer route (`POST /v1/notifications`,
-server keys) lives in `notifications.py`.
+server keys) lives in `producer.py`.
 """
 
 import re
