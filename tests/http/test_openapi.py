@@ -1,4 +1,4 @@
-"""The API reference (owlmetry/http/openapi.json) held to the server's real answers, on both backends.
+"""The API reference, owlmetry/http/openapi.json, held to the server's real answers (both backends).
 
 Each tour calls its routes as a client would, with requests that succeed and requests that fail,
 through `Reference.call`, which checks every answer against the document: its status is
@@ -10,6 +10,7 @@ Each tour ends by checking it met every status its operations document, and toge
 cover every documented operation. The router and the document must list the same routes.
 """
 
+import functools
 import re
 import socket
 import uuid
@@ -110,13 +111,17 @@ class Reference:
                 return template
         raise AssertionError(f"{path} is under no documented path")
 
+    def on(self, client):
+        """`call` on `client`."""
+        return functools.partial(self.call, client)
+
     async def call(self, client, method: str, path: str, status: int, *, json=NOTHING,
                    data=None, params=None, headers=None, schema_sees_it: bool = True):
         """`method path` on `client`, which must answer `status`, checked against the
         document both ways; the answer and its decoded body."""
         template = self.template(path)
         operation = f"#/paths/{escape(template)}/{method.lower()}"
-        assert method.lower() in self.spec["paths"][template], f"{method} {template} is not documented"
+        assert method.lower() in self.spec["paths"][template], f"{method} {template} undocumented"
         self.check_request(operation, status, schema_sees_it, json, params or {})
         response = await client.request(method, path, headers=headers or {}, params=params,
                                         data=data, **({} if json is NOTHING else {"json": json}))
@@ -135,7 +140,8 @@ class Reference:
             where, _ = self.locate(f"{operation}/requestBody")
             errors += self.errors(f"{where}/content/application~1json/schema", body)
         documented = {parameter["name"]: (where, parameter)
-                      for where, parameter in self.parameters(operation) if parameter["in"] == "query"}
+                      for where, parameter in self.parameters(operation)
+                      if parameter["in"] == "query"}
         for name, value in params.items():
             assert name in documented, f"query parameter {name} is not documented"
             where, parameter = documented[name]
@@ -149,7 +155,7 @@ class Reference:
 
     async def check_answer(self, response_pointer: str, response):
         where, documented = self.locate(response_pointer)
-        for name, _ in documented.get("headers", {}).items():
+        for name in documented.get("headers", {}):
             header_where, header = self.locate(f"{where}/headers/{escape(name)}")
             if header.get("required"):
                 assert name in response.headers, f"{name} header missing"
@@ -177,7 +183,8 @@ class Reference:
                           ["responses"]}
             met = {status for seen_template, seen_method, status in self.seen
                    if (seen_template, seen_method) == (template, method)}
-            assert documented == met, f"{method} {template}: documented {sorted(documented)}, met {sorted(met)}"
+            assert documented == met, (
+                f"{method} {template}: documented {sorted(documented)}, met {sorted(met)}")
 
 
 @pytest.fixture
@@ -247,11 +254,11 @@ def test_the_documented_channels_are_the_servers():
 
 
 async def test_public_routes_and_errors_of_any_path(client, reference):
-    await reference.call(client, "GET", "/healthz", 200)
-    _, text = await reference.call(client, "GET", "/metrics", 200)
+    call = reference.on(client)
+    await call("GET", "/healthz", 200)
+    _, text = await call("GET", "/metrics", 200)
     assert "owlmetry_database_up 1.0" in text
-    response, served = await reference.call(client, "GET", "/openapi.json", 200,
-                                            headers=bearer("not-a-credential"))
+    _, served = await call("GET", "/openapi.json", 200, headers=bearer("not-a-credential"))
     assert served == openapi.document() and served["info"]["version"] == owlmetry.__version__
 
     missing = await client.get("/v1/nothing-here")
@@ -263,49 +270,47 @@ async def test_public_routes_and_errors_of_any_path(client, reference):
         await reference.check_component(wrong_method, "MethodNotAllowed")
 
     await client.app[STORE].close()  # the database is gone from under the server
-    await reference.call(client, "GET", "/healthz", 503)
+    await call("GET", "/healthz", 503)
     reference.assert_met_every_status(PUBLIC)
 
 
 @pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
 async def test_login_routes(make_client, mailbox, reference):
     client = await make_client()
+    call = reference.on(client)
     user = await new_user(client)
-    send, verify = "/v1/auth/send-code", "/v1/auth/verify-code"
-    await reference.call(client, "POST", send, 200, json={"email": user.email})
+    send, verify, me = "/v1/auth/send-code", "/v1/auth/verify-code", "/v1/auth/me"
+    await call("POST", send, 200, json={"email": user.email})
     code = mailbox.last_code(user.email)
-    await reference.call(client, "POST", send, 400, json={"email": "not-an-email"})
-    await reference.call(client, "POST", send, 400, json={})
-    await reference.call(client, "POST", send, 400, data=b"[1]")
-    await reference.call(client, "POST", send, 413, json={"email": user.email, "pad": OVER_64_KIB})
-    await reference.call(client, "POST", verify, 400, json={"email": user.email, "code": "12345"})
-    await reference.call(client, "POST", verify, 400, json={"email": user.email})
-    await reference.call(client, "POST", verify, 413,
-                         json={"email": user.email, "code": code, "pad": OVER_64_KIB})
-    await reference.call(client, "POST", verify, 401, json={"email": user.email, "code": wrong(code)})
-    _, session = await reference.call(client, "POST", verify, 200,
-                                      json={"email": user.email, "code": f" {code} "})
+    await call("POST", send, 400, json={"email": "not-an-email"})
+    await call("POST", send, 400, json={})
+    await call("POST", send, 400, data=b"[1]")
+    await call("POST", send, 413, json={"email": user.email, "pad": OVER_64_KIB})
+    await call("POST", verify, 400, json={"email": user.email, "code": "12345"})
+    await call("POST", verify, 400, json={"email": user.email})
+    await call("POST", verify, 413, json={"email": user.email, "code": code, "pad": OVER_64_KIB})
+    await call("POST", verify, 401, json={"email": user.email, "code": wrong(code)})
+    _, session = await call("POST", verify, 200, json={"email": user.email, "code": f" {code} "})
     assert session["user"]["id"] == user.id and session["is_new_user"] is False
 
     # The session cookie the client now holds opens /me, until logout clears it.
-    await reference.call(client, "GET", "/v1/auth/me", 200)
-    await reference.call(client, "GET", "/v1/auth/me", 200, headers=bearer(session["token"]))
-    await reference.call(client, "POST", "/v1/auth/logout", 200)
-    await reference.call(client, "GET", "/v1/auth/me", 401)
-    await reference.call(client, "GET", "/v1/auth/me", 403,
-                         headers=bearer(await make_key(client.app, "server")))
+    await call("GET", me, 200)
+    await call("GET", me, 200, headers=bearer(session["token"]))
+    await call("POST", "/v1/auth/logout", 200)
+    await call("GET", me, 401)
+    await call("GET", me, 403, headers=bearer(await make_key(client.app, "server")))
 
     # A sixth code within the hour (sign-up closed: an email without an account counts too).
     stranger = {"email": "stranger@example.com"}
     for _ in range(5):
-        await reference.call(client, "POST", send, 200, json=stranger)
-    await reference.call(client, "POST", send, 429, json=stranger)
+        await call("POST", send, 200, json=stranger)
+    await call("POST", send, 429, json=stranger)
 
-    signup = await make_client(signup_enabled=True)
+    signup = reference.on(await make_client(signup_enabled=True))
     newcomer = "newcomer@example.com"
-    await reference.call(signup, "POST", send, 200, json={"email": newcomer})
-    _, created = await reference.call(signup, "POST", verify, 201,
-                                      json={"email": newcomer, "code": mailbox.last_code(newcomer)})
+    await signup("POST", send, 200, json={"email": newcomer})
+    _, created = await signup("POST", verify, 201,
+                              json={"email": newcomer, "code": mailbox.last_code(newcomer)})
     assert created["is_new_user"] is True
 
     with socket.socket() as closed:  # bound, not listening: the mail cannot go
@@ -316,111 +321,109 @@ async def test_login_routes(make_client, mailbox, reference):
 
 
 async def test_devices_api(client, users, reference):
-    _, headers = await users.headers()
-    server_key, agent_key = await make_key(client.app, "server"), await make_key(client.app, "agent")
-    _, registered = await reference.call(client, "POST", "/v1/devices", 201, headers=headers, json=device(
-        environment="sandbox", app_version="2.1.0", device_model="iPhone15,3", os_version="iOS 18.2"))
-    await reference.call(client, "POST", "/v1/devices", 201, headers=headers,
-                         json=device("ab" * 16, app_version=None, unknown_field=[1]))
-    _, listed = await reference.call(client, "GET", "/v1/devices", 200, headers=headers)
+    call = reference.on(client)
+    _, user = await users.headers()
+    server = bearer(await make_key(client.app, "server"))
+    agent = bearer(await make_key(client.app, "agent"))
+    _, registered = await call("POST", "/v1/devices", 201, headers=user, json=device(
+        environment="sandbox", app_version="2.1.0", device_model="iPhone15,3",
+        os_version="iOS 18.2"))
+    await call("POST", "/v1/devices", 201, headers=user,
+               json=device("ab" * 16, app_version=None, unknown_field=[1]))
+    _, listed = await call("GET", "/v1/devices", 200, headers=user)
     assert len(listed["devices"]) == 2
 
     for refused in (device(channel="android_push"), device(token="zz" * 16), device(token=""),
                     device(app_version="x" * 51), device(environment=1), {"token": "ab" * 16}):
-        await reference.call(client, "POST", "/v1/devices", 400, headers=headers, json=refused)
-    await reference.call(client, "POST", "/v1/devices", 400, headers=headers, data=b"not json")
-    await reference.call(client, "POST", "/v1/devices", 413, headers=headers,
-                         json=device(padding=OVER_64_KIB))
-    await reference.call(client, "POST", "/v1/devices", 401, json=device())
-    await reference.call(client, "POST", "/v1/devices", 403, headers=bearer(agent_key), json=device())
-    await reference.call(client, "GET", "/v1/devices", 401, headers={"Authorization": "Token x"})
-    await reference.call(client, "GET", "/v1/devices", 403, headers=bearer(server_key))
+        await call("POST", "/v1/devices", 400, headers=user, json=refused)
+    await call("POST", "/v1/devices", 400, headers=user, data=b"not json")
+    await call("POST", "/v1/devices", 413, headers=user, json=device(padding=OVER_64_KIB))
+    await call("POST", "/v1/devices", 401, json=device())
+    await call("POST", "/v1/devices", 403, headers=agent, json=device())
+    await call("GET", "/v1/devices", 401, headers={"Authorization": "Token x"})
+    await call("GET", "/v1/devices", 403, headers=server)
 
-    device_path = f"/v1/devices/{registered['device']['id']}"
-    await reference.call(client, "DELETE", device_path, 401)
-    await reference.call(client, "DELETE", device_path, 403, headers=bearer(server_key))
-    await reference.call(client, "DELETE", device_path, 200, headers=headers)
-    await reference.call(client, "DELETE", device_path, 404, headers=headers)
-    await reference.call(client, "DELETE", "/v1/devices/not-a-uuid", 404, headers=headers)
+    one = f"/v1/devices/{registered['device']['id']}"
+    await call("DELETE", one, 401)
+    await call("DELETE", one, 403, headers=server)
+    await call("DELETE", one, 200, headers=user)
+    await call("DELETE", one, 404, headers=user)
+    await call("DELETE", "/v1/devices/not-a-uuid", 404, headers=user)
     reference.assert_met_every_status(DEVICES)
 
 
 async def test_inbox(client, users, reference):
-    user_id, headers = await users.headers()
-    server_key = await make_key(client.app, "server")
+    call = reference.on(client)
+    user_id, user = await users.headers()
+    server = bearer(await make_key(client.app, "server"))
     first, *_ = await notify(client, user_id, count=3, body="In #general", link="/c/1",
                              team_id="team-1", data={"kept": "for the push"})
     await notify(client, user_id, type="mention")
     inbox, count = "/v1/notifications", "/v1/notifications/unread-count"
-    one = f"/v1/notifications/{first}"
+    mark, one = "/v1/notifications/mark-all-read", f"/v1/notifications/{first}"
 
-    _, page = await reference.call(client, "GET", inbox, 200, headers=headers, params={"limit": "2"})
+    _, page = await call("GET", inbox, 200, headers=user, params={"limit": "2"})
     assert page["has_more"] is True
-    _, rest = await reference.call(client, "GET", inbox, 200, headers=headers,
-                                   params={"limit": "2", "cursor": page["cursor"]})
+    _, rest = await call("GET", inbox, 200, headers=user,
+                         params={"limit": "2", "cursor": page["cursor"]})
     assert rest["cursor"] is None and len(rest["notifications"]) == 2
-    await reference.call(client, "GET", inbox, 200, headers=headers,
-                         params={"read_state": "unread", "type": "comment"})
-    await reference.call(client, "GET", inbox, 400, headers=headers, params={"limit": "0"})
-    await reference.call(client, "GET", inbox, 400, headers=headers, params={"limit": "201"})
-    await reference.call(client, "GET", inbox, 400, headers=headers, params={"read_state": "new"})
-    await reference.call(client, "GET", inbox, 400, headers=headers, params={"cursor": "page-2"},
-                         schema_sees_it=False)  # a cursor is only the server's to read
-    await reference.call(client, "GET", count, 200, headers=headers)
+    await call("GET", inbox, 200, headers=user, params={"read_state": "unread", "type": "comment"})
+    await call("GET", inbox, 400, headers=user, params={"limit": "0"})
+    await call("GET", inbox, 400, headers=user, params={"limit": "201"})
+    await call("GET", inbox, 400, headers=user, params={"read_state": "new"})
+    await call("GET", inbox, 400, headers=user, params={"cursor": "page-2"},
+               schema_sees_it=False)  # what a cursor holds is the server's to read
+    await call("GET", count, 200, headers=user)
 
-    _, patched = await reference.call(client, "PATCH", one, 200, headers=headers, json={"read": True})
+    _, patched = await call("PATCH", one, 200, headers=user, json={"read": True})
     assert patched["notification"]["read_at"] is not None
-    await reference.call(client, "PATCH", one, 200, headers=headers, json={"read": False})
-    await reference.call(client, "PATCH", one, 200, headers=headers)  # no body: read
-    await reference.call(client, "PATCH", one, 400, headers=headers, json={"read": "yes"})
-    await reference.call(client, "PATCH", one, 400, headers=headers, data=b"[true]")
-    await reference.call(client, "PATCH", one, 413, headers=headers, json={"pad": OVER_64_KIB})
-    await reference.call(client, "PATCH", f"/v1/notifications/{MISSING}", 404, headers=headers)
+    await call("PATCH", one, 200, headers=user, json={"read": False})
+    await call("PATCH", one, 200, headers=user)  # no body: read
+    await call("PATCH", one, 400, headers=user, json={"read": "yes"})
+    await call("PATCH", one, 400, headers=user, data=b"[true]")
+    await call("PATCH", one, 413, headers=user, json={"pad": OVER_64_KIB})
+    await call("PATCH", f"/v1/notifications/{MISSING}", 404, headers=user)
 
-    mark = "/v1/notifications/mark-all-read"
-    _, marked = await reference.call(client, "POST", mark, 200, headers=headers, json={"type": "mention"})
+    _, marked = await call("POST", mark, 200, headers=user, json={"type": "mention"})
     assert marked == {"marked": 1}
-    await reference.call(client, "POST", mark, 200, headers=headers, json={"type": None})
-    await reference.call(client, "POST", mark, 200, headers=headers)
-    await reference.call(client, "POST", mark, 400, headers=headers, json={"type": 5})
-    await reference.call(client, "POST", mark, 413, headers=headers, json={"pad": OVER_64_KIB})
+    await call("POST", mark, 200, headers=user, json={"type": None})
+    await call("POST", mark, 200, headers=user)
+    await call("POST", mark, 400, headers=user, json={"type": 5})
+    await call("POST", mark, 413, headers=user, json={"pad": OVER_64_KIB})
 
-    await reference.call(client, "DELETE", one, 200, headers=headers)
-    await reference.call(client, "DELETE", one, 404, headers=headers)
-    await reference.call(client, "DELETE", "/v1/notifications/unread", 404, headers=headers)
+    await call("DELETE", one, 200, headers=user)
+    await call("DELETE", one, 404, headers=user)
+    await call("DELETE", "/v1/notifications/unread", 404, headers=user)
 
     for method, path in (("GET", inbox), ("GET", count), ("POST", mark), ("PATCH", one),
                          ("DELETE", one)):
-        await reference.call(client, method, path, 401)
-        await reference.call(client, method, path, 403, headers=bearer(server_key))
+        await call(method, path, 401)
+        await call(method, path, 403, headers=server)
     reference.assert_met_every_status(INBOX)
 
 
 async def test_producer_route(client, users, reference):
-    first, user_headers = await users.headers()
+    call = reference.on(client)
+    first, user = await users.headers()
     second, _ = await users.create()
-    server_key, agent_key = await make_key(client.app, "server"), await make_key(client.app, "agent")
-    route, headers = "/v1/notifications", bearer(server_key)
+    server = bearer(await make_key(client.app, "server"))
+    agent = bearer(await make_key(client.app, "agent"))
+    route, good = "/v1/notifications", {**GOOD, "user_ids": [first]}
 
-    _, accepted = await reference.call(client, "POST", route, 202, headers=headers,
-                                       json={**GOOD, "user_ids": [first, second, str(uuid.uuid4())]})
+    _, accepted = await call("POST", route, 202, headers=server,
+                             json={**GOOD, "user_ids": [first, second, str(uuid.uuid4())]})
     assert len(accepted["notification_ids"]) == 2
-    await reference.call(client, "POST", route, 202, headers=headers,
-                         json={"user_ids": [first], "type": "t", "title": "Only the required"})
+    await call("POST", route, 202, headers=server,
+               json={"user_ids": [first], "type": "t", "title": "Only the required"})
     for change in ({"user_ids": []}, {"title": "x" * 257}, {"type": "  "}, {"data": [1, 2]},
                    {"body": ["no"]}):
-        await reference.call(client, "POST", route, 400, headers=headers,
-                             json={**GOOD, "user_ids": [first], **change})
-    await reference.call(client, "POST", route, 400, headers=headers,
-                         json={**GOOD, "user_ids": [first], "data": {"blob": "x" * 4000}},
-                         schema_sees_it=False)  # the APNs payload's size is the channel's rule
-    await reference.call(client, "POST", route, 400, headers=headers, data=b"{nope")
-    await reference.call(client, "POST", route, 401, json={**GOOD, "user_ids": [first]})
-    await reference.call(client, "POST", route, 403, headers=user_headers,
-                         json={**GOOD, "user_ids": [first]})
-    await reference.call(client, "POST", route, 403, headers=bearer(agent_key),
-                         json={**GOOD, "user_ids": [first]})
-    await reference.call(client, "POST", route, 413, headers=headers,
-                         json={**GOOD, "user_ids": ["x" * 100] * 45_000})
+        await call("POST", route, 400, headers=server, json={**good, **change})
+    await call("POST", route, 400, headers=server, json={**good, "data": {"blob": "x" * 4000}},
+               schema_sees_it=False)  # the APNs payload's size is the channel's rule
+    await call("POST", route, 400, headers=server, data=b"{nope")
+    await call("POST", route, 401, json=good)
+    await call("POST", route, 403, headers=user, json=good)
+    await call("POST", route, 403, headers=agent, json=good)
+    await call("POST", route, 413, headers=server,
+               json={**GOOD, "user_ids": ["x" * 100] * 45_000})  # over 4 MiB
     reference.assert_met_every_status(PRODUCER)
-
