@@ -31,6 +31,7 @@ from tests.http.test_devices import body as device
 from tests.http.test_inbox import MISSING, notify
 from tests.http.test_login import clock, mailbox, make_client, new_user, wrong  # noqa: F401
 from tests.http.test_producer import GOOD
+from tests.smtp_server import SMTP_WARNING
 
 URI = "urn:owlmetry:openapi"
 METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
@@ -274,7 +275,7 @@ async def test_public_routes_and_errors_of_any_path(client, reference):
     reference.assert_met_every_status(PUBLIC)
 
 
-@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
+@SMTP_WARNING
 async def test_login_routes(make_client, mailbox, reference):
     client = await make_client()
     call = reference.on(client)
