@@ -22,6 +22,7 @@ setup(
     description="Self-hosted push service: a device-token registry with an APNs HTTP/2 fan-out",
     python_requires=">=3.11",
     packages=find_packages(include=["owlmetry", "owlmetry.*"]),
+    package_data={"owlmetry.http": ["openapi.json"]},  # the API reference GET /openapi.json serves
     install_requires=[
         "aiohttp>=3.14",  # web.RequestKey
         "aiosmtplib>=5.0",  # login-code mail
@@ -43,7 +44,7 @@ setup(
         "build": ["shiv>=1.0.8"],
         # tests/test_pyz.py builds the pyz, so the test extras carry the build's too.
         "test": ["pytest>=8", "pytest-aiohttp>=1.0", "pytest-asyncio>=0.23", "shiv>=1.0.8",
-                 "aiosmtpd>=1.4"],
+                 "aiosmtpd>=1.4", "jsonschema>=4.18"],
     },
     entry_points={"console_scripts": ["owlmetry = owlmetry.cli:main"]},
     cmdclass={"build_py": BuildWithSchema},

@@ -16,7 +16,7 @@ from aiohttp import web
 
 from owlmetry.clock import now_ms
 from owlmetry.config import Config
-from owlmetry.http import devices, inbox, login, metrics, producer
+from owlmetry.http import devices, inbox, login, metrics, openapi, producer
 from owlmetry.credentials import UserTokens, jwt_secret
 from owlmetry.http.auth import admit, identify
 from owlmetry.http.context import (
@@ -111,4 +111,5 @@ def create_app(config: Config, channels: dict[str, Channel] | None = None,
     app.router.add_routes(inbox.routes)
     app.router.add_routes(producer.routes)
     app.router.add_routes(login.routes)
+    app.router.add_routes(openapi.routes)
     return app
