@@ -32,7 +32,7 @@ from owlmetry.http.errors import error_response, json_errors, json_response
 from owlmetry.http.forwarded import forwarded
 from owlmetry.login_codes import CodeHasher
 from owlmetry.mail import Mailer
-from owlmetry.notify.channel import Channel
+from owlmetry.notify.channels.base import Channel
 from owlmetry.notify.channels import open_channels
 from owlmetry.notify.dispatcher import Dispatcher
 from owlmetry.store import open_store
