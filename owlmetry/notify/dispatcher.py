@@ -236,14 +236,16 @@ class Dispatcher:
             # Back to the queue for the devices still to reach: after a backoff, or at once when
             # a shutdown, not APNs, cut the sends short.
             retry_at = now_ms() + (0 if self._stopping else self._backoff(claim.attempts))
-            self._end(claim, DeliveryEnd(*key, DeliveryStatus.PENDING, later[-1][1].reason, retry_at))
+            reason = later[-1][1].reason
+            self._end(claim, DeliveryEnd(*key, DeliveryStatus.PENDING, reason, retry_at))
             return
+        counts = delivery.counts
         for target, answer in later:
             self._record(claim, target, Answer(
                 PushOutcome.FAILED, answer.status,
                 f"{answer.reason} (gave up after {claim.attempts} attempts)"))
-            delivery.counts[PushOutcome.FAILED] = delivery.counts.get(PushOutcome.FAILED, 0) + 1
-        self._end(claim, DeliveryEnd(*key, *final_status(delivery.counts, claim.channel)))
+            counts[PushOutcome.FAILED] = counts.get(PushOutcome.FAILED, 0) + 1
+        self._end(claim, DeliveryEnd(*key, *final_status(counts, claim.channel)))
 
     def _end(self, claim: Claim, end: DeliveryEnd) -> None:
         self.recorder.add_end(end, lambda: self._release(claim))

@@ -48,7 +48,8 @@ class Store(UsersAndKeys, LoginCodes, Devices, Inbox, Deliveries, MetricsReads):
         await self.engine.backup(path)
 
     async def setting(self, key: str, default: str) -> str:
-        """The stored value of `key`; stores `default` first if there is none (first writer wins)."""
+        """The stored value of `key`; stores `default` first if there is none (first writer
+        wins)."""
         (row,) = await self.engine.write(SETTING, key, default)
         return row[0]
 

@@ -97,7 +97,8 @@ def _answer_of(on_answer: Callable[[Answer], None], task: asyncio.Task) -> None:
         answer = Answer(PushOutcome.RETRY, None, "cancelled")
     elif task.exception() is not None:  # a channel bug must not lose the delivery
         log.error("a channel raised on send", exc_info=task.exception())
-        answer = Answer(PushOutcome.RETRY, None, f"internal error: {type(task.exception()).__name__}")
+        answer = Answer(PushOutcome.RETRY, None,
+                        f"internal error: {type(task.exception()).__name__}")
     else:
         answer = task.result()
     on_answer(answer)
