@@ -3,6 +3,7 @@
 Its part of the store's interface, its SQL and its rows. Each method answers None (or NO_USER)
 when the user no longer exists. Deleted rows stay, hidden from every query here. Mixed into
 `Store`, which sets `self.engine`; the rows are written by the delivery queue (`deliveries`).
+Must not know HTTP: the routes turn None and `Missing` into their 401s and 404s.
 """
 
 from owlmetry.store.engine import Engine
