@@ -9,7 +9,6 @@ import argparse
 import asyncio
 import logging
 import os
-import re
 import sys
 from contextlib import asynccontextmanager
 
@@ -19,16 +18,11 @@ from owlmetry import __version__
 from owlmetry import config as configuration
 from owlmetry.clock import iso_ms, now_ms
 from owlmetry.config import Config, ConfigError
-from owlmetry.http.auth import (
-    API_KEY_KINDS,
-    UserTokens,
-    hash_api_key,
-    jwt_secret,
-    new_api_key,
-)
+from owlmetry.credentials import API_KEY_KINDS, UserTokens, create_api_key, jwt_secret
+from owlmetry.emails import normalize_email
 from owlmetry.ids import new_id
-from owlmetry.notify.channels import channel_types, check_content, open_channels
-from owlmetry.notify.dispatcher import Dispatcher, enqueue
+from owlmetry.notify.channels import channel_types, check_content
+from owlmetry.notify.dispatcher import dispatcher_for, enqueue
 from owlmetry.store import (
     RECORDED_OUTCOMES,
     DeliveryStatus,
@@ -39,7 +33,6 @@ from owlmetry.store import (
     open_store,
 )
 
-EMAIL = re.compile(r"[^@\s]+@[^@\s]+")
 DEFAULT_NOTIFICATION_TYPE = "message"
 
 
@@ -48,9 +41,10 @@ class CommandError(Exception):
 
 
 def email_argument(text: str) -> str:
-    if len(text) > 254 or not EMAIL.fullmatch(text):
-        raise argparse.ArgumentTypeError(f"not an email address: {text!r}")
-    return text
+    try:
+        return normalize_email(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def positive_int(text: str) -> int:
@@ -190,8 +184,7 @@ async def user_token_command(config: Config, args) -> str:
 
 async def create_key_command(config: Config, args) -> str:
     async with migrated_store(config) as store:
-        secret = new_api_key(args.kind)
-        await store.create_api_key(new_id(), args.kind, args.name, hash_api_key(secret), now_ms())
+        _, secret = await create_api_key(store, new_id(), args.kind, args.name, now_ms())
         return secret
 
 
@@ -224,8 +217,7 @@ async def notify_command(config: Config, args) -> str:
         if not args.wait:
             return "\n".join(ids)
         print("\n".join(ids), flush=True)
-        dispatcher = Dispatcher(store, open_channels(config), only=ids,
-                                lease_ms=config.notify_lease_s * 1000)
+        dispatcher = dispatcher_for(store, config, only=ids)
         dispatcher.start()
         try:
             progress = await show_progress(store, ids)

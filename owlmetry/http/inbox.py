@@ -17,11 +17,11 @@ from owlmetry.http.auth import callers, user_gone
 from owlmetry.http.context import CALLER, STORE
 from owlmetry.http.errors import ApiError, json_response
 from owlmetry.http.validation import (
-    UUID_TEXT,
     parse_optional_json_object,
     path_uuid,
     query_text,
 )
+from owlmetry.ids import UUID_TEXT
 from owlmetry.store import DeleteResult, Missing, Notification, ReadState
 
 DEFAULT_LIMIT = 50

@@ -19,7 +19,9 @@ from collections.abc import Iterable
 
 from owlmetry.backoff import backoff
 from owlmetry.clock import now_ms
+from owlmetry.config import Config
 from owlmetry.ids import new_id
+from owlmetry.notify.channels import open_channels
 from owlmetry.notify.channels.base import Answer, Channel
 from owlmetry.notify.recorder import AnswerRecorder
 from owlmetry.store import (
@@ -268,3 +270,15 @@ class Dispatcher:
 
     def _backoff(self, attempts: int) -> int:
         return int(backoff(self._retry_base_ms, attempts - 1, self._retry_max_ms))
+
+
+def dispatcher_for(store: Store, config: Config, channels: dict[str, Channel] | None = None,
+                   only: list[str] | None = None) -> Dispatcher:
+    """The dispatcher `config` describes, on the channels it configures (or `channels`, which
+    tests bring); says at once which channels will skip their deliveries, and why."""
+    if channels is None:
+        channels = open_channels(config)
+    for name, channel in channels.items():
+        if channel.unavailable:
+            log.warning("%s deliveries will be skipped: %s", name, channel.unavailable)
+    return Dispatcher(store, channels, lease_ms=config.notify_lease_s * 1000, only=only)

@@ -10,7 +10,7 @@ import uuid
 from collections import Counter
 
 from owlmetry.clock import now_ms
-from owlmetry.http.auth import UserTokens, jwt_secret
+from owlmetry.credentials import UserTokens, jwt_secret
 from tests.deploy.conftest import access_lines, only_postgresql, session_from
 from tests.notify.conftest import token, wait_done
 from tests.notify.test_durability import SAFETY_S, owners, requests_by_token, server_key

@@ -29,7 +29,7 @@ import orjson
 import pytest
 
 from owlmetry.clock import now_ms
-from owlmetry.http.auth import hash_api_key, new_api_key
+from owlmetry.credentials import create_api_key
 from owlmetry.store import DeviceRegistration
 from tests.notify.conftest import KEY_ID, TEAM_ID, TOPIC, token, wait_done
 from tests.ports import free_port
@@ -153,9 +153,7 @@ def tokens_of(recipients: dict) -> list[str]:
 
 
 async def server_key(store) -> str:
-    secret = new_api_key("server")
-    await store.create_api_key(str(uuid.uuid4()), "server", "durability", hash_api_key(secret),
-                               now_ms())
+    _, secret = await create_api_key(store, str(uuid.uuid4()), "server", "durability", now_ms())
     return secret
 
 
