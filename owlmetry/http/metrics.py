@@ -50,7 +50,7 @@ PATH = "/metrics"
 # outside these are "other".
 UNMATCHED = "unmatched"
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-# Seconds; Prometheus' defaults, which suit both a 1 ms list and a large 4 MiB enqueue.
+# Seconds; Prometheus' defaults, which suit both a quick inbox list and a large enqueue.
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 # A delivery's end by its status label; PENDING is a delivery put back for a retry.
 DELIVERY_ENDS = {DeliveryStatus.SENT: "sent", DeliveryStatus.FAILED: "failed",
@@ -88,7 +88,8 @@ class RequestCounts:
 
 @web.middleware
 async def count_requests(request: web.Request, handler):
-    """Outermost, so it sees every answer as it leaves, errors rendered with their status."""
+    """Outside every middleware but `forwarded` (which clones the request first, when proxies
+    are trusted), so it sees every answer as it leaves, errors rendered with their status."""
     route = route_template(request) or UNMATCHED
     if route == PATH:  # a scrape does not change what it reads
         return await handler(request)
@@ -276,6 +277,7 @@ async def scrape(request: web.Request) -> web.Response:
 
 
 def install(app: web.Application) -> None:
-    """The route and the app's metrics; `count_requests` goes first in the app's middleware."""
+    """The route and the app's metrics; `count_requests` goes first in the app's middleware
+    (after `forwarded`, when that is there)."""
     app[METRICS] = Metrics(app)
     app.router.add_get(PATH, scrape, allow_head=False)
