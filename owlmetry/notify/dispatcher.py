@@ -223,7 +223,7 @@ class Dispatcher:
                                       f"internal error: {type(exc).__name__}"))
 
     def _answered(self, delivery: _Delivery, target: PushTarget, answer: Answer) -> None:
-        if answer.outcome is RETRY:
+        if answer.outcome == RETRY:  # not `is`: the plain string "retry" means the same
             delivery.later.append((target, answer))
         else:
             self._record(delivery.claim, target, answer)
