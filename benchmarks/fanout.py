@@ -252,8 +252,7 @@ async def seed_database(url: str, per_user: list[int]) -> tuple[list[str], str]:
         now = now_ms()
         run = secrets.token_hex(3)
         users = [(new_id(), f"fanout{i}-{run}@bench.example", now) for i in range(len(per_user))]
-        async with store._transaction() as execute:
-            await store._run_batched(execute, INSERT_USERS, ("text", "text", "bigint"), users)
+        await store.execute_batch(INSERT_USERS, ("text", "text", "bigint"), users)
         registrations = []
         index = 0
         for (user_id, _, _), count in zip(users, per_user):
@@ -337,7 +336,7 @@ async def fanout_once(url: str, api_key: str, user_ids: list[str], store, n_devi
         raise RuntimeError(f"POST /v1/notifications: {status} {answer[:300]!r}")
     ids = orjson.loads(answer)["notification_ids"]
     while True:
-        ((pending,),) = await store._read(PENDING)
+        ((pending,),) = await store.execute(PENDING)
         polls += 1
         if pending == 0:
             break
@@ -347,10 +346,8 @@ async def fanout_once(url: str, api_key: str, user_ids: list[str], store, n_devi
     total_s = time.perf_counter() - t0
     progress = await store.progress(ids)
     keys = [(i,) for i in ids]
-    ((last_end, deliveries),) = await store._run_batched(
-        store._read, DELIVERY_TIMES, ("text",), keys)
-    ((first_answer, last_answer, pushes),) = await store._run_batched(
-        store._read, PUSH_TIMES, ("text",), keys)
+    ((last_end, deliveries),) = await store.execute_batch(DELIVERY_TIMES, ("text",), keys)
+    ((first_answer, last_answer, pushes),) = await store.execute_batch(PUSH_TIMES, ("text",), keys)
     return {
         "wall0_ms": wall0 * 1000, "seconds": total_s, "per_second": n_devices / total_s,
         "post_ms": post_s * 1000, "polls": polls, "recipients": len(ids),
@@ -495,9 +492,9 @@ def normalized(sql: str) -> str:
 
 def statement_labels() -> list[tuple[str, str]]:
     """(signature, name) of every statement the store defines, longest signature first."""
-    from owlmetry.store import postgres, queries, sqlite
+    from owlmetry.store import deliveries, devices, inbox, login_codes, metrics_reads, users
     labels = {}
-    for module in (queries, sqlite, postgres):
+    for module in (users, login_codes, devices, inbox, deliveries, metrics_reads):
         for name, text in vars(module).items():
             if name.isupper() and isinstance(text, str) and len(text) > 20:
                 body = text.split("({batch})")[-1].split("{")[0]

@@ -24,6 +24,8 @@ from owlmetry.ids import new_id
 from owlmetry.notify.channels import channel_types, check_content
 from owlmetry.notify.dispatcher import dispatcher_for, enqueue
 from owlmetry.store import (
+    RECORDED_OUTCOMES,
+    DeliveryStatus,
     EmailTaken,
     NotificationContent,
     Progress,
@@ -237,8 +239,7 @@ async def recipient_id(store, user: str) -> str:
 
 def summary(progress: Progress) -> dict:
     """What became of the devices: delivered, removed (dead tokens), failed, skipped."""
-    return {outcome: progress.pushes.get(outcome, 0)
-            for outcome in ("delivered", "removed", "failed", "skipped")}
+    return {outcome.value: progress.pushes.get(outcome, 0) for outcome in RECORDED_OUTCOMES}
 
 
 async def show_progress(store, ids: list[str]) -> Progress:
@@ -248,7 +249,7 @@ async def show_progress(store, ids: list[str]) -> Progress:
         progress = await store.progress(ids)
         if draw:
             total = sum(progress.deliveries.values()) or 1
-            finished = total - progress.deliveries.get("pending", 0)
+            finished = total - progress.deliveries.get(DeliveryStatus.PENDING, 0)
             filled = round(30 * finished / total)
             counts = " ".join(f"{k} {v}" for k, v in summary(progress).items())
             print(f"\r[{'#' * filled}{'.' * (30 - filled)}] {finished}/{total} recipients  {counts}",

@@ -33,7 +33,7 @@ from owlmetry.http.errors import MAX_BODY_BYTES, error_response, json_errors, js
 from owlmetry.http.forwarded import forwarded
 from owlmetry.login_codes import CodeHasher
 from owlmetry.mail import Mailer
-from owlmetry.notify.channel import Channel
+from owlmetry.notify.channels.base import Channel
 from owlmetry.notify.dispatcher import dispatcher_for
 from owlmetry.store import open_store
 

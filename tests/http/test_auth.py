@@ -120,7 +120,7 @@ async def test_unknown_or_revoked_api_key_is_401(client, method, path):
 
 async def test_api_keys_are_stored_hashed(client):
     secret = await make_key(client.app, "agent")
-    rows = await client.app[STORE]._read("SELECT key_hash FROM api_keys")
+    rows = await client.app[STORE].execute("SELECT key_hash FROM api_keys")
     assert [row[0] for row in rows] == [hash_api_key(secret)]
     assert secret not in str(rows)
 

@@ -173,7 +173,7 @@ async def test_me_refuses_api_keys_strangers_and_deleted_users(client, mailbox):
 
     user = await new_user(client)
     await log_in(client, mailbox, user.email)
-    await client.app[STORE]._write("DELETE FROM users WHERE id = $1", user.id)
+    await client.app[STORE].execute("DELETE FROM users WHERE id = $1", user.id)
     gone = await client.get("/v1/auth/me")
     assert (gone.status, await gone.json()) == (401, {"error": "User no longer exists"})
 

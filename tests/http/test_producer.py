@@ -94,7 +94,7 @@ async def test_without_apns_credentials_deliveries_are_skipped_with_the_reason(c
     _, reply = await post(client, {**GOOD, "user_ids": [user_id]}, secret)
     progress = await wait_done(client.app[STORE], reply["notification_ids"])
     assert progress.deliveries == {"skipped": 1}
-    rows = await client.app[STORE]._read("SELECT reason FROM notification_deliveries")
+    rows = await client.app[STORE].execute("SELECT reason FROM notification_deliveries")
     assert rows[0][0] == ("APNs is not configured: APNS_KEY_ID, APNS_TEAM_ID, APNS_BUNDLE_ID, "
                           "APNS_KEY_P8 unset")
 

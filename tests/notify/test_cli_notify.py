@@ -64,7 +64,7 @@ async def test_notify_without_apns_credentials_skips_and_says_so(store, database
     assert code == 0, err
     assert orjson.loads(out.strip().splitlines()[-1]) == {
         "notifications": 1, "delivered": 0, "removed": 0, "failed": 0, "skipped": 2}
-    rows = await store._read("SELECT status, reason FROM notification_deliveries")
+    rows = await store.execute("SELECT status, reason FROM notification_deliveries")
     assert rows[0][0] == "skipped" and "APNS_KEY_ID" in rows[0][1]
 
 

@@ -13,8 +13,8 @@ from owlmetry.apns import APNsClient
 from owlmetry.apns.request import payload_limit
 from owlmetry.apns.results import Outcome, PushResult
 from owlmetry.config import Config
-from owlmetry.notify.channel import Answer, Channel, ConnectionStats
-from owlmetry.store import Claim, NotificationContent, PushTarget
+from owlmetry.notify.channels.base import Answer, Channel, ConnectionStats
+from owlmetry.store import Claim, NotificationContent, PushOutcome, PushTarget
 
 APNS_TOKEN = re.compile(r"(?:[0-9a-fA-F]{2}){8,100}")
 # The largest badge a payload is checked with before it is accepted, so that any real unread
@@ -55,7 +55,7 @@ class PayloadTemplate:
         return b"%s%d%s%s}" % (self._head, unread, self._tail, orjson.dumps(notification_id))
 
 
-DELIVERED = Answer("delivered", 200)
+DELIVERED = Answer(PushOutcome.DELIVERED, 200)
 
 
 def answer_for(result: PushResult) -> Answer:
@@ -63,10 +63,10 @@ def answer_for(result: PushResult) -> Answer:
         return DELIVERED
     if result.token_invalid:
         since = result.timestamp_ms if result.outcome is Outcome.UNREGISTERED else None
-        return Answer("removed", result.status, result.reason, since)
+        return Answer(PushOutcome.REMOVED, result.status, result.reason, since)
     if result.retry_later:
-        return Answer("retry", result.status, result.reason)
-    return Answer("failed", result.status, result.reason)
+        return Answer(PushOutcome.RETRY, result.status, result.reason)
+    return Answer(PushOutcome.FAILED, result.status, result.reason)
 
 
 class IosPush(Channel):
