@@ -22,7 +22,10 @@ setup(
     description="Self-hosted push service: a device-token registry with an APNs HTTP/2 fan-out",
     python_requires=">=3.11",
     packages=find_packages(include=["owlmetry", "owlmetry.*"]),
-    package_data={"owlmetry.http": ["openapi.json"]},  # the API reference GET /openapi.json serves
+    package_data={
+        "owlmetry.http": ["openapi.json"],  # the API reference GET /openapi.json serves
+        "owlmetry.store": ["migrations/*.sql"],  # the schema's versions, for older databases
+    },
     install_requires=[
         "aiohttp>=3.14",  # web.RequestKey
         "aiosmtplib>=5.0",  # login-code mail

@@ -5,7 +5,7 @@ default) or `postgresql://...` (asyncpg, production). Layout: `rows` (the rows, 
 errors callers see), `store` (the `Store` class) assembled from one module per feature
 (`users`, `login_codes`, `devices`, `inbox`, `deliveries`, `metrics_reads`: interface, SQL for
 both engines and row mapping), `engine` with `sqlite` and `postgres` (connections,
-transactions, dialect), `schema` (schema.sql and its digest), `batching` (coalescing calls).
+transactions, dialect), `schema` (schema.sql and the migrations between versions), `batching` (coalescing calls).
 No SQL lives outside this package.
 """
 
@@ -32,7 +32,7 @@ from owlmetry.store.rows import (
     StoreError,
     User,
 )
-from owlmetry.store.schema import schema_digest, schema_sql
+from owlmetry.store.schema import latest_version, schema_sql
 from owlmetry.store.store import Store
 
 __all__ = [
@@ -59,7 +59,7 @@ __all__ = [
     "User",
     "check_database_url",
     "open_store",
-    "schema_digest",
+    "latest_version",
     "schema_sql",
 ]
 

@@ -10,9 +10,10 @@ import contextlib
 
 import asyncpg
 
+from owlmetry.clock import now_ms
 from owlmetry.store.engine import Engine
 from owlmetry.store.rows import StoreError
-from owlmetry.store.schema import SCHEMA_DIGEST, SET_SCHEMA_DIGEST, schema_digest, schema_sql
+from owlmetry.store.schema import CURRENT_VERSION, VERSION_TABLE, database_version, upgrade_script
 
 # Any constant shared by every Owlmetry process; it names the migration lock.
 MIGRATION_LOCK = 0x6F776C6D
@@ -61,13 +62,14 @@ class PostgresEngine(Engine):
     async def migrate(self) -> None:
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.execute(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
+            tables = {name for (name,) in await conn.fetch(
+                "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")}
+            recorded = await conn.fetchval(CURRENT_VERSION) if VERSION_TABLE in tables else None
             # Schema statements on a live database wait for every open write (other server
-            # processes'); skip them when the schema is already this version's.
-            if await conn.fetchval("SELECT to_regclass('settings') IS NOT NULL") and \
-                    await conn.fetchval(SCHEMA_DIGEST) == schema_digest():
-                return
-            await conn.execute(schema_sql())
-            await conn.execute(SET_SCHEMA_DIGEST, schema_digest())
+            # processes'): none run when the schema is already this release's.
+            script = upgrade_script("postgresql", database_version(tables, recorded), now_ms())
+            if script is not None:
+                await conn.execute(script)
 
     async def write(self, sql: str, *params) -> list:
         return await self._pool.fetch(sql, *params)

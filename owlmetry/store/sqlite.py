@@ -17,9 +17,10 @@ import sqlite3
 import aiosqlite
 import orjson
 
+from owlmetry.clock import now_ms
 from owlmetry.store.engine import Engine
 from owlmetry.store.rows import StoreError
-from owlmetry.store.schema import SCHEMA_DIGEST, SET_SCHEMA_DIGEST, schema_digest, schema_sql
+from owlmetry.store.schema import CURRENT_VERSION, VERSION_TABLE, database_version, upgrade_script
 
 PRAGMAS = """
 PRAGMA journal_mode = WAL;
@@ -68,19 +69,22 @@ class SQLiteEngine(Engine):
             await self._writer.close()
 
     async def migrate(self) -> None:
-        # Schema statements on a live database wait for every open write; skip them when the
-        # schema is already this version's.
+        # Under this process's write lock; another process migrating the same file meanwhile
+        # makes this transaction fail (its versions are recorded first), and the next look
+        # finds the schema current.
         async with self._write_lock:
-            if await self._schema_digest() == schema_digest():
-                return
-            record = SET_SCHEMA_DIGEST.replace("$1", f"'{schema_digest()}'")
-            try:
-                await self._writer.executescript(
-                    f"BEGIN IMMEDIATE;\n{schema_sql()}\n{record};\nCOMMIT;")
-            except sqlite3.Error:
-                if self._writer.in_transaction:
-                    await self._writer.rollback()
-                raise
+            for attempt in range(2):
+                script = upgrade_script("sqlite", await self._schema_version(), now_ms())
+                if script is None:
+                    return
+                try:
+                    await self._writer.executescript(f"BEGIN IMMEDIATE;\n{script}\nCOMMIT;")
+                    return
+                except sqlite3.Error:
+                    if self._writer.in_transaction:
+                        await self._writer.rollback()
+                    if attempt:
+                        raise
 
     async def backup(self, path: str) -> None:
         if os.path.lexists(path):
@@ -103,12 +107,13 @@ class SQLiteEngine(Engine):
                 os.remove(partial)
             raise StoreError(f"cannot back up to {path!r}: {exc}") from exc
 
-    async def _schema_digest(self) -> str | None:
-        if not await self._writer.execute_fetchall(
-                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'settings'"):
-            return None
-        rows = await self._writer.execute_fetchall(SCHEMA_DIGEST)
-        return rows[0][0] if rows else None
+    async def _schema_version(self) -> int | None:
+        tables = {name for (name,) in await self._writer.execute_fetchall(
+            "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        recorded = None
+        if VERSION_TABLE in tables:
+            ((recorded,),) = await self._writer.execute_fetchall(CURRENT_VERSION)
+        return database_version(tables, recorded)
 
     async def write(self, sql: str, *params) -> list:
         async with self._write_lock:

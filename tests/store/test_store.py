@@ -1,10 +1,8 @@
 """The store interface, the same test body on a real SQLite file and a real PostgreSQL database."""
 
 import asyncio
-import sqlite3
 import uuid
 
-import asyncpg
 import pytest
 
 from owlmetry.store import (
@@ -12,7 +10,6 @@ from owlmetry.store import (
     DeviceRegistration,
     EmailTaken,
     open_store,
-    schema_digest,
 )
 
 
@@ -36,20 +33,6 @@ async def test_migrate_runs_again_without_harm(store, database_url):
         assert await again.user_exists(user_id)
     finally:
         await again.close()
-
-
-async def test_migrate_upgrades_a_database_of_another_schema_version(store):
-    # As if the database came from a release whose schema lacked this index.
-    await store.execute("DROP INDEX notifications_unread")
-    await store.execute("UPDATE settings SET value = 'older' WHERE key = 'schema_sha256'")
-    await store.migrate()
-    assert await store.setting("schema_sha256", "?") == schema_digest()
-    await store.execute("DROP INDEX notifications_unread")  # it exists again
-    # The same version again is left alone.
-    await store.migrate()
-    with pytest.raises((sqlite3.OperationalError, asyncpg.UndefinedObjectError),
-                       match="notifications_unread"):
-        await store.execute("DROP INDEX notifications_unread")
 
 
 async def test_first_setting_wins(store):
