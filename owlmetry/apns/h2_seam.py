@@ -117,7 +117,9 @@ class ClientH2(h2.connection.H2Connection):
         self.outbound_flow_control_window -= size
         sid = stream_id.to_bytes(4, "big")
         out = self._output
-        out += super().data_to_send()  # made earlier (an RST_STREAM, a lower stream): first
+        earlier = h2.connection.H2Connection.data_to_send(self)
+        if earlier:  # what h2 made before (an RST_STREAM, a lower stream id) goes out first
+            out += earlier
         out += b"".join((
             len(block).to_bytes(3, "big"), b"\x01\x04", sid, block,  # HEADERS, END_HEADERS
             size.to_bytes(3, "big"), b"\x00\x01", sid, body))  # DATA, END_STREAM
@@ -130,9 +132,11 @@ class ClientH2(h2.connection.H2Connection):
             return super().data_to_send(amount)
         out += super().data_to_send()
         if amount is None:
-            amount = len(out)
-        data = bytes(out[:amount])
-        del out[:amount]
+            data = bytes(out)
+            out.clear()
+        else:
+            data = bytes(out[:amount])
+            del out[:amount]
         return data
 
     def clear_outbound_data_buffer(self) -> None:

@@ -21,6 +21,18 @@ MAX_VOIP_PAYLOAD = 5120
 # An APNs device token: 8 to 100 bytes, written as hex (16 to 200 characters, even length).
 _HEX = re.compile("[0-9a-fA-F]+")
 
+
+def payload_limit(push_type: str) -> int:
+    """Apple's limit on a push's body in bytes: larger for VoIP pushes."""
+    return MAX_VOIP_PAYLOAD if push_type == "voip" else MAX_PAYLOAD
+
+
+def is_device_token(text) -> bool:
+    """True if `text` is an APNs device token in hex (upper or lower case)."""
+    return (isinstance(text, str) and 16 <= len(text) <= 200 and not len(text) % 2
+            and _HEX.fullmatch(text) is not None)
+
+
 # HPACK static table indices (RFC 7541, appendix A).
 _AUTHORITY, _PATH, _AUTHORIZATION = 1, 4, 23
 # :method POST and :scheme https are whole entries of the static table.
@@ -102,17 +114,6 @@ def encode_payload(payload: bytes | dict) -> bytes:
     if orjson is not None:
         return orjson.dumps(payload)
     return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def payload_limit(push_type: str) -> int:
-    """Apple's limit on a push's body in bytes: larger for VoIP pushes."""
-    return MAX_VOIP_PAYLOAD if push_type == "voip" else MAX_PAYLOAD
-
-
-def is_device_token(text) -> bool:
-    """True if `text` is an APNs device token in hex (upper or lower case)."""
-    return (isinstance(text, str) and 16 <= len(text) <= 200 and not len(text) % 2
-            and _HEX.fullmatch(text) is not None)
 
 
 class Request:
