@@ -73,7 +73,8 @@ class ClientH2(h2.connection.H2Connection):
       below last_stream_id could never finish; RFC 9113 §6.8 lets them finish.
     - `send_request` opens a stream with a ready header block and its whole body: the same
       state-machine and flow-control steps as send_headers + send_data, without building,
-      re-checking and serialising two frame objects per push.
+      re-checking and serialising two frame objects per push (the measured difference is in
+      benchmarks/RESULTS.md, "The h2 seam").
     """
 
     def __init__(self, in_flight: dict, receive_window: int):
