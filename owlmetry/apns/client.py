@@ -11,9 +11,9 @@ from typing import Self
 from urllib.parse import urlsplit
 
 from . import wire
-from .push_result import CLIENT_CLOSED, PushResult, ResultKind, local_error, payload_too_large
 from .connection import ssl_context
 from .pool import HostPool, PoolSettings, PoolStats, RetryPolicy
+from .push_result import CLIENT_CLOSED, PushResult, ResultKind, local_error, payload_too_large
 from .token import ProviderToken
 
 PRODUCTION_URL = "https://api.push.apple.com:443"

@@ -18,8 +18,18 @@ from dataclasses import dataclass
 from owlmetry.backoff import backoff
 
 from .connection import Connection, StreamFailure
-from .push_result import (CLIENT_CLOSED, CONNECTION_FAILED, STREAM_RESET, TIMEOUT, PushResult,
-                          delivered, from_answer, is_transient, local_error, parse_error_body)
+from .push_result import (
+    CLIENT_CLOSED,
+    CONNECTION_FAILED,
+    STREAM_RESET,
+    TIMEOUT,
+    PushResult,
+    delivered,
+    from_answer,
+    is_transient,
+    local_error,
+    parse_error_body,
+)
 from .token import ProviderToken
 from .wire import Request
 
