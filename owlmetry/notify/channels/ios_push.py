@@ -5,18 +5,15 @@ count) and how a `PushResult` maps onto an answer. Without the APNs identity in 
 configuration the channel is unavailable and names the missing variables.
 """
 
-import re
-
 import orjson
 
 from owlmetry.apns import APNsClient
-from owlmetry.apns.request import payload_limit
-from owlmetry.apns.results import Outcome, PushResult
+from owlmetry.apns.push_result import PushResult, ResultKind
+from owlmetry.apns.wire import is_device_token, payload_limit
 from owlmetry.config import Config
 from owlmetry.notify.channels.base import Answer, Channel, ConnectionStats
 from owlmetry.store import Claim, NotificationContent, PushOutcome, PushTarget
 
-APNS_TOKEN = re.compile(r"(?:[0-9a-fA-F]{2}){8,100}")
 # The largest badge a payload is checked with before it is accepted, so that any real unread
 # count fits too.
 LARGEST_BADGE = 10**9
@@ -62,7 +59,7 @@ def answer_for(result: PushResult) -> Answer:
     if result.ok:
         return DELIVERED
     if result.token_invalid:
-        since = result.timestamp_ms if result.outcome is Outcome.UNREGISTERED else None
+        since = result.timestamp_ms if result.kind is ResultKind.UNREGISTERED else None
         return Answer(PushOutcome.REMOVED, result.status, result.reason, since)
     if result.retry_later:
         return Answer(PushOutcome.RETRY, result.status, result.reason)
@@ -80,7 +77,7 @@ class IosPush(Channel):
 
     @staticmethod
     def normalize_token(token: str) -> str:
-        if not APNS_TOKEN.fullmatch(token):
+        if not is_device_token(token):
             raise ValueError("token must be a hexadecimal APNs device token of even length, "
                              "16 to 200 characters")
         return token.lower()
