@@ -11,7 +11,8 @@ import orjson
 
 from owlmetry.clock import now_ms
 from owlmetry.store import DeviceRegistration
-from tests.notify.conftest import KEY_ID, TEAM_ID, TOPIC, token, user_with_devices
+from tests.apns.identity import KEY_ID, TEAM_ID, TOPIC
+from tests.notify.conftest import token, user_with_devices
 
 
 def apns_env(mocks, tls_files, auth_key) -> dict:

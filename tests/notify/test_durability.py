@@ -31,7 +31,8 @@ import pytest
 from owlmetry.clock import now_ms
 from owlmetry.credentials import create_api_key
 from owlmetry.store import DeviceRegistration
-from tests.notify.conftest import KEY_ID, TEAM_ID, TOPIC, token, wait_done
+from tests.apns.identity import KEY_ID, TEAM_ID, TOPIC
+from tests.notify.conftest import token, wait_done
 from tests.ports import free_port
 
 LEASE_S = 2

@@ -1,6 +1,6 @@
 """The `ios_push` channel: APNs through the project's HTTP/2 pool (`owlmetry.apns`).
 
-Owns the APNs device-token rule, the payload of the contract (badge = the recipient's unread
+Owns the payload of the contract (badge = the recipient's unread
 count) and how a `PushResult` maps onto an answer. Without the APNs identity in the
 configuration the channel is unavailable and names the missing variables.
 """
