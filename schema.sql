@@ -74,9 +74,25 @@ CREATE TABLE IF NOT EXISTS notifications (
 CREATE INDEX IF NOT EXISTS notifications_inbox
     ON notifications (user_id, created_at DESC, id DESC) WHERE deleted_at IS NULL;
 
--- Unread counts: the badge of every push and GET /v1/notifications/unread-count.
+-- A user's unread notifications, by type (POST /v1/notifications/mark-all-read).
 CREATE INDEX IF NOT EXISTS notifications_unread
     ON notifications (user_id, type) WHERE read_at IS NULL AND deleted_at IS NULL;
+
+-- The retention's clean-up: read rows by when they were read, soft-deleted rows by when.
+CREATE INDEX IF NOT EXISTS notifications_read
+    ON notifications (read_at) WHERE read_at IS NOT NULL AND deleted_at IS NULL;
+
+CREATE INDEX IF NOT EXISTS notifications_deleted
+    ON notifications (deleted_at) WHERE deleted_at IS NOT NULL;
+
+-- Each user's count of notifications with `read_at IS NULL AND deleted_at IS NULL`: the badge
+-- of every push and GET /v1/notifications/unread-count, at a cost that does not grow with the
+-- inbox. Every statement that adds such a row, or changes or removes one, changes the count in
+-- the same transaction (owlmetry/store: deliveries.py, inbox.py). No row: zero.
+CREATE TABLE IF NOT EXISTS unread_counts (
+    user_id TEXT PRIMARY KEY REFERENCES users (id) ON DELETE CASCADE,
+    unread  BIGINT NOT NULL
+);
 
 -- The work queue: one row per notification and channel, pending -> sent | failed | skipped.
 -- A pending row may be claimed once `available_at` has passed; a claim pushes `available_at`

@@ -1,8 +1,9 @@
 """The delivery queue: what the dispatcher asks of the database, with its SQL and row mapping.
 
-Enqueue writes inbox rows and a pending delivery per channel; a claim leases due deliveries to
-one dispatcher and reads what sending them needs; the answers (one row per device) and the
-deliveries' ends are saved together; progress counts both. Mixed into `Store`, which sets
+Enqueue writes inbox rows (counting them into their recipients' unread counts) and a pending
+delivery per channel; a claim leases due deliveries to one dispatcher and reads what sending
+them needs; the answers (one row per device) and the deliveries' ends are saved together;
+progress counts both. Mixed into `Store`, which sets
 `self.engine`. Must not decide when to retry or how an answer maps to a status (the
 dispatcher's rules).
 
@@ -27,17 +28,18 @@ from owlmetry.store.rows import (
     PushRecord,
     PushTarget,
 )
+from owlmetry.store.unread_counts import BADGE, count_added
 
 # ---- Enqueue ----------------------------------------------------------------------------------
 # $1..$7 are the content every recipient shares; the batch of (id, user_id) comes after.
 
-# An inbox row per recipient that exists.
+# An inbox row per recipient that exists; what the unread counter needs of each comes back.
 INSERT_NOTIFICATIONS = """
 INSERT INTO notifications (id, user_id, type, title, body, link, data, team_id, created_at)
 SELECT b.id, u.id, CAST($1 AS TEXT), CAST($2 AS TEXT), CAST($3 AS TEXT), CAST($4 AS TEXT),
        CAST($5 AS TEXT), CAST($6 AS TEXT), CAST($7 AS BIGINT)
 FROM batch AS b JOIN users AS u ON u.id = b.user_id
-RETURNING id"""
+RETURNING id, user_id, read_at, deleted_at"""
 
 # A delivery starts pending and due at once.
 INSERT_DELIVERIES = """\
@@ -47,6 +49,13 @@ ENQUEUE_NOTIFICATIONS = f"""
 WITH batch (id, user_id) AS ({{batch}})
 {INSERT_NOTIFICATIONS}
 """
+
+# The recipients' unread counts, in the enqueue's transaction: the batch is the inserted rows'
+# (user_id, read_at, deleted_at).
+COUNT_ENQUEUED = f"""
+WITH added (user_id, read_at, deleted_at) AS ({{batch}}){count_added("added")}
+"""
+ADDED_TYPES = ("text", "bigint", "bigint")
 
 # Run once per channel: $1 the channel, $2 the time, the batch of notification ids after.
 ENQUEUE_DELIVERIES = f"""
@@ -60,6 +69,7 @@ FROM batch
 ENQUEUE_IN_ONE = f"""
 WITH batch (id, user_id) AS ({{batch}}),
 inserted AS ({INSERT_NOTIFICATIONS}),
+counted AS ({count_added("inserted")}),
 queued AS (
     {INSERT_DELIVERIES}
     SELECT i.id, c.channel, 'pending', $7, $7
@@ -82,11 +92,10 @@ WHERE (notification_id, channel) IN (
 RETURNING notification_id, channel, attempts
 """
 
-# What sending a claimed notification needs, and its recipient's unread count (the badge).
-CLAIMED_CONTENT = """n.id, n.user_id, n.type, n.title, n.body, n.link, n.data, n.team_id,
-       (SELECT count(*) FROM notifications AS unread
-        WHERE unread.user_id = n.user_id AND unread.read_at IS NULL
-          AND unread.deleted_at IS NULL)"""
+# What sending a claimed notification needs, and its recipient's unread count (the badge: the
+# counter's row, whatever the size of the inbox).
+CLAIMED_CONTENT = f"""n.id, n.user_id, n.type, n.title, n.body, n.link, n.data, n.team_id,
+       {BADGE}"""
 
 TARGET_COLUMNS = "n.id, d.id, d.token, d.environment"
 
@@ -256,8 +265,11 @@ class Deliveries:
             return [notification_id for notification_id, _ in recipients
                     if notification_id in written]
         async with engine.transaction() as run:
-            written = {row[0] for row in await engine.run_batched(
-                run, ENQUEUE_NOTIFICATIONS, ("text", "text"), recipients, *shared)}
+            inserted = await engine.run_batched(
+                run, ENQUEUE_NOTIFICATIONS, ("text", "text"), recipients, *shared)
+            await engine.run_batched(run, COUNT_ENQUEUED, ADDED_TYPES,
+                                     [tuple(row[1:]) for row in inserted])
+            written = {row[0] for row in inserted}
             ids = [notification_id for notification_id, _ in recipients
                    if notification_id in written]
             for channel in channels:

@@ -1,13 +1,16 @@
 """The inbox: a user's notifications as the API lists, counts, reads and deletes them.
 
 Its part of the store's interface, its SQL and its rows. Each method answers None (or NO_USER)
-when the user no longer exists. Deleted rows stay, hidden from every query here. Mixed into
-`Store`, which sets `self.engine`; the rows are written by the delivery queue (`deliveries`).
+when the user no longer exists. Deleted rows stay, hidden from every query here. A change of a
+row's read or deleted state changes the user's unread count (`unread_counts`) in the same
+transaction, and only when the state really changed. Mixed into `Store`, which sets
+`self.engine`; the rows are written by the delivery queue (`deliveries`).
 Must not know HTTP: the routes turn None and `Missing` into their 401s and 404s.
 """
 
 from owlmetry.store.engine import Engine
 from owlmetry.store.rows import DeleteResult, Missing, Notification, ReadState
+from owlmetry.store.unread_counts import ADD_UNREAD, UNREAD, UNREAD_OF
 from owlmetry.store.users import unless_user_gone, why_missing
 
 # Optional filters are NULL when unused; the CASTs tell PostgreSQL their types. $2 of the list
@@ -28,30 +31,37 @@ ORDER BY created_at DESC, id DESC
 LIMIT $6
 """
 
-UNREAD_COUNT = """
-SELECT count(*) FROM notifications
-WHERE user_id = $1 AND read_at IS NULL AND deleted_at IS NULL
-"""
-
-MARK_ALL_READ = """
+MARK_ALL_READ = f"""
 UPDATE notifications SET read_at = $3
-WHERE user_id = $1 AND read_at IS NULL AND deleted_at IS NULL
+WHERE user_id = $1 AND {UNREAD}
   AND (CAST($2 AS TEXT) IS NULL OR type = $2)
 RETURNING id
 """
 
-# Marking a read notification read again keeps the first time it was read.
-SET_READ = f"""
-UPDATE notifications
-SET read_at = CASE WHEN CAST($3 AS BIGINT) IS NULL THEN NULL ELSE COALESCE(read_at, $3) END
-WHERE id = $2 AND user_id = $1 AND deleted_at IS NULL
+# Only a real change: marking a read notification read again keeps the first time it was read,
+# and changes no count.
+MARK_READ = f"""
+UPDATE notifications SET read_at = $3
+WHERE id = $2 AND user_id = $1 AND {UNREAD}
 RETURNING {NOTIFICATION_COLUMNS}
 """
 
+MARK_UNREAD = f"""
+UPDATE notifications SET read_at = NULL
+WHERE id = $2 AND user_id = $1 AND read_at IS NOT NULL AND deleted_at IS NULL
+RETURNING {NOTIFICATION_COLUMNS}
+"""
+
+NOTIFICATION = f"""
+SELECT {NOTIFICATION_COLUMNS} FROM notifications
+WHERE id = $2 AND user_id = $1 AND deleted_at IS NULL
+"""
+
+# `read_at` is untouched, so the row says whether it was unread.
 DELETE_NOTIFICATION = """
 UPDATE notifications SET deleted_at = $3
 WHERE id = $2 AND user_id = $1 AND deleted_at IS NULL
-RETURNING id
+RETURNING read_at
 """
 
 
@@ -69,19 +79,26 @@ class Inbox:
         return await unless_user_gone(self.engine, user_id, [Notification(*row) for row in rows])
 
     async def unread_count(self, user_id: str) -> int | None:
-        (row,) = await self.engine.read(UNREAD_COUNT, user_id)
-        return await unless_user_gone(self.engine, user_id, row[0])
+        rows = await self.engine.read(UNREAD_OF, user_id)
+        return await unless_user_gone(self.engine, user_id, rows[0][0] if rows else 0)
 
     async def mark_all_read(self, user_id: str, type: str | None, now: int) -> int | None:
-        rows = await self.engine.write(MARK_ALL_READ, user_id, type, now)
-        return await unless_user_gone(self.engine, user_id, len(rows))
+        async with self.engine.transaction() as run:
+            marked = len(await run(MARK_ALL_READ, user_id, type, now))
+            if marked:
+                await run(ADD_UNREAD, user_id, -marked)
+        return await unless_user_gone(self.engine, user_id, marked)
 
     async def set_read(
         self, user_id: str, notification_id: str, read: bool, now: int
     ) -> Notification | Missing:
         """The updated row, or why there is none (missing, deleted, another user's: NOT_FOUND)."""
-        rows = await self.engine.write(SET_READ, user_id, notification_id,
-                                       now if read else None)
+        async with self.engine.transaction() as run:
+            changed = await (run(MARK_READ, user_id, notification_id, now) if read
+                             else run(MARK_UNREAD, user_id, notification_id))
+            if changed:
+                await run(ADD_UNREAD, user_id, -1 if read else 1)
+        rows = changed or await self.engine.read(NOTIFICATION, user_id, notification_id)
         if rows:
             return Notification(*rows[0])
         return await why_missing(self.engine, user_id)
@@ -90,6 +107,10 @@ class Inbox:
         self, user_id: str, notification_id: str, now: int
     ) -> DeleteResult:
         """Soft delete: the row stays, hidden from every inbox query."""
-        if await self.engine.write(DELETE_NOTIFICATION, user_id, notification_id, now):
+        async with self.engine.transaction() as run:
+            deleted = await run(DELETE_NOTIFICATION, user_id, notification_id, now)
+            if deleted and deleted[0][0] is None:
+                await run(ADD_UNREAD, user_id, -1)
+        if deleted:
             return DeleteResult.DELETED
         return DeleteResult(await why_missing(self.engine, user_id))
