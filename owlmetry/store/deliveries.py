@@ -305,10 +305,10 @@ class Deliveries:
         for notification_id, channel, attempts in claimed:
             targets_by_kind.setdefault((channel, attempts > 1), []).append((notification_id,))
         notification_rows, earlier_rows, *target_rows = await asyncio.gather(
-            engine.run_batched(engine.read, CLAIMED_NOTIFICATIONS[engine.name], ("text",),
+            engine.run_batched(engine.read_bulk, CLAIMED_NOTIFICATIONS[engine.name], ("text",),
                                list({(notification_id,) for notification_id, _, _ in claimed})),
-            engine.run_batched(engine.read, EARLIER_OUTCOMES, ("text", "text"), again),
-            *(engine.run_batched(engine.read,
+            engine.run_batched(engine.read_bulk, EARLIER_OUTCOMES, ("text", "text"), again),
+            *(engine.run_batched(engine.read_bulk,
                                  (UNANSWERED_TARGETS if resumed else CLAIMED_TARGETS)[engine.name],
                                  ("text",), ids, channel)
               for (channel, resumed), ids in targets_by_kind.items()))
@@ -379,8 +379,8 @@ class Deliveries:
     async def progress(self, notification_ids: list[str]) -> Progress:
         engine = self.engine
         rows = [(notification_id,) for notification_id in notification_ids]
-        deliveries = await engine.run_batched(engine.read, DELIVERY_PROGRESS, ("text",), rows)
-        pushes = await engine.run_batched(engine.read, PUSH_PROGRESS, ("text",), rows)
+        deliveries = await engine.run_batched(engine.read_bulk, DELIVERY_PROGRESS, ("text",), rows)
+        pushes = await engine.run_batched(engine.read_bulk, PUSH_PROGRESS, ("text",), rows)
         return Progress({DeliveryStatus(status): count for status, count in deliveries},
                         {PushOutcome(outcome): count for outcome, count in pushes})
 

@@ -49,6 +49,12 @@ class Engine(abc.ABC):
     async def read(self, sql: str, *params) -> list:
         """Run a read-only statement; return its rows."""
 
+    async def read_bulk(self, sql: str, *params) -> list:
+        """A read-only statement of the dispatcher's, over many rows (a claim's content and
+        targets, progress): kept off the way of `read`, which serves requests (health checks,
+        authentication), where the engine has only a few connections."""
+        return await self.read(sql, *params)
+
     async def execute(self, sql: str, *params) -> list:
         """Any one statement on its own (autocommit): the raw-SQL door's, `Store.execute`."""
         return await self.write(sql, *params)

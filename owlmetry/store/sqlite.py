@@ -2,7 +2,9 @@
 
 Writes go through one connection, one statement at a time behind an asyncio lock, so requests
 queue inside the process instead of surfacing "database is locked"; reads use a second
-connection, which WAL lets run beside the writer. Statements autocommit. This module owns the
+connection, which WAL lets run beside the writer, and the dispatcher's bulk reads a third, so
+that a claim of thousands of rows never holds up a health check or an authentication (each
+connection runs one statement at a time). Statements autocommit. This module owns the
 SQLite connections and dialect (`?1` parameters, batches as a JSON array read by json_each,
 migration and backup); it must hold no statement of a feature.
 """
@@ -39,10 +41,12 @@ def to_sqlite(sql: str) -> str:
 class SQLiteEngine(Engine):
     name = "sqlite"
 
-    def __init__(self, writer: aiosqlite.Connection, reader: aiosqlite.Connection):
+    def __init__(self, writer: aiosqlite.Connection, reader: aiosqlite.Connection,
+                 bulk_reader: aiosqlite.Connection):
         super().__init__(concurrency=1)
         self._writer = writer
         self._reader = reader
+        self._bulk_reader = bulk_reader
         self._write_lock = asyncio.Lock()
 
     @classmethod
@@ -54,7 +58,7 @@ class SQLiteEngine(Engine):
             )
         connections = []
         try:
-            for _ in range(2):
+            for _ in range(3):
                 connections.append(await aiosqlite.connect(path, isolation_level=None))
                 await connections[-1].executescript(PRAGMAS)
         except sqlite3.Error as exc:
@@ -65,6 +69,7 @@ class SQLiteEngine(Engine):
 
     async def close(self) -> None:
         await self._reader.close()
+        await self._bulk_reader.close()
         async with self._write_lock:
             await self._writer.close()
 
@@ -92,13 +97,14 @@ class SQLiteEngine(Engine):
         folder = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(folder):
             raise StoreError(f"cannot write {path!r}: folder {folder!r} does not exist")
-        # Copied into a side file and renamed, so `path` never holds half a backup. The reader
-        # connection copies one WAL snapshot in a single step and never waits for the writer.
+        # Copied into a side file and renamed, so `path` never holds half a backup. The bulk
+        # reader copies one WAL snapshot in a single step and never waits for the writer (nor
+        # holds up the requests' reads meanwhile).
         partial = f"{path}.partial"
         try:
             target = sqlite3.connect(partial)
             try:
-                await self._reader.backup(target)
+                await self._bulk_reader.backup(target)
             finally:
                 target.close()
             os.replace(partial, path)
@@ -121,6 +127,9 @@ class SQLiteEngine(Engine):
 
     async def read(self, sql: str, *params) -> list:
         return list(await self._reader.execute_fetchall(to_sqlite(sql), params))
+
+    async def read_bulk(self, sql: str, *params) -> list:
+        return list(await self._bulk_reader.execute_fetchall(to_sqlite(sql), params))
 
     async def execute(self, sql: str, *params) -> list:
         # A plain SELECT reads beside the writer; anything else queues for it.
