@@ -23,6 +23,7 @@ from owlmetry.emails import normalize_email
 from owlmetry.ids import new_id
 from owlmetry.notify.channels import channel_types, check_content
 from owlmetry.notify.dispatcher import dispatcher_for, enqueue
+from owlmetry.retention import clean_up
 from owlmetry.store import (
     RECORDED_OUTCOMES,
     DeliveryStatus,
@@ -137,6 +138,15 @@ def build_parser() -> argparse.ArgumentParser:
     notify.add_argument("--wait", action="store_true",
                         help="deliver now and wait until every delivery has an outcome")
     notify.set_defaults(run=notify_command)
+
+    cleanup = commands.add_parser(
+        "cleanup", parents=[database], help="run the retention's clean-up once; print JSON counts",
+        description="Soft-delete notifications read more than RETENTION_READ_DAYS ago, remove "
+                    "those deleted more than RETENTION_DELETED_DAYS ago (with their deliveries "
+                    "and push records) and prune expired login codes, in small batches; print "
+                    'JSON {"soft_deleted", "removed", "login_codes"}. `serve` does the same '
+                    "every hour.")
+    cleanup.set_defaults(run=cleanup_command)
     return parser
 
 
@@ -224,6 +234,14 @@ async def notify_command(config: Config, args) -> str:
         finally:
             await dispatcher.stop()
         return orjson.dumps({"notifications": len(ids), **summary(progress)}).decode()
+
+
+async def cleanup_command(config: Config, args) -> str:
+    async with migrated_store(config) as store:
+        cleaned = await clean_up(store, config, now_ms())
+    if cleaned is None:
+        raise CommandError("another process is running the clean-up now; nothing was done")
+    return orjson.dumps(cleaned.as_dict()).decode()
 
 
 async def recipient_id(store, user: str) -> str:

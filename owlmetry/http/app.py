@@ -1,8 +1,8 @@
 """The aiohttp application: routes, middleware, and the lifetime of what they share.
 
 `create_app(config)` opens the store (and migrates it) and starts the notification dispatcher
-when the app starts, and stops both when it stops, through `cleanup_ctx`, so the same object
-serves `owlmetry serve` and the tests.
+and the retention's clean-up when the app starts, and stops them when it stops, through
+`cleanup_ctx`, so the same object serves `owlmetry serve` and the tests.
 The middleware, outermost first: the client's address and scheme from a trusted proxy's headers
 (only when TRUSTED_PROXIES is set), request metrics (so errors count with their real status),
 JSON errors, then authentication of every route whose handler is marked with
@@ -35,6 +35,7 @@ from owlmetry.login_codes import CodeHasher
 from owlmetry.mail import Mailer
 from owlmetry.notify.channels.base import Channel
 from owlmetry.notify.dispatcher import dispatcher_for
+from owlmetry.retention import EVERY_S, RetentionJob
 from owlmetry.store import open_store
 
 log = logging.getLogger("owlmetry")
@@ -81,6 +82,15 @@ def dispatcher_lifetime(channels: dict[str, Channel] | None):
     return lifetime
 
 
+def retention_lifetime(every_s: float):
+    async def lifetime(app: web.Application):
+        job = RetentionJob(app[STORE], app[CONFIG], app[CLOCK], every_s)
+        job.start()
+        yield
+        await job.stop()
+    return lifetime
+
+
 async def announce_shutdown(app: web.Application) -> None:
     log.info("stopping: no longer accepting connections; finishing requests and pushes under "
              "way for up to %s s", app[CONFIG].shutdown_grace_s)
@@ -91,9 +101,11 @@ async def announce_mail(app: web.Application) -> None:
 
 
 def create_app(config: Config, channels: dict[str, Channel] | None = None,
-               clock: Callable[[], int] = now_ms) -> web.Application:
+               clock: Callable[[], int] = now_ms,
+               cleanup_every_s: float = EVERY_S) -> web.Application:
     """`channels` replaces the ones the configuration describes (tests use their own); `clock`
-    is the time the login routes go by (tests move it)."""
+    is the time the login routes and the clean-up go by (tests move it); `cleanup_every_s`,
+    how often the retention's clean-up runs (tests make it often)."""
     middlewares = [metrics.count_requests, json_errors, authenticate]
     if config.trusted_proxies:
         middlewares.insert(0, forwarded(config.trusted_proxies))  # outermost: it clones
@@ -104,6 +116,7 @@ def create_app(config: Config, channels: dict[str, Channel] | None = None,
     app.on_startup.append(announce_mail)
     app.cleanup_ctx.append(store_lifetime)
     app.cleanup_ctx.append(dispatcher_lifetime(channels))
+    app.cleanup_ctx.append(retention_lifetime(cleanup_every_s))
     app.on_shutdown.append(announce_shutdown)
     app.router.add_get("/healthz", healthz, allow_head=False)
     metrics.install(app)

@@ -3,8 +3,9 @@
 `open_store(url)` picks the engine from the URL: `sqlite:///path` (aiosqlite, the embedded
 default) or `postgresql://...` (asyncpg, production). Layout: `rows` (the rows, enums and
 errors callers see), `store` (the `Store` class) assembled from one module per feature
-(`users`, `login_codes`, `devices`, `inbox`, `deliveries`, `metrics_reads`: interface, SQL for
-both engines and row mapping), `engine` with `sqlite` and `postgres` (connections,
+(`users`, `login_codes`, `devices`, `inbox`, `deliveries`, `metrics_reads`, `retention`:
+interface, SQL for both engines and row mapping; `unread_counts`, the counter's statements the
+inbox and the queue share), `engine` with `sqlite` and `postgres` (connections,
 transactions, dialect), `schema` (schema.sql and the migrations between versions), `batching` (coalescing calls).
 No SQL lives outside this package.
 """

@@ -8,6 +8,7 @@ statement of a feature: those live in the feature modules.
 """
 
 import abc
+import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import ClassVar
@@ -63,6 +64,14 @@ class Engine(abc.ABC):
         """A claim or lease renewal: a write whose loss in a database crash only makes work
         claimable again, so the engine may skip waiting for the disk."""
         return await self.write(sql, *params)
+
+    @contextlib.asynccontextmanager
+    async def only_one_process(self, key: int):
+        """`async with engine.only_one_process(key) as ours:` -- `ours` is False while another
+        process of the database holds `key` (then do nothing); held until the block ends.
+        SQLite: True (one server process per database file; a second one's statements take
+        turns with the first's anyway)."""
+        yield True
 
     @abc.abstractmethod
     def transaction(self) -> AbstractAsyncContextManager[Run]:

@@ -31,6 +31,13 @@ DISCARD_LOGIN_CODE = "DELETE FROM login_codes WHERE id = $1"
 
 FORGET_LOGIN_CODES = "DELETE FROM login_codes WHERE created_at <= $1"
 
+# The same, at most $2 of them (the retention's clean-up, in batches).
+PRUNE_LOGIN_CODES = """
+DELETE FROM login_codes WHERE id IN (
+    SELECT id FROM login_codes WHERE created_at <= $1 LIMIT $2)
+RETURNING id
+"""
+
 # One verification, in one statement: every outstanding code of the email counts the attempt,
 # and the one that matches is used. A code that has counted $4 attempts is void. Concurrent
 # verifications update the same rows one after the other (PostgreSQL re-checks the WHERE on the
@@ -68,6 +75,11 @@ class LoginCodes:
             await run(ADD_LOGIN_CODE, code_id, email, code_hash, now, expires_at)
         await self.engine.write(FORGET_LOGIN_CODES, window_start)
         return None
+
+    async def prune_login_codes(self, window_start: int, limit: int) -> int:
+        """Delete up to `limit` codes made at or before `window_start` (past the rate limit's
+        window, so expired and no longer counted); how many."""
+        return len(await self.engine.write(PRUNE_LOGIN_CODES, window_start, limit))
 
     async def discard_login_code(self, code_id: str) -> None:
         """Forget a code as if it had never been made (its mail could not be sent)."""

@@ -1,8 +1,9 @@
 """The PostgreSQL engine (asyncpg): production, and several server processes on one database.
 
 Owns the connection pools and the PostgreSQL dialect: batches as one array per column read by
-unnest, FOR UPDATE SKIP LOCKED, unique violations, and the migration, which takes an advisory
-lock so that processes starting together migrate one at a time. Must hold no statement of a
+unnest, FOR UPDATE SKIP LOCKED, unique violations, the migration, which takes an advisory
+lock so that processes starting together migrate one at a time, and the advisory lock that
+lets one process at a time run a job (`only_one_process`). Must hold no statement of a
 feature: a feature's PostgreSQL variant lives beside its shared text in the feature's module.
 """
 
@@ -80,6 +81,19 @@ class PostgresEngine(Engine):
         # Without waiting for the disk: the WAL is written in order, so the commit of anything
         # done under this lease (answers, delivery ends) makes the lease durable first.
         return await self._lease_pool.fetch(sql, *params)
+
+    @contextlib.asynccontextmanager
+    async def only_one_process(self, key: int):
+        # A session lock on a connection kept for the block (not a transaction's, which would
+        # hold back vacuum for as long); let go before the connection goes back to the pool,
+        # whose reset runs nothing. A connection that breaks takes the lock with it.
+        async with self._pool.acquire() as conn:
+            ours = await conn.fetchval("SELECT pg_try_advisory_lock($1)", key)
+            try:
+                yield ours
+            finally:
+                if ours:
+                    await conn.execute("SELECT pg_advisory_unlock($1)", key)
 
     @contextlib.asynccontextmanager
     async def transaction(self):
