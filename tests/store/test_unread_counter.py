@@ -1,0 +1,122 @@
+"""The unread counter on a real SQLite file and a real PostgreSQL database: it never drifts from
+the rows it counts, whatever the sequence (or race) of changes, and it is what the badge reads,
+without counting the inbox."""
+
+import asyncio
+import dataclasses
+import random
+import uuid
+
+import pytest
+
+from owlmetry.config import Config
+from owlmetry.retention import DAY_MS, clean_up
+from owlmetry.store import NotificationContent, deliveries
+
+T0 = 1_700_000_000_000
+TYPES = ("feedback.new", "issue.new")
+COUNTED = """
+SELECT user_id, count(*) FROM notifications
+WHERE read_at IS NULL AND deleted_at IS NULL GROUP BY user_id
+"""
+
+
+async def assert_no_drift(store, user_ids: list[str]) -> None:
+    counted = dict(await store.execute(COUNTED))
+    kept = {user_id: unread for user_id, unread in
+            await store.execute("SELECT user_id, unread FROM unread_counts") if unread}
+    assert kept == counted
+    for user_id in user_ids:
+        assert await store.unread_count(user_id) == counted.get(user_id, 0)
+
+
+class Changes:
+    """Random changes of every kind that touches read or deleted state, as of a moving `now`."""
+
+    def __init__(self, store, config: Config, user_ids: list[str], seed: int):
+        self.store, self.config, self.user_ids = store, config, user_ids
+        self.random = random.Random(seed)
+        self.ids: list[tuple[str, str]] = []  # (notification_id, user_id)
+        self.now = T0
+
+    async def one(self) -> str:
+        chance, store = self.random.random(), self.store
+        self.now += self.random.choice([1, 1_000, 20 * DAY_MS])
+        if chance < 0.3 or not self.ids:
+            recipients = [(str(uuid.uuid4()), u) for u in self.random.sample(
+                self.user_ids, self.random.randint(1, len(self.user_ids)))]
+            recipients.append((str(uuid.uuid4()), str(uuid.uuid4())))  # no such user
+            content = NotificationContent(self.random.choice(TYPES), "t")
+            written = await store.enqueue_notifications(recipients, content, ["ios_push"],
+                                                        self.now)
+            self.ids += [(n, u) for n, u in recipients if n in written]
+            return "enqueue"
+        notification_id, user_id = self.random.choice(self.ids)
+        if chance < 0.6:
+            await store.set_read(user_id, notification_id, self.random.random() < 0.6, self.now)
+            return "set_read"
+        if chance < 0.7:
+            await store.mark_all_read(user_id, self.random.choice((None, *TYPES)), self.now)
+            return "mark_all_read"
+        if chance < 0.85:
+            await store.delete_notification(user_id, notification_id, self.now)
+            return "delete"
+        await clean_up(store, self.config, self.now, batch_size=3, pause_s=0)
+        return "retention"
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+async def test_the_counter_never_drifts_over_random_changes(store, config, seed):
+    user_ids = [(await store.create_user(str(uuid.uuid4()), f"{n}@example.com", 1)).id
+                for n in range(3)]
+    retention = dataclasses.replace(config, retention_read_days=30, retention_deleted_days=60)
+    changes = Changes(store, retention, user_ids, seed)
+    done = set()
+    for _ in range(150):
+        done.add(await changes.one())
+        await assert_no_drift(store, user_ids)
+    assert done == {"enqueue", "set_read", "mark_all_read", "delete", "retention"}
+
+
+async def test_the_counter_never_drifts_under_concurrent_changes(store, config):
+    user_ids = [(await store.create_user(str(uuid.uuid4()), f"{n}@example.com", 1)).id
+                for n in range(3)]
+    changes = Changes(store, config, user_ids, seed=3)
+    for _ in range(20):
+        await changes.one()
+    for _ in range(5):
+        await asyncio.gather(*(changes.one() for _ in range(40)))
+        await assert_no_drift(store, user_ids)
+
+
+async def test_a_full_inbox_gets_its_count_as_badge(store):
+    user = await store.create_user(str(uuid.uuid4()), "full@example.com", 1)
+    many = [(str(uuid.uuid4()), user.id) for _ in range(3_000)]
+    await store.enqueue_notifications(many, NotificationContent("t", "old"), [], T0)
+    await store.set_read(user.id, many[0][0], True, T0)
+    await store.enqueue_notifications([(str(uuid.uuid4()), user.id)],
+                                      NotificationContent("t", "new"), ["ios_push"], T0 + 1)
+
+    (claim,) = await store.claim_deliveries("d1", T0 + 2, 30_000, 10)
+    assert claim.unread == 3_000 == await store.unread_count(user.id)
+
+
+async def test_the_claims_badge_reads_the_counter_not_the_inbox(store):
+    """The claim's content read looks notifications up by key, and nothing else of theirs."""
+    engine = store.engine
+    statement = deliveries.CLAIMED_NOTIFICATIONS[engine.name]
+    ids = [str(uuid.uuid4())]
+    if engine.name == "sqlite":
+        plan = await store.execute("EXPLAIN QUERY PLAN " + engine.batched(statement, ("text",), 1),
+                                   *engine.batch_args([(i,) for i in ids], 1))
+        lines = [row[-1] for row in plan]
+        on_notifications = [line for line in lines if "notifications" in line]
+        assert on_notifications and all(
+            line.startswith("SEARCH n USING INDEX sqlite_autoindex_notifications_1 (id=?)")
+            for line in on_notifications), lines
+    else:
+        plan = await store.execute("EXPLAIN " + statement, ids)
+        lines = [row[0] for row in plan]
+        assert not any("Aggregate" in line or "notifications_unread" in line
+                       for line in lines), lines
+    assert any("unread_counts" in line for line in lines), lines
