@@ -17,7 +17,7 @@ UUID_LENGTH = 36
 def run(*args, env=None, cwd=None):
     clean = {k: v for k, v in os.environ.items()
              if not k.startswith(("DATABASE_URL", "JWT_", "APNS_", "COOKIE_", "ACCESS_",
-                                  "SMTP_", "EMAIL_", "SIGNUP_"))}
+                                  "SMTP_", "EMAIL_", "SIGNUP_", "RETENTION_"))}
     return subprocess.run(
         [sys.executable, "-m", "owlmetry", *args], check=False, capture_output=True, text=True,
         env={**clean, **(env or {})}, cwd=cwd, timeout=60,
@@ -192,3 +192,31 @@ async def test_backup_copies_a_live_sqlite_database_to_a_new_file(tmp_path, data
     assert missing.returncode == 1 and "does not exist" in missing.stderr
     assert "Traceback" not in refused.stderr + missing.stderr
     assert not [p.name for p in tmp_path.rglob("*.partial")], "a half-written backup was left"
+
+
+async def test_cleanup_prints_its_counts_and_follows_the_configuration(database_url):
+    from owlmetry.clock import now_ms
+    from owlmetry.retention import DAY_MS
+    from owlmetry.store import NotificationContent, open_store
+
+    user_id = ok("users", "create", "erin@example.com", "--database", database_url)
+    store = await open_store(database_url)
+    try:
+        month_ago = now_ms() - 31 * DAY_MS
+        (read,) = await store.enqueue_notifications(
+            [("0f6c3d1e-0000-4000-8000-000000000001", user_id)],
+            NotificationContent("t", "Read a month ago"), [], month_ago)
+        await store.set_read(user_id, read, True, month_ago)
+
+        kept = ok("cleanup", "--database", database_url, env={"RETENTION_READ_DAYS": "0"})
+        assert json.loads(kept) == {"soft_deleted": 0, "removed": 0, "login_codes": 0}
+        cleaned = ok("cleanup", "--database", database_url)
+        assert json.loads(cleaned) == {"soft_deleted": 1, "removed": 0, "login_codes": 0}
+
+        if store.engine.name == "postgresql":
+            async with store.retention_lock():
+                busy = run("cleanup", "--database", database_url)
+            assert busy.returncode == 1 and busy.stdout == ""
+            assert "another process is running the clean-up" in busy.stderr
+    finally:
+        await store.close()
