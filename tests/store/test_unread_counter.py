@@ -120,3 +120,13 @@ async def test_the_claims_badge_reads_the_counter_not_the_inbox(store):
         assert not any("Aggregate" in line or "notifications_unread" in line
                        for line in lines), lines
     assert any("unread_counts" in line for line in lines), lines
+
+
+async def test_rows_born_deleted_are_not_counted(store):
+    """An enqueue may write a recipient's row deleted from the start (in_app turned off for its
+    type): the enqueue's count takes the inserted rows that are visible and unread only."""
+    user = await store.create_user(str(uuid.uuid4()), "muted@example.com", 1)
+    inserted = [(user.id, None, None), (user.id, None, T0), (user.id, T0, None),
+                (user.id, None, None)]
+    await store.execute_batch(deliveries.COUNT_ENQUEUED, deliveries.ADDED_TYPES, inserted)
+    assert await store.unread_count(user.id) == 2
