@@ -10,7 +10,8 @@ from setuptools.command.build_py import build_py
 def package_version() -> str:
     """`__version__` of owlmetry/__init__.py, the one place the version is written; read as text
     so that building never imports the package (or its dependencies)."""
-    with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "owlmetry", "__init__.py")) as f:
+    here = os.path.dirname(os.path.abspath(__file__))
+    with open(os.path.join(here, "owlmetry", "__init__.py")) as f:
         return re.search(r'^__version__ = "([^"]+)"$', f.read(), re.MULTILINE)[1]
 
 

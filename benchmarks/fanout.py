@@ -268,8 +268,8 @@ def fresh_fanout(kind: str, backend: str, database: str, db_pid: int | None,
         launcher = profiling.statement_timer_launcher(statements_out)
     try:
         env = server_env(mock, args.connections)
-        with harness.running_server(database, env, os.path.join(work, f"{backend}-{tag}-server.log"),
-                                    launcher) as (url, pid):
+        log = os.path.join(work, f"{backend}-{tag}-server.log")
+        with harness.running_server(database, env, log, launcher) as (url, pid):
             if kind == "py-spy":
                 out = os.path.join(args.py_spy, f"fanout-{backend}.txt")
                 run = profiled_fanout(mock, url, pid, api_key, user_ids, store, n_devices, args,
@@ -369,10 +369,12 @@ def print_report(results: list[dict], args) -> None:
     for r in results:
         db_cpu = "in process" if r["db_cpu_s"] is None else f"{r['db_cpu_s']:.2f}"
         checks = "✓" if not r["problems"] else f"{len(r['problems'])} problems"
-        print(f"| {r['backend']} | {r['per_second']:,.0f} | {r['seconds']:.3f} | {r['post_ms']:.0f} | "
+        print(f"| {r['backend']} | {r['per_second']:,.0f} | {r['seconds']:.3f} | "
+              f"{r['post_ms']:.0f} | "
               f"{r['first_push_ms']:.0f} | {r['last_push_ms']:.0f} | {r['server_cpu_s']:.2f} "
               f"({r['loop_thread_cpu_s']:.2f} + {r['other_threads_cpu_s']:.2f}) | "
-              f"{db_cpu} | {r['pool_per_second']:,.0f} ({r['pool_cpu_s']:.2f}) | {r['ratio']:.2f} | "
+              f"{db_cpu} | {r['pool_per_second']:,.0f} ({r['pool_cpu_s']:.2f}) | "
+              f"{r['ratio']:.2f} | "
               f"{'yes' if r['goal_met'] else 'no'} | {checks} |")
     print()
     for r in results:
@@ -400,7 +402,8 @@ def parse_args(argv=None):
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backend", choices=("sqlite", "postgresql", "both"), default="both")
     parser.add_argument("--runs", type=int, default=int(os.environ.get("RUNS", "3")),
-                        help="timed runs of each kind; the median is reported (default 3, or $RUNS)")
+                        help="timed runs of each kind; the median is reported "
+                             "(default 3, or $RUNS)")
     parser.add_argument("--users", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=1, help="seeds the 1-3 devices per user")
     parser.add_argument("--connections", type=int, default=4,
@@ -419,7 +422,8 @@ def parse_args(argv=None):
                              "--statements for it)")
     parser.add_argument("--statements", action="store_true",
                         help="time the server's database calls by statement in one extra fan-out")
-    parser.add_argument("--time-limit", type=int, default=1800, help="abort after this many seconds")
+    parser.add_argument("--time-limit", type=int, default=1800,
+                        help="abort after this many seconds")
     return parser.parse_args(argv)
 
 
@@ -452,8 +456,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except (KeyboardInterrupt, TimeoutError) as exc:
-        print(f"fanout.py: stopped ({str(exc) or 'interrupted'}); cleaned up", file=sys.stderr)
-        sys.exit(130)
+    harness.run_main(main)

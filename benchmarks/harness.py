@@ -33,7 +33,7 @@ from tests.postgres_cluster import Cluster, find_bin_dir, start_cluster  # noqa:
 
 # Two cores: the server (or the client measured) on one, what drives it on the other.
 SERVER_CORE, CLIENT_CORE = "0", "1"
-BENCH_LOCK = "/tmp/owl-bench.lock"  # the machine's benchmarks take turns (flock), see /work/shared/bench
+BENCH_LOCK = "/tmp/owl-bench.lock"  # all benchmarks of the machine take turns (flock)
 
 # The shared APNs harness: its folder, the identity its mock and key material expect.
 APNS_HARNESS = os.environ.get("APNS_BENCH_DIR", "/work/shared/bench/apns")
@@ -69,6 +69,17 @@ def stop_on_signals(time_limit_s: int) -> None:
     signal.signal(signal.SIGALRM, on_alarm)
     signal.signal(signal.SIGTERM, on_term)
     signal.alarm(time_limit_s)
+
+
+def run_main(main) -> None:
+    """`sys.exit(main())` for a benchmark script; when Ctrl-C, SIGTERM or the time limit stopped
+    it, exit 130 saying so (the `with` blocks have cleaned up by then)."""
+    try:
+        sys.exit(main())
+    except (KeyboardInterrupt, TimeoutError) as exc:
+        script = os.path.basename(sys.argv[0])
+        print(f"{script}: stopped ({str(exc) or 'interrupted'}); cleaned up", file=sys.stderr)
+        sys.exit(130)
 
 
 def on_alarm(signum, frame):
@@ -185,7 +196,8 @@ def running_server(database: str, env: dict, log_path: str, launcher=("-m", "owl
 
 
 def code_version() -> str:
-    """HEAD, and whether the package has uncommitted changes (the figures are for the working tree)."""
+    """HEAD, and whether the package has uncommitted changes (the figures are for the working
+    tree)."""
     head = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"],
                           capture_output=True, text=True).stdout.strip()
     dirty = subprocess.run(["git", "-C", REPO, "status", "--porcelain", "--", "owlmetry"],

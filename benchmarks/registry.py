@@ -71,7 +71,8 @@ def create_users(database: str, env: dict, role: str, run_id: str) -> list[tuple
 
 def write_jwts(path: str, users: list[tuple[str, str]], secret: str) -> None:
     pairs = "".join(f"{user_id} {email}\n" for user_id, email in users)
-    done = subprocess.run([sys.executable, f"{BENCH}/mint_jwt.py", "--secret", secret, "--batch", "-"],
+    done = subprocess.run([sys.executable, f"{BENCH}/mint_jwt.py", "--secret", secret,
+                           "--batch", "-"],
                           input=pairs, capture_output=True, text=True, check=True, timeout=60)
     with open(path, "w") as out:
         out.write(done.stdout)
@@ -102,7 +103,8 @@ def summarize(backend: str, scenario: str, runs: list[dict]) -> dict:
     """The run with the median requests/s; errors summed over all runs."""
     median = statistics.median_low(run["rps"] for run in runs)
     chosen = next(run for run in runs if run["rps"] == median)
-    socket_errors = sum(run[k] for run in runs for k in ("connect_err", "read_err", "write_err", "timeout"))
+    socket_errors = sum(run[k] for run in runs
+                        for k in ("connect_err", "read_err", "write_err", "timeout"))
     return {
         "backend": backend, "scenario": scenario, "runs": len(runs),
         "rps": chosen["rps"], "p50_ms": chosen["p50_ms"], "p99_ms": chosen["p99_ms"],
@@ -112,12 +114,16 @@ def summarize(backend: str, scenario: str, runs: list[dict]) -> dict:
     }
 
 
-def profile(pid: int, scenario: str, backend: str, duration: str, url: str, files: dict, out_dir: str):
-    """One extra wrk run with py-spy sampling the server; writes collapsed stacks (flamegraph.pl input)."""
+def profile(pid: int, scenario: str, backend: str, duration: str, url: str, files: dict,
+            out_dir: str):
+    """One extra wrk run with py-spy sampling the server; writes collapsed stacks
+    (flamegraph.pl input)."""
     out = os.path.join(out_dir, f"{backend}-{scenario}.txt")
-    with profiling.py_spy_recording(pid, out, "--nonblocking", "--duration", str(seconds(duration))):
+    with profiling.py_spy_recording(pid, out, "--nonblocking",
+                                    "--duration", str(seconds(duration))):
         result = run_wrk(url, scenario, duration, files)
-    print(f"[{backend}] {scenario} under py-spy: {result['rps']:.0f} req/s -> {out}", file=sys.stderr)
+    print(f"[{backend}] {scenario} under py-spy: {result['rps']:.0f} req/s -> {out}",
+          file=sys.stderr)
 
 
 def bench_backend(backend: str, database: str, args, work: str) -> list[dict]:
@@ -125,21 +131,24 @@ def bench_backend(backend: str, database: str, args, work: str) -> list[dict]:
     env = dict(os.environ, JWT_SECRET=secret)
     env.pop("ACCESS_LOG", None)
     run_id = secrets.token_hex(4)
-    files = {name: os.path.join(work, f"{backend}-{name}.txt") for name in ("writers", "listers", "tokens")}
+    files = {name: os.path.join(work, f"{backend}-{name}.txt")
+             for name in ("writers", "listers", "tokens")}
     print(f"[{backend}] migrate, create {2 * USERS_PER_ROLE} users, seed", file=sys.stderr)
     harness.owlmetry_cli("migrate", "--database", database, env=env)
     write_jwts(files["writers"], create_users(database, env, "writer", run_id), secret)
     write_jwts(files["listers"], create_users(database, env, "lister", run_id), secret)
     results = []
-    version = harness.code_version()  # the server imports the package now; later edits do not reach it
-    with harness.running_server(database, env, os.path.join(work, f"{backend}-server.log")) as (url, pid):
+    version = harness.code_version()  # the server imports the package now; later edits miss it
+    log = os.path.join(work, f"{backend}-server.log")
+    with harness.running_server(database, env, log) as (url, pid):
         seed(url, files)
         for scenario in args.scenarios:
             runs = []
             for n in range(args.runs):
                 runs.append(run_wrk(url, scenario, args.duration, files))
                 runs[-1]["load_1m"] = os.getloadavg()[0]  # other work on the machine skews figures
-                print(f"[{backend}] {scenario} run {n + 1}/{args.runs}: {runs[-1]['rps']:.0f} req/s, "
+                print(f"[{backend}] {scenario} run {n + 1}/{args.runs}: "
+                      f"{runs[-1]['rps']:.0f} req/s, "
                       f"non-2xx {runs[-1]['non2xx']}, load average {runs[-1]['load_1m']:.1f}",
                       file=sys.stderr)
             results.append(summarize(backend, scenario, runs) | {"code": version})
@@ -156,7 +165,8 @@ def print_report(results: list[dict]) -> None:
     print("|---|---|---:|---:|---:|---:|---:|")
     for r in results:
         print(f"| {r['backend']} | {r['scenario']} | {r['rps']:,.0f} | {r['p50_ms']:.1f} | "
-              f"{r['p99_ms']:.1f} | {r['non2xx']} | {r['ratio']:.2f} (ref {REFERENCE_RPS[r['scenario']]:,}) |")
+              f"{r['p99_ms']:.1f} | {r['non2xx']} | {r['ratio']:.2f} "
+              f"(ref {REFERENCE_RPS[r['scenario']]:,}) |")
     print()
     for r in results:
         print(json.dumps(r))
@@ -174,15 +184,20 @@ def seconds(duration: str) -> int:
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backend", choices=("sqlite", "postgresql", "both"), default="both")
     parser.add_argument("--duration", default="20s", help="wrk -d per run (default 20s)")
-    parser.add_argument("--runs", type=int, default=3, help="runs per scenario; the median is reported")
+    parser.add_argument("--runs", type=int, default=3,
+                        help="runs per scenario; the median is reported")
     parser.add_argument("--scenarios", nargs="+", choices=SCENARIOS, default=list(SCENARIOS))
-    parser.add_argument("--postgres-url", help="use this (empty, dedicated) database instead of a throwaway cluster")
-    parser.add_argument("--py-spy", metavar="DIR", help="after each scenario, profile one extra run into DIR")
+    parser.add_argument("--postgres-url",
+                        help="use this (empty, dedicated) database instead of a throwaway cluster")
+    parser.add_argument("--py-spy", metavar="DIR",
+                        help="after each scenario, profile one extra run into DIR")
     parser.add_argument("--time-limit", type=int, metavar="SECONDS",
-                        help="abort (cleaning up) after this long (default: estimated from the other flags)")
+                        help="abort (cleaning up) after this long "
+                             "(default: estimated from the other flags)")
     args = parser.parse_args(argv)
     seconds(args.duration)
     return args
@@ -217,8 +232,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except (KeyboardInterrupt, TimeoutError) as exc:
-        print(f"registry.py: stopped ({str(exc) or 'interrupted'}); cleaned up", file=sys.stderr)
-        sys.exit(130)
+    harness.run_main(main)
