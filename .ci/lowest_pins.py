@@ -11,7 +11,9 @@ import sys
 from importlib.metadata import requires
 
 EXTRAS = {"test"}  # `build` is a subset of `test` (shiv)
-EXTRA_CLAUSE = re.compile(r"""\s*(?:and\s+)?extra\s*==\s*["']([^"']+)["']\s*(?:and\s+)?""")
+# `extra == "test"` with the `and` that joins it to the rest of a marker, on either side.
+EXTRA_CLAUSE = re.compile(
+    r"""\s+and\s+extra\s*==\s*["']([^"']+)["']|extra\s*==\s*["']([^"']+)["'](?:\s+and\s+)?""")
 FLOOR = re.compile(r"(?:>=|==)\s*([0-9][^,;\s]*)")
 
 
@@ -20,9 +22,9 @@ def pinned(requirement: str) -> str | None:
     requirement of an extra not in EXTRAS."""
     spec, _, marker = requirement.partition(";")
     extra = EXTRA_CLAUSE.search(marker)
-    if extra and extra[1] not in EXTRAS:
+    if extra and (extra[1] or extra[2]) not in EXTRAS:
         return None
-    marker = EXTRA_CLAUSE.sub(" ", marker).strip()
+    marker = EXTRA_CLAUSE.sub("", marker).strip()
     name = re.match(r"[A-Za-z0-9][A-Za-z0-9._-]*", spec.strip())[0]
     floor = FLOOR.search(spec)
     if floor is None:
