@@ -285,6 +285,8 @@ def fresh_fanout(kind: str, backend: str, database: str, db_pid: int | None,
             run["statements"] = json.load(f)
     run["seeded_s"] = seeded_s
     return run
+
+
 def bench_backend(backend: str, new_database, db_pid: int | None, mock: harness.MockAPNs,
                   per_user, args, work: str) -> dict:
     """Runs pairs: the pool alone, then a fan-out on a fresh database and a fresh server."""
