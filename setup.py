@@ -52,9 +52,10 @@ setup(
         "build": ["shiv>=1.0.8"],
         # tests/test_pyz.py builds the pyz, so the test extras carry the build's too.
         # pytest.ini sets asyncio_default_fixture_loop_scope (pytest-asyncio 0.24, which needs
-        # pytest 8.2). .ci/run lints with ruff, whose rules change between minor releases.
+        # pytest 8.2); aiosmtpd before 1.4.3 fails STARTTLS on Python 3.11. .ci/run lints with
+        # ruff, whose rules change between minor releases.
         "test": ["pytest>=8.2", "pytest-aiohttp>=1.0", "pytest-asyncio>=0.24", "shiv>=1.0.8",
-                 "aiosmtpd>=1.4", "ruff>=0.17,<0.18"],
+                 "aiosmtpd>=1.4.3", "ruff>=0.17,<0.18"],
     },
     entry_points={"console_scripts": ["owlmetry = owlmetry.cli:main"]},
     cmdclass={"build_py": BuildWithSchema},
