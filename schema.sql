@@ -1,9 +1,18 @@
 -- The one schema of the Owlmetry push service, for SQLite and PostgreSQL alike.
 --
--- Every statement is idempotent: `owlmetry migrate` (and every server start) runs this file
--- whole. Types are the portable subset of both engines: ids are uuid strings, timestamps are
--- BIGINT milliseconds since the Unix epoch (UTC) -- the unit of APNs' 410 `timestamp`, so
--- "was this token registered again after Apple gave up on it?" is a plain integer comparison.
+-- A new database is made from this file; a database of an earlier release is brought here by
+-- the ordered steps in owlmetry/store/migrations/ (each recorded in `schema_migrations`), so a
+-- change here comes with a migration that makes the same change. Types are the portable
+-- subset of both engines: ids are uuid strings, timestamps are BIGINT milliseconds since the
+-- Unix epoch (UTC) -- the unit of APNs' 410 `timestamp`, so "was this token registered again
+-- after Apple gave up on it?" is a plain integer comparison.
+
+-- Which migrations this database has had (owlmetry/store/migrations/NNNN_*.sql).
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version    INTEGER PRIMARY KEY,
+    name       TEXT NOT NULL,
+    applied_at BIGINT NOT NULL
+);
 
 CREATE TABLE IF NOT EXISTS settings (
     key   TEXT PRIMARY KEY,

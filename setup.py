@@ -31,6 +31,10 @@ setup(
     description="Self-hosted push service: a device-token registry with an APNs HTTP/2 fan-out",
     python_requires=">=3.11",
     packages=find_packages(include=["owlmetry", "owlmetry.*"]),
+    package_data={
+        "owlmetry.http": ["openapi.json"],  # the API reference GET /openapi.json serves
+        "owlmetry.store": ["migrations/*.sql"],  # the schema's versions, for older databases
+    },
     install_requires=[
         "aiohttp>=3.14",  # web.RequestKey
         "aiosmtplib>=5.0",  # login-code mail
@@ -55,7 +59,7 @@ setup(
         # pytest 8.2); aiosmtpd before 1.4.3 fails STARTTLS on Python 3.11. .ci/run lints with
         # ruff, whose rules change between minor releases.
         "test": ["pytest>=8.2", "pytest-aiohttp>=1.0", "pytest-asyncio>=0.24", "shiv>=1.0.8",
-                 "aiosmtpd>=1.4.3", "ruff>=0.17,<0.18"],
+                 "aiosmtpd>=1.4.3", "jsonschema>=4.18", "ruff>=0.17,<0.18"],
     },
     entry_points={"console_scripts": ["owlmetry = owlmetry.cli:main"]},
     cmdclass={"build_py": BuildWithSchema},

@@ -9,7 +9,6 @@ import argparse
 import asyncio
 import logging
 import os
-import re
 import sys
 from contextlib import asynccontextmanager
 
@@ -19,17 +18,14 @@ from owlmetry import __version__
 from owlmetry import config as configuration
 from owlmetry.clock import iso_ms, now_ms
 from owlmetry.config import Config, ConfigError
-from owlmetry.http.auth import (
-    API_KEY_KINDS,
-    UserTokens,
-    hash_api_key,
-    jwt_secret,
-    new_api_key,
-)
+from owlmetry.credentials import API_KEY_KINDS, UserTokens, create_api_key, jwt_secret
+from owlmetry.emails import normalize_email
 from owlmetry.ids import new_id
-from owlmetry.notify.channels import channel_types, check_content, open_channels
-from owlmetry.notify.dispatcher import Dispatcher, enqueue
+from owlmetry.notify.channels import channel_types, check_content
+from owlmetry.notify.dispatcher import dispatcher_for, enqueue
 from owlmetry.store import (
+    RECORDED_OUTCOMES,
+    DeliveryStatus,
     EmailTaken,
     NotificationContent,
     Progress,
@@ -37,7 +33,6 @@ from owlmetry.store import (
     open_store,
 )
 
-EMAIL = re.compile(r"[^@\s]+@[^@\s]+")
 DEFAULT_NOTIFICATION_TYPE = "message"
 
 
@@ -46,9 +41,10 @@ class CommandError(Exception):
 
 
 def email_argument(text: str) -> str:
-    if len(text) > 254 or not EMAIL.fullmatch(text):
-        raise argparse.ArgumentTypeError(f"not an email address: {text!r}")
-    return text
+    try:
+        return normalize_email(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def positive_int(text: str) -> int:
@@ -188,8 +184,7 @@ async def user_token_command(config: Config, args) -> str:
 
 async def create_key_command(config: Config, args) -> str:
     async with migrated_store(config) as store:
-        secret = new_api_key(args.kind)
-        await store.create_api_key(new_id(), args.kind, args.name, hash_api_key(secret), now_ms())
+        _, secret = await create_api_key(store, new_id(), args.kind, args.name, now_ms())
         return secret
 
 
@@ -222,8 +217,7 @@ async def notify_command(config: Config, args) -> str:
         if not args.wait:
             return "\n".join(ids)
         print("\n".join(ids), flush=True)
-        dispatcher = Dispatcher(store, open_channels(config), only=ids,
-                                lease_ms=config.notify_lease_s * 1000)
+        dispatcher = dispatcher_for(store, config, only=ids)
         dispatcher.start()
         try:
             progress = await show_progress(store, ids)
@@ -245,8 +239,7 @@ async def recipient_id(store, user: str) -> str:
 
 def summary(progress: Progress) -> dict:
     """What became of the devices: delivered, removed (dead tokens), failed, skipped."""
-    return {outcome: progress.pushes.get(outcome, 0)
-            for outcome in ("delivered", "removed", "failed", "skipped")}
+    return {outcome.value: progress.pushes.get(outcome, 0) for outcome in RECORDED_OUTCOMES}
 
 
 async def show_progress(store, ids: list[str]) -> Progress:
@@ -256,7 +249,7 @@ async def show_progress(store, ids: list[str]) -> Progress:
         progress = await store.progress(ids)
         if draw:
             total = sum(progress.deliveries.values()) or 1
-            finished = total - progress.deliveries.get("pending", 0)
+            finished = total - progress.deliveries.get(DeliveryStatus.PENDING, 0)
             filled = round(30 * finished / total)
             counts = " ".join(f"{k} {v}" for k, v in summary(progress).items())
             print(f"\r[{'#' * filled}{'.' * (30 - filled)}] {finished}/{total} recipients  {counts}",

@@ -10,6 +10,7 @@ import urllib.parse
 from dataclasses import dataclass, field, replace
 from email.utils import parseaddr
 
+from owlmetry.preferences import Defaults, PreferenceError, parse_defaults
 from owlmetry.store import StoreError, check_database_url
 
 DEFAULT_DATABASE_URL = "sqlite:///owlmetry.db"
@@ -29,6 +30,11 @@ DEFAULT_SHUTDOWN_GRACE_SECONDS = 10
 # EMAIL_FROM to an address their SMTP relay accepts.
 DEFAULT_EMAIL_FROM = "Owlmetry <noreply@localhost>"
 SMTP_DEFAULT_PORTS = {"smtp": 25, "smtps": 465}
+# Upstream's cleanup: read notifications are soft-deleted after 30 days, soft-deleted ones
+# removed after 90; unread ones never expire.
+DEFAULT_RETENTION_READ_DAYS = 30
+DEFAULT_RETENTION_DELETED_DAYS = 90
+MAX_RETENTION_DAYS = 36_500
 
 APNS_IDENTITY_VARIABLES = ("APNS_KEY_ID", "APNS_TEAM_ID", "APNS_BUNDLE_ID", "APNS_KEY_P8")
 
@@ -84,6 +90,13 @@ class Config:
     smtp: SmtpSettings | None = None  # None: login codes go to the server log (development)
     email_from: str = DEFAULT_EMAIL_FROM
     signup_enabled: bool = False
+    # Channels per notification type where a user chose nothing (preferences.py).
+    notification_defaults: Defaults = field(default_factory=Defaults)
+    # Where a notification's relative `link` points in its email (upstream's WEB_APP_URL).
+    web_app_url: str | None = None
+    # Days before read notifications are soft-deleted, and soft-deleted ones removed; 0 keeps.
+    retention_read_days: int = DEFAULT_RETENTION_READ_DAYS
+    retention_deleted_days: int = DEFAULT_RETENTION_DELETED_DAYS
 
     def with_flags(self, **flags) -> "Config":
         """Flags win over the environment; a flag left as None keeps the environment's value."""
@@ -201,6 +214,21 @@ def parse_email_from(name: str, text: str) -> str:
     return text
 
 
+def parse_notification_defaults(name: str, text: str) -> Defaults:
+    try:
+        return parse_defaults(text)
+    except PreferenceError as exc:
+        raise ConfigError(f"{name}: {exc}") from None
+
+
+def parse_web_url(name: str, text: str) -> str:
+    url = text.strip().rstrip("/")
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(f"{name} must be an http:// or https:// URL, not {text!r}")
+    return url
+
+
 def read_apns_identity(env: dict[str, str]) -> tuple[ApnsIdentity | None, tuple[str, ...]]:
     key_pem = env.get("APNS_KEY_P8", "").strip()
     key_path = env.get("APNS_KEY_P8_PATH", "").strip()
@@ -261,4 +289,16 @@ def from_env(env: dict[str, str] | None = None) -> Config:
         smtp=parse_smtp_url("SMTP_URL", env["SMTP_URL"]) if env.get("SMTP_URL", "").strip() else None,
         email_from=parse_email_from("EMAIL_FROM", env.get("EMAIL_FROM") or DEFAULT_EMAIL_FROM),
         signup_enabled=parse_bool("SIGNUP_ENABLED", env.get("SIGNUP_ENABLED", "false")),
+        notification_defaults=(
+            parse_notification_defaults("NOTIFICATION_DEFAULTS", env["NOTIFICATION_DEFAULTS"])
+            if env.get("NOTIFICATION_DEFAULTS", "").strip() else Defaults()),
+        web_app_url=(parse_web_url("WEB_APP_URL", env["WEB_APP_URL"])
+                     if env.get("WEB_APP_URL", "").strip() else None),
+        retention_read_days=parse_int(
+            "RETENTION_READ_DAYS",
+            env.get("RETENTION_READ_DAYS") or str(DEFAULT_RETENTION_READ_DAYS), 0, MAX_RETENTION_DAYS),
+        retention_deleted_days=parse_int(
+            "RETENTION_DELETED_DAYS",
+            env.get("RETENTION_DELETED_DAYS") or str(DEFAULT_RETENTION_DELETED_DAYS), 0,
+            MAX_RETENTION_DAYS),
     )

@@ -1,4 +1,5 @@
-"""Random uuid4 ids for new rows, made without a system call per id.
+"""Row ids: random uuid4s for new rows, made without a system call per id, and the rule for
+what an id looks like.
 
 `uuid.uuid4()` asks the kernel for 16 bytes each time, which costs more than the rest of a
 small request on a busy virtual machine; here the kernel's randomness is fetched a few KiB at
@@ -6,6 +7,10 @@ a time and cut into ids. Same source, same quality, fewer calls.
 """
 
 import os
+import re
+
+# Any uuid, in either case: what every row id is.
+UUID_TEXT = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE)
 
 _BATCH = 16 * 256
 _buffer = b""

@@ -1,10 +1,10 @@
-"""Sending a login code to its email address: through SMTP when SMTP_URL is set, else into the
-server log (development).
+"""Sending mail: login codes (through SMTP when SMTP_URL is set, else into the server log, for
+development) and notifications (the `email` channel; SMTP only).
 
-Owns the message and the SMTP conversation (aiosmtplib), and turns every way a send can fail
-into `MailError`, so a route can answer 503 instead of 500. With SMTP configured nothing here
-logs a code, a password or a whole email address. Must not decide who gets a code: the route
-does.
+Owns the messages and the SMTP conversation (aiosmtplib), and turns every way a send can fail
+into `MailError`, which says whether trying again later may help, so a route can answer 503
+instead of 500 and the channel can retry. With SMTP configured nothing here logs a code, a
+password or a whole email address. Must not decide who gets mail: the route or channel does.
 """
 
 import logging
@@ -25,25 +25,53 @@ log = logging.getLogger("owlmetry.mail")
 
 
 class MailError(Exception):
-    """The code could not be handed to the SMTP server; the message is safe to log."""
+    """The mail could not be handed to the SMTP server; the message is safe to log.
+
+    `transient`: the server said "not now" (a 4xx reply) or could not be reached, so the same
+    mail may go through later; otherwise (a 5xx reply, an address it cannot take) it will not.
+    """
+
+    def __init__(self, reason: str, transient: bool):
+        super().__init__(reason)
+        self.transient = transient
 
 
-def login_message(sender: str, email: str, code: str) -> EmailMessage:
+def is_transient(exc: Exception) -> bool:
+    if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
+        return all(400 <= refused.code < 500 for refused in exc.recipients)
+    if isinstance(exc, aiosmtplib.SMTPResponseException):
+        return 400 <= exc.code < 500
+    return isinstance(exc, (OSError, TimeoutError))
+
+
+def new_message(sender: str, email: str, subject: str, text: str) -> EmailMessage:
     message = EmailMessage()
     message["From"] = sender
     message["To"] = email
-    message["Subject"] = SUBJECT
+    message["Subject"] = subject
     # Relays and spam filters expect both; the domain is given so that make_msgid does not
     # look up this host's name on every mail.
     message["Date"] = formatdate(usegmt=True)
     message["Message-ID"] = make_msgid(domain=parseaddr(sender)[1].partition("@")[2] or "localhost")
+    message.set_content(text)
+    return message
+
+
+def login_message(sender: str, email: str, code: str) -> EmailMessage:
     minutes = CODE_TTL_MS // 60_000
-    message.set_content(
+    return new_message(sender, email, SUBJECT, (
         f"Your Owlmetry login code is {code}\n\n"
         f"It expires in {minutes} minutes and works once. If you did not ask for it, "
-        "you can ignore this email.\n"
-    )
-    return message
+        "you can ignore this email.\n"))
+
+
+def notification_message(sender: str, email: str, title: str, body: str | None,
+                         link: str | None) -> EmailMessage:
+    """The notification as plain text: the title is the subject; the body, then the link."""
+    parts = [part for part in (body, link) if part]
+    # A subject is one line: a title's line breaks would start new headers.
+    subject = " ".join(title.split())
+    return new_message(sender, email, subject, "\n\n".join(parts or [subject]) + "\n")
 
 
 class Mailer:
@@ -62,10 +90,24 @@ class Mailer:
             # Development: the log is the mailbox, so the code is the point of the line.
             log.info("login code for %s: %s", mask_email(email), code)
             return
+        await self._send(login_message(self.sender, email, code), email, "a login code",
+                         hidden=code)
+        log.info("login code mailed to %s", mask_email(email))
+
+    async def send_notification(self, email: str, title: str, body: str | None,
+                                link: str | None) -> None:
+        """MailError when it could not be sent; there is no log fallback for these."""
+        if self.smtp is None:
+            raise MailError("SMTP_URL is not set", transient=False)
+        await self._send(notification_message(self.sender, email, title, body, link), email,
+                         "a notification")
+
+    async def _send(self, message: EmailMessage, email: str, what: str,
+                    hidden: str | None = None) -> None:
         smtp = self.smtp
         try:
             await aiosmtplib.send(
-                login_message(self.sender, email, code),
+                message,
                 hostname=smtp.host, port=smtp.port,
                 username=smtp.username, password=smtp.password,
                 use_tls=smtp.implicit_tls,
@@ -73,12 +115,12 @@ class Mailer:
                 timeout=SMTP_TIMEOUT_S,
             )
         # Refused, timed out, TLS, a reply it did not expect (SMTPException), or an address the
-        # server cannot take (ValueError): all mean the same to the caller.
+        # server cannot take (ValueError).
         except (aiosmtplib.SMTPException, OSError, TimeoutError, ValueError) as exc:
             # A refusal may quote the recipient (or, however unlikely, the message).
             reason = f"{type(exc).__name__}: {exc}".replace(email, mask_email(email))
-            reason = reason.replace(code, "*" * len(code))
-            log.warning("could not mail a login code to %s via %s:%d: %s",
-                        mask_email(email), smtp.host, smtp.port, reason)
-            raise MailError(reason) from None
-        log.info("login code mailed to %s", mask_email(email))
+            if hidden:
+                reason = reason.replace(hidden, "*" * len(hidden))
+            log.warning("could not mail %s to %s via %s:%d: %s",
+                        what, mask_email(email), smtp.host, smtp.port, reason)
+            raise MailError(reason, is_transient(exc)) from None

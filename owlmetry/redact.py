@@ -6,11 +6,11 @@ so a line can still be matched to a device or key by its prefix; an email shows 
 letter and domain. Must not decide what gets logged.
 """
 
-import re
 from urllib.parse import urlsplit
 
+from owlmetry.ids import UUID_TEXT
+
 SHOWN = 8
-UUID_TEXT = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE)
 # Longer than any literal segment of a route ("notifications", "mark-all-read"), shorter than
 # the shortest device token (16 hex characters).
 LONG_SEGMENT = 16

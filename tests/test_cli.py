@@ -122,6 +122,9 @@ def test_bad_configuration_is_one_clear_line_and_exit_1(tmp_path, args, env, mes
 @pytest.mark.parametrize("args", [
     ["keys", "create", "--kind", "admin"],
     ["users", "create", "not-an-email"],
+    # A user the login routes could never let in is not made (the same rule, `owlmetry.emails`).
+    ["users", "create", "eve\x01@example.com"],
+    ["users", "create", "eve @example.com"],
     ["users", "token", "a@example.com", "--ttl", "-5"],
     ["users"],
     ["frobnicate"],

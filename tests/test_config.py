@@ -1,4 +1,4 @@
-"""TRUSTED_PROXIES: what an operator may write, and the message for what does not work."""
+"""Settings as an operator writes them: what is accepted, and the message for what is not."""
 
 import ipaddress
 
@@ -30,4 +30,33 @@ def test_addresses_and_blocks_of_both_families_separated_by_commas():
 def test_a_value_that_is_not_an_address_is_refused_naming_the_variable(text, message):
     with pytest.raises(ConfigError) as refused:
         from_env({"TRUSTED_PROXIES": f"127.0.0.1,{text}"})
+    assert str(refused.value).startswith(message)
+
+
+def test_notification_settings_default_to_upstreams():
+    config = from_env({})
+    assert (config.retention_read_days, config.retention_deleted_days) == (30, 90)
+    assert config.web_app_url is None
+    assert config.notification_defaults.channels("issue.digest", None) == {"email"}
+
+
+def test_notification_settings_are_read():
+    config = from_env({"RETENTION_READ_DAYS": "0", "RETENTION_DELETED_DAYS": "7",
+                       "WEB_APP_URL": "https://owl.example.com/",
+                       "NOTIFICATION_DEFAULTS": '{"*": {"email": true}}'})
+    assert (config.retention_read_days, config.retention_deleted_days) == (0, 7)
+    assert config.web_app_url == "https://owl.example.com"
+    assert config.notification_defaults.channels("x", None) == {"in_app", "email", "mobile_push"}
+
+
+@pytest.mark.parametrize(("env", "message"), [
+    ({"RETENTION_READ_DAYS": "-1"}, "RETENTION_READ_DAYS must be from 0 to 36500"),
+    ({"RETENTION_DELETED_DAYS": "soon"}, "RETENTION_DELETED_DAYS must be a whole number"),
+    ({"WEB_APP_URL": "owl.example.com"}, "WEB_APP_URL must be an http:// or https:// URL"),
+    ({"NOTIFICATION_DEFAULTS": '{"a": {"fax": true}}'},
+     "NOTIFICATION_DEFAULTS: types.a: unknown channel 'fax'"),
+])
+def test_bad_notification_settings_are_refused_naming_the_variable(env, message):
+    with pytest.raises(ConfigError) as refused:
+        from_env(env)
     assert str(refused.value).startswith(message)

@@ -174,7 +174,7 @@ def test_every_command_has_help(owlmetry, tmp_path, command):
 
 @pytest.mark.parametrize("args,message", [
     (["serve", "--no-such-flag"], "unrecognized arguments: --no-such-flag"),
-    (["users", "create", "not-an-email"], "not an email address"),
+    (["users", "create", "not-an-email"], "not a valid email address"),
 ])
 def test_a_bad_argument_is_a_usage_error_without_a_traceback(owlmetry, tmp_path, args, message):
     result = owlmetry.run(*args, cwd=tmp_path)

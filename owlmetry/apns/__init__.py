@@ -2,13 +2,13 @@
 connections per APNs host, and `APNsClient`, which sends one push and returns a typed result.
 
 Usable on its own. Must not know about databases, HTTP routes or the service's device registry;
-`mock.py` is an APNs stand-in for tests and benchmarks.
+`mock/` is the project's testing server: an APNs stand-in for tests and benchmarks.
 """
 
 from .client import PRODUCTION_URL, SANDBOX_URL, APNsClient
 from .pool import RetryPolicy
-from .results import Outcome, PushResult
+from .push_result import PushResult, ResultKind
 from .token import ProviderToken
 
-__all__ = ["PRODUCTION_URL", "SANDBOX_URL", "APNsClient", "Outcome", "ProviderToken",
-           "PushResult", "RetryPolicy"]
+__all__ = ["PRODUCTION_URL", "SANDBOX_URL", "APNsClient", "ProviderToken", "PushResult",
+           "ResultKind", "RetryPolicy"]

@@ -6,20 +6,18 @@ lifetime. Must not know about databases, HTTP routes or which tokens to delete.
 """
 
 import asyncio
-import re
 from collections.abc import Callable
 from typing import Self
 from urllib.parse import urlsplit
 
-from . import request as wire
-from . import results
+from . import wire
 from .connection import ssl_context
 from .pool import HostPool, PoolSettings, PoolStats, RetryPolicy
+from .push_result import CLIENT_CLOSED, PushResult, ResultKind, local_error, payload_too_large
 from .token import ProviderToken
 
 PRODUCTION_URL = "https://api.push.apple.com:443"
 SANDBOX_URL = "https://api.sandbox.push.apple.com:443"
-_HEX = re.compile("[0-9a-fA-F]+")
 
 
 class APNsClient:
@@ -57,45 +55,44 @@ class APNsClient:
 
     async def send(self, token_hex: str, payload: bytes | dict, environment: str = "production",
                    push_type: str = "alert", priority: int = 10, expiration: int | None = None,
-                   collapse_id: str | None = None, topic: str | None = None) -> results.PushResult:
+                   collapse_id: str | None = None, topic: str | None = None) -> PushResult:
         ready = self._prepare(token_hex, payload, environment, push_type, priority, expiration,
                               collapse_id, topic)
-        if isinstance(ready, results.PushResult):
+        if isinstance(ready, PushResult):
             return ready
         pool, request = ready
         return await pool.send(request)
 
     def send_soon(self, token_hex: str, payload: bytes | dict, environment: str,
-                  on_result: Callable[[results.PushResult], None], push_type: str = "alert",
+                  on_result: Callable[[PushResult], None], push_type: str = "alert",
                   priority: int = 10, expiration: int | None = None,
                   collapse_id: str | None = None, topic: str | None = None) -> None:
         """`send` without a coroutine, for fan-outs: `on_result(result)` is called once, from the
         event loop, never before this returns. A push that succeeds at once costs no task."""
         ready = self._prepare(token_hex, payload, environment, push_type, priority, expiration,
                               collapse_id, topic)
-        if isinstance(ready, results.PushResult):
+        if isinstance(ready, PushResult):
             asyncio.get_running_loop().call_soon(on_result, ready)
             return
         pool, request = ready
         pool.send_soon(request, on_result)
 
     def _prepare(self, token_hex, payload, environment, push_type, priority, expiration,
-                 collapse_id, topic) -> tuple[HostPool, wire.Request] | results.PushResult:
+                 collapse_id, topic) -> tuple[HostPool, wire.Request] | PushResult:
         """The pool and wire-ready request for a push, or the result if it cannot be sent."""
         try:
             body = wire.encode_payload(payload)
         except (TypeError, ValueError):
-            return results.PushResult(results.Outcome.ERROR, 0, "BadPayload", attempts=0)
+            return PushResult(ResultKind.ERROR, 0, "BadPayload", attempts=0)
         if len(body) > wire.payload_limit(push_type):
-            return results.payload_too_large()
-        if not _is_hex_token(token_hex):
-            return results.PushResult(results.Outcome.BAD_DEVICE_TOKEN, 0, "BadDeviceToken",
-                                      attempts=0)
+            return payload_too_large()
+        if not wire.is_device_token(token_hex):
+            return PushResult(ResultKind.BAD_DEVICE_TOKEN, 0, "BadDeviceToken", attempts=0)
         if self._closed:
-            return results.local_error(results.CLIENT_CLOSED, 0)
+            return local_error(CLIENT_CLOSED, 0)
         pool = self._pools.get(environment) or self._open_pool(environment)
         if pool is None:
-            return results.PushResult(results.Outcome.ERROR, 0, "UnknownEnvironment", attempts=0)
+            return PushResult(ResultKind.ERROR, 0, "UnknownEnvironment", attempts=0)
         key = (topic or wire.topic_for(self.topic, push_type), push_type, priority, expiration,
                collapse_id)
         options = self._options.get(key)
@@ -140,7 +137,3 @@ def _host_port(url: str) -> tuple[str, int]:
         raise ValueError(f"APNs URL must be https://host[:port], got {url!r}")
     return parts.hostname, parts.port or 443
 
-
-def _is_hex_token(token_hex: str) -> bool:
-    return isinstance(token_hex, str) and len(token_hex) % 2 == 0 and bool(
-        _HEX.fullmatch(token_hex))

@@ -1,4 +1,5 @@
-"""One HTTP/2 connection to an APNs host: the `h2` state machine driven by a thin asyncio.Protocol.
+"""One HTTP/2 connection to an APNs host: h2's state machine (`h2_seam.ClientH2`) driven by a
+thin asyncio.Protocol.
 
 Owns the socket, stream ids, the peer's live SETTINGS_MAX_CONCURRENT_STREAMS, flow control,
 write batching (one transport.write per event-loop tick), GOAWAY bookkeeping and PING. It puts
@@ -13,17 +14,12 @@ import logging
 import ssl
 from collections import deque
 
-import h2.config
-import h2.connection
 import h2.events
 import h2.exceptions
-import h2.settings
-from h2.connection import AllowedStreamIDs, ConnectionInputs
 from h2.errors import ErrorCodes
-from h2.stream import StreamInputs
 
-from . import request as wire
-from .hpack_decoder import ZeroTableDecoder
+from . import wire
+from .h2_seam import ClientH2
 from .token import ProviderToken
 
 log = logging.getLogger(__name__)
@@ -41,81 +37,6 @@ class StreamFailure(enum.Enum):
     RESET = "reset"  # the peer reset it with another error code
     TIMEOUT = "timeout"
     CLOSED = "closed"  # the client was closed
-
-
-class _PreEncodedHeaders:
-    """Stands in for h2's HPACK encoder: the one 'header' h2 hands over is a ready block.
-
-    Requests are encoded by `request.py` as stateless literals, so h2's own encoder (Huffman,
-    table search: a third of a naive client's CPU) has nothing to add.
-    """
-
-    header_table_size = 4096  # h2 writes the peer's setting here; a table-less encoder ignores it
-
-    @staticmethod
-    def encode(headers):
-        return headers[0][1]
-
-
-class _ClientH2(h2.connection.H2Connection):
-    """h2 with three client-side adjustments that APNs traffic needs.
-
-    - h2 counts open streams by walking every stream for each new one; the connection already
-      knows the count. Finished streams are forgotten by `forget` as they end.
-    - On GOAWAY, h2 closes the whole state machine and drops unsent bytes, so streams at or
-      below last_stream_id could never finish; RFC 9113 §6.8 lets them finish.
-    - `send_request` opens a stream with a ready header block and its whole body: the same
-      state-machine and flow-control steps as send_headers + send_data, without building,
-      re-checking and serialising two frame objects per push.
-    """
-
-    in_flight: dict
-
-    @property
-    def open_outbound_streams(self) -> int:
-        return len(self.in_flight)
-
-    def forget(self, stream_id: int) -> None:
-        stream = self.streams.pop(stream_id, None)
-        if stream is not None:
-            self._closed_streams[stream_id] = stream.closed_by
-
-    def send_request(self, stream_id: int, block: bytes, body: bytes) -> bool:
-        """HEADERS(END_HEADERS) + DATA(END_STREAM); False, with nothing done, when either
-        needs more than one frame or the body does not fit the flow-control windows."""
-        size = len(body)
-        max_frame = self.max_outbound_frame_size
-        if (len(block) > max_frame or size > max_frame
-                or size > self.outbound_flow_control_window
-                or size > self.remote_settings.initial_window_size):
-            return False
-        self.state_machine.process_input(ConnectionInputs.SEND_HEADERS)
-        stream = self._begin_new_stream(stream_id, AllowedStreamIDs.ODD)
-        machine = stream.state_machine
-        machine.process_input(StreamInputs.SEND_HEADERS)
-        self.state_machine.process_input(ConnectionInputs.SEND_DATA)
-        machine.process_input(StreamInputs.SEND_DATA)
-        machine.process_input(StreamInputs.SEND_END_STREAM)
-        stream.outbound_flow_control_window -= size
-        self.outbound_flow_control_window -= size
-        sid = stream_id.to_bytes(4, "big")
-        self._data_to_send += b"".join((
-            len(block).to_bytes(3, "big"), b"\x01\x04", sid, block,  # HEADERS, END_HEADERS
-            size.to_bytes(3, "big"), b"\x00\x01", sid, body))  # DATA, END_STREAM
-        return True
-
-    def _receive_goaway_frame(self, frame):
-        event = h2.events.ConnectionTerminated()
-        event.error_code = frame.error_code
-        event.last_stream_id = frame.last_stream_id
-        event.additional_data = frame.additional_data or None
-        return [], [event]
-
-
-_CONFIG = h2.config.H2Configuration(
-    client_side=True, header_encoding=None,
-    validate_outbound_headers=False, normalize_outbound_headers=False,
-    validate_inbound_headers=False, normalize_inbound_headers=False)
 
 
 def ssl_context(ca_file: str | None = None) -> ssl.SSLContext:
@@ -146,9 +67,8 @@ class Connection(asyncio.Protocol):
         self._authority = wire.authority_field(host, port)
         self._auth_generation = -1
         self._auth_field = b""
-        self._h2 = _ClientH2(config=_CONFIG)
-        self._h2.encoder = _PreEncodedHeaders()
-        self.in_flight = self._h2.in_flight = {}
+        self.in_flight: dict = {}
+        self._h2 = ClientH2(self.in_flight, RECEIVE_WINDOW)
         self._blocked: dict[int, bytes] = {}  # big bodies sent in part, waiting for window
         self._parked: deque = deque()  # pushes that wait for window before opening a stream
         self._next_stream_id = 1
@@ -173,12 +93,6 @@ class Connection(asyncio.Protocol):
             transport.abort()
             return
         h2c = self._h2
-        h2c.local_settings = h2.settings.Settings(client=True, initial_values={
-            h2.settings.SettingCodes.ENABLE_PUSH: 0,
-            h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: RECEIVE_WINDOW,
-            h2.settings.SettingCodes.HEADER_TABLE_SIZE: 0,
-        })
-        h2c.decoder = ZeroTableDecoder()
         h2c.initiate_connection()
         h2c.increment_flow_control_window(RECEIVE_WINDOW - 65535)
         self._prefix = wire.TABLE_SIZE_ZERO + wire.REQUEST_PREFIX

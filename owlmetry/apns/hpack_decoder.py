@@ -2,8 +2,9 @@
 
 With SETTINGS_HEADER_TABLE_SIZE 0 the peer can keep nothing in a dynamic table, so decoding is
 stateless: static-table references and literals only. Huffman strings (every `apns-id`) are
-decoded a byte at a time through transitions learnt on first use, several times faster than a
-bit-level walk. Must not know about streams, connections or APNs reasons.
+decoded a byte at a time through transitions learnt on first use rather than a bit at a time
+down the code tree, since every answer carries one. Must not know about streams, connections
+or APNs reasons.
 """
 
 from hpack import HPACKDecodingError

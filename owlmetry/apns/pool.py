@@ -17,10 +17,21 @@ from dataclasses import dataclass
 
 from owlmetry.backoff import backoff
 
-from . import results
 from .connection import Connection, StreamFailure
-from .request import Request
+from .push_result import (
+    CLIENT_CLOSED,
+    CONNECTION_FAILED,
+    STREAM_RESET,
+    TIMEOUT,
+    PushResult,
+    delivered,
+    from_answer,
+    is_transient,
+    local_error,
+    parse_error_body,
+)
 from .token import ProviderToken
+from .wire import Request
 
 log = logging.getLogger(__name__)
 
@@ -102,17 +113,17 @@ class HostPool:
         return PoolStats(len(self._sockets),
                          sum(len(conn.in_flight) for conn in self._sockets), len(self._queue))
 
-    async def send(self, request: Request) -> results.PushResult:
+    async def send(self, request: Request) -> PushResult:
         if self._closed:
-            return results.local_error(results.CLIENT_CLOSED, 0)
+            return local_error(CLIENT_CLOSED, 0)
         p = self._first_attempt(request)
         return await self._settle(p, await p.fut)
 
-    def send_soon(self, request: Request, on_result: Callable[[results.PushResult], None]) -> None:
+    def send_soon(self, request: Request, on_result: Callable[[PushResult], None]) -> None:
         """`send` for callers with many pushes: `on_result(result)` is called once, later, from
         the loop. A push that succeeds at the first try (nearly all) costs no task."""
         if self._closed:
-            self._loop.call_soon(on_result, results.local_error(results.CLIENT_CLOSED, 0))
+            self._loop.call_soon(on_result, local_error(CLIENT_CLOSED, 0))
             return
         p = self._first_attempt(request)
         p.fut.add_done_callback(functools.partial(self._first_outcome, p, on_result))
@@ -130,7 +141,7 @@ class HostPool:
     def _first_outcome(self, p: _Pending, on_result, fut: asyncio.Future) -> None:
         outcome = fut.result()
         if outcome is p and p.status == 200:
-            on_result(results.delivered(p.apns_id, 1))
+            on_result(delivered(p.apns_id, 1))
             return
         # Anything else takes the general path (retries, token renewal) in a task of its own.
         task = self._loop.create_task(self._settle(p, outcome))
@@ -139,10 +150,9 @@ class HostPool:
 
     def _settled(self, on_result, task: asyncio.Task) -> None:
         self._settling.discard(task)
-        on_result(results.local_error(results.CLIENT_CLOSED, 0) if task.cancelled()
-                  else task.result())
+        on_result(local_error(CLIENT_CLOSED, 0) if task.cancelled() else task.result())
 
-    async def _settle(self, p: _Pending, outcome) -> results.PushResult:
+    async def _settle(self, p: _Pending, outcome) -> PushResult:
         """The result of a push whose latest attempt ended with `outcome` (the connection's
         answer, `p` itself, or a StreamFailure), sending it again as Apple's rules allow."""
         loop = self._loop
@@ -154,16 +164,16 @@ class HostPool:
                 attempts += 1
                 status = p.status
                 if status == 200:
-                    return results.delivered(p.apns_id, attempts)
-                reason, timestamp = results.parse_error_body(b"".join(p.chunks))
+                    return delivered(p.apns_id, attempts)
+                reason, timestamp = parse_error_body(b"".join(p.chunks))
                 if reason == "ExpiredProviderToken" and not renewed:
                     renewed = True
                     self._token.expired(p.generation)
                     self._attempt(p)
                     outcome = await p.fut
                     continue
-                failed = results.from_answer(status, reason, timestamp, p.apns_id, attempts)
-                if not results.is_transient(status, reason):
+                failed = from_answer(status, reason, timestamp, p.apns_id, attempts)
+                if not is_transient(status, reason):
                     return failed
             elif outcome is StreamFailure.REFUSED:
                 # Never processed: safe to send again, and it costs no attempt.
@@ -173,16 +183,15 @@ class HostPool:
             elif outcome is StreamFailure.LOST or outcome is StreamFailure.RESET:
                 attempts += 1
                 status = 0
-                failed = results.local_error(
-                    results.CONNECTION_FAILED if outcome is StreamFailure.LOST
-                    else results.STREAM_RESET, attempts)
+                failed = local_error(CONNECTION_FAILED if outcome is StreamFailure.LOST
+                                     else STREAM_RESET, attempts)
             elif outcome is StreamFailure.TIMEOUT:
-                return results.local_error(results.TIMEOUT, attempts + 1)
+                return local_error(TIMEOUT, attempts + 1)
             elif outcome is StreamFailure.CLOSED:
-                return results.local_error(results.CLIENT_CLOSED, attempts)
+                return local_error(CLIENT_CLOSED, attempts)
             else:  # the deadline passed before a stream was free
-                return results.local_error(self._connect_error and results.CONNECTION_FAILED
-                                           or results.TIMEOUT, attempts)
+                return local_error(self._connect_error and CONNECTION_FAILED or TIMEOUT,
+                                   attempts)
             if retries >= retry.max_retries:
                 return failed
             delay = retry.delay(retries, status)
@@ -190,7 +199,7 @@ class HostPool:
             if loop.time() + delay >= p.deadline:
                 return failed
             if not await self._pause(delay):
-                return results.local_error(results.CLIENT_CLOSED, attempts)
+                return local_error(CLIENT_CLOSED, attempts)
             self._attempt(p)
             outcome = await p.fut
 

@@ -16,8 +16,9 @@ from aiohttp import web
 
 from owlmetry.clock import now_ms
 from owlmetry.config import Config
-from owlmetry.http import devices, inbox, login, metrics, notifications
-from owlmetry.http.auth import UserTokens, admit, identify, jwt_secret
+from owlmetry.http import devices, inbox, login, metrics, openapi, producer
+from owlmetry.credentials import UserTokens, jwt_secret
+from owlmetry.http.auth import admit, identify
 from owlmetry.http.context import (
     CALLER,
     CLOCK,
@@ -28,16 +29,13 @@ from owlmetry.http.context import (
     STORE,
     TOKENS,
 )
-from owlmetry.http.errors import error_response, json_errors, json_response
+from owlmetry.http.errors import MAX_BODY_BYTES, error_response, json_errors, json_response
 from owlmetry.http.forwarded import forwarded
 from owlmetry.login_codes import CodeHasher
 from owlmetry.mail import Mailer
-from owlmetry.notify.channel import Channel
-from owlmetry.notify.channels import open_channels
-from owlmetry.notify.dispatcher import Dispatcher
+from owlmetry.notify.channels.base import Channel
+from owlmetry.notify.dispatcher import dispatcher_for
 from owlmetry.store import open_store
-
-MAX_BODY_BYTES = 64 * 1024
 
 log = logging.getLogger("owlmetry")
 
@@ -75,16 +73,11 @@ async def store_lifetime(app: web.Application):
 
 def dispatcher_lifetime(channels: dict[str, Channel] | None):
     async def lifetime(app: web.Application):
-        config = app[CONFIG]
-        chosen = channels if channels is not None else open_channels(config)
-        for name, channel in chosen.items():
-            if channel.unavailable:
-                log.warning("%s deliveries will be skipped: %s", name, channel.unavailable)
-        dispatcher = Dispatcher(app[STORE], chosen, lease_ms=config.notify_lease_s * 1000)
+        dispatcher = dispatcher_for(app[STORE], app[CONFIG], channels)
         app[DISPATCHER] = dispatcher
         dispatcher.start()
         yield
-        await dispatcher.stop(grace_s=config.shutdown_grace_s)
+        await dispatcher.stop(grace_s=app[CONFIG].shutdown_grace_s)
     return lifetime
 
 
@@ -116,6 +109,7 @@ def create_app(config: Config, channels: dict[str, Channel] | None = None,
     metrics.install(app)
     app.router.add_routes(devices.routes)
     app.router.add_routes(inbox.routes)
-    app.router.add_routes(notifications.routes)
+    app.router.add_routes(producer.routes)
     app.router.add_routes(login.routes)
+    app.router.add_routes(openapi.routes)
     return app

@@ -1,27 +1,18 @@
 """Who is calling: user JWTs (cookie `token` or Bearer) and API keys (`owl_agent_…`, `owl_server_…`).
 
-Owns the credential rules of the contract (401 for missing, malformed or bad credentials, 403
-for the wrong kind of caller), the HS256 secret, API key hashing, and `callers(...)`, the mark
-a route handler carries to say who may call it (the app's middleware enforces it). It checks
-signatures and expiry; whether a JWT's user still exists is answered by the store call each
+Owns the contract's answers to credentials (401 for missing, malformed or bad credentials, 403
+for the wrong kind of caller) and `callers(...)`, the mark a route handler carries to say who
+may call it (the app's middleware enforces it). How tokens and keys are made and checked is
+`owlmetry.credentials`'. Whether a JWT's user still exists is answered by the store call each
 route makes (in the same statement, to save a round trip), and the route turns "no such user"
 into `user_gone()`.
 """
 
-import hashlib
-import secrets
-import time
 from dataclasses import dataclass
 
-import jwt
-
+from owlmetry.credentials import API_KEY_PREFIX, InvalidCredential, UserTokens, hash_api_key
 from owlmetry.http.errors import ApiError
 from owlmetry.store import Store
-
-API_KEY_PREFIX = "owl_"
-API_KEY_KINDS = ("agent", "server")
-JWT_SECRET_SETTING = "jwt_secret"
-VERIFIED_CACHE_SIZE = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,66 +22,11 @@ class Caller:
     key_id: str | None = None
 
 
-def hash_api_key(secret: str) -> str:
-    # Keys are 256 random bits, so a fast hash is enough: there is nothing to brute-force.
-    return hashlib.sha256(secret.encode()).hexdigest()
-
-
-def new_api_key(kind: str) -> str:
-    return f"{API_KEY_PREFIX}{kind}_{secrets.token_urlsafe(32)}"
-
-
-async def jwt_secret(store: Store, configured: str | None) -> str:
-    """JWT_SECRET when set; otherwise one generated on first start and kept in the database."""
-    if configured:
-        return configured
-    return await store.setting(JWT_SECRET_SETTING, secrets.token_urlsafe(48))
-
-
-class UserTokens:
-    """Issues and verifies user JWTs, remembering tokens already verified.
-
-    Verifying HS256 costs more than the rest of a small request; a token's claims cannot change,
-    so a verified token is kept (bounded) and only its expiry is checked again.
-    """
-
-    def __init__(self, secret: str):
-        self._secret = secret
-        self._verified: dict[str, tuple[str, float | None]] = {}
-
-    def issue(self, user_id: str, email: str, ttl: int | None = None) -> str:
-        now = int(time.time())
-        claims = {"sub": user_id, "email": email, "iat": now}
-        if ttl is not None:
-            claims["exp"] = now + ttl
-        return jwt.encode(claims, self._secret, algorithm="HS256")
-
-    def user_id(self, token: str) -> str:
-        """The `sub` of a valid token; ApiError(401) for anything else."""
-        cached = self._verified.get(token)
-        if cached is None:
-            cached = self._verify(token)
-            if len(self._verified) >= VERIFIED_CACHE_SIZE:
-                self._verified.clear()
-            self._verified[token] = cached
-        user_id, expires = cached
-        if expires is not None and expires <= time.time():
-            raise ApiError(401, "Token expired")
-        return user_id
-
-    def _verify(self, token: str) -> tuple[str, float | None]:
-        try:
-            claims = jwt.decode(
-                token, self._secret, algorithms=["HS256"], options={"require": ["sub"]}
-            )
-        except jwt.ExpiredSignatureError:
-            raise ApiError(401, "Token expired") from None
-        except jwt.PyJWTError:
-            raise ApiError(401, "Invalid token") from None
-        subject, expires = claims["sub"], claims.get("exp")
-        if not isinstance(subject, str) or not subject:
-            raise ApiError(401, "Invalid token")
-        return subject, float(expires) if expires is not None else None
+def user_id_of(tokens: UserTokens, token: str) -> str:
+    try:
+        return tokens.user_id(token)
+    except InvalidCredential as exc:
+        raise ApiError(401, str(exc)) from None
 
 
 async def identify(request, tokens: UserTokens, store: Store) -> Caller:
@@ -100,7 +36,7 @@ async def identify(request, tokens: UserTokens, store: Store) -> Caller:
         cookie = request.cookies.get("token")
         if not cookie:
             raise ApiError(401, "Authentication required")
-        return Caller("user", user_id=tokens.user_id(cookie))
+        return Caller("user", user_id=user_id_of(tokens, cookie))
     scheme, _, credential = header.partition(" ")
     credential = credential.strip()
     if scheme.lower() != "bearer" or not credential or " " in credential:
@@ -110,7 +46,7 @@ async def identify(request, tokens: UserTokens, store: Store) -> Caller:
         if key is None or key.revoked_at is not None:
             raise ApiError(401, "Invalid API key")
         return Caller(key.kind, key_id=key.id)
-    return Caller("user", user_id=tokens.user_id(credential))
+    return Caller("user", user_id=user_id_of(tokens, credential))
 
 
 def callers(*kinds: str):

@@ -8,7 +8,8 @@ from collections.abc import Callable
 from aiohttp import web
 
 from owlmetry.config import Config
-from owlmetry.http.auth import Caller, UserTokens
+from owlmetry.credentials import UserTokens
+from owlmetry.http.auth import Caller
 from owlmetry.login_codes import CodeHasher
 from owlmetry.mail import Mailer
 from owlmetry.notify.dispatcher import Dispatcher

@@ -14,7 +14,7 @@ from owlmetry.http.errors import ApiError, json_response
 from owlmetry.http.validation import parse_json_object, path_uuid
 from owlmetry.ids import new_id
 from owlmetry.notify.channels import channel_types
-from owlmetry.store import DeleteOutcome, Device, DeviceRegistration
+from owlmetry.store import DeleteResult, Device, DeviceRegistration
 
 METADATA_LIMITS = {"app_version": 50, "device_model": 100, "os_version": 50}
 
@@ -87,10 +87,10 @@ async def list_devices(request: web.Request) -> web.Response:
 async def delete_device(request: web.Request) -> web.Response:
     user_id = request[CALLER].user_id
     device_id = path_uuid(request, "Device not found")
-    outcome = await request.app[STORE].delete_device(user_id, device_id)
-    if outcome is DeleteOutcome.NO_USER:
+    result = await request.app[STORE].delete_device(user_id, device_id)
+    if result is DeleteResult.NO_USER:
         raise user_gone()
-    if outcome is DeleteOutcome.NOT_FOUND:
+    if result is DeleteResult.NOT_FOUND:
         raise ApiError(404, "Device not found")
     return json_response({"id": device_id})
 

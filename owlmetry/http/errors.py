@@ -33,11 +33,20 @@ def error_response(status: int, message: str, headers=None) -> web.Response:
     return response
 
 
+# Every route's, except the producer's, which reads its larger body itself.
+MAX_BODY_BYTES = 64 * 1024
+
+
+def body_too_large(limit: int) -> ApiError:
+    size = f"{limit >> 20} MiB" if limit % (1 << 20) == 0 else f"{limit >> 10} KiB"
+    return ApiError(413, f"Request body too large (the limit is {size})")
+
+
 # aiohttp's reasons are fine messages, except the ones that read oddly in an API.
 MESSAGES = {
     404: "Not found",
     405: "Method not allowed",
-    413: "Request body too large (the limit is 64 KiB)",
+    413: body_too_large(MAX_BODY_BYTES).message,
 }
 
 

@@ -5,7 +5,7 @@
 Owns the query and body rules of these routes, the keyset cursor's text
 (`<created_at as 2024-01-15T10:00:00.000Z>|<id>`) and the notification's JSON shape, which never
 carries `data`. It must not create notifications: the producer route (`POST /v1/notifications`,
-server keys) lives in `notifications.py`.
+server keys) lives in `producer.py`.
 """
 
 import re
@@ -17,14 +17,13 @@ from owlmetry.http.auth import callers, user_gone
 from owlmetry.http.context import CALLER, STORE
 from owlmetry.http.errors import ApiError, json_response
 from owlmetry.http.validation import (
-    UUID_TEXT,
     parse_optional_json_object,
     path_uuid,
     query_text,
 )
-from owlmetry.store import DeleteOutcome, Notification
+from owlmetry.ids import UUID_TEXT
+from owlmetry.store import DeleteResult, Missing, Notification, ReadState
 
-READ_STATES = ("unread", "read", "all")
 DEFAULT_LIMIT = 50
 MAX_LIMIT = 200
 LIMIT_TEXT = re.compile(r"[0-9]{1,9}")
@@ -71,9 +70,10 @@ def parse_limit(text: str | None) -> int:
 async def list_notifications(request: web.Request) -> web.Response:
     user_id = request[CALLER].user_id
     query = request.query
-    read_state = query.get("read_state", "all")
-    if read_state not in READ_STATES:
-        raise ApiError(400, 'read_state must be "unread", "read" or "all"')
+    try:
+        read_state = ReadState(query.get("read_state", ReadState.ALL))
+    except ValueError:
+        raise ApiError(400, 'read_state must be "unread", "read" or "all"') from None
     type_ = query_text(request, "type")
     cursor = query.get("cursor")
     before = parse_cursor(cursor) if cursor is not None else None
@@ -117,22 +117,22 @@ async def set_read(request: web.Request) -> web.Response:
     read = parse_optional_json_object(await request.read()).get("read", True)
     if not isinstance(read, bool):
         raise ApiError(400, "read must be true or false")
-    outcome = await request.app[STORE].set_read(user_id, notification_id, read, now_ms())
-    if outcome is DeleteOutcome.NO_USER:
+    found = await request.app[STORE].set_read(user_id, notification_id, read, now_ms())
+    if found is Missing.NO_USER:
         raise user_gone()
-    if outcome is DeleteOutcome.NOT_FOUND:
+    if found is Missing.NOT_FOUND:
         raise ApiError(404, NOT_FOUND)
-    return json_response({"notification": notification_json(outcome)})
+    return json_response({"notification": notification_json(found)})
 
 
 @callers("user")
 async def delete_notification(request: web.Request) -> web.Response:
     user_id = request[CALLER].user_id
     notification_id = path_uuid(request, NOT_FOUND)
-    outcome = await request.app[STORE].delete_notification(user_id, notification_id, now_ms())
-    if outcome is DeleteOutcome.NO_USER:
+    result = await request.app[STORE].delete_notification(user_id, notification_id, now_ms())
+    if result is DeleteResult.NO_USER:
         raise user_gone()
-    if outcome is DeleteOutcome.NOT_FOUND:
+    if result is DeleteResult.NOT_FOUND:
         raise ApiError(404, NOT_FOUND)
     return json_response({"id": notification_id})
 

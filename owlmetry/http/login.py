@@ -7,12 +7,11 @@ a known one, but no mail goes out, and its code can never log anyone in. The cod
 limits are `login_codes`' rules; sending is `mail`'s. Nothing here logs a code or a token.
 """
 
-import re
-
 from aiohttp import web
 
 from owlmetry import login_codes
 from owlmetry.clock import iso_ms
+from owlmetry.emails import normalize_email
 from owlmetry.http.auth import callers, user_gone
 from owlmetry.http.context import (
     CALLER,
@@ -29,10 +28,6 @@ from owlmetry.ids import new_id
 from owlmetry.mail import MailError
 from owlmetry.store import User
 
-# The same rule as `owlmetry users create`, so every user an operator makes can log in; no
-# control characters, which would have no business in a mail header.
-EMAIL = re.compile(r"[^@\s\x00-\x1f\x7f]+@[^@\s\x00-\x1f\x7f]+")
-MAX_EMAIL_LENGTH = 254
 SESSION_TTL_S = 7 * 24 * 60 * 60  # the JWT's and the cookie's, as upstream
 COOKIE = "token"
 INVALID_CODE = "Invalid or expired code"
@@ -42,10 +37,10 @@ def parse_email(body: dict) -> str:
     email = body.get("email")
     if not isinstance(email, str):
         raise ApiError(400, "email is required and must be a string")
-    email = email.strip().lower()
-    if len(email) > MAX_EMAIL_LENGTH or not EMAIL.fullmatch(email):
-        raise ApiError(400, "email must be a valid email address, such as alice@example.com")
-    return email
+    try:
+        return normalize_email(email)
+    except ValueError:
+        raise ApiError(400, "email must be a valid email address, such as alice@example.com") from None
 
 
 def parse_code(body: dict) -> str:

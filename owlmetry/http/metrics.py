@@ -36,7 +36,12 @@ from owlmetry.clock import now_ms
 from owlmetry.http.access_log import route_template
 from owlmetry.http.context import CONFIG, DISPATCHER, STORE
 from owlmetry.notify.channels import channel_types
-from owlmetry.store import check_database_url
+from owlmetry.store import (
+    RECORDED_OUTCOMES,
+    DeliveryStatus,
+    PendingState,
+    check_database_url,
+)
 
 log = logging.getLogger("owlmetry.http")
 
@@ -45,10 +50,11 @@ PATH = "/metrics"
 # outside these are "other".
 UNMATCHED = "unmatched"
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-# Seconds; Prometheus' defaults, which suit both a 1 ms list and a large 4 MiB enqueue.
+# Seconds; Prometheus' defaults, which suit both a quick inbox list and a large enqueue.
 BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-OUTCOMES = ("delivered", "removed", "failed", "skipped")
-DELIVERY_ENDS = {"sent": "sent", "failed": "failed", "skipped": "skipped", "pending": "requeued"}
+# A delivery's end by its status label; PENDING is a delivery put back for a retry.
+DELIVERY_ENDS = {DeliveryStatus.SENT: "sent", DeliveryStatus.FAILED: "failed",
+                 DeliveryStatus.SKIPPED: "skipped", DeliveryStatus.PENDING: "requeued"}
 # Well inside a scraper's timeout (Prometheus: 10 s), so a slow database costs its families,
 # not the scrape.
 STORE_TIMEOUT_S = 3.0
@@ -82,7 +88,8 @@ class RequestCounts:
 
 @web.middleware
 async def count_requests(request: web.Request, handler):
-    """Outermost, so it sees every answer as it leaves, errors rendered with their status."""
+    """Outside every middleware but `forwarded` (which clones the request first, when proxies
+    are trusted), so it sees every answer as it leaves, errors rendered with their status."""
     route = route_template(request) or UNMATCHED
     if route == PATH:  # a scrape does not change what it reads
         return await handler(request)
@@ -108,7 +115,7 @@ class StoreReadings:
 
     __slots__ = ("devices", "pending")
 
-    def __init__(self, devices: dict[tuple[str, str], int], pending: dict[str, int]):
+    def __init__(self, devices: dict[tuple[str, str], int], pending: dict[PendingState, int]):
         self.devices = devices
         self.pending = pending
 
@@ -181,16 +188,16 @@ class AppCollector(Collector):
             "owlmetry_pushes", "Device answers recorded by this process's dispatcher, by "
             "channel and outcome: delivered; removed (dead token, device deleted); failed; "
             "skipped (no credentials).", labels=["channel", "outcome"])
-        recorded = dispatcher.writer.recorded
+        recorded = dispatcher.recorder.recorded
         for channel in channels:
-            for outcome in OUTCOMES:
+            for outcome in RECORDED_OUTCOMES:
                 pushes.add_metric([channel, outcome], recorded.get((channel, outcome), 0))
         yield pushes
         deliveries = CounterMetricFamily(
             "owlmetry_deliveries", "Deliveries (a notification on a channel) this process "
             "finished, by channel and status: sent, failed, skipped, or requeued (devices left "
             "to retry after a backoff).", labels=["channel", "status"])
-        ended = dispatcher.writer.ended
+        ended = dispatcher.recorder.ended
         for channel in channels:
             for status, label in DELIVERY_ENDS.items():
                 deliveries.add_metric([channel, label], ended.get((channel, status), 0))
@@ -237,7 +244,7 @@ class AppCollector(Collector):
             "owlmetry_deliveries_pending", "Deliveries waiting in the queue (all processes): "
             "due (claimable now), later (claimed under a lease, or waiting out a retry "
             "backoff).", labels=["state"])
-        for state in ("due", "later"):
+        for state in PendingState:
             pending.add_metric([state], readings.pending.get(state, 0))
         yield pending
 
@@ -270,6 +277,7 @@ async def scrape(request: web.Request) -> web.Response:
 
 
 def install(app: web.Application) -> None:
-    """The route and the app's metrics; `count_requests` goes first in the app's middleware."""
+    """The route and the app's metrics; `count_requests` goes first in the app's middleware
+    (after `forwarded`, when that is there)."""
     app[METRICS] = Metrics(app)
     app.router.add_get(PATH, scrape, allow_head=False)

@@ -5,13 +5,11 @@ failure is an `ApiError` the error middleware renders. Route-specific field rule
 their routes, and nothing here touches the store.
 """
 
-import re
-
 import orjson
 
 from owlmetry.http.errors import ApiError
+from owlmetry.ids import UUID_TEXT
 
-UUID_TEXT = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE)
 
 
 NUL_MESSAGE = "Text must not contain NUL characters (\\u0000)"

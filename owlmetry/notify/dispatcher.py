@@ -3,7 +3,7 @@
 `enqueue` writes the inbox rows and one pending delivery per channel in one transaction and
 returns; the run loop then claims due deliveries in batches (under a lease that a heartbeat
 renews, so work of a crashed process comes back by itself), hands each recipient's devices to
-its channel, and records every final answer through the `OutcomeWriter`. A device with a final
+its channel, and records every final answer through the `AnswerRecorder`. A device with a final
 answer on record is never sent to again; answers worth retrying (429, 5xx, lost connections)
 put the delivery back in the queue after a backoff, a bounded number of times.
 
@@ -19,13 +19,17 @@ from collections.abc import Iterable
 
 from owlmetry.backoff import backoff
 from owlmetry.clock import now_ms
+from owlmetry.config import Config
 from owlmetry.ids import new_id
-from owlmetry.notify.channel import Answer, Channel
-from owlmetry.notify.outcomes import OutcomeWriter
+from owlmetry.notify.channels import open_channels
+from owlmetry.notify.channels.base import Answer, Channel
+from owlmetry.notify.recorder import AnswerRecorder
 from owlmetry.store import (
     Claim,
     DeliveryEnd,
+    DeliveryStatus,
     NotificationContent,
+    PushOutcome,
     PushRecord,
     PushTarget,
     Store,
@@ -34,6 +38,8 @@ from owlmetry.store import (
 log = logging.getLogger("owlmetry.notify")
 
 CLAIM_LOOPS = 2
+# Read once per answer: a module global is cheaper to read than an enum class's attribute.
+RETRY = PushOutcome.RETRY
 
 
 async def enqueue(store: Store, user_ids: Iterable[str], content: NotificationContent,
@@ -43,17 +49,19 @@ async def enqueue(store: Store, user_ids: Iterable[str], content: NotificationCo
     return await store.enqueue_notifications(recipients, content, list(channels), now_ms())
 
 
-def final_status(counts: dict[str, int], channel: str) -> tuple[str, str | None]:
+def final_status(counts: dict[PushOutcome, int],
+                 channel: str) -> tuple[DeliveryStatus, str | None]:
     """A finished delivery's status and reason, from its devices' outcomes."""
-    if counts.get("delivered"):
-        return "sent", None
+    if counts.get(PushOutcome.DELIVERED):
+        return DeliveryStatus.SENT, None
     if not counts:
-        return "skipped", f"the recipient has no {channel} devices"
-    if set(counts) == {"skipped"}:
-        return "skipped", None
-    parts = ", ".join(f"{counts[outcome]} {outcome}" for outcome in ("removed", "failed")
+        return DeliveryStatus.SKIPPED, f"the recipient has no {channel} devices"
+    if set(counts) == {PushOutcome.SKIPPED}:
+        return DeliveryStatus.SKIPPED, None
+    parts = ", ".join(f"{counts[outcome]} {outcome}"
+                      for outcome in (PushOutcome.REMOVED, PushOutcome.FAILED)
                       if counts.get(outcome))
-    return "failed", f"no device accepted it ({parts})"
+    return DeliveryStatus.FAILED, f"no device accepted it ({parts})"
 
 
 class _Delivery:
@@ -64,7 +72,7 @@ class _Delivery:
     def __init__(self, claim: Claim, channel: Channel):
         self.claim = claim
         self.channel = channel
-        self.counts = dict(claim.earlier)
+        self.counts: dict[PushOutcome, int] = dict(claim.earlier)
         self.later: list[tuple[PushTarget, Answer]] = []  # transient failures
         self.waiting = len(claim.targets)
 
@@ -87,7 +95,7 @@ class Dispatcher:
         self._retry_max_ms = retry_max_ms
         self._poll_s = poll_s
         self._only = only
-        self.writer = OutcomeWriter(store, self.owner)
+        self.recorder = AnswerRecorder(store, self.owner)
         self._held: dict[tuple[str, str], Claim] = {}  # claimed and not yet ended on record
         self._in_flight = 0  # devices of the held deliveries
         self._wake = asyncio.Event()
@@ -140,7 +148,7 @@ class Dispatcher:
         if self._renewer is not None:
             self._renewer.cancel()
             await asyncio.gather(self._renewer, return_exceptions=True)
-        await self.writer.flush()
+        await self.recorder.flush()
 
     async def _run(self) -> None:
         while not self._stopping:
@@ -187,10 +195,11 @@ class Dispatcher:
         channel = self.channels.get(claim.channel)
         if channel is None or channel.unavailable:
             reason = channel.unavailable if channel else f"no such channel: {claim.channel}"
-            outcome = "skipped" if channel else "failed"
+            outcome, status = ((PushOutcome.SKIPPED, DeliveryStatus.SKIPPED) if channel
+                               else (PushOutcome.FAILED, DeliveryStatus.FAILED))
             for target in claim.targets:
                 self._record(claim, target, Answer(outcome, None, reason))
-            self._end(claim, DeliveryEnd(claim.notification_id, claim.channel, outcome, reason))
+            self._end(claim, DeliveryEnd(claim.notification_id, claim.channel, status, reason))
             return
         delivery = _Delivery(claim, channel)
         if not claim.targets:
@@ -201,7 +210,7 @@ class Dispatcher:
         except (ValueError, TypeError) as exc:
             for target in claim.targets:
                 self._answered(delivery, target,
-                               Answer("failed", None, f"cannot build the message: {exc}"))
+                               Answer(PushOutcome.FAILED, None, f"cannot build the message: {exc}"))
             return
         for target in claim.targets:
             try:
@@ -210,10 +219,11 @@ class Dispatcher:
             except Exception as exc:  # a channel bug must not lose the delivery
                 log.exception("channel %s raised on send", channel.name)
                 self._answered(delivery, target,
-                               Answer("retry", None, f"internal error: {type(exc).__name__}"))
+                               Answer(PushOutcome.RETRY, None,
+                                      f"internal error: {type(exc).__name__}"))
 
     def _answered(self, delivery: _Delivery, target: PushTarget, answer: Answer) -> None:
-        if answer.outcome == "retry":
+        if answer.outcome == RETRY:  # not `is`: the plain string "retry" means the same
             delivery.later.append((target, answer))
         else:
             self._record(delivery.claim, target, answer)
@@ -230,16 +240,19 @@ class Dispatcher:
             # Back to the queue for the devices still to reach: after a backoff, or at once when
             # a shutdown, not APNs, cut the sends short.
             retry_at = now_ms() + (0 if self._stopping else self._backoff(claim.attempts))
-            self._end(claim, DeliveryEnd(*key, "pending", later[-1][1].reason, retry_at))
+            reason = later[-1][1].reason
+            self._end(claim, DeliveryEnd(*key, DeliveryStatus.PENDING, reason, retry_at))
             return
+        counts = delivery.counts
         for target, answer in later:
             self._record(claim, target, Answer(
-                "failed", answer.status, f"{answer.reason} (gave up after {claim.attempts} attempts)"))
-            delivery.counts["failed"] = delivery.counts.get("failed", 0) + 1
-        self._end(claim, DeliveryEnd(*key, *final_status(delivery.counts, claim.channel)))
+                PushOutcome.FAILED, answer.status,
+                f"{answer.reason} (gave up after {claim.attempts} attempts)"))
+            counts[PushOutcome.FAILED] = counts.get(PushOutcome.FAILED, 0) + 1
+        self._end(claim, DeliveryEnd(*key, *final_status(counts, claim.channel)))
 
     def _end(self, claim: Claim, end: DeliveryEnd) -> None:
-        self.writer.add_end(end, lambda: self._release(claim))
+        self.recorder.add_end(end, lambda: self._release(claim))
 
     def _release(self, claim: Claim) -> None:
         """The delivery's end is on record: its place is free."""
@@ -251,9 +264,21 @@ class Dispatcher:
             self._idle.set()
 
     def _record(self, claim: Claim, target: PushTarget, answer: Answer) -> None:
-        self.writer.add_push(PushRecord(
+        self.recorder.add_push(PushRecord(
             claim.notification_id, target.device_id, claim.channel, answer.outcome,
             answer.status, answer.reason, answer.invalid_since))
 
     def _backoff(self, attempts: int) -> int:
         return int(backoff(self._retry_base_ms, attempts - 1, self._retry_max_ms))
+
+
+def dispatcher_for(store: Store, config: Config, channels: dict[str, Channel] | None = None,
+                   only: list[str] | None = None) -> Dispatcher:
+    """The dispatcher `config` describes, on the channels it configures (or `channels`, which
+    tests bring); says at once which channels will skip their deliveries, and why."""
+    if channels is None:
+        channels = open_channels(config)
+    for name, channel in channels.items():
+        if channel.unavailable:
+            log.warning("%s deliveries will be skipped: %s", name, channel.unavailable)
+    return Dispatcher(store, channels, lease_ms=config.notify_lease_s * 1000, only=only)

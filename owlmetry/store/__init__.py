@@ -1,74 +1,71 @@
-"""The database: one async interface (`base.Store`) and its two backends.
+"""The database: one `Store` over one of two engines, and the only door to the database.
 
-`open_store(url)` picks the backend from the URL: `sqlite:///path` (aiosqlite, the embedded
-default) or `postgresql://...` (asyncpg, production). This package is the only door to the
-database. Its SQL lives in `queries` (what both engines share) and in each backend's module
-(what one engine needs in its own dialect), and nowhere else.
+`open_store(url)` picks the engine from the URL: `sqlite:///path` (aiosqlite, the embedded
+default) or `postgresql://...` (asyncpg, production). Layout: `rows` (the rows, enums and
+errors callers see), `store` (the `Store` class) assembled from one module per feature
+(`users`, `login_codes`, `devices`, `inbox`, `deliveries`, `metrics_reads`: interface, SQL for
+both engines and row mapping), `engine` with `sqlite` and `postgres` (connections,
+transactions, dialect), `schema` (schema.sql and the migrations between versions), `batching` (coalescing calls).
+No SQL lives outside this package.
 """
 
-import functools
-import hashlib
-from importlib import resources
-from pathlib import Path
-
 from owlmetry.redact import url_without_password
-from owlmetry.store.base import (
+from owlmetry.store.rows import (
+    RECORDED_OUTCOMES,
     ApiKey,
     Claim,
-    DeleteOutcome,
+    DeleteResult,
     DeliveryEnd,
+    DeliveryStatus,
     Device,
     DeviceRegistration,
     EmailTaken,
+    Missing,
     Notification,
     NotificationContent,
+    PendingState,
     Progress,
+    PushOutcome,
     PushRecord,
     PushTarget,
-    Store,
+    ReadState,
     StoreError,
     User,
 )
+from owlmetry.store.schema import latest_version, schema_sql
+from owlmetry.store.store import Store
 
 __all__ = [
+    "RECORDED_OUTCOMES",
     "ApiKey",
     "Claim",
-    "DeleteOutcome",
+    "DeleteResult",
     "DeliveryEnd",
+    "DeliveryStatus",
     "Device",
     "DeviceRegistration",
     "EmailTaken",
+    "Missing",
     "Notification",
     "NotificationContent",
+    "PendingState",
     "Progress",
+    "PushOutcome",
     "PushRecord",
     "PushTarget",
+    "ReadState",
     "Store",
     "StoreError",
     "User",
     "check_database_url",
     "open_store",
-    "schema_digest",
+    "latest_version",
     "schema_sql",
 ]
 
 
-def schema_sql() -> str:
-    """schema.sql: inside the package once installed (setup.py copies it), else at the checkout's top."""
-    installed = resources.files("owlmetry").joinpath("schema.sql")
-    if installed.is_file():
-        return installed.read_text()
-    return (Path(__file__).resolve().parents[2] / "schema.sql").read_text()
-
-
-@functools.cache
-def schema_digest() -> str:
-    """Names the schema version: a database whose stored digest matches needs no migration."""
-    return hashlib.sha256(schema_sql().encode()).hexdigest()
-
-
 def check_database_url(url: str) -> str:
-    """Return the backend name for `url`, or raise StoreError saying what a valid URL looks like."""
+    """Return the engine name for `url`, or raise StoreError saying what a valid URL looks like."""
     if url.startswith("sqlite:///") and len(url) > len("sqlite:///"):
         return "sqlite"
     if url.startswith(("postgresql://", "postgres://")):
@@ -82,9 +79,9 @@ def check_database_url(url: str) -> str:
 async def open_store(url: str) -> Store:
     """Connect to the database at `url`. The schema is not touched: call `migrate()` for that."""
     if check_database_url(url) == "sqlite":
-        from owlmetry.store.sqlite import SQLiteStore
+        from owlmetry.store.sqlite import SQLiteEngine
 
-        return await SQLiteStore.open(url[len("sqlite:///"):])
-    from owlmetry.store.postgres import PostgresStore
+        return Store(await SQLiteEngine.open(url[len("sqlite:///"):]))
+    from owlmetry.store.postgres import PostgresEngine
 
-    return await PostgresStore.open(url)
+    return Store(await PostgresEngine.open(url))

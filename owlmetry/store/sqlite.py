@@ -1,9 +1,10 @@
-"""The SQLite backend (aiosqlite): the embedded default, one file in WAL mode.
+"""The SQLite engine (aiosqlite): the embedded default, one file in WAL mode.
 
 Writes go through one connection, one statement at a time behind an asyncio lock, so requests
 queue inside the process instead of surfacing "database is locked"; reads use a second
 connection, which WAL lets run beside the writer. Statements autocommit. This module owns the
-SQLite connections and dialect; the shared statements live in `queries`.
+SQLite connections and dialect (`?1` parameters, batches as a JSON array read by json_each,
+migration and backup); it must hold no statement of a feature.
 """
 
 import asyncio
@@ -16,9 +17,10 @@ import sqlite3
 import aiosqlite
 import orjson
 
-from owlmetry.store import queries, schema_digest, schema_sql
-from owlmetry.store.base import StoreError
-from owlmetry.store.sql import SQLStore
+from owlmetry.clock import now_ms
+from owlmetry.store.engine import Engine
+from owlmetry.store.rows import StoreError
+from owlmetry.store.schema import CURRENT_VERSION, VERSION_TABLE, database_version, upgrade_script
 
 PRAGMAS = """
 PRAGMA journal_mode = WAL;
@@ -28,23 +30,15 @@ PRAGMA busy_timeout = 10000;
 PRAGMA cache_size = -32768;
 """
 
-# A row of NULL device columns for a user without devices, no row for a user that does not exist.
-DEVICES_OF_USERS = """
-SELECT u.id, d.id, d.channel, d.environment, d.app_version, d.device_model, d.os_version,
-       d.last_seen_at, d.created_at
-FROM users AS u LEFT JOIN user_devices AS d ON d.user_id = u.id
-WHERE u.id IN (SELECT value FROM json_each($1))
-ORDER BY u.id, d.last_seen_at DESC, d.created_at DESC, d.id
-"""
-
-
 @functools.cache
 def to_sqlite(sql: str) -> str:
     """`$1` -> `?1`: both are "the first parameter", so a statement may use one twice."""
     return re.sub(r"\$(\d+)", r"?\1", sql)
 
 
-class SQLiteStore(SQLStore):
+class SQLiteEngine(Engine):
+    name = "sqlite"
+
     def __init__(self, writer: aiosqlite.Connection, reader: aiosqlite.Connection):
         super().__init__(concurrency=1)
         self._writer = writer
@@ -52,7 +46,7 @@ class SQLiteStore(SQLStore):
         self._write_lock = asyncio.Lock()
 
     @classmethod
-    async def open(cls, path: str) -> "SQLiteStore":
+    async def open(cls, path: str) -> "SQLiteEngine":
         folder = os.path.dirname(os.path.abspath(path))
         if not os.path.isdir(folder):
             raise StoreError(
@@ -70,25 +64,27 @@ class SQLiteStore(SQLStore):
         return cls(*connections)
 
     async def close(self) -> None:
-        await self._finish_batches()
         await self._reader.close()
         async with self._write_lock:
             await self._writer.close()
 
     async def migrate(self) -> None:
-        # Schema statements on a live database wait for every open write; skip them when the
-        # schema is already this version's.
+        # Under this process's write lock; another process migrating the same file meanwhile
+        # makes this transaction fail (its versions are recorded first), and the next look
+        # finds the schema current.
         async with self._write_lock:
-            if await self._schema_digest() == schema_digest():
-                return
-            record = queries.SET_SCHEMA_DIGEST.replace("$1", f"'{schema_digest()}'")
-            try:
-                await self._writer.executescript(
-                    f"BEGIN IMMEDIATE;\n{schema_sql()}\n{record};\nCOMMIT;")
-            except sqlite3.Error:
-                if self._writer.in_transaction:
-                    await self._writer.rollback()
-                raise
+            for attempt in range(2):
+                script = upgrade_script("sqlite", await self._schema_version(), now_ms())
+                if script is None:
+                    return
+                try:
+                    await self._writer.executescript(f"BEGIN IMMEDIATE;\n{script}\nCOMMIT;")
+                    return
+                except sqlite3.Error:
+                    if self._writer.in_transaction:
+                        await self._writer.rollback()
+                    if attempt:
+                        raise
 
     async def backup(self, path: str) -> None:
         if os.path.lexists(path):
@@ -111,22 +107,29 @@ class SQLiteStore(SQLStore):
                 os.remove(partial)
             raise StoreError(f"cannot back up to {path!r}: {exc}") from exc
 
-    async def _schema_digest(self) -> str | None:
-        if not await self._writer.execute_fetchall(
-                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'settings'"):
-            return None
-        rows = await self._writer.execute_fetchall(queries.SCHEMA_DIGEST)
-        return rows[0][0] if rows else None
+    async def _schema_version(self) -> int | None:
+        tables = {name for (name,) in await self._writer.execute_fetchall(
+            "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        recorded = None
+        if VERSION_TABLE in tables:
+            ((recorded,),) = await self._writer.execute_fetchall(CURRENT_VERSION)
+        return database_version(tables, recorded)
 
-    async def _write(self, sql: str, *params) -> list:
+    async def write(self, sql: str, *params) -> list:
         async with self._write_lock:
             return list(await self._writer.execute_fetchall(to_sqlite(sql), params))
 
-    async def _read(self, sql: str, *params) -> list:
+    async def read(self, sql: str, *params) -> list:
         return list(await self._reader.execute_fetchall(to_sqlite(sql), params))
 
+    async def execute(self, sql: str, *params) -> list:
+        # A plain SELECT reads beside the writer; anything else queues for it.
+        if sql.lstrip()[:6].upper() == "SELECT":
+            return await self.read(sql, *params)
+        return await self.write(sql, *params)
+
     @contextlib.asynccontextmanager
-    async def _transaction(self):
+    async def transaction(self):
         async with self._write_lock:
             writer = self._writer
             await writer.execute("BEGIN IMMEDIATE")
@@ -137,15 +140,12 @@ class SQLiteStore(SQLStore):
                 raise
             await writer.commit()
 
-    def _batch(self, types, first=1) -> str:
+    def batch(self, types, first=1) -> str:
         columns = ", ".join(f"value ->> {i}" for i in range(len(types)))
         return f"SELECT {columns} FROM json_each(${first})"
 
-    def _batch_args(self, rows, width) -> tuple:
+    def batch_args(self, rows, width) -> tuple:
         return (orjson.dumps(rows).decode(),)
 
-    async def _devices_of_users(self, user_ids) -> list:
-        return await self._read(DEVICES_OF_USERS, orjson.dumps(user_ids).decode())
-
-    def _is_unique_violation(self, exc: Exception) -> bool:
+    def is_unique_violation(self, exc: Exception) -> bool:
         return isinstance(exc, sqlite3.IntegrityError) and "UNIQUE" in str(exc)

@@ -4,15 +4,13 @@ import asyncio
 
 import pytest
 
-from owlmetry.apns import APNsClient, RetryPolicy
+from owlmetry.apns import APNsClient
 from owlmetry.apns.mock import MockAPNs, MockBehaviour
 
-KEY_ID = "KEY1234567"
-TEAM_ID = "TEAM123456"
-TOPIC = "com.example.app"
+from .identity import KEY_ID, TEAM_ID, TOPIC, fast_retry
+
 PAYLOAD = {"aps": {"alert": {"title": "t", "body": "b"}}}
-FAST_RETRY = RetryPolicy(max_retries=5, base_delay_s=0.001, max_delay_s=0.01,
-                         too_many_requests_delay_s=0.002)
+FAST_RETRY = fast_retry(5)
 
 
 @pytest.fixture

@@ -5,7 +5,8 @@ import json
 import sys
 import urllib.request
 
-from .conftest import KEY_ID, PAYLOAD, TEAM_ID, token
+from .conftest import PAYLOAD, token
+from .identity import KEY_ID, TEAM_ID
 
 
 async def test_mock_runs_out_of_process(make_client, tls_files, auth_key, tmp_path):

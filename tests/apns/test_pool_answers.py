@@ -2,7 +2,7 @@
 
 import asyncio
 
-from owlmetry.apns import Outcome
+from owlmetry.apns import ResultKind
 from owlmetry.apns.mock import TokenFault
 
 from .conftest import PAYLOAD, send_many, token
@@ -10,7 +10,7 @@ from .conftest import PAYLOAD, send_many, token
 
 async def test_delivered_carries_apns_id(make_client, mock):
     result = await make_client().send(token(1), PAYLOAD)
-    assert result.outcome is Outcome.DELIVERED and result.ok
+    assert result.kind is ResultKind.DELIVERED and result.ok
     assert len(result.apns_id) == 36 and result.attempts == 1
     assert mock.stats.delivered == {token(1): 1}
     assert len(mock.stats.provider_tokens) == 1
@@ -19,7 +19,7 @@ async def test_delivered_carries_apns_id(make_client, mock):
 async def test_unregistered_carries_the_410_timestamp(make_client, mock, behaviour):
     behaviour.unregistered[token(2)] = 1_700_000_123_456
     result = await make_client().send(token(2), PAYLOAD)
-    assert result.outcome is Outcome.UNREGISTERED and result.token_invalid
+    assert result.kind is ResultKind.UNREGISTERED and result.token_invalid
     assert (result.status, result.reason) == (410, "Unregistered")
     assert result.timestamp_ms == 1_700_000_123_456
 
@@ -29,9 +29,9 @@ async def test_permanent_reasons_are_never_retried(make_client, mock, behaviour)
     behaviour.token_faults[token(4)] = TokenFault(400, "DeviceTokenNotForTopic")
     behaviour.token_faults[token(5)] = TokenFault(403, "Forbidden")
     bad, not_for_topic, forbidden = await send_many(make_client(), [token(3), token(4), token(5)])
-    assert bad.outcome is Outcome.BAD_DEVICE_TOKEN and bad.reason == "BadDeviceToken"
-    assert not_for_topic.outcome is Outcome.BAD_DEVICE_TOKEN
-    assert forbidden.outcome is Outcome.ERROR and forbidden.permanent
+    assert bad.kind is ResultKind.BAD_DEVICE_TOKEN and bad.reason == "BadDeviceToken"
+    assert not_for_topic.kind is ResultKind.BAD_DEVICE_TOKEN
+    assert forbidden.kind is ResultKind.ERROR and forbidden.permanent
     assert mock.stats.requests == {token(3): 1, token(4): 1, token(5): 1}
 
 
@@ -39,7 +39,7 @@ async def test_payload_too_large_is_not_sent(make_client, mock):
     client = make_client()
     alert = await client.send(token(6), b'{"a":"' + b"x" * 4090 + b'"}')
     voip = await client.send(token(7), {"aps": {}, "x": "y" * 5000}, push_type="voip")
-    assert alert.outcome is Outcome.PAYLOAD_TOO_LARGE and alert.attempts == 0
+    assert alert.kind is ResultKind.PAYLOAD_TOO_LARGE and alert.attempts == 0
     assert voip.ok
     assert mock.stats.requests == {token(7): 1}
     assert mock.stats.topics == {"com.example.app.voip": 1}  # Apple's topic for VoIP pushes
@@ -47,7 +47,7 @@ async def test_payload_too_large_is_not_sent(make_client, mock):
 
 async def test_malformed_input_gives_results_not_exceptions(make_client, mock):
     client = make_client()
-    assert (await client.send("not hex", PAYLOAD)).outcome is Outcome.BAD_DEVICE_TOKEN
+    assert (await client.send("not hex", PAYLOAD)).kind is ResultKind.BAD_DEVICE_TOKEN
     assert (await client.send(token(8), {"x": object()})).reason == "BadPayload"
     assert (await client.send(token(8), PAYLOAD, environment="moon")).reason == "UnknownEnvironment"
     assert sum(mock.stats.requests.values()) == 0

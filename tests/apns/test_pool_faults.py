@@ -6,8 +6,8 @@ from collections import Counter
 
 from h2.exceptions import ProtocolError
 
-from owlmetry.apns import Outcome, RetryPolicy
-from owlmetry.apns.connection import _ClientH2
+from owlmetry.apns import ResultKind, RetryPolicy
+from owlmetry.apns.h2_seam import ClientH2
 from owlmetry.apns.mock import TokenFault
 
 from .conftest import PAYLOAD, send_many, token
@@ -61,7 +61,7 @@ async def test_retries_are_bounded(make_client, mock, behaviour):
     client = make_client(retry=RetryPolicy(max_retries=3, base_delay_s=0.001, max_delay_s=0.002,
                                            too_many_requests_delay_s=0.001))
     busy, throttled = await send_many(client, [token(1), token(2)])
-    assert busy.outcome is Outcome.ERROR and (busy.status, busy.reason) == (500, "InternalServerError")
+    assert busy.kind is ResultKind.ERROR and (busy.status, busy.reason) == (500, "InternalServerError")
     assert busy.retry_later and busy.attempts == 4
     assert throttled.status == 429 and throttled.retry_later and throttled.attempts == 4
     assert mock.stats.requests == {token(1): 4, token(2): 4}
@@ -90,7 +90,7 @@ async def test_timeout_gives_an_error_result_and_leaks_nothing(make_client, mock
     behaviour.latency_s = 30
     client = make_client(timeout_s=0.2)
     result = await client.send(token(1), PAYLOAD)
-    assert result.outcome is Outcome.ERROR and result.reason == "Timeout" and result.retry_later
+    assert result.kind is ResultKind.ERROR and result.reason == "Timeout" and result.retry_later
     await client.close()
     assert asyncio.all_tasks() == {asyncio.current_task()}
     assert client.connections() == 0
@@ -112,7 +112,7 @@ async def test_unreachable_host_gives_connection_failed(make_client, mock):
     await mock.stop()
     client = make_client(timeout_s=0.3, connect_timeout_s=0.1)
     result = await client.send(token(1), PAYLOAD)
-    assert (result.outcome, result.reason, result.attempts) == (Outcome.ERROR, "ConnectionFailed", 0)
+    assert (result.kind, result.reason, result.attempts) == (ResultKind.ERROR, "ConnectionFailed", 0)
     assert port  # the mock's port is closed for good: nothing else listens there in this test
 
 
@@ -140,8 +140,8 @@ async def test_h2_refusing_a_stream_costs_the_connection_not_the_push(make_clien
             raise refuse_once.pop()
         return original(self, *args)
 
-    original = _ClientH2.send_request
-    monkeypatch.setattr(_ClientH2, "send_request", send_request)
+    original = ClientH2.send_request
+    monkeypatch.setattr(ClientH2, "send_request", send_request)
     result = await client.send(token(2), PAYLOAD)
     assert result.ok and result.attempts == 1
     assert mock.stats.connections_opened == 2

@@ -10,7 +10,7 @@ from hpack import HPACKDecodingError
 from hpack.huffman import HuffmanEncoder
 from hpack.huffman_constants import REQUEST_CODES, REQUEST_CODES_LENGTH
 
-from owlmetry.apns import request as wire
+from owlmetry.apns import wire
 from owlmetry.apns.hpack_decoder import ZeroTableDecoder, decode_huffman
 
 
@@ -59,3 +59,16 @@ def test_zero_table_decoder_refuses_dynamic_references():
         ZeroTableDecoder().decode(b"\xbe")  # index 62: the first dynamic entry
     with pytest.raises(HPACKDecodingError):
         ZeroTableDecoder().decode(b"\x3f\xe1\x1f")  # table size update to 4096
+
+
+def test_device_token_rule():
+    assert wire.is_device_token("ab" * 8) and wire.is_device_token("AB" * 100)
+    assert wire.is_device_token("0123456789abcdefABCDEF0123456789")
+    for wrong in ("ab" * 7, "ab" * 101, "a" * 17, "xy" * 16, "ab" * 16 + "\n", "", None,
+                  b"ab" * 16, "ab" * 16 + " "):
+        assert not wire.is_device_token(wrong), wrong
+
+
+def test_payload_limit_is_larger_for_voip_only():
+    assert wire.payload_limit("voip") == 5120
+    assert {wire.payload_limit(kind) for kind in ("alert", "background", "liveactivity")} == {4096}

@@ -10,7 +10,7 @@ import uuid
 from collections import Counter
 
 from owlmetry.clock import now_ms
-from owlmetry.http.auth import UserTokens, jwt_secret
+from owlmetry.credentials import UserTokens, jwt_secret
 from tests.deploy.conftest import access_lines, only_postgresql, session_from
 from tests.notify.conftest import token, wait_done
 from tests.notify.test_durability import SAFETY_S, owners, requests_by_token, server_key
@@ -89,7 +89,7 @@ async def test_two_servers_behind_nginx_register_list_and_fan_out_as_one(
         assert [d["id"] for d in await listed(as_bob)] == [registered[0]["id"]]
         alice_now = await listed(as_alice)
         assert len(alice_now) == DEVICES - 1 and registered[0]["id"] not in {d["id"] for d in alice_now}
-        assert (await store._read("SELECT count(*) FROM user_devices"))[0][0] == DEVICES
+        assert (await store.execute("SELECT count(*) FROM user_devices"))[0][0] == DEVICES
 
         # A fan-out per user, posted through nginx (one to each server), reaches every device
         # exactly once between the two servers.

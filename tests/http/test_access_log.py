@@ -12,7 +12,7 @@ from owlmetry.clock import now_ms
 from owlmetry.config import Config
 from owlmetry.http.access_log import LOGGER_NAME, runner_options
 from owlmetry.http.app import create_app
-from owlmetry.http.auth import hash_api_key, new_api_key
+from owlmetry.credentials import create_api_key
 from owlmetry.http.context import STORE
 from tests.conftest import Users
 
@@ -71,9 +71,7 @@ async def test_no_credential_token_body_or_query_string_is_written(client, caplo
     # A token where an id belongs (a client's mistake) is masked too.
     await client.delete(f"/v1/devices/{DEVICE_TOKEN}", headers={
         "Authorization": f"Bearer {user_jwt}"})
-    key = new_api_key("server")
-    await client.app[STORE].create_api_key(str(uuid.uuid4()), "server", "p", hash_api_key(key),
-                                           now_ms())
+    _, key = await create_api_key(client.app[STORE], str(uuid.uuid4()), "server", "p", now_ms())
     await client.post("/v1/notifications", json={"user_ids": [], "type": "t", "title": "x"},
                       headers={"Authorization": f"Bearer {key}"})
     await client.get("/healthz", headers={"Authorization": "Bearer owl_server_not-a-real-key-at-all"})

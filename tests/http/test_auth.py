@@ -7,8 +7,9 @@ import jwt
 import pytest
 
 from owlmetry.clock import now_ms
+from owlmetry import credentials
 from owlmetry.http import auth
-from owlmetry.http.auth import hash_api_key, new_api_key
+from owlmetry.credentials import create_api_key, hash_api_key, new_api_key
 from owlmetry.http.context import STORE, TOKENS
 
 DEVICE = {"channel": "ios_push", "token": "ab" * 32}
@@ -28,9 +29,8 @@ async def call(client, method, path, headers=None, cookies=None):
 
 
 async def make_key(app, kind, revoked=False):
-    secret = new_api_key(kind)
     store = app[STORE]
-    key = await store.create_api_key(str(uuid.uuid4()), kind, None, hash_api_key(secret), now_ms())
+    key, secret = await create_api_key(store, str(uuid.uuid4()), kind, None, now_ms())
     if revoked:
         assert await store.revoke_api_key(key.id, now_ms())
     return secret
@@ -90,7 +90,7 @@ async def test_a_token_already_accepted_stops_working_when_it_expires(client, us
     headers = {"Authorization": f"Bearer {token}"}
     assert (await call(client, "GET", "/v1/devices", headers))[0] == 200
     an_hour_later = time.time() + 3600
-    monkeypatch.setattr(auth.time, "time", lambda: an_hour_later)
+    monkeypatch.setattr(credentials.time, "time", lambda: an_hour_later)
     assert await call(client, "GET", "/v1/devices", headers) == (401, {"error": "Token expired"})
 
 
@@ -120,7 +120,7 @@ async def test_unknown_or_revoked_api_key_is_401(client, method, path):
 
 async def test_api_keys_are_stored_hashed(client):
     secret = await make_key(client.app, "agent")
-    rows = await client.app[STORE]._read("SELECT key_hash FROM api_keys")
+    rows = await client.app[STORE].execute("SELECT key_hash FROM api_keys")
     assert [row[0] for row in rows] == [hash_api_key(secret)]
     assert secret not in str(rows)
 

@@ -225,7 +225,7 @@ async def test_200_concurrent_registrations_of_one_token_by_20_users_make_one_ro
     assert len({reply["device"]["id"] for _, reply in replies}) == 1
     lists = await asyncio.gather(*(listed(client, headers) for _, headers in callers))
     assert sorted(len(devices) for devices in lists) == [0] * 19 + [1]
-    rows = await client.app[STORE]._read("SELECT user_id FROM user_devices WHERE token = $1", TOKEN)
+    rows = await client.app[STORE].execute("SELECT user_id FROM user_devices WHERE token = $1", TOKEN)
     assert len(rows) == 1
 
 

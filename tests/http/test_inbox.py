@@ -11,7 +11,7 @@ import jwt
 import pytest
 
 from owlmetry.clock import iso_ms, now_ms
-from owlmetry.http.auth import hash_api_key, new_api_key
+from owlmetry.credentials import create_api_key
 from owlmetry.http.context import STORE, TOKENS
 from owlmetry.store import NotificationContent
 
@@ -467,9 +467,7 @@ async def test_no_credentials_is_401(client, method, path):
 async def test_an_api_key_is_403_on_every_inbox_route(client, users, kind):
     user_id, _ = await users.headers()
     (notification_id,) = await notify(client, user_id)
-    secret = new_api_key(kind)
-    await client.app[STORE].create_api_key(
-        str(uuid.uuid4()), kind, None, hash_api_key(secret), now_ms())
+    _, secret = await create_api_key(client.app[STORE], str(uuid.uuid4()), kind, None, now_ms())
     headers = {"Authorization": f"Bearer {secret}"}
     for method, path in ROUTES + [("PATCH", f"/v1/notifications/{notification_id}"),
                                   ("DELETE", f"/v1/notifications/{notification_id}")]:

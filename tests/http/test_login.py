@@ -2,7 +2,6 @@
 from mail a real local SMTP server (aiosmtpd) received, and time moved by the app's clock."""
 
 import asyncio
-import email
 import json
 import logging
 import re
@@ -12,24 +11,28 @@ import uuid
 
 import pytest
 from aiohttp import web
-from aiosmtpd.smtp import SMTP, AuthResult
 
 from owlmetry.clock import now_ms
 from owlmetry.config import Config, ConfigError, SmtpSettings, from_env
+from owlmetry.credentials import create_api_key
 from owlmetry.http.app import create_app
-from owlmetry.http.auth import hash_api_key, new_api_key
 from owlmetry.http.context import STORE
+from tests.smtp_server import (
+    SMTP_PASSWORD,
+    SMTP_USER,
+    SMTP_WARNING,
+    Mailbox,
+    start_smtp,
+)
 
 MINUTE = 60 * 1000
 HOUR = 60 * MINUTE
 WEEK_S = 7 * 24 * 60 * 60
-SMTP_USER, SMTP_PASSWORD = "owlmetry", "smtp-pass-3f9a1c"
 SENT = {"message": "Verification code sent"}
 INVALID = {"error": "Invalid or expired code"}
 USER_KEYS = {"id", "email", "created_at"}
 
-# The test SMTP server takes passwords over plain TCP on loopback, which it warns about.
-pytestmark = pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")
+pytestmark = SMTP_WARNING
 
 
 class Clock:
@@ -43,46 +46,6 @@ class Clock:
 
     def advance(self, ms: int) -> None:
         self.now += ms
-
-
-class Mailbox:
-    """An aiosmtpd handler keeping every message; while `refuse` is set it turns mail away."""
-
-    def __init__(self):
-        self.messages: list[email.message.Message] = []
-        self.refuse = False
-        self.port = 0
-
-    async def handle_DATA(self, server, session, envelope):
-        if self.refuse:
-            return "451 4.3.0 Mailbox unavailable, try again later"
-        message = email.message_from_bytes(envelope.content)
-        message["X-Rcpt-To"] = ",".join(envelope.rcpt_tos)
-        self.messages.append(message)
-        return "250 OK"
-
-    def codes_for(self, address: str) -> list[str]:
-        return [re.search(r"\b(\d{6})\b", m.get_payload(decode=True).decode()).group(1)
-                for m in self.messages if m["X-Rcpt-To"] == address.lower()]
-
-    def last_code(self, address: str) -> str:
-        return self.codes_for(address)[-1]
-
-
-def authenticate_smtp(server, session, envelope, mechanism, auth_data):
-    ok = (auth_data.login, auth_data.password) == (SMTP_USER.encode(), SMTP_PASSWORD.encode())
-    return AuthResult(success=ok)
-
-
-async def start_smtp(box: Mailbox, implicit_tls: ssl.SSLContext | None = None, **options):
-    """An SMTP server on a free loopback port that takes only our credentials."""
-    options = {"auth_require_tls": False, **options}
-    server = await asyncio.get_running_loop().create_server(
-        lambda: SMTP(box, hostname="localhost", authenticator=authenticate_smtp,
-                     auth_required=True, **options),
-        "127.0.0.1", 0, ssl=implicit_tls)
-    box.port = server.sockets[0].getsockname()[1]
-    return server
 
 
 @pytest.fixture
@@ -200,9 +163,8 @@ async def test_me_answers_the_session_user(client, mailbox):
 
 
 async def test_me_refuses_api_keys_strangers_and_deleted_users(client, mailbox):
-    secret = new_api_key("server")
-    await client.app[STORE].create_api_key(str(uuid.uuid4()), "server", None, hash_api_key(secret),
-                                           now_ms())
+    _, secret = await create_api_key(client.app[STORE], str(uuid.uuid4()), "server", None,
+                                     now_ms())
     refused = await client.get("/v1/auth/me", headers={"Authorization": f"Bearer {secret}"})
     assert refused.status == 403
     assert "error" in await refused.json()
@@ -211,7 +173,7 @@ async def test_me_refuses_api_keys_strangers_and_deleted_users(client, mailbox):
 
     user = await new_user(client)
     await log_in(client, mailbox, user.email)
-    await client.app[STORE]._write("DELETE FROM users WHERE id = $1", user.id)
+    await client.app[STORE].execute("DELETE FROM users WHERE id = $1", user.id)
     gone = await client.get("/v1/auth/me")
     assert (gone.status, await gone.json()) == (401, {"error": "User no longer exists"})
 
@@ -472,10 +434,10 @@ async def test_an_unreachable_smtp_server_is_503_and_costs_no_slot(make_client):
 
 async def test_a_refusing_smtp_server_is_503_and_the_slot_stays_free(client, mailbox):
     user = await new_user(client)
-    mailbox.refuse = True
+    mailbox.refusal = Mailbox.TRY_LATER
     for _ in range(7):
         assert (await send_code(client, user.email))[0] == 503
-    mailbox.refuse = False
+    mailbox.refusal = None
     for _ in range(5):
         assert await send_code(client, user.email) == (200, SENT)
     assert (await send_code(client, user.email))[0] == 429
@@ -568,7 +530,7 @@ async def test_with_smtp_no_code_token_or_password_is_logged(client, mailbox, ca
     user = await new_user(client, "private.person@example.com")
     status, reply, _ = await log_in(client, mailbox, user.email)
     assert status == 200
-    mailbox.refuse = True
+    mailbox.refusal = Mailbox.TRY_LATER
     assert (await send_code(client, user.email))[0] == 503
     codes = mailbox.codes_for(user.email)
     # Everything the service logged (the test SMTP server's own log, "mail.log", is not ours).

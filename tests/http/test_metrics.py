@@ -147,7 +147,7 @@ async def test_a_fan_out_shows_in_flight_then_pushes_by_outcome(
     assert value(samples, "owlmetry_deliveries_pending", state="due") == 0
 
     await wait_done(store, ids)
-    await client.app[DISPATCHER].writer.flush()
+    await client.app[DISPATCHER].recorder.flush()
     samples, text = await scrape(client)
 
     assert family(samples, "owlmetry_pushes_total", "outcome") == {

@@ -6,18 +6,15 @@ import uuid
 
 import pytest
 
-from owlmetry.apns import APNsClient, RetryPolicy
+from owlmetry.apns import APNsClient
 from owlmetry.apns.mock import MockAPNs, MockBehaviour
 from owlmetry.clock import now_ms
 from owlmetry.notify.channels.ios_push import IosPush
 from owlmetry.notify.dispatcher import Dispatcher
 from owlmetry.store import DeviceRegistration, NotificationContent
+from tests.apns.identity import KEY_ID, TEAM_ID, TOPIC, fast_retry
 
-KEY_ID = "KEY1234567"
-TEAM_ID = "TEAM123456"
-TOPIC = "com.example.app"
-FAST_RETRY = RetryPolicy(max_retries=3, base_delay_s=0.001, max_delay_s=0.01,
-                         too_many_requests_delay_s=0.002)
+FAST_RETRY = fast_retry(3)  # the dispatcher tests count requests: 1 + 3 retries per attempt
 CONTENT = NotificationContent("feedback.new", "New feedback", "Someone wrote", "/feedback/1",
                               {"feedback_id": "f1"})
 

@@ -11,7 +11,8 @@ import orjson
 
 from owlmetry.clock import now_ms
 from owlmetry.store import DeviceRegistration
-from tests.notify.conftest import KEY_ID, TEAM_ID, TOPIC, token, user_with_devices
+from tests.apns.identity import KEY_ID, TEAM_ID, TOPIC
+from tests.notify.conftest import token, user_with_devices
 
 
 def apns_env(mocks, tls_files, auth_key) -> dict:
@@ -64,7 +65,7 @@ async def test_notify_without_apns_credentials_skips_and_says_so(store, database
     assert code == 0, err
     assert orjson.loads(out.strip().splitlines()[-1]) == {
         "notifications": 1, "delivered": 0, "removed": 0, "failed": 0, "skipped": 2}
-    rows = await store._read("SELECT status, reason FROM notification_deliveries")
+    rows = await store.execute("SELECT status, reason FROM notification_deliveries")
     assert rows[0][0] == "skipped" and "APNS_KEY_ID" in rows[0][1]
 
 

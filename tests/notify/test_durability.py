@@ -29,9 +29,10 @@ import orjson
 import pytest
 
 from owlmetry.clock import now_ms
-from owlmetry.http.auth import hash_api_key, new_api_key
+from owlmetry.credentials import create_api_key
 from owlmetry.store import DeviceRegistration
-from tests.notify.conftest import KEY_ID, TEAM_ID, TOPIC, token, wait_done
+from tests.apns.identity import KEY_ID, TEAM_ID, TOPIC
+from tests.notify.conftest import token, wait_done
 from tests.ports import free_port
 
 LEASE_S = 2
@@ -153,9 +154,7 @@ def tokens_of(recipients: dict) -> list[str]:
 
 
 async def server_key(store) -> str:
-    secret = new_api_key("server")
-    await store.create_api_key(str(uuid.uuid4()), "server", "durability", hash_api_key(secret),
-                               now_ms())
+    _, secret = await create_api_key(store, str(uuid.uuid4()), "server", "durability", now_ms())
     return secret
 
 
@@ -199,7 +198,7 @@ async def all_claimed(store, ids: list[str]) -> None:
     """Return once every delivery of `ids` is held by some dispatcher."""
     deadline = asyncio.get_running_loop().time() + SAFETY_S
     while True:
-        rows = await store._read(
+        rows = await store.execute(
             "SELECT notification_id FROM notification_deliveries WHERE claimed_by IS NULL")
         if not set(ids) & {row[0] for row in rows}:
             return
@@ -235,13 +234,13 @@ def requests_by_token(*hosts) -> Counter:
 
 async def answered_tokens(store) -> dict[str, str]:
     """token -> outcome of every device with a final answer on record."""
-    devices = dict(await store._read("SELECT id, token FROM user_devices"))
-    rows = await store._read("SELECT device_id, outcome FROM notification_pushes")
+    devices = dict(await store.execute("SELECT id, token FROM user_devices"))
+    rows = await store.execute("SELECT device_id, outcome FROM notification_pushes")
     return {devices[device_id]: outcome for device_id, outcome in rows}
 
 
 async def owners(store) -> Counter:
-    return Counter(dict(await store._read(
+    return Counter(dict(await store.execute(
         "SELECT claimed_by, count(*) FROM notification_deliveries GROUP BY claimed_by")))
 
 
@@ -363,7 +362,7 @@ async def test_two_servers_on_one_postgresql_database_share_a_fan_out_without_do
     assert set(requests) == set(tokens)
     by_owner = await owners(store)
     assert len(by_owner) == 2 and None not in by_owner, by_owner
-    owner_of = dict(await store._read(
+    owner_of = dict(await store.execute(
         "SELECT notification_id, claimed_by FROM notification_deliveries"))
     assert len({owner_of[i] for i in ids_a}) == 1 and len({owner_of[i] for i in ids_b}) == 1
     assert owner_of[ids_a[0]] != owner_of[ids_b[0]]

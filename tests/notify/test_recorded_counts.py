@@ -18,13 +18,13 @@ async def test_answers_are_counted_as_stored(store, mocks, ios_push, dispatchers
     dispatcher = dispatchers({"ios_push": ios_push()})
 
     progress = await wait_done(store, await dispatcher.enqueue([user_id], CONTENT))
-    await dispatcher.writer.flush()
+    await dispatcher.recorder.flush()
 
     assert progress.pushes == {"removed": 2, "failed": 1, "delivered": 1}
-    assert dispatcher.writer.recorded == {("ios_push", "removed"): 2,
+    assert dispatcher.recorder.recorded == {("ios_push", "removed"): 2,
                                           ("ios_push", "failed"): 1,
                                           ("ios_push", "delivered"): 1}
-    assert dispatcher.writer.ended == {("ios_push", "sent"): 1}
+    assert dispatcher.recorder.ended == {("ios_push", "sent"): 1}
     assert dispatcher.in_flight == 0 and dispatcher.held == 0
 
 
@@ -34,11 +34,11 @@ async def test_a_requeue_counts_as_an_end_and_its_devices_once(store, mocks, ios
     dispatcher = dispatchers({"ios_push": ios_push()}, max_attempts=2)
 
     progress = await wait_done(store, await dispatcher.enqueue([user_id], CONTENT))
-    await dispatcher.writer.flush()
+    await dispatcher.recorder.flush()
 
     assert progress.deliveries == {"failed": 1}
-    assert dispatcher.writer.recorded == {("ios_push", "failed"): 1}
-    assert dispatcher.writer.ended == {("ios_push", "pending"): 1, ("ios_push", "failed"): 1}
+    assert dispatcher.recorder.recorded == {("ios_push", "failed"): 1}
+    assert dispatcher.recorder.ended == {("ios_push", "pending"): 1, ("ios_push", "failed"): 1}
 
 
 async def test_without_credentials_pushes_count_as_skipped(store, dispatchers):
@@ -46,7 +46,7 @@ async def test_without_credentials_pushes_count_as_skipped(store, dispatchers):
     dispatcher = dispatchers({"ios_push": IosPush(None, "APNs is not configured")})
 
     await wait_done(store, await dispatcher.enqueue([user_id], CONTENT))
-    await dispatcher.writer.flush()
+    await dispatcher.recorder.flush()
 
-    assert dispatcher.writer.recorded == {("ios_push", "skipped"): 2}
-    assert dispatcher.writer.ended == {("ios_push", "skipped"): 1}
+    assert dispatcher.recorder.recorded == {("ios_push", "skipped"): 2}
+    assert dispatcher.recorder.ended == {("ios_push", "skipped"): 1}

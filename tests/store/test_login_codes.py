@@ -18,9 +18,9 @@ async def add(store, email, code_hash="h", now=T0, limit=5):
 
 async def count_rows(store, email=None):
     if email is None:
-        ((count,),) = await store._read("SELECT count(*) FROM login_codes")
+        ((count,),) = await store.execute("SELECT count(*) FROM login_codes")
     else:
-        ((count,),) = await store._read("SELECT count(*) FROM login_codes WHERE email = $1", email)
+        ((count,),) = await store.execute("SELECT count(*) FROM login_codes WHERE email = $1", email)
     return count
 
 
@@ -110,7 +110,7 @@ async def test_concurrent_wrong_attempts_cannot_outrun_the_attempt_limit(store):
     results = await asyncio.gather(*(store.use_login_code("a@example.com", f"wrong{i}", T0 + 1, 5)
                                      for i in range(30)))
     assert not any(results)
-    ((attempts,),) = await store._read("SELECT attempts FROM login_codes")
+    ((attempts,),) = await store.execute("SELECT attempts FROM login_codes")
     assert attempts == 5
     assert not await store.use_login_code("a@example.com", "right", T0 + 1, 5)
 

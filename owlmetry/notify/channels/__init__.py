@@ -1,7 +1,8 @@
-"""The channel implementations: every module here that sets `CHANNEL` is a channel.
+"""The channels: the interface (`base`) and its implementations, one module each.
 
-Discovery is by folder, so adding FCM or a webhook is adding one module. This package owns the
-list of channels and nothing else.
+Every module here that sets `CHANNEL` is a channel (`base` sets none). Discovery is by folder,
+so adding FCM or a webhook is adding one module. This package owns the list of channels and
+nothing else.
 """
 
 import functools
@@ -9,7 +10,7 @@ import importlib
 import pkgutil
 
 from owlmetry.config import Config
-from owlmetry.notify.channel import Channel
+from owlmetry.notify.channels.base import Channel
 from owlmetry.store import NotificationContent
 
 

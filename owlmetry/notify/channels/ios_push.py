@@ -1,22 +1,19 @@
 """The `ios_push` channel: APNs through the project's HTTP/2 pool (`owlmetry.apns`).
 
-Owns the APNs device-token rule, the payload of the contract (badge = the recipient's unread
+Owns the payload of the contract (badge = the recipient's unread
 count) and how a `PushResult` maps onto an answer. Without the APNs identity in the
 configuration the channel is unavailable and names the missing variables.
 """
 
-import re
-
 import orjson
 
 from owlmetry.apns import APNsClient
-from owlmetry.apns.request import payload_limit
-from owlmetry.apns.results import Outcome, PushResult
+from owlmetry.apns.push_result import PushResult, ResultKind
+from owlmetry.apns.wire import is_device_token, payload_limit
 from owlmetry.config import Config
-from owlmetry.notify.channel import Answer, Channel, ConnectionStats
-from owlmetry.store import Claim, NotificationContent, PushTarget
+from owlmetry.notify.channels.base import Answer, Channel, ConnectionStats
+from owlmetry.store import Claim, NotificationContent, PushOutcome, PushTarget
 
-APNS_TOKEN = re.compile(r"(?:[0-9a-fA-F]{2}){8,100}")
 # The largest badge a payload is checked with before it is accepted, so that any real unread
 # count fits too.
 LARGEST_BADGE = 10**9
@@ -55,18 +52,18 @@ class PayloadTemplate:
         return b"%s%d%s%s}" % (self._head, unread, self._tail, orjson.dumps(notification_id))
 
 
-DELIVERED = Answer("delivered", 200)
+DELIVERED = Answer(PushOutcome.DELIVERED, 200)
 
 
 def answer_for(result: PushResult) -> Answer:
     if result.ok:
         return DELIVERED
     if result.token_invalid:
-        since = result.timestamp_ms if result.outcome is Outcome.UNREGISTERED else None
-        return Answer("removed", result.status, result.reason, since)
+        since = result.timestamp_ms if result.kind is ResultKind.UNREGISTERED else None
+        return Answer(PushOutcome.REMOVED, result.status, result.reason, since)
     if result.retry_later:
-        return Answer("retry", result.status, result.reason)
-    return Answer("failed", result.status, result.reason)
+        return Answer(PushOutcome.RETRY, result.status, result.reason)
+    return Answer(PushOutcome.FAILED, result.status, result.reason)
 
 
 class IosPush(Channel):
@@ -80,7 +77,7 @@ class IosPush(Channel):
 
     @staticmethod
     def normalize_token(token: str) -> str:
-        if not APNS_TOKEN.fullmatch(token):
+        if not is_device_token(token):
             raise ValueError("token must be a hexadecimal APNs device token of even length, "
                              "16 to 200 characters")
         return token.lower()

@@ -1,8 +1,9 @@
 """The channel interface: what the dispatcher needs from a way of reaching a device.
 
-A channel is one module in `owlmetry/notify/channels/` that sets `CHANNEL` to a `Channel`
-subclass; nothing outside that module changes when a channel is added. Devices of a channel are
-the `user_devices` rows with that channel name. This module must not know any channel.
+A channel is one module in this package that sets `CHANNEL` to a `Channel` subclass; nothing
+outside that module changes when a channel is added. This module sets no `CHANNEL`, so the
+discovery passes it by. Devices of a channel are the `user_devices` rows with that channel
+name. This module must not know any channel.
 """
 
 import abc
@@ -14,19 +15,19 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from owlmetry.config import Config
-from owlmetry.store import Claim, NotificationContent, PushTarget
+from owlmetry.store import Claim, NotificationContent, PushOutcome, PushTarget
 
 
 @dataclass(frozen=True, slots=True)
 class Answer:
     """What one send came to.
 
-    `outcome`: "delivered"; "removed" (the device's token is dead: its row is deleted unless it
-    was registered again after `invalid_since`, ms, when given); "failed" (permanent, `reason`
-    says why); or "retry" (transient: the dispatcher sends again later).
+    `outcome`: DELIVERED; REMOVED (the device's token is dead: its row is deleted unless it
+    was registered again after `invalid_since`, ms, when given); FAILED (permanent, `reason`
+    says why); or RETRY (transient: the dispatcher sends again later).
     """
 
-    outcome: str
+    outcome: PushOutcome
     status: int | None = None
     reason: str | None = None
     invalid_since: int | None = None
@@ -83,7 +84,7 @@ class Channel(abc.ABC):
         return {}
 
     async def close(self) -> None:
-        """Release connections; sends still running end with a "retry" answer."""
+        """Release connections; sends still running end with a RETRY answer."""
 
 
 log = logging.getLogger("owlmetry.notify")
@@ -93,10 +94,11 @@ _running: set[asyncio.Task] = set()  # sends in flight, kept from the garbage co
 def _answer_of(on_answer: Callable[[Answer], None], task: asyncio.Task) -> None:
     _running.discard(task)
     if task.cancelled():
-        answer = Answer("retry", None, "cancelled")
+        answer = Answer(PushOutcome.RETRY, None, "cancelled")
     elif task.exception() is not None:  # a channel bug must not lose the delivery
         log.error("a channel raised on send", exc_info=task.exception())
-        answer = Answer("retry", None, f"internal error: {type(task.exception()).__name__}")
+        answer = Answer(PushOutcome.RETRY, None,
+                        f"internal error: {type(task.exception()).__name__}")
     else:
         answer = task.result()
     on_answer(answer)

@@ -1,4 +1,5 @@
-"""A push made wire-ready: the body, the payload limit check and the pre-encoded HPACK fields.
+"""APNs requests as they go on the wire: Apple's device-token and payload-size rules, the body,
+and the pre-encoded HPACK fields of a request.
 
 Every field is encoded as an HPACK literal *without indexing*, so no header ever enters the
 peer's dynamic table and a field encoded once stays valid on every connection for ever: the
@@ -7,6 +8,7 @@ for `:path` and `authorization` to stay out of its small dynamic table anyway.) 
 """
 
 import json
+import re
 
 try:
     import orjson
@@ -15,6 +17,21 @@ except ImportError:  # optional speed-up
 
 MAX_PAYLOAD = 4096
 MAX_VOIP_PAYLOAD = 5120
+
+# An APNs device token: 8 to 100 bytes, written as hex (16 to 200 characters, even length).
+_HEX = re.compile("[0-9a-fA-F]+")
+
+
+def payload_limit(push_type: str) -> int:
+    """Apple's limit on a push's body in bytes: larger for VoIP pushes."""
+    return MAX_VOIP_PAYLOAD if push_type == "voip" else MAX_PAYLOAD
+
+
+def is_device_token(text) -> bool:
+    """True if `text` is an APNs device token in hex (upper or lower case)."""
+    return (isinstance(text, str) and 16 <= len(text) <= 200 and not len(text) % 2
+            and _HEX.fullmatch(text) is not None)
+
 
 # HPACK static table indices (RFC 7541, appendix A).
 _AUTHORITY, _PATH, _AUTHORIZATION = 1, 4, 23
@@ -97,10 +114,6 @@ def encode_payload(payload: bytes | dict) -> bytes:
     if orjson is not None:
         return orjson.dumps(payload)
     return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def payload_limit(push_type: str) -> int:
-    return MAX_VOIP_PAYLOAD if push_type == "voip" else MAX_PAYLOAD
 
 
 class Request:

@@ -1,7 +1,7 @@
-"""Writing what devices answered: every answer and delivery end, in few transactions.
+"""The answer recorder: every device's final answer and every delivery end, in few transactions.
 
 Answers arrive one device at a time, thousands a second; each becomes a row, and a dead token
-also a deleted device. The writer collects them and writes everything collected so far in one
+also a deleted device. The recorder collects them and writes everything collected so far in one
 store transaction; while that runs, new answers collect for the next one, so a busy dispatcher
 makes few, large writes and a quiet one writes at once -- no timers. A delivery's end is only
 written together with or after its answers. What each write stored is counted, for /metrics.
@@ -15,19 +15,19 @@ from collections import Counter
 from collections.abc import Callable
 
 from owlmetry.clock import now_ms
-from owlmetry.store import DeliveryEnd, PushRecord, Store
+from owlmetry.store import DeliveryEnd, DeliveryStatus, PushOutcome, PushRecord, Store
 
 log = logging.getLogger("owlmetry.notify")
 
 MAX_ROWS = 4096  # per transaction, to keep each write short
 RETRY_DELAY_S = 1.0
-# What a write stored is counted after it, by `Counter.update` walking the batch in C (about
-# 0.1 us an answer): nothing is added to the path of each answer.
+# What a write stored is counted after it, by `Counter.update` walking the batch in C: nothing
+# is added to the path of each answer.
 PUSH_KEY = operator.attrgetter("channel", "outcome")
 END_KEY = operator.attrgetter("channel", "status")
 
 
-class OutcomeWriter:
+class AnswerRecorder:
     def __init__(self, store: Store, owner: str):
         self._store = store
         self._owner = owner
@@ -37,10 +37,10 @@ class OutcomeWriter:
         self._added = 0
         self._written = 0
         self._task: asyncio.Task | None = None
-        # What this writer has stored since it was made (a dead token kept because it was
-        # registered again counts as the "failed" it was stored as).
-        self.recorded: Counter[tuple[str, str]] = Counter()  # answers by (channel, outcome)
-        self.ended: Counter[tuple[str, str]] = Counter()  # delivery ends by (channel, status)
+        # What this recorder has stored since it was made (a dead token kept because it was
+        # registered again counts as the FAILED it was stored as).
+        self.recorded: Counter[tuple[str, PushOutcome]] = Counter()  # answers by channel, outcome
+        self.ended: Counter[tuple[str, DeliveryStatus]] = Counter()  # ends by channel, status
 
     def add_push(self, record: PushRecord) -> None:
         self._pushes.append(record)

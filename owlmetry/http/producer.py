@@ -9,12 +9,12 @@ from aiohttp import web
 
 from owlmetry.http.auth import callers
 from owlmetry.http.context import DISPATCHER
-from owlmetry.http.errors import ApiError, json_response
+from owlmetry.http.errors import ApiError, body_too_large, json_response
 from owlmetry.http.validation import parse_json_object
 from owlmetry.notify.channels import check_content
 from owlmetry.store import NotificationContent
 
-MAX_BODY_BYTES = 4 * 1024 * 1024
+MAX_PRODUCER_BODY_BYTES = 4 * 1024 * 1024
 MAX_RECIPIENTS = 50_000
 TEXT_LIMITS = {"type": 100, "title": 256, "body": 4000, "link": 2048, "team_id": 100}
 REQUIRED = ("type", "title")
@@ -23,12 +23,12 @@ REQUIRED = ("type", "title")
 async def read_body(request: web.Request, limit: int) -> bytes:
     """The body, up to `limit` bytes (this route takes more than the app-wide limit)."""
     if request.content_length is not None and request.content_length > limit:
-        raise ApiError(413, f"Request body too large (the limit is {limit // 1024} KiB)")
+        raise body_too_large(limit)
     body = bytearray()
     async for chunk in request.content.iter_any():
         body += chunk
         if len(body) > limit:
-            raise ApiError(413, f"Request body too large (the limit is {limit // 1024} KiB)")
+            raise body_too_large(limit)
     return bytes(body)
 
 
@@ -63,7 +63,7 @@ def parse_content(body: dict) -> NotificationContent:
 
 @callers("server")
 async def create_notifications(request: web.Request) -> web.Response:
-    body = parse_json_object(await read_body(request, MAX_BODY_BYTES))
+    body = parse_json_object(await read_body(request, MAX_PRODUCER_BODY_BYTES))
     user_ids = parse_user_ids(body)
     content = parse_content(body)
     try:

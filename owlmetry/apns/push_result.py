@@ -9,7 +9,9 @@ import json
 from dataclasses import dataclass
 
 
-class Outcome(enum.Enum):
+class ResultKind(enum.Enum):
+    """Which kind of result a push had; its `PushResult` carries the HTTP status and reason."""
+
     DELIVERED = "delivered"
     UNREGISTERED = "unregistered"
     BAD_DEVICE_TOKEN = "bad_device_token"
@@ -43,7 +45,7 @@ class PushResult:
     not registered again after that moment. `attempts` counts the requests put on the wire.
     """
 
-    outcome: Outcome
+    kind: ResultKind
     status: int = 0
     reason: str | None = None
     apns_id: str | None = None
@@ -52,17 +54,17 @@ class PushResult:
 
     @property
     def ok(self) -> bool:
-        return self.outcome is Outcome.DELIVERED
+        return self.kind is ResultKind.DELIVERED
 
     @property
     def token_invalid(self) -> bool:
         """The device token should be deleted (410 subject to `timestamp_ms`)."""
-        return self.outcome in (Outcome.UNREGISTERED, Outcome.BAD_DEVICE_TOKEN)
+        return self.kind in (ResultKind.UNREGISTERED, ResultKind.BAD_DEVICE_TOKEN)
 
     @property
     def retry_later(self) -> bool:
         """A transient failure the pool gave up on: the same push may succeed later."""
-        return self.outcome is Outcome.ERROR and (self.status in (0, 429) or self.status >= 500)
+        return self.kind is ResultKind.ERROR and (self.status in (0, 429) or self.status >= 500)
 
     @property
     def permanent(self) -> bool:
@@ -71,15 +73,15 @@ class PushResult:
 
 
 def delivered(apns_id: str | None, attempts: int) -> PushResult:
-    return PushResult(Outcome.DELIVERED, 200, None, apns_id, None, attempts)
+    return PushResult(ResultKind.DELIVERED, 200, None, apns_id, None, attempts)
 
 
 def local_error(reason: str, attempts: int) -> PushResult:
-    return PushResult(Outcome.ERROR, 0, reason, None, None, attempts)
+    return PushResult(ResultKind.ERROR, 0, reason, None, None, attempts)
 
 
 def payload_too_large(attempts: int = 0) -> PushResult:
-    return PushResult(Outcome.PAYLOAD_TOO_LARGE, 413, "PayloadTooLarge", None, None, attempts)
+    return PushResult(ResultKind.PAYLOAD_TOO_LARGE, 413, "PayloadTooLarge", None, None, attempts)
 
 
 def parse_error_body(body: bytes) -> tuple[str | None, int | None]:
@@ -97,14 +99,14 @@ def from_answer(status: int, reason: str | None, timestamp: int | None, apns_id:
                 attempts: int) -> PushResult:
     """Map a final (non-200) APNs answer onto a result."""
     if status == 410 or reason in ("Unregistered", "ExpiredToken"):
-        outcome = Outcome.UNREGISTERED
+        kind = ResultKind.UNREGISTERED
     elif reason in ("BadDeviceToken", "DeviceTokenNotForTopic"):
-        outcome = Outcome.BAD_DEVICE_TOKEN
+        kind = ResultKind.BAD_DEVICE_TOKEN
     elif status == 413 or reason == "PayloadTooLarge":
-        outcome = Outcome.PAYLOAD_TOO_LARGE
+        kind = ResultKind.PAYLOAD_TOO_LARGE
     else:
-        outcome = Outcome.ERROR
-    return PushResult(outcome, status, reason, apns_id, timestamp, attempts)
+        kind = ResultKind.ERROR
+    return PushResult(kind, status, reason, apns_id, timestamp, attempts)
 
 
 def is_transient(status: int, reason: str | None) -> bool:

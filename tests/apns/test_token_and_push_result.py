@@ -3,10 +3,10 @@
 import jwt
 from cryptography.hazmat.primitives import serialization
 
-from owlmetry.apns import Outcome, ProviderToken, PushResult
-from owlmetry.apns.results import from_answer, is_transient
+from owlmetry.apns import ProviderToken, PushResult, ResultKind
+from owlmetry.apns.push_result import from_answer, is_transient
 
-from .conftest import KEY_ID, TEAM_ID
+from .identity import KEY_ID, TEAM_ID
 
 
 class FakeClock:
@@ -51,15 +51,15 @@ def test_expired_renews_once_per_generation(auth_key):
 
 def test_results_tell_delete_from_retry_from_permanent():
     gone = from_answer(410, "Unregistered", 1_700_000_000_000, "id", 1)
-    assert gone.outcome is Outcome.UNREGISTERED and gone.token_invalid and gone.permanent
+    assert gone.kind is ResultKind.UNREGISTERED and gone.token_invalid and gone.permanent
     assert gone.timestamp_ms == 1_700_000_000_000
     bad = from_answer(400, "DeviceTokenNotForTopic", None, "id", 1)
-    assert bad.outcome is Outcome.BAD_DEVICE_TOKEN and bad.token_invalid
+    assert bad.kind is ResultKind.BAD_DEVICE_TOKEN and bad.token_invalid
     busy = from_answer(503, "ServiceUnavailable", None, "id", 6)
     assert busy.retry_later and not busy.permanent and not busy.token_invalid
     topic = from_answer(400, "BadTopic", None, "id", 1)
     assert topic.permanent and not topic.retry_later and not topic.token_invalid
-    assert PushResult(Outcome.DELIVERED, 200).ok
+    assert PushResult(ResultKind.DELIVERED, 200).ok
 
 
 def test_transient_reasons_follow_apple():

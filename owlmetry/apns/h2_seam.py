@@ -1,0 +1,277 @@
+"""The one module that relies on h2's internals: `ClientH2`, h2's client connection with the
+changes APNs traffic needs, and a check at import that each internal is still there and still
+does what `ClientH2` expects.
+
+h2 is a sans-IO state machine; `connection.Connection` drives this one (bytes in, events out,
+bytes to write). Must not do I/O or know about pushes, pools or APNs reasons, and must never
+fall back silently: with an h2 release whose internals moved, importing this module fails with
+an ImportError naming the h2 version and the internal, instead of a connection losing streams.
+
+The internals, each exercised by `_self_check` against h2's own server state machine:
+
+- `H2Connection._begin_new_stream`, the connection's and the stream's `state_machine` inputs
+  and the stream's `outbound_flow_control_window`: `send_request` takes the steps of
+  send_headers + send_data with them.
+- `H2Connection._closed_streams`: `forget` records how a stream ended, as h2's own clean-up
+  does, so that an answer still in flight for a stream this side reset is a stream error,
+  not a connection error.
+- `H2Connection._receive_goaway_frame`: overridden, see `ClientH2`.
+- h2 calling `encoder.encode(headers)` (and setting `encoder.header_table_size`) and
+  `decoder.decode(block, raw=True)` (and setting `decoder.max_header_list_size` and
+  `max_allowed_table_size`): the stand-in codecs.
+- h2 counting open streams through `open_outbound_streams` before a new stream.
+
+The bytes to write need no internal: hand-built frames go to a buffer of our own, and
+`data_to_send` returns h2's bytes and ours in the order they were made.
+"""
+
+import contextlib
+import inspect
+
+import h2
+import h2.config
+import h2.connection
+import h2.events
+import h2.exceptions
+import h2.settings
+from h2.connection import AllowedStreamIDs, ConnectionInputs
+from h2.errors import ErrorCodes
+from h2.settings import SettingCodes
+from h2.stream import StreamInputs
+from hyperframe.frame import GoAwayFrame, HeadersFrame
+
+from .hpack_decoder import ZeroTableDecoder
+
+_CONFIG = h2.config.H2Configuration(
+    client_side=True, header_encoding=None,
+    validate_outbound_headers=False, normalize_outbound_headers=False,
+    validate_inbound_headers=False, normalize_inbound_headers=False)
+
+
+class PreEncodedHeaders:
+    """Stands in for h2's HPACK encoder: the one 'header' h2 hands over is a ready block.
+
+    Requests are encoded by `wire.py` as stateless literals, so h2's own encoder (Huffman,
+    table search, per push) has nothing to add.
+    """
+
+    header_table_size = 4096  # h2 writes the peer's setting here; a table-less encoder ignores it
+
+    @staticmethod
+    def encode(headers):
+        return headers[0][1]
+
+
+class ClientH2(h2.connection.H2Connection):
+    """h2's client connection with the adjustments APNs traffic needs.
+
+    - Headers go out pre-encoded (`PreEncodedHeaders`), and answers are decoded without a
+      table (`ZeroTableDecoder`, valid because our SETTINGS_HEADER_TABLE_SIZE is 0).
+    - h2 counts open streams by walking every stream for each new one; the connection already
+      knows the count (`in_flight`). Finished streams are forgotten by `forget` as they end.
+    - On GOAWAY, h2 closes the whole state machine and drops unsent bytes, so streams at or
+      below last_stream_id could never finish; RFC 9113 §6.8 lets them finish.
+    - `send_request` opens a stream with a ready header block and its whole body: the same
+      state-machine and flow-control steps as send_headers + send_data, without building,
+      re-checking and serialising two frame objects per push (the measured difference is in
+      benchmarks/RESULTS.md, "The h2 seam").
+    """
+
+    def __init__(self, in_flight: dict, receive_window: int):
+        super().__init__(config=_CONFIG)
+        self.local_settings = h2.settings.Settings(client=True, initial_values={
+            SettingCodes.ENABLE_PUSH: 0,
+            SettingCodes.INITIAL_WINDOW_SIZE: receive_window,
+            SettingCodes.HEADER_TABLE_SIZE: 0,
+        })
+        self.encoder = PreEncodedHeaders()
+        self.decoder = ZeroTableDecoder()
+        self.in_flight = in_flight
+        self._output = bytearray()  # h2's bytes made before the last hand-built frames, then those
+
+    @property
+    def open_outbound_streams(self) -> int:
+        return len(self.in_flight)
+
+    def forget(self, stream_id: int) -> None:
+        stream = self.streams.pop(stream_id, None)
+        if stream is not None:
+            self._closed_streams[stream_id] = stream.closed_by
+
+    def send_request(self, stream_id: int, block: bytes, body: bytes) -> bool:
+        """HEADERS(END_HEADERS) + DATA(END_STREAM); False, with nothing done, when either
+        needs more than one frame or the body does not fit the flow-control windows."""
+        size = len(body)
+        max_frame = self.max_outbound_frame_size
+        if (len(block) > max_frame or size > max_frame
+                or size > self.outbound_flow_control_window
+                or size > self.remote_settings.initial_window_size):
+            return False
+        self.state_machine.process_input(ConnectionInputs.SEND_HEADERS)
+        stream = self._begin_new_stream(stream_id, AllowedStreamIDs.ODD)
+        machine = stream.state_machine
+        machine.process_input(StreamInputs.SEND_HEADERS)
+        self.state_machine.process_input(ConnectionInputs.SEND_DATA)
+        machine.process_input(StreamInputs.SEND_DATA)
+        machine.process_input(StreamInputs.SEND_END_STREAM)
+        stream.outbound_flow_control_window -= size
+        self.outbound_flow_control_window -= size
+        sid = stream_id.to_bytes(4, "big")
+        out = self._output
+        earlier = h2.connection.H2Connection.data_to_send(self)
+        if earlier:  # what h2 made before (an RST_STREAM, a lower stream id) goes out first
+            out += earlier
+        out += b"".join((
+            len(block).to_bytes(3, "big"), b"\x01\x04", sid, block,  # HEADERS, END_HEADERS
+            size.to_bytes(3, "big"), b"\x00\x01", sid, body))  # DATA, END_STREAM
+        return True
+
+    def data_to_send(self, amount: int | None = None) -> bytes:
+        """h2's bytes and the hand-built frames, in the order they were made."""
+        out = self._output
+        if not out:
+            return super().data_to_send(amount)
+        out += super().data_to_send()
+        if amount is None:
+            data = bytes(out)
+            out.clear()
+        else:
+            data = bytes(out[:amount])
+            del out[:amount]
+        return data
+
+    def clear_outbound_data_buffer(self) -> None:
+        super().clear_outbound_data_buffer()
+        self._output.clear()
+
+    def _receive_goaway_frame(self, frame):
+        event = h2.events.ConnectionTerminated()
+        event.error_code = frame.error_code
+        event.last_stream_id = frame.last_stream_id
+        event.additional_data = frame.additional_data or None
+        return [], [event]
+
+
+# --- the check at import ---------------------------------------------------------------------
+
+# :method POST, :scheme https, :path / (static table), :authority "localhost" (a literal).
+_BLOCK = b"\x83\x87\x84\x01\x09localhost"
+_SIGNATURES = {"_begin_new_stream": ["self", "stream_id", "allowed_ids"],
+               "_receive_goaway_frame": ["self", "frame"]}
+_EVENTS = (h2.events.RequestReceived, h2.events.ResponseReceived, h2.events.DataReceived,
+           h2.events.StreamEnded, h2.events.PingReceived, h2.events.ConnectionTerminated)
+
+
+class _Mismatch(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def _relying_on(internal: str):
+    """Name `internal` in whatever goes wrong inside."""
+    try:
+        yield
+    except Exception as exc:
+        raise _Mismatch(f"{internal}: {exc if isinstance(exc, _Mismatch) else repr(exc)}") from exc
+
+
+def _expect(condition: bool, what: str) -> None:
+    if not condition:
+        raise _Mismatch(what)
+
+
+def _events(conn, data: bytes) -> list[tuple]:
+    return [(type(event).__name__, getattr(event, "stream_id", None))
+            for event in conn.receive_data(data) if isinstance(event, _EVENTS)]
+
+
+def _self_check() -> None:
+    """Requests, a late answer to a forgotten stream and answers after a GOAWAY, between a
+    `ClientH2` and h2's own server: what each internal named above must still do."""
+    for name, parameters in _SIGNATURES.items():
+        with _relying_on(f"H2Connection.{name}"):
+            method = getattr(h2.connection.H2Connection, name, None)
+            _expect(callable(method), "missing")
+            _expect(list(inspect.signature(method).parameters) == parameters,
+                    f"no longer takes {parameters}")
+    with _relying_on("H2Connection.open_outbound_streams"):
+        _expect(isinstance(getattr(h2.connection.H2Connection, "open_outbound_streams", None),
+                           property), "no longer a property")
+    with _relying_on("the stand-in encoder and decoder"):
+        client = ClientH2({}, 1 << 20)
+        server = h2.connection.H2Connection(
+            h2.config.H2Configuration(client_side=False, header_encoding=None))
+        server.initiate_connection()
+        client.initiate_connection()
+        server.receive_data(client.data_to_send())
+        client.receive_data(server.data_to_send())
+        server.receive_data(client.data_to_send())
+    with _relying_on("H2Connection._closed_streams"):
+        _expect(hasattr(client, "_closed_streams"), "missing")
+
+    # A PING h2 makes before the hand-built stream 1, and stream 3 through h2's public path:
+    # the server must see them in that order, with the headers and bodies as sent.
+    with _relying_on("_begin_new_stream and the state machines' inputs (send_request)"):
+        client.ping(b"h2-check")
+        _expect(client.send_request(1, _BLOCK, b"{}"), "a small request refused")
+        client.send_headers(3, ((b"", _BLOCK),))
+        client.send_data(3, b"{}", end_stream=True)
+        client.in_flight.update({1: None, 3: None})
+        received = server.receive_data(client.data_to_send())
+        seen = [(type(e).__name__, getattr(e, "stream_id", None)) for e in received
+                if isinstance(e, _EVENTS)]
+        _expect(seen == [("PingReceived", None), ("RequestReceived", 1), ("DataReceived", 1),
+                         ("StreamEnded", 1), ("RequestReceived", 3), ("DataReceived", 3),
+                         ("StreamEnded", 3)], f"the server saw {seen}")
+        headers = [e.headers for e in received if isinstance(e, h2.events.RequestReceived)]
+        _expect(headers == [[(b":method", b"POST"), (b":scheme", b"https"), (b":path", b"/"),
+                             (b":authority", b"localhost")]] * 2, f"the server read {headers}")
+
+    with _relying_on("H2Connection.open_outbound_streams (the server allows 100 streams)"):
+        client.in_flight.update((sid, None) for sid in range(5, 203, 2))
+        try:
+            client.send_headers(7, ((b"", _BLOCK),))
+        except h2.exceptions.TooManyStreamsError:
+            pass
+        else:
+            raise _Mismatch("h2 no longer counts open streams with it")
+        for sid in range(5, 203, 2):
+            del client.in_flight[sid]
+
+    with _relying_on("the stand-in decoder"):
+        server.send_headers(1, [(b":status", b"200")], end_stream=True)
+        seen = _events(client, server.data_to_send())
+        _expect(seen == [("ResponseReceived", 1), ("StreamEnded", 1)], f"the client saw {seen}")
+        client.forget(1)
+        del client.in_flight[1]
+
+    # Stream 5 reset by this side (a timeout) and forgotten: the answer the peer sent before it
+    # saw the RST_STREAM is a stream error, not a connection error that would fail every stream.
+    with _relying_on("H2Connection._closed_streams (a late answer to a forgotten stream)"):
+        _expect(client.send_request(5, _BLOCK, b"{}"), "a small request refused")
+        client.reset_stream(5, ErrorCodes.CANCEL)
+        client.forget(5)
+        late = HeadersFrame(5, b"\x88", flags=("END_HEADERS", "END_STREAM"))  # :status 200
+        client.receive_data(late.serialize())
+        server.receive_data(client.data_to_send())
+
+    with _relying_on("H2Connection._receive_goaway_frame (streams below last_stream_id finish)"):
+        server.send_headers(3, [(b":status", b"200")], end_stream=True)
+        goaway = GoAwayFrame(0)
+        goaway.last_stream_id = 3
+        seen = _events(client, goaway.serialize() + server.data_to_send())
+        _expect(seen == [("ConnectionTerminated", None), ("ResponseReceived", 3),
+                         ("StreamEnded", 3)], f"after GOAWAY the client saw {seen}")
+
+
+def _check_at_import() -> None:
+    try:
+        _self_check()
+    except _Mismatch as exc:
+        raise ImportError(
+            f"owlmetry.apns relies on internals of h2 that h2 {h2.__version__} no longer has as "
+            f"expected: {exc}. See owlmetry/apns/h2_seam.py, or install the h2 version that "
+            "setup.py pins.") from exc
+
+
+_check_at_import()

@@ -1,0 +1,65 @@
+"""`python -m owlmetry.apns.mock`: the project's testing server, a stand-in for APNs (HTTP/2
+over TLS, Apple's rules and reasons, faults on demand), in a process of its own. It prints one
+JSON line, {"mock_apns": "listening", "port", "stats_port"}, once it listens, serves its
+counters on the stats port (plain HTTP/1.1: GET /stats, POST /reset, like the benchmark
+harness's Node mock), and exits on SIGTERM or Ctrl-C.
+"""
+
+import argparse
+import asyncio
+import json
+import signal
+
+from .faults import MockBehaviour
+from .server import MockAPNs
+from .stats import serve_stats
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(prog="python -m owlmetry.apns.mock", description=__doc__)
+    ap.add_argument("--port", type=int, default=8443, help="0: any free port (printed)")
+    ap.add_argument("--stats-port", type=int, default=None, help="GET /stats, POST /reset")
+    ap.add_argument("--cert", required=True)
+    ap.add_argument("--key", required=True)
+    ap.add_argument("--auth-key", help="ES256 key (.p8 or public PEM) provider tokens must verify with")
+    ap.add_argument("--key-id")
+    ap.add_argument("--team-id")
+    ap.add_argument("--max-streams", type=int, default=1000)
+    ap.add_argument("--initial-max-streams", type=int, default=None)
+    ap.add_argument("--latency-ms", type=float, default=0.0)
+    ap.add_argument("--goaway-after", type=int, default=None)
+    ap.add_argument("--drop-after", type=int, default=None)
+    ap.add_argument("--p429", type=float, default=0.0)
+    ap.add_argument("--p500", type=float, default=0.0)
+    ap.add_argument("--p503", type=float, default=0.0)
+    a = ap.parse_args(argv)
+    behaviour = MockBehaviour(
+        max_streams=a.max_streams, initial_max_streams=a.initial_max_streams,
+        latency_s=a.latency_ms / 1000, goaway_after=a.goaway_after, drop_after=a.drop_after,
+        error_probability={s: p for s, p in ((429, a.p429), (500, a.p500), (503, a.p503)) if p})
+    auth_key = None
+    if a.auth_key:
+        with open(a.auth_key) as f:
+            auth_key = f.read()
+
+    async def serve():
+        mock = MockAPNs(a.cert, a.key, auth_key, a.key_id, a.team_id, behaviour)
+        port = await mock.start(port=a.port)
+        stats = None if a.stats_port is None else await serve_stats(
+            lambda: mock.stats.summary(), mock.reset_stats, a.stats_port)
+        stats_port = stats.sockets[0].getsockname()[1] if stats else None
+        print(json.dumps({"mock_apns": "listening", "port": port, "stats_port": stats_port}),
+              flush=True)
+        stop = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
+        try:
+            await stop.wait()
+        finally:
+            if stats is not None:
+                stats.close()
+            await mock.stop()
+
+    try:
+        asyncio.run(serve())
+    except KeyboardInterrupt:
+        pass

@@ -1,0 +1,70 @@
+"""What the mock counts (`MockStats`), and the plain HTTP/1.1 endpoint that serves the counts
+to another process: GET /stats, POST /reset, like the benchmark harness's Node mock.
+
+Must not decide answers.
+"""
+
+import asyncio
+import json
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+
+
+@dataclass
+class MockStats:
+    requests: Counter = field(default_factory=Counter)  # device token -> requests processed
+    topics: Counter = field(default_factory=Counter)  # apns-topic -> requests
+    delivered: Counter = field(default_factory=Counter)  # device token -> 200s (or accepted)
+    payloads: dict = field(default_factory=dict)  # device token -> its last accepted payload
+    responses_by_status: Counter = field(default_factory=Counter)
+    connections_opened: int = 0
+    connections_open: int = 0
+    max_streams_open: int = 0  # most streams open at once on one connection
+    goaways_sent: int = 0
+    refused_streams: int = 0
+    resets_sent: int = 0
+    drops: int = 0
+    lost_answers: list = field(default_factory=list)  # tokens accepted, answer lost in a drop
+    provider_tokens: set = field(default_factory=set)  # distinct bearer tokens that verified
+    pings: int = 0
+    protocol_errors: int = 0
+
+    def summary(self) -> dict:
+        out = asdict(replace(self, payloads={}))
+        del out["payloads"]
+        out["requests"] = sum(self.requests.values())
+        out["delivered"] = sum(self.delivered.values())
+        out["unique_delivered"] = len(self.delivered)
+        out["duplicate_delivered"] = out["delivered"] - out["unique_delivered"]
+        out["responses_by_status"] = dict(self.responses_by_status)
+        out["topics"] = dict(self.topics)
+        out["provider_tokens"] = len(self.provider_tokens)
+        out["lost_answers"] = len(self.lost_answers)
+        return out
+
+
+async def serve_stats(summary: Callable[[], dict], reset: Callable[[], None],
+                      port: int) -> asyncio.Server:
+    """GET /stats answers `summary()` as JSON; POST /reset calls `reset()`. On 127.0.0.1."""
+
+    async def handle(reader, writer):
+        try:
+            line = await reader.readline()
+            while (await reader.readline()) not in (b"\r\n", b"\n", b""):
+                pass
+            method, path = (line.decode().split() + ["", ""])[:2]
+            if method == "GET" and path == "/stats":
+                code, body = 200, json.dumps(summary())
+            elif method == "POST" and path == "/reset":
+                reset()
+                code, body = 200, '{"reset":true}'
+            else:
+                code, body = 404, "{}"
+            writer.write(f"HTTP/1.1 {code} X\r\ncontent-type: application/json\r\ncontent-length: "
+                         f"{len(body)}\r\nconnection: close\r\n\r\n{body}".encode())
+            await writer.drain()
+        finally:
+            writer.close()
+
+    return await asyncio.start_server(handle, "127.0.0.1", port)

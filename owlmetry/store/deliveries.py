@@ -1,0 +1,398 @@
+"""The delivery queue: what the dispatcher asks of the database, with its SQL and row mapping.
+
+Enqueue writes inbox rows and a pending delivery per channel; a claim leases due deliveries to
+one dispatcher and reads what sending them needs; the answers (one row per device) and the
+deliveries' ends are saved together; progress counts both. Mixed into `Store`, which sets
+`self.engine`. Must not decide when to retry or how an answer maps to a status (the
+dispatcher's rules).
+
+Where PostgreSQL has its own statement (its planner wants rows fetched by key, `= ANY`, and it
+can do in one statement what SQLite does in two), both are built from the same fragments, so
+each rule is written once.
+"""
+
+import asyncio
+import functools
+
+import orjson
+
+from owlmetry.store.engine import Engine
+from owlmetry.store.rows import (
+    Claim,
+    DeliveryEnd,
+    DeliveryStatus,
+    NotificationContent,
+    Progress,
+    PushOutcome,
+    PushRecord,
+    PushTarget,
+)
+
+# ---- Enqueue ----------------------------------------------------------------------------------
+# $1..$7 are the content every recipient shares; the batch of (id, user_id) comes after.
+
+# An inbox row per recipient that exists.
+INSERT_NOTIFICATIONS = """
+INSERT INTO notifications (id, user_id, type, title, body, link, data, team_id, created_at)
+SELECT b.id, u.id, CAST($1 AS TEXT), CAST($2 AS TEXT), CAST($3 AS TEXT), CAST($4 AS TEXT),
+       CAST($5 AS TEXT), CAST($6 AS TEXT), CAST($7 AS BIGINT)
+FROM batch AS b JOIN users AS u ON u.id = b.user_id
+RETURNING id"""
+
+# A delivery starts pending and due at once.
+INSERT_DELIVERIES = """\
+INSERT INTO notification_deliveries (notification_id, channel, status, available_at, created_at)"""
+
+ENQUEUE_NOTIFICATIONS = f"""
+WITH batch (id, user_id) AS ({{batch}})
+{INSERT_NOTIFICATIONS}
+"""
+
+# Run once per channel: $1 the channel, $2 the time, the batch of notification ids after.
+ENQUEUE_DELIVERIES = f"""
+WITH batch (notification_id) AS ({{batch}})
+{INSERT_DELIVERIES}
+SELECT notification_id, CAST($1 AS TEXT), 'pending', CAST($2 AS BIGINT), CAST($2 AS BIGINT)
+FROM batch
+"""
+
+# PostgreSQL does both in one statement: $8 is the array of channels, the batch after it.
+ENQUEUE_IN_ONE = f"""
+WITH batch (id, user_id) AS ({{batch}}),
+inserted AS ({INSERT_NOTIFICATIONS}),
+queued AS (
+    {INSERT_DELIVERIES}
+    SELECT i.id, c.channel, 'pending', $7, $7
+    FROM inserted AS i CROSS JOIN unnest($8::text[]) AS c (channel))
+SELECT id FROM inserted
+"""
+
+# ---- Claims -----------------------------------------------------------------------------------
+
+# The oldest due pending deliveries, leased to $1 until $3. `{only}` may narrow it to some
+# notifications; `{lock}` is the engine's `skip_locked`.
+CLAIM_DELIVERIES = """
+UPDATE notification_deliveries
+SET claimed_by = $1, available_at = $3, attempts = attempts + 1
+WHERE (notification_id, channel) IN (
+    SELECT notification_id, channel FROM notification_deliveries
+    WHERE status = 'pending' AND available_at <= $2 {only}
+    ORDER BY available_at
+    LIMIT $4 {lock})
+RETURNING notification_id, channel, attempts
+"""
+
+# What sending a claimed notification needs, and its recipient's unread count (the badge).
+CLAIMED_CONTENT = """n.id, n.user_id, n.type, n.title, n.body, n.link, n.data, n.team_id,
+       (SELECT count(*) FROM notifications AS unread
+        WHERE unread.user_id = n.user_id AND unread.read_at IS NULL
+          AND unread.deleted_at IS NULL)"""
+
+TARGET_COLUMNS = "n.id, d.id, d.token, d.environment"
+
+# The recipient's devices of channel $1 (the batch of notification ids comes after it).
+RECIPIENT_DEVICES = """
+JOIN user_devices AS d ON d.user_id = n.user_id AND d.channel = CAST($1 AS TEXT)"""
+
+# For a delivery claimed again: only the devices no earlier attempt has an answer for.
+UNANSWERED = """NOT EXISTS (
+    SELECT 1 FROM notification_pushes AS p
+    WHERE p.notification_id = n.id AND p.device_id = d.id)"""
+
+# The claim's reads of notifications, by a batch of ids: joined with the batch (SQLite), or
+# with the rows fetched by key (PostgreSQL: joined with the batch, its planner hashes the whole
+# notifications table whenever its statistics make the table look small).
+CLAIMED_NOTIFICATIONS = {
+    "sqlite": f"""
+WITH batch (id) AS ({{batch}})
+SELECT {CLAIMED_CONTENT}
+FROM batch AS b JOIN notifications AS n ON n.id = b.id
+""",
+    "postgresql": f"""
+SELECT {CLAIMED_CONTENT}
+FROM notifications AS n
+WHERE n.id = ANY($1::text[])
+""",
+}
+
+# A first attempt's targets: all of the devices, since nothing can be on record yet.
+CLAIMED_TARGETS = {
+    "sqlite": f"""
+WITH batch (id) AS ({{batch}})
+SELECT {TARGET_COLUMNS}
+FROM batch AS b
+JOIN notifications AS n ON n.id = b.id{RECIPIENT_DEVICES}
+""",
+    "postgresql": f"""
+SELECT {TARGET_COLUMNS}
+FROM notifications AS n{RECIPIENT_DEVICES}
+WHERE n.id = ANY($2::text[])
+""",
+}
+
+UNANSWERED_TARGETS = {
+    "sqlite": f"{CLAIMED_TARGETS['sqlite']}WHERE {UNANSWERED}\n",
+    "postgresql": f"{CLAIMED_TARGETS['postgresql']}  AND {UNANSWERED}\n",
+}
+
+EARLIER_OUTCOMES = """
+WITH batch (id, channel) AS ({batch})
+SELECT p.notification_id, p.channel, p.outcome, count(*)
+FROM batch AS b
+JOIN notification_pushes AS p ON p.notification_id = b.id AND p.channel = b.channel
+GROUP BY p.notification_id, p.channel, p.outcome
+"""
+
+RENEW_LEASES = """
+WITH batch (notification_id, channel, claimed_by, available_at) AS ({batch})
+UPDATE notification_deliveries AS d SET available_at = b.available_at
+FROM batch AS b
+WHERE d.notification_id = b.notification_id AND d.channel = b.channel
+  AND d.claimed_by = b.claimed_by AND d.status = 'pending'
+"""
+
+# ---- Answers and ends -------------------------------------------------------------------------
+
+# A dead token's device goes, unless it was registered again after APNs gave up on it.
+DELETE_DEAD_DEVICES = """
+WITH batch (device_id, invalid_since) AS ({batch})
+DELETE FROM user_devices WHERE id IN (
+    SELECT d.id FROM batch AS b JOIN user_devices AS d ON d.id = b.device_id
+    WHERE b.invalid_since IS NULL OR d.last_seen_at <= b.invalid_since)
+"""
+
+EXISTING_DEVICES = """
+WITH batch (id) AS ({batch})
+SELECT d.id FROM batch AS b JOIN user_devices AS d ON d.id = b.id
+"""
+
+PUSH_COLUMNS = "notification_id, device_id, channel, outcome, status, reason, answered_at"
+PUSH_TYPES = ("text", "text", "text", "text", "integer", "text", "bigint")
+END_COLUMNS = "notification_id, channel, status, reason, available_at, claimed_by, finished_at"
+END_TYPES = ("text", "text", "text", "text", "bigint", "text", "bigint")
+
+
+def record_pushes(where: str) -> str:
+    """The answers of the rows `pushes`, once per device: joined with notifications so that a
+    recipient deleted mid-fan-out costs its records only."""
+    return f"""
+INSERT INTO notification_pushes ({PUSH_COLUMNS})
+SELECT p.* FROM pushes AS p JOIN notifications AS n ON n.id = p.notification_id
+WHERE {where}
+ON CONFLICT (notification_id, device_id) DO NOTHING"""
+
+
+def end_deliveries(where: str) -> str:
+    """The rows `ends` applied. Only the lease holder may end a delivery: a process that lost
+    its lease changes nothing. `claimed_by` stays, naming the dispatcher that did the work last."""
+    return f"""
+UPDATE notification_deliveries AS d
+SET status = e.status, reason = e.reason, available_at = e.available_at,
+    finished_at = e.finished_at
+FROM ends AS e
+WHERE {where}d.notification_id = e.notification_id AND d.channel = e.channel
+  AND d.claimed_by = e.claimed_by AND d.status = 'pending'"""
+
+
+# ("true": SQLite needs a WHERE between a join and ON CONFLICT to parse the upsert.)
+RECORD_PUSHES = f"WITH pushes ({PUSH_COLUMNS}) AS ({{batch}})" + record_pushes("true")
+END_DELIVERIES = f"WITH ends ({END_COLUMNS}) AS ({{batch}})" + end_deliveries("")
+
+# $8 is the ends' first column (after the answers' seven): their notifications, fetched by key.
+ENDS_BY_KEY = """d.notification_id = ANY($8::text[])
+  AND """
+
+# PostgreSQL records answers and ends deliveries in one statement (one round trip, atomic)
+# when no device is to be deleted; `{pushes}` and `{ends}` are its two batches (`record_and_end`).
+RECORD_AND_END = f"""
+WITH pushes ({PUSH_COLUMNS}) AS ({{pushes}}),
+ends ({END_COLUMNS}) AS ({{ends}}),
+recorded AS ({record_pushes("n.id = ANY($1::text[])")})
+{end_deliveries(ENDS_BY_KEY)}
+"""
+
+# ---- Progress ---------------------------------------------------------------------------------
+
+DELIVERY_PROGRESS = """
+WITH batch (id) AS ({batch})
+SELECT d.status, count(*)
+FROM batch AS b JOIN notification_deliveries AS d ON d.notification_id = b.id
+GROUP BY d.status
+"""
+
+PUSH_PROGRESS = """
+WITH batch (id) AS ({batch})
+SELECT p.outcome, count(*)
+FROM batch AS b JOIN notification_pushes AS p ON p.notification_id = b.id
+GROUP BY p.outcome
+"""
+
+
+@functools.cache
+def claim_statement(lock: str, only: str = "") -> str:
+    return CLAIM_DELIVERIES.format(only=only, lock=lock)
+
+
+@functools.cache
+def record_and_end(pushes: str, ends: str) -> str:
+    return RECORD_AND_END.format(pushes=pushes, ends=ends)
+
+
+class Deliveries:
+    engine: Engine
+
+    async def enqueue_notifications(
+        self, recipients: list[tuple[str, str]], content: NotificationContent,
+        channels: list[str], now: int,
+    ) -> list[str]:
+        """Write inbox rows (notification_id, user_id) and a pending delivery per channel, in one
+        transaction. Returns the ids written, in order; users that do not exist are skipped."""
+        engine = self.engine
+        shared = shared_content(content, now)
+        if engine.name == "postgresql":
+            written = {row[0] for row in await engine.run_batched(
+                engine.write, ENQUEUE_IN_ONE, ("text", "text"), recipients, *shared,
+                list(channels))}
+            return [notification_id for notification_id, _ in recipients
+                    if notification_id in written]
+        async with engine.transaction() as run:
+            written = {row[0] for row in await engine.run_batched(
+                run, ENQUEUE_NOTIFICATIONS, ("text", "text"), recipients, *shared)}
+            ids = [notification_id for notification_id, _ in recipients
+                   if notification_id in written]
+            for channel in channels:
+                await engine.run_batched(run, ENQUEUE_DELIVERIES, ("text",),
+                                         [(notification_id,) for notification_id in ids],
+                                         channel, now)
+        return ids
+
+    async def claim_deliveries(
+        self, owner: str, now: int, lease_ms: int, limit: int,
+        only: list[str] | None = None,
+    ) -> list[Claim]:
+        """Take up to `limit` pending deliveries whose time has come (of the notifications in
+        `only`, if given) under a lease held by `owner`. No two owners hold one at a time."""
+        engine = self.engine
+        if only is None:
+            claimed = await engine.write_lease(claim_statement(engine.skip_locked), owner, now,
+                                               now + lease_ms, limit)
+        else:
+            narrow = f"AND notification_id IN ({engine.batch(('text',), first=5)})"
+            claimed = await engine.write_lease(claim_statement(engine.skip_locked, narrow),
+                                               owner, now, now + lease_ms, limit,
+                                               *engine.batch_args([(i,) for i in only], 1))
+        if not claimed:
+            return []
+        return await self._claims(claimed)
+
+    async def _claims(self, claimed: list) -> list[Claim]:
+        engine = self.engine
+        # Only a delivery claimed before can have answers on record.
+        again = [(n, c) for n, c, attempts in claimed if attempts > 1]
+        targets_by_kind: dict[tuple[str, bool], list[tuple[str]]] = {}
+        for notification_id, channel, attempts in claimed:
+            targets_by_kind.setdefault((channel, attempts > 1), []).append((notification_id,))
+        notification_rows, earlier_rows, *target_rows = await asyncio.gather(
+            engine.run_batched(engine.read, CLAIMED_NOTIFICATIONS[engine.name], ("text",),
+                               list({(notification_id,) for notification_id, _, _ in claimed})),
+            engine.run_batched(engine.read, EARLIER_OUTCOMES, ("text", "text"), again),
+            *(engine.run_batched(engine.read,
+                                 (UNANSWERED_TARGETS if resumed else CLAIMED_TARGETS)[engine.name],
+                                 ("text",), ids, channel)
+              for (channel, resumed), ids in targets_by_kind.items()))
+        notifications = {row[0]: row[1:] for row in notification_rows}
+        targets: dict[tuple[str, str], list[PushTarget]] = {}
+        for (channel, _), rows in zip(targets_by_kind, target_rows):
+            for notification_id, device_id, token, environment in rows:
+                targets.setdefault((notification_id, channel), []).append(
+                    PushTarget(device_id, token, environment))
+        earlier: dict[tuple, dict[PushOutcome, int]] = {}
+        for notification_id, channel, outcome, count in earlier_rows:
+            earlier.setdefault((notification_id, channel), {})[PushOutcome(outcome)] = count
+        claims = []
+        # The recipients of one notification share one content object (a channel may build
+        # its message once for all of them).
+        contents: dict[tuple, NotificationContent] = {}
+        for notification_id, channel, attempts in claimed:
+            row = notifications.get(notification_id)
+            if row is None:  # the recipient was deleted since
+                continue
+            user_id, unread, shared = row[0], row[-1], row[1:-1]
+            content = contents.get(shared)
+            if content is None:
+                type_, title, body, link, data, team_id = shared
+                content = contents[shared] = NotificationContent(
+                    type_, title, body, link, orjson.loads(data) if data else None, team_id)
+            claims.append(Claim(notification_id, channel, attempts, user_id, content, unread,
+                                targets.get((notification_id, channel), []),
+                                earlier.get((notification_id, channel), {})))
+        return claims
+
+    async def renew_leases(self, owner: str, keys: list[tuple[str, str]], until: int) -> None:
+        """Extend the leases `owner` still holds on these (notification_id, channel)."""
+        rows = [(notification_id, channel, owner, until) for notification_id, channel in keys]
+        await self.engine.run_batched(self.engine.write_lease, RENEW_LEASES,
+                                      ("text", "text", "text", "bigint"), rows)
+
+    async def save_outcomes(
+        self, owner: str, pushes: list[PushRecord], ends: list[DeliveryEnd], now: int
+    ) -> list[PushRecord]:
+        """In one transaction: delete the dead tokens' devices, record the pushes, and end or
+        re-queue the deliveries `owner` holds. Returns the records as stored: a dead token whose
+        device was registered again after `invalid_since` is kept, and its record says so."""
+        engine = self.engine
+        # `==`, not `is`: a caller may pass the plain strings the enums stand for.
+        removed = PushOutcome.REMOVED
+        dead = [p for p in pushes if p.outcome == removed]
+        if not dead and engine.name == "postgresql":
+            statement = record_and_end(engine.batch(PUSH_TYPES, 1),
+                                       engine.batch(END_TYPES, len(PUSH_TYPES) + 1))
+            await engine.write(statement,
+                               *engine.batch_args(push_rows(pushes, now), len(PUSH_TYPES)),
+                               *engine.batch_args(end_rows(ends, owner, now), len(END_TYPES)))
+            return pushes
+        async with engine.transaction() as run:
+            if dead:
+                await engine.run_batched(run, DELETE_DEAD_DEVICES, ("text", "bigint"),
+                                         [(p.device_id, p.invalid_since) for p in dead])
+                kept = {row[0] for row in await engine.run_batched(
+                    run, EXISTING_DEVICES, ("text",), [(p.device_id,) for p in dead])}
+                if kept:
+                    pushes = [kept_record(p) if p.device_id in kept and p.outcome == removed
+                              else p for p in pushes]
+            await engine.run_batched(run, RECORD_PUSHES, PUSH_TYPES, push_rows(pushes, now))
+            await engine.run_batched(run, END_DELIVERIES, END_TYPES, end_rows(ends, owner, now))
+        return pushes
+
+    async def progress(self, notification_ids: list[str]) -> Progress:
+        engine = self.engine
+        rows = [(notification_id,) for notification_id in notification_ids]
+        deliveries = await engine.run_batched(engine.read, DELIVERY_PROGRESS, ("text",), rows)
+        pushes = await engine.run_batched(engine.read, PUSH_PROGRESS, ("text",), rows)
+        return Progress({DeliveryStatus(status): count for status, count in deliveries},
+                        {PushOutcome(outcome): count for outcome, count in pushes})
+
+
+def shared_content(content: NotificationContent, now: int) -> tuple:
+    """$1..$7 of the enqueue: what every recipient's inbox row has the same."""
+    data = orjson.dumps(content.data).decode() if content.data is not None else None
+    return (content.type, content.title, content.body, content.link, data, content.team_id, now)
+
+
+def push_rows(pushes: list[PushRecord], now: int) -> list[tuple]:
+    return [(p.notification_id, p.device_id, p.channel, p.outcome, p.status, p.reason, now)
+            for p in pushes]
+
+
+def end_rows(ends: list[DeliveryEnd], owner: str, now: int) -> list[tuple]:
+    pending = DeliveryStatus.PENDING
+    return [(e.notification_id, e.channel, e.status, e.reason,
+             e.retry_at if e.status == pending else now, owner,
+             None if e.status == pending else now) for e in ends]
+
+
+def kept_record(record: PushRecord) -> PushRecord:
+    """A dead token's record whose device was registered again after APNs gave up on it."""
+    return PushRecord(record.notification_id, record.device_id, record.channel,
+                      PushOutcome.FAILED, record.status,
+                      f"{record.reason} (registered again since; kept)")

@@ -1,0 +1,141 @@
+"""The device registry: its part of the store's interface, its SQL and its rows.
+
+Registrations and device lists are coalesced (`batching`), so a busy server makes one trip to
+the database for many requests. Mixed into `Store`, which sets `self.engine` before calling
+`__init__`. Must not validate what a client sends (the HTTP layer and the channels do).
+"""
+
+from collections.abc import Sequence
+
+from owlmetry.store.batching import Batcher
+from owlmetry.store.engine import Engine
+from owlmetry.store.rows import DeleteResult, Device, DeviceRegistration
+from owlmetry.store.users import why_missing
+
+# `Device`'s fields, in order.
+DEVICE_COLUMNS = ("id, channel, environment, app_version, device_model, os_version, "
+                  "last_seen_at, created_at")
+
+# (device_id, user_id, channel, token, environment, app_version, device_model, os_version, now)
+REGISTRATION_TYPES = ("text",) * 8 + ("bigint",)
+TOKEN = 3
+
+# The last-come registration of each token, for every row of the batch whose user exists.
+# Rows go in token order so that concurrent batches take index locks in one order.
+UPSERT_DEVICES = f"""
+WITH batch (id, user_id, channel, token, environment, app_version, device_model, os_version, seen)
+    AS ({{batch}})
+INSERT INTO user_devices (id, user_id, channel, token, environment,
+                          app_version, device_model, os_version, last_seen_at, created_at)
+SELECT b.id, u.id, b.channel, b.token, b.environment,
+       b.app_version, b.device_model, b.os_version, b.seen, b.seen
+FROM batch AS b JOIN users AS u ON u.id = b.user_id
+ORDER BY b.token
+ON CONFLICT (token) DO UPDATE SET
+    user_id      = excluded.user_id,
+    channel      = excluded.channel,
+    environment  = excluded.environment,
+    app_version  = excluded.app_version,
+    device_model = excluded.device_model,
+    os_version   = excluded.os_version,
+    last_seen_at = excluded.last_seen_at
+RETURNING token, {DEVICE_COLUMNS}
+"""
+
+# Rows (user_id, *Device) in list order per user, Device all NULL for a user without devices,
+# nothing for a user that does not exist. The batch is one column of user ids.
+DEVICES_OF_USERS_COLUMNS = """u.id, d.id, d.channel, d.environment, d.app_version, d.device_model,
+       d.os_version, d.last_seen_at, d.created_at"""
+DEVICES_OF_USERS_ORDER = "ORDER BY u.id, d.last_seen_at DESC, d.created_at DESC, d.id"
+DEVICES_OF_USERS = {
+    "sqlite": f"""
+SELECT {DEVICES_OF_USERS_COLUMNS}
+FROM users AS u LEFT JOIN user_devices AS d ON d.user_id = u.id
+WHERE u.id IN ({{batch}})
+{DEVICES_OF_USERS_ORDER}
+""",
+    # Each user's devices read through the (user_id, last_seen_at ...) index one user at a
+    # time: for a batch of users, the planner otherwise guesses from the table-wide average and
+    # scans every device. The inner ORDER BY keeps it from flattening the subquery.
+    "postgresql": f"""
+SELECT {DEVICES_OF_USERS_COLUMNS}
+FROM users AS u
+LEFT JOIN LATERAL (
+    SELECT * FROM user_devices
+    WHERE user_devices.user_id = u.id
+    ORDER BY last_seen_at DESC, created_at DESC, id
+) AS d ON true
+WHERE u.id = ANY($1::text[])
+{DEVICES_OF_USERS_ORDER}
+""",
+}
+
+DELETE_DEVICE = "DELETE FROM user_devices WHERE id = $1 AND user_id = $2 RETURNING id"
+
+
+class Devices:
+    engine: Engine
+
+    def __init__(self):
+        super().__init__()
+        self._registrations = Batcher(self._register_batch, concurrency=self.engine.concurrency)
+        self._device_lists = Batcher(self._list_batch, concurrency=self.engine.concurrency)
+
+    async def _finish_device_batches(self) -> None:
+        await self._registrations.wait_idle()
+        await self._device_lists.wait_idle()
+
+    async def register_device(
+        self, device_id: str, user_id: str, reg: DeviceRegistration, now: int
+    ) -> Device | None:
+        """Insert, or take over and refresh the row with that token, in one statement.
+
+        `device_id` is used only if the token is new. None when the user does not exist.
+        """
+        return await self._registrations.submit((
+            device_id, user_id, reg.channel, reg.token, reg.environment,
+            reg.app_version, reg.device_model, reg.os_version, now,
+        ))
+
+    async def _register_batch(self, rows: Sequence[tuple]) -> list[Device | None]:
+        # One statement may not touch a token twice, so the last request for a token goes in
+        # and the others with that token get its row, as if they had come just before it. If
+        # that last request's user is gone, the others go again in a next round.
+        results: list[Device | None] = [None] * len(rows)
+        waiting = range(len(rows))
+        while waiting:
+            last = {rows[i][TOKEN]: i for i in waiting}
+            # Rows of users that do not exist are skipped and come back as nothing.
+            stored = await self.engine.run_batched(
+                self.engine.write, UPSERT_DEVICES, REGISTRATION_TYPES,
+                [rows[i] for i in last.values()])
+            devices = {row[0]: Device(*row[1:]) for row in stored}
+            again = []
+            for i in waiting:
+                token = rows[i][TOKEN]
+                if token in devices:
+                    results[i] = devices[token]
+                elif last[token] != i:
+                    again.append(i)
+            waiting = again
+        return results
+
+    async def list_devices(self, user_id: str) -> list[Device] | None:
+        """The user's devices, newest `last_seen_at` first; None when the user does not exist."""
+        return await self._device_lists.submit(user_id)
+
+    async def _list_batch(self, user_ids: Sequence[str]) -> list[list[Device] | None]:
+        devices: dict[str, list[Device]] = {}
+        rows = await self.engine.run_batched(
+            self.engine.read, DEVICES_OF_USERS[self.engine.name], ("text",),
+            [(user_id,) for user_id in set(user_ids)])
+        for user_id, *device in rows:
+            found = devices.setdefault(user_id, [])
+            if device[0] is not None:
+                found.append(Device(*device))
+        return [devices.get(user_id) for user_id in user_ids]
+
+    async def delete_device(self, user_id: str, device_id: str) -> DeleteResult:
+        if await self.engine.write(DELETE_DEVICE, device_id, user_id):
+            return DeleteResult.DELETED
+        return DeleteResult(await why_missing(self.engine, user_id))

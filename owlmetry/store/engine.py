@@ -1,0 +1,93 @@
+"""What the store needs from a database engine: run statements, transactions, batches.
+
+An engine (`sqlite.SQLiteEngine`, `postgres.PostgresEngine`) owns its connections and its
+dialect: how parameters are written, how a whole batch of rows travels as parameters and
+becomes rows again (`{batch}` in a statement), row locks, unique violations, migration and
+backup. Statements are written with `$1`-style placeholders for both. This module must hold no
+statement of a feature: those live in the feature modules.
+"""
+
+import abc
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import ClassVar
+
+from owlmetry.store.rows import StoreError
+
+# `await run(sql, *params)` -> rows: a statement on a connection or in a transaction.
+Run = Callable[..., Awaitable[list]]
+
+
+class Engine(abc.ABC):
+    # The engine's name, as `check_database_url` says it: the key of a per-engine statement.
+    name: ClassVar[str]
+    # Added to a SELECT that picks rows to update: PostgreSQL skips rows another transaction
+    # holds (FOR UPDATE SKIP LOCKED); SQLite, with one writer, has none to skip.
+    skip_locked: ClassVar[str] = ""
+
+    def __init__(self, *, concurrency: int):
+        self.concurrency = concurrency  # statements worth running at once (the store's batches)
+        self._statements: dict[tuple, str] = {}
+
+    @abc.abstractmethod
+    async def close(self) -> None: ...
+
+    @abc.abstractmethod
+    async def migrate(self) -> None:
+        """Create or upgrade the schema (schema.sql); safe to run any number of times."""
+
+    async def backup(self, path: str) -> None:
+        """Write a consistent copy of the whole database to the new file `path`, while the
+        database is in use. StoreError where the engine has its own tools for this."""
+        raise StoreError("this database is backed up with its own tools")
+
+    @abc.abstractmethod
+    async def write(self, sql: str, *params) -> list:
+        """Run a statement that may change data, on its own (autocommit); return its rows."""
+
+    @abc.abstractmethod
+    async def read(self, sql: str, *params) -> list:
+        """Run a read-only statement; return its rows."""
+
+    async def execute(self, sql: str, *params) -> list:
+        """Any one statement on its own (autocommit): the raw-SQL door's, `Store.execute`."""
+        return await self.write(sql, *params)
+
+    async def write_lease(self, sql: str, *params) -> list:
+        """A claim or lease renewal: a write whose loss in a database crash only makes work
+        claimable again, so the engine may skip waiting for the disk."""
+        return await self.write(sql, *params)
+
+    @abc.abstractmethod
+    def transaction(self) -> AbstractAsyncContextManager[Run]:
+        """`async with engine.transaction() as run:` -- `await run(sql, *params)` -> rows, all
+        in one transaction that commits at the end of the block (or rolls back on an error)."""
+
+    @abc.abstractmethod
+    def is_unique_violation(self, exc: Exception) -> bool: ...
+
+    @abc.abstractmethod
+    def batch(self, types: tuple[str, ...], first: int = 1) -> str:
+        """SQL yielding one row per item of a batch passed as parameter(s) from `$first` on;
+        `types` are the columns' PostgreSQL types."""
+
+    @abc.abstractmethod
+    def batch_args(self, rows: Sequence[tuple], width: int) -> tuple:
+        """The parameter(s) that carry `rows` (tuples of `width` values) to `batch`."""
+
+    def batched(self, template: str, types: tuple[str, ...], first: int) -> str:
+        """`template` with `{batch}` filled in for a batch starting at `$first` (kept once made)."""
+        statement = self._statements.get((template, types, first))
+        if statement is None:
+            statement = template.format(batch=self.batch(types, first))
+            self._statements[(template, types, first)] = statement
+        return statement
+
+    async def run_batched(self, run: Run, template: str, types: tuple[str, ...],
+                          rows: Sequence[tuple], *params) -> list:
+        """Run `template` on `rows` with `run` (no-op when empty); `params` are its $1.., the
+        batch's parameters come after them."""
+        if not rows:
+            return []
+        return await run(self.batched(template, types, len(params) + 1), *params,
+                         *self.batch_args(rows, len(types)))

@@ -1,0 +1,123 @@
+-- Migration 1: the schema as releases before recorded migrations made it (their schema.sql,
+-- unchanged). A database from such a release runs it again, harmlessly: every statement is
+-- idempotent, and it fills in whatever an even older release had not made yet.
+
+CREATE TABLE IF NOT EXISTS settings (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS users (
+    id         TEXT PRIMARY KEY,
+    email      TEXT NOT NULL UNIQUE,          -- stored lower-case
+    created_at BIGINT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS api_keys (
+    id         TEXT PRIMARY KEY,
+    kind       TEXT NOT NULL CHECK (kind IN ('agent', 'server')),
+    name       TEXT,
+    key_hash   TEXT NOT NULL UNIQUE,          -- sha256 hex of the secret; the secret is never stored
+    created_at BIGINT NOT NULL,
+    revoked_at BIGINT
+);
+
+CREATE TABLE IF NOT EXISTS user_devices (
+    id           TEXT PRIMARY KEY,
+    user_id      TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    channel      TEXT NOT NULL,
+    token        TEXT NOT NULL,                -- lower-case hex for ios_push; never leaves the server
+    environment  TEXT NOT NULL CHECK (environment IN ('production', 'sandbox')),
+    app_version  TEXT,
+    device_model TEXT,
+    os_version   TEXT,
+    last_seen_at BIGINT NOT NULL,
+    created_at   BIGINT NOT NULL
+);
+
+-- The token is the registry's key: one row per token, whoever registered it last owns it.
+CREATE UNIQUE INDEX IF NOT EXISTS user_devices_token ON user_devices (token);
+
+-- A user's devices in list order (GET /v1/devices), and every fan-out's device lookup.
+CREATE INDEX IF NOT EXISTS user_devices_user
+    ON user_devices (user_id, last_seen_at DESC, created_at DESC, id);
+
+-- The inbox: one row per recipient of a notification. `data` is the producer's JSON object
+-- (text), sent with the push but never listed. Soft-deleted rows keep `deleted_at`.
+CREATE TABLE IF NOT EXISTS notifications (
+    id         TEXT PRIMARY KEY,
+    user_id    TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    type       TEXT NOT NULL,
+    title      TEXT NOT NULL,
+    body       TEXT,
+    link       TEXT,
+    data       TEXT,
+    team_id    TEXT,
+    read_at    BIGINT,
+    deleted_at BIGINT,
+    created_at BIGINT NOT NULL
+);
+
+-- A user's inbox newest first, paged by the keyset (created_at, id).
+CREATE INDEX IF NOT EXISTS notifications_inbox
+    ON notifications (user_id, created_at DESC, id DESC) WHERE deleted_at IS NULL;
+
+-- Unread counts: the badge of every push and GET /v1/notifications/unread-count.
+CREATE INDEX IF NOT EXISTS notifications_unread
+    ON notifications (user_id, type) WHERE read_at IS NULL AND deleted_at IS NULL;
+
+-- The work queue: one row per notification and channel, pending -> sent | failed | skipped.
+-- A pending row may be claimed once `available_at` has passed; a claim pushes `available_at`
+-- one lease ahead (renewed while the work runs), so work abandoned by a crashed process
+-- becomes claimable again by itself, and a retry after a backoff is the same column.
+CREATE TABLE IF NOT EXISTS notification_deliveries (
+    notification_id TEXT NOT NULL REFERENCES notifications (id) ON DELETE CASCADE,
+    channel         TEXT NOT NULL,
+    status          TEXT NOT NULL CHECK (status IN ('pending', 'sent', 'failed', 'skipped')),
+    reason          TEXT,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    claimed_by      TEXT,            -- the dispatcher holding (or that last held) the lease
+    available_at    BIGINT NOT NULL,
+    created_at      BIGINT NOT NULL,
+    finished_at     BIGINT,
+    PRIMARY KEY (notification_id, channel)
+);
+
+CREATE INDEX IF NOT EXISTS notification_deliveries_queue
+    ON notification_deliveries (available_at) WHERE status = 'pending';
+
+-- One row per device a delivery reached with a final answer, so a fan-out resumed after a
+-- crash skips the devices already answered. No foreign keys: a dead token's device row is
+-- deleted and the record of why stays; and these rows are written thousands a second, so the
+-- insert itself joins the notification instead of a per-row key check (records of a user
+-- deleted with their notifications are left behind).
+CREATE TABLE IF NOT EXISTS notification_pushes (
+    notification_id TEXT NOT NULL,
+    device_id       TEXT NOT NULL,
+    channel         TEXT NOT NULL,
+    outcome         TEXT NOT NULL CHECK (outcome IN ('delivered', 'removed', 'failed', 'skipped')),
+    status          INTEGER,
+    reason          TEXT,
+    answered_at     BIGINT NOT NULL,
+    PRIMARY KEY (notification_id, device_id)
+);
+
+-- Email login codes (POST /v1/auth/send-code, /v1/auth/verify-code). Only a keyed hash of a
+-- code is kept, so a copy of the database does not give codes away. A row stays for the
+-- rate-limit window (an hour) whether used, expired or voided, since every code sent counts
+-- against the limit; older rows are deleted on a later send. `email` need not be a user's.
+CREATE TABLE IF NOT EXISTS login_codes (
+    id         TEXT PRIMARY KEY,
+    email      TEXT NOT NULL,                 -- lower-case
+    code_hash  TEXT NOT NULL,                 -- HMAC-SHA256 hex of email and code (login_codes.py)
+    attempts   INTEGER NOT NULL DEFAULT 0,    -- verifications tried while it was outstanding
+    created_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL,
+    used_at    BIGINT
+);
+
+-- An email's codes in the window (the rate limit, and every verification).
+CREATE INDEX IF NOT EXISTS login_codes_email ON login_codes (email, created_at);
+
+-- The clean-up of rows past the window, every email's at once.
+CREATE INDEX IF NOT EXISTS login_codes_created ON login_codes (created_at);

@@ -1,0 +1,203 @@
+"""The store's vocabulary: the rows it hands out and takes in, its enums and its errors.
+
+Every module of the store and every caller shares these. The enums are `StrEnum`s, so a member
+is the very string the database stores and the API shows. Nothing here knows SQL, HTTP or JSON.
+"""
+
+import enum
+from dataclasses import dataclass
+
+
+class StoreError(Exception):
+    """A failure the caller can explain to a person (bad URL, unreachable database, ...)."""
+
+
+class EmailTaken(StoreError):
+    pass
+
+
+class DeliveryStatus(enum.StrEnum):
+    """Where a delivery (a notification on one channel) stands."""
+
+    PENDING = "pending"  # queued: due, leased by a dispatcher, or waiting out a backoff
+    SENT = "sent"  # at least one device took it
+    FAILED = "failed"
+    SKIPPED = "skipped"  # nothing to send to, or the channel cannot send
+
+
+class PushOutcome(enum.StrEnum):
+    """What one device's send came to."""
+
+    DELIVERED = "delivered"
+    REMOVED = "removed"  # the token is dead: its device row is deleted
+    FAILED = "failed"  # permanent; the reason says why
+    SKIPPED = "skipped"  # the channel cannot send (say, no credentials)
+    RETRY = "retry"  # transient: the dispatcher sends again later; never stored
+
+
+# The outcomes a device's answer is stored with, in the order reports list them.
+RECORDED_OUTCOMES = (PushOutcome.DELIVERED, PushOutcome.REMOVED, PushOutcome.FAILED,
+                     PushOutcome.SKIPPED)
+
+
+class Missing(enum.StrEnum):
+    """Why a row of a user's was not found."""
+
+    NOT_FOUND = "not_found"  # no such row, or another user's
+    NO_USER = "no_user"  # the caller's user no longer exists
+
+
+class DeleteResult(enum.StrEnum):
+    """What a delete came to."""
+
+    DELETED = "deleted"
+    NOT_FOUND = Missing.NOT_FOUND.value
+    NO_USER = Missing.NO_USER.value
+
+
+class ReadState(enum.StrEnum):
+    """Which of a user's notifications an inbox list shows."""
+
+    ALL = "all"
+    UNREAD = "unread"
+    READ = "read"
+
+
+class PendingState(enum.StrEnum):
+    """Pending deliveries as /metrics counts them."""
+
+    DUE = "due"  # claimable now
+    LATER = "later"  # leased by a dispatcher, or waiting out a retry backoff
+
+
+@dataclass(frozen=True, slots=True)
+class User:
+    id: str
+    email: str
+    created_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    id: str
+    kind: str  # "agent" | "server"
+    name: str | None
+    created_at: int
+    revoked_at: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceRegistration:
+    """What a client sends to register or refresh a device, already validated."""
+
+    channel: str
+    token: str
+    environment: str
+    app_version: str | None
+    device_model: str | None
+    os_version: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Device:
+    """A registry row as the API shows it: everything but the token."""
+
+    id: str
+    channel: str
+    environment: str
+    app_version: str | None
+    device_model: str | None
+    os_version: str | None
+    last_seen_at: int
+    created_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class NotificationContent:
+    """What a producer says, the same for every recipient; `data` is a JSON object or None."""
+
+    type: str
+    title: str
+    body: str | None = None
+    link: str | None = None
+    data: dict | None = None
+    team_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Notification:
+    """An inbox row as the API shows it (`data` is never listed)."""
+
+    id: str
+    type: str
+    title: str
+    body: str | None
+    link: str | None
+    team_id: str | None
+    read_at: int | None
+    created_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class PushTarget:
+    """A device a delivery must still reach."""
+
+    device_id: str
+    token: str
+    environment: str
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A pending delivery this process now holds the lease of, with everything needed to do it.
+
+    `targets` are the recipient's devices of the channel that have no final answer yet;
+    `earlier` counts the outcomes recorded by earlier attempts (a crash, a retry).
+    """
+
+    notification_id: str
+    channel: str
+    attempts: int
+    user_id: str
+    content: NotificationContent
+    unread: int
+    targets: list[PushTarget]
+    earlier: dict[PushOutcome, int]
+
+
+@dataclass(frozen=True, slots=True)
+class PushRecord:
+    """A device's final answer for a delivery (never RETRY). `invalid_since` (ms) marks a dead
+    token: its device row is deleted unless it was registered again after that moment."""
+
+    notification_id: str
+    device_id: str
+    channel: str
+    outcome: PushOutcome
+    status: int | None
+    reason: str | None
+    invalid_since: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryEnd:
+    """A claimed delivery's next state: finished (`status`), or back in the queue at `retry_at`
+    (status PENDING)."""
+
+    notification_id: str
+    channel: str
+    status: DeliveryStatus
+    reason: str | None
+    retry_at: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """Where a set of notifications stands: deliveries by status, device answers by outcome."""
+
+    deliveries: dict[DeliveryStatus, int]
+    pushes: dict[PushOutcome, int]
+
+    @property
+    def done(self) -> bool:
+        return not self.deliveries.get(DeliveryStatus.PENDING)

@@ -1,0 +1,91 @@
+"""The schema and its versions: schema.sql for a new database, ordered migrations for an old one.
+
+`schema.sql` (at the repository's top; inside the package once installed) is the whole schema
+of this release, what a new database is made from. `migrations/NNNN_name.sql` are the steps
+that bring a database of an earlier release to it, one version each, recorded in
+`schema_migrations`; a step whose SQL differs per engine comes as `NNNN_name.sqlite.sql` and
+`NNNN_name.postgresql.sql`. Version 1 is the schema releases had before versions were recorded.
+`upgrade_script` says what a database at a given version must run; the engines run it, under
+their own lock, in one transaction. This module imports nothing of the store.
+"""
+
+import functools
+import re
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+MIGRATION_FILE = re.compile(r"(\d{4})_([a-z0-9_]+?)(?:\.(sqlite|postgresql))?\.sql")
+ENGINES = ("sqlite", "postgresql")
+
+VERSION_TABLE = "schema_migrations"
+CURRENT_VERSION = f"SELECT max(version) FROM {VERSION_TABLE}"
+# A database with this table and no VERSION_TABLE is from a release before versions were
+# recorded: it runs every migration, the first again (to fill in anything an older one lacked).
+LEGACY_TABLE = "users"
+
+
+@dataclass(frozen=True)
+class Migration:
+    version: int
+    name: str
+    scripts: dict[str, str]  # by engine name
+
+    def record(self, now_ms: int) -> str:
+        return (f"INSERT INTO {VERSION_TABLE} (version, name, applied_at) "
+                f"VALUES ({self.version}, '{self.name}', {now_ms});")
+
+
+def schema_sql() -> str:
+    """schema.sql: inside the package once installed (setup.py copies it), else at the
+    checkout's top."""
+    installed = resources.files("owlmetry").joinpath("schema.sql")
+    if installed.is_file():
+        return installed.read_text()
+    return (Path(__file__).resolve().parents[2] / "schema.sql").read_text()
+
+
+@functools.cache
+def migrations() -> tuple[Migration, ...]:
+    """Every migration, oldest first; versions run 1, 2, 3... with no gap."""
+    found: dict[int, tuple[str, dict[str, str]]] = {}
+    for entry in resources.files(__package__).joinpath("migrations").iterdir():
+        match = MIGRATION_FILE.fullmatch(entry.name)
+        if match is None:
+            continue
+        version, name, engine = int(match[1]), match[2], match[3]
+        _, scripts = found.setdefault(version, (name, {}))
+        for each in (engine,) if engine else ENGINES:
+            scripts[each] = entry.read_text()
+    ordered = tuple(Migration(v, name, scripts) for v, (name, scripts) in sorted(found.items()))
+    for expected, migration in enumerate(ordered, start=1):
+        if migration.version != expected or set(migration.scripts) != set(ENGINES):
+            raise RuntimeError(f"owlmetry/store/migrations: version {expected} is missing or "
+                               "lacks a script for an engine")
+    return ordered
+
+
+def latest_version() -> int:
+    return migrations()[-1].version
+
+
+def database_version(tables: set[str], recorded: int | None) -> int | None:
+    """A database's version from the tables it has and the highest version it recorded:
+    None for a new database, 0 for one older than recorded versions."""
+    if VERSION_TABLE in tables:
+        return recorded or 0
+    return 0 if LEGACY_TABLE in tables else None
+
+
+def upgrade_script(engine: str, version: int | None, now_ms: int) -> str | None:
+    """The SQL that brings a database at `version` (None: a new, empty database) to the latest
+    version and records it; None when it is there already."""
+    if version is None:
+        steps, scripts = migrations(), [schema_sql()]
+    else:
+        steps = [m for m in migrations() if m.version > version]
+        scripts = [m.scripts[engine] for m in steps]
+    if not steps:
+        return None
+    # Recorded after every script: the first ones run before the version table exists.
+    return "\n".join([*scripts, *(m.record(now_ms) for m in steps)])

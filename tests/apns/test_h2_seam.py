@@ -1,0 +1,133 @@
+"""The h2 seam: hand-built frames and h2's own leave in the order they were made, and an h2 whose
+internals moved makes the import fail loudly."""
+
+import asyncio
+from types import SimpleNamespace
+
+import h2
+import h2.config
+import h2.connection
+import h2.events
+import pytest
+from h2.errors import ErrorCodes
+from hyperframe.frame import Frame
+
+from owlmetry.apns import h2_seam, wire
+from owlmetry.apns.connection import Connection, StreamFailure
+from owlmetry.apns.h2_seam import ClientH2
+from owlmetry.apns.token import ProviderToken
+
+from .identity import KEY_ID, TEAM_ID
+
+BLOCK = b"\x83\x87\x84\x01\x09localhost"  # POST https / localhost
+
+
+def frames(data: bytes) -> list[tuple[str, int]]:
+    """(frame type, stream id) of every frame in `data`, client preface skipped."""
+    preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+    view, out = memoryview(data.removeprefix(preface)), []
+    while view:
+        frame, length = Frame.parse_frame_header(view[:9])
+        frame.parse_body(view[9:9 + length])
+        out.append((type(frame).__name__, frame.stream_id))
+        view = view[9 + length:]
+    return out
+
+
+def server() -> h2.connection.H2Connection:
+    peer = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False,
+                                                                header_encoding=None))
+    peer.initiate_connection()
+    return peer
+
+
+def connected_client() -> tuple[ClientH2, h2.connection.H2Connection]:
+    client, peer = ClientH2({}, 1 << 20), server()
+    client.initiate_connection()
+    peer.receive_data(client.data_to_send())
+    client.receive_data(peer.data_to_send())
+    peer.receive_data(client.data_to_send())
+    return client, peer
+
+
+def test_frames_leave_in_the_order_they_were_made():
+    client, peer = connected_client()
+    client.ping(b"12345678")  # h2's, before the hand-built request
+    assert client.send_request(1, BLOCK, b"{}")
+    client.reset_stream(1, ErrorCodes.CANCEL)  # h2's, after it
+    client.send_headers(3, ((b"", BLOCK),))  # h2's public path for the next stream
+    client.send_data(3, b"{}", end_stream=True)
+    assert client.send_request(5, BLOCK, b"{}")
+    data = client.data_to_send()
+    assert frames(data) == [("PingFrame", 0), ("HeadersFrame", 1), ("DataFrame", 1),
+                            ("RstStreamFrame", 1), ("HeadersFrame", 3), ("DataFrame", 3),
+                            ("HeadersFrame", 5), ("DataFrame", 5)]
+    peer.receive_data(data)  # a peer's h2 takes it as a valid sequence
+    assert client.data_to_send() == b""
+
+
+def test_data_to_send_by_amount_keeps_the_order():
+    client, _ = connected_client()
+    client.ping(b"12345678")
+    assert client.send_request(1, BLOCK, b"{}")
+    client.ping(b"87654321")
+    whole = b""
+    while chunk := client.data_to_send(7):
+        whole += chunk
+    assert frames(whole) == [("PingFrame", 0), ("HeadersFrame", 1), ("DataFrame", 1),
+                             ("PingFrame", 0)]
+
+
+async def test_a_stream_reset_in_the_tick_it_opened_goes_out_after_its_headers(auth_key):
+    """A push submitted and timed out before the connection's next write: its RST_STREAM
+    (made by h2) must follow its HEADERS (hand-built) on the wire."""
+    writes = []
+    transport = SimpleNamespace(write=writes.append, is_closing=lambda: False,
+                                get_extra_info=lambda name: None)
+    conn = Connection("localhost", 443, ProviderToken(KEY_ID, TEAM_ID, auth_key), 10,
+                      on_change=lambda: None, on_lost=lambda conn: None)
+    conn.connection_made(transport)
+    peer = server()
+    peer.receive_data(b"".join(writes))
+    conn.data_received(peer.data_to_send())
+    assert conn.usable
+    writes.clear()
+    loop = asyncio.get_running_loop()
+    push = SimpleNamespace(fut=loop.create_future(), deadline=loop.time(),
+                           request=wire.Request(wire.path_field("ab" * 32), b"", b"{}"))
+    conn.submit(push)
+    conn.expire(loop.time())
+    data = b"".join(writes)
+    assert [f for f in frames(data) if f[1]] == [("HeadersFrame", 1), ("DataFrame", 1),
+                                                 ("RstStreamFrame", 1)]
+    events = peer.receive_data(data)
+    assert [type(e) for e in events if e.stream_id] == [
+        h2.events.RequestReceived, h2.events.DataReceived, h2.events.StreamEnded,
+        h2.events.StreamReset]
+    assert push.fut.result() is StreamFailure.TIMEOUT
+
+
+def test_the_import_check_passes_on_the_installed_h2():
+    h2_seam._check_at_import()
+
+
+def test_a_missing_internal_fails_the_import_naming_h2_and_the_internal(monkeypatch):
+    monkeypatch.delattr(h2.connection.H2Connection, "_begin_new_stream")
+    with pytest.raises(ImportError, match=rf"h2 {h2.__version__}.*_begin_new_stream"):
+        h2_seam._check_at_import()
+
+
+def test_a_changed_signature_fails_the_import(monkeypatch):
+    monkeypatch.setattr(h2.connection.H2Connection, "_receive_goaway_frame",
+                        lambda self, frame, extra: None)
+    with pytest.raises(ImportError, match="_receive_goaway_frame"):
+        h2_seam._check_at_import()
+
+
+def test_an_internal_that_behaves_differently_fails_the_import(monkeypatch):
+    # As if h2 no longer looked up how a forgotten stream ended: a late frame for a stream
+    # this side reset would now fail the whole connection.
+    monkeypatch.setattr(h2.connection.H2Connection, "_stream_closed_by",
+                        lambda self, stream_id: None)
+    with pytest.raises(ImportError, match=rf"h2 {h2.__version__}"):
+        h2_seam._check_at_import()

@@ -1,0 +1,177 @@
+"""Schema upgrades as an operator meets them: a database of release 0.1 (the last before
+versions were recorded), holding real rows, upgraded in place by `migrate` on both engines."""
+
+import sqlite3
+import uuid
+from pathlib import Path
+
+import asyncpg
+
+from owlmetry.config import Config
+from owlmetry.credentials import UserTokens, jwt_secret
+from owlmetry.http.app import create_app
+from owlmetry.store import latest_version, open_store
+from owlmetry.store.schema import migrations
+
+RELEASE_0_1 = (Path(__file__).parent / "schema_0_1.sql").read_text()
+T0 = 1_700_000_000_000
+DAY = 24 * 60 * 60 * 1000
+USER, OTHER = str(uuid.uuid4()), str(uuid.uuid4())
+# Row ids are uuids, as routes take no other: d1..d3 devices, n1..n4 notifications.
+D1, D2, D3, N1, N2, N3, N4 = (str(uuid.uuid4()) for _ in range(7))
+# What release 0.1 wrote, table by table, in its own columns.
+ROWS_0_1 = {
+    "users": [(USER, "alice@example.com", T0), (OTHER, "bob@example.com", T0 + 1)],
+    "api_keys": [("k1", "server", "producer", "ab" * 32, T0, None)],
+    "user_devices": [
+        (D1, USER, "ios_push", "a1" * 32, "production", "1.4", "iPhone16,2", "18.1", T0 + 5, T0),
+        (D2, USER, "ios_push", "b2" * 32, "sandbox", None, None, None, T0 + 6, T0 + 6),
+        (D3, OTHER, "ios_push", "c3" * 32, "production", None, None, None, T0 + 7, T0 + 7),
+    ],
+    "notifications": [
+        (N1, USER, "feedback.new", "Unread", "b", "/f/1", '{"k": 1}', None, None, None, T0 + 10),
+        (N2, USER, "feedback.new", "Read", None, None, None, "t1", T0 + 20, None, T0 + 11),
+        (N3, USER, "issue.new", "Deleted", None, None, None, None, None, T0 + 21, T0 + 12),
+        (N4, OTHER, "feedback.new", "Queued", None, None, None, None, None, None, T0 + 13),
+    ],
+    "notification_deliveries": [
+        (N1, "ios_push", "sent", None, 1, "dispatcher-a", T0 + 30, T0 + 10, T0 + 30),
+        (N2, "ios_push", "failed", "no device accepted it (1 failed)", 6, "dispatcher-a",
+         T0 + 40, T0 + 11, T0 + 40),
+        (N4, "ios_push", "pending", None, 0, None, T0 + 13, T0 + 13, None),
+    ],
+    "notification_pushes": [
+        (N1, D1, "ios_push", "delivered", 200, None, T0 + 30),
+        (N2, D2, "ios_push", "failed", 400, "BadTopic", T0 + 40),
+    ],
+    "login_codes": [("c1", "alice@example.com", "ff" * 32, 1, T0, T0 + 600_000, None)],
+    "settings": [("jwt_secret", "a-secret-release-0.1-made-itself-long-enough")],
+}
+
+
+async def run_script(database_url: str, script: str) -> None:
+    if database_url.startswith("sqlite"):
+        with sqlite3.connect(database_url[len("sqlite:///"):]) as db:
+            db.executescript(script)
+        return
+    db = await asyncpg.connect(database_url)
+    try:
+        await db.execute(script)
+    finally:
+        await db.close()
+
+
+def insert(table: str, row: tuple) -> str:
+    values = ", ".join("NULL" if v is None else str(v) if isinstance(v, int)
+                       else "'" + v.replace("'", "''") + "'" for v in row)
+    return f"INSERT INTO {table} VALUES ({values});"
+
+
+async def build_release_0_1(database_url: str, rows: dict | None = None) -> None:
+    """A database as release 0.1 left it: its schema, its schema digest, and `rows`."""
+    statements = [insert(table, row) for table, table_rows in (rows or {}).items()
+                  for row in table_rows]
+    await run_script(database_url, "\n".join([
+        RELEASE_0_1, "INSERT INTO settings VALUES ('schema_sha256', 'digest-of-release-0.1');",
+        *statements]))
+
+
+async def schema_shape(store) -> dict:
+    """Tables' columns (name, type, not null, default) and indexes, as the engine describes
+    them: two databases of the same schema have the same shape, however they got it."""
+    if store.engine.name == "sqlite":
+        tables = [name for (name,) in await store.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+        shape = {table: sorted(tuple(column[1:]) for column in await store.execute(
+            f"SELECT * FROM pragma_table_info('{table}')")) for table in tables}
+        shape["indexes"] = sorted(await store.execute(
+            "SELECT name, tbl_name, sql FROM sqlite_master WHERE type = 'index'"))
+        return shape
+    columns = await store.execute(
+        "SELECT table_name, column_name, data_type, is_nullable, column_default "
+        "FROM information_schema.columns WHERE table_schema = current_schema()")
+    shape = {}
+    for table, *column in sorted(columns):
+        shape.setdefault(table, []).append(tuple(column))
+    shape["indexes"] = sorted(await store.execute(
+        "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = current_schema()"))
+    shape["constraints"] = sorted(await store.execute(
+        "SELECT conrelid::regclass::text, pg_get_constraintdef(oid) FROM pg_constraint "
+        "WHERE connamespace = current_schema()::regnamespace"))
+    return shape
+
+
+async def recorded_versions(store) -> list[int]:
+    return [v for (v,) in await store.execute(
+        "SELECT version FROM schema_migrations ORDER BY version")]
+
+
+async def test_a_new_database_records_every_version(store):
+    assert await recorded_versions(store) == [m.version for m in migrations()]
+    assert latest_version() == migrations()[-1].version >= 2
+
+
+async def test_a_release_0_1_database_upgrades_in_place_and_loses_nothing(database_url):
+    await build_release_0_1(database_url, ROWS_0_1)
+    store = await open_store(database_url)
+    try:
+        await store.migrate()
+        assert await recorded_versions(store) == [m.version for m in migrations()]
+        for table, rows in ROWS_0_1.items():
+            width = len(rows[0])
+            kept = await store.execute(f"SELECT * FROM {table}")
+            assert sorted(row[:width] for row in kept) == sorted(rows), table
+        assert await store.execute(
+            "SELECT value FROM settings WHERE key = 'schema_sha256'") == []
+        secret = await jwt_secret(store, None)
+    finally:
+        await store.close()
+    assert secret == "a-secret-release-0.1-made-itself-long-enough"
+
+
+async def test_the_upgraded_database_serves_every_route(database_url, aiohttp_client):
+    await build_release_0_1(database_url, ROWS_0_1)
+    client = await aiohttp_client(create_app(Config(database_url=database_url)))
+    token = UserTokens(ROWS_0_1["settings"][0][1]).issue(USER, "alice@example.com")
+    headers = {"Authorization": f"Bearer {token}"}
+
+    devices = (await (await client.get("/v1/devices", headers=headers)).json())["devices"]
+    assert [d["id"] for d in devices] == [D2, D1]
+    inbox = await (await client.get("/v1/notifications?read_state=all",
+                                    headers=headers)).json()
+    assert [n["id"] for n in inbox["notifications"]] == [N2, N1]
+    assert await (await client.get("/v1/notifications/unread-count", headers=headers)).json() \
+        == {"count": 1}
+    answer = await client.post("/v1/devices", headers=headers, json={
+        "channel": "ios_push", "token": "a1" * 32, "environment": "sandbox"})
+    assert answer.status == 201 and (await answer.json())["device"]["id"] == D1
+    assert (await client.delete(f"/v1/notifications/{N1}", headers=headers)).status == 200
+    assert (await client.get("/healthz")).status == 200
+
+
+async def test_upgraded_and_new_databases_have_the_same_schema(database_url, tmp_path):
+    await build_release_0_1(database_url)
+    upgraded = await open_store(database_url)
+    try:
+        await upgraded.migrate()
+        upgraded_shape = await schema_shape(upgraded)
+        if upgraded.engine.name == "postgresql":
+            await upgraded.execute("DROP SCHEMA public CASCADE")
+            await upgraded.execute("CREATE SCHEMA public")
+            new_url = database_url
+        else:
+            new_url = f"sqlite:///{tmp_path}/new.db"
+    finally:
+        await upgraded.close()
+    new = await open_store(new_url)
+    try:
+        await new.migrate()
+        assert await schema_shape(new) == upgraded_shape
+    finally:
+        await new.close()
+
+
+async def test_migrate_again_changes_nothing(store):
+    before = await recorded_versions(store)
+    await store.migrate()
+    assert await recorded_versions(store) == before
