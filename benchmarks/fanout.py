@@ -5,6 +5,7 @@ in the same run and against the same mock, the APNs pool alone sending as many p
 
     python benchmarks/fanout.py [--backend sqlite|postgresql|both] [--runs 3] [--users 10000]
         [--seed 1] [--connections 4] [--poll-ms 20]
+        [--unread N]       # every recipient has N unread notifications beforehand (not timed)
         [--py-spy DIR]     # + one extra fan-out per backend under py-spy (--gil), summarized
         [--statements]     # + one extra fan-out per backend with every database call timed
 
@@ -18,7 +19,9 @@ backend, --runs pairs, the whole script holding /tmp/owl-bench.lock (flock):
    database in one throwaway cluster with PostgreSQL's default durable settings, unpinned):
    10,000 users and their 1-3 production devices (seeded random, the same N tokens as step 1),
    written through the store (users in one batched INSERT with `store.execute_batch`, devices
-   with `register_device`), and a server API key (`owlmetry keys create`); not timed. Then a fresh
+   with `register_device`), and a server API key (`owlmetry keys create`); with --unread N, N
+   unread notifications per user and the unread counts that go with them (batched INSERTs with
+   `store.execute_batch`, then ANALYZE, as a database in use has statistics); not timed. Then a fresh
    `owlmetry serve` pinned to core 0 (`taskset -c 0`), APNS_* pointing at the mock for both
    environments, APNS_CA_FILE = the mock's certificate. This script pins itself to core 1
    (with the mock) while it measures. Reset the mock's counters, send one POST
@@ -60,6 +63,7 @@ import profiling
 from harness import CLIENT_CORE, SERVER_CORE, STREAMS_PER_CONNECTION
 from owlmetry.clock import now_ms
 from owlmetry.ids import new_id
+from owlmetry.retention import DAY_MS
 from owlmetry.store import DeviceRegistration, open_store
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -68,6 +72,20 @@ INSERT_USERS = """
 WITH batch (id, email, created_at) AS ({batch})
 INSERT INTO users (id, email, created_at) SELECT id, email, created_at FROM batch
 """
+# --unread: old notifications, unread, written user after user with ids in the same order, so
+# that every index grows at its end (random ids into 100 million rows would make the seeding,
+# not the run, the benchmark). Their unread counts come with them, as the enqueue keeps them.
+INSERT_UNREAD = """
+WITH batch (id, user_id, created_at) AS ({batch})
+INSERT INTO notifications (id, user_id, type, title, created_at)
+SELECT id, user_id, 'bench.old', 'Unread', created_at FROM batch
+"""
+INSERT_UNREAD_COUNTS = """
+WITH batch (user_id, unread) AS ({batch})
+INSERT INTO unread_counts (user_id, unread) SELECT user_id, unread FROM batch
+"""
+UNREAD_ROWS_PER_STATEMENT = 50_000
+
 # Is anything still pending? Stops at the first pending row, so each poll costs the database
 # (which shares core 1 with the mock) next to nothing; a count(*) every 20 ms did not.
 PENDING = """
@@ -119,8 +137,24 @@ def plan(users: int, seed: int) -> list[int]:
     return [rng.randint(1, 3) for _ in range(users)]
 
 
-async def seed_database(url: str, per_user: list[int]) -> list[str]:
-    """Users and their production devices (token i = the harness's token(i)); the user ids."""
+async def seed_unread(store, user_ids: list[str], unread: int, now: int) -> None:
+    """`unread` unread notifications for each user, and their counts."""
+    rows = []
+    for user_id in sorted(user_ids):
+        for k in range(unread):
+            rows.append((f"{user_id}-{k:08d}", user_id, now - DAY_MS - k))
+            if len(rows) == UNREAD_ROWS_PER_STATEMENT:
+                await store.execute_batch(INSERT_UNREAD, ("text", "text", "bigint"), rows)
+                rows = []
+    await store.execute_batch(INSERT_UNREAD, ("text", "text", "bigint"), rows)
+    await store.execute_batch(INSERT_UNREAD_COUNTS, ("text", "bigint"),
+                              [(user_id, unread) for user_id in user_ids])
+    await store.execute("ANALYZE")
+
+
+async def seed_database(url: str, per_user: list[int], unread: int = 0) -> list[str]:
+    """Users and their production devices (token i = the harness's token(i)), and `unread`
+    unread notifications each; the user ids."""
     store = await open_store(url)
     try:
         await store.migrate()
@@ -140,7 +174,10 @@ async def seed_database(url: str, per_user: list[int]) -> list[str]:
         stored = await asyncio.gather(*registrations)
         if any(device is None for device in stored):
             raise RuntimeError("a seeded device's user does not exist")
-        return [user_id for user_id, _, _ in users]
+        user_ids = [user_id for user_id, _, _ in users]
+        if unread:
+            await seed_unread(store, user_ids, unread, now)
+        return user_ids
     finally:
         await store.close()
 
@@ -256,7 +293,7 @@ def fresh_fanout(kind: str, backend: str, database: str, db_pid: int | None,
     kind: "timed", "py-spy" (the server sampled) or "statements" (its database calls timed)."""
     n_devices = sum(per_user)
     t = time.perf_counter()
-    user_ids = asyncio.run(seed_database(database, per_user))
+    user_ids = asyncio.run(seed_database(database, per_user, args.unread))
     api_key = harness.owlmetry_cli("keys", "create", "--kind", "server", "--name", "fanout bench",
                                    "--database", database)
     seeded_s = time.perf_counter() - t
@@ -324,6 +361,7 @@ def bench_backend(backend: str, new_database, db_pid: int | None, mock: harness.
         print(f"[{backend}] statements timed: {r['per_second']:,.0f} devices/s", file=sys.stderr)
     result = summarize(backend, version, len(per_user), n_devices, pool_runs, runs, profile)
     result["statements"] = statements
+    result["unread_per_user"] = args.unread
     if statements:
         result["problems"] += statements["problems"]
     return result
@@ -362,7 +400,8 @@ def summarize(backend, version, n_users, n_devices, pool_runs, runs, profile) ->
 
 def print_report(results: list[dict], args) -> None:
     for r in results:
-        print(f"code ({r['backend']}): {r['code']}; {r['users']:,} users, {r['devices']:,} devices")
+        print(f"code ({r['backend']}): {r['code']}; {r['users']:,} users, {r['devices']:,} devices, "
+              f"{r['unread_per_user']:,} unread notifications each beforehand")
     print()
     print("| backend | devices/s end-to-end | end-to-end s | POST ms | first push ms | "
           "last push answered ms | server CPU s (loop + other threads) | DB CPU s | "
@@ -408,6 +447,8 @@ def parse_args(argv=None):
                              "(default 3, or $RUNS)")
     parser.add_argument("--users", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=1, help="seeds the 1-3 devices per user")
+    parser.add_argument("--unread", type=int, default=0, metavar="N",
+                        help="every recipient has N unread notifications beforehand (default 0)")
     parser.add_argument("--connections", type=int, default=4,
                         help="APNS_CONNECTIONS of the server and of the pool alone (default 4)")
     parser.add_argument("--poll-ms", type=float, default=20, help="poll interval (default 20)")
