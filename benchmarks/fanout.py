@@ -62,7 +62,7 @@ import harness
 import profiling
 from harness import CLIENT_CORE, SERVER_CORE, STREAMS_PER_CONNECTION
 from owlmetry.clock import now_ms
-from owlmetry.ids import new_id
+from owlmetry.ids import new_id, new_ordered_id
 from owlmetry.retention import DAY_MS
 from owlmetry.store import DeviceRegistration, open_store
 
@@ -72,9 +72,10 @@ INSERT_USERS = """
 WITH batch (id, email, created_at) AS ({batch})
 INSERT INTO users (id, email, created_at) SELECT id, email, created_at FROM batch
 """
-# --unread: old notifications, unread, written user after user with ids in the same order, so
-# that every index grows at its end (random ids into 100 million rows would make the seeding,
-# not the run, the benchmark). Their unread counts come with them, as the enqueue keeps them.
+# --unread: old notifications, unread, written user after user, with time-ordered ids (as the
+# server makes them) and times that grow row by row, so that every index grows at its end
+# (random places in 100 million rows would make the seeding, not the run, the benchmark).
+# Their unread counts come with them, as the enqueue keeps them.
 INSERT_UNREAD = """
 WITH batch (id, user_id, created_at) AS ({batch})
 INSERT INTO notifications (id, user_id, type, title, created_at)
@@ -140,9 +141,11 @@ def plan(users: int, seed: int) -> list[int]:
 async def seed_unread(store, user_ids: list[str], unread: int, now: int) -> None:
     """`unread` unread notifications for each user, and their counts."""
     rows = []
+    made_at = now - DAY_MS - len(user_ids) * unread
     for user_id in sorted(user_ids):
-        for k in range(unread):
-            rows.append((f"{user_id}-{k:08d}", user_id, now - DAY_MS - k))
+        for _ in range(unread):
+            made_at += 1
+            rows.append((new_ordered_id(made_at), user_id, made_at))
             if len(rows) == UNREAD_ROWS_PER_STATEMENT:
                 await store.execute_batch(INSERT_UNREAD, ("text", "text", "bigint"), rows)
                 rows = []

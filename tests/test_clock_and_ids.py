@@ -6,7 +6,7 @@ import uuid
 import pytest
 
 from owlmetry.clock import iso_ms, parse_iso_ms
-from owlmetry.ids import new_id
+from owlmetry.ids import new_id, new_ordered_id
 
 
 def test_timestamps_are_utc_with_milliseconds_and_z():
@@ -71,3 +71,14 @@ def test_ids_are_distinct_random_uuid4s_across_refills():
     for text in ids:
         parsed = uuid.UUID(text)
         assert (parsed.version, parsed.variant, str(parsed)) == (4, uuid.RFC_4122, text)
+
+
+def test_ordered_ids_are_distinct_uuid7s_in_the_order_of_their_times():
+    ids = [new_ordered_id(1_700_000_000_000 + n // 100) for n in range(2000)]
+    assert len(set(ids)) == 2000
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert (parsed.version, parsed.variant, str(parsed)) == (7, uuid.RFC_4122, text)
+    by_time = [text[:13] for text in ids]  # the 48-bit time, as text
+    assert by_time == sorted(by_time)
+    assert int(ids[0].replace("-", "")[:12], 16) == 1_700_000_000_000

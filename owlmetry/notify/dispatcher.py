@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from owlmetry.backoff import backoff
 from owlmetry.clock import now_ms
 from owlmetry.config import Config
-from owlmetry.ids import new_id
+from owlmetry.ids import new_ordered_id
 from owlmetry.notify.channels import open_channels
 from owlmetry.notify.channels.base import Answer, Channel
 from owlmetry.notify.recorder import AnswerRecorder
@@ -45,8 +45,9 @@ RETRY = PushOutcome.RETRY
 async def enqueue(store: Store, user_ids: Iterable[str], content: NotificationContent,
                   channels: Iterable[str]) -> list[str]:
     """One notification per distinct existing user, in the order given; returns their ids."""
-    recipients = [(new_id(), user_id) for user_id in dict.fromkeys(user_ids)]
-    return await store.enqueue_notifications(recipients, content, list(channels), now_ms())
+    now = now_ms()
+    recipients = [(new_ordered_id(now), user_id) for user_id in dict.fromkeys(user_ids)]
+    return await store.enqueue_notifications(recipients, content, list(channels), now)
 
 
 def final_status(counts: dict[PushOutcome, int],
