@@ -7,6 +7,7 @@ import asyncpg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+import owlmetry
 from owlmetry.clock import now_ms
 from owlmetry.config import Config
 from owlmetry.http import metrics
@@ -90,7 +91,7 @@ async def test_requests_are_counted_by_route_template_and_real_status(client, us
     assert value(samples, "owlmetry_http_request_duration_seconds_bucket",
                  method="GET", route="/v1/devices", le="+Inf") == 3
     build = {dict(labels)["version"] for (name, labels) in samples if name == "owlmetry_build_info"}
-    assert build == {"0.1.0"}
+    assert build == {owlmetry.__version__}
 
 
 async def test_the_device_gauge_follows_registrations_and_deletions(client, users):
