@@ -13,7 +13,7 @@ from owlmetry.http import metrics
 from owlmetry.http.app import create_app
 from owlmetry.http.context import DISPATCHER, STORE
 from tests.http.test_auth import make_key
-from tests.notify.conftest import ios_push, mocks, token, user_with_devices, wait_done  # noqa: F401
+from tests.notify.conftest import mobile_push, mocks, token, user_with_devices, wait_done  # noqa: F401
 
 NOTIFICATION = {"type": "feedback.new", "title": "New feedback", "body": "Someone wrote"}
 
@@ -115,9 +115,9 @@ async def test_the_device_gauge_follows_registrations_and_deletions(client, user
 
 
 async def test_a_fan_out_shows_in_flight_then_pushes_by_outcome(
-        database_url, aiohttp_client, mocks, ios_push):  # noqa: F811
+        database_url, aiohttp_client, mocks, mobile_push):  # noqa: F811
     client = await aiohttp_client(create_app(Config(database_url=database_url),
-                                             channels={"ios_push": ios_push()}))
+                                             channels={"mobile_push": mobile_push()}))
     store = client.app[STORE]
     secret = await make_key(client.app, "server")
     users = [await user_with_devices(store, ["production", "sandbox"], n * 2) for n in range(5)]
@@ -152,7 +152,7 @@ async def test_a_fan_out_shows_in_flight_then_pushes_by_outcome(
 
     assert family(samples, "owlmetry_pushes_total", "outcome") == {
         "delivered": 8, "removed": 2, "failed": 0, "skipped": 0}
-    assert value(samples, "owlmetry_deliveries_total", channel="ios_push", status="sent") == 5
+    assert value(samples, "owlmetry_deliveries_total", channel="mobile_push", status="sent") == 5
     assert family(samples, "owlmetry_registered_devices") == {"production": 3, "sandbox": 5}
     assert family(samples, "owlmetry_channel_in_flight") == {"production": 0, "sandbox": 0}
     assert all(n >= 1 for n in family(samples, "owlmetry_channel_connections").values())
@@ -165,9 +165,9 @@ async def test_a_fan_out_shows_in_flight_then_pushes_by_outcome(
     assert "eyJ" not in text  # the start of every JWT
 
 
-async def test_deliveries_nobody_claims_are_due(database_url, aiohttp_client, ios_push):  # noqa: F811
+async def test_deliveries_nobody_claims_are_due(database_url, aiohttp_client, mobile_push):  # noqa: F811
     client = await aiohttp_client(create_app(Config(database_url=database_url),
-                                             channels={"ios_push": ios_push()}))
+                                             channels={"mobile_push": mobile_push()}))
     await client.app[DISPATCHER].stop()  # a server whose dispatcher has stopped claiming
     store = client.app[STORE]
     user_ids = [(await user_with_devices(store, ["production"], n))[0] for n in range(3)]
@@ -198,7 +198,7 @@ async def test_without_a_database_the_scrape_still_answers_and_says_so(client, u
     # What the server knows by itself is still there, the failure counted with its status.
     assert requests(samples, "GET", "/v1/devices", 500) == 1
     assert requests(samples, "GET", "/v1/devices", 200) == 1
-    assert value(samples, "owlmetry_pushes_total", channel="ios_push", outcome="delivered") == 0
+    assert value(samples, "owlmetry_pushes_total", channel="mobile_push", outcome="delivered") == 0
 
 
 async def test_a_database_that_hangs_costs_its_families_not_the_scrape(

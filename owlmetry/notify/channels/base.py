@@ -1,9 +1,10 @@
-"""The channel interface: what the dispatcher needs from a way of reaching a device.
+"""The channel interface: what the dispatcher needs from a way of reaching a user.
 
 A channel is one module in this package that sets `CHANNEL` to a `Channel` subclass; nothing
 outside that module changes when a channel is added. This module sets no `CHANNEL`, so the
-discovery passes it by. Devices of a channel are the `user_devices` rows with that channel
-name. This module must not know any channel.
+discovery passes it by. A channel's `targets` (`owlmetry.store.Targets`) say what its claims
+send to: the recipient's devices registered with some device channels (`user_devices.channel`),
+or the recipient user itself. This module must not know any channel.
 """
 
 import abc
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from owlmetry.config import Config
-from owlmetry.store import Claim, NotificationContent, PushOutcome, PushTarget
+from owlmetry.store import Claim, NotificationContent, PushOutcome, PushTarget, Targets
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,14 +44,11 @@ class ConnectionStats:
 
 
 class Channel(abc.ABC):
-    name: ClassVar[str]
+    name: ClassVar[str]  # the delivery channel: `notification_deliveries.channel`
+    # What a delivery of this channel is sent to; the dispatcher passes it to every claim.
+    targets: ClassVar[Targets]
     # Why this channel cannot send at all (say, no credentials): its deliveries are skipped.
     unavailable: str | None = None
-
-    @staticmethod
-    @abc.abstractmethod
-    def normalize_token(token: str) -> str:
-        """The canonical form of a device token of this channel; ValueError says what is wrong."""
 
     @staticmethod
     def check_content(content: NotificationContent) -> None:
@@ -66,7 +64,7 @@ class Channel(abc.ABC):
 
     @abc.abstractmethod
     async def send(self, prepared: object, target: PushTarget) -> Answer:
-        """Send to one device. Must return an Answer for anything that goes wrong."""
+        """Send to one target. Must return an Answer for anything that goes wrong."""
 
     def send_soon(self, prepared: object, target: PushTarget,
                   on_answer: Callable[[Answer], None]) -> None:
