@@ -13,21 +13,19 @@ from owlmetry.mail import Mailer
 from owlmetry.notify.channels.email import Email, absolute_link
 from owlmetry.store import NotificationContent
 from tests.notify.conftest import wait_done
-from tests.smtp_server import SMTP_PASSWORD, SMTP_USER, SMTP_WARNING, Mailbox, start_smtp
+from tests.smtp_server import (  # noqa: F401  (mailbox: a fixture)
+    SMTP_PASSWORD,
+    SMTP_USER,
+    SMTP_WARNING,
+    Mailbox,
+    mailbox,
+)
 
 pytestmark = SMTP_WARNING
 
 CONTENT = NotificationContent("feedback.new", "New feedback", "Someone wrote:\nGreat app",
                               "/feedback/1", {"feedback_id": "f1"})
 WEB_APP = "https://owlmetry.example.com"
-
-
-@pytest.fixture
-async def mailbox():
-    box = Mailbox()
-    server = await start_smtp(box)
-    yield box
-    server.close()
 
 
 def email_channel(mailbox: Mailbox | None, web_app_url: str | None = WEB_APP) -> Email:

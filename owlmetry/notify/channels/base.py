@@ -43,24 +43,24 @@ class ConnectionStats:
     queued: int  # sends waiting for room on a connection
 
 
-class Channel(abc.ABC):
-    name: ClassVar[str]  # the delivery channel: `notification_deliveries.channel`
-    # What a delivery of this channel is sent to; the dispatcher passes it to every claim.
-    targets: ClassVar[Targets]
-    # Why this channel cannot send at all (say, no credentials): its deliveries are skipped.
+class Sender(abc.ABC):
+    """What reaches one target at a time: a channel, or one platform's push provider behind
+    the `mobile_push` channel (`owlmetry.notify.providers`), which has no targets of its own."""
+
+    # Why this cannot send at all (say, no credentials): its targets are skipped.
     unavailable: str | None = None
 
     @staticmethod
     def check_content(content: NotificationContent) -> None:
-        """Raise ValueError if `content` can never be sent on this channel (too large, ...)."""
+        """Raise ValueError if `content` can never be sent this way (too large, ...)."""
 
     @classmethod
     @abc.abstractmethod
-    def from_config(cls, config: Config) -> "Channel": ...
+    def from_config(cls, config: Config) -> "Sender": ...
 
     @abc.abstractmethod
     def prepare(self, claim: Claim) -> object:
-        """What `send` needs for this delivery (built once for all of the recipient's devices)."""
+        """What `send` needs for this delivery (built once for all of the recipient's targets)."""
 
     @abc.abstractmethod
     async def send(self, prepared: object, target: PushTarget) -> Answer:
@@ -70,19 +70,27 @@ class Channel(abc.ABC):
                   on_answer: Callable[[Answer], None]) -> None:
         """Send without waiting: `on_answer(answer)` is called once, later, from the loop.
 
-        The dispatcher sends this way. This version runs `send` in a task; a channel whose
+        The dispatcher sends this way. This version runs `send` in a task; a sender whose
         transport takes callbacks overrides it to save the task per device."""
         task = asyncio.create_task(self.send(prepared, target))
         _running.add(task)
         task.add_done_callback(functools.partial(_answer_of, on_answer))
 
     def connection_stats(self) -> dict[str, ConnectionStats]:
-        """By environment, the channel's connections now; read at every scrape, so cheap.
-        A channel without connections of its own has none to report."""
+        """By environment, the connections now; read at every scrape, so cheap. A sender
+        without connections of its own has none to report."""
         return {}
 
     async def close(self) -> None:
         """Release connections; sends still running end with a RETRY answer."""
+
+
+class Channel(Sender):
+    """A delivery channel: what the dispatcher hands a claimed delivery's targets to."""
+
+    name: ClassVar[str]  # the delivery channel: `notification_deliveries.channel`
+    # What a delivery of this channel is sent to; the dispatcher passes it to every claim.
+    targets: ClassVar[Targets]
 
 
 log = logging.getLogger("owlmetry.notify")

@@ -10,9 +10,8 @@ import asyncio
 from collections.abc import Callable, Mapping
 
 from owlmetry.config import Config
-from owlmetry.notify.channels.base import Answer, Channel, ConnectionStats
+from owlmetry.notify.channels.base import Answer, Channel, ConnectionStats, Sender
 from owlmetry.notify.providers.apns import APNs
-from owlmetry.notify.providers.base import Provider
 from owlmetry.store import (
     Claim,
     DeviceChannel,
@@ -25,7 +24,7 @@ from owlmetry.store import (
 )
 
 # The provider of each platform. Adding FCM is one entry here (and its module in providers/).
-PROVIDERS: dict[Platform, type[Provider]] = {Platform.IOS: APNs}
+PROVIDERS: dict[Platform, type[Sender]] = {Platform.IOS: APNs}
 # Why a platform without a provider is skipped; upstream skips Android devices the same way.
 NO_PROVIDER = {Platform.ANDROID: "Android push is not available yet (no FCM channel)"}
 
@@ -34,7 +33,7 @@ class MobilePush(Channel):
     name = "mobile_push"
     targets = Targets(TargetKind.DEVICES, (DeviceChannel.IOS_PUSH, DeviceChannel.MOBILE_PUSH))
 
-    def __init__(self, providers: Mapping[Platform, Provider]):
+    def __init__(self, providers: Mapping[Platform, Sender]):
         self._providers = dict(providers)
         self._ready = {platform: provider for platform, provider in providers.items()
                        if not provider.unavailable}

@@ -13,8 +13,7 @@ from owlmetry.apns import APNsClient
 from owlmetry.apns.push_result import PushResult, ResultKind
 from owlmetry.apns.wire import payload_limit
 from owlmetry.config import Config
-from owlmetry.notify.channels.base import Answer, ConnectionStats
-from owlmetry.notify.providers.base import Provider
+from owlmetry.notify.channels.base import Answer, ConnectionStats, Sender
 from owlmetry.store import Claim, NotificationContent, PushOutcome, PushTarget
 
 # The largest badge a payload is checked with before it is accepted, so that any real unread
@@ -69,8 +68,7 @@ def answer_for(result: PushResult) -> Answer:
     return Answer(PushOutcome.FAILED, result.status, result.reason)
 
 
-class APNs(Provider):
-    service = "APNs"
+class APNs(Sender):
 
     def __init__(self, client: APNsClient | None, unavailable: str | None = None):
         self._client = client
