@@ -13,37 +13,30 @@ import asyncio
 import json
 import os
 import resource
-import sys
 import time
 from collections import Counter
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
+import harness
+from harness import APNS_HARNESS, apns_token
 from owlmetry.apns import APNsClient
 
-HARNESS = os.environ.get("APNS_BENCH_DIR", "/work/shared/bench/apns")
 PAYLOAD = {"aps": {"alert": {"title": "t", "body": "b"}, "badge": 1, "sound": "default"}}
 
 
 def parse_args():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--url", default="https://127.0.0.1:18443")
-    ap.add_argument("--ca", default=os.path.join(HARNESS, "mock-cert.pem"))
+    ap.add_argument("--ca", default=os.path.join(APNS_HARNESS, "mock-cert.pem"))
     ap.add_argument("--count", type=int, default=50000)
     ap.add_argument("--concurrency", type=int, default=1000)
     ap.add_argument("--connections", type=int, default=1)
-    ap.add_argument("--key", default=os.path.join(HARNESS, "apns-auth-key.p8"))
-    ap.add_argument("--key-id", default="ABC123DEFG")
-    ap.add_argument("--team-id", default="DEF123GHIJ")
-    ap.add_argument("--topic", default="com.example.app")
+    ap.add_argument("--key", default=os.path.join(APNS_HARNESS, "apns-auth-key.p8"))
+    ap.add_argument("--key-id", default=harness.KEY_ID)
+    ap.add_argument("--team-id", default=harness.TEAM_ID)
+    ap.add_argument("--topic", default=harness.TOPIC)
     ap.add_argument("--peer", default="owlmetry")
     ap.add_argument("--no-uvloop", action="store_true")
     return ap.parse_args()
-
-
-def token(i: int) -> str:
-    """The harness's tokens: distinct valid 64-hex, never starting with 'dead'."""
-    return "a" + format(i, "x").rjust(63, "0")
 
 
 def cpu_seconds() -> float:
@@ -63,7 +56,7 @@ async def run(a, key: str) -> dict:
         nonlocal ok
         send = client.send
         for i in next_index:
-            result = await send(token(i), PAYLOAD)
+            result = await send(apns_token(i), PAYLOAD)
             if result.ok:
                 ok += 1
             else:

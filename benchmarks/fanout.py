@@ -17,14 +17,14 @@ backend, --runs pairs, the whole script holding /tmp/owl-bench.lock (flock):
 2. A fan-out on a fresh database (SQLite: a new file in a temp folder; PostgreSQL: a new
    database in one throwaway cluster with PostgreSQL's default durable settings, unpinned):
    10,000 users and their 1-3 production devices (seeded random, the same N tokens as step 1),
-   written through the store (users in one batched INSERT through the store's own statement
-   runner, devices with `register_device`), and a server API key; not timed. Then a fresh
+   written through the store (users in one batched INSERT with `store.execute_batch`, devices
+   with `register_device`), and a server API key (`owlmetry keys create`); not timed. Then a fresh
    `owlmetry serve` pinned to core 0 (`taskset -c 0`), APNS_* pointing at the mock for both
    environments, APNS_CA_FILE = the mock's certificate. This script pins itself to core 1
    (with the mock) while it measures. Reset the mock's counters, send one POST
    /v1/notifications with all the user ids, then poll "is any delivery
-   still pending?" (`... WHERE status = 'pending' LIMIT 1`, through the store's own read path,
-   every --poll-ms) until none is: the end-to-end time is from sending the POST to that poll.
+   still pending?" (`... WHERE status = 'pending' LIMIT 1`, with `store.execute`, every
+   --poll-ms) until none is: the end-to-end time is from sending the POST to that poll.
    Afterwards `store.progress(ids)` must say every delivery sent and N devices delivered, and
    the mock must have seen exactly N requests, N distinct tokens answered 200, no duplicates.
 
@@ -41,8 +41,6 @@ and the statement timer wraps every database call of its server.
 
 import argparse
 import asyncio
-import collections
-import contextlib
 import json
 import os
 import random
@@ -53,26 +51,18 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-REPO = os.path.dirname(HERE)
-sys.path[:0] = [REPO, HERE]
 
 import aiohttp
-import apns_throughput
 import orjson
-import registry
 
+import harness
+import profiling
+from harness import CLIENT_CORE, SERVER_CORE, STREAMS_PER_CONNECTION
 from owlmetry.clock import now_ms
-from owlmetry.http.auth import hash_api_key, new_api_key
 from owlmetry.ids import new_id
 from owlmetry.store import DeviceRegistration, open_store
-from tests.postgres_cluster import find_bin_dir, free_port, start_cluster
 
-SERVER_CORE, MOCK_CORE = "0", "1"
-KEY_ID, TEAM_ID, TOPIC = "ABC123DEFG", "DEF123GHIJ", "com.example.app"  # the harness's identity
-STREAMS_PER_CONNECTION = 1000  # the pool's default, and the mock's SETTINGS_MAX_CONCURRENT_STREAMS
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 INSERT_USERS = """
 WITH batch (id, email, created_at) AS ({batch})
@@ -99,137 +89,22 @@ JOIN notification_pushes AS p ON p.notification_id = b.id
 """
 
 
-# ---- processes ----------------------------------------------------------------------------
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a whole process (all its threads), from /proc/<pid>/stat."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def thread_cpu_seconds(pid: int) -> tuple[float, float]:
-    """(the main thread's CPU s, every other thread's): the event loop vs aiosqlite's threads."""
-    main = other = 0.0
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        with contextlib.suppress(OSError):
-            with open(f"/proc/{pid}/task/{tid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            seconds = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-            if int(tid) == pid:
-                main += seconds
-            else:
-                other += seconds
-    return main, other
-
-
-def tree_cpu_seconds(root: int) -> float:
-    """A process and its children (the PostgreSQL postmaster and its backends)."""
-    total = 0.0
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        with contextlib.suppress(OSError, IndexError, ValueError):
-            with open(f"/proc/{name}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            if int(name) == root or int(fields[1]) == root:
-                total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
-
-
-def stop_process(proc: subprocess.Popen, sig=signal.SIGTERM, timeout: float = 15) -> None:
-    if proc.poll() is None:
-        proc.send_signal(sig)
-        try:
-            proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-
-
-@contextlib.contextmanager
-def pinned_self(core: str):
-    """Run this process (the poller, the POST) on `core` while measuring, then undo it."""
-    before = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, {int(core)})
-    try:
-        yield
-    finally:
-        os.sched_setaffinity(0, before)
-
-
-class Mock:
-    """The harness's Node mock APNs on core 1, with its /stats and /reset."""
-
-    def __init__(self, harness: str, log_path: str):
-        self.harness = harness
-        self.cert = os.path.join(harness, "mock-cert.pem")
-        self.auth_key = os.path.join(harness, "apns-auth-key.p8")
-        self.port, self.stats_port = free_port(), free_port()
-        self.url = f"https://127.0.0.1:{self.port}"
-        self._stats_url = f"http://127.0.0.1:{self.stats_port}"
-        with open(log_path, "w") as log:
-            self.proc = subprocess.Popen(
-                ["taskset", "-c", MOCK_CORE, "node", os.path.join(harness, "mock_apns.js"),
-                 "--port", str(self.port), "--stats-port", str(self.stats_port),
-                 "--max-streams", str(STREAMS_PER_CONNECTION)],
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + 15
-        while True:
-            with contextlib.suppress(OSError):
-                self.stats()
-                break
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the mock did not start (see {log_path})")
-            time.sleep(0.1)
-
-    def stats(self) -> dict:
-        with urllib.request.urlopen(f"{self._stats_url}/stats", timeout=5) as r:
-            return json.loads(r.read())
-
-    def reset(self) -> None:
-        request = urllib.request.Request(f"{self._stats_url}/reset", method="POST", data=b"")
-        with urllib.request.urlopen(request, timeout=5) as r:
-            r.read()
-
-    def cpu(self) -> float:
-        return cpu_seconds(self.proc.pid)
-
-    def stop(self) -> None:
-        stop_process(self.proc)
-
-
-def mock_check(stats: dict, n: int) -> list[str]:
-    """What is wrong with the mock's counters after n pushes to n distinct tokens."""
-    problems = []
-    if stats["requests_received"] != n:
-        problems.append(f"mock saw {stats['requests_received']} requests, expected {n}")
-    if stats["unique_tokens_ok"] != n:
-        problems.append(f"mock answered 200 to {stats['unique_tokens_ok']} tokens, expected {n}")
-    if stats["duplicate_ok"]:
-        problems.append(f"{stats['duplicate_ok']} duplicate 200s at the mock")
-    other = {k: v for k, v in stats["responses_by_status"].items() if k != "200"}
-    if other:
-        problems.append(f"mock answered non-200s: {other}")
-    return problems
-
-
 # ---- the pool alone -----------------------------------------------------------------------
 
-def pool_alone(mock: Mock, n: int, connections: int) -> dict:
+def pool_alone(mock: harness.MockAPNs, n: int, connections: int) -> dict:
     """benchmarks/apns_throughput.py as it is, pinned where the server runs, same limits."""
     mock.reset()
     done = subprocess.run(
         ["taskset", "-c", SERVER_CORE, sys.executable, os.path.join(HERE, "apns_throughput.py"),
-         "--url", mock.url, "--ca", mock.cert, "--key", mock.auth_key, "--key-id", KEY_ID,
-         "--team-id", TEAM_ID, "--topic", TOPIC, "--count", str(n),
-         "--concurrency", str(connections * STREAMS_PER_CONNECTION),
+         "--url", mock.url, "--ca", mock.cert, "--key", mock.auth_key,
+         "--key-id", harness.KEY_ID, "--team-id", harness.TEAM_ID, "--topic", harness.TOPIC,
+         "--count", str(n), "--concurrency", str(connections * STREAMS_PER_CONNECTION),
          "--connections", str(connections), "--peer", "pool-alone"],
         capture_output=True, text=True, timeout=300, check=True)
     result = json.loads(done.stdout.strip().splitlines()[-1])
     time.sleep(0.3)  # let the mock close its streams before reading its counters
     stats = mock.stats()
-    result["problems"] = mock_check(stats, n) + (
+    result["problems"] = harness.mock_problems(stats, n) + (
         [f"pool: {result['failed']} failed {result.get('errors')}"] if result["failed"] else [])
     result["mock"] = {k: stats[k] for k in ("requests_received", "connections_opened",
                                              "max_concurrent_streams_all_connections")}
@@ -244,8 +119,8 @@ def plan(users: int, seed: int) -> list[int]:
     return [rng.randint(1, 3) for _ in range(users)]
 
 
-async def seed_database(url: str, per_user: list[int]) -> tuple[list[str], str]:
-    """Users, their production devices (token i = the harness's token(i)), a server key."""
+async def seed_database(url: str, per_user: list[int]) -> list[str]:
+    """Users and their production devices (token i = the harness's token(i)); the user ids."""
     store = await open_store(url)
     try:
         await store.migrate()
@@ -259,62 +134,25 @@ async def seed_database(url: str, per_user: list[int]) -> tuple[list[str], str]:
             for _ in range(count):
                 registrations.append(store.register_device(
                     new_id(), user_id,
-                    DeviceRegistration("ios_push", apns_throughput.token(index), "production",
+                    DeviceRegistration("ios_push", harness.apns_token(index), "production",
                                        "1.0", "iPhone15,3", "iOS 18.2"), now))
                 index += 1
         stored = await asyncio.gather(*registrations)
         if any(device is None for device in stored):
             raise RuntimeError("a seeded device's user does not exist")
-        secret = new_api_key("server")
-        await store.create_api_key(new_id(), "server", "fanout bench", hash_api_key(secret), now)
-        return [user_id for user_id, _, _ in users], secret
+        return [user_id for user_id, _, _ in users]
     finally:
         await store.close()
 
 
-@contextlib.contextmanager
-def postgres_cluster():
-    """A throwaway cluster with PostgreSQL's default durable settings; yields (cluster, postmaster pid)."""
-    bin_dir = find_bin_dir()
-    if bin_dir is None:
-        raise SystemExit("no PostgreSQL binaries (apt-get install postgresql)")
-    cluster = start_cluster(bin_dir, durable=True)
-    try:
-        with open(os.path.join(cluster.folder, "data", "postmaster.pid")) as f:
-            postmaster = int(f.readline())
-        yield cluster, postmaster
-    finally:
-        with contextlib.suppress(subprocess.CalledProcessError):
-            cluster.stop()
-
-
-# ---- the server ---------------------------------------------------------------------------
-
-def server_env(mock: Mock, connections: int) -> dict:
-    env = dict(os.environ, APNS_KEY_ID=KEY_ID, APNS_TEAM_ID=TEAM_ID, APNS_BUNDLE_ID=TOPIC,
-               APNS_KEY_P8_PATH=mock.auth_key, APNS_PRODUCTION_URL=mock.url,
-               APNS_SANDBOX_URL=mock.url, APNS_CA_FILE=mock.cert,
+def server_env(mock: harness.MockAPNs, connections: int) -> dict:
+    env = dict(os.environ, APNS_KEY_ID=harness.KEY_ID, APNS_TEAM_ID=harness.TEAM_ID,
+               APNS_BUNDLE_ID=harness.TOPIC, APNS_KEY_P8_PATH=mock.auth_key,
+               APNS_PRODUCTION_URL=mock.url, APNS_SANDBOX_URL=mock.url, APNS_CA_FILE=mock.cert,
                APNS_CONNECTIONS=str(connections), JWT_SECRET=secrets.token_urlsafe(32))
     for name in ("ACCESS_LOG", "DATABASE_URL", "APNS_KEY_P8"):
         env.pop(name, None)
     return env
-
-
-@contextlib.contextmanager
-def running_server(database: str, env: dict, log_path: str, launcher=("-m", "owlmetry")):
-    """`owlmetry serve` pinned to core 0 on a free port; yields (base URL, pid)."""
-    port = free_port()
-    with open(log_path, "w") as log:
-        server = subprocess.Popen(
-            ["taskset", "-c", SERVER_CORE, sys.executable, *launcher, "serve",
-             "--port", str(port), "--database", database],
-            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=REPO)
-    try:
-        url = f"http://127.0.0.1:{port}"
-        registry.wait_healthy(url, server)
-        yield url, server.pid
-    finally:
-        stop_process(server)
 
 
 # ---- one timed fan-out --------------------------------------------------------------------
@@ -347,7 +185,8 @@ async def fanout_once(url: str, api_key: str, user_ids: list[str], store, n_devi
     progress = await store.progress(ids)
     keys = [(i,) for i in ids]
     ((last_end, deliveries),) = await store.execute_batch(DELIVERY_TIMES, ("text",), keys)
-    ((first_answer, last_answer, pushes),) = await store.execute_batch(PUSH_TIMES, ("text",), keys)
+    ((first_answer, last_answer, pushes),) = await store.execute_batch(
+        PUSH_TIMES, ("text",), keys)
     return {
         "wall0_ms": wall0 * 1000, "seconds": total_s, "per_second": n_devices / total_s,
         "post_ms": post_s * 1000, "polls": polls, "recipients": len(ids),
@@ -359,7 +198,7 @@ async def fanout_once(url: str, api_key: str, user_ids: list[str], store, n_devi
 
 
 def fanout_checks(run: dict, n_users: int, n_devices: int, stats: dict) -> list[str]:
-    problems = mock_check(stats, n_devices)
+    problems = harness.mock_problems(stats, n_devices)
     if run["recipients"] != n_users:
         problems.append(f"POST returned {run['recipients']} ids, expected {n_users}")
     if run["deliveries"] != {"sent": n_users}:
@@ -369,22 +208,22 @@ def fanout_checks(run: dict, n_users: int, n_devices: int, stats: dict) -> list[
     return problems
 
 
-def timed_fanout(mock: Mock, url: str, server_pid: int, db_pid: int | None, api_key: str,
-                 user_ids: list[str], store, n_devices: int, args, loop) -> dict:
+def timed_fanout(mock: harness.MockAPNs, url: str, server_pid: int, db_pid: int | None,
+                 api_key: str, user_ids: list[str], store, n_devices: int, args, loop) -> dict:
     mock.reset()
-    cpu0, mock0 = cpu_seconds(server_pid), mock.cpu()
-    threads0 = thread_cpu_seconds(server_pid)
-    db0 = tree_cpu_seconds(db_pid) if db_pid else 0.0
+    cpu0, mock0 = harness.cpu_seconds(server_pid), mock.cpu()
+    threads0 = harness.thread_cpu_seconds(server_pid)
+    db0 = harness.tree_cpu_seconds(db_pid) if db_pid else 0.0
     load0 = os.getloadavg()[0]
-    with pinned_self(MOCK_CORE):
+    with harness.pinned_self(CLIENT_CORE):
         run = loop.run_until_complete(fanout_once(
             url, api_key, user_ids, store, n_devices, args.poll_ms / 1000, args.run_timeout))
-    run["server_cpu_s"] = cpu_seconds(server_pid) - cpu0
-    threads1 = thread_cpu_seconds(server_pid)
+    run["server_cpu_s"] = harness.cpu_seconds(server_pid) - cpu0
+    threads1 = harness.thread_cpu_seconds(server_pid)
     run["loop_thread_cpu_s"] = threads1[0] - threads0[0]
     run["other_threads_cpu_s"] = threads1[1] - threads0[1]
     run["mock_cpu_s"] = mock.cpu() - mock0
-    run["db_cpu_s"] = tree_cpu_seconds(db_pid) - db0 if db_pid else None
+    run["db_cpu_s"] = harness.tree_cpu_seconds(db_pid) - db0 if db_pid else None
     run["load_1m"] = max(load0, os.getloadavg()[0])
     time.sleep(0.3)
     stats = mock.stats()
@@ -397,213 +236,40 @@ def timed_fanout(mock: Mock, url: str, server_pid: int, db_pid: int | None, api_
     return run
 
 
-# ---- profiling ----------------------------------------------------------------------------
-
 def profiled_fanout(mock, url, pid, api_key, user_ids, store, n_devices, args, loop,
                     out: str) -> dict:
-    """A fan-out with py-spy sampling the server (collapsed stacks into `out`)."""
-    spy = subprocess.Popen(
-        ["taskset", "-c", MOCK_CORE, "py-spy", "record", "--pid", str(pid), "--rate",
-         str(args.py_spy_rate), *args.py_spy_flags.split(), "--threads", "--format", "raw",
-         "--duration", "600", "-o", out], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(1.0)  # py-spy attaches
-    try:
+    """A fan-out with py-spy (on the client core) sampling the server into `out`."""
+    with profiling.py_spy_recording(pid, out, "--rate", str(args.py_spy_rate),
+                                    *args.py_spy_flags.split(), "--threads", "--duration", "600",
+                                    core=CLIENT_CORE):
+        time.sleep(1.0)  # py-spy attaches
         run = timed_fanout(mock, url, pid, None, api_key, user_ids, store, n_devices, args, loop)
-    finally:
-        stop_process(spy, signal.SIGINT, timeout=30)  # py-spy writes its output on Ctrl-C
     run["profile"] = out
     return run
 
 
-def frame_name(frame: str) -> str:
-    """`func (path/to/module.py:123)` -> `func (package/module.py)`."""
-    name, _, where = frame.partition(" (")
-    path = where.rsplit(":", 1)[0]
-    return f"{name} ({'/'.join(path.split('/')[-2:])})"
-
-
-LAYERS = (  # the innermost frame of ours in a sample says whose work it is
-    ("owlmetry/apns/", "APNs pool (owlmetry/apns and h2 under it)"),
-    ("owlmetry/notify/providers/", "APNs provider (payload, answer mapping)"),
-    ("owlmetry/notify/channels/", "mobile_push channel (routing by platform)"),
-    ("owlmetry/notify/", "dispatcher and outcome writer (with the asyncio calls they make)"),
-    ("owlmetry/store/", "store (statements, rows, driver calls under it)"),
-    ("owlmetry/http/", "HTTP route (the POST)"),
-)
-LIBRARIES = (("/aiohttp/", "aiohttp (outside our routes)"), ("/asyncpg/", "asyncpg"),
-             ("/aiosqlite/", "aiosqlite"), ("/asyncio/", "asyncio (outside our frames)"))
-ROOT_FRAMES = ("_run_module_as_main", "_run_code", "<module>", "main", "serve_command", "run_app")
-
-
-def layer(frames: list[str]) -> str:
-    for frame in reversed(frames):
-        for marker, name in LAYERS:
-            if marker in frame:
-                return name
-    leaf = frames[-1] if frames else ""
-    for marker, name in LIBRARIES:
-        if marker in leaf:
-            return name
-    if not frames or leaf.startswith("run_app "):
-        return "event loop in C (uvloop: sockets, TLS, callbacks), no Python frame on top"
-    return "other (" + frame_name(leaf) + ")"
-
-
-def summarize_profile(path: str, top: int = 25) -> str:
-    """Shares of all samples by layer, by function (self) and by function (inclusive), from
-    py-spy's collapsed stacks (recorded with --threads: the event loop's thread is MainThread).
-    With --gil, a sample is CPU work done under the GIL, in whichever thread."""
-    own, inclusive, threads = collections.Counter(), collections.Counter(), collections.Counter()
-    layers = collections.Counter()
-    total = 0
-    with open(path) as f:
-        for line in f:
-            stack, _, count = line.rstrip("\n").rpartition(" ")
-            if not stack:
-                continue
-            n = int(count)
-            total += n
-            frames = stack.split(";")
-            if frames[0].startswith("thread ("):
-                name = frames.pop(0).partition(": ")[2]
-                threads["MainThread" if name == "MainThread" else "other threads"] += n
-            layers[layer(frames)] += n
-            names = [frame_name(fr) for fr in frames]
-            if names:
-                own[names[-1]] += n
-            for name in set(names):
-                if name.split(" (")[0] not in ROOT_FRAMES:
-                    inclusive[name] += n
-    lines = [f"{total} samples; " + ", ".join(
-        f"{name} {100 * n / total:.1f}%" for name, n in threads.most_common()), "", "by layer:"]
-    lines += [f"  {100 * n / total:5.1f}%  {name}" for name, n in layers.most_common()]
-    lines += ["", "self (top):"]
-    lines += [f"  {100 * n / total:5.1f}%  {name}" for name, n in own.most_common(top)]
-    lines += ["", "inclusive (top; coroutine stacks start at the coroutine the loop resumed):"]
-    lines += [f"  {100 * n / total:5.1f}%  {name}" for name, n in inclusive.most_common(top)]
-    return "\n".join(lines)
-
-
-# ---- statement timings (--statements) -----------------------------------------------------
-
-def normalized(sql: str) -> str:
-    import re
-    return re.sub(r"[$?]\d+", "?", " ".join(sql.split()))
-
-
-def statement_labels() -> list[tuple[str, str]]:
-    """(signature, name) of every statement the store defines, longest signature first."""
-    from owlmetry.store import deliveries, devices, inbox, login_codes, metrics_reads, users
-    labels = {}
-    for module in (users, login_codes, devices, inbox, deliveries, metrics_reads):
-        for name, text in vars(module).items():
-            if name.isupper() and isinstance(text, str) and len(text) > 20:
-                body = text.split("({batch})")[-1].split("{")[0]
-                labels[normalized(body)[:60]] = name
-    return sorted(labels.items(), key=lambda item: -len(item[0]))
-
-
-def serve_timed(out: str, argv: list[str]) -> int:
-    """`owlmetry <argv>` (serve) with every database call timed by statement; JSON into `out`
-    at exit. SQLite: CPU of aiosqlite's thread per statement (thread_time) and the wait seen
-    from the event loop; PostgreSQL: the wait seen from the event loop (asyncpg fetch/execute)."""
-    import functools
-    import threading
-
-    import aiosqlite.core
-    import asyncpg.connection
-
-    from owlmetry import cli
-
-    labels = statement_labels()
-    stats: dict[str, list] = collections.defaultdict(lambda: [0, 0.0, 0.0, 0.0])
-    guard = threading.Lock()
-
-    @functools.cache
-    def label(sql: str) -> str:
-        text = normalized(sql)
-        return next((name for sig, name in labels if sig in text), text[:50])
-
-    def record(name, calls, thread_cpu, thread_wall, loop_wall):
-        with guard:
-            row = stats[name]
-            row[0] += calls
-            row[1] += thread_cpu
-            row[2] += thread_wall
-            row[3] += loop_wall
-
-    original_sqlite = aiosqlite.core.Connection._execute
-
-    async def timed_sqlite(self, fn, *args, **kwargs):
-        name = label(args[0]) if args and isinstance(args[0], str) else fn.__name__.upper()
-
-        def timed(*a, **k):
-            c0, w0 = time.thread_time(), time.perf_counter()
-            try:
-                return fn(*a, **k)
-            finally:
-                record(name, 0, time.thread_time() - c0, time.perf_counter() - w0, 0.0)
-
-        t0 = time.perf_counter()
-        try:
-            return await original_sqlite(self, timed, *args, **kwargs)
-        finally:
-            record(name, 1, 0.0, 0.0, time.perf_counter() - t0)
-
-    aiosqlite.core.Connection._execute = timed_sqlite
-
-    def timed_asyncpg(original):
-        async def timed(self, query, *args, **kwargs):
-            t0 = time.perf_counter()
-            try:
-                return await original(self, query, *args, **kwargs)
-            finally:
-                record(label(query), 1, 0.0, 0.0, time.perf_counter() - t0)
-        return timed
-
-    for method in ("fetch", "execute"):
-        setattr(asyncpg.connection.Connection, method,
-                timed_asyncpg(getattr(asyncpg.connection.Connection, method)))
-    try:
-        return cli.main(argv)
-    finally:
-        with open(out, "w") as f:
-            json.dump({name: dict(zip(("calls", "thread_cpu_s", "thread_wall_s", "loop_wall_s"),
-                                      row)) for name, row in stats.items()}, f)
-
-
-def statements_table(result: dict) -> str:
-    rows = sorted(result["statements"].items(), key=lambda kv: -max(kv[1]["thread_cpu_s"],
-                                                                     kv[1]["loop_wall_s"]))
-    lines = ["| statement | calls | DB thread CPU s | loop-side wait s | ms per call (wait) |",
-             "|---|---:|---:|---:|---:|"]
-    for name, row in rows:
-        if row["calls"]:
-            lines.append(f"| {name} | {row['calls']} | {row['thread_cpu_s']:.3f} | "
-                         f"{row['loop_wall_s']:.3f} | {1000 * row['loop_wall_s'] / row['calls']:.1f} |")
-    return "\n".join(lines)
-
-
 # ---- one backend --------------------------------------------------------------------------
 
-def fresh_fanout(kind: str, backend: str, database: str, db_pid: int | None, mock: Mock,
-                 per_user: list[int], args, work: str, tag: str) -> dict:
+def fresh_fanout(kind: str, backend: str, database: str, db_pid: int | None,
+                 mock: harness.MockAPNs, per_user: list[int], args, work: str, tag: str) -> dict:
     """Seed `database` (new and empty), start a server on it, time one fan-out, stop the server.
     kind: "timed", "py-spy" (the server sampled) or "statements" (its database calls timed)."""
     n_devices = sum(per_user)
     t = time.perf_counter()
-    user_ids, api_key = asyncio.run(seed_database(database, per_user))
+    user_ids = asyncio.run(seed_database(database, per_user))
+    api_key = harness.owlmetry_cli("keys", "create", "--kind", "server", "--name", "fanout bench",
+                                   "--database", database)
     seeded_s = time.perf_counter() - t
     loop = asyncio.new_event_loop()
     store = loop.run_until_complete(open_store(database))
     launcher = ("-m", "owlmetry")
     statements_out = os.path.join(work, f"{backend}-{tag}-statements.json")
     if kind == "statements":
-        launcher = (os.path.abspath(__file__), "--serve-timed", statements_out)
+        launcher = profiling.statement_timer_launcher(statements_out)
     try:
         env = server_env(mock, args.connections)
-        with running_server(database, env, os.path.join(work, f"{backend}-{tag}-server.log"),
-                            launcher) as (url, pid):
+        log = os.path.join(work, f"{backend}-{tag}-server.log")
+        with harness.running_server(database, env, log, launcher) as (url, pid):
             if kind == "py-spy":
                 out = os.path.join(args.py_spy, f"fanout-{backend}.txt")
                 run = profiled_fanout(mock, url, pid, api_key, user_ids, store, n_devices, args,
@@ -621,11 +287,11 @@ def fresh_fanout(kind: str, backend: str, database: str, db_pid: int | None, moc
     return run
 
 
-def bench_backend(backend: str, new_database, db_pid: int | None, mock: Mock, per_user, args,
-                  work: str) -> dict:
+def bench_backend(backend: str, new_database, db_pid: int | None, mock: harness.MockAPNs,
+                  per_user, args, work: str) -> dict:
     """Runs pairs: the pool alone, then a fan-out on a fresh database and a fresh server."""
     n_devices = sum(per_user)
-    version = registry.code_version()
+    version = harness.code_version()
     pool_runs, runs = [], []
     for i in range(args.runs):
         pool_runs.append(pool_alone(mock, n_devices, args.connections))
@@ -705,10 +371,12 @@ def print_report(results: list[dict], args) -> None:
     for r in results:
         db_cpu = "in process" if r["db_cpu_s"] is None else f"{r['db_cpu_s']:.2f}"
         checks = "✓" if not r["problems"] else f"{len(r['problems'])} problems"
-        print(f"| {r['backend']} | {r['per_second']:,.0f} | {r['seconds']:.3f} | {r['post_ms']:.0f} | "
+        print(f"| {r['backend']} | {r['per_second']:,.0f} | {r['seconds']:.3f} | "
+              f"{r['post_ms']:.0f} | "
               f"{r['first_push_ms']:.0f} | {r['last_push_ms']:.0f} | {r['server_cpu_s']:.2f} "
               f"({r['loop_thread_cpu_s']:.2f} + {r['other_threads_cpu_s']:.2f}) | "
-              f"{db_cpu} | {r['pool_per_second']:,.0f} ({r['pool_cpu_s']:.2f}) | {r['ratio']:.2f} | "
+              f"{db_cpu} | {r['pool_per_second']:,.0f} ({r['pool_cpu_s']:.2f}) | "
+              f"{r['ratio']:.2f} | "
               f"{'yes' if r['goal_met'] else 'no'} | {checks} |")
     print()
     for r in results:
@@ -719,7 +387,7 @@ def print_report(results: list[dict], args) -> None:
             print(f"\n## Database calls, {r['backend']} (one extra fan-out on a server whose "
                   f"calls are timed: {st['per_second']:,.0f} devices/s, server CPU "
                   f"{st['server_cpu_s']:.2f} s)\n")
-            print(statements_table(st))
+            print(profiling.statements_table(st["statements"]))
     for r in results:
         for problem in r["problems"]:
             print(f"!!! {r['backend']}: {problem}", file=sys.stderr)
@@ -728,7 +396,7 @@ def print_report(results: list[dict], args) -> None:
             if r["profile"]:
                 print(f"\n## py-spy, {r['backend']} ({r['profile']['per_second']:,.0f} devices/s "
                       f"under the profiler)\n")
-                print(summarize_profile(r["profile"]["file"]))
+                print(profiling.summarize_profile(r["profile"]["file"]))
 
 
 def parse_args(argv=None):
@@ -736,14 +404,15 @@ def parse_args(argv=None):
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backend", choices=("sqlite", "postgresql", "both"), default="both")
     parser.add_argument("--runs", type=int, default=int(os.environ.get("RUNS", "3")),
-                        help="timed runs of each kind; the median is reported (default 3, or $RUNS)")
+                        help="timed runs of each kind; the median is reported "
+                             "(default 3, or $RUNS)")
     parser.add_argument("--users", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=1, help="seeds the 1-3 devices per user")
     parser.add_argument("--connections", type=int, default=4,
                         help="APNS_CONNECTIONS of the server and of the pool alone (default 4)")
     parser.add_argument("--poll-ms", type=float, default=20, help="poll interval (default 20)")
     parser.add_argument("--run-timeout", type=float, default=300, help="seconds per fan-out")
-    parser.add_argument("--harness", default=apns_throughput.HARNESS,
+    parser.add_argument("--harness", default=harness.APNS_HARNESS,
                         help="the APNs harness folder with mock_apns.js and its keys")
     parser.add_argument("--py-spy", metavar="DIR",
                         help="profile the server during one extra fan-out per backend into DIR")
@@ -755,7 +424,8 @@ def parse_args(argv=None):
                              "--statements for it)")
     parser.add_argument("--statements", action="store_true",
                         help="time the server's database calls by statement in one extra fan-out")
-    parser.add_argument("--time-limit", type=int, default=1800, help="abort after this many seconds")
+    parser.add_argument("--time-limit", type=int, default=1800,
+                        help="abort after this many seconds")
     return parser.parse_args(argv)
 
 
@@ -765,39 +435,27 @@ def main(argv=None) -> int:
     if args.py_spy:
         os.makedirs(args.py_spy, exist_ok=True)
         args.py_spy = os.path.abspath(args.py_spy)
-    signal.signal(signal.SIGALRM, registry.on_alarm)
-    signal.signal(signal.SIGTERM, registry.on_term)
-    signal.alarm(args.time_limit)
+    harness.stop_on_signals(args.time_limit)
     per_user = plan(args.users, args.seed)
     results = []
-    with tempfile.TemporaryDirectory(prefix="owlfanout-") as work, registry.bench_lock():
-        mock = Mock(args.harness, os.path.join(work, "mock.log"))
-        try:
-            for backend in backends:
-                if backend == "sqlite":
+    with tempfile.TemporaryDirectory(prefix="owlfanout-") as work, harness.bench_lock(), \
+            harness.MockAPNs(os.path.join(work, "mock.log"), args.harness) as mock:
+        for backend in backends:
+            if backend == "sqlite":
+                def new_database(name):
+                    return f"sqlite:///{os.path.join(work, f'fanout-{name}.db')}"
+                results.append(bench_backend(backend, new_database, None, mock, per_user,
+                                             args, work))
+            else:
+                with harness.postgres_cluster() as (cluster, postmaster):
                     def new_database(name):
-                        return f"sqlite:///{os.path.join(work, f'fanout-{name}.db')}"
-                    results.append(bench_backend(backend, new_database, None, mock, per_user,
-                                                 args, work))
-                else:
-                    with postgres_cluster() as (cluster, postmaster):
-                        def new_database(name):
-                            asyncio.run(registry.create_database(cluster.url, name))
-                            return cluster.database_url(name)
-                        results.append(bench_backend(backend, new_database, postmaster, mock,
-                                                     per_user, args, work))
-        finally:
-            mock.stop()
+                        return harness.create_database(cluster, name)
+                    results.append(bench_backend(backend, new_database, postmaster, mock,
+                                                 per_user, args, work))
     signal.alarm(0)
     print_report(results, args)
     return 1 if any(r["problems"] for r in results) else 0
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["--serve-timed"]:  # the server launcher of --statements
-        sys.exit(serve_timed(sys.argv[2], sys.argv[3:]))
-    try:
-        sys.exit(main())
-    except (KeyboardInterrupt, TimeoutError) as exc:
-        print(f"fanout.py: stopped ({str(exc) or 'interrupted'}); cleaned up", file=sys.stderr)
-        sys.exit(130)
+    harness.run_main(main)

@@ -23,10 +23,8 @@ Ctrl-C, SIGTERM and the --time-limit alarm (default: estimated from the flags).
 """
 
 import argparse
-import asyncio
 import concurrent.futures
 import contextlib
-import fcntl
 import json
 import os
 import re
@@ -36,35 +34,16 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
-from tests.postgres_cluster import find_bin_dir, free_port, start_cluster
+import harness
+import profiling
+from harness import CLIENT_CORE as WRK_CORE
 
 BENCH = "/work/shared/bench/registry"
 SCENARIOS = ("register_new", "register_refresh", "list", "mixed")
 REFERENCE_RPS = {"register_new": 975, "register_refresh": 833, "list": 1491, "mixed": 917}
 USERS_PER_ROLE = 100
-SERVER_CORE, WRK_CORE = "0", "1"
 SETUP_SECONDS = 300  # per backend: cluster, users, seeding, server start
-BENCH_LOCK = "/tmp/owl-bench.lock"  # the machine's benchmarks take turns (flock), see /work/shared/bench
-
-
-@contextlib.contextmanager
-def bench_lock():
-    """Hold BENCH_LOCK so no other benchmark shares the two cores (waits its turn)."""
-    with open(BENCH_LOCK, "a") as lock:
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            print(f"waiting for {BENCH_LOCK} (another benchmark is running)", file=sys.stderr)
-            fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 @contextlib.contextmanager
@@ -73,32 +52,8 @@ def postgres_database(url: str | None):
     if url:
         yield url
         return
-    bin_dir = find_bin_dir()
-    if bin_dir is None:
-        raise SystemExit("no PostgreSQL binaries (apt-get install postgresql) and no --postgres-url")
-    cluster = start_cluster(bin_dir, durable=True)
-    try:
-        asyncio.run(create_database(cluster.url, "bench"))
-        yield cluster.database_url("bench")
-    finally:
-        with contextlib.suppress(subprocess.CalledProcessError):
-            cluster.stop()  # removes the folder even when pg_ctl fails
-
-
-async def create_database(url: str, name: str) -> None:
-    import asyncpg
-
-    conn = await asyncpg.connect(url)
-    try:
-        await conn.execute(f"CREATE DATABASE {name}")
-    finally:
-        await conn.close()
-
-
-def owlmetry(*args: str, env: dict) -> str:
-    done = subprocess.run([sys.executable, "-m", "owlmetry", *args], env=env, check=True,
-                          capture_output=True, text=True, timeout=60)
-    return done.stdout.strip()
+    with harness.postgres_cluster() as (cluster, _):
+        yield harness.create_database(cluster, "bench")
 
 
 def create_users(database: str, env: dict, role: str, run_id: str) -> list[tuple[str, str]]:
@@ -106,8 +61,9 @@ def create_users(database: str, env: dict, role: str, run_id: str) -> list[tuple
     emails = [f"{role}{i}-{run_id}@bench.example" for i in range(USERS_PER_ROLE)]
     pool = concurrent.futures.ThreadPoolExecutor(8)
     try:
-        ids = pool.map(lambda email: owlmetry("users", "create", email, "--database", database,
-                                              env=env), emails)
+        ids = pool.map(lambda email: harness.owlmetry_cli("users", "create", email,
+                                                          "--database", database, env=env),
+                       emails)
         return list(zip(ids, emails))
     finally:
         pool.shutdown(cancel_futures=True)  # on Ctrl-C, start no more
@@ -115,46 +71,11 @@ def create_users(database: str, env: dict, role: str, run_id: str) -> list[tuple
 
 def write_jwts(path: str, users: list[tuple[str, str]], secret: str) -> None:
     pairs = "".join(f"{user_id} {email}\n" for user_id, email in users)
-    done = subprocess.run([sys.executable, f"{BENCH}/mint_jwt.py", "--secret", secret, "--batch", "-"],
+    done = subprocess.run([sys.executable, f"{BENCH}/mint_jwt.py", "--secret", secret,
+                           "--batch", "-"],
                           input=pairs, capture_output=True, text=True, check=True, timeout=60)
     with open(path, "w") as out:
         out.write(done.stdout)
-
-
-def wait_healthy(url: str, server: subprocess.Popen, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if server.poll() is not None:
-            raise RuntimeError(f"server exited with {server.returncode} before becoming healthy")
-        with contextlib.suppress(OSError):
-            with urllib.request.urlopen(f"{url}/healthz", timeout=2) as response:
-                if response.status == 200:
-                    return
-        time.sleep(0.2)
-    raise RuntimeError(f"server not healthy after {timeout:.0f}s")
-
-
-@contextlib.contextmanager
-def running_server(database: str, env: dict, log_path: str):
-    """A pinned `owlmetry serve` on a free port; yields (base URL, pid)."""
-    port = free_port()
-    with open(log_path, "w") as log:
-        server = subprocess.Popen(
-            ["taskset", "-c", SERVER_CORE, sys.executable, "-m", "owlmetry", "serve",
-             "--port", str(port), "--database", database],
-            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        wait_healthy(url, server)
-        yield url, server.pid
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
 
 
 def seed(url: str, files: dict) -> None:
@@ -172,7 +93,7 @@ def run_wrk(url: str, scenario: str, duration: str, files: dict) -> dict:
          "-s", f"{BENCH}/wrk/{scenario}.lua", url],
         env=env, capture_output=True, text=True, check=True, timeout=seconds(duration) + 60,
     )
-    line = next((l for l in done.stdout.splitlines() if l.startswith("WRK_JSON ")), None)
+    line = next((ln for ln in done.stdout.splitlines() if ln.startswith("WRK_JSON ")), None)
     if line is None:
         raise RuntimeError(f"no WRK_JSON line from wrk:\n{done.stdout}\n{done.stderr}")
     return json.loads(line.removeprefix("WRK_JSON "))
@@ -182,7 +103,8 @@ def summarize(backend: str, scenario: str, runs: list[dict]) -> dict:
     """The run with the median requests/s; errors summed over all runs."""
     median = statistics.median_low(run["rps"] for run in runs)
     chosen = next(run for run in runs if run["rps"] == median)
-    socket_errors = sum(run[k] for run in runs for k in ("connect_err", "read_err", "write_err", "timeout"))
+    socket_errors = sum(run[k] for run in runs
+                        for k in ("connect_err", "read_err", "write_err", "timeout"))
     return {
         "backend": backend, "scenario": scenario, "runs": len(runs),
         "rps": chosen["rps"], "p50_ms": chosen["p50_ms"], "p99_ms": chosen["p99_ms"],
@@ -192,20 +114,16 @@ def summarize(backend: str, scenario: str, runs: list[dict]) -> dict:
     }
 
 
-def profile(pid: int, scenario: str, backend: str, duration: str, url: str, files: dict, out_dir: str):
-    """One extra wrk run with py-spy sampling the server; writes collapsed stacks (flamegraph.pl input)."""
+def profile(pid: int, scenario: str, backend: str, duration: str, url: str, files: dict,
+            out_dir: str):
+    """One extra wrk run with py-spy sampling the server; writes collapsed stacks
+    (flamegraph.pl input)."""
     out = os.path.join(out_dir, f"{backend}-{scenario}.txt")
-    recorder = subprocess.Popen(
-        ["py-spy", "record", "--pid", str(pid), "--nonblocking", "--format", "raw",
-         "--duration", str(seconds(duration)), "-o", out],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    try:
+    with profiling.py_spy_recording(pid, out, "--nonblocking",
+                                    "--duration", str(seconds(duration))):
         result = run_wrk(url, scenario, duration, files)
-        recorder.wait(timeout=60)
-    finally:
-        recorder.kill()
-    print(f"[{backend}] {scenario} under py-spy: {result['rps']:.0f} req/s -> {out}", file=sys.stderr)
+    print(f"[{backend}] {scenario} under py-spy: {result['rps']:.0f} req/s -> {out}",
+          file=sys.stderr)
 
 
 def bench_backend(backend: str, database: str, args, work: str) -> list[dict]:
@@ -213,36 +131,30 @@ def bench_backend(backend: str, database: str, args, work: str) -> list[dict]:
     env = dict(os.environ, JWT_SECRET=secret)
     env.pop("ACCESS_LOG", None)
     run_id = secrets.token_hex(4)
-    files = {name: os.path.join(work, f"{backend}-{name}.txt") for name in ("writers", "listers", "tokens")}
+    files = {name: os.path.join(work, f"{backend}-{name}.txt")
+             for name in ("writers", "listers", "tokens")}
     print(f"[{backend}] migrate, create {2 * USERS_PER_ROLE} users, seed", file=sys.stderr)
-    owlmetry("migrate", "--database", database, env=env)
+    harness.owlmetry_cli("migrate", "--database", database, env=env)
     write_jwts(files["writers"], create_users(database, env, "writer", run_id), secret)
     write_jwts(files["listers"], create_users(database, env, "lister", run_id), secret)
     results = []
-    version = code_version()  # the server imports the package now; later edits do not reach it
-    with running_server(database, env, os.path.join(work, f"{backend}-server.log")) as (url, pid):
+    version = harness.code_version()  # the server imports the package now; later edits miss it
+    log = os.path.join(work, f"{backend}-server.log")
+    with harness.running_server(database, env, log) as (url, pid):
         seed(url, files)
         for scenario in args.scenarios:
             runs = []
             for n in range(args.runs):
                 runs.append(run_wrk(url, scenario, args.duration, files))
                 runs[-1]["load_1m"] = os.getloadavg()[0]  # other work on the machine skews figures
-                print(f"[{backend}] {scenario} run {n + 1}/{args.runs}: {runs[-1]['rps']:.0f} req/s, "
+                print(f"[{backend}] {scenario} run {n + 1}/{args.runs}: "
+                      f"{runs[-1]['rps']:.0f} req/s, "
                       f"non-2xx {runs[-1]['non2xx']}, load average {runs[-1]['load_1m']:.1f}",
                       file=sys.stderr)
             results.append(summarize(backend, scenario, runs) | {"code": version})
             if args.py_spy:
                 profile(pid, scenario, backend, args.duration, url, files, args.py_spy)
     return results
-
-
-def code_version() -> str:
-    """HEAD, and whether the package has uncommitted changes (the figures are for the working tree)."""
-    head = subprocess.run(["git", "-C", REPO, "rev-parse", "--short", "HEAD"],
-                          capture_output=True, text=True).stdout.strip()
-    dirty = subprocess.run(["git", "-C", REPO, "status", "--porcelain", "--", "owlmetry"],
-                           capture_output=True, text=True).stdout.strip()
-    return f"{head or 'unknown'}{' + uncommitted changes in owlmetry/' if dirty else ''}"
 
 
 def print_report(results: list[dict]) -> None:
@@ -253,7 +165,8 @@ def print_report(results: list[dict]) -> None:
     print("|---|---|---:|---:|---:|---:|---:|")
     for r in results:
         print(f"| {r['backend']} | {r['scenario']} | {r['rps']:,.0f} | {r['p50_ms']:.1f} | "
-              f"{r['p99_ms']:.1f} | {r['non2xx']} | {r['ratio']:.2f} (ref {REFERENCE_RPS[r['scenario']]:,}) |")
+              f"{r['p99_ms']:.1f} | {r['non2xx']} | {r['ratio']:.2f} "
+              f"(ref {REFERENCE_RPS[r['scenario']]:,}) |")
     print()
     for r in results:
         print(json.dumps(r))
@@ -271,15 +184,20 @@ def seconds(duration: str) -> int:
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backend", choices=("sqlite", "postgresql", "both"), default="both")
     parser.add_argument("--duration", default="20s", help="wrk -d per run (default 20s)")
-    parser.add_argument("--runs", type=int, default=3, help="runs per scenario; the median is reported")
+    parser.add_argument("--runs", type=int, default=3,
+                        help="runs per scenario; the median is reported")
     parser.add_argument("--scenarios", nargs="+", choices=SCENARIOS, default=list(SCENARIOS))
-    parser.add_argument("--postgres-url", help="use this (empty, dedicated) database instead of a throwaway cluster")
-    parser.add_argument("--py-spy", metavar="DIR", help="after each scenario, profile one extra run into DIR")
+    parser.add_argument("--postgres-url",
+                        help="use this (empty, dedicated) database instead of a throwaway cluster")
+    parser.add_argument("--py-spy", metavar="DIR",
+                        help="after each scenario, profile one extra run into DIR")
     parser.add_argument("--time-limit", type=int, metavar="SECONDS",
-                        help="abort (cleaning up) after this long (default: estimated from the other flags)")
+                        help="abort (cleaning up) after this long "
+                             "(default: estimated from the other flags)")
     args = parser.parse_args(argv)
     seconds(args.duration)
     return args
@@ -288,14 +206,6 @@ def parse_args(argv=None):
 def time_limit(args, backends: list[str]) -> int:
     wrk_runs = len(args.scenarios) * (args.runs + (1 if args.py_spy else 0))
     return len(backends) * (SETUP_SECONDS + wrk_runs * (seconds(args.duration) + 15))
-
-
-def on_alarm(signum, frame):
-    raise TimeoutError("time limit reached")
-
-
-def on_term(signum, frame):
-    raise KeyboardInterrupt
 
 
 def bench_one(backend: str, args, work: str) -> list[dict]:
@@ -310,13 +220,11 @@ def main(argv=None) -> int:
     backends = ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]
     if args.py_spy:
         os.makedirs(args.py_spy, exist_ok=True)
-    signal.signal(signal.SIGALRM, on_alarm)
-    signal.signal(signal.SIGTERM, on_term)
-    signal.alarm(args.time_limit or time_limit(args, backends))
+    harness.stop_on_signals(args.time_limit or time_limit(args, backends))
     results = []
     with tempfile.TemporaryDirectory(prefix="owlbench-") as work:
         for backend in backends:
-            with bench_lock():
+            with harness.bench_lock():
                 results += bench_one(backend, args, work)
     signal.alarm(0)
     print_report(results)
@@ -324,8 +232,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except (KeyboardInterrupt, TimeoutError) as exc:
-        print(f"registry.py: stopped ({str(exc) or 'interrupted'}); cleaned up", file=sys.stderr)
-        sys.exit(130)
+    harness.run_main(main)

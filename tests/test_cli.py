@@ -9,6 +9,7 @@ import urllib.request
 
 import jwt
 import pytest
+
 from tests.ports import free_port
 
 UUID_LENGTH = 36

@@ -16,8 +16,8 @@ from aiohttp import web
 
 from owlmetry.clock import now_ms
 from owlmetry.config import Config
-from owlmetry.http import devices, inbox, login, metrics, openapi, producer
 from owlmetry.credentials import UserTokens, jwt_secret
+from owlmetry.http import devices, inbox, login, metrics, openapi, producer
 from owlmetry.http.auth import admit, identify
 from owlmetry.http.context import (
     CALLER,

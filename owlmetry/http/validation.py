@@ -10,8 +10,6 @@ import orjson
 from owlmetry.http.errors import ApiError
 from owlmetry.ids import UUID_TEXT
 
-
-
 NUL_MESSAGE = "Text must not contain NUL characters (\\u0000)"
 
 

@@ -66,7 +66,8 @@ class Store(UsersAndKeys, LoginCodes, Devices, Inbox, Deliveries, MetricsReads):
         """Run one statement in which `{batch}` stands for a row source of `rows` (one tuple per
         row; `types` are their columns' PostgreSQL types, like ("text", "bigint")); any other
         brace is doubled (`str.format`). `params` are `$1..$k`, the batch's parameters come
-        after them. No-op returning [] when `rows` is empty. For checks, scripts and benchmarks; the service itself never uses it."""
+        after them. No-op returning [] when `rows` is empty. For checks, scripts and
+        benchmarks; the service itself never uses it."""
         found = await self.engine.run_batched(self.engine.execute, sql, tuple(types), rows,
                                               *params)
         return [tuple(row) for row in found]

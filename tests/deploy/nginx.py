@@ -14,6 +14,7 @@ import re
 import shutil
 import socket
 from pathlib import Path
+
 from tests.ports import free_port
 
 SHIPPED = Path(__file__).resolve().parents[2] / "deploy" / "nginx" / "owlmetry.conf"

@@ -10,9 +10,9 @@ import pytest
 
 from owlmetry.clock import now_ms
 from owlmetry.config import Config
+from owlmetry.credentials import create_api_key
 from owlmetry.http.access_log import LOGGER_NAME, runner_options
 from owlmetry.http.app import create_app
-from owlmetry.credentials import create_api_key
 from owlmetry.http.context import STORE
 from tests.conftest import Users
 

@@ -6,10 +6,10 @@ import uuid
 import jwt
 import pytest
 
-from owlmetry.clock import now_ms
 from owlmetry import credentials
-from owlmetry.http import auth
+from owlmetry.clock import now_ms
 from owlmetry.credentials import create_api_key, hash_api_key, new_api_key
+from owlmetry.http import auth
 from owlmetry.http.context import STORE, TOKENS
 
 DEVICE = {"channel": "ios_push", "token": "ab" * 32}

@@ -4,8 +4,8 @@ import uuid
 
 from owlmetry.clock import now_ms
 from owlmetry.config import Config
-from owlmetry.notify.channels.base import Answer, Channel
 from owlmetry.notify.channels import channel_types
+from owlmetry.notify.channels.base import Answer, Channel
 from owlmetry.store import DeviceChannel, DeviceRegistration, TargetKind, Targets
 from tests.notify.conftest import CONTENT, wait_done
 

@@ -33,7 +33,7 @@ async def test_fan_out_reaches_every_device_once_on_its_environment_host(
     assert len(ids) == 3
     assert progress.deliveries == {"sent": 3}
     assert progress.pushes == {"delivered": 6}
-    for user_id, devices in recipients.items():
+    for devices in recipients.values():
         for device_token, environment in devices:
             host = mocks.production if environment == "production" else mocks.sandbox
             other = mocks.sandbox if environment == "production" else mocks.production

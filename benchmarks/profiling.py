@@ -1,0 +1,230 @@
+"""Where a server's time goes, for the benchmarks' extra (never timed) runs: py-spy recording and
+its summary by layer, and the statement timer (every database call of a server, by statement).
+
+Owns those two instruments. It must not be imported by the server itself: the statement timer
+monkeypatches aiosqlite and asyncpg, and does so only in a server started through this file:
+
+    python benchmarks/profiling.py --serve-timed OUT.json serve --port P --database URL
+
+(`harness.running_server(..., launcher=statement_timer_launcher(OUT.json))`), which runs
+`owlmetry serve` with every call timed and writes the table as JSON into OUT.json at exit.
+"""
+
+import collections
+import contextlib
+import functools
+import importlib
+import json
+import os
+import pkgutil
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import harness
+
+# ---- py-spy -------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def py_spy_recording(pid: int, out: str, *flags: str, core: str | None = None):
+    """py-spy sampling `pid` while the block runs (collapsed stacks into `out`, flamegraph.pl
+    input); stopped with SIGINT at the end, on which py-spy writes its output."""
+    pinned = ["taskset", "-c", core] if core else []
+    spy = subprocess.Popen(
+        [*pinned, "py-spy", "record", "--pid", str(pid), *flags, "--format", "raw", "-o", out],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield
+    finally:
+        harness.stop_process(spy, signal.SIGINT, timeout=30)
+
+
+def frame_name(frame: str) -> str:
+    """`func (path/to/module.py:123)` -> `func (package/module.py)`."""
+    name, _, where = frame.partition(" (")
+    path = where.rsplit(":", 1)[0]
+    return f"{name} ({'/'.join(path.split('/')[-2:])})"
+
+
+LAYERS = (  # the innermost frame of ours in a sample says whose work it is
+    ("owlmetry/apns/", "APNs pool (owlmetry/apns and h2 under it)"),
+    ("owlmetry/notify/providers/", "APNs provider (payload, answer mapping)"),
+    ("owlmetry/notify/channels/", "mobile_push channel (routing by platform)"),
+    ("owlmetry/notify/", "dispatcher and outcome writer (with the asyncio calls they make)"),
+    ("owlmetry/store/", "store (statements, rows, driver calls under it)"),
+    ("owlmetry/http/", "HTTP route (the POST)"),
+)
+LIBRARIES = (("/aiohttp/", "aiohttp (outside our routes)"), ("/asyncpg/", "asyncpg"),
+             ("/aiosqlite/", "aiosqlite"), ("/asyncio/", "asyncio (outside our frames)"))
+ROOT_FRAMES = ("_run_module_as_main", "_run_code", "<module>", "main", "serve_command", "run_app")
+
+
+def layer(frames: list[str]) -> str:
+    for frame in reversed(frames):
+        for marker, name in LAYERS:
+            if marker in frame:
+                return name
+    leaf = frames[-1] if frames else ""
+    for marker, name in LIBRARIES:
+        if marker in leaf:
+            return name
+    if not frames or leaf.startswith("run_app "):
+        return "event loop in C (uvloop: sockets, TLS, callbacks), no Python frame on top"
+    return "other (" + frame_name(leaf) + ")"
+
+
+def summarize_profile(path: str, top: int = 25) -> str:
+    """Shares of all samples by layer, by function (self) and by function (inclusive), from
+    py-spy's collapsed stacks (recorded with --threads: the event loop's thread is MainThread).
+    With --gil, a sample is CPU work done under the GIL, in whichever thread."""
+    own, inclusive, threads = collections.Counter(), collections.Counter(), collections.Counter()
+    layers = collections.Counter()
+    total = 0
+    with open(path) as f:
+        for line in f:
+            stack, _, count = line.rstrip("\n").rpartition(" ")
+            if not stack:
+                continue
+            n = int(count)
+            total += n
+            frames = stack.split(";")
+            if frames[0].startswith("thread ("):
+                name = frames.pop(0).partition(": ")[2]
+                threads["MainThread" if name == "MainThread" else "other threads"] += n
+            layers[layer(frames)] += n
+            names = [frame_name(fr) for fr in frames]
+            if names:
+                own[names[-1]] += n
+            for name in set(names):
+                if name.split(" (")[0] not in ROOT_FRAMES:
+                    inclusive[name] += n
+    lines = [f"{total} samples; " + ", ".join(
+        f"{name} {100 * n / total:.1f}%" for name, n in threads.most_common()), "", "by layer:"]
+    lines += [f"  {100 * n / total:5.1f}%  {name}" for name, n in layers.most_common()]
+    lines += ["", "self (top):"]
+    lines += [f"  {100 * n / total:5.1f}%  {name}" for name, n in own.most_common(top)]
+    lines += ["", "inclusive (top; coroutine stacks start at the coroutine the loop resumed):"]
+    lines += [f"  {100 * n / total:5.1f}%  {name}" for name, n in inclusive.most_common(top)]
+    return "\n".join(lines)
+
+
+# ---- the statement timer ------------------------------------------------------------------
+
+TIMED_ASYNCPG_METHODS = ("fetch", "fetchrow", "fetchval", "execute", "executemany")
+
+
+def statement_timer_launcher(out: str) -> tuple[str, ...]:
+    """What `harness.running_server` runs instead of `-m owlmetry` for a timed server."""
+    return (os.path.abspath(__file__), "--serve-timed", out)
+
+
+def normalized(sql: str) -> str:
+    return re.sub(r"[$?]\d+", "?", " ".join(sql.split()))
+
+
+def statement_labels() -> list[tuple[str, str]]:
+    """(signature, name) of every statement the store defines (an upper-case string constant of
+    any module of owlmetry.store, whatever the modules are called), longest signature first."""
+    import owlmetry.store
+
+    modules = [owlmetry.store] + [
+        importlib.import_module(f"owlmetry.store.{info.name}")
+        for info in pkgutil.iter_modules(owlmetry.store.__path__)]
+    labels = {}
+    for module in modules:
+        for name, text in vars(module).items():
+            if name.isupper() and isinstance(text, str) and len(text) > 20:
+                body = text.split("({batch})")[-1].split("{")[0]
+                labels[normalized(body)[:60]] = name
+    return sorted(labels.items(), key=lambda item: -len(item[0]))
+
+
+def serve_timed(out: str, argv: list[str]) -> int:
+    """`owlmetry <argv>` (serve) with every database call timed by statement; JSON into `out`
+    at exit. SQLite: CPU of aiosqlite's thread per statement (thread_time) and the wait seen
+    from the event loop; PostgreSQL: the wait seen from the event loop (asyncpg's query calls)."""
+    import aiosqlite.core
+    import asyncpg.connection
+
+    from owlmetry import cli
+
+    labels = statement_labels()
+    stats: dict[str, list] = collections.defaultdict(lambda: [0, 0.0, 0.0, 0.0])
+    guard = threading.Lock()
+
+    @functools.cache
+    def label(sql: str) -> str:
+        text = normalized(sql)
+        return next((name for sig, name in labels if sig in text), text[:50])
+
+    def record(name, calls, thread_cpu, thread_wall, loop_wall):
+        with guard:
+            row = stats[name]
+            row[0] += calls
+            row[1] += thread_cpu
+            row[2] += thread_wall
+            row[3] += loop_wall
+
+    original_sqlite = aiosqlite.core.Connection._execute
+
+    async def timed_sqlite(self, fn, *args, **kwargs):
+        name = label(args[0]) if args and isinstance(args[0], str) else fn.__name__.upper()
+
+        def timed(*a, **k):
+            c0, w0 = time.thread_time(), time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                record(name, 0, time.thread_time() - c0, time.perf_counter() - w0, 0.0)
+
+        t0 = time.perf_counter()
+        try:
+            return await original_sqlite(self, timed, *args, **kwargs)
+        finally:
+            record(name, 1, 0.0, 0.0, time.perf_counter() - t0)
+
+    aiosqlite.core.Connection._execute = timed_sqlite
+
+    def timed_asyncpg(original):
+        async def timed(self, query, *args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return await original(self, query, *args, **kwargs)
+            finally:
+                record(label(query), 1, 0.0, 0.0, time.perf_counter() - t0)
+        return timed
+
+    # Each of these runs its query itself (none calls another), so no call is counted twice.
+    for method in TIMED_ASYNCPG_METHODS:
+        setattr(asyncpg.connection.Connection, method,
+                timed_asyncpg(getattr(asyncpg.connection.Connection, method)))
+    try:
+        return cli.main(argv)
+    finally:
+        with open(out, "w") as f:
+            json.dump({name: dict(zip(("calls", "thread_cpu_s", "thread_wall_s", "loop_wall_s"),
+                                      row)) for name, row in stats.items()}, f)
+
+
+def statements_table(statements: dict) -> str:
+    """The markdown table of serve_timed's JSON, the costliest statement first."""
+    rows = sorted(statements.items(), key=lambda kv: -max(kv[1]["thread_cpu_s"],
+                                                          kv[1]["loop_wall_s"]))
+    lines = ["| statement | calls | DB thread CPU s | loop-side wait s | ms per call (wait) |",
+             "|---|---:|---:|---:|---:|"]
+    for name, row in rows:
+        if row["calls"]:
+            lines.append(f"| {name} | {row['calls']} | {row['thread_cpu_s']:.3f} | "
+                         f"{row['loop_wall_s']:.3f} | "
+                         f"{1000 * row['loop_wall_s'] / row['calls']:.1f} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] != ["--serve-timed"] or len(sys.argv) < 4:
+        sys.exit(f"usage: {sys.argv[0]} --serve-timed OUT.json serve [owlmetry serve flags]")
+    sys.exit(serve_timed(sys.argv[2], sys.argv[3:]))
