@@ -9,11 +9,11 @@ never leaves this module in a response.
 from aiohttp import web
 
 from owlmetry.clock import iso_ms, now_ms
+from owlmetry.device_tokens import normalize_token
 from owlmetry.http.auth import callers, user_gone
 from owlmetry.http.context import CALLER, STORE
 from owlmetry.http.errors import ApiError, json_response
 from owlmetry.http.validation import parse_json_object, path_uuid
-from owlmetry.device_tokens import normalize_token
 from owlmetry.ids import new_id
 from owlmetry.store import DeleteResult, Device, DeviceChannel, DeviceRegistration, Platform
 

@@ -236,7 +236,8 @@ class AppCollector(Collector):
             return
         devices = GaugeMetricFamily(
             "owlmetry_registered_devices", "Devices in the registry (all processes), by "
-            "the channel they registered with (ios_push, mobile_push) and environment.", labels=["channel", "environment"])
+            "the channel they registered with (ios_push, mobile_push) and environment.",
+            labels=["channel", "environment"])
         for (channel, environment), count in sorted(readings.devices.items()):
             devices.add_metric([channel, environment], count)
         yield devices

@@ -10,8 +10,8 @@ from owlmetry.apns import APNsClient
 from owlmetry.apns.mock import MockAPNs, MockBehaviour
 from owlmetry.clock import now_ms
 from owlmetry.notify.channels.mobile_push import MobilePush
-from owlmetry.notify.providers.apns import APNs
 from owlmetry.notify.dispatcher import Dispatcher
+from owlmetry.notify.providers.apns import APNs
 from owlmetry.store import DeviceRegistration, NotificationContent, Platform
 from tests.apns.identity import KEY_ID, TEAM_ID, TOPIC, fast_retry
 
