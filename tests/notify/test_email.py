@@ -115,6 +115,26 @@ async def test_an_unreachable_relay_is_retried_then_given_up(store, dispatchers)
     assert outcome == "failed" and "(gave up after 2 attempts)" in reason
 
 
+async def test_a_stop_does_not_wait_for_a_relay_that_hangs(store, dispatchers):
+    """Sends under way end as retries when the channel closes: the mail goes back to the queue
+    for the next start instead of holding the shutdown for the SMTP timeouts."""
+    user_ids = [(await new_user(store))[0] for _ in range(20)]  # more than MAX_SESSIONS
+    accepted = []
+    server = await asyncio.start_server(lambda r, w: accepted.append(w), "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    channel = Email(Mailer(SmtpSettings("127.0.0.1", port), "o@x.example"))
+    dispatcher = dispatchers({"email": channel})
+    ids = await dispatcher.enqueue(user_ids, CONTENT)
+    while dispatcher.held < len(ids):
+        await asyncio.sleep(0.01)
+    started = asyncio.get_running_loop().time()
+    await dispatcher.stop(grace_s=0.2)
+    assert asyncio.get_running_loop().time() - started < 5
+    assert (await store.progress(ids)).deliveries == {"pending": 20}
+    assert await records(store) == []
+    server.close()
+
+
 async def test_without_smtp_every_email_delivery_is_skipped(store, dispatchers):
     user_id, _ = await new_user(store)
     channel = email_channel(None)

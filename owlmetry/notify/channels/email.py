@@ -21,6 +21,7 @@ from owlmetry.store import Claim, PushOutcome, PushTarget, TargetKind, Targets
 # queues here instead of opening thousands of connections to the relay.
 MAX_SESSIONS = 8
 DELIVERED = Answer(PushOutcome.DELIVERED)  # aiosmtplib gives the reply's text, not its code
+CLOSED = Answer(PushOutcome.RETRY, None, "the channel is closing")
 
 
 def absolute_link(link: str | None, web_app_url: str | None) -> str | None:
@@ -42,6 +43,8 @@ class Email(Channel):
         self._mailer = mailer
         self._web_app_url = web_app_url
         self._sessions = asyncio.Semaphore(MAX_SESSIONS)
+        self._sending: set[asyncio.Task] = set()  # sends under way or waiting for a session
+        self._closed = False
         if mailer.smtp is None:
             self.unavailable = "SMTP_URL is not set"
 
@@ -56,13 +59,26 @@ class Email(Channel):
     async def send(self, prepared: tuple[str, str | None, str | None],
                    target: PushTarget) -> Answer:
         title, body, link = prepared
-        async with self._sessions:
-            try:
+        if self._closed:
+            return CLOSED
+        task = asyncio.current_task()
+        self._sending.add(task)
+        try:
+            async with self._sessions:
                 await self._mailer.send_notification(target.token, title, body, link)
-            except MailError as exc:
-                outcome = PushOutcome.RETRY if exc.transient else PushOutcome.FAILED
-                return Answer(outcome, exc.code, str(exc))
+        except MailError as exc:
+            outcome = PushOutcome.RETRY if exc.transient else PushOutcome.FAILED
+            return Answer(outcome, exc.code, str(exc))
+        finally:
+            self._sending.discard(task)
         return DELIVERED
+
+    async def close(self) -> None:
+        """Sends under way or waiting for a session end as retries (the interface's promise):
+        a shutdown must not wait for a queue of mail, which goes back to the delivery queue."""
+        self._closed = True
+        for task in list(self._sending):
+            task.cancel()
 
 
 CHANNEL = Email
