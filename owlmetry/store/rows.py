@@ -198,7 +198,8 @@ class PushTarget:
 class Claim:
     """A pending delivery this process now holds the lease of, with everything needed to do it.
 
-    `targets` are the recipient's devices of the channel that have no final answer yet;
+    `targets` are the channel's targets (its `Targets`: the recipient's devices of the device
+    channels it serves, or the recipient) that have no final answer yet;
     `earlier` counts the outcomes recorded by earlier attempts (a crash, a retry).
     """
 
