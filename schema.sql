@@ -37,8 +37,9 @@ CREATE TABLE IF NOT EXISTS api_keys (
 CREATE TABLE IF NOT EXISTS user_devices (
     id           TEXT PRIMARY KEY,
     user_id      TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
-    channel      TEXT NOT NULL,
-    token        TEXT NOT NULL,                -- lower-case hex for ios_push; never leaves the server
+    channel      TEXT NOT NULL,                -- as registered: ios_push (the seed's) or mobile_push
+    platform     TEXT NOT NULL DEFAULT 'ios',  -- ios | android; ios_push devices are ios (migration 3)
+    token        TEXT NOT NULL,                -- per platform (owlmetry/device_tokens.py); never leaves the server
     environment  TEXT NOT NULL CHECK (environment IN ('production', 'sandbox')),
     app_version  TEXT,
     device_model TEXT,
@@ -78,7 +79,8 @@ CREATE INDEX IF NOT EXISTS notifications_inbox
 CREATE INDEX IF NOT EXISTS notifications_unread
     ON notifications (user_id, type) WHERE read_at IS NULL AND deleted_at IS NULL;
 
--- The work queue: one row per notification and channel, pending -> sent | failed | skipped.
+-- The work queue: one row per notification and delivery channel (mobile_push, email, ...),
+-- pending -> sent | failed | skipped.
 -- A pending row may be claimed once `available_at` has passed; a claim pushes `available_at`
 -- one lease ahead (renewed while the work runs), so work abandoned by a crashed process
 -- becomes claimable again by itself, and a retry after a backoff is the same column.
@@ -99,7 +101,8 @@ CREATE INDEX IF NOT EXISTS notification_deliveries_queue
     ON notification_deliveries (available_at) WHERE status = 'pending';
 
 -- One row per device a delivery reached with a final answer, so a fan-out resumed after a
--- crash skips the devices already answered. No foreign keys: a dead token's device row is
+-- crash skips the devices already answered. A channel that sends to the user rather than to
+-- devices (email) keeps the user's id in `device_id`. No foreign keys: a dead token's device row is
 -- deleted and the record of why stays; and these rows are written thousands a second, so the
 -- insert itself joins the notification instead of a per-row key check (records of a user
 -- deleted with their notifications are left behind).

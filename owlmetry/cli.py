@@ -252,7 +252,7 @@ async def show_progress(store, ids: list[str]) -> Progress:
             finished = total - progress.deliveries.get(DeliveryStatus.PENDING, 0)
             filled = round(30 * finished / total)
             counts = " ".join(f"{k} {v}" for k, v in summary(progress).items())
-            print(f"\r[{'#' * filled}{'.' * (30 - filled)}] {finished}/{total} recipients  {counts}",
+            print(f"\r[{'#' * filled}{'.' * (30 - filled)}] {finished}/{total} deliveries  {counts}",
                   end="", file=sys.stderr, flush=True)
         if progress.done:
             if draw:

@@ -86,6 +86,8 @@ class Dispatcher:
         `only`: deliver these notifications and nothing else (`owlmetry notify --wait`)."""
         self.store = store
         self.channels = channels
+        # What each channel's claims read as its targets (the store knows no channel).
+        self._targets = {name: channel.targets for name, channel in channels.items()}
         self.owner = owner or f"dispatcher-{uuid.uuid4()}"
         self._lease_ms = lease_ms
         self._claim_size = claim_size
@@ -159,7 +161,8 @@ class Dispatcher:
             self._wake.clear()
             try:
                 claims = await self.store.claim_deliveries(
-                    self.owner, now_ms(), self._lease_ms, self._claim_size, self._only)
+                    self.owner, now_ms(), self._lease_ms, self._claim_size, self._only,
+                    self._targets)
             except Exception:
                 log.exception("cannot claim deliveries; trying again")
                 claims = []

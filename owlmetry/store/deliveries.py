@@ -1,10 +1,11 @@
 """The delivery queue: what the dispatcher asks of the database, with its SQL and row mapping.
 
 Enqueue writes inbox rows and a pending delivery per channel; a claim leases due deliveries to
-one dispatcher and reads what sending them needs; the answers (one row per device) and the
-deliveries' ends are saved together; progress counts both. Mixed into `Store`, which sets
-`self.engine`. Must not decide when to retry or how an answer maps to a status (the
-dispatcher's rules).
+one dispatcher and reads what sending them needs (the targets each channel's `Targets` name:
+devices of some device channels, or the recipient's address); the answers (one row per
+target) and the deliveries' ends are saved together; progress counts both. Mixed into `Store`,
+which sets `self.engine`. Must not decide when to retry or how an answer maps to a status (the
+dispatcher's rules), nor know any channel by name.
 
 Where PostgreSQL has its own statement (its planner wants rows fetched by key, `= ANY`, and it
 can do in one statement what SQLite does in two), both are built from the same fragments, so
@@ -13,6 +14,7 @@ each rule is written once.
 
 import asyncio
 import functools
+from collections.abc import Mapping
 
 import orjson
 
@@ -26,6 +28,8 @@ from owlmetry.store.rows import (
     PushOutcome,
     PushRecord,
     PushTarget,
+    TargetKind,
+    Targets,
 )
 
 # ---- Enqueue ----------------------------------------------------------------------------------
@@ -88,17 +92,6 @@ CLAIMED_CONTENT = """n.id, n.user_id, n.type, n.title, n.body, n.link, n.data, n
         WHERE unread.user_id = n.user_id AND unread.read_at IS NULL
           AND unread.deleted_at IS NULL)"""
 
-TARGET_COLUMNS = "n.id, d.id, d.token, d.environment"
-
-# The recipient's devices of channel $1 (the batch of notification ids comes after it).
-RECIPIENT_DEVICES = """
-JOIN user_devices AS d ON d.user_id = n.user_id AND d.channel = CAST($1 AS TEXT)"""
-
-# For a delivery claimed again: only the devices no earlier attempt has an answer for.
-UNANSWERED = """NOT EXISTS (
-    SELECT 1 FROM notification_pushes AS p
-    WHERE p.notification_id = n.id AND p.device_id = d.id)"""
-
 # The claim's reads of notifications, by a batch of ids: joined with the batch (SQLite), or
 # with the rows fetched by key (PostgreSQL: joined with the batch, its planner hashes the whole
 # notifications table whenever its statistics make the table look small).
@@ -115,25 +108,63 @@ WHERE n.id = ANY($1::text[])
 """,
 }
 
-# A first attempt's targets: all of the devices, since nothing can be on record yet.
+# ---- A claim's targets (`Targets`): per kind of target, the columns of a `PushTarget` and
+# where they come from, as `t` joined to the claimed notification `n`.
+
+TARGET_COLUMNS = {
+    TargetKind.DEVICES: "n.id, t.id, t.token, t.environment, t.platform",
+    TargetKind.RECIPIENT: "n.id, t.id, t.email, NULL, NULL",
+}
+
+# The recipient's devices registered with the device channels $1 (a batch of one column) that
+# the delivery channel serves; or the recipient user itself.
+TARGET_SOURCES = {
+    "sqlite": {
+        TargetKind.DEVICES: """JOIN user_devices AS t ON t.user_id = n.user_id
+    AND t.channel IN (SELECT value ->> 0 FROM json_each($1))""",
+        TargetKind.RECIPIENT: "JOIN users AS t ON t.id = n.user_id",
+    },
+    "postgresql": {
+        TargetKind.DEVICES: """JOIN user_devices AS t ON t.user_id = n.user_id
+    AND t.channel = ANY($1::text[])""",
+        TargetKind.RECIPIENT: "JOIN users AS t ON t.id = n.user_id",
+    },
+}
+
+# For a delivery claimed again: only the targets no earlier attempt has an answer for.
+UNANSWERED = """NOT EXISTS (
+    SELECT 1 FROM notification_pushes AS p
+    WHERE p.notification_id = n.id AND p.device_id = t.id)"""
+
+# The claimed notifications, by a batch of ids after the source's parameters: joined with the
+# batch (SQLite), or fetched by key (PostgreSQL; see CLAIMED_NOTIFICATIONS).
 CLAIMED_TARGETS = {
-    "sqlite": f"""
+    "sqlite": """
 WITH batch (id) AS ({{batch}})
-SELECT {TARGET_COLUMNS}
+SELECT {columns}
 FROM batch AS b
-JOIN notifications AS n ON n.id = b.id{RECIPIENT_DEVICES}
+JOIN notifications AS n ON n.id = b.id
+{source}
+WHERE {unanswered}
 """,
-    "postgresql": f"""
-SELECT {TARGET_COLUMNS}
-FROM notifications AS n{RECIPIENT_DEVICES}
-WHERE n.id = ANY($2::text[])
+    "postgresql": """
+SELECT {columns}
+FROM notifications AS n
+{source}
+WHERE n.id = ANY(${first}::text[]) AND {unanswered}
 """,
 }
 
-UNANSWERED_TARGETS = {
-    "sqlite": f"{CLAIMED_TARGETS['sqlite']}WHERE {UNANSWERED}\n",
-    "postgresql": f"{CLAIMED_TARGETS['postgresql']}  AND {UNANSWERED}\n",
-}
+
+@functools.cache
+def targets_statement(engine: str, kind: TargetKind, resumed: bool) -> str:
+    """The claim's read of `kind` targets: all of them on a first attempt (nothing can be on
+    record yet), the unanswered ones on a later one."""
+    return CLAIMED_TARGETS[engine].format(
+        columns=TARGET_COLUMNS[kind], source=TARGET_SOURCES[engine][kind],
+        first=2 if kind is TargetKind.DEVICES else 1,
+        unanswered=UNANSWERED if resumed else "true")
+
 
 EARLIER_OUTCOMES = """
 WITH batch (id, channel) AS ({batch})
@@ -268,10 +299,13 @@ class Deliveries:
 
     async def claim_deliveries(
         self, owner: str, now: int, lease_ms: int, limit: int,
-        only: list[str] | None = None,
+        only: list[str] | None = None, targets: Mapping[str, Targets] | None = None,
     ) -> list[Claim]:
         """Take up to `limit` pending deliveries whose time has come (of the notifications in
-        `only`, if given) under a lease held by `owner`. No two owners hold one at a time."""
+        `only`, if given) under a lease held by `owner`. No two owners hold one at a time.
+
+        `targets` says, per delivery channel, what its claims send to (`Targets`); a delivery
+        of a channel not in it comes with no targets."""
         engine = self.engine
         if only is None:
             claimed = await engine.write_lease(claim_statement(engine.skip_locked), owner, now,
@@ -283,29 +317,28 @@ class Deliveries:
                                                *engine.batch_args([(i,) for i in only], 1))
         if not claimed:
             return []
-        return await self._claims(claimed)
+        return await self._claims(claimed, targets or {})
 
-    async def _claims(self, claimed: list) -> list[Claim]:
+    async def _claims(self, claimed: list, sources: Mapping[str, Targets]) -> list[Claim]:
         engine = self.engine
         # Only a delivery claimed before can have answers on record.
         again = [(n, c) for n, c, attempts in claimed if attempts > 1]
-        targets_by_kind: dict[tuple[str, bool], list[tuple[str]]] = {}
+        ids_by_read: dict[tuple[str, bool], list[tuple[str]]] = {}
         for notification_id, channel, attempts in claimed:
-            targets_by_kind.setdefault((channel, attempts > 1), []).append((notification_id,))
+            if channel in sources:
+                ids_by_read.setdefault((channel, attempts > 1), []).append((notification_id,))
         notification_rows, earlier_rows, *target_rows = await asyncio.gather(
             engine.run_batched(engine.read, CLAIMED_NOTIFICATIONS[engine.name], ("text",),
                                list({(notification_id,) for notification_id, _, _ in claimed})),
             engine.run_batched(engine.read, EARLIER_OUTCOMES, ("text", "text"), again),
-            *(engine.run_batched(engine.read,
-                                 (UNANSWERED_TARGETS if resumed else CLAIMED_TARGETS)[engine.name],
-                                 ("text",), ids, channel)
-              for (channel, resumed), ids in targets_by_kind.items()))
+            *(self._read_targets(sources[channel], resumed, ids)
+              for (channel, resumed), ids in ids_by_read.items()))
         notifications = {row[0]: row[1:] for row in notification_rows}
         targets: dict[tuple[str, str], list[PushTarget]] = {}
-        for (channel, _), rows in zip(targets_by_kind, target_rows):
-            for notification_id, device_id, token, environment in rows:
+        for (channel, _), rows in zip(ids_by_read, target_rows):
+            for notification_id, device_id, token, environment, platform in rows:
                 targets.setdefault((notification_id, channel), []).append(
-                    PushTarget(device_id, token, environment))
+                    PushTarget(device_id, token, environment, platform))
         earlier: dict[tuple, dict[PushOutcome, int]] = {}
         for notification_id, channel, outcome, count in earlier_rows:
             earlier.setdefault((notification_id, channel), {})[PushOutcome(outcome)] = count
@@ -328,6 +361,14 @@ class Deliveries:
                                 earlier.get((notification_id, channel), {})))
         return claims
 
+    def _read_targets(self, source: Targets, resumed: bool, ids: list[tuple[str]]):
+        engine = self.engine
+        statement = targets_statement(engine.name, source.kind, resumed)
+        if source.kind is TargetKind.RECIPIENT:
+            return engine.run_batched(engine.read, statement, ("text",), ids)
+        served = engine.batch_args([(channel,) for channel in source.device_channels], 1)
+        return engine.run_batched(engine.read, statement, ("text",), ids, *served)
+
     async def renew_leases(self, owner: str, keys: list[tuple[str, str]], until: int) -> None:
         """Extend the leases `owner` still holds on these (notification_id, channel)."""
         rows = [(notification_id, channel, owner, until) for notification_id, channel in keys]
@@ -339,7 +380,9 @@ class Deliveries:
     ) -> list[PushRecord]:
         """In one transaction: delete the dead tokens' devices, record the pushes, and end or
         re-queue the deliveries `owner` holds. Returns the records as stored: a dead token whose
-        device was registered again after `invalid_since` is kept, and its record says so."""
+        device was registered again after `invalid_since` is kept, and its record says so.
+        Only `user_devices` rows are ever deleted, by device id: a RECIPIENT channel's records
+        (a user id in `device_id`, `Targets`) can match none."""
         engine = self.engine
         # `==`, not `is`: a caller may pass the plain strings the enums stand for.
         removed = PushOutcome.REMOVED

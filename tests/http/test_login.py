@@ -17,11 +17,12 @@ from owlmetry.config import Config, ConfigError, SmtpSettings, from_env
 from owlmetry.credentials import create_api_key
 from owlmetry.http.app import create_app
 from owlmetry.http.context import STORE
-from tests.smtp_server import (
+from tests.smtp_server import (  # noqa: F401  (mailbox: a fixture)
     SMTP_PASSWORD,
     SMTP_USER,
     SMTP_WARNING,
     Mailbox,
+    mailbox,
     start_smtp,
 )
 
@@ -46,14 +47,6 @@ class Clock:
 
     def advance(self, ms: int) -> None:
         self.now += ms
-
-
-@pytest.fixture
-async def mailbox():
-    box = Mailbox()
-    server = await start_smtp(box)
-    yield box
-    server.close()
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from owlmetry.config import Config, SmtpSettings
 from owlmetry.http import openapi
 from owlmetry.http.app import create_app
 from owlmetry.http.context import STORE
-from owlmetry.notify.channels import channel_types
+from owlmetry.store import DeviceChannel, Platform
 from tests.http.test_auth import make_key
 from tests.http.test_devices import body as device
 from tests.http.test_inbox import MISSING, notify
@@ -246,9 +246,10 @@ def test_the_tours_below_call_every_documented_operation():
         openapi.document())
 
 
-def test_the_documented_channels_are_the_servers():
+def test_the_documented_device_channels_and_platforms_are_the_servers():
     schemas = openapi.document()["components"]["schemas"]
-    assert schemas["Channel"]["enum"] == list(channel_types())
+    assert schemas["Channel"]["enum"] == list(DeviceChannel)
+    assert schemas["Platform"]["enum"] == list(Platform)
 
 
 # ---- The tours --------------------------------------------------------------------------------
@@ -331,11 +332,18 @@ async def test_devices_api(client, users, reference):
         os_version="iOS 18.2"))
     await call("POST", "/v1/devices", 201, headers=user,
                json=device("ab" * 16, app_version=None, unknown_field=[1]))
+    await call("POST", "/v1/devices", 201, headers=user, json=device(
+        "cd" * 32, channel="mobile_push", platform="ios", environment="production"))
+    await call("POST", "/v1/devices", 201, headers=user, json=device(
+        "fcm:" + "Ab-_" * 36, channel="mobile_push", platform="android"))
     _, listed = await call("GET", "/v1/devices", 200, headers=user)
-    assert len(listed["devices"]) == 2
+    assert len(listed["devices"]) == 4
 
     for refused in (device(channel="android_push"), device(token="zz" * 16), device(token=""),
-                    device(app_version="x" * 51), device(environment=1), {"token": "ab" * 16}):
+                    device(app_version="x" * 51), device(environment=1), {"token": "ab" * 16},
+                    device(channel="mobile_push"), device(channel="mobile_push", platform="web"),
+                    device(platform="android"),
+                    device("bad token", channel="mobile_push", platform="android")):
         await call("POST", "/v1/devices", 400, headers=user, json=refused)
     await call("POST", "/v1/devices", 400, headers=user, data=b"not json")
     await call("POST", "/v1/devices", 413, headers=user, json=device(padding=OVER_64_KIB))
