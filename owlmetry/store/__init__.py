@@ -29,6 +29,7 @@ from owlmetry.store.rows import (
     PushRecord,
     PushTarget,
     ReadState,
+    RecipientGroup,
     StoreError,
     User,
 )
@@ -54,6 +55,7 @@ __all__ = [
     "PushRecord",
     "PushTarget",
     "ReadState",
+    "RecipientGroup",
     "Store",
     "StoreError",
     "User",
