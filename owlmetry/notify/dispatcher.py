@@ -1,11 +1,12 @@
 """The dispatcher: durable fan-out of notifications to every device of every recipient.
 
 `enqueue` writes the inbox rows and a pending delivery on each channel the recipient's
-preferences choose for the type (`routing`) in one transaction and returns; the run loop then claims due deliveries in batches (under a lease that a heartbeat
-renews, so work of a crashed process comes back by itself), hands each recipient's devices to
-its channel, and records every final answer through the `AnswerRecorder`. A device with a final
-answer on record is never sent to again; answers worth retrying (429, 5xx, lost connections)
-put the delivery back in the queue after a backoff, a bounded number of times.
+preferences choose for the type (`routing`) in one transaction and returns; the run loop then
+claims due deliveries in batches (under a lease that a heartbeat renews, so work of a crashed
+process comes back by itself), hands each recipient's devices to its channel, and records
+every final answer through the `AnswerRecorder`. A device with a final answer on record is never
+sent to again; answers worth retrying (429, 5xx, lost connections) put the delivery back in the
+queue after a backoff, a bounded number of times.
 
 Owns the queue's rules and the in-process concurrency. Must not know how a channel reaches a
 device, nor any SQL.
