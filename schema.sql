@@ -22,7 +22,10 @@ CREATE TABLE IF NOT EXISTS settings (
 CREATE TABLE IF NOT EXISTS users (
     id         TEXT PRIMARY KEY,
     email      TEXT NOT NULL UNIQUE,          -- stored lower-case
-    created_at BIGINT NOT NULL
+    created_at BIGINT NOT NULL,
+    -- The JSON object of owlmetry/preferences.py (per-type channel choices, the apps' `ui`
+    -- settings); NULL: none set, every type's defaults apply.
+    preferences TEXT
 );
 
 CREATE TABLE IF NOT EXISTS api_keys (

@@ -213,7 +213,8 @@ async def notify_command(config: Config, args) -> str:
         raise CommandError(str(exc)) from None
     async with migrated_store(config) as store:
         user_ids = [await recipient_id(store, user) for user in args.users]
-        ids = await enqueue(store, user_ids, content, channel_types())
+        ids = await enqueue(store, user_ids, content, channel_types(),
+                            config.notification_defaults)
         if not args.wait:
             return "\n".join(ids)
         print("\n".join(ids), flush=True)

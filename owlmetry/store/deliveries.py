@@ -1,7 +1,8 @@
 """The delivery queue: what the dispatcher asks of the database, with its SQL and row mapping.
 
-Enqueue writes inbox rows and a pending delivery per channel; a claim leases due deliveries to
-one dispatcher and reads what sending them needs (the targets each channel's `Targets` name:
+Enqueue writes inbox rows (born deleted for a user who turned the inbox off for the type) and
+the pending deliveries each recipient's group gets; a claim leases due deliveries to one
+dispatcher and reads what sending them needs (the targets each channel's `Targets` name:
 devices of some device channels, or the recipient's address); the answers (one row per
 target) and the deliveries' ends are saved together; progress counts both. Mixed into `Store`,
 which sets `self.engine`. Must not decide when to retry or how an answer maps to a status (the
@@ -28,46 +29,56 @@ from owlmetry.store.rows import (
     PushOutcome,
     PushRecord,
     PushTarget,
+    RecipientGroup,
     TargetKind,
     Targets,
 )
 
 # ---- Enqueue ----------------------------------------------------------------------------------
-# $1..$7 are the content every recipient shares; the batch of (id, user_id) comes after.
+# $1..$7 are the content every recipient shares; the batches come after: the inbox rows'
+# (id, user_id, deleted_at), and the deliveries' (notification_id, channel).
 
-# An inbox row per recipient that exists.
+# An inbox row per recipient that exists; `deleted_at` is set (to the time) when the user
+# turned the inbox off for the type: the row is never listed or counted, yet the channels
+# read what they send from it.
 INSERT_NOTIFICATIONS = """
-INSERT INTO notifications (id, user_id, type, title, body, link, data, team_id, created_at)
+INSERT INTO notifications (id, user_id, type, title, body, link, data, team_id, deleted_at,
+                           created_at)
 SELECT b.id, u.id, CAST($1 AS TEXT), CAST($2 AS TEXT), CAST($3 AS TEXT), CAST($4 AS TEXT),
-       CAST($5 AS TEXT), CAST($6 AS TEXT), CAST($7 AS BIGINT)
+       CAST($5 AS TEXT), CAST($6 AS TEXT), CAST(b.deleted_at AS BIGINT), CAST($7 AS BIGINT)
 FROM batch AS b JOIN users AS u ON u.id = b.user_id
 RETURNING id"""
+
+INBOX_ROW_TYPES = ("text", "text", "bigint")
+DELIVERY_TYPES = ("text", "text")
 
 # A delivery starts pending and due at once.
 INSERT_DELIVERIES = """\
 INSERT INTO notification_deliveries (notification_id, channel, status, available_at, created_at)"""
 
 ENQUEUE_NOTIFICATIONS = f"""
-WITH batch (id, user_id) AS ({{batch}})
+WITH batch (id, user_id, deleted_at) AS ({{batch}})
 {INSERT_NOTIFICATIONS}
 """
 
-# Run once per channel: $1 the channel, $2 the time, the batch of notification ids after.
+# $1 is the time; the batch of deliveries of notifications written comes after it.
 ENQUEUE_DELIVERIES = f"""
-WITH batch (notification_id) AS ({{batch}})
+WITH queue (notification_id, channel) AS ({{batch}})
 {INSERT_DELIVERIES}
-SELECT notification_id, CAST($1 AS TEXT), 'pending', CAST($2 AS BIGINT), CAST($2 AS BIGINT)
-FROM batch
+SELECT notification_id, channel, 'pending', CAST($1 AS BIGINT), CAST($1 AS BIGINT)
+FROM queue
 """
 
-# PostgreSQL does both in one statement: $8 is the array of channels, the batch after it.
+# PostgreSQL does both in one statement: the deliveries of recipients that do not exist fall
+# out of the join with the rows inserted. `{rows}` and `{queue}` are its two batches.
 ENQUEUE_IN_ONE = f"""
-WITH batch (id, user_id) AS ({{batch}}),
+WITH batch (id, user_id, deleted_at) AS ({{rows}}),
+queue (notification_id, channel) AS ({{queue}}),
 inserted AS ({INSERT_NOTIFICATIONS}),
 queued AS (
     {INSERT_DELIVERIES}
-    SELECT i.id, c.channel, 'pending', $7, $7
-    FROM inserted AS i CROSS JOIN unnest($8::text[]) AS c (channel))
+    SELECT q.notification_id, q.channel, 'pending', $7, $7
+    FROM queue AS q JOIN inserted AS i ON i.id = q.notification_id)
 SELECT id FROM inserted
 """
 
@@ -265,6 +276,11 @@ def claim_statement(lock: str, only: str = "") -> str:
 
 
 @functools.cache
+def enqueue_in_one(rows: str, queue: str) -> str:
+    return ENQUEUE_IN_ONE.format(rows=rows, queue=queue)
+
+
+@functools.cache
 def record_and_end(pushes: str, ends: str) -> str:
     return RECORD_AND_END.format(pushes=pushes, ends=ends)
 
@@ -276,26 +292,42 @@ class Deliveries:
         self, recipients: list[tuple[str, str]], content: NotificationContent,
         channels: list[str], now: int,
     ) -> list[str]:
-        """Write inbox rows (notification_id, user_id) and a pending delivery per channel, in one
-        transaction. Returns the ids written, in order; users that do not exist are skipped."""
+        """`enqueue_groups` for recipients (notification_id, user_id) who all get a listed
+        inbox row and a delivery on each of `channels`; the ids written, in order."""
+        written = await self.enqueue_groups(
+            [RecipientGroup(tuple(channels), True, recipients)], content, now)
+        return [notification_id for notification_id, _ in recipients
+                if notification_id in written]
+
+    async def enqueue_groups(
+        self, groups: list[RecipientGroup], content: NotificationContent, now: int,
+    ) -> set[str]:
+        """Write each recipient's inbox row and their group's pending deliveries, all in one
+        transaction. Returns the ids written; users that do not exist are skipped."""
         engine = self.engine
         shared = shared_content(content, now)
+        rows, queue = [], []
+        for group in groups:
+            deleted_at = None if group.listed else now
+            rows += [(notification_id, user_id, deleted_at)
+                     for notification_id, user_id in group.recipients]
+            queue += [(notification_id, channel) for channel in group.channels
+                      for notification_id, _ in group.recipients]
+        if not rows:
+            return set()
         if engine.name == "postgresql":
-            written = {row[0] for row in await engine.run_batched(
-                engine.write, ENQUEUE_IN_ONE, ("text", "text"), recipients, *shared,
-                list(channels))}
-            return [notification_id for notification_id, _ in recipients
-                    if notification_id in written]
+            statement = enqueue_in_one(engine.batch(INBOX_ROW_TYPES, len(shared) + 1),
+                                       engine.batch(DELIVERY_TYPES,
+                                                    len(shared) + len(INBOX_ROW_TYPES) + 1))
+            return {row[0] for row in await engine.write(
+                statement, *shared, *engine.batch_args(rows, len(INBOX_ROW_TYPES)),
+                *engine.batch_args(queue, len(DELIVERY_TYPES)))}
         async with engine.transaction() as run:
             written = {row[0] for row in await engine.run_batched(
-                run, ENQUEUE_NOTIFICATIONS, ("text", "text"), recipients, *shared)}
-            ids = [notification_id for notification_id, _ in recipients
-                   if notification_id in written]
-            for channel in channels:
-                await engine.run_batched(run, ENQUEUE_DELIVERIES, ("text",),
-                                         [(notification_id,) for notification_id in ids],
-                                         channel, now)
-        return ids
+                run, ENQUEUE_NOTIFICATIONS, INBOX_ROW_TYPES, rows, *shared)}
+            await engine.run_batched(run, ENQUEUE_DELIVERIES, DELIVERY_TYPES,
+                                     [item for item in queue if item[0] in written], now)
+        return written
 
     async def claim_deliveries(
         self, owner: str, now: int, lease_ms: int, limit: int,

@@ -96,6 +96,8 @@ class User:
     id: str
     email: str
     created_at: int
+    # The stored preferences object (owlmetry/preferences.py's shape); None: none set.
+    preferences: dict | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +147,17 @@ class NotificationContent:
     link: str | None = None
     data: dict | None = None
     team_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RecipientGroup:
+    """Recipients of one notification that get the same deliveries: a pending delivery on each
+    of `channels`, and an inbox row that is listed, or born deleted (`listed` False: the user
+    turned the inbox off for the type; the row still holds what the channels send)."""
+
+    channels: tuple[str, ...]
+    listed: bool
+    recipients: list[tuple[str, str]]  # (notification_id, user_id)
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,7 +40,7 @@ OVER_64_KIB = "x" * (64 * 1024)
 
 PUBLIC = [("/healthz", "GET"), ("/metrics", "GET"), ("/openapi.json", "GET")]
 LOGIN = [("/v1/auth/send-code", "POST"), ("/v1/auth/verify-code", "POST"),
-         ("/v1/auth/logout", "POST"), ("/v1/auth/me", "GET")]
+         ("/v1/auth/logout", "POST"), ("/v1/auth/me", "GET"), ("/v1/auth/me", "PATCH")]
 DEVICES = [("/v1/devices", "POST"), ("/v1/devices", "GET"), ("/v1/devices/{id}", "DELETE")]
 INBOX = [("/v1/notifications", "GET"), ("/v1/notifications/unread-count", "GET"),
          ("/v1/notifications/mark-all-read", "POST"), ("/v1/notifications/{id}", "PATCH"),
@@ -298,9 +298,32 @@ async def test_login_routes(make_client, mailbox, reference):
     # The session cookie the client now holds opens /me, until logout clears it.
     await call("GET", me, 200)
     await call("GET", me, 200, headers=bearer(session["token"]))
+    # Preferences, as the iOS app writes them: one type and channel at a time; and the
+    # dashboard's own settings.
+    email_on = {"preferences": {"notifications": {"types": {"issue.new": {"email": True}}}}}
+    _, updated = await call("PATCH", me, 200, json=email_on)
+    assert updated["user"]["preferences"]["notifications"]["types"] == {"issue.new": {"email": True}}
+    await call("PATCH", me, 200, json={"preferences": {"notifications": {"types": {
+        "issue.new": {"email": None}}}, "ui": {"dashboard": {"magnitudeWindowHours": 24}}}})
+    await call("PATCH", me, 400, json={})
+    await call("PATCH", me, 400, json={"preferences": {"notifications": {"types": {
+        "issue.new": {"sms": True}}}}})
+    await call("PATCH", me, 400, json={"preferences": {"notifications": {"types": {
+        "issue.new": {"email": "yes"}}}}})
+    await call("PATCH", me, 400, json={"preferences": {"notifications": {"types": {
+        f"type.{n}": {"email": True} for n in range(201)}}}})
+    await call("PATCH", me, 400, json={"preferences": {"ui": {"pad": "x" * 5000}}},
+               schema_sees_it=False)  # a bound in bytes, which no schema measures
+    await call("PATCH", me, 400, data=b"not json")
+    await call("PATCH", me, 413, json={"preferences": {}, "pad": OVER_64_KIB})
+    await call("GET", me, 200)
+
     await call("POST", "/v1/auth/logout", 200)
     await call("GET", me, 401)
+    await call("PATCH", me, 401, json=email_on)
     await call("GET", me, 403, headers=bearer(await make_key(client.app, "server")))
+    await call("PATCH", me, 403, headers=bearer(await make_key(client.app, "agent")),
+               json=email_on)
 
     # A sixth code within the hour (sign-up closed: an email without an account counts too).
     stranger = {"email": "stranger@example.com"}

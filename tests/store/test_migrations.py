@@ -160,6 +160,10 @@ async def test_the_upgraded_database_serves_every_route(database_url, aiohttp_cl
         "channel": "ios_push", "token": "a1" * 32, "environment": "sandbox"})
     assert answer.status == 201 and (await answer.json())["device"]["id"] == D1
     assert (await client.delete(f"/v1/notifications/{N1}", headers=headers)).status == 200
+    me = await (await client.get("/v1/auth/me", headers=headers)).json()
+    assert me["user"]["preferences"] == {"notifications": {"types": {}}}
+    email_on = {"preferences": {"notifications": {"types": {"issue.new": {"email": True}}}}}
+    assert (await client.patch("/v1/auth/me", headers=headers, json=email_on)).status == 200
     assert (await client.get("/healthz")).status == 200
 
 
