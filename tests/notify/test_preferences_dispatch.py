@@ -4,10 +4,11 @@ preferences differ."""
 
 import uuid
 
+from owlmetry.notify.channels.ios_push import IosPush
+
 from owlmetry.config import from_env
 from owlmetry.http.app import create_app
 from owlmetry.http.context import DISPATCHER
-from owlmetry.notify.channels.ios_push import IosPush
 from owlmetry.notify.dispatcher import enqueue
 from owlmetry.preferences import Defaults, merge, parse_defaults, parse_patch
 from owlmetry.store import NotificationContent
