@@ -4,7 +4,6 @@ preferences differ."""
 
 import uuid
 
-from owlmetry.notify.channels.ios_push import IosPush
 
 from owlmetry.config import from_env
 from owlmetry.http.app import create_app
@@ -13,11 +12,11 @@ from owlmetry.notify.dispatcher import enqueue
 from owlmetry.preferences import Defaults, merge, parse_defaults, parse_patch
 from owlmetry.store import NotificationContent
 from tests.http.test_auth import make_key
-from tests.notify.conftest import CONTENT, user_with_devices, wait_done
+from tests.notify.conftest import CONTENT, unconfigured_push, user_with_devices, wait_done
 
 ISSUE = NotificationContent("issue.new", "New issue", "Crash in checkout")  # email off by default
 # The channels a dispatcher has once the email channel exists; only names matter to the enqueue.
-WITH_EMAIL = ["email", "ios_push"]
+WITH_EMAIL = ["email", "mobile_push"]
 
 
 async def choose(store, user_id: str, types: dict) -> None:
@@ -38,10 +37,10 @@ async def deliveries(store, notification_ids: list[str]) -> dict[str, set[str]]:
 
 
 async def test_inbox_off_the_row_is_never_listed_or_counted_but_the_push_goes(
-        store, mocks, ios_push, dispatchers):
+        store, mocks, mobile_push, dispatchers):
     user_id, (device_token,) = await user_with_devices(store, ["production"], 0)
     await choose(store, user_id, {"feedback.new": {"in_app": False}})
-    dispatcher = dispatchers({"ios_push": ios_push()})
+    dispatcher = dispatchers({"mobile_push": mobile_push()})
 
     ids = await dispatcher.enqueue([user_id], CONTENT)
     assert (await wait_done(store, ids)).pushes == {"delivered": 1}
@@ -62,10 +61,10 @@ async def test_inbox_off_the_row_is_never_listed_or_counted_but_the_push_goes(
     assert mocks.production.stats.payloads[device_token]["aps"]["badge"] == 1
 
 
-async def test_mobile_push_off_no_push_delivery(store, mocks, ios_push, dispatchers):
+async def test_mobile_push_off_no_push_delivery(store, mocks, mobile_push, dispatchers):
     user_id, (device_token,) = await user_with_devices(store, ["production"], 0)
     await choose(store, user_id, {"feedback.new": {"mobile_push": False}})
-    dispatcher = dispatchers({"ios_push": ios_push()})
+    dispatcher = dispatchers({"mobile_push": mobile_push()})
 
     ids = await dispatcher.enqueue([user_id], CONTENT)
 
@@ -83,16 +82,16 @@ async def test_email_on_or_off_per_type_makes_a_delivery_or_none(store):
     issue = await enqueue(store, [default, opted_in], ISSUE, WITH_EMAIL, Defaults())
     feedback = await enqueue(store, [default, opted_in], CONTENT, WITH_EMAIL, Defaults())
 
-    assert await deliveries(store, issue) == {issue[0]: {"ios_push"},
-                                              issue[1]: {"ios_push", "email"}}
-    assert await deliveries(store, feedback) == {feedback[0]: {"ios_push", "email"},
-                                                 feedback[1]: {"ios_push"}}
+    assert await deliveries(store, issue) == {issue[0]: {"mobile_push"},
+                                              issue[1]: {"mobile_push", "email"}}
+    assert await deliveries(store, feedback) == {feedback[0]: {"mobile_push", "email"},
+                                                 feedback[1]: {"mobile_push"}}
 
 
 async def test_only_channels_the_dispatcher_has_get_deliveries(store):
     user_id, _ = await user_with_devices(store, [], 0)
-    ids = await enqueue(store, [user_id], CONTENT, ["ios_push"], Defaults())  # no email channel
-    assert await deliveries(store, ids) == {ids[0]: {"ios_push"}}
+    ids = await enqueue(store, [user_id], CONTENT, ["mobile_push"], Defaults())  # no email channel
+    assert await deliveries(store, ids) == {ids[0]: {"mobile_push"}}
 
 
 async def test_a_batch_of_recipients_with_different_preferences(store):
@@ -113,9 +112,9 @@ async def test_a_batch_of_recipients_with_different_preferences(store):
         "JOIN notifications AS n ON n.id = b.id", ("text",), [(i,) for i in ids]))
     assert [by_user[u] for u in users] == ids
     assert await deliveries(store, ids) == {
-        by_user[users[0]]: {"ios_push", "email"}, by_user[quiet]: set(),
-        by_user[no_inbox]: {"ios_push", "email"}, by_user[mail_only]: {"email"},
-        by_user[same_as_quiet]: set(), by_user[users[5]]: {"ios_push", "email"}}
+        by_user[users[0]]: {"mobile_push", "email"}, by_user[quiet]: set(),
+        by_user[no_inbox]: {"mobile_push", "email"}, by_user[mail_only]: {"email"},
+        by_user[same_as_quiet]: set(), by_user[users[5]]: {"mobile_push", "email"}}
     for user_id in users:
         expected = 0 if user_id in (no_inbox, mail_only) else 1
         assert await store.unread_count(user_id) == expected, user_id
@@ -132,9 +131,9 @@ async def test_operator_defaults_change_what_a_user_without_preferences_gets(sto
     other = await enqueue(store, [plain, chooser], custom, WITH_EMAIL, defaults)
 
     # The user's own choice still wins over the operator's default.
-    assert await deliveries(store, feedback) == {feedback[0]: {"ios_push"},
-                                                 feedback[1]: {"ios_push", "email"}}
-    assert await deliveries(store, other) == {other[0]: set(), other[1]: {"ios_push"}}
+    assert await deliveries(store, feedback) == {feedback[0]: {"mobile_push"},
+                                                 feedback[1]: {"mobile_push", "email"}}
+    assert await deliveries(store, other) == {other[0]: set(), other[1]: {"mobile_push"}}
 
 
 async def test_notification_defaults_from_the_environment_reach_the_producer_route(
@@ -142,7 +141,7 @@ async def test_notification_defaults_from_the_environment_reach_the_producer_rou
     config = from_env({"DATABASE_URL": database_url,
                        "NOTIFICATION_DEFAULTS": '{"feedback.new": {"mobile_push": false}}'})
     client = await aiohttp_client(create_app(config, channels={
-        "ios_push": IosPush(None, "APNs is not configured")}))
+        "mobile_push": unconfigured_push()}))
     dispatcher = client.app[DISPATCHER]
     assert dispatcher.defaults == config.notification_defaults
     user_id, _ = await user_with_devices(dispatcher.store, ["production"], 0)
