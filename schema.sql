@@ -22,7 +22,10 @@ CREATE TABLE IF NOT EXISTS settings (
 CREATE TABLE IF NOT EXISTS users (
     id         TEXT PRIMARY KEY,
     email      TEXT NOT NULL UNIQUE,          -- stored lower-case
-    created_at BIGINT NOT NULL
+    created_at BIGINT NOT NULL,
+    -- The JSON object of owlmetry/preferences.py (per-type channel choices, the apps' `ui`
+    -- settings); NULL: none set, every type's defaults apply.
+    preferences TEXT
 );
 
 CREATE TABLE IF NOT EXISTS api_keys (
@@ -37,8 +40,9 @@ CREATE TABLE IF NOT EXISTS api_keys (
 CREATE TABLE IF NOT EXISTS user_devices (
     id           TEXT PRIMARY KEY,
     user_id      TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
-    channel      TEXT NOT NULL,
-    token        TEXT NOT NULL,                -- lower-case hex for ios_push; never leaves the server
+    channel      TEXT NOT NULL,                -- as registered: ios_push (the seed's) or mobile_push
+    platform     TEXT NOT NULL DEFAULT 'ios',  -- ios | android; ios_push devices are ios (migration 3)
+    token        TEXT NOT NULL,                -- per platform (owlmetry/device_tokens.py); never leaves the server
     environment  TEXT NOT NULL CHECK (environment IN ('production', 'sandbox')),
     app_version  TEXT,
     device_model TEXT,
@@ -92,7 +96,8 @@ CREATE TABLE IF NOT EXISTS unread_counts (
     unread  BIGINT NOT NULL
 );
 
--- The work queue: one row per notification and channel, pending -> sent | failed | skipped.
+-- The work queue: one row per notification and delivery channel (mobile_push, email, ...),
+-- pending -> sent | failed | skipped.
 -- A pending row may be claimed once `available_at` has passed; a claim pushes `available_at`
 -- one lease ahead (renewed while the work runs), so work abandoned by a crashed process
 -- becomes claimable again by itself, and a retry after a backoff is the same column.
@@ -113,7 +118,8 @@ CREATE INDEX IF NOT EXISTS notification_deliveries_queue
     ON notification_deliveries (available_at) WHERE status = 'pending';
 
 -- One row per device a delivery reached with a final answer, so a fan-out resumed after a
--- crash skips the devices already answered. No foreign keys: a dead token's device row is
+-- crash skips the devices already answered. A channel that sends to the user rather than to
+-- devices (email) keeps the user's id in `device_id`. No foreign keys: a dead token's device row is
 -- deleted and the record of why stays; and these rows are written thousands a second, so the
 -- insert itself joins the notification instead of a per-row key check (records of a user
 -- deleted with their notifications are left behind).

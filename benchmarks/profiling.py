@@ -52,7 +52,8 @@ def frame_name(frame: str) -> str:
 
 LAYERS = (  # the innermost frame of ours in a sample says whose work it is
     ("owlmetry/apns/", "APNs pool (owlmetry/apns and h2 under it)"),
-    ("owlmetry/notify/channels/", "ios_push channel (payload, answer mapping)"),
+    ("owlmetry/notify/providers/", "APNs provider (payload, answer mapping)"),
+    ("owlmetry/notify/channels/", "mobile_push channel (routing by platform)"),
     ("owlmetry/notify/", "dispatcher and outcome writer (with the asyncio calls they make)"),
     ("owlmetry/store/", "store (statements, rows, driver calls under it)"),
     ("owlmetry/http/", "HTTP route (the POST)"),

@@ -223,7 +223,8 @@ async def notify_command(config: Config, args) -> str:
         raise CommandError(str(exc)) from None
     async with migrated_store(config) as store:
         user_ids = [await recipient_id(store, user) for user in args.users]
-        ids = await enqueue(store, user_ids, content, channel_types())
+        ids = await enqueue(store, user_ids, content, channel_types(),
+                            config.notification_defaults)
         if not args.wait:
             return "\n".join(ids)
         print("\n".join(ids), flush=True)
@@ -270,7 +271,7 @@ async def show_progress(store, ids: list[str]) -> Progress:
             finished = total - progress.deliveries.get(DeliveryStatus.PENDING, 0)
             filled = round(30 * finished / total)
             counts = " ".join(f"{k} {v}" for k, v in summary(progress).items())
-            print(f"\r[{'#' * filled}{'.' * (30 - filled)}] {finished}/{total} recipients  {counts}",
+            print(f"\r[{'#' * filled}{'.' * (30 - filled)}] {finished}/{total} deliveries  {counts}",
                   end="", file=sys.stderr, flush=True)
         if progress.done:
             if draw:

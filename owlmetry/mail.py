@@ -29,11 +29,13 @@ class MailError(Exception):
 
     `transient`: the server said "not now" (a 4xx reply) or could not be reached, so the same
     mail may go through later; otherwise (a 5xx reply, an address it cannot take) it will not.
+    `code`: the server's reply code, when it replied with a refusal.
     """
 
-    def __init__(self, reason: str, transient: bool):
+    def __init__(self, reason: str, transient: bool, code: int | None = None):
         super().__init__(reason)
         self.transient = transient
+        self.code = code
 
 
 def is_transient(exc: Exception) -> bool:
@@ -123,4 +125,5 @@ class Mailer:
                 reason = reason.replace(hidden, "*" * len(hidden))
             log.warning("could not mail %s to %s via %s:%d: %s",
                         what, mask_email(email), smtp.host, smtp.port, reason)
-            raise MailError(reason, is_transient(exc)) from None
+            code = exc.code if isinstance(exc, aiosmtplib.SMTPResponseException) else None
+            raise MailError(reason, is_transient(exc), code) from None

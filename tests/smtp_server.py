@@ -59,3 +59,12 @@ async def start_smtp(box: Mailbox, implicit_tls: ssl.SSLContext | None = None, *
         "127.0.0.1", 0, ssl=implicit_tls)
     box.port = server.sockets[0].getsockname()[1]
     return server
+
+
+@pytest.fixture
+async def mailbox():
+    """A Mailbox behind a running SMTP server (`mailbox.port`), for the test's duration."""
+    box = Mailbox()
+    server = await start_smtp(box)
+    yield box
+    server.close()

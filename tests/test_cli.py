@@ -150,13 +150,14 @@ def test_serve_starts_on_sqlite_with_no_configuration(tmp_path):
         cwd=tmp_path, env=clean, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:
-        startup = [server.stdout.readline() for _ in range(3)]
-        # Without APNs credentials the server still runs, and says what pushes will not do;
-        # without SMTP, where login codes go.
-        assert "ios_push deliveries will be skipped: APNs is not configured: APNS_KEY_ID" in \
-            startup[0]
-        assert "SMTP_URL is not set: login codes are written to this log" in startup[1]
-        assert "listening on" in startup[2]
+        startup = [server.stdout.readline() for _ in range(4)]
+        # Without APNs credentials or SMTP the server still runs, and says what pushes and
+        # notification mail will not do, and where login codes go.
+        assert "email deliveries will be skipped: SMTP_URL is not set" in startup[0]
+        assert "mobile_push deliveries will be skipped: APNs is not configured: APNS_KEY_ID" in \
+            startup[1]
+        assert "SMTP_URL is not set: login codes are written to this log" in startup[2]
+        assert "listening on" in startup[3]
         assert get_json(f"http://127.0.0.1:{port}/healthz") == (200, {"status": "ok"})
         assert (tmp_path / "owlmetry.db").is_file()
         busy = run("serve", "--port", str(port), cwd=tmp_path)

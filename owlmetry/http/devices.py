@@ -1,35 +1,60 @@
 """The Devices API: `POST /v1/devices`, `GET /v1/devices`, `DELETE /v1/devices/{id}` (user-only).
 
-Owns the validation rules of the contract and the device's JSON shape; what a token of a
-channel looks like is the channel's rule (`owlmetry.notify.channels`). The token never leaves
-this module in a response.
+Owns the validation rules of the contract and the device's JSON shape. A device registers as
+today's Owlmetry clients do (`mobile_push` with a `platform`) or as the seed did (`ios_push`, an
+iOS device); what a token of a platform looks like is `owlmetry.device_tokens`' rule. The token
+never leaves this module in a response.
 """
 
 from aiohttp import web
 
 from owlmetry.clock import iso_ms, now_ms
+from owlmetry.device_tokens import normalize_token
 from owlmetry.http.auth import callers, user_gone
 from owlmetry.http.context import CALLER, STORE
 from owlmetry.http.errors import ApiError, json_response
 from owlmetry.http.validation import parse_json_object, path_uuid
 from owlmetry.ids import new_id
-from owlmetry.notify.channels import channel_types
-from owlmetry.store import DeleteResult, Device, DeviceRegistration
+from owlmetry.store import DeleteResult, Device, DeviceChannel, DeviceRegistration, Platform
 
 METADATA_LIMITS = {"app_version": 50, "device_model": 100, "os_version": 50}
+CHANNELS = {channel.value: channel for channel in DeviceChannel}
+PLATFORMS = {platform.value: platform for platform in Platform}
+
+
+def one_of(names) -> str:
+    return " or ".join(f'"{name}"' for name in names)
+
+
+def parse_platform(channel: DeviceChannel, platform) -> Platform:
+    """`mobile_push` requires a platform; the seed's `ios_push` is an iOS device, so a platform
+    it gives (it need not) must be `ios`."""
+    if channel is DeviceChannel.IOS_PUSH:
+        if platform is not None and platform != Platform.IOS:
+            raise ApiError(400, f'platform must be "{Platform.IOS}" (or absent) with channel '
+                                f'"{DeviceChannel.IOS_PUSH}"')
+        return Platform.IOS
+    if platform is None:
+        raise ApiError(400, f'platform is required with channel "{channel}" and must be '
+                            f'{one_of(PLATFORMS)}')
+    if not isinstance(platform, str) or platform not in PLATFORMS:
+        # Upstream's words ("Invalid platform '<p>'"), then what it must be.
+        shown = platform[:40] if isinstance(platform, str) else type(platform).__name__
+        raise ApiError(400, f"Invalid platform '{shown}': platform must be {one_of(PLATFORMS)}")
+    return PLATFORMS[platform]
 
 
 def parse_registration(body: dict) -> DeviceRegistration:
-    channels = channel_types()
     channel = body.get("channel")
-    if not isinstance(channel, str) or channel not in channels:
-        names = " or ".join(f'"{name}"' for name in channels)
-        raise ApiError(400, f"channel is required and must be {names}")
+    if not isinstance(channel, str) or channel not in CHANNELS:
+        raise ApiError(400, f"channel is required and must be {one_of(CHANNELS)}")
+    channel = CHANNELS[channel]
+    platform = parse_platform(channel, body.get("platform"))
     token = body.get("token")
     if not isinstance(token, str) or not token:
         raise ApiError(400, "token is required and must be a non-empty string")
     try:
-        token = channels[channel].normalize_token(token)
+        token = normalize_token(platform, token)
     except ValueError as exc:
         raise ApiError(400, str(exc)) from None
     environment = body.get("environment")
@@ -43,6 +68,7 @@ def parse_registration(body: dict) -> DeviceRegistration:
         metadata[field] = value
     return DeviceRegistration(
         channel=channel,
+        platform=platform,
         token=token,
         environment="sandbox" if environment == "sandbox" else "production",
         **metadata,
@@ -53,6 +79,7 @@ def device_json(device: Device) -> dict:
     return {
         "id": device.id,
         "channel": device.channel,
+        "platform": device.platform,
         "environment": device.environment,
         "app_version": device.app_version,
         "device_model": device.device_model,

@@ -1,5 +1,6 @@
 """Email-code login, as the Owlmetry server has it: `POST /v1/auth/send-code`,
-`POST /v1/auth/verify-code`, `POST /v1/auth/logout` and `GET /v1/auth/me` (user-only).
+`POST /v1/auth/verify-code`, `POST /v1/auth/logout`, and `GET`/`PATCH /v1/auth/me` (user-only:
+the user, and the update of their preferences, merged as `owlmetry.preferences` says).
 
 Owns these routes' body rules, the session cookie and the user's JSON shape, and who gets a
 code mailed: with sign-up closed (SIGNUP_ENABLED unset) an unknown email is answered exactly as
@@ -9,7 +10,7 @@ limits are `login_codes`' rules; sending is `mail`'s. Nothing here logs a code o
 
 from aiohttp import web
 
-from owlmetry import login_codes
+from owlmetry import login_codes, preferences
 from owlmetry.clock import iso_ms
 from owlmetry.emails import normalize_email
 from owlmetry.http.auth import callers, user_gone
@@ -23,7 +24,7 @@ from owlmetry.http.context import (
     TOKENS,
 )
 from owlmetry.http.errors import ApiError, json_response
-from owlmetry.http.validation import parse_json_object
+from owlmetry.http.validation import parse_json_object, parse_optional_json_object
 from owlmetry.ids import new_id
 from owlmetry.mail import MailError
 from owlmetry.store import User
@@ -54,7 +55,17 @@ def parse_code(body: dict) -> str:
 
 
 def user_json(user: User) -> dict:
-    return {"id": user.id, "email": user.email, "created_at": iso_ms(user.created_at)}
+    return {"id": user.id, "email": user.email, "created_at": iso_ms(user.created_at),
+            "preferences": preferences.shown(user.preferences)}
+
+
+def parse_preferences_patch(body: dict) -> dict:
+    if "preferences" not in body:
+        raise ApiError(400, "At least one field to update is required: preferences")
+    try:
+        return preferences.parse_patch(body["preferences"])
+    except preferences.PreferenceError as exc:
+        raise ApiError(400, str(exc)) from None
 
 
 def cookie_attributes(request: web.Request) -> dict:
@@ -124,9 +135,23 @@ async def me(request: web.Request) -> web.Response:
     return json_response({"user": user_json(user)})
 
 
+@callers("user")
+async def update_me(request: web.Request) -> web.Response:
+    patch = parse_preferences_patch(parse_optional_json_object(await request.read()))
+    try:
+        user = await request.app[STORE].update_preferences(
+            request[CALLER].user_id, lambda stored: preferences.merge(stored, patch))
+    except preferences.PreferenceError as exc:  # the merged whole is over a bound
+        raise ApiError(400, str(exc)) from None
+    if user is None:
+        raise user_gone()
+    return json_response({"user": user_json(user)})
+
+
 routes = [
     web.post("/v1/auth/send-code", send_code),
     web.post("/v1/auth/verify-code", verify_code),
     web.post("/v1/auth/logout", logout),
     web.get("/v1/auth/me", me, allow_head=False),
+    web.patch("/v1/auth/me", update_me),
 ]

@@ -35,10 +35,10 @@ import owlmetry
 from owlmetry.clock import now_ms
 from owlmetry.http.access_log import route_template
 from owlmetry.http.context import CONFIG, DISPATCHER, STORE
-from owlmetry.notify.channels import channel_types
 from owlmetry.store import (
     RECORDED_OUTCOMES,
     DeliveryStatus,
+    DeviceChannel,
     PendingState,
     check_database_url,
 )
@@ -125,7 +125,7 @@ async def read_store(store) -> StoreReadings | None:
     try:
         async with asyncio.timeout(STORE_TIMEOUT_S):
             devices, pending = await asyncio.gather(
-                store.device_counts(list(channel_types())), store.pending_deliveries(now_ms()))
+                store.device_counts(list(DeviceChannel)), store.pending_deliveries(now_ms()))
     except Exception as exc:  # noqa: BLE001 -- any failure is "down"; one line, not a
         # traceback, since it repeats at every scrape while the database is away.
         log.warning("metrics: the database did not answer: %s", str(exc) or type(exc).__name__)
@@ -212,11 +212,11 @@ class AppCollector(Collector):
     def _connections(self, channels):
         connections = GaugeMetricFamily(
             "owlmetry_channel_connections", "Open connections to a channel's push service "
-            "(ios_push: HTTP/2 connections to the APNs host of the environment).",
+            "(mobile_push: HTTP/2 connections to the APNs host of the environment).",
             labels=["channel", "environment"])
         in_flight = GaugeMetricFamily(
             "owlmetry_channel_in_flight", "Pushes on the wire waiting for their answer "
-            "(ios_push: open HTTP/2 streams).", labels=["channel", "environment"])
+            "(mobile_push: open HTTP/2 streams to APNs).", labels=["channel", "environment"])
         queued = GaugeMetricFamily(
             "owlmetry_channel_queued", "Pushes waiting for room on a connection.",
             labels=["channel", "environment"])
@@ -236,7 +236,8 @@ class AppCollector(Collector):
             return
         devices = GaugeMetricFamily(
             "owlmetry_registered_devices", "Devices in the registry (all processes), by "
-            "channel and environment.", labels=["channel", "environment"])
+            "the channel they registered with (ios_push, mobile_push) and environment.",
+            labels=["channel", "environment"])
         for (channel, environment), count in sorted(readings.devices.items()):
             devices.add_metric([channel, environment], count)
         yield devices

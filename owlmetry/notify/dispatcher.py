@@ -1,11 +1,12 @@
 """The dispatcher: durable fan-out of notifications to every device of every recipient.
 
-`enqueue` writes the inbox rows and one pending delivery per channel in one transaction and
-returns; the run loop then claims due deliveries in batches (under a lease that a heartbeat
-renews, so work of a crashed process comes back by itself), hands each recipient's devices to
-its channel, and records every final answer through the `AnswerRecorder`. A device with a final
-answer on record is never sent to again; answers worth retrying (429, 5xx, lost connections)
-put the delivery back in the queue after a backoff, a bounded number of times.
+`enqueue` writes the inbox rows and a pending delivery on each channel the recipient's
+preferences choose for the type (`routing`) in one transaction and returns; the run loop then
+claims due deliveries in batches (under a lease that a heartbeat renews, so work of a crashed
+process comes back by itself), hands each recipient's devices to its channel, and records
+every final answer through the `AnswerRecorder`. A device with a final answer on record is never
+sent to again; answers worth retrying (429, 5xx, lost connections) put the delivery back in the
+queue after a backoff, a bounded number of times.
 
 Owns the queue's rules and the in-process concurrency. Must not know how a channel reaches a
 device, nor any SQL.
@@ -24,6 +25,8 @@ from owlmetry.ids import new_ordered_id
 from owlmetry.notify.channels import open_channels
 from owlmetry.notify.channels.base import Answer, Channel
 from owlmetry.notify.recorder import AnswerRecorder
+from owlmetry.notify.routing import group_recipients
+from owlmetry.preferences import Defaults
 from owlmetry.store import (
     Claim,
     DeliveryEnd,
@@ -43,11 +46,15 @@ RETRY = PushOutcome.RETRY
 
 
 async def enqueue(store: Store, user_ids: Iterable[str], content: NotificationContent,
-                  channels: Iterable[str]) -> list[str]:
-    """One notification per distinct existing user, in the order given; returns their ids."""
+                  channels: Iterable[str], defaults: Defaults) -> list[str]:
+    """One notification per distinct existing user, in the order given, with the deliveries on
+    `channels` that each user's preferences (over `defaults`) choose; returns their ids."""
     now = now_ms()
     recipients = [(new_ordered_id(now), user_id) for user_id in dict.fromkeys(user_ids)]
-    return await store.enqueue_notifications(recipients, content, list(channels), now)
+    stored = await store.preferences_of([user_id for _, user_id in recipients])
+    groups = group_recipients(recipients, content.type, stored, defaults, channels)
+    written = await store.enqueue_groups(groups, content, now)
+    return [notification_id for notification_id, _ in recipients if notification_id in written]
 
 
 def final_status(counts: dict[PushOutcome, int],
@@ -82,11 +89,16 @@ class Dispatcher:
     def __init__(self, store: Store, channels: dict[str, Channel], *, owner: str | None = None,
                  lease_ms: int = 30_000, claim_size: int = 500, max_in_flight: int = 8_000,
                  max_attempts: int = 6, retry_base_ms: int = 5_000, retry_max_ms: int = 600_000,
-                 poll_s: float = 1.0, only: list[str] | None = None):
+                 poll_s: float = 1.0, only: list[str] | None = None,
+                 defaults: Defaults | None = None):
         """`max_in_flight`: no new claims while this many devices are being sent to.
-        `only`: deliver these notifications and nothing else (`owlmetry notify --wait`)."""
+        `only`: deliver these notifications and nothing else (`owlmetry notify --wait`).
+        `defaults`: the channels of each type where a user chose nothing (the operator's)."""
         self.store = store
         self.channels = channels
+        # What each channel's claims read as its targets (the store knows no channel).
+        self._targets = {name: channel.targets for name, channel in channels.items()}
+        self.defaults = defaults or Defaults()
         self.owner = owner or f"dispatcher-{uuid.uuid4()}"
         self._lease_ms = lease_ms
         self._claim_size = claim_size
@@ -118,7 +130,7 @@ class Dispatcher:
         return len(self._held)
 
     async def enqueue(self, user_ids: Iterable[str], content: NotificationContent) -> list[str]:
-        ids = await enqueue(self.store, user_ids, content, self.channels)
+        ids = await enqueue(self.store, user_ids, content, self.channels, self.defaults)
         self._wake.set()
         return ids
 
@@ -160,7 +172,8 @@ class Dispatcher:
             self._wake.clear()
             try:
                 claims = await self.store.claim_deliveries(
-                    self.owner, now_ms(), self._lease_ms, self._claim_size, self._only)
+                    self.owner, now_ms(), self._lease_ms, self._claim_size, self._only,
+                    self._targets)
             except Exception:
                 log.exception("cannot claim deliveries; trying again")
                 claims = []
@@ -282,4 +295,5 @@ def dispatcher_for(store: Store, config: Config, channels: dict[str, Channel] | 
     for name, channel in channels.items():
         if channel.unavailable:
             log.warning("%s deliveries will be skipped: %s", name, channel.unavailable)
-    return Dispatcher(store, channels, lease_ms=config.notify_lease_s * 1000, only=only)
+    return Dispatcher(store, channels, lease_ms=config.notify_lease_s * 1000, only=only,
+                      defaults=config.notification_defaults)

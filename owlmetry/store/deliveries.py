@@ -1,11 +1,13 @@
 """The delivery queue: what the dispatcher asks of the database, with its SQL and row mapping.
 
-Enqueue writes inbox rows (counting them into their recipients' unread counts) and a pending
-delivery per channel; a claim leases due deliveries to one dispatcher and reads what sending
-them needs; the answers (one row per device) and the deliveries' ends are saved together;
-progress counts both. Mixed into `Store`, which sets
-`self.engine`. Must not decide when to retry or how an answer maps to a status (the
-dispatcher's rules).
+Enqueue writes inbox rows (born deleted for a user who turned the inbox off for the type;
+counted into their recipients' unread counts) and the pending deliveries each recipient's
+group gets; a claim leases due deliveries to one dispatcher and reads what sending them needs
+(the targets each channel's `Targets` name: devices of some device channels, or the
+recipient's address); the answers (one row per target) and the deliveries' ends are saved
+together; progress counts both. Mixed into `Store`, which sets `self.engine`. Must not
+decide when to retry or how an answer maps to a status (the dispatcher's rules), nor know any
+channel by name.
 
 Where PostgreSQL has its own statement (its planner wants rows fetched by key, `= ANY`, and it
 can do in one statement what SQLite does in two), both are built from the same fragments, so
@@ -14,6 +16,7 @@ each rule is written once.
 
 import asyncio
 import functools
+from collections.abc import Mapping
 
 import orjson
 
@@ -27,26 +30,36 @@ from owlmetry.store.rows import (
     PushOutcome,
     PushRecord,
     PushTarget,
+    RecipientGroup,
+    TargetKind,
+    Targets,
 )
 from owlmetry.store.unread_counts import BADGE, count_added
 
 # ---- Enqueue ----------------------------------------------------------------------------------
-# $1..$7 are the content every recipient shares; the batch of (id, user_id) comes after.
+# $1..$7 are the content every recipient shares; the batches come after: the inbox rows'
+# (id, user_id, deleted_at), and the deliveries' (notification_id, channel).
 
-# An inbox row per recipient that exists; what the unread counter needs of each comes back.
+# An inbox row per recipient that exists; `deleted_at` is set (to the time) when the user
+# turned the inbox off for the type: the row is never listed or counted, yet the channels
+# read what they send from it. What the unread counter needs of each row comes back.
 INSERT_NOTIFICATIONS = """
-INSERT INTO notifications (id, user_id, type, title, body, link, data, team_id, created_at)
+INSERT INTO notifications (id, user_id, type, title, body, link, data, team_id, deleted_at,
+                           created_at)
 SELECT b.id, u.id, CAST($1 AS TEXT), CAST($2 AS TEXT), CAST($3 AS TEXT), CAST($4 AS TEXT),
-       CAST($5 AS TEXT), CAST($6 AS TEXT), CAST($7 AS BIGINT)
+       CAST($5 AS TEXT), CAST($6 AS TEXT), CAST(b.deleted_at AS BIGINT), CAST($7 AS BIGINT)
 FROM batch AS b JOIN users AS u ON u.id = b.user_id
 RETURNING id, user_id, read_at, deleted_at"""
+
+INBOX_ROW_TYPES = ("text", "text", "bigint")
+DELIVERY_TYPES = ("text", "text")
 
 # A delivery starts pending and due at once.
 INSERT_DELIVERIES = """\
 INSERT INTO notification_deliveries (notification_id, channel, status, available_at, created_at)"""
 
 ENQUEUE_NOTIFICATIONS = f"""
-WITH batch (id, user_id) AS ({{batch}})
+WITH batch (id, user_id, deleted_at) AS ({{batch}})
 {INSERT_NOTIFICATIONS}
 """
 
@@ -57,23 +70,25 @@ WITH added (user_id, read_at, deleted_at) AS ({{batch}}){count_added("added")}
 """
 ADDED_TYPES = ("text", "bigint", "bigint")
 
-# Run once per channel: $1 the channel, $2 the time, the batch of notification ids after.
+# $1 is the time; the batch of deliveries of notifications written comes after it.
 ENQUEUE_DELIVERIES = f"""
-WITH batch (notification_id) AS ({{batch}})
+WITH queue (notification_id, channel) AS ({{batch}})
 {INSERT_DELIVERIES}
-SELECT notification_id, CAST($1 AS TEXT), 'pending', CAST($2 AS BIGINT), CAST($2 AS BIGINT)
-FROM batch
+SELECT notification_id, channel, 'pending', CAST($1 AS BIGINT), CAST($1 AS BIGINT)
+FROM queue
 """
 
-# PostgreSQL does both in one statement: $8 is the array of channels, the batch after it.
+# PostgreSQL does both in one statement: the deliveries of recipients that do not exist fall
+# out of the join with the rows inserted. `{rows}` and `{queue}` are its two batches.
 ENQUEUE_IN_ONE = f"""
-WITH batch (id, user_id) AS ({{batch}}),
+WITH batch (id, user_id, deleted_at) AS ({{rows}}),
+queue (notification_id, channel) AS ({{queue}}),
 inserted AS ({INSERT_NOTIFICATIONS}),
 counted AS ({count_added("inserted")}),
 queued AS (
     {INSERT_DELIVERIES}
-    SELECT i.id, c.channel, 'pending', $7, $7
-    FROM inserted AS i CROSS JOIN unnest($8::text[]) AS c (channel))
+    SELECT q.notification_id, q.channel, 'pending', $7, $7
+    FROM queue AS q JOIN inserted AS i ON i.id = q.notification_id)
 SELECT id FROM inserted
 """
 
@@ -97,17 +112,6 @@ RETURNING notification_id, channel, attempts
 CLAIMED_CONTENT = f"""n.id, n.user_id, n.type, n.title, n.body, n.link, n.data, n.team_id,
        {BADGE}"""
 
-TARGET_COLUMNS = "n.id, d.id, d.token, d.environment"
-
-# The recipient's devices of channel $1 (the batch of notification ids comes after it).
-RECIPIENT_DEVICES = """
-JOIN user_devices AS d ON d.user_id = n.user_id AND d.channel = CAST($1 AS TEXT)"""
-
-# For a delivery claimed again: only the devices no earlier attempt has an answer for.
-UNANSWERED = """NOT EXISTS (
-    SELECT 1 FROM notification_pushes AS p
-    WHERE p.notification_id = n.id AND p.device_id = d.id)"""
-
 # The claim's reads of notifications, by a batch of ids: joined with the batch (SQLite), or
 # with the rows fetched by key (PostgreSQL: joined with the batch, its planner hashes the whole
 # notifications table whenever its statistics make the table look small).
@@ -124,25 +128,63 @@ WHERE n.id = ANY($1::text[])
 """,
 }
 
-# A first attempt's targets: all of the devices, since nothing can be on record yet.
+# ---- A claim's targets (`Targets`): per kind of target, the columns of a `PushTarget` and
+# where they come from, as `t` joined to the claimed notification `n`.
+
+TARGET_COLUMNS = {
+    TargetKind.DEVICES: "n.id, t.id, t.token, t.environment, t.platform",
+    TargetKind.RECIPIENT: "n.id, t.id, t.email, NULL, NULL",
+}
+
+# The recipient's devices registered with the device channels $1 (a batch of one column) that
+# the delivery channel serves; or the recipient user itself.
+TARGET_SOURCES = {
+    "sqlite": {
+        TargetKind.DEVICES: """JOIN user_devices AS t ON t.user_id = n.user_id
+    AND t.channel IN (SELECT value ->> 0 FROM json_each($1))""",
+        TargetKind.RECIPIENT: "JOIN users AS t ON t.id = n.user_id",
+    },
+    "postgresql": {
+        TargetKind.DEVICES: """JOIN user_devices AS t ON t.user_id = n.user_id
+    AND t.channel = ANY($1::text[])""",
+        TargetKind.RECIPIENT: "JOIN users AS t ON t.id = n.user_id",
+    },
+}
+
+# For a delivery claimed again: only the targets no earlier attempt has an answer for.
+UNANSWERED = """NOT EXISTS (
+    SELECT 1 FROM notification_pushes AS p
+    WHERE p.notification_id = n.id AND p.device_id = t.id)"""
+
+# The claimed notifications, by a batch of ids after the source's parameters: joined with the
+# batch (SQLite), or fetched by key (PostgreSQL; see CLAIMED_NOTIFICATIONS).
 CLAIMED_TARGETS = {
-    "sqlite": f"""
+    "sqlite": """
 WITH batch (id) AS ({{batch}})
-SELECT {TARGET_COLUMNS}
+SELECT {columns}
 FROM batch AS b
-JOIN notifications AS n ON n.id = b.id{RECIPIENT_DEVICES}
+JOIN notifications AS n ON n.id = b.id
+{source}
+WHERE {unanswered}
 """,
-    "postgresql": f"""
-SELECT {TARGET_COLUMNS}
-FROM notifications AS n{RECIPIENT_DEVICES}
-WHERE n.id = ANY($2::text[])
+    "postgresql": """
+SELECT {columns}
+FROM notifications AS n
+{source}
+WHERE n.id = ANY(${first}::text[]) AND {unanswered}
 """,
 }
 
-UNANSWERED_TARGETS = {
-    "sqlite": f"{CLAIMED_TARGETS['sqlite']}WHERE {UNANSWERED}\n",
-    "postgresql": f"{CLAIMED_TARGETS['postgresql']}  AND {UNANSWERED}\n",
-}
+
+@functools.cache
+def targets_statement(engine: str, kind: TargetKind, resumed: bool) -> str:
+    """The claim's read of `kind` targets: all of them on a first attempt (nothing can be on
+    record yet), the unanswered ones on a later one."""
+    return CLAIMED_TARGETS[engine].format(
+        columns=TARGET_COLUMNS[kind], source=TARGET_SOURCES[engine][kind],
+        first=2 if kind is TargetKind.DEVICES else 1,
+        unanswered=UNANSWERED if resumed else "true")
+
 
 EARLIER_OUTCOMES = """
 WITH batch (id, channel) AS ({batch})
@@ -243,6 +285,11 @@ def claim_statement(lock: str, only: str = "") -> str:
 
 
 @functools.cache
+def enqueue_in_one(rows: str, queue: str) -> str:
+    return ENQUEUE_IN_ONE.format(rows=rows, queue=queue)
+
+
+@functools.cache
 def record_and_end(pushes: str, ends: str) -> str:
     return RECORD_AND_END.format(pushes=pushes, ends=ends)
 
@@ -254,36 +301,55 @@ class Deliveries:
         self, recipients: list[tuple[str, str]], content: NotificationContent,
         channels: list[str], now: int,
     ) -> list[str]:
-        """Write inbox rows (notification_id, user_id) and a pending delivery per channel, in one
-        transaction. Returns the ids written, in order; users that do not exist are skipped."""
+        """`enqueue_groups` for recipients (notification_id, user_id) who all get a listed
+        inbox row and a delivery on each of `channels`; the ids written, in order."""
+        written = await self.enqueue_groups(
+            [RecipientGroup(tuple(channels), True, recipients)], content, now)
+        return [notification_id for notification_id, _ in recipients
+                if notification_id in written]
+
+    async def enqueue_groups(
+        self, groups: list[RecipientGroup], content: NotificationContent, now: int,
+    ) -> set[str]:
+        """Write each recipient's inbox row and their group's pending deliveries, all in one
+        transaction. Returns the ids written; users that do not exist are skipped."""
         engine = self.engine
         shared = shared_content(content, now)
+        rows, queue = [], []
+        for group in groups:
+            deleted_at = None if group.listed else now
+            rows += [(notification_id, user_id, deleted_at)
+                     for notification_id, user_id in group.recipients]
+            queue += [(notification_id, channel) for channel in group.channels
+                      for notification_id, _ in group.recipients]
+        if not rows:
+            return set()
         if engine.name == "postgresql":
-            written = {row[0] for row in await engine.run_batched(
-                engine.write, ENQUEUE_IN_ONE, ("text", "text"), recipients, *shared,
-                list(channels))}
-            return [notification_id for notification_id, _ in recipients
-                    if notification_id in written]
+            statement = enqueue_in_one(engine.batch(INBOX_ROW_TYPES, len(shared) + 1),
+                                       engine.batch(DELIVERY_TYPES,
+                                                    len(shared) + len(INBOX_ROW_TYPES) + 1))
+            return {row[0] for row in await engine.write(
+                statement, *shared, *engine.batch_args(rows, len(INBOX_ROW_TYPES)),
+                *engine.batch_args(queue, len(DELIVERY_TYPES)))}
         async with engine.transaction() as run:
             inserted = await engine.run_batched(
-                run, ENQUEUE_NOTIFICATIONS, ("text", "text"), recipients, *shared)
+                run, ENQUEUE_NOTIFICATIONS, INBOX_ROW_TYPES, rows, *shared)
             await engine.run_batched(run, COUNT_ENQUEUED, ADDED_TYPES,
                                      [tuple(row[1:]) for row in inserted])
             written = {row[0] for row in inserted}
-            ids = [notification_id for notification_id, _ in recipients
-                   if notification_id in written]
-            for channel in channels:
-                await engine.run_batched(run, ENQUEUE_DELIVERIES, ("text",),
-                                         [(notification_id,) for notification_id in ids],
-                                         channel, now)
-        return ids
+            await engine.run_batched(run, ENQUEUE_DELIVERIES, DELIVERY_TYPES,
+                                     [item for item in queue if item[0] in written], now)
+        return written
 
     async def claim_deliveries(
         self, owner: str, now: int, lease_ms: int, limit: int,
-        only: list[str] | None = None,
+        only: list[str] | None = None, targets: Mapping[str, Targets] | None = None,
     ) -> list[Claim]:
         """Take up to `limit` pending deliveries whose time has come (of the notifications in
-        `only`, if given) under a lease held by `owner`. No two owners hold one at a time."""
+        `only`, if given) under a lease held by `owner`. No two owners hold one at a time.
+
+        `targets` says, per delivery channel, what its claims send to (`Targets`); a delivery
+        of a channel not in it comes with no targets."""
         engine = self.engine
         if only is None:
             claimed = await engine.write_lease(claim_statement(engine.skip_locked), owner, now,
@@ -295,29 +361,28 @@ class Deliveries:
                                                *engine.batch_args([(i,) for i in only], 1))
         if not claimed:
             return []
-        return await self._claims(claimed)
+        return await self._claims(claimed, targets or {})
 
-    async def _claims(self, claimed: list) -> list[Claim]:
+    async def _claims(self, claimed: list, sources: Mapping[str, Targets]) -> list[Claim]:
         engine = self.engine
         # Only a delivery claimed before can have answers on record.
         again = [(n, c) for n, c, attempts in claimed if attempts > 1]
-        targets_by_kind: dict[tuple[str, bool], list[tuple[str]]] = {}
+        ids_by_read: dict[tuple[str, bool], list[tuple[str]]] = {}
         for notification_id, channel, attempts in claimed:
-            targets_by_kind.setdefault((channel, attempts > 1), []).append((notification_id,))
+            if channel in sources:
+                ids_by_read.setdefault((channel, attempts > 1), []).append((notification_id,))
         notification_rows, earlier_rows, *target_rows = await asyncio.gather(
             engine.run_batched(engine.read_bulk, CLAIMED_NOTIFICATIONS[engine.name], ("text",),
                                list({(notification_id,) for notification_id, _, _ in claimed})),
             engine.run_batched(engine.read_bulk, EARLIER_OUTCOMES, ("text", "text"), again),
-            *(engine.run_batched(engine.read_bulk,
-                                 (UNANSWERED_TARGETS if resumed else CLAIMED_TARGETS)[engine.name],
-                                 ("text",), ids, channel)
-              for (channel, resumed), ids in targets_by_kind.items()))
+            *(self._read_targets(sources[channel], resumed, ids)
+              for (channel, resumed), ids in ids_by_read.items()))
         notifications = {row[0]: row[1:] for row in notification_rows}
         targets: dict[tuple[str, str], list[PushTarget]] = {}
-        for (channel, _), rows in zip(targets_by_kind, target_rows):
-            for notification_id, device_id, token, environment in rows:
+        for (channel, _), rows in zip(ids_by_read, target_rows):
+            for notification_id, device_id, token, environment, platform in rows:
                 targets.setdefault((notification_id, channel), []).append(
-                    PushTarget(device_id, token, environment))
+                    PushTarget(device_id, token, environment, platform))
         earlier: dict[tuple, dict[PushOutcome, int]] = {}
         for notification_id, channel, outcome, count in earlier_rows:
             earlier.setdefault((notification_id, channel), {})[PushOutcome(outcome)] = count
@@ -340,6 +405,14 @@ class Deliveries:
                                 earlier.get((notification_id, channel), {})))
         return claims
 
+    def _read_targets(self, source: Targets, resumed: bool, ids: list[tuple[str]]):
+        engine = self.engine
+        statement = targets_statement(engine.name, source.kind, resumed)
+        if source.kind is TargetKind.RECIPIENT:
+            return engine.run_batched(engine.read_bulk, statement, ("text",), ids)
+        served = engine.batch_args([(channel,) for channel in source.device_channels], 1)
+        return engine.run_batched(engine.read_bulk, statement, ("text",), ids, *served)
+
     async def renew_leases(self, owner: str, keys: list[tuple[str, str]], until: int) -> None:
         """Extend the leases `owner` still holds on these (notification_id, channel)."""
         rows = [(notification_id, channel, owner, until) for notification_id, channel in keys]
@@ -351,7 +424,9 @@ class Deliveries:
     ) -> list[PushRecord]:
         """In one transaction: delete the dead tokens' devices, record the pushes, and end or
         re-queue the deliveries `owner` holds. Returns the records as stored: a dead token whose
-        device was registered again after `invalid_since` is kept, and its record says so."""
+        device was registered again after `invalid_since` is kept, and its record says so.
+        Only `user_devices` rows are ever deleted, by device id: a RECIPIENT channel's records
+        (a user id in `device_id`, `Targets`) can match none."""
         engine = self.engine
         # `==`, not `is`: a caller may pass the plain strings the enums stand for.
         removed = PushOutcome.REMOVED

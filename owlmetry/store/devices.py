@@ -13,27 +13,30 @@ from owlmetry.store.rows import DeleteResult, Device, DeviceRegistration
 from owlmetry.store.users import why_missing
 
 # `Device`'s fields, in order.
-DEVICE_COLUMNS = ("id, channel, environment, app_version, device_model, os_version, "
+DEVICE_COLUMNS = ("id, channel, platform, environment, app_version, device_model, os_version, "
                   "last_seen_at, created_at")
 
-# (device_id, user_id, channel, token, environment, app_version, device_model, os_version, now)
-REGISTRATION_TYPES = ("text",) * 8 + ("bigint",)
+# (device_id, user_id, channel, token, environment, app_version, device_model, os_version,
+#  platform, now)
+REGISTRATION_TYPES = ("text",) * 9 + ("bigint",)
 TOKEN = 3
 
 # The last-come registration of each token, for every row of the batch whose user exists.
 # Rows go in token order so that concurrent batches take index locks in one order.
 UPSERT_DEVICES = f"""
-WITH batch (id, user_id, channel, token, environment, app_version, device_model, os_version, seen)
+WITH batch (id, user_id, channel, token, environment, app_version, device_model, os_version,
+           platform, seen)
     AS ({{batch}})
-INSERT INTO user_devices (id, user_id, channel, token, environment,
+INSERT INTO user_devices (id, user_id, channel, platform, token, environment,
                           app_version, device_model, os_version, last_seen_at, created_at)
-SELECT b.id, u.id, b.channel, b.token, b.environment,
+SELECT b.id, u.id, b.channel, b.platform, b.token, b.environment,
        b.app_version, b.device_model, b.os_version, b.seen, b.seen
 FROM batch AS b JOIN users AS u ON u.id = b.user_id
 ORDER BY b.token
 ON CONFLICT (token) DO UPDATE SET
     user_id      = excluded.user_id,
     channel      = excluded.channel,
+    platform     = excluded.platform,
     environment  = excluded.environment,
     app_version  = excluded.app_version,
     device_model = excluded.device_model,
@@ -44,8 +47,8 @@ RETURNING token, {DEVICE_COLUMNS}
 
 # Rows (user_id, *Device) in list order per user, Device all NULL for a user without devices,
 # nothing for a user that does not exist. The batch is one column of user ids.
-DEVICES_OF_USERS_COLUMNS = """u.id, d.id, d.channel, d.environment, d.app_version, d.device_model,
-       d.os_version, d.last_seen_at, d.created_at"""
+DEVICES_OF_USERS_COLUMNS = """u.id, d.id, d.channel, d.platform, d.environment, d.app_version,
+       d.device_model, d.os_version, d.last_seen_at, d.created_at"""
 DEVICES_OF_USERS_ORDER = "ORDER BY u.id, d.last_seen_at DESC, d.created_at DESC, d.id"
 DEVICES_OF_USERS = {
     "sqlite": f"""
@@ -94,7 +97,7 @@ class Devices:
         """
         return await self._registrations.submit((
             device_id, user_id, reg.channel, reg.token, reg.environment,
-            reg.app_version, reg.device_model, reg.os_version, now,
+            reg.app_version, reg.device_model, reg.os_version, reg.platform, now,
         ))
 
     async def _register_batch(self, rows: Sequence[tuple]) -> list[Device | None]:

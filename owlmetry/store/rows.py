@@ -63,6 +63,27 @@ class ReadState(enum.StrEnum):
     READ = "read"
 
 
+class Platform(enum.StrEnum):
+    """What a push device is, and so which push service reaches it."""
+
+    IOS = "ios"  # APNs
+    ANDROID = "android"  # FCM
+
+
+class DeviceChannel(enum.StrEnum):
+    """How a device was registered (`user_devices.channel`, kept as the client sent it)."""
+
+    IOS_PUSH = "ios_push"  # the seed's form: always an iOS device
+    MOBILE_PUSH = "mobile_push"  # today's Owlmetry form, with a `platform`
+
+
+class TargetKind(enum.StrEnum):
+    """Where a claim reads a delivery channel's targets from (see `Targets`)."""
+
+    DEVICES = "devices"
+    RECIPIENT = "recipient"
+
+
 class PendingState(enum.StrEnum):
     """Pending deliveries as /metrics counts them."""
 
@@ -75,6 +96,8 @@ class User:
     id: str
     email: str
     created_at: int
+    # The stored preferences object (owlmetry/preferences.py's shape); None: none set.
+    preferences: dict | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +119,7 @@ class DeviceRegistration:
     app_version: str | None
     device_model: str | None
     os_version: str | None
+    platform: Platform = Platform.IOS  # the seed's ios_push devices are all iOS
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +128,7 @@ class Device:
 
     id: str
     channel: str
+    platform: str
     environment: str
     app_version: str | None
     device_model: str | None
@@ -125,6 +150,17 @@ class NotificationContent:
 
 
 @dataclass(frozen=True, slots=True)
+class RecipientGroup:
+    """Recipients of one notification that get the same deliveries: a pending delivery on each
+    of `channels`, and an inbox row that is listed, or born deleted (`listed` False: the user
+    turned the inbox off for the type; the row still holds what the channels send)."""
+
+    channels: tuple[str, ...]
+    listed: bool
+    recipients: list[tuple[str, str]]  # (notification_id, user_id)
+
+
+@dataclass(frozen=True, slots=True)
 class Notification:
     """An inbox row as the API shows it (`data` is never listed)."""
 
@@ -139,19 +175,44 @@ class Notification:
 
 
 @dataclass(frozen=True, slots=True)
+class Targets:
+    """What a delivery channel sends to: how a claim finds the `PushTarget`s of its deliveries.
+
+    A channel says it once, as its `targets` (`owlmetry.notify.channels.base.Channel`), and the
+    dispatcher hands every channel's to the claim, so the store needs no list of channels.
+
+    - `Targets(TargetKind.DEVICES, ("ios_push", "mobile_push"))`: the recipient's devices
+      registered with one of these device channels (`user_devices.channel`), one target each.
+    - `Targets(TargetKind.RECIPIENT)`: the recipient user, once: the target's `device_id` is the
+      user's id and its `token` the user's email address (`environment`, `platform`: None). The
+      channel's push records then hold the user id in `device_id`; a user id is never a device
+      id, so the deletion of dead tokens' devices can never reach anything of such a channel.
+    """
+
+    kind: TargetKind
+    device_channels: tuple[str, ...] = ()
+
+    def __post_init__(self):
+        if (self.kind is TargetKind.DEVICES) != bool(self.device_channels):
+            raise ValueError("device channels are what DEVICES targets, and only they")
+
+
+@dataclass(frozen=True, slots=True)
 class PushTarget:
-    """A device a delivery must still reach."""
+    """A device a delivery must still reach (or, for a RECIPIENT channel, the user; `Targets`)."""
 
     device_id: str
     token: str
-    environment: str
+    environment: str | None
+    platform: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Claim:
     """A pending delivery this process now holds the lease of, with everything needed to do it.
 
-    `targets` are the recipient's devices of the channel that have no final answer yet;
+    `targets` are the channel's targets (its `Targets`: the recipient's devices of the device
+    channels it serves, or the recipient) that have no final answer yet;
     `earlier` counts the outcomes recorded by earlier attempts (a crash, a retry).
     """
 

@@ -1,14 +1,20 @@
 """Users and API keys: their part of the store's interface, their SQL and their rows.
 
-Emails are stored and compared lower-case. Also the user checks the other features share
-(`user_exists`, `why_missing`): a row of a user that is gone is a 401 to the API, not a 404.
-Mixed into `Store`, which sets `self.engine`; must not know HTTP or how a key is made.
+Emails are stored and compared lower-case. A user's preferences are stored as the JSON text
+of an object and handed out parsed; how they merge is the caller's (owlmetry/preferences.py),
+the store only makes the read-change-write atomic. Also the user checks the other features
+share (`user_exists`, `why_missing`): a row of a user that is gone is a 401 to the API, not a
+404. Mixed into `Store`, which sets `self.engine`; must not know HTTP or how a key is made.
 """
+
+from collections.abc import Callable
+
+import orjson
 
 from owlmetry.store.engine import Engine
 from owlmetry.store.rows import ApiKey, EmailTaken, Missing, User
 
-USER_COLUMNS = "id, email, created_at"
+USER_COLUMNS = "id, email, created_at, preferences"
 
 CREATE_USER = f"""
 INSERT INTO users (id, email, created_at) VALUES ($1, $2, $3)
@@ -26,6 +32,32 @@ USER_BY_EMAIL = f"SELECT {USER_COLUMNS} FROM users WHERE email = $1"
 USER_BY_ID = f"SELECT {USER_COLUMNS} FROM users WHERE id = $1"
 
 USER_EXISTS = "SELECT 1 FROM users WHERE id = $1"
+
+# Read under the row's lock: two PATCHes of different channels both survive. (SQLite's
+# transaction already holds the one write lock.)
+USER_TO_UPDATE = {
+    "sqlite": USER_BY_ID,
+    "postgresql": f"{USER_BY_ID} FOR UPDATE",
+}
+
+SET_PREFERENCES = f"""
+UPDATE users SET preferences = $2 WHERE id = $1
+RETURNING {USER_COLUMNS}
+"""
+
+# The recipients of an enqueue that have preferences (most have none: NULL is not read).
+RECIPIENT_PREFERENCES = {
+    "sqlite": """
+WITH batch (id) AS ({batch})
+SELECT u.id, u.preferences
+FROM batch AS b JOIN users AS u ON u.id = b.id
+WHERE u.preferences IS NOT NULL
+""",
+    "postgresql": """
+SELECT id, preferences FROM users
+WHERE id = ANY($1::text[]) AND preferences IS NOT NULL
+""",
+}
 
 API_KEY_COLUMNS = "id, kind, name, created_at, revoked_at"
 
@@ -59,6 +91,12 @@ async def unless_user_gone(engine: Engine, user_id: str, found):
     return None
 
 
+def user_of(row) -> User:
+    user_id, email, created_at, preferences = row
+    return User(user_id, email, created_at,
+                orjson.loads(preferences) if preferences is not None else None)
+
+
 class UsersAndKeys:
     engine: Engine
 
@@ -70,18 +108,48 @@ class UsersAndKeys:
             if self.engine.is_unique_violation(exc):
                 raise EmailTaken(f"a user with email {email!r} already exists") from None
             raise
-        return User(*row)
+        return user_of(row)
 
     async def user_by_email(self, email: str) -> User | None:
         rows = await self.engine.read(USER_BY_EMAIL, email.lower())
-        return User(*rows[0]) if rows else None
+        return user_of(rows[0]) if rows else None
 
     async def user_exists(self, user_id: str) -> bool:
         return await user_exists(self.engine, user_id)
 
     async def user_by_id(self, user_id: str) -> User | None:
         rows = await self.engine.read(USER_BY_ID, user_id)
-        return User(*rows[0]) if rows else None
+        return user_of(rows[0]) if rows else None
+
+    async def update_preferences(
+        self, user_id: str, change: Callable[[dict | None], dict]
+    ) -> User | None:
+        """Store `change(stored preferences)` in one transaction, so a concurrent update is
+        never lost; the user as now stored, or None when there is no such user. An exception
+        from `change` leaves the row as it was."""
+        engine = self.engine
+        async with engine.transaction() as run:
+            rows = await run(USER_TO_UPDATE[engine.name], user_id)
+            if not rows:
+                return None
+            changed = change(user_of(rows[0]).preferences)
+            (row,) = await run(SET_PREFERENCES, user_id, orjson.dumps(changed).decode())
+        return user_of(row)
+
+    async def preferences_of(self, user_ids: list[str]) -> dict[str, dict]:
+        """The stored preferences of those of `user_ids` that have any, in one read. Users whose
+        stored text is the same share one (read-only) dict."""
+        engine = self.engine
+        rows = await engine.run_batched(engine.read, RECIPIENT_PREFERENCES[engine.name],
+                                        ("text",), [(user_id,) for user_id in user_ids])
+        parsed: dict[str, dict] = {}
+        found = {}
+        for user_id, text in rows:
+            preferences = parsed.get(text)
+            if preferences is None:
+                preferences = parsed[text] = orjson.loads(text)
+            found[user_id] = preferences
+        return found
 
     async def login_user(
         self, user_id: str, email: str, now: int, create: bool
@@ -95,7 +163,7 @@ class UsersAndKeys:
             return None
         rows = await self.engine.write(CREATE_USER_IF_NEW, user_id, email.lower(), now)
         if rows:
-            return User(*rows[0]), True
+            return user_of(rows[0]), True
         # A concurrent first login of the same email made the user between the read and here.
         user = await self.user_by_email(email)
         return (user, False) if user is not None else None

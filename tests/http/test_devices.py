@@ -10,10 +10,10 @@ from owlmetry.http.context import STORE
 TOKEN = "a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8f90"
 ISO_MS = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z")
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-DEVICE_KEYS = {
-    "id", "channel", "environment", "app_version", "device_model", "os_version",
+DEVICE_KEYS = [
+    "id", "channel", "platform", "environment", "app_version", "device_model", "os_version",
     "last_seen_at", "created_at",
-}
+]
 
 
 def body(token=TOKEN, **fields):
@@ -38,9 +38,9 @@ async def test_register_returns_the_device_without_its_token(client, users):
     ))
     assert status == 201
     device = reply["device"]
-    assert set(device) == DEVICE_KEYS
+    assert list(device) == DEVICE_KEYS
     assert UUID.fullmatch(device["id"])
-    assert device["channel"] == "ios_push"
+    assert (device["channel"], device["platform"]) == ("ios_push", "ios")
     assert device["environment"] == "sandbox"
     assert (device["app_version"], device["device_model"], device["os_version"]) == (
         "2.1.0", "iPhone15,3", "iOS 18.2")

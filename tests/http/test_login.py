@@ -17,11 +17,12 @@ from owlmetry.config import Config, ConfigError, SmtpSettings, from_env
 from owlmetry.credentials import create_api_key
 from owlmetry.http.app import create_app
 from owlmetry.http.context import STORE
-from tests.smtp_server import (
+from tests.smtp_server import (  # noqa: F401  (mailbox: a fixture)
     SMTP_PASSWORD,
     SMTP_USER,
     SMTP_WARNING,
     Mailbox,
+    mailbox,
     start_smtp,
 )
 
@@ -30,7 +31,7 @@ HOUR = 60 * MINUTE
 WEEK_S = 7 * 24 * 60 * 60
 SENT = {"message": "Verification code sent"}
 INVALID = {"error": "Invalid or expired code"}
-USER_KEYS = {"id", "email", "created_at"}
+USER_KEYS = {"id", "email", "created_at", "preferences"}
 
 pytestmark = SMTP_WARNING
 
@@ -46,14 +47,6 @@ class Clock:
 
     def advance(self, ms: int) -> None:
         self.now += ms
-
-
-@pytest.fixture
-async def mailbox():
-    box = Mailbox()
-    server = await start_smtp(box)
-    yield box
-    server.close()
 
 
 @pytest.fixture
@@ -120,7 +113,8 @@ async def test_an_existing_user_logs_in_and_the_cookie_opens_the_devices_api(cli
     assert status == 200
     assert reply["is_new_user"] is False
     assert reply["user"] == {"id": user.id, "email": "alice@example.com",
-                             "created_at": reply["user"]["created_at"]}
+                             "created_at": reply["user"]["created_at"],
+                             "preferences": {"notifications": {"types": {}}}}
     assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", reply["user"]["created_at"])
     header = cookie_header(response)
     assert header.startswith(f"token={reply['token']};")
@@ -158,7 +152,8 @@ async def test_me_answers_the_session_user(client, mailbox):
     await log_in(client, mailbox, user.email)
     response = await client.get("/v1/auth/me")
     assert (response.status, await response.json()) == (200, {"user": {
-        "id": user.id, "email": user.email, "created_at": (await response.json())["user"]["created_at"]}})
+        "id": user.id, "email": user.email, "created_at": (await response.json())["user"]["created_at"],
+        "preferences": {"notifications": {"types": {}}}}})
     assert set((await response.json())["user"]) == USER_KEYS
 
 

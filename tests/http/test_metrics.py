@@ -7,13 +7,14 @@ import asyncpg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+import owlmetry
 from owlmetry.clock import now_ms
 from owlmetry.config import Config
 from owlmetry.http import metrics
 from owlmetry.http.app import create_app
 from owlmetry.http.context import DISPATCHER, STORE
 from tests.http.test_auth import make_key
-from tests.notify.conftest import ios_push, mocks, token, user_with_devices, wait_done  # noqa: F401
+from tests.notify.conftest import mobile_push, mocks, token, user_with_devices, wait_done  # noqa: F401
 
 NOTIFICATION = {"type": "feedback.new", "title": "New feedback", "body": "Someone wrote"}
 
@@ -41,9 +42,10 @@ def requests(samples: dict, method: str, route: str, status: int) -> float | Non
                  status=str(status))
 
 
-def family(samples: dict, name: str, label: str = "environment") -> dict:
-    """The samples named `name`, by the value of their `label`."""
-    return {dict(labels)[label]: v for (sample, labels), v in samples.items() if sample == name}
+def family(samples: dict, name: str, label: str = "environment", **where) -> dict:
+    """The samples named `name` (and labelled `where`), by the value of their `label`."""
+    return {dict(labels)[label]: v for (sample, labels), v in samples.items()
+            if sample == name and where.items() <= dict(labels).items()}
 
 
 def device_body(device_token: str, environment: str = "production") -> dict:
@@ -90,7 +92,7 @@ async def test_requests_are_counted_by_route_template_and_real_status(client, us
     assert value(samples, "owlmetry_http_request_duration_seconds_bucket",
                  method="GET", route="/v1/devices", le="+Inf") == 3
     build = {dict(labels)["version"] for (name, labels) in samples if name == "owlmetry_build_info"}
-    assert build == {"0.1.0"}
+    assert build == {owlmetry.__version__}
 
 
 async def test_the_device_gauge_follows_registrations_and_deletions(client, users):
@@ -106,18 +108,25 @@ async def test_the_device_gauge_follows_registrations_and_deletions(client, user
         assert response.status == 201
         ids.append((await response.json())["device"]["id"])
     samples, _ = await scrape(client)
-    assert family(samples, "owlmetry_registered_devices") == {"production": 2, "sandbox": 1}
+    assert family(samples, "owlmetry_registered_devices", channel="ios_push") == {"production": 2, "sandbox": 1}
 
     assert (await client.delete(f"/v1/devices/{ids[2]}", headers=bob)).status == 200
+    android = {"channel": "mobile_push", "platform": "android", "token": "fcm:" + "a" * 150,
+               "environment": "sandbox"}
+    assert (await client.post("/v1/devices", headers=bob, json=android)).status == 201
     samples, _ = await scrape(client)
-    assert family(samples, "owlmetry_registered_devices") == {"production": 1, "sandbox": 1}
+    # By the channel a device registered with.
+    assert family(samples, "owlmetry_registered_devices", channel="ios_push") == {
+        "production": 1, "sandbox": 1}
+    assert family(samples, "owlmetry_registered_devices", channel="mobile_push") == {
+        "production": 0, "sandbox": 1}
     assert value(samples, "owlmetry_database_up") == 1
 
 
 async def test_a_fan_out_shows_in_flight_then_pushes_by_outcome(
-        database_url, aiohttp_client, mocks, ios_push):  # noqa: F811
+        database_url, aiohttp_client, mocks, mobile_push):  # noqa: F811
     client = await aiohttp_client(create_app(Config(database_url=database_url),
-                                             channels={"ios_push": ios_push()}))
+                                             channels={"mobile_push": mobile_push()}))
     store = client.app[STORE]
     secret = await make_key(client.app, "server")
     users = [await user_with_devices(store, ["production", "sandbox"], n * 2) for n in range(5)]
@@ -128,7 +137,7 @@ async def test_a_fan_out_shows_in_flight_then_pushes_by_outcome(
     for mock in (mocks.production, mocks.sandbox):
         mock.behaviour.latency_s = 2.0
     samples, _ = await scrape(client)
-    assert family(samples, "owlmetry_registered_devices") == {"production": 5, "sandbox": 5}
+    assert family(samples, "owlmetry_registered_devices", channel="ios_push") == {"production": 5, "sandbox": 5}
 
     response = await client.post("/v1/notifications", headers={"Authorization": f"Bearer {secret}"},
                                  json={**NOTIFICATION, "user_ids": [u for u, _ in users]})
@@ -152,8 +161,8 @@ async def test_a_fan_out_shows_in_flight_then_pushes_by_outcome(
 
     assert family(samples, "owlmetry_pushes_total", "outcome") == {
         "delivered": 8, "removed": 2, "failed": 0, "skipped": 0}
-    assert value(samples, "owlmetry_deliveries_total", channel="ios_push", status="sent") == 5
-    assert family(samples, "owlmetry_registered_devices") == {"production": 3, "sandbox": 5}
+    assert value(samples, "owlmetry_deliveries_total", channel="mobile_push", status="sent") == 5
+    assert family(samples, "owlmetry_registered_devices", channel="ios_push") == {"production": 3, "sandbox": 5}
     assert family(samples, "owlmetry_channel_in_flight") == {"production": 0, "sandbox": 0}
     assert all(n >= 1 for n in family(samples, "owlmetry_channel_connections").values())
     assert value(samples, "owlmetry_dispatcher_devices_in_flight") == 0
@@ -165,9 +174,9 @@ async def test_a_fan_out_shows_in_flight_then_pushes_by_outcome(
     assert "eyJ" not in text  # the start of every JWT
 
 
-async def test_deliveries_nobody_claims_are_due(database_url, aiohttp_client, ios_push):  # noqa: F811
+async def test_deliveries_nobody_claims_are_due(database_url, aiohttp_client, mobile_push):  # noqa: F811
     client = await aiohttp_client(create_app(Config(database_url=database_url),
-                                             channels={"ios_push": ios_push()}))
+                                             channels={"mobile_push": mobile_push()}))
     await client.app[DISPATCHER].stop()  # a server whose dispatcher has stopped claiming
     store = client.app[STORE]
     user_ids = [(await user_with_devices(store, ["production"], n))[0] for n in range(3)]
@@ -192,13 +201,13 @@ async def test_without_a_database_the_scrape_still_answers_and_says_so(client, u
     samples, text = await scrape(client)
 
     assert value(samples, "owlmetry_database_up") == 0
-    assert family(samples, "owlmetry_registered_devices") == {}
+    assert family(samples, "owlmetry_registered_devices", channel="ios_push") == {}
     assert family(samples, "owlmetry_deliveries_pending", "state") == {}
     assert "Traceback" not in text
     # What the server knows by itself is still there, the failure counted with its status.
     assert requests(samples, "GET", "/v1/devices", 500) == 1
     assert requests(samples, "GET", "/v1/devices", 200) == 1
-    assert value(samples, "owlmetry_pushes_total", channel="ios_push", outcome="delivered") == 0
+    assert value(samples, "owlmetry_pushes_total", channel="mobile_push", outcome="delivered") == 0
 
 
 async def test_a_database_that_hangs_costs_its_families_not_the_scrape(
@@ -213,11 +222,11 @@ async def test_a_database_that_hangs_costs_its_families_not_the_scrape(
         await blocker.execute("LOCK TABLE user_devices IN ACCESS EXCLUSIVE MODE")
         samples, _ = await scrape(client)
         assert value(samples, "owlmetry_database_up") == 0
-        assert family(samples, "owlmetry_registered_devices") == {}
+        assert family(samples, "owlmetry_registered_devices", channel="ios_push") == {}
         await locked.rollback()
     finally:
         await blocker.close()
 
     samples, _ = await scrape(client)
     assert value(samples, "owlmetry_database_up") == 1
-    assert family(samples, "owlmetry_registered_devices") == {"production": 0, "sandbox": 0}
+    assert family(samples, "owlmetry_registered_devices", channel="ios_push") == {"production": 0, "sandbox": 0}

@@ -25,7 +25,7 @@ from owlmetry.config import Config, SmtpSettings
 from owlmetry.http import openapi
 from owlmetry.http.app import create_app
 from owlmetry.http.context import STORE
-from owlmetry.notify.channels import channel_types
+from owlmetry.store import DeviceChannel, Platform
 from tests.http.test_auth import make_key
 from tests.http.test_devices import body as device
 from tests.http.test_inbox import MISSING, notify
@@ -40,7 +40,7 @@ OVER_64_KIB = "x" * (64 * 1024)
 
 PUBLIC = [("/healthz", "GET"), ("/metrics", "GET"), ("/openapi.json", "GET")]
 LOGIN = [("/v1/auth/send-code", "POST"), ("/v1/auth/verify-code", "POST"),
-         ("/v1/auth/logout", "POST"), ("/v1/auth/me", "GET")]
+         ("/v1/auth/logout", "POST"), ("/v1/auth/me", "GET"), ("/v1/auth/me", "PATCH")]
 DEVICES = [("/v1/devices", "POST"), ("/v1/devices", "GET"), ("/v1/devices/{id}", "DELETE")]
 INBOX = [("/v1/notifications", "GET"), ("/v1/notifications/unread-count", "GET"),
          ("/v1/notifications/mark-all-read", "POST"), ("/v1/notifications/{id}", "PATCH"),
@@ -246,9 +246,10 @@ def test_the_tours_below_call_every_documented_operation():
         openapi.document())
 
 
-def test_the_documented_channels_are_the_servers():
+def test_the_documented_device_channels_and_platforms_are_the_servers():
     schemas = openapi.document()["components"]["schemas"]
-    assert schemas["Channel"]["enum"] == list(channel_types())
+    assert schemas["Channel"]["enum"] == list(DeviceChannel)
+    assert schemas["Platform"]["enum"] == list(Platform)
 
 
 # ---- The tours --------------------------------------------------------------------------------
@@ -297,9 +298,32 @@ async def test_login_routes(make_client, mailbox, reference):
     # The session cookie the client now holds opens /me, until logout clears it.
     await call("GET", me, 200)
     await call("GET", me, 200, headers=bearer(session["token"]))
+    # Preferences, as the iOS app writes them: one type and channel at a time; and the
+    # dashboard's own settings.
+    email_on = {"preferences": {"notifications": {"types": {"issue.new": {"email": True}}}}}
+    _, updated = await call("PATCH", me, 200, json=email_on)
+    assert updated["user"]["preferences"]["notifications"]["types"] == {"issue.new": {"email": True}}
+    await call("PATCH", me, 200, json={"preferences": {"notifications": {"types": {
+        "issue.new": {"email": None}}}, "ui": {"dashboard": {"magnitudeWindowHours": 24}}}})
+    await call("PATCH", me, 400, json={})
+    await call("PATCH", me, 400, json={"preferences": {"notifications": {"types": {
+        "issue.new": {"sms": True}}}}})
+    await call("PATCH", me, 400, json={"preferences": {"notifications": {"types": {
+        "issue.new": {"email": "yes"}}}}})
+    await call("PATCH", me, 400, json={"preferences": {"notifications": {"types": {
+        f"type.{n}": {"email": True} for n in range(201)}}}})
+    await call("PATCH", me, 400, json={"preferences": {"ui": {"pad": "x" * 5000}}},
+               schema_sees_it=False)  # a bound in bytes, which no schema measures
+    await call("PATCH", me, 400, data=b"not json")
+    await call("PATCH", me, 413, json={"preferences": {}, "pad": OVER_64_KIB})
+    await call("GET", me, 200)
+
     await call("POST", "/v1/auth/logout", 200)
     await call("GET", me, 401)
+    await call("PATCH", me, 401, json=email_on)
     await call("GET", me, 403, headers=bearer(await make_key(client.app, "server")))
+    await call("PATCH", me, 403, headers=bearer(await make_key(client.app, "agent")),
+               json=email_on)
 
     # A sixth code within the hour (sign-up closed: an email without an account counts too).
     stranger = {"email": "stranger@example.com"}
@@ -331,11 +355,18 @@ async def test_devices_api(client, users, reference):
         os_version="iOS 18.2"))
     await call("POST", "/v1/devices", 201, headers=user,
                json=device("ab" * 16, app_version=None, unknown_field=[1]))
+    await call("POST", "/v1/devices", 201, headers=user, json=device(
+        "cd" * 32, channel="mobile_push", platform="ios", environment="production"))
+    await call("POST", "/v1/devices", 201, headers=user, json=device(
+        "fcm:" + "Ab-_" * 36, channel="mobile_push", platform="android"))
     _, listed = await call("GET", "/v1/devices", 200, headers=user)
-    assert len(listed["devices"]) == 2
+    assert len(listed["devices"]) == 4
 
     for refused in (device(channel="android_push"), device(token="zz" * 16), device(token=""),
-                    device(app_version="x" * 51), device(environment=1), {"token": "ab" * 16}):
+                    device(app_version="x" * 51), device(environment=1), {"token": "ab" * 16},
+                    device(channel="mobile_push"), device(channel="mobile_push", platform="web"),
+                    device(platform="android"),
+                    device("bad token", channel="mobile_push", platform="android")):
         await call("POST", "/v1/devices", 400, headers=user, json=refused)
     await call("POST", "/v1/devices", 400, headers=user, data=b"not json")
     await call("POST", "/v1/devices", 413, headers=user, json=device(padding=OVER_64_KIB))

@@ -8,7 +8,7 @@ from owlmetry.config import Config
 from owlmetry.http.app import create_app
 from owlmetry.http.context import STORE
 from tests.http.test_auth import make_key
-from tests.notify.conftest import ios_push, mocks, user_with_devices, wait_done  # noqa: F401
+from tests.notify.conftest import mobile_push, mocks, user_with_devices, wait_done  # noqa: F401
 
 GOOD = {"type": "feedback.new", "title": "New feedback", "body": "Someone wrote",
         "link": "/feedback/1", "data": {"feedback_id": "f1"}}
@@ -56,7 +56,7 @@ async def test_users_and_agents_are_turned_away_and_strangers_asked_to_log_in(cl
     ({"body": ["no"]}, "body must be a string or null"),
     ({"link": 3}, "link must be a string or null"),
     ({"data": [1, 2]}, "data must be a JSON object or null"),
-    ({"data": {"blob": "x" * 4000}}, "ios_push: the notification makes an APNs payload of"),
+    ({"data": {"blob": "x" * 4000}}, "mobile_push: the notification makes an APNs payload of"),
 ])
 async def test_bad_requests_are_400_naming_the_field_and_enqueue_nothing(
         client, users, change, message):
@@ -93,16 +93,20 @@ async def test_without_apns_credentials_deliveries_are_skipped_with_the_reason(c
     user_id, _ = await users.create()
     _, reply = await post(client, {**GOOD, "user_ids": [user_id]}, secret)
     progress = await wait_done(client.app[STORE], reply["notification_ids"])
-    assert progress.deliveries == {"skipped": 1}
-    rows = await client.app[STORE].execute("SELECT reason FROM notification_deliveries")
-    assert rows[0][0] == ("APNs is not configured: APNS_KEY_ID, APNS_TEAM_ID, APNS_BUNDLE_ID, "
-                          "APNS_KEY_P8 unset")
+    # A server with no configuration has neither APNs nor SMTP: both channels skip.
+    assert progress.deliveries == {"skipped": 2}
+    rows = await client.app[STORE].execute(
+        "SELECT channel, reason FROM notification_deliveries ORDER BY channel")
+    assert rows == [
+        ("email", "SMTP_URL is not set"),
+        ("mobile_push", "APNs is not configured: APNS_KEY_ID, APNS_TEAM_ID, APNS_BUNDLE_ID, "
+                        "APNS_KEY_P8 unset; Android push is not available yet (no FCM channel)")]
 
 
 async def test_a_notification_reaches_the_recipients_devices(
-        database_url, aiohttp_client, mocks, ios_push):  # noqa: F811
+        database_url, aiohttp_client, mocks, mobile_push):  # noqa: F811
     client = await aiohttp_client(create_app(Config(database_url=database_url),
-                                             channels={"ios_push": ios_push()}))
+                                             channels={"mobile_push": mobile_push()}))
     store = client.app[STORE]
     secret = await make_key(client.app, "server")
     user_id, tokens = await user_with_devices(store, ["production", "sandbox"], 0)

@@ -1,4 +1,4 @@
-"""Fixtures for the dispatcher tests: a mock APNs per environment, the ios_push channel on them,
+"""Fixtures for the dispatcher tests: a mock APNs per environment, the mobile_push channel on them,
 dispatchers on the test's store, and users with devices."""
 
 import asyncio
@@ -9,9 +9,10 @@ import pytest
 from owlmetry.apns import APNsClient
 from owlmetry.apns.mock import MockAPNs, MockBehaviour
 from owlmetry.clock import now_ms
-from owlmetry.notify.channels.ios_push import IosPush
+from owlmetry.notify.channels.mobile_push import MobilePush
 from owlmetry.notify.dispatcher import Dispatcher
-from owlmetry.store import DeviceRegistration, NotificationContent
+from owlmetry.notify.providers.apns import APNs
+from owlmetry.store import DeviceRegistration, NotificationContent, Platform
 from tests.apns.identity import KEY_ID, TEAM_ID, TOPIC, fast_retry
 
 FAST_RETRY = fast_retry(3)  # the dispatcher tests count requests: 1 + 3 retries per attempt
@@ -40,13 +41,20 @@ async def mocks(tls_files, auth_key):
 
 
 @pytest.fixture
-def ios_push(mocks, tls_files, auth_key):
-    def make() -> IosPush:
-        return IosPush(APNsClient(
+def mobile_push(mocks, tls_files, auth_key):
+    """`mobile_push()` -> the channel, its APNs provider on the mocks."""
+    def make() -> MobilePush:
+        return MobilePush({Platform.IOS: APNs(APNsClient(
             KEY_ID, TEAM_ID, auth_key, TOPIC, ca_file=tls_files[0], retry=FAST_RETRY,
             timeout_s=10, production_url=f"https://127.0.0.1:{mocks.production.port}",
-            sandbox_url=f"https://127.0.0.1:{mocks.sandbox.port}"))
+            sandbox_url=f"https://127.0.0.1:{mocks.sandbox.port}"))})
     return make
+
+
+def unconfigured_push() -> MobilePush:
+    """The channel as a server without the APNs identity has it."""
+    return MobilePush({Platform.IOS: APNs(None, "APNs is not configured: APNS_KEY_ID, "
+                                                "APNS_KEY_P8 unset")})
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ from owlmetry.clock import now_ms
 from owlmetry.config import Config
 from owlmetry.notify.channels import channel_types
 from owlmetry.notify.channels.base import Answer, Channel
-from owlmetry.store import DeviceRegistration
+from owlmetry.store import DeviceChannel, DeviceRegistration, TargetKind, Targets
 from tests.notify.conftest import CONTENT, wait_done
 
 
@@ -14,13 +14,10 @@ class WebhookLike(Channel):
     """A channel that knows nothing but `async send`: answers come from the token's text."""
 
     name = "webhook"
+    targets = Targets(TargetKind.DEVICES, ("webhook",))
 
     def __init__(self):
         self.sent: list[tuple[str, str]] = []
-
-    @staticmethod
-    def normalize_token(token: str) -> str:
-        return token
 
     @classmethod
     def from_config(cls, config: Config) -> "WebhookLike":
@@ -56,6 +53,8 @@ async def test_a_channel_with_only_an_async_send_needs_nothing_else(store, dispa
     assert len(await store.list_devices(user.id)) == 2
 
 
-def test_channels_are_found_by_folder():
-    assert list(channel_types()) == ["ios_push"]
-    assert channel_types()["ios_push"].normalize_token("ABCD" * 8) == "abcd" * 8
+def test_channels_are_found_by_folder_and_say_what_they_send_to():
+    assert {name: kind.targets for name, kind in channel_types().items()} == {
+        "email": Targets(TargetKind.RECIPIENT),
+        "mobile_push": Targets(TargetKind.DEVICES,
+                               (DeviceChannel.IOS_PUSH, DeviceChannel.MOBILE_PUSH))}

@@ -32,6 +32,13 @@ async def owlmetry(*args, env=None) -> tuple[int, str, str]:
     return process.returncode, out.decode(), err.decode()
 
 
+async def email_deliveries(store) -> int:
+    """The email deliveries the enqueue made (which ones the recipients' preferences choose)."""
+    ((count,),) = await store.execute(
+        "SELECT count(*) FROM notification_deliveries WHERE channel = 'email'")
+    return count
+
+
 async def test_notify_wait_delivers_and_sums_up_the_devices(
         store, database_url, mocks, tls_files, auth_key):
     user = await store.create_user(str(uuid.uuid4()), "dana@example.com", now_ms())
@@ -50,8 +57,10 @@ async def test_notify_wait_delivers_and_sums_up_the_devices(
     assert code == 0, err
     *ids, last = out.strip().splitlines()
     assert len(ids) == 2 and all(len(i) == 36 for i in ids)
+    # Every email delivery the enqueue made is skipped (no SMTP_URL here), one answer each.
+    emails = await email_deliveries(store)
     assert orjson.loads(last) == {"notifications": 2, "delivered": 3, "removed": 1,
-                                  "failed": 0, "skipped": 0}
+                                  "failed": 0, "skipped": emails}
     assert mocks.production.stats.payloads[tokens[0]]["k"] == 1
     assert mocks.sandbox.stats.delivered[tokens[1]] == 1
     assert mocks.sandbox.stats.delivered[other_token] == 1
@@ -64,8 +73,10 @@ async def test_notify_without_apns_credentials_skips_and_says_so(store, database
                                     "--database", database_url)
     assert code == 0, err
     assert orjson.loads(out.strip().splitlines()[-1]) == {
-        "notifications": 1, "delivered": 0, "removed": 0, "failed": 0, "skipped": 2}
-    rows = await store.execute("SELECT status, reason FROM notification_deliveries")
+        "notifications": 1, "delivered": 0, "removed": 0, "failed": 0,
+        "skipped": 2 + await email_deliveries(store)}
+    rows = await store.execute("SELECT status, reason FROM notification_deliveries "
+                               "WHERE channel = 'mobile_push'")
     assert rows[0][0] == "skipped" and "APNS_KEY_ID" in rows[0][1]
 
 
@@ -75,7 +86,10 @@ async def test_notify_without_wait_leaves_the_work_to_the_server(store, database
                                     "--database", database_url)
     assert code == 0, err
     (notification_id,) = out.split()
-    assert (await store.progress([notification_id])).deliveries == {"pending": 1}
+    assert (await store.progress([notification_id])).deliveries == {
+        "pending": 1 + await email_deliveries(store)}
+    assert await store.execute("SELECT status FROM notification_deliveries "
+                               "WHERE channel = 'mobile_push'") == [("pending",)]
 
 
 async def test_notify_refuses_unknown_users_and_bad_input_before_enqueuing(store, database_url):
@@ -114,6 +128,9 @@ async def test_notify_wait_draws_a_progress_bar_on_a_terminal(store, database_ur
         drawn += chunk
     os.close(leader)
     assert process.returncode == 0
-    assert b"[" + b"#" * 30 + b"] 1/1 recipients" in drawn
-    assert b"skipped 1" in drawn
-    assert orjson.loads(out.splitlines()[-1])["skipped"] == 1
+    # A delivery per channel (mobile_push, and email if the enqueue made one), all skipped:
+    # neither APNs nor SMTP is configured.
+    emails = await email_deliveries(store)
+    assert b"[" + b"#" * 30 + b"] %d/%d deliveries" % (1 + emails, 1 + emails) in drawn
+    assert b"skipped %d" % (1 + emails) in drawn
+    assert orjson.loads(out.splitlines()[-1])["skipped"] == 1 + emails

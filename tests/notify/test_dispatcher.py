@@ -8,21 +8,21 @@ import pytest
 
 from owlmetry.apns.mock import TokenFault
 from owlmetry.clock import now_ms
-from owlmetry.notify.channels.ios_push import IosPush
+from owlmetry.notify.channels.mobile_push import MobilePush
 from owlmetry.notify.dispatcher import CLAIM_LOOPS
 from owlmetry.store import NotificationContent, PushRecord
-from tests.notify.conftest import CONTENT, user_with_devices, wait_done
+from tests.notify.conftest import CONTENT, unconfigured_push, user_with_devices, wait_done
 
 
 async def test_fan_out_reaches_every_device_once_on_its_environment_host(
-        store, mocks, ios_push, dispatchers):
+        store, mocks, mobile_push, dispatchers):
     recipients = {}
     for n, environments in enumerate([["production", "sandbox", "production"],
                                       ["sandbox", "sandbox"], ["production"]]):
         user_id, tokens = await user_with_devices(store, environments, n * 10)
         recipients[user_id] = list(zip(tokens, environments))
     registry = [await store.list_devices(user_id) for user_id in recipients]
-    dispatcher = dispatchers({"ios_push": ios_push()})
+    dispatcher = dispatchers({"mobile_push": mobile_push()})
 
     ids = await dispatcher.enqueue(list(recipients), CONTENT)
     progress = await wait_done(store, ids)
@@ -42,9 +42,9 @@ async def test_fan_out_reaches_every_device_once_on_its_environment_host(
 
 
 async def test_payload_is_the_contracts_with_the_unread_count_as_badge(
-        store, mocks, ios_push, dispatchers):
+        store, mocks, mobile_push, dispatchers):
     user_id, (device_token,) = await user_with_devices(store, ["production"], 0)
-    dispatcher = dispatchers({"ios_push": ios_push()})
+    dispatcher = dispatchers({"mobile_push": mobile_push()})
     await wait_done(store, await dispatcher.enqueue([user_id], CONTENT))
     ids = await dispatcher.enqueue([user_id], NotificationContent(
         "job.completed", "Done", data={"run": 7, "type": "not this", "aps": "nor this"}))
@@ -57,23 +57,23 @@ async def test_payload_is_the_contracts_with_the_unread_count_as_badge(
     }
 
 
-async def test_unknown_and_repeated_users_are_skipped(store, ios_push, dispatchers):
+async def test_unknown_and_repeated_users_are_skipped(store, mobile_push, dispatchers):
     user_id, _ = await user_with_devices(store, ["production"], 0)
-    dispatcher = dispatchers({"ios_push": ios_push()})
+    dispatcher = dispatchers({"mobile_push": mobile_push()})
     ids = await dispatcher.enqueue([str(uuid.uuid4()), user_id, user_id, "not-a-uuid"], CONTENT)
     assert len(ids) == 1
     assert (await wait_done(store, ids)).deliveries == {"sent": 1}
 
 
 async def test_dead_tokens_go_unless_registered_again_after_apple_gave_up(
-        store, mocks, ios_push, dispatchers):
+        store, mocks, mobile_push, dispatchers):
     before = now_ms()
     user_id, tokens = await user_with_devices(store, ["production"] * 4, 0)
     gone, reregistered, bad, alive = tokens
     mocks.production.behaviour.unregistered[gone] = now_ms() + 1000  # after its registration
     mocks.production.behaviour.unregistered[reregistered] = before - 60_000  # before it
     mocks.production.behaviour.bad_tokens.add(bad)
-    dispatcher = dispatchers({"ios_push": ios_push()})
+    dispatcher = dispatchers({"mobile_push": mobile_push()})
 
     progress = await wait_done(store, await dispatcher.enqueue([user_id], CONTENT))
 
@@ -89,24 +89,24 @@ async def test_dead_tokens_go_unless_registered_again_after_apple_gave_up(
     assert mocks.production.stats.requests[bad] == 1
 
 
-async def test_device_not_for_topic_is_removed(store, mocks, ios_push, dispatchers):
+async def test_device_not_for_topic_is_removed(store, mocks, mobile_push, dispatchers):
     user_id, (device_token,) = await user_with_devices(store, ["sandbox"], 0)
     mocks.sandbox.behaviour.token_faults[device_token] = TokenFault(400, "DeviceTokenNotForTopic")
-    dispatcher = dispatchers({"ios_push": ios_push()})
+    dispatcher = dispatchers({"mobile_push": mobile_push()})
     progress = await wait_done(store, await dispatcher.enqueue([user_id], CONTENT))
     assert progress.deliveries == {"failed": 1}
     assert progress.pushes == {"removed": 1}
     assert await store.list_devices(user_id) == []
 
 
-async def test_429_and_503_storms_end_delivered(store, mocks, ios_push, dispatchers):
+async def test_429_and_503_storms_end_delivered(store, mocks, mobile_push, dispatchers):
     users = [await user_with_devices(store, ["production", "sandbox"], n * 2) for n in range(30)]
     for mock in (mocks.production, mocks.sandbox):
         mock.behaviour.error_probability = {429: 0.3, 503: 0.3}
     # More refusals than the pool retries on its own: the dispatcher must come back to it.
     stubborn = users[0][1][0]
     mocks.production.behaviour.token_faults[stubborn] = TokenFault(503, "ServiceUnavailable", 9)
-    dispatcher = dispatchers({"ios_push": ios_push()}, max_attempts=10)
+    dispatcher = dispatchers({"mobile_push": mobile_push()}, max_attempts=10)
 
     progress = await wait_done(store, await dispatcher.enqueue([u for u, _ in users], CONTENT))
 
@@ -120,10 +120,10 @@ async def test_429_and_503_storms_end_delivered(store, mocks, ios_push, dispatch
 
 
 async def test_a_storm_that_never_ends_fails_after_bounded_attempts(
-        store, mocks, ios_push, dispatchers):
+        store, mocks, mobile_push, dispatchers):
     user_id, (device_token,) = await user_with_devices(store, ["production"], 0)
     mocks.production.behaviour.token_faults[device_token] = TokenFault(429, "TooManyRequests")
-    dispatcher = dispatchers({"ios_push": ios_push()}, max_attempts=3)
+    dispatcher = dispatchers({"mobile_push": mobile_push()}, max_attempts=3)
     progress = await wait_done(store, await dispatcher.enqueue([user_id], CONTENT))
     assert progress.deliveries == {"failed": 1}
     assert progress.pushes == {"failed": 1}
@@ -134,34 +134,34 @@ async def test_a_storm_that_never_ends_fails_after_bounded_attempts(
 async def test_without_apns_credentials_every_delivery_is_skipped(store, dispatchers):
     with_devices, _ = await user_with_devices(store, ["production", "sandbox"], 0)
     without_devices, _ = await user_with_devices(store, [], 10)
-    channel = IosPush(None, "APNs is not configured: APNS_KEY_ID, APNS_KEY_P8 unset")
-    dispatcher = dispatchers({"ios_push": channel})
+    dispatcher = dispatchers({"mobile_push": unconfigured_push()})
     progress = await wait_done(
         store, await dispatcher.enqueue([with_devices, without_devices], CONTENT))
     assert progress.deliveries == {"skipped": 2}
     assert progress.pushes == {"skipped": 2}
 
 
-async def test_a_recipient_without_devices_is_skipped(store, ios_push, dispatchers):
+async def test_a_recipient_without_devices_is_skipped(store, mobile_push, dispatchers):
     user_id, _ = await user_with_devices(store, [], 0)
-    dispatcher = dispatchers({"ios_push": ios_push()})
+    dispatcher = dispatchers({"mobile_push": mobile_push()})
     progress = await wait_done(store, await dispatcher.enqueue([user_id], CONTENT))
     assert progress.deliveries == {"skipped": 1}
     assert progress.pushes == {}
 
 
 async def test_work_abandoned_by_a_dead_dispatcher_is_resumed_without_resending(
-        store, mocks, ios_push, dispatchers):
+        store, mocks, mobile_push, dispatchers):
     user_id, tokens = await user_with_devices(store, ["production"] * 3, 0)
     ids = await store.enqueue_notifications([(str(uuid.uuid4()), user_id)], CONTENT,
-                                            ["ios_push"], now_ms())
+                                            ["mobile_push"], now_ms())
     # A dispatcher took the work, got one answer on record, and died holding a short lease.
-    (claim,) = await store.claim_deliveries("ghost", now_ms(), 300, 10)
+    (claim,) = await store.claim_deliveries("ghost", now_ms(), 300, 10,
+                                            targets={"mobile_push": MobilePush.targets})
     answered = claim.targets[0]
     await store.save_outcomes("ghost", [PushRecord(
-        ids[0], answered.device_id, "ios_push", "delivered", 200, None)], [], now_ms())
+        ids[0], answered.device_id, "mobile_push", "delivered", 200, None)], [], now_ms())
 
-    dispatchers({"ios_push": ios_push()}, lease_ms=300)
+    dispatchers({"mobile_push": mobile_push()}, lease_ms=300)
     progress = await wait_done(store, ids)
 
     assert progress.deliveries == {"sent": 1}
@@ -172,10 +172,10 @@ async def test_work_abandoned_by_a_dead_dispatcher_is_resumed_without_resending(
 
 
 async def test_two_dispatchers_on_one_database_share_without_double_sends(
-        store, mocks, ios_push, dispatchers):
+        store, mocks, mobile_push, dispatchers):
     users = [await user_with_devices(store, ["production"], n) for n in range(200)]
-    first = dispatchers({"ios_push": ios_push()}, claim_size=10)
-    dispatchers({"ios_push": ios_push()}, claim_size=10)
+    first = dispatchers({"mobile_push": mobile_push()}, claim_size=10)
+    dispatchers({"mobile_push": mobile_push()}, claim_size=10)
 
     progress = await wait_done(store, await first.enqueue([u for u, _ in users], CONTENT))
 
@@ -184,10 +184,10 @@ async def test_two_dispatchers_on_one_database_share_without_double_sends(
 
 
 async def test_stop_leaves_unfinished_work_pending_for_the_next_start(
-        store, mocks, ios_push, dispatchers):
+        store, mocks, mobile_push, dispatchers):
     users = [await user_with_devices(store, ["production"], n) for n in range(20)]
     mocks.production.behaviour.latency_s = 0.5
-    dispatcher = dispatchers({"ios_push": ios_push()})
+    dispatcher = dispatchers({"mobile_push": mobile_push()})
     ids = await dispatcher.enqueue([u for u, _ in users], CONTENT)
     await mocks.production.requests_seen(20)
     await dispatcher.stop(grace_s=0)
@@ -195,7 +195,7 @@ async def test_stop_leaves_unfinished_work_pending_for_the_next_start(
     progress = await store.progress(ids)
     assert progress.deliveries == {"pending": 20}
     mocks.production.behaviour.latency_s = 0
-    dispatchers({"ios_push": ios_push()})
+    dispatchers({"mobile_push": mobile_push()})
     assert (await wait_done(store, ids)).deliveries == {"sent": 20}
 
 
@@ -204,17 +204,17 @@ async def test_enqueue_writes_inbox_rows_and_deliveries_together_or_not_at_all(s
     # A channel named twice breaks the deliveries' primary key after the inbox rows went in.
     with pytest.raises((sqlite3.IntegrityError, asyncpg.UniqueViolationError)):
         await store.enqueue_notifications([(str(uuid.uuid4()), user_id)], CONTENT,
-                                          ["ios_push", "ios_push"], now_ms())
+                                          ["mobile_push", "mobile_push"], now_ms())
     assert await store.list_notifications(user_id, "all", None, None, 10) == []
     ids = await store.enqueue_notifications([(str(uuid.uuid4()), user_id)], CONTENT,
-                                            ["ios_push"], now_ms())
+                                            ["mobile_push"], now_ms())
     assert (await store.progress(ids)).deliveries == {"pending": 1}
 
 
-async def test_a_small_in_flight_limit_still_reaches_everyone(store, mocks, ios_push, dispatchers):
+async def test_a_small_in_flight_limit_still_reaches_everyone(store, mocks, mobile_push, dispatchers):
     users = [await user_with_devices(store, ["production", "sandbox"], n * 2) for n in range(25)]
     mocks.production.behaviour.latency_s = 0.01
-    dispatcher = dispatchers({"ios_push": ios_push()}, max_in_flight=3, claim_size=2)
+    dispatcher = dispatchers({"mobile_push": mobile_push()}, max_in_flight=3, claim_size=2)
     progress = await wait_done(store, await dispatcher.enqueue([u for u, _ in users], CONTENT))
     assert progress.pushes == {"delivered": 50}
     # Claims stop while 3 devices are in flight; each of the claim loops may have one claim

@@ -49,6 +49,18 @@ ROWS_0_1 = {
 }
 
 
+def upgraded(table: str, row: tuple) -> tuple:
+    """A release 0.1 row as the upgrade leaves it (migration 3): devices keep the channel they
+    registered with and are iOS (`platform`, added last); pushes go out on `mobile_push`."""
+    if table == "user_devices":
+        return (*row, "ios")
+    channel = {"notification_deliveries": 1, "notification_pushes": 2}.get(table)
+    if channel is None:
+        return row
+    assert row[channel] == "ios_push"
+    return (*row[:channel], "mobile_push", *row[channel + 1:])
+
+
 async def run_script(database_url: str, script: str) -> None:
     if database_url.startswith("sqlite"):
         with sqlite3.connect(database_url[len("sqlite:///"):]) as db:
@@ -118,9 +130,10 @@ async def test_a_release_0_1_database_upgrades_in_place_and_loses_nothing(databa
         await store.migrate()
         assert await recorded_versions(store) == [m.version for m in migrations()]
         for table, rows in ROWS_0_1.items():
-            width = len(rows[0])
+            expected = [upgraded(table, row) for row in rows]
+            width = len(expected[0])
             kept = await store.execute(f"SELECT * FROM {table}")
-            assert sorted(row[:width] for row in kept) == sorted(rows), table
+            assert sorted(row[:width] for row in kept) == sorted(expected), table
         assert await store.execute(
             "SELECT value FROM settings WHERE key = 'schema_sha256'") == []
         secret = await jwt_secret(store, None)
@@ -137,6 +150,7 @@ async def test_the_upgraded_database_serves_every_route(database_url, aiohttp_cl
 
     devices = (await (await client.get("/v1/devices", headers=headers)).json())["devices"]
     assert [d["id"] for d in devices] == [D2, D1]
+    assert {(d["channel"], d["platform"]) for d in devices} == {("ios_push", "ios")}
     inbox = await (await client.get("/v1/notifications?read_state=all",
                                     headers=headers)).json()
     assert [n["id"] for n in inbox["notifications"]] == [N2, N1]
@@ -146,6 +160,10 @@ async def test_the_upgraded_database_serves_every_route(database_url, aiohttp_cl
         "channel": "ios_push", "token": "a1" * 32, "environment": "sandbox"})
     assert answer.status == 201 and (await answer.json())["device"]["id"] == D1
     assert (await client.delete(f"/v1/notifications/{N1}", headers=headers)).status == 200
+    me = await (await client.get("/v1/auth/me", headers=headers)).json()
+    assert me["user"]["preferences"] == {"notifications": {"types": {}}}
+    email_on = {"preferences": {"notifications": {"types": {"issue.new": {"email": True}}}}}
+    assert (await client.patch("/v1/auth/me", headers=headers, json=email_on)).status == 200
     assert (await client.get("/healthz")).status == 200
 
 

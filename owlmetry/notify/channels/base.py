@@ -1,9 +1,10 @@
-"""The channel interface: what the dispatcher needs from a way of reaching a device.
+"""The channel interface: what the dispatcher needs from a way of reaching a user.
 
 A channel is one module in this package that sets `CHANNEL` to a `Channel` subclass; nothing
 outside that module changes when a channel is added. This module sets no `CHANNEL`, so the
-discovery passes it by. Devices of a channel are the `user_devices` rows with that channel
-name. This module must not know any channel.
+discovery passes it by. A channel's `targets` (`owlmetry.store.Targets`) say what its claims
+send to: the recipient's devices registered with some device channels (`user_devices.channel`),
+or the recipient user itself. This module must not know any channel.
 """
 
 import abc
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from owlmetry.config import Config
-from owlmetry.store import Claim, NotificationContent, PushOutcome, PushTarget
+from owlmetry.store import Claim, NotificationContent, PushOutcome, PushTarget, Targets
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,49 +43,54 @@ class ConnectionStats:
     queued: int  # sends waiting for room on a connection
 
 
-class Channel(abc.ABC):
-    name: ClassVar[str]
-    # Why this channel cannot send at all (say, no credentials): its deliveries are skipped.
+class Sender(abc.ABC):
+    """What reaches one target at a time: a channel, or one platform's push provider behind
+    the `mobile_push` channel (`owlmetry.notify.providers`), which has no targets of its own."""
+
+    # Why this cannot send at all (say, no credentials): its targets are skipped.
     unavailable: str | None = None
 
     @staticmethod
-    @abc.abstractmethod
-    def normalize_token(token: str) -> str:
-        """The canonical form of a device token of this channel; ValueError says what is wrong."""
-
-    @staticmethod
     def check_content(content: NotificationContent) -> None:
-        """Raise ValueError if `content` can never be sent on this channel (too large, ...)."""
+        """Raise ValueError if `content` can never be sent this way (too large, ...)."""
 
     @classmethod
     @abc.abstractmethod
-    def from_config(cls, config: Config) -> "Channel": ...
+    def from_config(cls, config: Config) -> "Sender": ...
 
     @abc.abstractmethod
     def prepare(self, claim: Claim) -> object:
-        """What `send` needs for this delivery (built once for all of the recipient's devices)."""
+        """What `send` needs for this delivery (built once for all of the recipient's targets)."""
 
     @abc.abstractmethod
     async def send(self, prepared: object, target: PushTarget) -> Answer:
-        """Send to one device. Must return an Answer for anything that goes wrong."""
+        """Send to one target. Must return an Answer for anything that goes wrong."""
 
     def send_soon(self, prepared: object, target: PushTarget,
                   on_answer: Callable[[Answer], None]) -> None:
         """Send without waiting: `on_answer(answer)` is called once, later, from the loop.
 
-        The dispatcher sends this way. This version runs `send` in a task; a channel whose
+        The dispatcher sends this way. This version runs `send` in a task; a sender whose
         transport takes callbacks overrides it to save the task per device."""
         task = asyncio.create_task(self.send(prepared, target))
         _running.add(task)
         task.add_done_callback(functools.partial(_answer_of, on_answer))
 
     def connection_stats(self) -> dict[str, ConnectionStats]:
-        """By environment, the channel's connections now; read at every scrape, so cheap.
-        A channel without connections of its own has none to report."""
+        """By environment, the connections now; read at every scrape, so cheap. A sender
+        without connections of its own has none to report."""
         return {}
 
     async def close(self) -> None:
         """Release connections; sends still running end with a RETRY answer."""
+
+
+class Channel(Sender):
+    """A delivery channel: what the dispatcher hands a claimed delivery's targets to."""
+
+    name: ClassVar[str]  # the delivery channel: `notification_deliveries.channel`
+    # What a delivery of this channel is sent to; the dispatcher passes it to every claim.
+    targets: ClassVar[Targets]
 
 
 log = logging.getLogger("owlmetry.notify")

@@ -1,9 +1,9 @@
-"""The ios_push channel's own rules: the payload of the contract and the token rule."""
+"""The APNs provider's own rules: the payload of the contract and its size limit."""
 
 import orjson
 import pytest
 
-from owlmetry.notify.channels.ios_push import IosPush, apns_payload
+from owlmetry.notify.providers.apns import APNs, apns_payload
 from owlmetry.store import NotificationContent
 
 
@@ -30,18 +30,6 @@ def test_the_payload_is_the_contracts_and_data_never_replaces_its_keys(content, 
 
 
 def test_a_notification_too_large_for_apns_is_refused_before_it_is_queued():
-    IosPush.check_content(NotificationContent("t", "T", "x" * 3700))
+    APNs.check_content(NotificationContent("t", "T", "x" * 3700))
     with pytest.raises(ValueError, match="the limit is 4096"):
-        IosPush.check_content(NotificationContent("t", "T", "x" * 4000))
-
-
-@pytest.mark.parametrize("token,valid", [
-    ("AB" * 8, True), ("ab" * 100, True), ("ab" * 7, False), ("ab" * 101, False),
-    ("abc", False), ("zz" * 16, False), ("ab " * 16, False),
-])
-def test_tokens_are_even_length_hex_16_to_200_and_kept_lower_case(token, valid):
-    if valid:
-        assert IosPush.normalize_token(token) == token.lower()
-    else:
-        with pytest.raises(ValueError):
-            IosPush.normalize_token(token)
+        APNs.check_content(NotificationContent("t", "T", "x" * 4000))

@@ -1,17 +1,19 @@
-"""The `ios_push` channel: APNs through the project's HTTP/2 pool (`owlmetry.apns`).
+"""The APNs provider: iOS devices, through the project's HTTP/2 pool (`owlmetry.apns`), each to
+its environment's host.
 
-Owns the payload of the contract (badge = the recipient's unread
-count) and how a `PushResult` maps onto an answer. Without the APNs identity in the
-configuration the channel is unavailable and names the missing variables.
+Owns the payload of the contract (badge = the recipient's unread count) and how a `PushResult`
+maps onto an answer. Without the APNs identity in the configuration the provider is
+unavailable and names the missing variables. What an APNs token looks like is
+`owlmetry.device_tokens`' rule.
 """
 
 import orjson
 
 from owlmetry.apns import APNsClient
 from owlmetry.apns.push_result import PushResult, ResultKind
-from owlmetry.apns.wire import is_device_token, payload_limit
+from owlmetry.apns.wire import payload_limit
 from owlmetry.config import Config
-from owlmetry.notify.channels.base import Answer, Channel, ConnectionStats
+from owlmetry.notify.channels.base import Answer, ConnectionStats, Sender
 from owlmetry.store import Claim, NotificationContent, PushOutcome, PushTarget
 
 # The largest badge a payload is checked with before it is accepted, so that any real unread
@@ -66,21 +68,13 @@ def answer_for(result: PushResult) -> Answer:
     return Answer(PushOutcome.FAILED, result.status, result.reason)
 
 
-class IosPush(Channel):
-    name = "ios_push"
+class APNs(Sender):
 
     def __init__(self, client: APNsClient | None, unavailable: str | None = None):
         self._client = client
         self.unavailable = unavailable
         self._content: NotificationContent | None = None
         self._template: PayloadTemplate | None = None
-
-    @staticmethod
-    def normalize_token(token: str) -> str:
-        if not is_device_token(token):
-            raise ValueError("token must be a hexadecimal APNs device token of even length, "
-                             "16 to 200 characters")
-        return token.lower()
 
     @staticmethod
     def check_content(content: NotificationContent) -> None:
@@ -90,7 +84,7 @@ class IosPush(Channel):
                              f"the limit is {payload_limit('alert')}")
 
     @classmethod
-    def from_config(cls, config: Config) -> "IosPush":
+    def from_config(cls, config: Config) -> "APNs":
         if config.apns is None:
             return cls(None, f"APNs is not configured: {', '.join(config.apns_missing)} unset")
         identity = config.apns
@@ -122,5 +116,3 @@ class IosPush(Channel):
         if self._client is not None:
             await self._client.close()
 
-
-CHANNEL = IosPush
