@@ -11,7 +11,7 @@ import pytest
 
 from owlmetry.config import Config
 from owlmetry.retention import DAY_MS, clean_up
-from owlmetry.store import NotificationContent, deliveries
+from owlmetry.store import NotificationContent, RecipientGroup, deliveries
 
 T0 = 1_700_000_000_000
 TYPES = ("feedback.new", "issue.new")
@@ -47,8 +47,11 @@ class Changes:
                 self.user_ids, self.random.randint(1, len(self.user_ids)))]
             recipients.append((str(uuid.uuid4()), str(uuid.uuid4())))  # no such user
             content = NotificationContent(self.random.choice(TYPES), "t")
-            written = await store.enqueue_notifications(recipients, content, ["ios_push"],
-                                                        self.now)
+            # Some recipients turned the inbox off for the type: their rows are born deleted.
+            muted = self.random.randint(0, len(recipients))
+            written = await store.enqueue_groups(
+                [RecipientGroup(("ios_push",), True, recipients[:muted]),
+                 RecipientGroup(("ios_push",), False, recipients[muted:])], content, self.now)
             self.ids += [(n, u) for n, u in recipients if n in written]
             return "enqueue"
         notification_id, user_id = self.random.choice(self.ids)
