@@ -4,7 +4,6 @@ preferences differ."""
 
 import uuid
 
-
 from owlmetry.config import from_env
 from owlmetry.http.app import create_app
 from owlmetry.http.context import DISPATCHER
