@@ -4,4 +4,4 @@ Sub-packages, one concern each: `http` (routes, auth, errors), `store` (the data
 async interface), `apns` (Apple's push service over a pool of HTTP/2 connections).
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
