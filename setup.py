@@ -42,7 +42,7 @@ setup(
         "asyncpg>=0.30",  # create_pool(reset=...)
         "pyjwt>=2.8",
         "cryptography>=42",
-        # owlmetry/apns/h2_seam.py drives a few h2 internals for speed and checks each at
+        # owlmetry/h2client/h2_seam.py drives a few h2 internals for speed and checks each at
         # import; the upper bound keeps an untested h2 from being installed under it.
         "h2>=4.4,<4.5",
         "hpack>=4.2,<5",  # h2 4.4 requires hpack>=4.2 and hyperframe>=6.1

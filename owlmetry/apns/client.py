@@ -1,6 +1,7 @@
 """The public API: `APNsClient.send(token, payload, ...) -> PushResult` for one signing key.
 
-Owns the provider token shared by the production and sandbox pools, turning send arguments
+Owns the provider token shared by the production and sandbox pools (the HTTP/2 core's
+`HostPool`, one per environment, with Apple's rules as their judge), turning send arguments
 into a wire-ready request (payload limit checked before anything is sent), and the pools'
 lifetime. Must not know about databases, HTTP routes or which tokens to delete.
 """
@@ -10,9 +11,10 @@ from collections.abc import Callable
 from typing import Self
 from urllib.parse import urlsplit
 
+from owlmetry.h2client import HostPool, PoolSettings, PoolStats, Request, ssl_context
+
 from . import wire
-from .connection import ssl_context
-from .pool import HostPool, PoolSettings, PoolStats, RetryPolicy
+from .answers import AppleJudge, RetryPolicy
 from .push_result import CLIENT_CLOSED, PushResult, ResultKind, local_error, payload_too_large
 from .token import ProviderToken
 
@@ -47,8 +49,8 @@ class APNsClient:
                       "sandbox": _host_port(sandbox_url)}
         self._ssl = ssl_context(ca_file)
         self._settings = PoolSettings(connections, max_streams_per_connection, timeout_s,
-                                      connect_timeout_s, idle_ping_s, ping_timeout_s,
-                                      retry or RetryPolicy())
+                                      connect_timeout_s, idle_ping_s, ping_timeout_s)
+        self._judge = AppleJudge(retry or RetryPolicy())
         self._pools: dict[str, HostPool] = {}
         self._options: dict[tuple, bytes] = {}
         self._closed = False
@@ -78,7 +80,7 @@ class APNsClient:
         pool.send_soon(request, on_result)
 
     def _prepare(self, token_hex, payload, environment, push_type, priority, expiration,
-                 collapse_id, topic) -> tuple[HostPool, wire.Request] | PushResult:
+                 collapse_id, topic) -> tuple[HostPool, Request] | PushResult:
         """The pool and wire-ready request for a push, or the result if it cannot be sent."""
         try:
             body = wire.encode_payload(payload)
@@ -100,7 +102,7 @@ class APNsClient:
             if len(self._options) > 4096:  # expirations vary; keep the cache bounded
                 self._options.clear()
             options = self._options[key] = wire.options_field(*key)
-        return pool, wire.Request(wire.path_field(token_hex), options, body)
+        return pool, wire.request(token_hex, options, body)
 
     def connections(self, environment: str = "production") -> int:
         """Sockets the pool of `environment` holds now."""
@@ -126,8 +128,9 @@ class APNsClient:
         if environment not in self._urls:
             return None
         host, port = self._urls[environment]
-        pool = self._pools[environment] = HostPool(host, port, self._ssl, self.token,
-                                                   self._settings)
+        pool = self._pools[environment] = HostPool(
+            host, port, self._ssl, self.token, self._judge, self._settings, "apns",
+            frozenset({b"apns-id"}))
         return pool
 
 

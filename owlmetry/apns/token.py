@@ -1,4 +1,5 @@
-"""The APNs provider token: one ES256 JWT per signing key, shared by every connection.
+"""The APNs provider token: one ES256 JWT per signing key, shared by every connection (the
+HTTP/2 core's `Authorization` hook: `current` and `expired`).
 
 Owns signing (`kid`, `iss`, `iat`), caching, scheduled renewal inside Apple's 20–60 minute
 window and the generation counter that turns many ExpiredProviderToken answers into one

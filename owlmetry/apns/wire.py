@@ -1,14 +1,17 @@
 """APNs requests as they go on the wire: Apple's device-token and payload-size rules, the body,
-and the pre-encoded HPACK fields of a request.
+and the pre-encoded HPACK fields of a request (`owlmetry.h2client.hpack_encoder`: literals
+without indexing, valid on every connection for ever).
 
-Every field is encoded as an HPACK literal *without indexing*, so no header ever enters the
-peer's dynamic table and a field encoded once stays valid on every connection for ever: the
-constant headers of a push kind are encoded once, and a push only adds its `:path`. (Apple asks
-for `:path` and `authorization` to stay out of its small dynamic table anyway.) Must not do I/O.
+The constant headers of a push kind (`apns-topic`, `apns-push-type`, ...) are encoded once, and
+a push only adds its `:path`. Must not do I/O.
 """
 
 import json
 import re
+
+from owlmetry.h2client.exchange import Request
+from owlmetry.h2client.hpack_encoder import POST, literal
+from owlmetry.h2client.hpack_encoder import path_field as _path_field
 
 try:
     import orjson
@@ -33,52 +36,8 @@ def is_device_token(text) -> bool:
             and _HEX.fullmatch(text) is not None)
 
 
-# HPACK static table indices (RFC 7541, appendix A).
-_AUTHORITY, _PATH, _AUTHORIZATION = 1, 4, 23
-# :method POST and :scheme https are whole entries of the static table.
-REQUEST_PREFIX = b"\x83\x87"
-# "Dynamic table size update to 0", sent first on each connection: this encoder keeps no table,
-# so no later SETTINGS_HEADER_TABLE_SIZE from the peer can oblige it to signal anything.
-TABLE_SIZE_ZERO = b"\x20"
-
-
-def _integer(value: int, prefix_bits: int, first: int) -> bytes:
-    limit = (1 << prefix_bits) - 1
-    if value < limit:
-        return bytes((first | value,))
-    out = bytearray((first | limit,))
-    value -= limit
-    while value >= 128:
-        out.append((value & 127) | 128)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def _string(raw: bytes) -> bytes:
-    return _integer(len(raw), 7, 0) + raw
-
-
-def literal(name: bytes | int, value: bytes) -> bytes:
-    """One header field as 'literal without indexing'; `name` is a static index or the name."""
-    if isinstance(name, int):
-        return _integer(name, 4, 0) + _string(value)
-    return b"\x00" + _string(name) + _string(value)
-
-
-def authority_field(host: str, port: int) -> bytes:
-    return literal(_AUTHORITY, (host if port == 443 else f"{host}:{port}").encode())
-
-
-def authorization_field(bearer: bytes) -> bytes:
-    return literal(_AUTHORIZATION, bearer)
-
-
 def path_field(token_hex: str) -> bytes:
-    path = b"/3/device/" + token_hex.encode()
-    if len(path) < 127:  # every real token: a one-byte length, no need for the general encoder
-        return _SHORT_PATH_PREFIXES[len(path)] + path
-    return literal(_PATH, path)
+    return _path_field(b"/3/device/" + token_hex.encode())
 
 
 def options_field(topic: str, push_type: str, priority: int, expiration: int | None,
@@ -93,7 +52,9 @@ def options_field(topic: str, push_type: str, priority: int, expiration: int | N
     return b"".join(fields)
 
 
-_SHORT_PATH_PREFIXES = [bytes((_PATH, n)) for n in range(127)]
+def request(token_hex: str, options: bytes, body: bytes) -> Request:
+    """The core's request for one push: POST /3/device/<token> with a push kind's `options`."""
+    return Request(POST, _path_field(b"/3/device/" + token_hex.encode()), options, body)
 
 
 # Apple's apns-topic for push types that do not go to the app's bundle id itself.
@@ -114,14 +75,3 @@ def encode_payload(payload: bytes | dict) -> bytes:
     if orjson is not None:
         return orjson.dumps(payload)
     return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-class Request:
-    """What a connection needs to put one push on a stream."""
-
-    __slots__ = ("body", "options_field", "path_field")
-
-    def __init__(self, path: bytes, options: bytes, body: bytes):
-        self.path_field = path
-        self.options_field = options
-        self.body = body

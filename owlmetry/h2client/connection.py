@@ -1,15 +1,16 @@
-"""One HTTP/2 connection to an APNs host: h2's state machine (`h2_seam.ClientH2`) driven by a
-thin asyncio.Protocol.
+"""One HTTP/2 connection to a host: h2's state machine (`h2_seam.ClientH2`) driven by a thin
+asyncio.Protocol.
 
 Owns the socket, stream ids, the peer's live SETTINGS_MAX_CONCURRENT_STREAMS, flow control,
-write batching (one transport.write per event-loop tick), GOAWAY bookkeeping and PING. It puts
-a pool's pending push on a stream and completes the push's future with the push itself
-(answered), a `StreamFailure`, or None (its deadline passed before it got a stream). Must not
-retry, choose between connections, or interpret APNs reasons.
+write batching (one transport.write per event-loop tick), GOAWAY bookkeeping, PING, and the
+request's header block (`:authority` and the authorization hook's current value added to the
+provider's pre-encoded fields). It puts a pool's `Exchange` on a stream and completes the
+exchange's future with the exchange itself (answered), a `Failure`, or None (its deadline
+passed before it got a stream). Must not retry, choose between connections, or interpret
+statuses or bodies.
 """
 
 import asyncio
-import enum
 import logging
 import ssl
 from collections import deque
@@ -18,25 +19,15 @@ import h2.events
 import h2.exceptions
 from h2.errors import ErrorCodes
 
-from . import wire
+from . import hpack_encoder
+from .exchange import Authorization, Failure
 from .h2_seam import ClientH2
-from .token import ProviderToken
 
 log = logging.getLogger(__name__)
 
-# Windows for what APNs sends us (answers); large so the peer never waits for our acks.
+# Windows for what the peer sends us (answers); large so the peer never waits for our acks.
 RECEIVE_WINDOW = 1 << 24
 LAST_STREAM_ID = (1 << 31) - 1
-
-
-class StreamFailure(enum.Enum):
-    """Why a stream ended without an HTTP answer."""
-
-    REFUSED = "refused"  # the peer did not process it (REFUSED_STREAM, above GOAWAY's last id)
-    LOST = "lost"  # the connection died while it was in flight: it may have been processed
-    RESET = "reset"  # the peer reset it with another error code
-    TIMEOUT = "timeout"
-    CLOSED = "closed"  # the client was closed
 
 
 def ssl_context(ca_file: str | None = None) -> ssl.SSLContext:
@@ -49,28 +40,33 @@ def ssl_context(ca_file: str | None = None) -> ssl.SSLContext:
 
 
 class Connection(asyncio.Protocol):
-    """A pool hands pushes to `submit` while `has_room()`; `on_change` tells it when that flips.
+    """A pool hands exchanges to `submit` while `has_room()`; `on_change` tells it when that
+    flips.
 
     `ready` resolves True at the peer's first SETTINGS, False if the socket closes before.
 
-    A push ("pending") carries `fut`, `request`, and gets `status`, `apns_id`, `chunks` and
-    the `generation` of the provider token it went out with.
+    An exchange ("pending") carries `fut`, `request`, `deadline`, and gets `status`, `headers`,
+    `chunks` and the `generation` of the authorization it went out with. `label` names the
+    provider in log lines; `unique_headers` are answer headers whose values never repeat
+    (APNs' `apns-id`), which the HPACK decoder does not remember.
     """
 
-    def __init__(self, host: str, port: int, token: ProviderToken, max_streams: int,
-                 on_change, on_lost):
+    def __init__(self, host: str, port: int, authorization: Authorization, max_streams: int,
+                 on_change, on_lost, label: str = "h2",
+                 unique_headers: frozenset[bytes] = frozenset()):
         self.host = host
-        self._token = token
+        self.label = label
+        self._auth = authorization
         self._cap = max_streams
         self._on_change = on_change
         self._on_lost = on_lost
-        self._authority = wire.authority_field(host, port)
+        self._authority = hpack_encoder.authority_field(host, port)
         self._auth_generation = -1
         self._auth_field = b""
         self.in_flight: dict = {}
-        self._h2 = ClientH2(self.in_flight, RECEIVE_WINDOW)
+        self._h2 = ClientH2(self.in_flight, RECEIVE_WINDOW, unique_headers)
         self._blocked: dict[int, bytes] = {}  # big bodies sent in part, waiting for window
-        self._parked: deque = deque()  # pushes that wait for window before opening a stream
+        self._parked: deque = deque()  # requests that wait for window before opening a stream
         self._next_stream_id = 1
         self._transport = None
         self._flush_scheduled = False
@@ -95,14 +91,15 @@ class Connection(asyncio.Protocol):
         h2c = self._h2
         h2c.initiate_connection()
         h2c.increment_flow_control_window(RECEIVE_WINDOW - 65535)
-        self._prefix = wire.TABLE_SIZE_ZERO + wire.REQUEST_PREFIX
+        self._prefix = hpack_encoder.TABLE_SIZE_ZERO
         transport.write(h2c.data_to_send())
 
     def data_received(self, data):
         try:
             events = self._h2.receive_data(data)
         except h2.exceptions.ProtocolError as exc:
-            log.warning("apns %s: protocol error, dropping connection: %s", self.host, exc)
+            log.warning("%s %s: protocol error, dropping connection: %s", self.label, self.host,
+                        exc)
             self._flush()  # h2's GOAWAY
             self._transport.close()
             return
@@ -114,11 +111,11 @@ class Connection(asyncio.Protocol):
             if kind is h2.events.ResponseReceived:
                 pending = in_flight.get(event.stream_id)
                 if pending is not None:
-                    for name, value in event.headers:
-                        if name == b":status":
+                    headers = pending.headers = event.headers
+                    for name, value in headers:
+                        if name == b":status":  # the first field, as HTTP/2 requires
                             pending.status = int(value)
-                        elif name == b"apns-id":
-                            pending.apns_id = value.decode()
+                            break
             elif kind is h2.events.StreamEnded:
                 freed |= self._finish(event.stream_id)
             elif kind is h2.events.DataReceived:
@@ -127,8 +124,8 @@ class Connection(asyncio.Protocol):
                     pending.chunks.append(event.data)
                 self._h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
             elif kind is h2.events.StreamReset:
-                failure = (StreamFailure.REFUSED if event.error_code == ErrorCodes.REFUSED_STREAM
-                           else StreamFailure.RESET)
+                failure = (Failure.REFUSED if event.error_code == ErrorCodes.REFUSED_STREAM
+                           else Failure.RESET)
                 freed |= self._fail(event.stream_id, failure, reset=False)
             elif kind is h2.events.WindowUpdated:
                 if self._blocked:
@@ -157,12 +154,12 @@ class Connection(asyncio.Protocol):
         self.usable = False
         self.going_away = True
         for stream_id in list(self.in_flight):
-            self._fail(stream_id, StreamFailure.LOST, reset=False)
-        self._release_parked(StreamFailure.REFUSED)
+            self._fail(stream_id, Failure.LOST, reset=False)
+        self._release_parked(Failure.REFUSED)
         if not self.ready.done():
             self.ready.set_result(False)
         if was_usable or exc is not None:
-            log.info("apns %s: connection lost (%s)", self.host, exc or "closed")
+            log.info("%s %s: connection lost (%s)", self.label, self.host, exc or "closed")
         self.closed.set_result(None)
         self._on_lost(self)
 
@@ -176,11 +173,11 @@ class Connection(asyncio.Protocol):
 
     def submit(self, pending) -> None:
         """Open a stream for `pending` now, or as soon as the connection window lets its body
-        go out whole: HEADERS without the DATA would only hold a stream open at APNs."""
+        go out whole: HEADERS without the DATA would only hold a stream open at the peer."""
         if self._parked or not self._open_stream(pending):
             self._parked.append(pending)
         if self.going_away:
-            self._release_parked(StreamFailure.REFUSED)
+            self._release_parked(Failure.REFUSED)
         if not self._flush_scheduled:
             self._flush_scheduled = True
             self._loop.call_soon(self._flush)
@@ -193,15 +190,15 @@ class Connection(asyncio.Protocol):
             return False
         stream_id = self._next_stream_id
         self._next_stream_id = stream_id + 2
-        generation, bearer = self._token.current()
+        generation, value = self._auth.current()
         if generation != self._auth_generation:
             self._auth_generation = generation
-            self._auth_field = wire.authorization_field(bearer)
+            self._auth_field = hpack_encoder.authorization_field(value)
         pending.generation = generation
         self._vetted = False
-        block = b"".join((self._prefix, request.path_field, self._authority, self._auth_field,
-                          request.options_field))
-        self._prefix = wire.REQUEST_PREFIX
+        block = b"".join((self._prefix, request.method, request.path, self._authority,
+                          self._auth_field, request.fields))
+        self._prefix = b""
         try:
             if not h2c.send_request(stream_id, block, request.body):
                 h2c.send_headers(stream_id, ((b"", block),))
@@ -210,12 +207,13 @@ class Connection(asyncio.Protocol):
                     self._blocked[stream_id] = rest
         except h2.exceptions.H2Error as exc:
             # h2 disagrees with what this connection believed about its own state: trust it no
-            # more. Nothing of this push reached the socket (abort drops the unsent buffer).
-            log.error("apns %s: h2 refused a new stream, dropping connection: %r", self.host, exc)
+            # more. Nothing of this request reached the socket (abort drops the unsent buffer).
+            log.error("%s %s: h2 refused a new stream, dropping connection: %r", self.label,
+                      self.host, exc)
             self.going_away = True
             self.usable = False
             self._transport.abort()
-            pending.fut.set_result(StreamFailure.REFUSED)
+            pending.fut.set_result(Failure.REFUSED)
             return True
         self.in_flight[stream_id] = pending
         if stream_id >= LAST_STREAM_ID - 2:
@@ -230,9 +228,9 @@ class Connection(asyncio.Protocol):
                 parked.popleft()
             else:
                 return
-        self._release_parked(StreamFailure.REFUSED)  # stream ids ran out meanwhile
+        self._release_parked(Failure.REFUSED)  # stream ids ran out meanwhile
 
-    def _release_parked(self, failure: StreamFailure) -> None:
+    def _release_parked(self, failure: Failure) -> None:
         while self._parked:
             pending = self._parked.popleft()
             if not pending.fut.done():
@@ -241,15 +239,15 @@ class Connection(asyncio.Protocol):
     def expire(self, now: float) -> None:
         """Time out streams past their deadline, and the connection if a PING went unanswered."""
         if self.ping_deadline is not None and now >= self.ping_deadline:
-            log.warning("apns %s: PING unanswered, dropping connection", self.host)
+            log.warning("%s %s: PING unanswered, dropping connection", self.label, self.host)
             self._transport.abort()
             return
         late = [sid for sid, pending in self.in_flight.items() if pending.deadline <= now]
         for stream_id in late:
-            self._fail(stream_id, StreamFailure.TIMEOUT, reset=True)
+            self._fail(stream_id, Failure.TIMEOUT, reset=True)
         for pending in self._parked:
             if pending.deadline <= now and not pending.fut.done():
-                pending.fut.set_result(None)  # like a push still queued in the pool: never sent
+                pending.fut.set_result(None)  # like a request still queued in the pool: never sent
                 late.append(pending)
         if late:
             self._flush()
@@ -270,8 +268,8 @@ class Connection(asyncio.Protocol):
         self.usable = False
         self.going_away = True
         for stream_id in list(self.in_flight):
-            self._fail(stream_id, StreamFailure.CLOSED, reset=False)
-        self._release_parked(StreamFailure.CLOSED)
+            self._fail(stream_id, Failure.CLOSED, reset=False)
+        self._release_parked(Failure.CLOSED)
         if self._transport is not None and not self._transport.is_closing():
             self._h2.close_connection()
             self._flush()
@@ -306,15 +304,15 @@ class Connection(asyncio.Protocol):
                 break  # first come, first served: later bodies wait for the same window
 
     def _finish(self, stream_id: int) -> bool:
-        # APNs may answer before reading the whole body (e.g. 413): stop sending the rest.
+        # A peer may answer before reading the whole body (APNs' 413): stop sending the rest.
         reset = ErrorCodes.NO_ERROR if stream_id in self._blocked else None
         return self._end(stream_id, None, reset)
 
-    def _fail(self, stream_id: int, failure: StreamFailure, reset: bool) -> bool:
+    def _fail(self, stream_id: int, failure: Failure, reset: bool) -> bool:
         return self._end(stream_id, failure, ErrorCodes.CANCEL if reset else None)
 
-    def _end(self, stream_id: int, failure: StreamFailure | None, reset: ErrorCodes | None) -> bool:
-        """Forget a stream; complete its push with `failure`, or with itself when answered."""
+    def _end(self, stream_id: int, failure: Failure | None, reset: ErrorCodes | None) -> bool:
+        """Forget a stream; complete its exchange with `failure`, or with itself when answered."""
         pending = self.in_flight.pop(stream_id, None)
         self._blocked.pop(stream_id, None)
         if reset is not None and self._transport is not None and not self._transport.is_closing():
@@ -329,7 +327,8 @@ class Connection(asyncio.Protocol):
     def _settings_changed(self):
         limit = min(self._h2.remote_settings.max_concurrent_streams, self._cap)
         if limit != self.limit and self.ready.done():
-            log.debug("apns %s: max concurrent streams %d -> %d", self.host, self.limit, limit)
+            log.debug("%s %s: max concurrent streams %d -> %d", self.label, self.host,
+                      self.limit, limit)
         self.limit = limit
         if not self.ready.done():
             self.ready.set_result(True)
@@ -342,8 +341,8 @@ class Connection(asyncio.Protocol):
     def _goaway(self, event):
         self.going_away = True
         self.usable = False
-        log.info("apns %s: GOAWAY last_stream_id=%d error=%s %s", self.host, event.last_stream_id,
-                 event.error_code, (event.additional_data or b"")[:200])
+        log.info("%s %s: GOAWAY last_stream_id=%d error=%s %s", self.label, self.host,
+                 event.last_stream_id, event.error_code, (event.additional_data or b"")[:200])
         for stream_id in [sid for sid in self.in_flight if sid > event.last_stream_id]:
-            self._fail(stream_id, StreamFailure.REFUSED, reset=False)
-        self._release_parked(StreamFailure.REFUSED)
+            self._fail(stream_id, Failure.REFUSED, reset=False)
+        self._release_parked(Failure.REFUSED)

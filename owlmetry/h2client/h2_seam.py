@@ -1,9 +1,9 @@
 """The one module that relies on h2's internals: `ClientH2`, h2's client connection with the
-changes APNs traffic needs, and a check at import that each internal is still there and still
-does what `ClientH2` expects.
+changes push traffic (many small requests on long-lived connections) needs, and a check at
+import that each internal is still there and still does what `ClientH2` expects.
 
 h2 is a sans-IO state machine; `connection.Connection` drives this one (bytes in, events out,
-bytes to write). Must not do I/O or know about pushes, pools or APNs reasons, and must never
+bytes to write). Must not do I/O or know about requests, pools or providers, and must never
 fall back silently: with an h2 release whose internals moved, importing this module fails with
 an ImportError naming the h2 version and the internal, instead of a connection losing streams.
 
@@ -51,8 +51,8 @@ _CONFIG = h2.config.H2Configuration(
 class PreEncodedHeaders:
     """Stands in for h2's HPACK encoder: the one 'header' h2 hands over is a ready block.
 
-    Requests are encoded by `wire.py` as stateless literals, so h2's own encoder (Huffman,
-    table search, per push) has nothing to add.
+    Requests are encoded (`hpack_encoder`) as stateless literals, so h2's own encoder
+    (Huffman, table search, per request) has nothing to add.
     """
 
     header_table_size = 4096  # h2 writes the peer's setting here; a table-less encoder ignores it
@@ -63,7 +63,7 @@ class PreEncodedHeaders:
 
 
 class ClientH2(h2.connection.H2Connection):
-    """h2's client connection with the adjustments APNs traffic needs.
+    """h2's client connection with the adjustments push traffic needs.
 
     - Headers go out pre-encoded (`PreEncodedHeaders`), and answers are decoded without a
       table (`ZeroTableDecoder`, valid because our SETTINGS_HEADER_TABLE_SIZE is 0).
@@ -73,11 +73,12 @@ class ClientH2(h2.connection.H2Connection):
       below last_stream_id could never finish; RFC 9113 §6.8 lets them finish.
     - `send_request` opens a stream with a ready header block and its whole body: the same
       state-machine and flow-control steps as send_headers + send_data, without building,
-      re-checking and serialising two frame objects per push (the measured difference is in
+      re-checking and serialising two frame objects per request (the measured difference is in
       benchmarks/RESULTS.md, "The h2 seam").
     """
 
-    def __init__(self, in_flight: dict, receive_window: int):
+    def __init__(self, in_flight: dict, receive_window: int,
+                 unique_headers: frozenset[bytes] = frozenset()):
         super().__init__(config=_CONFIG)
         self.local_settings = h2.settings.Settings(client=True, initial_values={
             SettingCodes.ENABLE_PUSH: 0,
@@ -85,7 +86,7 @@ class ClientH2(h2.connection.H2Connection):
             SettingCodes.HEADER_TABLE_SIZE: 0,
         })
         self.encoder = PreEncodedHeaders()
-        self.decoder = ZeroTableDecoder()
+        self.decoder = ZeroTableDecoder(unique_headers)
         self.in_flight = in_flight
         self._output = bytearray()  # h2's bytes made before the last hand-built frames, then those
 
@@ -269,9 +270,9 @@ def _check_at_import() -> None:
         _self_check()
     except _Mismatch as exc:
         raise ImportError(
-            f"owlmetry.apns relies on internals of h2 that h2 {h2.__version__} no longer has as "
-            f"expected: {exc}. See owlmetry/apns/h2_seam.py, or install the h2 version that "
-            "setup.py pins.") from exc
+            f"owlmetry.h2client relies on internals of h2 that h2 {h2.__version__} no longer has "
+            f"as expected: {exc}. See owlmetry/h2client/h2_seam.py, or install the h2 version "
+            "that setup.py pins.") from exc
 
 
 _check_at_import()

@@ -1,10 +1,10 @@
-"""HPACK decoding of APNs' answers for a connection that advertises a zero-size header table.
+"""HPACK decoding of answers for a connection that advertises a zero-size header table.
 
 With SETTINGS_HEADER_TABLE_SIZE 0 the peer can keep nothing in a dynamic table, so decoding is
 stateless: static-table references and literals only. Huffman strings (every `apns-id`) are
 decoded a byte at a time through transitions learnt on first use rather than a bit at a time
-down the code tree, since every answer carries one. Must not know about streams, connections
-or APNs reasons.
+down the code tree, since every APNs answer carries one. Must not know about streams,
+connections or providers.
 """
 
 from hpack import HPACKDecodingError
@@ -124,10 +124,11 @@ class ZeroTableDecoder:
 
     Without a table the peer re-sends names and values that repeat (`apns-id` as a name,
     `date`, `content-type`), so decoded strings are remembered, except the values of
-    `unique_names` (each `apns-id` is new) that would only crowd the memo.
+    `unique_names` (a provider's per-answer ids, like APNs' `apns-id`) that would only crowd
+    the memo.
     """
 
-    def __init__(self, unique_names: frozenset[bytes] = frozenset({b"apns-id"})):
+    def __init__(self, unique_names: frozenset[bytes] = frozenset()):
         self.max_header_list_size = 1 << 16
         self.max_allowed_table_size = 0
         self._unique_names = unique_names

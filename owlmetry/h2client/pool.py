@@ -1,10 +1,11 @@
-"""The connections to one APNs host: opening on demand, fair waiting for capacity, retries.
+"""The connections to one host: opening on demand, fair waiting for capacity, sending again.
 
-Owns up to N long-lived connections, a FIFO of pushes waiting for a free stream, Apple's retry
-rules (refused streams go out again at once; 429, 5xx, resets and lost connections after an
-exponential, jittered delay, a bounded number of times; permanent reasons never), the
-per-push deadline, and PINGs that vet idle connections. Must not build requests, parse HTTP/2
-or know about payload formats.
+Owns up to N long-lived connections, a FIFO of exchanges waiting for a free stream, the
+per-request deadline, PINGs that vet idle connections, backoff between failed connects, and the
+loop that carries out a provider's decisions: a refused stream (REFUSED_STREAM, or above a
+GOAWAY's last stream id: never processed) goes out again at once, unasked; a `Retry` from the
+provider's `Judge` after its delay, or after the `Authorization` hook renewed the credential.
+Must not build requests, parse HTTP/2, or interpret statuses and bodies (that is the judge's).
 """
 
 import asyncio
@@ -12,46 +13,16 @@ import functools
 import logging
 import ssl
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from owlmetry.backoff import backoff
 
-from .connection import Connection, StreamFailure
-from .push_result import (
-    CLIENT_CLOSED,
-    CONNECTION_FAILED,
-    STREAM_RESET,
-    TIMEOUT,
-    PushResult,
-    delivered,
-    from_answer,
-    is_transient,
-    local_error,
-    parse_error_body,
-)
-from .token import ProviderToken
-from .wire import Request
+from .connection import Connection
+from .exchange import Authorization, Exchange, Failure, Judge, Request, Retry
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    """Delays before sending a push again after a transient failure.
-
-    Apple suggests waiting long before retrying 5xx; inside one `send` the pool only rides out
-    short storms, and `PushResult.retry_later` tells the caller to try again much later.
-    """
-
-    max_retries: int = 5
-    base_delay_s: float = 0.5
-    max_delay_s: float = 30.0
-    too_many_requests_delay_s: float = 5.0  # 429 is about one device token, so wait per push
-
-    def delay(self, retry: int, status: int) -> float:
-        base = self.too_many_requests_delay_s if status == 429 else self.base_delay_s
-        return backoff(base, retry, self.max_delay_s)
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +33,6 @@ class PoolSettings:
     connect_timeout_s: float = 10.0
     idle_ping_s: float = 60.0  # an idle connection older than this is PINGed before use
     ping_timeout_s: float = 5.0
-    retry: RetryPolicy = RetryPolicy()
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,35 +40,36 @@ class PoolStats:
     """A pool's state at one moment (for monitoring)."""
 
     connections: int  # sockets open or opening
-    streams: int  # pushes on the wire, waiting for their answer
-    queued: int  # pushes waiting for a free stream
+    streams: int  # requests on the wire, waiting for their answer
+    queued: int  # requests waiting for a free stream
 
 
-class _Pending:
-    """One push in the pool; the connection fills in the answer fields."""
-
-    __slots__ = ("apns_id", "chunks", "deadline", "fut", "generation", "request", "status")
-
-    def __init__(self, request: Request, deadline: float):
-        self.request = request
-        self.deadline = deadline
+_RESEND = Retry(0.0, None)  # a refused stream: never processed, so sent again at once
 
 
 class HostPool:
-    def __init__(self, host: str, port: int, ssl_context: ssl.SSLContext, token: ProviderToken,
-                 settings: PoolSettings):
+    """`send(request)` returns what the `judge` makes of the request's last attempt; so does
+    the `on_result` callback of `send_soon`. `label` names the provider in log lines;
+    `unique_headers` go to the connections (see `Connection`)."""
+
+    def __init__(self, host: str, port: int, ssl_context: ssl.SSLContext,
+                 authorization: Authorization, judge: Judge, settings: PoolSettings,
+                 label: str = "h2", unique_headers: frozenset[bytes] = frozenset()):
         self.host = host
+        self.label = label
         self._port = port
         self._ssl = ssl_context
-        self._token = token
+        self._auth = authorization
+        self._judge = judge
         self._settings = settings
+        self._unique_headers = unique_headers
         self._loop = asyncio.get_running_loop()
         self._conns: list[Connection] = []  # connected and set up, newest last
         self._sockets: set[Connection] = set()  # everything with a transport, until it is lost
-        self._queue: deque[_Pending] = deque()
+        self._queue: deque[Exchange] = deque()
         self._pauses: set[asyncio.Future] = set()
         self._tasks: set[asyncio.Task] = set()
-        self._settling: set[asyncio.Task] = set()  # send_soon pushes on the general path
+        self._settling: set[asyncio.Task] = set()  # send_soon requests on the general path
         self._opening = False
         self._connect_error: str | None = None
         self._closed = False
@@ -109,103 +80,96 @@ class HostPool:
     def connections(self) -> int:
         return len(self._sockets)
 
+    @property
+    def connect_error(self) -> str | None:
+        """Why the latest connect failed, until one succeeds."""
+        return self._connect_error
+
     def stats(self) -> PoolStats:
         return PoolStats(len(self._sockets),
                          sum(len(conn.in_flight) for conn in self._sockets), len(self._queue))
 
-    async def send(self, request: Request) -> PushResult:
+    async def send(self, request: Request) -> Any:
+        x = Exchange(request, self._loop.time() + self._settings.timeout_s)
         if self._closed:
-            return local_error(CLIENT_CLOSED, 0)
-        p = self._first_attempt(request)
-        return await self._settle(p, await p.fut)
+            return self._judge.failed(x, Failure.CLOSED)
+        self._attempt(x)
+        return await self._settle(x, self._decide(x, await x.fut))
 
-    def send_soon(self, request: Request, on_result: Callable[[PushResult], None]) -> None:
-        """`send` for callers with many pushes: `on_result(result)` is called once, later, from
-        the loop. A push that succeeds at the first try (nearly all) costs no task."""
+    def send_soon(self, request: Request, on_result: Callable[[Any], None]) -> None:
+        """`send` for callers with many requests: `on_result(result)` is called once, later,
+        from the loop. A request the judge settles at the first answer (nearly all) costs no
+        task."""
+        x = Exchange(request, self._loop.time() + self._settings.timeout_s)
         if self._closed:
-            self._loop.call_soon(on_result, local_error(CLIENT_CLOSED, 0))
+            self._loop.call_soon(on_result, self._judge.failed(x, Failure.CLOSED))
             return
-        p = self._first_attempt(request)
-        p.fut.add_done_callback(functools.partial(self._first_outcome, p, on_result))
+        self._attempt(x)
+        x.fut.add_done_callback(functools.partial(self._first_outcome, x, on_result))
 
-    def _first_attempt(self, request: Request) -> _Pending:
-        p = _Pending(request, self._loop.time() + self._settings.timeout_s)
-        self._attempt(p)
-        return p
+    def _attempt(self, x: Exchange) -> None:
+        x.fut = self._loop.create_future()
+        x.status, x.headers, x.chunks, x.generation = 0, (), [], 0
+        self._submit(x)
 
-    def _attempt(self, p: _Pending) -> None:
-        p.fut = self._loop.create_future()
-        p.status, p.apns_id, p.chunks, p.generation = 0, None, [], 0
-        self._submit(p)
-
-    def _first_outcome(self, p: _Pending, on_result, fut: asyncio.Future) -> None:
-        outcome = fut.result()
-        if outcome is p and p.status == 200:
-            on_result(delivered(p.apns_id, 1))
+    def _first_outcome(self, x: Exchange, on_result, fut: asyncio.Future) -> None:
+        decision = self._decide(x, fut.result())
+        if decision.__class__ is not Retry:
+            on_result(decision)
             return
-        # Anything else takes the general path (retries, token renewal) in a task of its own.
-        task = self._loop.create_task(self._settle(p, outcome))
+        # A retry takes the general path (delays, renewal) in a task of its own.
+        task = self._loop.create_task(self._settle(x, decision))
         self._settling.add(task)
-        task.add_done_callback(functools.partial(self._settled, on_result))
+        task.add_done_callback(functools.partial(self._settled, x, on_result))
 
-    def _settled(self, on_result, task: asyncio.Task) -> None:
+    def _settled(self, x: Exchange, on_result, task: asyncio.Task) -> None:
         self._settling.discard(task)
-        on_result(local_error(CLIENT_CLOSED, 0) if task.cancelled() else task.result())
+        on_result(self._judge.failed(x, Failure.CLOSED) if task.cancelled() else task.result())
 
-    async def _settle(self, p: _Pending, outcome) -> PushResult:
-        """The result of a push whose latest attempt ended with `outcome` (the connection's
-        answer, `p` itself, or a StreamFailure), sending it again as Apple's rules allow."""
+    def _decide(self, x: Exchange, outcome) -> Any:
+        """The judge's decision on an attempt that ended with `outcome` (the connection's
+        answer, `x` itself, or a Failure, or None: never got a stream)."""
+        if outcome is x:
+            x.attempts += 1
+            return self._judge.answered(x)
+        if outcome is Failure.REFUSED:
+            return _RESEND
+        if outcome is None:
+            outcome = Failure.CONNECT_FAILED if self._connect_error else Failure.UNSENT
+        elif outcome is not Failure.CLOSED:  # LOST, RESET, TIMEOUT: it was on the wire
+            x.attempts += 1
+        return self._judge.failed(x, outcome)
+
+    async def _settle(self, x: Exchange, decision) -> Any:
+        """The result of an exchange, given the decision on its latest attempt: send it again
+        as long as the decisions are `Retry`s."""
         loop = self._loop
-        retry = self._settings.retry
-        attempts = retries = 0
-        renewed = False
-        while True:
-            if outcome is p:
-                attempts += 1
-                status = p.status
-                if status == 200:
-                    return delivered(p.apns_id, attempts)
-                reason, timestamp = parse_error_body(b"".join(p.chunks))
-                if reason == "ExpiredProviderToken" and not renewed:
-                    renewed = True
-                    self._token.expired(p.generation)
-                    self._attempt(p)
-                    outcome = await p.fut
-                    continue
-                failed = from_answer(status, reason, timestamp, p.apns_id, attempts)
-                if not is_transient(status, reason):
-                    return failed
-            elif outcome is StreamFailure.REFUSED:
-                # Never processed: safe to send again, and it costs no attempt.
-                self._attempt(p)
-                outcome = await p.fut
-                continue
-            elif outcome is StreamFailure.LOST or outcome is StreamFailure.RESET:
-                attempts += 1
-                status = 0
-                failed = local_error(CONNECTION_FAILED if outcome is StreamFailure.LOST
-                                     else STREAM_RESET, attempts)
-            elif outcome is StreamFailure.TIMEOUT:
-                return local_error(TIMEOUT, attempts + 1)
-            elif outcome is StreamFailure.CLOSED:
-                return local_error(CLIENT_CLOSED, attempts)
-            else:  # the deadline passed before a stream was free
-                return local_error(self._connect_error and CONNECTION_FAILED or TIMEOUT,
-                                   attempts)
-            if retries >= retry.max_retries:
-                return failed
-            delay = retry.delay(retries, status)
-            retries += 1
-            if loop.time() + delay >= p.deadline:
-                return failed
-            if not await self._pause(delay):
-                return local_error(CLIENT_CLOSED, attempts)
-            self._attempt(p)
-            outcome = await p.fut
+        while decision.__class__ is Retry:
+            if self._closed:  # a task that started after close() ran: nothing may go out
+                return self._judge.failed(x, Failure.CLOSED)
+            if decision is _RESEND:
+                pass
+            elif decision.renew:
+                x.renewed = True
+                renewal = self._auth.expired(x.generation)
+                if renewal is not None:
+                    ended = await self._renewal(renewal, x.deadline)
+                    if ended is not True:
+                        return self._judge.failed(x, ended)
+            else:
+                delay = decision.delay_s
+                if loop.time() + delay >= x.deadline:
+                    return decision.result
+                x.retries += 1
+                if not await self._pause(delay):
+                    return self._judge.failed(x, Failure.CLOSED)
+            self._attempt(x)
+            decision = self._decide(x, await x.fut)
+        return decision
 
     async def close(self) -> None:
-        """Fail what is queued or in flight with ClientClosed; return once every socket and task
-        of the pool is gone."""
+        """End what is queued or in flight with Failure.CLOSED; return once every socket and
+        task of the pool is gone."""
         if not self._closed:
             self._closed = True
             for pause in self._pauses:
@@ -213,7 +177,7 @@ class HostPool:
                     pause.set_result(False)
             for p in self._queue:
                 if not p.fut.done():
-                    p.fut.set_result(StreamFailure.CLOSED)
+                    p.fut.set_result(Failure.CLOSED)
             self._queue.clear()
             for task in self._tasks:
                 task.cancel()
@@ -225,7 +189,7 @@ class HostPool:
 
     # --- capacity ----------------------------------------------------------------------------
 
-    def _submit(self, p: _Pending) -> None:
+    def _submit(self, p: Exchange) -> None:
         if not self._queue:
             conn = self._room()
             if conn is not None:
@@ -289,15 +253,15 @@ class HostPool:
                 except (OSError, TimeoutError, ConnectionError, ssl.SSLError) as exc:
                     failures += 1
                     self._connect_error = f"{type(exc).__name__}: {exc}"
-                    log.warning("apns %s: connect failed (%d): %s", self.host, failures,
-                                self._connect_error)
+                    log.warning("%s %s: connect failed (%d): %s", self.label, self.host,
+                                failures, self._connect_error)
                     if not self._queue or not await self._pause(
                             backoff(0.05, failures, 5.0)):
                         return
                     continue
                 self._connect_error = None
                 self._conns.append(conn)
-                log.info("apns %s: connected (%d open), max streams %d", self.host,
+                log.info("%s %s: connected (%d open), max streams %d", self.label, self.host,
                          len(self._conns), conn.limit)
                 return
         finally:
@@ -309,8 +273,8 @@ class HostPool:
         s = self._settings
 
         def protocol() -> Connection:
-            return Connection(self.host, self._port, self._token, s.max_streams_per_connection,
-                              self._changed, self._lost)
+            return Connection(self.host, self._port, self._auth, s.max_streams_per_connection,
+                              self._changed, self._lost, self.label, self._unique_headers)
 
         async with asyncio.timeout(s.connect_timeout_s):
             transport, conn = await self._loop.create_connection(
@@ -327,7 +291,7 @@ class HostPool:
     # --- timers ------------------------------------------------------------------------------
 
     async def _sweep_forever(self) -> None:
-        """Enforce deadlines: streams and queued pushes past theirs, PINGs left unanswered."""
+        """Enforce deadlines: streams and queued requests past theirs, PINGs left unanswered."""
         while await self._pause(self._tick_s):
             now = self._loop.time()
             for conn in list(self._conns):
@@ -337,7 +301,9 @@ class HostPool:
                     p.fut.set_result(None)
 
     async def _pause(self, delay: float) -> bool:
-        """Sleep that `close` cuts short; False if it did."""
+        """Sleep that `close` cuts short; False if it did (or had)."""
+        if self._closed:
+            return False
         waiter = self._loop.create_future()
         handle = self._loop.call_later(delay, _resolve, waiter, True)
         self._pauses.add(waiter)
@@ -347,10 +313,34 @@ class HostPool:
             handle.cancel()
             self._pauses.discard(waiter)
 
+    async def _renewal(self, renewal: Awaitable, deadline: float) -> bool | Failure:
+        """Wait for the authorization hook's renewal: True once it ended (well or not: the
+        next answer tells), else the Failure that came first (the deadline, a close)."""
+        if self._closed:
+            return Failure.CLOSED
+        waiter = self._loop.create_future()
+        done = asyncio.ensure_future(renewal)
+        done.add_done_callback(functools.partial(_renewed, waiter))
+        handle = self._loop.call_later(max(0.0, deadline - self._loop.time()), _resolve, waiter,
+                                       Failure.UNSENT)
+        self._pauses.add(waiter)  # close() resolves it False
+        try:
+            ended = await waiter
+        finally:
+            handle.cancel()
+            self._pauses.discard(waiter)
+        return Failure.CLOSED if ended is False else ended
+
     def _spawn(self, coro) -> None:
         task = self._loop.create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+
+def _renewed(waiter: asyncio.Future, renewal: asyncio.Future) -> None:
+    if not renewal.cancelled():
+        renewal.exception()  # a failed renewal is the hook's to report; the next answer tells
+    _resolve(waiter, True)
 
 
 def _resolve(fut: asyncio.Future, value) -> None:

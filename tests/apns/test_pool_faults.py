@@ -7,8 +7,8 @@ from collections import Counter
 from h2.exceptions import ProtocolError
 
 from owlmetry.apns import ResultKind, RetryPolicy
-from owlmetry.apns.h2_seam import ClientH2
 from owlmetry.apns.mock import TokenFault
+from owlmetry.h2client.h2_seam import ClientH2
 
 from .conftest import PAYLOAD, send_many, token
 

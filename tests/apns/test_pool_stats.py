@@ -2,7 +2,7 @@
 
 import asyncio
 
-from owlmetry.apns.pool import PoolStats
+from owlmetry.h2client import PoolStats
 
 from .conftest import send_many, token
 

@@ -12,12 +12,11 @@ import pytest
 from h2.errors import ErrorCodes
 from hyperframe.frame import Frame
 
-from owlmetry.apns import h2_seam, wire
-from owlmetry.apns.connection import Connection, StreamFailure
-from owlmetry.apns.h2_seam import ClientH2
-from owlmetry.apns.token import ProviderToken
+from owlmetry.h2client import Exchange, Failure, Request, h2_seam, hpack_encoder
+from owlmetry.h2client.connection import Connection
+from owlmetry.h2client.h2_seam import ClientH2
 
-from .identity import KEY_ID, TEAM_ID
+from .conftest import FixedAuthorization
 
 BLOCK = b"\x83\x87\x84\x01\x09localhost"  # POST https / localhost
 
@@ -78,13 +77,13 @@ def test_data_to_send_by_amount_keeps_the_order():
                              ("PingFrame", 0)]
 
 
-async def test_a_stream_reset_in_the_tick_it_opened_goes_out_after_its_headers(auth_key):
-    """A push submitted and timed out before the connection's next write: its RST_STREAM
+async def test_a_stream_reset_in_the_tick_it_opened_goes_out_after_its_headers():
+    """A request submitted and timed out before the connection's next write: its RST_STREAM
     (made by h2) must follow its HEADERS (hand-built) on the wire."""
     writes = []
     transport = SimpleNamespace(write=writes.append, is_closing=lambda: False,
                                 get_extra_info=lambda name: None)
-    conn = Connection("localhost", 443, ProviderToken(KEY_ID, TEAM_ID, auth_key), 10,
+    conn = Connection("localhost", 443, FixedAuthorization(b"Bearer x"), 10,
                       on_change=lambda: None, on_lost=lambda conn: None)
     conn.connection_made(transport)
     peer = server()
@@ -93,8 +92,9 @@ async def test_a_stream_reset_in_the_tick_it_opened_goes_out_after_its_headers(a
     assert conn.usable
     writes.clear()
     loop = asyncio.get_running_loop()
-    push = SimpleNamespace(fut=loop.create_future(), deadline=loop.time(),
-                           request=wire.Request(wire.path_field("ab" * 32), b"", b"{}"))
+    push = Exchange(Request(hpack_encoder.POST, hpack_encoder.path_field(b"/x"), b"", b"{}"),
+                    loop.time())
+    push.fut = loop.create_future()
     conn.submit(push)
     conn.expire(loop.time())
     data = b"".join(writes)
@@ -104,7 +104,7 @@ async def test_a_stream_reset_in_the_tick_it_opened_goes_out_after_its_headers(a
     assert [type(e) for e in events if e.stream_id] == [
         h2.events.RequestReceived, h2.events.DataReceived, h2.events.StreamEnded,
         h2.events.StreamReset]
-    assert push.fut.result() is StreamFailure.TIMEOUT
+    assert push.fut.result() is Failure.TIMEOUT
 
 
 def test_the_import_check_passes_on_the_installed_h2():

@@ -1,0 +1,61 @@
+"""HPACK both ways: the core's literal encoding against hpack's decoder, its zero-table decoder
+against hpack's encoder (Huffman or not, static references, size updates)."""
+
+import os
+import uuid
+
+import hpack
+import pytest
+from hpack import HPACKDecodingError
+from hpack.huffman import HuffmanEncoder
+from hpack.huffman_constants import REQUEST_CODES, REQUEST_CODES_LENGTH
+
+from owlmetry.h2client import hpack_encoder
+from owlmetry.h2client.hpack_decoder import ZeroTableDecoder, decode_huffman
+
+
+def test_literals_decode_with_a_standard_hpack_decoder():
+    long_path = b"/v1/projects/" + b"p" * 120 + b"/messages:send"  # a multi-byte length
+    block = (hpack_encoder.TABLE_SIZE_ZERO + hpack_encoder.POST
+             + hpack_encoder.path_field(long_path) + hpack_encoder.authority_field("fcm.example", 8443)
+             + hpack_encoder.authorization_field(b"Bearer " + b"x" * 300)
+             + hpack_encoder.literal(b"content-type", b"application/json")
+             + hpack_encoder.GET + hpack_encoder.path_field(b"/short"))
+    assert hpack.Decoder().decode(block, raw=True) == [
+        (b":method", b"POST"), (b":scheme", b"https"), (b":path", long_path),
+        (b":authority", b"fcm.example:8443"), (b"authorization", b"Bearer " + b"x" * 300),
+        (b"content-type", b"application/json"),
+        (b":method", b"GET"), (b":scheme", b"https"), (b":path", b"/short")]
+
+
+def test_huffman_round_trips_every_byte_value():
+    encoder = HuffmanEncoder(REQUEST_CODES, REQUEST_CODES_LENGTH)
+    samples = [bytes(range(256)), b"", b"apns-id", str(uuid.uuid4()).encode()]
+    samples += [os.urandom(n) for n in range(1, 64)]
+    for raw in samples:
+        assert decode_huffman(encoder.encode(raw)) == raw
+
+
+def test_bad_huffman_padding_is_refused():
+    with pytest.raises(HPACKDecodingError):
+        decode_huffman(b"\x00")  # ends on five 0-bits, not an EOS prefix
+
+
+@pytest.mark.parametrize("unique", [frozenset(), frozenset({b"apns-id"})])
+def test_zero_table_decoder_reads_what_a_zero_table_encoder_writes(unique):
+    encoder = hpack.Encoder()
+    encoder.header_table_size = 0  # what our SETTINGS_HEADER_TABLE_SIZE 0 obliges a peer to do
+    decoder = ZeroTableDecoder(unique)
+    for i in range(300):
+        headers = [(b":status", b"200" if i % 3 else b"410"),
+                   (b"apns-id", str(uuid.uuid4()).encode()),
+                   (b"content-type", b"application/json"),
+                   (b"x-long", b"v" * (i % 200))]
+        assert decoder.decode(encoder.encode(headers)) == headers
+
+
+def test_zero_table_decoder_refuses_dynamic_references():
+    with pytest.raises(HPACKDecodingError):
+        ZeroTableDecoder().decode(b"\xbe")  # index 62: the first dynamic entry
+    with pytest.raises(HPACKDecodingError):
+        ZeroTableDecoder().decode(b"\x3f\xe1\x1f")  # table size update to 4096
