@@ -94,7 +94,10 @@ class HostPool:
         if self._closed:
             return self._judge.failed(x, Failure.CLOSED)
         self._attempt(x)
-        return await self._settle(x, self._decide(x, await x.fut))
+        decision = self._decide(x, await x.fut)
+        if decision.__class__ is not Retry:
+            return decision
+        return await self._settle(x, decision)
 
     def send_soon(self, request: Request, on_result: Callable[[Any], None]) -> None:
         """`send` for callers with many requests: `on_result(result)` is called once, later,
