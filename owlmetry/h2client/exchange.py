@@ -79,7 +79,9 @@ class Failure(enum.Enum):
 class Retry:
     """A judge's decision to send a request again: after `delay_s` (0: at once), or, with
     `renew`, once the authorization hook has renewed the credential it went out with (no
-    delay, no retry counted). `result` is the answer if the deadline would pass first."""
+    delay, no retry counted). `result` is the answer if the deadline would pass first.
+    The pool tells decisions from results by `type(d) is Retry`: do not subclass it. A judge
+    must not answer `Failure.CLOSED` or `TIMEOUT` with a Retry."""
 
     __slots__ = ("delay_s", "renew", "result")
 

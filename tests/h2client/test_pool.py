@@ -4,6 +4,7 @@ twice that the peer processed, except what a dropped connection forces."""
 
 import asyncio
 import json
+import logging
 from collections import Counter
 
 from owlmetry.apns.mock import TokenFault
@@ -140,13 +141,19 @@ async def test_a_silent_connection_is_found_out_by_ping(make_pool, mock):
     assert mock.stats.connections_opened == 2
 
 
-async def test_an_unreachable_host_gives_connect_failed_after_the_deadline(make_pool, mock):
+async def test_an_unreachable_host_gives_connect_failed_with_backoff_between_tries(
+        make_pool, mock, caplog):
+    caplog.set_level(logging.WARNING, logger="owlmetry.h2client.pool")
     port = mock.port
     await mock.stop()
-    pool = make_pool(port=port, timeout_s=0.3, connect_timeout_s=0.1)
+    pool = make_pool(port=port, timeout_s=0.5, connect_timeout_s=0.1)
     result = await pool.send(request(1))
     assert (result.failure, result.attempts) == (Failure.CONNECT_FAILED, 0)
     assert "ConnectionRefusedError" in pool.pool.connect_error
+    # Refused at once, every time: without the backoff (25 ms, then 50, 100, 200, ... at
+    # least) there would be hundreds of tries in half a second, not a handful.
+    tries = [r for r in caplog.records if "connect failed" in r.getMessage()]
+    assert 1 <= len(tries) <= 6
 
 
 async def test_a_refused_credential_is_renewed_once_for_everyone_waiting(make_pool, mock):
