@@ -10,7 +10,7 @@ import json
 import re
 
 from owlmetry.h2client.exchange import Request
-from owlmetry.h2client.hpack_encoder import POST, literal
+from owlmetry.h2client.hpack_encoder import PATH_PREFIXES, POST, literal
 from owlmetry.h2client.hpack_encoder import path_field as _path_field
 
 try:
@@ -54,7 +54,10 @@ def options_field(topic: str, push_type: str, priority: int, expiration: int | N
 
 def request(token_hex: str, options: bytes, body: bytes) -> Request:
     """The core's request for one push: POST /3/device/<token> with a push kind's `options`."""
-    return Request(POST, _path_field(b"/3/device/" + token_hex.encode()), options, body)
+    path = b"/3/device/" + token_hex.encode()
+    if len(path) < 127:  # every real token (at most 200 hex digits): no general encoder
+        return Request(POST, PATH_PREFIXES[len(path)] + path, options, body)
+    return Request(POST, _path_field(path), options, body)
 
 
 # Apple's apns-topic for push types that do not go to the app's bundle id itself.

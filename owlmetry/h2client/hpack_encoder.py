@@ -50,10 +50,11 @@ def authorization_field(value: bytes) -> bytes:
     return literal(_AUTHORIZATION, value)
 
 
-_SHORT_PATH_PREFIXES = [bytes((_PATH, n)) for n in range(127)]
+# `:path` fields of fewer than 127 bytes: PATH_PREFIXES[len(path)] + path (one-byte length).
+PATH_PREFIXES = [bytes((_PATH, n)) for n in range(127)]
 
 
 def path_field(path: bytes) -> bytes:
-    if len(path) < 127:  # a one-byte length: no need for the general encoder
-        return _SHORT_PATH_PREFIXES[len(path)] + path
+    if len(path) < 127:
+        return PATH_PREFIXES[len(path)] + path
     return literal(_PATH, path)

@@ -94,9 +94,14 @@ class HostPool:
         if self._closed:
             return self._judge.failed(x, Failure.CLOSED)
         self._attempt(x)
-        decision = self._decide(x, await x.fut)
-        if decision.__class__ is not Retry:
-            return decision
+        outcome = await x.fut
+        if outcome is x:  # answered: nearly always, so without the general _decide
+            x.attempts = 1
+            decision = self._judge.answered(x)
+            if decision.__class__ is not Retry:
+                return decision
+        else:
+            decision = self._decide(x, outcome)
         return await self._settle(x, decision)
 
     def send_soon(self, request: Request, on_result: Callable[[Any], None]) -> None:
@@ -116,7 +121,12 @@ class HostPool:
         self._submit(x)
 
     def _first_outcome(self, x: Exchange, on_result, fut: asyncio.Future) -> None:
-        decision = self._decide(x, fut.result())
+        outcome = fut.result()
+        if outcome is x:  # as in send
+            x.attempts = 1
+            decision = self._judge.answered(x)
+        else:
+            decision = self._decide(x, outcome)
         if decision.__class__ is not Retry:
             on_result(decision)
             return
