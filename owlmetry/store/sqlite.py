@@ -82,6 +82,10 @@ class SQLiteEngine(Engine):
                 script = upgrade_script("sqlite", await self._schema_version(), now_ms())
                 if script is None:
                     return
+                # Foreign keys off (only outside a transaction can they be): a migration that
+                # rebuilds a table drops the old one, which must not cascade to the rows that
+                # point at it.
+                await self._writer.execute("PRAGMA foreign_keys = OFF")
                 try:
                     await self._writer.executescript(f"BEGIN IMMEDIATE;\n{script}\nCOMMIT;")
                     return
@@ -90,6 +94,8 @@ class SQLiteEngine(Engine):
                         await self._writer.rollback()
                     if attempt:
                         raise
+                finally:
+                    await self._writer.execute("PRAGMA foreign_keys = ON")
 
     async def backup(self, path: str) -> None:
         if os.path.lexists(path):
