@@ -1,7 +1,8 @@
 """The dispatcher: durable fan-out of notifications to every device of every recipient.
 
-`enqueue` writes the inbox rows and a pending delivery on each channel the recipient's
-preferences choose for the type (`routing`) in one transaction and returns; the run loop then
+`enqueue` writes the content once, then the inbox rows and a pending delivery on each channel
+the recipient's preferences choose for the type (`routing`), in chunks of recipients that each
+commit whole (the store's), and returns; the run loop then
 claims due deliveries in batches (under a lease that a heartbeat renews, so work of a crashed
 process comes back by itself), hands each recipient's devices to its channel, and records
 every final answer through the `AnswerRecorder`. A device with a final answer on record is never

@@ -336,10 +336,10 @@ class Deliveries:
 
     async def enqueue_groups(
         self, groups: list[RecipientGroup], content: NotificationContent, now: int,
-        chunk: int = ENQUEUE_CHUNK,
+        chunk: int | None = None,
     ) -> set[str]:
         """Write the content once, and each recipient's inbox row pointing at it with their
-        group's pending deliveries, `chunk` recipients per transaction (see ENQUEUE_CHUNK).
+        group's pending deliveries, `chunk` recipients per transaction (default ENQUEUE_CHUNK).
         Returns the ids written; users that do not exist are skipped.
 
         Each recipient is written whole or not at all; chunks are visible (and delivered) as
@@ -351,7 +351,7 @@ class Deliveries:
         recipients = [(notification_id, user_id, None if group.listed else now, group.channels)
                       for group in groups for notification_id, user_id in group.recipients]
         written: set[str] = set()
-        for part in chunked(recipients, max(1, chunk)):
+        for part in chunked(recipients, max(1, chunk or ENQUEUE_CHUNK)):
             rows = [recipient[:3] for recipient in part]
             queue = [(notification_id, channel)
                      for notification_id, _, _, channels in part for channel in channels]
