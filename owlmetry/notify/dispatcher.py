@@ -51,7 +51,12 @@ async def enqueue(store: Store, user_ids: Iterable[str], content: NotificationCo
     """One notification per distinct existing user, in the order given, with the deliveries on
     `channels` that each user's preferences (over `defaults`) choose; returns their ids."""
     now = now_ms()
-    recipients = [(new_ordered_id(now), user_id) for user_id in dict.fromkeys(user_ids)]
+    distinct = list(dict.fromkeys(user_ids))
+    # Ids ascending in user order: the store writes a request in chunks in id order, and
+    # each chunk is then one narrow range of every index it lands in, the user-keyed ones
+    # (inbox, unread counts) as much as the id-keyed ones (see `Deliveries.enqueue_groups`).
+    ids = dict(zip(sorted(distinct), sorted(new_ordered_id(now) for _ in distinct)))
+    recipients = [(ids[user_id], user_id) for user_id in distinct]
     stored = await store.preferences_of([user_id for _, user_id in recipients])
     groups = group_recipients(recipients, content.type, stored, defaults, channels)
     written = await store.enqueue_groups(groups, content, now)

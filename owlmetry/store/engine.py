@@ -74,9 +74,11 @@ class Engine(abc.ABC):
         yield True
 
     @abc.abstractmethod
-    def transaction(self) -> AbstractAsyncContextManager[Run]:
+    def transaction(self, bulk: bool = False) -> AbstractAsyncContextManager[Run]:
         """`async with engine.transaction() as run:` -- `await run(sql, *params)` -> rows, all
-        in one transaction that commits at the end of the block (or rolls back on an error)."""
+        in one transaction that commits at the end of the block (or rolls back on an error).
+        `bulk`: background work (an enqueue's chunk, a dispatcher's answers, a clean-up batch),
+        which an engine with one writer lets requests' writes go before."""
 
     @abc.abstractmethod
     def is_unique_violation(self, exc: Exception) -> bool: ...

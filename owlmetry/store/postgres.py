@@ -96,7 +96,7 @@ class PostgresEngine(Engine):
                     await conn.execute("SELECT pg_advisory_unlock($1)", key)
 
     @contextlib.asynccontextmanager
-    async def transaction(self):
+    async def transaction(self, bulk: bool = False):
         async with self._pool.acquire() as conn, conn.transaction():
             yield conn.fetch
 

@@ -70,7 +70,7 @@ class Retention:
         """Remove up to `limit` notifications soft-deleted before `deleted_before`, with their
         deliveries, push records and now unreferenced contents; how many notifications."""
         engine = self.engine
-        async with engine.transaction() as run:
+        async with engine.transaction(bulk=True) as run:
             rows = await run(DELETED_BEFORE, deleted_before, limit)
             ids = [(row[0],) for row in rows]
             await engine.run_batched(run, REMOVE_PUSHES, ("text",), ids)

@@ -1,7 +1,8 @@
 """The SQLite engine (aiosqlite): the embedded default, one file in WAL mode.
 
-Writes go through one connection, one statement at a time behind an asyncio lock, so requests
-queue inside the process instead of surfacing "database is locked"; reads use a second
+Writes go through one connection, one statement or transaction at a time (`WriterTurns`), so
+requests queue inside the process instead of surfacing "database is locked", and a request's
+write goes before the background's bulk work waiting with it; reads use a second
 connection, which WAL lets run beside the writer, and the dispatcher's bulk reads a third, so
 that a claim of thousands of rows never holds up a health check or an authentication (each
 connection runs one statement at a time). Statements autocommit. This module owns the
@@ -10,6 +11,7 @@ migration and backup); it must hold no statement of a feature.
 """
 
 import asyncio
+import collections
 import contextlib
 import functools
 import os
@@ -32,6 +34,58 @@ PRAGMA busy_timeout = 10000;
 PRAGMA cache_size = -32768;
 """
 
+class WriterTurns:
+    """Whose turn it is on the one writer. A request's write (a registration, a mark-read)
+    goes before bulk work waiting with it -- a producer's enqueue chunks, the dispatcher's
+    claims and answers, the clean-up's batches, each a bounded transaction -- so it waits for
+    the one under way, not for the queue of them. Bulk work still gets a turn after at most
+    `REQUESTS_AHEAD` request writes that went before it. First come, first served otherwise."""
+
+    REQUESTS_AHEAD = 16
+
+    def __init__(self):
+        self._busy = False
+        self._waiting: dict[bool, collections.deque[asyncio.Future]] = {
+            False: collections.deque(), True: collections.deque()}
+        self._ahead = 0  # request turns given while bulk work waited
+
+    @property
+    def busy(self) -> bool:
+        return self._busy
+
+    @contextlib.asynccontextmanager
+    async def turn(self, bulk: bool = False):
+        if self._busy:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiting[bulk].append(waiter)
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled():
+                    self._next()  # handed the turn just as it was cancelled: pass it on
+                raise
+        else:
+            self._busy = True
+        try:
+            yield
+        finally:
+            self._next()
+
+    def _next(self) -> None:
+        """Hand the writer to the next waiter (it stays busy), or free it."""
+        requests, bulk = self._waiting[False], self._waiting[True]
+        for queue in ((bulk, requests) if self._ahead >= self.REQUESTS_AHEAD
+                      else (requests, bulk)):
+            while queue:
+                waiter = queue.popleft()
+                if waiter.done():  # cancelled while waiting
+                    continue
+                self._ahead = self._ahead + 1 if queue is requests and bulk else 0
+                waiter.set_result(None)
+                return
+        self._busy = False
+
+
 @functools.cache
 def to_sqlite(sql: str) -> str:
     """`$1` -> `?1`: both are "the first parameter", so a statement may use one twice."""
@@ -47,7 +101,7 @@ class SQLiteEngine(Engine):
         self._writer = writer
         self._reader = reader
         self._bulk_reader = bulk_reader
-        self._write_lock = asyncio.Lock()
+        self._turns = WriterTurns()
 
     @classmethod
     async def open(cls, path: str) -> "SQLiteEngine":
@@ -70,14 +124,14 @@ class SQLiteEngine(Engine):
     async def close(self) -> None:
         await self._reader.close()
         await self._bulk_reader.close()
-        async with self._write_lock:
+        async with self._turns.turn():
             await self._writer.close()
 
     async def migrate(self) -> None:
-        # Under this process's write lock; another process migrating the same file meanwhile
+        # In this process's writer turn; another process migrating the same file meanwhile
         # makes this transaction fail (its versions are recorded first), and the next look
         # finds the schema current.
-        async with self._write_lock:
+        async with self._turns.turn():
             for attempt in range(2):
                 script = upgrade_script("sqlite", await self._schema_version(), now_ms())
                 if script is None:
@@ -128,7 +182,11 @@ class SQLiteEngine(Engine):
         return database_version(tables, recorded)
 
     async def write(self, sql: str, *params) -> list:
-        async with self._write_lock:
+        async with self._turns.turn():
+            return list(await self._writer.execute_fetchall(to_sqlite(sql), params))
+
+    async def write_lease(self, sql: str, *params) -> list:
+        async with self._turns.turn(bulk=True):
             return list(await self._writer.execute_fetchall(to_sqlite(sql), params))
 
     async def read(self, sql: str, *params) -> list:
@@ -144,8 +202,8 @@ class SQLiteEngine(Engine):
         return await self.write(sql, *params)
 
     @contextlib.asynccontextmanager
-    async def transaction(self):
-        async with self._write_lock:
+    async def transaction(self, bulk: bool = False):
+        async with self._turns.turn(bulk):
             writer = self._writer
             await writer.execute("BEGIN IMMEDIATE")
             try:

@@ -89,7 +89,7 @@ async def test_a_registration_during_a_large_enqueue_is_not_kept_waiting_for_all
     enqueue = asyncio.create_task(store.enqueue_groups(
         [RecipientGroup(("mobile_push",), True, recipients(user_ids))], CONTENT, T0, chunk=10))
     await asyncio.sleep(0)
-    assert store.engine._write_lock.locked(), "the enqueue holds the writer for a chunk"
+    assert store.engine._turns.busy, "the enqueue holds the writer for a chunk"
     register = asyncio.create_task(store.register_device(str(uuid.uuid4()), owner,
         DeviceRegistration("mobile_push", "ab" * 32, "production", None, None, None), T0))
 
@@ -106,7 +106,9 @@ async def test_the_first_chunks_commit_while_a_later_one_waits(store, database_u
     if store.engine.name != "postgresql":
         pytest.skip("SQLite: no row locks (see the previous test)")
     user_ids = await new_users(store, 30)
-    first, last = user_ids[0], user_ids[-1]
+    asked = recipients(user_ids)
+    # Chunks go in notification id order.
+    (_, first), (_, last) = min(asked), max(asked)
     await store.execute("INSERT INTO unread_counts (user_id, unread) VALUES ($1, 0)", last)
     blocker = await asyncpg.connect(database_url)
     try:
@@ -114,8 +116,7 @@ async def test_the_first_chunks_commit_while_a_later_one_waits(store, database_u
         await held.start()
         await blocker.execute("SELECT * FROM unread_counts WHERE user_id = $1 FOR UPDATE", last)
         enqueue = asyncio.create_task(store.enqueue_groups(
-            [RecipientGroup(("mobile_push",), True, recipients(user_ids))], CONTENT, T0,
-            chunk=10))
+            [RecipientGroup(("mobile_push",), True, asked)], CONTENT, T0, chunk=10))
 
         async def first_notified() -> bool:
             return bool(await store.list_notifications(first, ReadState.ALL, None, None, 1))
@@ -129,3 +130,32 @@ async def test_the_first_chunks_commit_while_a_later_one_waits(store, database_u
         await blocker.close()
     assert len(await enqueue) == 30
     assert [await store.unread_count(user_id) for user_id in (first, last)] == [0, 1]
+
+
+async def test_a_registration_goes_before_bulk_work_already_waiting(store):
+    """SQLite: a registration queued behind two enqueues' chunks waits for the chunk under way
+    only, not for the other enqueue's too."""
+    if store.engine.name != "sqlite":
+        pytest.skip("PostgreSQL: no single writer")
+    user_ids = await new_users(store, 4)
+    (owner,) = await new_users(store, 1)
+    finished = []
+
+    async def enqueue(name: str, users: list[str]) -> None:
+        await store.enqueue_groups(
+            [RecipientGroup(("mobile_push",), True, recipients(users))], CONTENT, T0)
+        finished.append(name)
+
+    async def register() -> None:
+        await store.register_device(str(uuid.uuid4()), owner, DeviceRegistration(
+            "mobile_push", "cd" * 32, "production", None, None, None), T0)
+        finished.append("registration")
+
+    first = asyncio.create_task(enqueue("first enqueue", user_ids[:2]))
+    await asyncio.sleep(0)
+    assert store.engine._turns.busy, "the first enqueue holds the writer"
+    second = asyncio.create_task(enqueue("second enqueue", user_ids[2:]))
+    await asyncio.sleep(0)
+    await asyncio.gather(first, second, register())
+
+    assert finished == ["first enqueue", "registration", "second enqueue"]
