@@ -42,3 +42,18 @@ def new_ordered_id(now_ms: int) -> str:
     variant = "89ab"[int(hex_[16], 16) & 3]
     time_ = f"{now_ms & 0xFFFF_FFFF_FFFF:012x}"
     return f"{time_[:8]}-{time_[8:]}-7{hex_[13:16]}-{variant}{hex_[17:20]}-{hex_[20:]}"
+
+
+def new_ordered_ids(now_ms: int, n: int) -> list[str]:
+    """`n` version 7 ids of one time, ascending: a random start, then counting up through the
+    random bits (RFC 9562 section 6.2, method 2). For a fan-out that writes its rows in id
+    order without sorting them."""
+    time_ = f"{now_ms & 0xFFFF_FFFF_FFFF:012x}"
+    head = f"{time_[:8]}-{time_[8:]}-7"
+    # rand_a (12 bits) and rand_b (62) as one 74-bit number; a 72-bit start leaves room to count.
+    start = int(_random_hex()[:18], 16)
+    ids = []
+    for value in range(start, start + n):
+        low = value & 0x3FFF_FFFF_FFFF_FFFF
+        ids.append(f"{head}{value >> 62:03x}-{0x8000 | low >> 48:04x}-{low & 0xFFFF_FFFF_FFFF:012x}")
+    return ids

@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from owlmetry.backoff import backoff
 from owlmetry.clock import now_ms
 from owlmetry.config import Config
-from owlmetry.ids import new_ordered_id
+from owlmetry.ids import new_ordered_ids
 from owlmetry.notify.channels import open_channels
 from owlmetry.notify.channels.base import Answer, Channel
 from owlmetry.notify.recorder import AnswerRecorder
@@ -55,12 +55,13 @@ async def enqueue(store: Store, user_ids: Iterable[str], content: NotificationCo
     # Ids ascending in user order: the store writes a request in chunks in id order, and
     # each chunk is then one narrow range of every index it lands in, the user-keyed ones
     # (inbox, unread counts) as much as the id-keyed ones (see `Deliveries.enqueue_groups`).
-    ids = dict(zip(sorted(distinct), sorted(new_ordered_id(now) for _ in distinct)))
-    recipients = [(ids[user_id], user_id) for user_id in distinct]
-    stored = await store.preferences_of([user_id for _, user_id in recipients])
+    by_user = sorted(distinct)
+    recipients = list(zip(new_ordered_ids(now, len(by_user)), by_user))
+    stored = await store.preferences_of(by_user)
     groups = group_recipients(recipients, content.type, stored, defaults, channels)
     written = await store.enqueue_groups(groups, content, now)
-    return [notification_id for notification_id, _ in recipients if notification_id in written]
+    ids = dict(zip(by_user, (notification_id for notification_id, _ in recipients)))
+    return [ids[user_id] for user_id in distinct if ids[user_id] in written]
 
 
 def final_status(counts: dict[PushOutcome, int],

@@ -17,6 +17,7 @@ each rule is written once.
 
 import asyncio
 import functools
+import operator
 from collections.abc import Mapping
 
 import orjson
@@ -351,8 +352,9 @@ class Deliveries:
         # In id order: each chunk's rows land side by side in the id-keyed indexes, instead of
         # a chunk's worth of pages all over the request's range rewritten by every commit.
         recipients = sorted(
-            (notification_id, user_id, None if group.listed else now, group.channels)
-            for group in groups for notification_id, user_id in group.recipients)
+            ((notification_id, user_id, None if group.listed else now, group.channels)
+             for group in groups for notification_id, user_id in group.recipients),
+            key=operator.itemgetter(0))
         written: set[str] = set()
         for part in chunked(recipients, max(1, chunk or ENQUEUE_CHUNK)):
             rows = [recipient[:3] for recipient in part]
