@@ -3,8 +3,8 @@
 Enqueue writes a request's content once and, in chunks of recipients each its own short
 transaction, their inbox rows pointing at it (born deleted for a user who turned the inbox off
 for the type; counted into their recipients' unread counts) and the pending deliveries each
-recipient's group gets; a claim leases due deliveries to one dispatcher and reads what sending them needs
-(the targets each channel's `Targets` name: devices of some device channels, or the
+recipient's group gets; a claim leases due deliveries to one dispatcher and reads what sending
+them needs (the targets each channel's `Targets` name: devices of some device channels, or the
 recipient's address); the answers (one row per target) and the deliveries' ends are saved
 together; progress counts both. Mixed into `Store`, which sets `self.engine`. Must not
 decide when to retry or how an answer maps to a status (the dispatcher's rules), nor know any
@@ -369,8 +369,9 @@ class Deliveries:
         """One chunk in one transaction; `with_content`: no row of the content is written yet."""
         engine = self.engine
         if engine.name == "postgresql":
-            statement = enqueue_in_one(engine.batch(INBOX_ROW_TYPES, 10),
-                                       engine.batch(DELIVERY_TYPES, 10 + len(INBOX_ROW_TYPES)))
+            first = 4 + len(fields)  # after the id, the time, the fields and the flag
+            statement = enqueue_in_one(engine.batch(INBOX_ROW_TYPES, first),
+                                       engine.batch(DELIVERY_TYPES, first + len(INBOX_ROW_TYPES)))
             return {row[0] for row in await engine.write(
                 statement, content_id, now, *fields, with_content,
                 *engine.batch_args(rows, len(INBOX_ROW_TYPES)),
