@@ -56,9 +56,13 @@ async def enqueue(store: Store, user_ids: Iterable[str], content: NotificationCo
     # each chunk is then one narrow range of every index it lands in, the user-keyed ones
     # (inbox, unread counts) as much as the id-keyed ones (see `Deliveries.enqueue_groups`).
     by_user = sorted(distinct)
+    # (Each step over 50,000 recipients takes the event loop for a few ms: requests get a turn
+    # between them.)
+    await asyncio.sleep(0)
     recipients = list(zip(new_ordered_ids(now, len(by_user)), by_user))
     stored = await store.preferences_of(by_user)
     groups = group_recipients(recipients, content.type, stored, defaults, channels)
+    await asyncio.sleep(0)
     written = await store.enqueue_groups(groups, content, now)
     ids = dict(zip(by_user, (notification_id for notification_id, _ in recipients)))
     return [ids[user_id] for user_id in distinct if ids[user_id] in written]

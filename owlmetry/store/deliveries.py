@@ -355,6 +355,7 @@ class Deliveries:
             ((notification_id, user_id, None if group.listed else now, group.channels)
              for group in groups for notification_id, user_id in group.recipients),
             key=operator.itemgetter(0))
+        await asyncio.sleep(0)  # a turn for requests (this took the event loop for a while)
         written: set[str] = set()
         for part in chunked(recipients, max(1, chunk or ENQUEUE_CHUNK)):
             rows = [recipient[:3] for recipient in part]

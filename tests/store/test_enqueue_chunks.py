@@ -33,6 +33,15 @@ async def until(condition, what: str) -> None:
     pytest.fail(f"never happened: {what}")
 
 
+async def writer_taken(store) -> None:
+    """Until the enqueue started holds SQLite's writer (for its first chunk)."""
+    for _ in range(1000):
+        if store.engine._turns.busy:
+            return
+        await asyncio.sleep(0)
+    pytest.fail("the enqueue never took the writer")
+
+
 async def test_a_request_stores_its_content_once_for_all_its_recipients(store):
     user_ids = await new_users(store, 3)
     asked = recipients([*user_ids, str(uuid.uuid4())])  # the last one is no user
@@ -88,8 +97,7 @@ async def test_a_registration_during_a_large_enqueue_is_not_kept_waiting_for_all
     (owner,) = await new_users(store, 1)
     enqueue = asyncio.create_task(store.enqueue_groups(
         [RecipientGroup(("mobile_push",), True, recipients(user_ids))], CONTENT, T0, chunk=10))
-    await asyncio.sleep(0)
-    assert store.engine._turns.busy, "the enqueue holds the writer for a chunk"
+    await writer_taken(store)
     register = asyncio.create_task(store.register_device(str(uuid.uuid4()), owner,
         DeviceRegistration("mobile_push", "ab" * 32, "production", None, None, None), T0))
 
@@ -152,10 +160,12 @@ async def test_a_registration_goes_before_bulk_work_already_waiting(store):
         finished.append("registration")
 
     first = asyncio.create_task(enqueue("first enqueue", user_ids[:2]))
-    await asyncio.sleep(0)
-    assert store.engine._turns.busy, "the first enqueue holds the writer"
+    await writer_taken(store)
     second = asyncio.create_task(enqueue("second enqueue", user_ids[2:]))
-    await asyncio.sleep(0)
+    for _ in range(1000):  # until the second waits for the writer too
+        if store.engine._turns._waiting[True]:
+            break
+        await asyncio.sleep(0)
     await asyncio.gather(first, second, register())
 
     assert finished == ["first enqueue", "registration", "second enqueue"]
