@@ -152,6 +152,11 @@ async def test_a_release_0_1_database_upgrades_in_place_and_loses_nothing(databa
         assert await store.execute(
             "SELECT count(DISTINCT content_id) FROM notifications WHERE id IN ($1, $2)",
             N1, N5) == [(1,)]
+        # The rebuilt table is the one the deliveries' foreign key cascades from.
+        await store.execute("DELETE FROM notifications WHERE id = $1", N2)
+        assert await store.execute(
+            "SELECT count(*) FROM notification_deliveries WHERE notification_id = $1", N2) \
+            == [(0,)]
         assert await store.execute(
             "SELECT value FROM settings WHERE key = 'schema_sha256'") == []
         secret = await jwt_secret(store, None)
