@@ -18,19 +18,24 @@ def behaviour() -> FcmBehaviour:
     return FcmBehaviour()
 
 
+@pytest.fixture(scope="session")
+def base_account(fcm_key):
+    """The test service account as parsed from its file (token_uri Google's)."""
+    return parse_service_account(service_account_json(fcm_key))
+
+
 @pytest.fixture
-async def mock(tls_files, fcm_key, behaviour):
-    server = MockFCM(*tls_files, parse_service_account(service_account_json(fcm_key)), behaviour)
+async def mock(tls_files, base_account, behaviour):
+    server = MockFCM(*tls_files, base_account, behaviour)
     await server.start()
     yield server
     await server.stop()
 
 
 @pytest.fixture
-def account(mock, fcm_key):
+def account(mock, base_account):
     """The service account as the client reads it: its token_uri is the mock's."""
-    return dataclasses.replace(parse_service_account(service_account_json(fcm_key)),
-                               token_uri=mock.token_uri)
+    return dataclasses.replace(base_account, token_uri=mock.token_uri)
 
 
 @pytest.fixture

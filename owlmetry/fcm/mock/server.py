@@ -8,6 +8,8 @@ limits, GOAWAY after N streams, dropped sockets, latency, PING) is `MockAPNs`'s,
 """
 
 import asyncio
+import time
+from collections.abc import Callable
 
 import orjson
 from aiohttp import web
@@ -26,16 +28,18 @@ class MockFCM(MockAPNs):
 
     In-process: `mock = MockFCM(cert, key, account, behaviour); await mock.start()`; clients
     use `mock.url` as FCM_URL and `mock.token_uri` as the service account's token_uri.
+    `clock` is what access tokens expire by (a test may move it).
     """
 
     def __init__(self, cert_file: str, key_file: str, account: ServiceAccount,
-                 behaviour: FcmBehaviour | None = None, project_id: str | None = None):
+                 behaviour: FcmBehaviour | None = None, project_id: str | None = None,
+                 clock: Callable[[], float] = time.monotonic):
         super().__init__(cert_file, key_file, behaviour=behaviour or FcmBehaviour())
         self.stats = FcmStats()
         self.project_id = project_id or account.project_id
         self._ssl.set_alpn_protocols(["h2", "http/1.1"])
         self._access = rules.AccessTokenRule(
-            account, lambda: self.behaviour.token_lifetime_s, self._audiences)
+            account, lambda: self.behaviour.token_lifetime_s, self._audiences, clock)
         self._http1: web.Server | None = None
 
     @property
