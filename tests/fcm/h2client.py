@@ -2,7 +2,9 @@
 happened to each (an answer, a refused stream, a lost connection). Test-only: the FCM client
 proper will send over the shared HTTP/2 core; this one only has to reach the mock.
 
-It waits for room under the server's SETTINGS_MAX_CONCURRENT_STREAMS, as any client must.
+It waits for room under the server's SETTINGS_MAX_CONCURRENT_STREAMS, as any client must, and
+lets the streams a GOAWAY still promises finish (`_Client`, the same one-method change as
+owlmetry/apns/h2_seam.py's, which checks at import that h2 still works that way).
 """
 
 import asyncio
@@ -12,6 +14,16 @@ from dataclasses import dataclass, field
 import h2.config
 import h2.connection
 import h2.events
+import h2.exceptions
+
+
+class _Client(h2.connection.H2Connection):
+    def _receive_goaway_frame(self, frame):
+        # h2 closes its whole state machine on GOAWAY, refusing the answers still to come.
+        event = h2.events.ConnectionTerminated()
+        event.error_code, event.last_stream_id = frame.error_code, frame.last_stream_id
+        event.additional_data = frame.additional_data or None
+        return [], [event]
 
 
 class Refused(Exception):
@@ -28,7 +40,7 @@ class Response:
 class H2Client:
     def __init__(self, reader, writer):
         self._reader, self._writer = reader, writer
-        self._h2 = h2.connection.H2Connection(h2.config.H2Configuration(
+        self._h2 = _Client(h2.config.H2Configuration(
             client_side=True, header_encoding=None))
         self._pending: dict[int, tuple[Response, asyncio.Future]] = {}
         self._room = asyncio.Event()
@@ -89,7 +101,7 @@ class H2Client:
                 for event in self._h2.receive_data(data):
                     self._event(event)
                 self._flush()
-        except (ConnectionError, OSError):
+        except (ConnectionError, OSError, h2.exceptions.ProtocolError):
             pass
         self.going_away = True
         self._room.set()
