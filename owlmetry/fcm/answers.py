@@ -23,7 +23,10 @@ sleep: the sender acts on the decision (and waits `retry_delay`).
   or URL): FAIL with a reason naming what to fix. Other 4xx: FAIL with FCM's message.
 
 Only FCM's explicit codes remove a device: a 404 from a mistyped FCM_URL must not empty the
-registry.
+registry. Which tokens exist is FCM's to say: the registry's Android rule
+(`owlmetry.device_tokens`) keeps out only what no FCM token has ever looked like, and a token
+it let in that FCM calls invalid is removed here (the mock calls tokens outside that rule
+invalid, as FCM would).
 """
 
 import email.utils
