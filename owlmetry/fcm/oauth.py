@@ -115,13 +115,22 @@ class AccessTokens:
         """The refresh under way, if any."""
         return self._refresh
 
+    def cached(self) -> str | None:
+        """The token, if it may be used now without waiting (a connection writing a request
+        cannot await); None means `await current()`. Starts the refresh ahead of expiry."""
+        now = self._clock()
+        if self._token is None or now >= self._expires_at - self._margin:
+            return None
+        if now >= self._expires_at - self._ahead and now >= self._next_background:
+            self._start_refresh()
+        return self._token
+
     async def current(self) -> str:
         """A token to send with (`authorization: Bearer <token>`); TokenError if none can be had."""
+        token = self.cached()
+        if token is not None:
+            return token
         now = self._clock()
-        if self._token is not None and now < self._expires_at - self._margin:
-            if now >= self._expires_at - self._ahead and now >= self._next_background:
-                self._start_refresh()
-            return self._token
         if self._last_error is not None and now < self._next_background and not self._refreshing():
             raise self._last_error  # the endpoint just failed: fail fast rather than hammer it
         # shield: a waiter that is cancelled must not cancel the refresh the others wait for.

@@ -45,7 +45,9 @@ async def test_refreshed_ahead_of_expiry_by_one_request_nobody_waits_for(mock, a
     clock = Clock()
     tokens = AccessTokens(account, ca_file=tls_files[0], clock=clock)
     try:
+        assert tokens.cached() is None  # nothing yet: senders must wait for the first
         first = await tokens.current()
+        assert tokens.cached() == first and tokens.refreshing.done()
         clock.now += 3600 - 200  # inside the last 5 minutes, still well before expiry
         during = await asyncio.gather(*(tokens.current() for _ in range(1000)))
         assert set(during) == {first}  # handed out at once, while one refresh runs
@@ -62,6 +64,7 @@ async def test_a_token_about_to_expire_is_not_handed_out(mock, account, tls_file
     try:
         first = await tokens.current()
         clock.now += 3600 - 10
+        assert tokens.cached() is None
         assert set(await asyncio.gather(*(tokens.current() for _ in range(100)))) != {first}
         assert mock.stats.token_requests == 2
     finally:

@@ -59,9 +59,9 @@ def apply(behaviour: FcmBehaviour, token: str, accepted: Answer, chance: random.
     """The answer to a send FCM's rules accepted (`accepted`), once the faults for `token` had
     their say; counted faults are used up."""
     b = behaviour
-    if token.startswith(b.dead_prefixes) and b.dead_prefixes:
+    if token.startswith(b.dead_prefixes):
         return answer_for(UNREGISTERED)
-    if token.startswith(b.mismatch_prefixes) and b.mismatch_prefixes:
+    if token.startswith(b.mismatch_prefixes):
         return answer_for(SENDER_ID_MISMATCH)
     if b.reset_tokens.get(token, 0) > 0:
         b.reset_tokens[token] -= 1

@@ -187,7 +187,7 @@ def check_send(project: str, document, invalid_prefixes: tuple[str, ...]) -> Ans
         return invalid("Recipient of the message is not set.", "message")
     token = message.get("token")
     if (not isinstance(token, str) or not FCM_TOKEN.fullmatch(token)
-            or invalid_prefixes and token.startswith(invalid_prefixes)):
+            or token.startswith(invalid_prefixes)):
         answer = fcm_error(400, "INVALID_ARGUMENT",
                            "The registration token is not a valid FCM registration token",
                            "INVALID_ARGUMENT", (("message.token", "Invalid registration token"),))

@@ -161,32 +161,17 @@ class _FcmH2Connection(_MockConnection):
 
 
 class _AlpnSwitch(asyncio.Protocol):
-    """Hands a TLS connection to the h2 server or to aiohttp's HTTP/1.1 one, by ALPN."""
+    """Hands a TLS connection, once its handshake chose a protocol by ALPN, to the h2 server or
+    to aiohttp's HTTP/1.1 one, which then gets the transport's events directly."""
 
     def __init__(self, mock: MockFCM):
         self._mock = mock
-        self._inner: asyncio.Protocol | None = None
 
     def connection_made(self, transport):
         ssl_object = transport.get_extra_info("ssl_object")
         if ssl_object is not None and ssl_object.selected_alpn_protocol() == "h2":
-            self._inner = _FcmH2Connection(self._mock)
+            inner = _FcmH2Connection(self._mock)
         else:
-            self._inner = self._mock._http1()
-        self._inner.connection_made(transport)
-
-    def data_received(self, data):
-        self._inner.data_received(data)
-
-    def eof_received(self):
-        return self._inner.eof_received()
-
-    def connection_lost(self, exc):
-        if self._inner is not None:
-            self._inner.connection_lost(exc)
-
-    def pause_writing(self):
-        self._inner.pause_writing()
-
-    def resume_writing(self):
-        self._inner.resume_writing()
+            inner = self._mock._http1()
+        transport.set_protocol(inner)
+        inner.connection_made(transport)
