@@ -14,7 +14,6 @@ import time
 import urllib.parse
 from collections.abc import Awaitable, Callable
 
-import aiohttp
 import jwt
 import orjson
 from cryptography.hazmat.primitives import serialization
@@ -33,7 +32,7 @@ ASSERTION_LIFETIME_S = 3600  # Google refuses assertions valid for longer than a
 REFRESH_AHEAD_S = 300.0
 EXPIRY_MARGIN_S = 30.0
 
-# (url, form body, headers) -> (HTTP status, body)
+# (url, form body, headers) -> (HTTP status, body); OSError when the endpoint cannot be reached.
 Transport = Callable[[str, bytes, dict[str, str]], Awaitable[tuple[int, bytes]]]
 
 
@@ -61,18 +60,26 @@ class AiohttpTransport:
 
     def __init__(self, ca_file: str | None = None, timeout_s: float = 30.0):
         self._ca_file = ca_file
-        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
-        self._session: aiohttp.ClientSession | None = None
+        self._timeout_s = timeout_s
+        self._session = None
 
     async def __call__(self, url: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+        # Imported here: the settings (so every CLI command) import this package, and only a
+        # sending server needs aiohttp's client.
+        import aiohttp
+
         if self._session is None:
             context = ssl.create_default_context()
             if self._ca_file:
                 context.load_verify_locations(self._ca_file)
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(ssl=context), timeout=self._timeout)
-        async with self._session.post(url, data=body, headers=headers) as response:
-            return response.status, await response.read()
+                connector=aiohttp.TCPConnector(ssl=context),
+                timeout=aiohttp.ClientTimeout(total=self._timeout_s))
+        try:
+            async with self._session.post(url, data=body, headers=headers) as response:
+                return response.status, await response.read()
+        except aiohttp.ClientError as exc:
+            raise ConnectionError(f"{type(exc).__name__}: {exc}") from None
 
     async def close(self) -> None:
         if self._session is not None:
@@ -166,9 +173,9 @@ class AccessTokens:
             status, body = await self._transport(
                 self._account.token_uri, form.encode(),
                 {"content-type": "application/x-www-form-urlencoded"})
-        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+        except (TimeoutError, OSError) as exc:
             raise self._failed(f"cannot reach the token endpoint {self._account.token_uri}: "
-                               f"{type(exc).__name__}: {exc}", True) from None
+                               f"{exc or type(exc).__name__}", True) from None
         try:
             document = orjson.loads(body)
         except orjson.JSONDecodeError:
