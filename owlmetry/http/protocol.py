@@ -165,7 +165,8 @@ class GuardedRequestHandler(web_protocol.RequestHandler):
                 if self.body_timer is None:
                     self.body_timer = self._loop.call_at(
                         self.last_read + self.timeouts.body_s, self.body_check)
-        elif self.waiting_for_head():
+        elif self.body is None or self.body.is_eof():  # bytes of a head, not of a body
+            self.body = None
             self.head_started = True
             if self.head_timer is None:
                 self.head_timer = self._loop.call_later(self.timeouts.header_s,

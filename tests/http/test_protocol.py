@@ -10,6 +10,11 @@ that never closes fails the test instead of hanging it; no test measures time.
 import asyncio
 import json
 import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
 import uuid
 
 import pytest
@@ -21,6 +26,7 @@ from owlmetry.http.app import create_app
 from owlmetry.http.context import STORE, TOKENS
 from owlmetry.http.protocol import Timeouts
 from owlmetry.http.serving import AppRunner
+from tests.ports import free_port
 
 HEADER_TIMEOUT_S = 1.0
 BODY_TIMEOUT_S = 2.0
@@ -208,3 +214,29 @@ async def test_what_the_parser_refuses_is_json_and_not_a_server_error(server, ca
     errors = [record for record in caplog.records
               if record.levelno >= logging.ERROR or record.exc_info]
     assert errors == []
+
+
+def test_owlmetry_serve_uses_these_connections_and_its_settings(tmp_path):
+    port = free_port()
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "SMTP_"))},
+           "CLIENT_HEADER_TIMEOUT": "1", "CLIENT_BODY_TIMEOUT": "1"}
+    server = subprocess.Popen([sys.executable, "-m", "owlmetry", "serve", "--port", str(port)],
+                              cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    try:
+        while "listening on" not in (line := server.stdout.readline()):
+            assert line, "the server stopped before listening"
+        answers = []
+        for data in (b"GET /healthz HTTP/1.1\r\nHost: x\r\n",
+                     b"POST /v1/auth/send-code HTTP/1.1\r\nHost: x\r\nContent-Length: 9\r\n\r\n{",
+                     f"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Long: {LONG}\r\n\r\n".encode()):
+            with socket.create_connection(("127.0.0.1", port), timeout=GUARD_S) as raw:
+                raw.sendall(data)
+                answers.append(Answer(b"".join(iter(lambda: raw.recv(65536), b""))))
+        assert [answer.status for answer in answers] == [408, 408, 431]
+        assert all("error" in answer.json() for answer in answers)
+    finally:
+        server.send_signal(signal.SIGTERM)
+        output, _ = server.communicate(timeout=GUARD_S)
+    assert server.returncode == 0
+    assert "Traceback" not in output and " ERROR " not in output
