@@ -52,8 +52,10 @@ class Timeouts:
     body_s: float = DEFAULT_TIMEOUT_S
 
 
-class RequestBodyTimeout(ApiError):
-    """What reading a body that stopped arriving raises (the error middleware answers it)."""
+class RequestBodyTimeout(ApiError, TimeoutError):
+    """What reading a body that stopped arriving raises: an ApiError for the error middleware
+    to answer, and a TimeoutError for aiohttp, which may still be draining that body after an
+    answer (its lingering read) and ends that quietly on a TimeoutError only."""
 
     def __init__(self, seconds: float):
         super().__init__(408, f"The request body stopped arriving (nothing for {seconds:g} s)")
@@ -114,7 +116,12 @@ def answer_for(status: int, exc: BaseException | None, chunk: bytes) -> tuple[in
         return 431, f"Too many request headers (the limit is {MAX_HEADERS})"
     if status == 400:
         return 400, "Malformed HTTP request"
-    return status, HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
+    if status == 500:
+        return 500, "Internal server error"
+    try:
+        return status, HTTPStatus(status).phrase
+    except ValueError:
+        return status, "Error"
 
 
 class GuardedRequestHandler(web_protocol.RequestHandler):
@@ -148,10 +155,9 @@ class GuardedRequestHandler(web_protocol.RequestHandler):
 
     def data_received(self, data: bytes) -> None:
         heads = self._request_count
-        super().data_received(data)
-        if not data:  # aiohttp's own re-parse of what it buffered
-            return
-        self.last_read = self._loop.time()
+        super().data_received(data)  # data is b"" when aiohttp re-parses what it buffered
+        if data:
+            self.last_read = self._loop.time()
         if self._request_count != heads:
             self.head_started = False
             if self.head_timer is not None:
@@ -165,7 +171,7 @@ class GuardedRequestHandler(web_protocol.RequestHandler):
                 if self.body_timer is None:
                     self.body_timer = self._loop.call_at(
                         self.last_read + self.timeouts.body_s, self.body_check)
-        elif self.body is None or self.body.is_eof():  # bytes of a head, not of a body
+        elif data and (self.body is None or self.body.is_eof()):  # a head's bytes, not a body's
             self.body = None
             self.head_started = True
             if self.head_timer is None:

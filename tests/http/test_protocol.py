@@ -122,6 +122,17 @@ async def test_a_body_that_never_starts_is_408(server):
     assert answer.status == 408
 
 
+async def test_a_stalled_body_the_route_never_reads_ends_quietly(server, caplog):
+    # Answered (401) before its body is read; aiohttp then drains the rest, which never comes.
+    reader, writer = await server.connect()
+    writer.write(b"POST /v1/devices HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json"
+                 b"\r\nContent-Length: 100\r\n\r\n{")
+    answer = await until_closed(reader)
+    writer.close()
+    assert answer.status == 401
+    assert [record for record in caplog.records if record.levelno >= logging.ERROR] == []
+
+
 async def test_a_body_that_trickles_without_long_pauses_is_served(server):
     # Pauses well inside the body timeout, adding up to more than it: the limit is between
     # reads, as nginx's client_body_timeout, not on the whole body.
