@@ -10,8 +10,10 @@ import pytest
 
 from owlmetry.clock import now_ms
 from owlmetry.config import Config, SmtpSettings
+from owlmetry.http import openapi
 from owlmetry.http.app import create_app
 from owlmetry.http.context import STORE, TOKENS
+from tests.http.test_openapi import Reference
 from tests.smtp_server import (  # noqa: F401  (mailbox: a fixture)
     SMTP_PASSWORD,
     SMTP_USER,
@@ -160,6 +162,13 @@ async def test_behind_a_trusted_proxy_the_origin_is_the_one_the_browser_used(mak
     assert response.status == 403
 
 
+async def test_an_untrusted_peer_cannot_name_its_own_origin_as_the_servers(client):
+    _, cookie, _ = await session(client)
+    response = await client.post("/v1/devices", json=DEVICE, headers={
+        **cookie, "X-Forwarded-Proto": "https", "X-Forwarded-Host": "evil.example", "Origin": EVIL})
+    assert response.status == 403
+
+
 async def test_an_unknown_path_is_still_404(client):
     _, cookie, _ = await session(client)
     response = await client.post("/v1/nothing-here", data=b"x", headers={**cookie, "Origin": EVIL})
@@ -191,3 +200,15 @@ async def test_a_forged_login_is_refused_and_sets_no_cookie(make_client, mailbox
                                  headers={"Origin": own_origin(client)})
     assert response.status == 200
     assert "token=" in response.headers["Set-Cookie"]
+
+
+async def test_the_refusals_are_the_documented_answers(client):
+    reference = Reference(openapi.document())
+    _, cookie, _ = await session(client)
+    response = await client.post("/v1/devices", json=DEVICE, headers={**cookie, "Origin": EVIL})
+    assert response.status == 403
+    await reference.check_component(response, "CrossSiteRefused")
+    response = await client.post("/v1/devices", data=DEVICE_TEXT,
+                                 headers={**cookie, "Content-Type": "text/plain"})
+    assert response.status == 415
+    await reference.check_component(response, "NotJson")
