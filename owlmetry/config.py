@@ -35,9 +35,9 @@ SMTP_DEFAULT_PORTS = {"smtp": 25, "smtps": 465}
 # removed after 90; unread ones never expire.
 DEFAULT_RETENTION_READ_DAYS = 30
 DEFAULT_RETENTION_DELETED_DAYS = 90
+MAX_RETENTION_DAYS = 36_500
 # nginx's client_header_timeout and client_body_timeout defaults (http/protocol.py).
 DEFAULT_CLIENT_TIMEOUT_SECONDS = 60
-MAX_RETENTION_DAYS = 36_500
 
 APNS_IDENTITY_VARIABLES = ("APNS_KEY_ID", "APNS_TEAM_ID", "APNS_BUNDLE_ID", "APNS_KEY_P8")
 
