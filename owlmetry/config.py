@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 from email.utils import parseaddr
 
 from owlmetry.fcm.service_account import ServiceAccount, ServiceAccountError, parse_service_account
+from owlmetry.origins import parse_origin
 from owlmetry.preferences import Defaults, PreferenceError, parse_defaults
 from owlmetry.store import StoreError, check_database_url
 
@@ -37,6 +38,8 @@ SMTP_DEFAULT_PORTS = {"smtp": 25, "smtps": 465}
 DEFAULT_RETENTION_READ_DAYS = 30
 DEFAULT_RETENTION_DELETED_DAYS = 90
 MAX_RETENTION_DAYS = 36_500
+# nginx's client_header_timeout and client_body_timeout defaults (http/protocol.py).
+DEFAULT_CLIENT_TIMEOUT_SECONDS = 60
 
 APNS_IDENTITY_VARIABLES = ("APNS_KEY_ID", "APNS_TEAM_ID", "APNS_BUNDLE_ID", "APNS_KEY_P8")
 
@@ -102,6 +105,11 @@ class Config:
     # Days before read notifications are soft-deleted, and soft-deleted ones removed; 0 keeps.
     retention_read_days: int = DEFAULT_RETENTION_READ_DAYS
     retention_deleted_days: int = DEFAULT_RETENTION_DELETED_DAYS
+    # Origins besides the server's own whose cookie requests may change state (http/csrf.py).
+    allowed_origins: frozenset[str] = frozenset()
+    # The most a request head may take, and the longest pause inside a body (http/protocol.py).
+    client_header_timeout_s: float = DEFAULT_CLIENT_TIMEOUT_SECONDS
+    client_body_timeout_s: float = DEFAULT_CLIENT_TIMEOUT_SECONDS
 
     def with_flags(self, **flags) -> "Config":
         """Flags win over the environment; a flag left as None keeps the environment's value."""
@@ -172,6 +180,19 @@ def network_problem(item: str) -> str:
     # Refused rather than widened: a block with host bits set is more often a typo than not,
     # and guessing the network would trust peers the operator did not name.
     return f"{item!r} has host bits set; did you mean {meant}?"
+
+
+def parse_origins(name: str, text: str) -> frozenset[str]:
+    """Comma-separated exact origins; an empty text is none."""
+    origins = set()
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        try:
+            origins.add(parse_origin(item))
+        except ValueError as exc:
+            raise ConfigError(f"{name}: {exc}") from None
+    return frozenset(origins)
 
 
 def parse_smtp_url(name: str, text: str) -> SmtpSettings:
@@ -339,4 +360,11 @@ def from_env(env: dict[str, str] | None = None) -> Config:
             "RETENTION_DELETED_DAYS",
             env.get("RETENTION_DELETED_DAYS") or str(DEFAULT_RETENTION_DELETED_DAYS), 0,
             MAX_RETENTION_DAYS),
+        allowed_origins=parse_origins("ALLOWED_ORIGINS", env.get("ALLOWED_ORIGINS", "")),
+        client_header_timeout_s=parse_int(
+            "CLIENT_HEADER_TIMEOUT",
+            env.get("CLIENT_HEADER_TIMEOUT") or str(DEFAULT_CLIENT_TIMEOUT_SECONDS), 1, 3600),
+        client_body_timeout_s=parse_int(
+            "CLIENT_BODY_TIMEOUT",
+            env.get("CLIENT_BODY_TIMEOUT") or str(DEFAULT_CLIENT_TIMEOUT_SECONDS), 1, 3600),
     )
