@@ -32,7 +32,14 @@ PRAGMA synchronous = NORMAL;
 PRAGMA foreign_keys = ON;
 PRAGMA busy_timeout = 10000;
 PRAGMA cache_size = -32768;
+PRAGMA wal_autocheckpoint = 4000;
 """
+
+# wal_autocheckpoint: 4,000 pages (16 MiB) between checkpoints instead of SQLite's 1,000. A page
+# that many commits dirty (an index's hot leaves) is copied into the database once per
+# checkpoint, so fewer checkpoints copy fewer pages: about a fifth less writer CPU per new
+# token (benchmarks/RESULTS.md, issue 11).
+
 
 class WriterTurns:
     """Whose turn it is on the one writer. A request's write (a registration, a mark-read)
