@@ -35,6 +35,9 @@ SMTP_DEFAULT_PORTS = {"smtp": 25, "smtps": 465}
 DEFAULT_RETENTION_READ_DAYS = 30
 DEFAULT_RETENTION_DELETED_DAYS = 90
 MAX_RETENTION_DAYS = 36_500
+# Devices per user: a registration past it evicts the user's least recently seen device.
+DEFAULT_MAX_DEVICES_PER_USER = 100
+MAX_DEVICES_PER_USER_LIMIT = 100_000
 
 APNS_IDENTITY_VARIABLES = ("APNS_KEY_ID", "APNS_TEAM_ID", "APNS_BUNDLE_ID", "APNS_KEY_P8")
 
@@ -97,6 +100,7 @@ class Config:
     # Days before read notifications are soft-deleted, and soft-deleted ones removed; 0 keeps.
     retention_read_days: int = DEFAULT_RETENTION_READ_DAYS
     retention_deleted_days: int = DEFAULT_RETENTION_DELETED_DAYS
+    max_devices_per_user: int = DEFAULT_MAX_DEVICES_PER_USER
 
     def with_flags(self, **flags) -> "Config":
         """Flags win over the environment; a flag left as None keeps the environment's value."""
@@ -301,4 +305,8 @@ def from_env(env: dict[str, str] | None = None) -> Config:
             "RETENTION_DELETED_DAYS",
             env.get("RETENTION_DELETED_DAYS") or str(DEFAULT_RETENTION_DELETED_DAYS), 0,
             MAX_RETENTION_DAYS),
+        max_devices_per_user=parse_int(
+            "MAX_DEVICES_PER_USER",
+            env.get("MAX_DEVICES_PER_USER") or str(DEFAULT_MAX_DEVICES_PER_USER), 1,
+            MAX_DEVICES_PER_USER_LIMIT),
     )
