@@ -24,23 +24,25 @@ Run = Callable[..., Awaitable[list]]
 
 
 class Guard:
-    """`with engine.writing:` (or `reading`) around a statement: a driver error that means the
-    database is unavailable leaves as `DatabaseUnavailable`, and is recorded; a write that
-    succeeds ends an outage. A plain class, not a generator: it wraps every statement."""
+    """`with engine.reading:` (or `writing`, `committing`) around a statement: a driver error
+    that means the database is unavailable leaves as `DatabaseUnavailable`, and is recorded.
+    `committing` (a transaction) ends an outage when it commits; a single statement does when
+    it wrote rows (`Engine.wrote`): a claim that finds nothing to do proves nothing on a full
+    disk. A plain class, not a generator: it wraps every statement."""
 
-    __slots__ = ("availability", "engine", "write")
+    __slots__ = ("availability", "commits", "engine")
 
-    def __init__(self, engine: "Engine", write: bool):
+    def __init__(self, engine: "Engine", commits: bool):
         self.engine = engine
         self.availability = engine.availability
-        self.write = write
+        self.commits = commits
 
     def __enter__(self) -> None:
         return None
 
     def __exit__(self, kind, exc, traceback) -> bool:
         if exc is None:
-            if self.write and self.availability.down is not None:
+            if self.commits and self.availability.down is not None:
                 self.availability.succeeded()
             return False
         if isinstance(exc, DatabaseUnavailable):
@@ -64,8 +66,14 @@ class Engine(abc.ABC):
         self.concurrency = concurrency  # statements worth running at once (the store's batches)
         self._statements: dict[tuple, str] = {}
         self.availability = Availability()
-        self.reading = Guard(self, write=False)
-        self.writing = Guard(self, write=True)
+        self.reading = self.writing = Guard(self, commits=False)
+        self.committing = Guard(self, commits=True)
+
+    def wrote(self, rows: list) -> list:
+        """`rows`, a single write's: rows written are a sign the database takes work again."""
+        if rows and self.availability.down is not None:
+            self.availability.succeeded()
+        return rows
 
     @abc.abstractmethod
     def unavailable(self, exc: BaseException) -> DatabaseUnavailable | None:

@@ -9,6 +9,7 @@ feature: a feature's PostgreSQL variant lives beside its shared text in the feat
 """
 
 import contextlib
+import logging
 
 import asyncpg
 
@@ -40,6 +41,12 @@ def unavailable_kind(exc: BaseException) -> str | None:
     return None
 
 
+def quiet_pool_floor(record: logging.LogRecord) -> bool:
+    """asyncpg's pool logs a traceback each time it fails to reconnect its idle connections
+    (every 1 to 60 s while the server is away); the engine says the outage once instead."""
+    return not record.getMessage().startswith("Failed to restore the pool connection floor")
+
+
 async def keep_session(connection: asyncpg.Connection) -> None:
     """A pool reset that runs nothing: asyncpg still rolls back an open transaction itself."""
 
@@ -55,6 +62,9 @@ class PostgresEngine(Engine):
 
     @classmethod
     async def open(cls, url: str, *, min_size: int = 2, max_size: int = 10) -> "PostgresEngine":
+        pool_log = logging.getLogger("asyncpg.pool")
+        if quiet_pool_floor not in pool_log.filters:
+            pool_log.addFilter(quiet_pool_floor)
         pools = []
         try:
             for size, commit in ((max_size, "on"), (2, "off")):
@@ -98,7 +108,7 @@ class PostgresEngine(Engine):
 
     async def write(self, sql: str, *params) -> list:
         with self.writing:
-            return await self._pool.fetch(sql, *params)
+            return self.wrote(await self._pool.fetch(sql, *params))
 
     async def read(self, sql: str, *params) -> list:
         # Not a write: a disk-full server still reads, and that is no sign of recovery.
@@ -109,7 +119,7 @@ class PostgresEngine(Engine):
         # Without waiting for the disk: the WAL is written in order, so the commit of anything
         # done under this lease (answers, delivery ends) makes the lease durable first.
         with self.writing:
-            return await self._lease_pool.fetch(sql, *params)
+            return self.wrote(await self._lease_pool.fetch(sql, *params))
 
     @contextlib.asynccontextmanager
     async def only_one_process(self, key: int):
@@ -127,7 +137,7 @@ class PostgresEngine(Engine):
 
     @contextlib.asynccontextmanager
     async def transaction(self):
-        with self.writing:
+        with self.committing:
             async with self._pool.acquire() as conn, conn.transaction():
                 yield conn.fetch
 

@@ -168,7 +168,8 @@ class SQLiteEngine(Engine):
         with self.writing:
             async with self._write_lock:
                 self._check_file()
-                return list(await self._writer.execute_fetchall(to_sqlite(sql), params))
+                return self.wrote(list(await self._writer.execute_fetchall(to_sqlite(sql),
+                                                                           params)))
 
     async def read(self, sql: str, *params) -> list:
         with self.reading:
@@ -186,7 +187,7 @@ class SQLiteEngine(Engine):
 
     @contextlib.asynccontextmanager
     async def transaction(self):
-        with self.writing:
+        with self.committing:
             async with self._write_lock:
                 self._check_file()
                 writer = self._writer
