@@ -20,6 +20,7 @@ from owlmetry.http import openapi
 from owlmetry.http.app import create_app
 from owlmetry.http.context import STORE
 from owlmetry.http.health import HEALTH
+from owlmetry.retention import RetentionJob
 from owlmetry.store import DatabaseUnavailable
 from owlmetry.store.availability import QUIET_S, Availability
 from tests.conftest import Users
@@ -248,3 +249,23 @@ def _captured(name: str):
         yield lines
     finally:
         logger.removeHandler(handler)
+
+
+async def test_the_clean_up_skips_a_run_in_one_line_while_the_database_is_away(
+        sqlite_app, caplog):
+    client, path = sqlite_app
+    os.remove(path)
+    job = RetentionJob(client.app[STORE], Config(), every_s=0.05)
+    job.start()
+    try:
+        loop = asyncio.get_running_loop()
+        end = loop.time() + 30
+        while not [r for r in caplog.records if r.getMessage().startswith("retention: skipped")]:
+            assert loop.time() < end, "the clean-up never said it skipped"
+            await asyncio.sleep(0.05)
+    finally:
+        await job.stop()
+    [skipped, *_] = [r for r in caplog.records if r.name == "owlmetry.retention"]
+    assert "file deleted or replaced" in skipped.getMessage()
+    assert len(outage_lines(caplog)) == 1
+    assert_no_traceback(caplog)
