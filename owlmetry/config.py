@@ -12,6 +12,7 @@ from email.utils import parseaddr
 
 from owlmetry.preferences import Defaults, PreferenceError, parse_defaults
 from owlmetry.store import StoreError, check_database_url
+from owlmetry.store.devices import DEFAULT_MAX_DEVICES_PER_USER
 
 DEFAULT_DATABASE_URL = "sqlite:///owlmetry.db"
 DEFAULT_APNS_PRODUCTION_URL = "https://api.push.apple.com"
@@ -35,8 +36,6 @@ SMTP_DEFAULT_PORTS = {"smtp": 25, "smtps": 465}
 DEFAULT_RETENTION_READ_DAYS = 30
 DEFAULT_RETENTION_DELETED_DAYS = 90
 MAX_RETENTION_DAYS = 36_500
-# Devices per user: a registration past it evicts the user's least recently seen device.
-DEFAULT_MAX_DEVICES_PER_USER = 100
 MAX_DEVICES_PER_USER_LIMIT = 100_000
 
 APNS_IDENTITY_VARIABLES = ("APNS_KEY_ID", "APNS_TEAM_ID", "APNS_BUNDLE_ID", "APNS_KEY_P8")
