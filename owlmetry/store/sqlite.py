@@ -32,7 +32,13 @@ PRAGMA synchronous = NORMAL;
 PRAGMA foreign_keys = ON;
 PRAGMA busy_timeout = 10000;
 PRAGMA cache_size = -32768;
+PRAGMA wal_autocheckpoint = 4000;
 """
+
+# wal_autocheckpoint: 4,000 pages (16 MiB) between checkpoints instead of SQLite's 1,000. A page
+# that many commits dirty (an index's hot leaves) is copied into the database once per
+# checkpoint, so fewer checkpoints copy fewer pages: about a fifth less writer CPU per new
+# token (benchmarks/RESULTS.md, issue 11).
 
 # SQLite's primary result codes that mean the database cannot take work (not a bad statement).
 UNAVAILABLE = {
@@ -45,6 +51,7 @@ UNAVAILABLE = {
     sqlite3.SQLITE_BUSY: "locked by another process",
 }
 FILE_GONE = "file deleted or replaced"
+
 
 def file_identity(path: str) -> tuple[int, int]:
     """What tells a file from another put at the same path: its device and inode."""
