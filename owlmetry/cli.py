@@ -20,7 +20,7 @@ from owlmetry.clock import iso_ms, now_ms
 from owlmetry.config import Config, ConfigError
 from owlmetry.credentials import API_KEY_KINDS, UserTokens, create_api_key, jwt_secret
 from owlmetry.emails import normalize_email
-from owlmetry.ids import new_id
+from owlmetry.ids import new_id, normalize_id
 from owlmetry.notify.channels import channel_types, check_content
 from owlmetry.notify.dispatcher import dispatcher_for, enqueue
 from owlmetry.retention import clean_up
@@ -251,8 +251,8 @@ async def recipient_id(store, user: str) -> str:
         found = await store.user_by_email(user)
         if found is not None:
             return found.id
-    elif await store.user_exists(user):
-        return user
+    elif (user_id := normalize_id(user)) is not None and await store.user_exists(user_id):
+        return user_id
     raise CommandError(f"no user {user!r}")
 
 

@@ -14,6 +14,7 @@ from owlmetry.fcm.service_account import ServiceAccount, ServiceAccountError, pa
 from owlmetry.origins import parse_origin
 from owlmetry.preferences import Defaults, PreferenceError, parse_defaults
 from owlmetry.store import StoreError, check_database_url
+from owlmetry.store.devices import DEFAULT_MAX_DEVICES_PER_USER
 
 DEFAULT_DATABASE_URL = "sqlite:///owlmetry.db"
 DEFAULT_APNS_PRODUCTION_URL = "https://api.push.apple.com"
@@ -40,6 +41,7 @@ DEFAULT_RETENTION_DELETED_DAYS = 90
 MAX_RETENTION_DAYS = 36_500
 # nginx's client_header_timeout and client_body_timeout defaults (http/protocol.py).
 DEFAULT_CLIENT_TIMEOUT_SECONDS = 60
+MAX_DEVICES_PER_USER_LIMIT = 100_000
 
 APNS_IDENTITY_VARIABLES = ("APNS_KEY_ID", "APNS_TEAM_ID", "APNS_BUNDLE_ID", "APNS_KEY_P8")
 
@@ -110,6 +112,7 @@ class Config:
     # The most a request head may take, and the longest pause inside a body (http/protocol.py).
     client_header_timeout_s: float = DEFAULT_CLIENT_TIMEOUT_SECONDS
     client_body_timeout_s: float = DEFAULT_CLIENT_TIMEOUT_SECONDS
+    max_devices_per_user: int = DEFAULT_MAX_DEVICES_PER_USER
 
     def with_flags(self, **flags) -> "Config":
         """Flags win over the environment; a flag left as None keeps the environment's value."""
@@ -367,4 +370,8 @@ def from_env(env: dict[str, str] | None = None) -> Config:
         client_body_timeout_s=parse_int(
             "CLIENT_BODY_TIMEOUT",
             env.get("CLIENT_BODY_TIMEOUT") or str(DEFAULT_CLIENT_TIMEOUT_SECONDS), 1, 3600),
+        max_devices_per_user=parse_int(
+            "MAX_DEVICES_PER_USER",
+            env.get("MAX_DEVICES_PER_USER") or str(DEFAULT_MAX_DEVICES_PER_USER), 1,
+            MAX_DEVICES_PER_USER_LIMIT),
     )

@@ -1,5 +1,5 @@
 """Row ids: random uuid4s for new rows, made without a system call per id; time-ordered uuid7s
-for notifications and devices; and the rule for what an id looks like.
+for notifications and devices; and the rule for what an id looks like, and its one spelling.
 
 `uuid.uuid4()` asks the kernel for 16 bytes each time, which costs more than the rest of a
 small request on a busy virtual machine; here the kernel's randomness is fetched a few KiB at
@@ -11,6 +11,18 @@ import re
 
 # Any uuid, in either case: what every row id is.
 UUID_TEXT = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE)
+URN_PREFIX = "urn:uuid:"
+
+
+def normalize_id(text: str) -> str | None:
+    """The row id `text` names, as rows store it (lower-case, hyphenated): a uuid in any case,
+    braced (`{...}`, as Windows writes them) or as a `urn:uuid:` URN (RFC 9562). None when
+    `text` is none of those, so it names no row."""
+    if text[:len(URN_PREFIX)].lower() == URN_PREFIX:
+        text = text[len(URN_PREFIX):]
+    elif text[:1] == "{" and text[-1:] == "}":
+        text = text[1:-1]
+    return text.lower() if UUID_TEXT.fullmatch(text) else None
 
 _BATCH = 16 * 256
 _buffer = b""

@@ -30,6 +30,7 @@ from owlmetry.notify.routing import group_recipients
 from owlmetry.preferences import Defaults
 from owlmetry.store import (
     Claim,
+    DatabaseUnavailable,
     DeliveryEnd,
     DeliveryStatus,
     NotificationContent,
@@ -42,6 +43,8 @@ from owlmetry.store import (
 log = logging.getLogger("owlmetry.notify")
 
 CLAIM_LOOPS = 2
+# While the database is unavailable, claims are tried again after a backoff up to this long.
+UNAVAILABLE_MAX_WAIT_S = 30.0
 # Read once per answer: a module global is cheaper to read than an enum class's attribute.
 RETRY = PushOutcome.RETRY
 
@@ -175,22 +178,29 @@ class Dispatcher:
         await self.recorder.flush()
 
     async def _run(self) -> None:
+        failures = 0  # claims in a row that found the database unavailable
         while not self._stopping:
             if self._in_flight >= self._max_in_flight:
                 self._room.clear()
                 await self._room.wait()
                 continue
             self._wake.clear()
+            wait_s = self._poll_s
             try:
                 claims = await self.store.claim_deliveries(
                     self.owner, now_ms(), self._lease_ms, self._claim_size, self._only,
                     self._targets)
+                failures = 0
+            except DatabaseUnavailable:  # the store said it, once: wait longer each time
+                claims = []
+                wait_s = backoff(self._poll_s, failures, max(self._poll_s, UNAVAILABLE_MAX_WAIT_S))
+                failures += 1
             except Exception:
                 log.exception("cannot claim deliveries; trying again")
                 claims = []
             if not claims:
                 try:
-                    await asyncio.wait_for(self._wake.wait(), self._poll_s)
+                    await asyncio.wait_for(self._wake.wait(), wait_s)
                 except TimeoutError:
                     pass
                 continue
@@ -212,6 +222,8 @@ class Dispatcher:
                 try:
                     await self.store.renew_leases(self.owner, list(self._held),
                                                   now_ms() + self._lease_ms)
+                except DatabaseUnavailable:
+                    pass  # the store said it; the next renewal tries again
                 except Exception:
                     log.exception("cannot renew delivery leases")
 

@@ -5,7 +5,9 @@ requests queue inside the process instead of surfacing "database is locked", and
 write goes before the background's bulk work waiting with it; reads use a second
 connection, which WAL lets run beside the writer, and the dispatcher's bulk reads a third, so
 that a claim of thousands of rows never holds up a health check or an authentication (each
-connection runs one statement at a time). Statements autocommit. This module owns the
+connection runs one statement at a time). Statements autocommit. Every write first checks that
+the path still names the file the connections opened: a file deleted (or replaced) under a
+running server would otherwise take writes that vanish at the next start. This module owns the
 SQLite connections and dialect (`?1` parameters, batches as a JSON array read by json_each,
 migration and backup); it must hold no statement of a feature.
 """
@@ -23,7 +25,7 @@ import orjson
 
 from owlmetry.clock import now_ms
 from owlmetry.store.engine import Engine
-from owlmetry.store.rows import StoreError
+from owlmetry.store.rows import DatabaseUnavailable, StoreError
 from owlmetry.store.schema import CURRENT_VERSION, VERSION_TABLE, database_version, upgrade_script
 
 PRAGMAS = """
@@ -93,6 +95,25 @@ class WriterTurns:
         self._busy = False
 
 
+# SQLite's primary result codes that mean the database cannot take work (not a bad statement).
+UNAVAILABLE = {
+    sqlite3.SQLITE_FULL: "disk full",
+    sqlite3.SQLITE_IOERR: "I/O error",
+    sqlite3.SQLITE_READONLY: "read-only",
+    sqlite3.SQLITE_CANTOPEN: "cannot open the file",
+    sqlite3.SQLITE_CORRUPT: "corrupt",
+    sqlite3.SQLITE_NOTADB: "corrupt",
+    sqlite3.SQLITE_BUSY: "locked by another process",
+}
+FILE_GONE = "file deleted or replaced"
+
+
+def file_identity(path: str) -> tuple[int, int]:
+    """What tells a file from another put at the same path: its device and inode."""
+    found = os.stat(path)
+    return found.st_dev, found.st_ino
+
+
 @functools.cache
 def to_sqlite(sql: str) -> str:
     """`$1` -> `?1`: both are "the first parameter", so a statement may use one twice."""
@@ -102,9 +123,11 @@ def to_sqlite(sql: str) -> str:
 class SQLiteEngine(Engine):
     name = "sqlite"
 
-    def __init__(self, writer: aiosqlite.Connection, reader: aiosqlite.Connection,
+    def __init__(self, path: str, writer: aiosqlite.Connection, reader: aiosqlite.Connection,
                  bulk_reader: aiosqlite.Connection):
         super().__init__(concurrency=1)
+        self._path = path
+        self._file = file_identity(path)  # the file the connections opened
         self._writer = writer
         self._reader = reader
         self._bulk_reader = bulk_reader
@@ -126,7 +149,7 @@ class SQLiteEngine(Engine):
             for conn in connections:
                 await conn.close()
             raise StoreError(f"cannot open the SQLite database {path!r}: {exc}") from exc
-        return cls(*connections)
+        return cls(path, *connections)
 
     async def close(self) -> None:
         await self._reader.close()
@@ -188,19 +211,48 @@ class SQLiteEngine(Engine):
             ((recorded,),) = await self._writer.execute_fetchall(CURRENT_VERSION)
         return database_version(tables, recorded)
 
+    def unavailable(self, exc: BaseException) -> DatabaseUnavailable | None:
+        if isinstance(exc, sqlite3.Error):
+            kind = UNAVAILABLE.get(getattr(exc, "sqlite_errorcode", 0) & 0xFF)
+            if kind is not None:
+                return DatabaseUnavailable(kind, str(exc))
+        return None
+
+    def _check_file(self) -> None:
+        """DatabaseUnavailable unless the path still names the file that was opened. For good:
+        the connections cannot reach a file put there since, so it takes a restart."""
+        try:
+            if file_identity(self._path) == self._file:
+                return
+            detail = f"{self._path} is no longer the file the server opened"
+        except FileNotFoundError:
+            detail = f"{self._path} was deleted"
+        except OSError as exc:
+            raise DatabaseUnavailable("I/O error", f"cannot look at {self._path}: {exc}") from None
+        raise DatabaseUnavailable(
+            FILE_GONE, f"{detail}; writes would be lost, restart the server to open it again")
+
     async def write(self, sql: str, *params) -> list:
-        async with self._turns.turn():
-            return list(await self._writer.execute_fetchall(to_sqlite(sql), params))
+        with self.writing:
+            async with self._turns.turn():
+                self._check_file()
+                return self.wrote(list(await self._writer.execute_fetchall(to_sqlite(sql),
+                                                                           params)))
 
     async def write_lease(self, sql: str, *params) -> list:
-        async with self._turns.turn(bulk=True):
-            return list(await self._writer.execute_fetchall(to_sqlite(sql), params))
+        with self.writing:
+            async with self._turns.turn(bulk=True):
+                self._check_file()
+                return self.wrote(list(await self._writer.execute_fetchall(to_sqlite(sql),
+                                                                           params)))
 
     async def read(self, sql: str, *params) -> list:
-        return list(await self._reader.execute_fetchall(to_sqlite(sql), params))
+        with self.reading:
+            return list(await self._reader.execute_fetchall(to_sqlite(sql), params))
 
     async def read_bulk(self, sql: str, *params) -> list:
-        return list(await self._bulk_reader.execute_fetchall(to_sqlite(sql), params))
+        with self.reading:
+            return list(await self._bulk_reader.execute_fetchall(to_sqlite(sql), params))
 
     async def execute(self, sql: str, *params) -> list:
         # A plain SELECT reads beside the writer; anything else queues for it.
@@ -210,15 +262,19 @@ class SQLiteEngine(Engine):
 
     @contextlib.asynccontextmanager
     async def transaction(self, bulk: bool = False):
-        async with self._turns.turn(bulk):
-            writer = self._writer
-            await writer.execute("BEGIN IMMEDIATE")
-            try:
-                yield lambda sql, *params: writer.execute_fetchall(to_sqlite(sql), params)
-            except BaseException:
-                await writer.rollback()
-                raise
-            await writer.commit()
+        with self.committing:
+            async with self._turns.turn(bulk):
+                self._check_file()
+                writer = self._writer
+                await writer.execute("BEGIN IMMEDIATE")
+                try:
+                    yield lambda sql, *params: writer.execute_fetchall(to_sqlite(sql), params)
+                    await writer.commit()
+                except BaseException:
+                    # A failed COMMIT (disk full, I/O) may leave the transaction open.
+                    with contextlib.suppress(sqlite3.Error):
+                        await writer.rollback()
+                    raise
 
     def batch(self, types, first=1) -> str:
         columns = ", ".join(f"value ->> {i}" for i in range(len(types)))
