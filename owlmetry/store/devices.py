@@ -10,6 +10,7 @@ statement. Mixed into `Store`, which sets `self.engine` before calling `__init__
 validate what a client sends (the HTTP layer and the channels do).
 """
 
+import contextlib
 from collections.abc import Sequence
 
 from owlmetry.store.batching import Batcher
@@ -158,16 +159,22 @@ class Devices:
             raise ValueError("a user may have at least one device")
         self.max_devices_per_user = cap
 
-    async def _enforce_cap(self) -> tuple:
-        """The upsert's parameters before its batch: the cap, where the statement holds it."""
+    @contextlib.asynccontextmanager
+    async def _upsert_way(self):
+        """`(run, params)` for the batch's upsert, with the cap in force. On SQLite the triggers
+        that hold it are made again, after a change, in the same turn of the writer as that
+        upsert, so a registration never waits for the writer twice."""
         cap = self.max_devices_per_user
         if self.engine.name == "postgresql":
-            return (cap,)
-        if self._cap_in_force != cap:
-            for statement in SQLITE_CAP:
-                await self.engine.write(statement.format(cap=int(cap)))
+            yield self.engine.write, (cap,)
+        elif self._cap_in_force == cap:
+            yield self.engine.write, ()
+        else:
+            async with self.engine.transaction() as run:
+                for statement in SQLITE_CAP:
+                    await run(statement.format(cap=int(cap)))
+                yield run, ()
             self._cap_in_force = cap
-        return ()
 
     async def register_device(
         self, device_id: str, user_id: str, reg: DeviceRegistration, now: int
@@ -191,9 +198,10 @@ class Devices:
         while waiting:
             last = {rows[i][TOKEN]: i for i in waiting}
             # Rows of users that do not exist are skipped and come back as nothing.
-            stored = await self.engine.run_batched(
-                self.engine.write, UPSERT_DEVICES[self.engine.name], REGISTRATION_TYPES,
-                [rows[i] for i in last.values()], *await self._enforce_cap())
+            async with self._upsert_way() as (run, params):
+                stored = await self.engine.run_batched(
+                    run, UPSERT_DEVICES[self.engine.name], REGISTRATION_TYPES,
+                    [rows[i] for i in last.values()], *params)
             devices = {row[0]: Device(*row[1:]) for row in stored}
             again = []
             for i in waiting:
