@@ -36,6 +36,9 @@ DEFAULT_RETENTION_READ_DAYS = 30
 DEFAULT_RETENTION_DELETED_DAYS = 90
 MAX_RETENTION_DAYS = 36_500
 
+# HS256 keys shorter than the hash's output are weaker than the hash (RFC 7518, section 3.2).
+MIN_SECRET_BYTES = 32
+
 APNS_IDENTITY_VARIABLES = ("APNS_KEY_ID", "APNS_TEAM_ID", "APNS_BUNDLE_ID", "APNS_KEY_P8")
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -75,6 +78,8 @@ class Config:
     host: str = "127.0.0.1"
     port: int = 8080
     jwt_secret: str | None = field(default=None, repr=False)
+    # Where the signing secret lives when JWT_SECRET is unset (credentials.signing_secret).
+    secret_key_file: str | None = None
     cookie_secure: bool = False
     access_log: bool = False
     # Peers whose X-Forwarded-For / X-Forwarded-Proto are believed (see http/forwarded.py).
@@ -136,6 +141,13 @@ def parse_int(name: str, text: str, low: int, high: int) -> int:
     if not low <= value <= high:
         raise ConfigError(f"{name} must be from {low} to {high}, not {value}")
     return value
+
+
+def parse_jwt_secret(name: str, text: str) -> str:
+    if len(text.encode()) < MIN_SECRET_BYTES:
+        raise ConfigError(f"{name} must be at least {MIN_SECRET_BYTES} bytes long, not "
+                          f"{len(text.encode())}; make one with: openssl rand -base64 48")
+    return text
 
 
 def parse_https_url(name: str, text: str) -> str:
@@ -260,9 +272,14 @@ def from_env(env: dict[str, str] | None = None) -> Config:
     if ca_file and not os.path.isfile(ca_file):
         raise ConfigError(f"APNS_CA_FILE: no such file {ca_file!r}")
     apns, missing = read_apns_identity(env)
+    jwt_secret = parse_jwt_secret("JWT_SECRET", env["JWT_SECRET"]) if env.get("JWT_SECRET") else None
+    secret_key_file = env.get("SECRET_KEY_FILE", "").strip() or None
+    if jwt_secret and secret_key_file:
+        raise ConfigError("set JWT_SECRET or SECRET_KEY_FILE, not both")
     return Config(
         database_url=database_url,
-        jwt_secret=env.get("JWT_SECRET") or None,
+        jwt_secret=jwt_secret,
+        secret_key_file=secret_key_file,
         cookie_secure=parse_bool("COOKIE_SECURE", env.get("COOKIE_SECURE", "false")),
         access_log=parse_bool("ACCESS_LOG", env.get("ACCESS_LOG", "false")),
         trusted_proxies=parse_networks("TRUSTED_PROXIES", env.get("TRUSTED_PROXIES", "")),

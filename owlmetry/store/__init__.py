@@ -3,7 +3,7 @@
 `open_store(url)` picks the engine from the URL: `sqlite:///path` (aiosqlite, the embedded
 default) or `postgresql://...` (asyncpg, production). Layout: `rows` (the rows, enums and
 errors callers see), `store` (the `Store` class) assembled from one module per feature
-(`users`, `login_codes`, `devices`, `inbox`, `deliveries`, `metrics_reads`, `retention`:
+(`users`, `sessions`, `login_codes`, `devices`, `inbox`, `deliveries`, `metrics_reads`, `retention`:
 interface, SQL for both engines and row mapping; `unread_counts`, the counter's statements the
 inbox and the queue share), `engine` with `sqlite` and `postgres` (connections,
 transactions, dialect), `schema` (schema.sql and the migrations between versions), `batching` (coalescing calls).
@@ -39,6 +39,7 @@ from owlmetry.store.rows import (
     User,
 )
 from owlmetry.store.schema import latest_version, schema_sql
+from owlmetry.store.sessions import Revocation
 from owlmetry.store.store import Store
 
 __all__ = [
@@ -63,6 +64,7 @@ __all__ = [
     "PushTarget",
     "ReadState",
     "RecipientGroup",
+    "Revocation",
     "Store",
     "StoreError",
     "TargetKind",

@@ -1,6 +1,6 @@
 """`Store`: the one store class, assembled from the feature modules over an engine.
 
-Each feature module (`users`, `login_codes`, `devices`, `inbox`, `deliveries`,
+Each feature module (`users`, `sessions`, `login_codes`, `devices`, `inbox`, `deliveries`,
 `metrics_reads`, `retention`) holds its part of the interface, its SQL and its row mapping;
 this module adds what is the whole database's: closing, migrating, backups, settings, and the
 raw-SQL door for checks. Must hold no feature's statement.
@@ -15,6 +15,7 @@ from owlmetry.store.inbox import Inbox
 from owlmetry.store.login_codes import LoginCodes
 from owlmetry.store.metrics_reads import MetricsReads
 from owlmetry.store.retention import Retention
+from owlmetry.store.sessions import SessionRevocations
 from owlmetry.store.users import UsersAndKeys
 
 SETTING = """
@@ -24,7 +25,8 @@ RETURNING value
 """
 
 
-class Store(UsersAndKeys, LoginCodes, Devices, Inbox, Deliveries, MetricsReads, Retention):
+class Store(UsersAndKeys, SessionRevocations, LoginCodes, Devices, Inbox, Deliveries, MetricsReads,
+            Retention):
     """One database. Open it with `owlmetry.store.open_store(url)`; close it when done."""
 
     def __init__(self, engine: Engine):
