@@ -64,9 +64,9 @@ async def authenticate(request: web.Request, handler):
 
 
 async def store_lifetime(app: web.Application):
-    secret = signing_secret(app[CONFIG])  # before anything opens: a missing one stops the start
-    store = await open_store(app[CONFIG].database_url)
+    store = await open_store(app[CONFIG].database_url)  # refuses database files others can read
     try:
+        secret = signing_secret(app[CONFIG])  # before the schema changes: none stops the start
         await store.migrate()
         app[STORE] = store
         sessions = app[SESSIONS] = Sessions()
