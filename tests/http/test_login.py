@@ -188,6 +188,19 @@ async def test_logout_clears_the_cookie(client, mailbox):
     assert after.status == 401
 
 
+async def test_logout_ends_the_session_on_the_server(client, mailbox):
+    user = await new_user(client)
+    _, session, _ = await log_in(client, mailbox, user.email)
+    replay = {"Authorization": f"Bearer {session['token']}"}
+    assert (await client.get("/v1/devices", headers=replay)).status == 200
+    await post(client, "/v1/auth/logout", None)  # with the cookie the login set
+    ended = await client.get("/v1/devices", headers=replay)
+    assert (ended.status, await ended.json()) == (401, {"error": "Session ended"})
+    _, again, _ = await log_in(client, mailbox, user.email)  # a new login is a new session
+    again_headers = {"Authorization": f"Bearer {again['token']}"}
+    assert (await client.get("/v1/devices", headers=again_headers)).status == 200
+
+
 async def test_logout_needs_no_credentials(client):
     response = await client.post("/v1/auth/logout",
                                  headers={"Authorization": "Bearer not-a-token"})
