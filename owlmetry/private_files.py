@@ -39,6 +39,8 @@ def write_private_once(path: str, data: bytes) -> bool:
     """Make `path` hold `data`, mode 0600, unless it exists (then it is left alone): True when
     this call made it. Readers never see half of it: it is written aside and linked in place,
     which fails when a concurrent caller got there first."""
+    if os.path.lexists(path):  # also where the folder is read-only (a key file in /etc)
+        return False
     partial = f"{path}.{os.getpid()}.partial"
     fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_MODE)
     try:

@@ -170,3 +170,19 @@ async def test_nothing_in_a_copy_of_the_database_signs_a_session(config, aiohttp
     for text in texts:
         with pytest.raises(jwt.InvalidSignatureError):
             jwt.decode(token, text, algorithms=["HS256"])
+
+
+def test_an_existing_key_file_is_only_read(tmp_path):
+    # Nothing is written beside it, so it may live in a folder the server cannot write (/etc).
+    database = f"sqlite:///{tmp_path}/owlmetry.db"
+    ok("users", "create", "ro@example.com", "--database", database)
+    folder = tmp_path / "etc"
+    folder.mkdir()
+    key = folder / "jwt.key"
+    key.write_text("k" * 40 + "\n")
+    os.chmod(key, 0o400)
+    before = os.stat(folder).st_mtime_ns
+    token = ok("users", "token", "ro@example.com", "--database", database,
+               env={"SECRET_KEY_FILE": str(key)})
+    assert os.stat(folder).st_mtime_ns == before
+    jwt.decode(token, "k" * 40, algorithms=["HS256"])
