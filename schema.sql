@@ -75,21 +75,37 @@ CREATE UNIQUE INDEX IF NOT EXISTS user_devices_token ON user_devices (token);
 CREATE INDEX IF NOT EXISTS user_devices_user
     ON user_devices (user_id, last_seen_at DESC, created_at DESC, id);
 
--- The inbox: one row per recipient of a notification. `data` is the producer's JSON object
--- (text), sent with the push but never listed. Soft-deleted rows keep `deleted_at`.
+-- A notification's content, written once per producer request however many recipients it
+-- has; each recipient's row in `notifications` points at it. `data` is the producer's JSON
+-- object (text), sent with the push but never listed. Time-ordered ids (uuid7), so the
+-- recipient rows of one request land side by side in `notifications_content`. Removed with
+-- the last recipient row that points at it (the retention's clean-up).
+CREATE TABLE IF NOT EXISTS notification_contents (
+    id      TEXT PRIMARY KEY,
+    type    TEXT NOT NULL,
+    title   TEXT NOT NULL,
+    body    TEXT,
+    link    TEXT,
+    data    TEXT,
+    team_id TEXT
+);
+
+-- The inbox: one row per recipient of a notification, its id the one the API and the push
+-- carry. Soft-deleted rows keep `deleted_at`. `content_id` has no foreign key: a fan-out
+-- writes tens of thousands of rows pointing at one content, and a key check per row would
+-- cost more than the row (the store writes a content before, or with, its first row).
 CREATE TABLE IF NOT EXISTS notifications (
     id         TEXT PRIMARY KEY,
     user_id    TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
-    type       TEXT NOT NULL,
-    title      TEXT NOT NULL,
-    body       TEXT,
-    link       TEXT,
-    data       TEXT,
-    team_id    TEXT,
+    content_id TEXT NOT NULL,
     read_at    BIGINT,
     deleted_at BIGINT,
     created_at BIGINT NOT NULL
 );
+
+-- Does a content still have a recipient row? (the retention's clean-up). A request's rows all
+-- land at the index's end, under one key.
+CREATE INDEX IF NOT EXISTS notifications_content ON notifications (content_id);
 
 -- A user's inbox newest first, paged by the keyset (created_at, id); also what mark-all-read
 -- and the unread list go through. The only index a new row lands in at a place of its user's:

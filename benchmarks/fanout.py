@@ -75,11 +75,16 @@ INSERT INTO users (id, email, created_at) SELECT id, email, created_at FROM batc
 # --unread: old notifications, unread, written user after user, with time-ordered ids (as the
 # server makes them) and times that grow row by row, so that every index grows at its end
 # (random places in 100 million rows would make the seeding, not the run, the benchmark).
-# Their unread counts come with them, as the enqueue keeps them.
+# Their unread counts come with them, as the enqueue keeps them. The N old requests' contents
+# are written first, one each, shared by every user's rows, as the enqueue writes them.
+INSERT_UNREAD_CONTENTS = """
+WITH batch (id) AS ({batch})
+INSERT INTO notification_contents (id, type, title) SELECT id, 'bench.old', 'Unread' FROM batch
+"""
 INSERT_UNREAD = """
-WITH batch (id, user_id, created_at) AS ({batch})
-INSERT INTO notifications (id, user_id, type, title, created_at)
-SELECT id, user_id, 'bench.old', 'Unread', created_at FROM batch
+WITH batch (id, user_id, content_id, created_at) AS ({batch})
+INSERT INTO notifications (id, user_id, content_id, created_at)
+SELECT id, user_id, content_id, created_at FROM batch
 """
 INSERT_UNREAD_COUNTS = """
 WITH batch (user_id, unread) AS ({batch})
@@ -142,14 +147,17 @@ async def seed_unread(store, user_ids: list[str], unread: int, now: int) -> None
     """`unread` unread notifications for each user, and their counts."""
     rows = []
     made_at = now - DAY_MS - len(user_ids) * unread
+    contents = [new_ordered_id(made_at - unread + i) for i in range(unread)]
+    await store.execute_batch(INSERT_UNREAD_CONTENTS, ("text",), [(c,) for c in contents])
+    types = ("text", "text", "text", "bigint")
     for user_id in sorted(user_ids):
-        for _ in range(unread):
+        for content_id in contents:
             made_at += 1
-            rows.append((new_ordered_id(made_at), user_id, made_at))
+            rows.append((new_ordered_id(made_at), user_id, content_id, made_at))
             if len(rows) == UNREAD_ROWS_PER_STATEMENT:
-                await store.execute_batch(INSERT_UNREAD, ("text", "text", "bigint"), rows)
+                await store.execute_batch(INSERT_UNREAD, types, rows)
                 rows = []
-    await store.execute_batch(INSERT_UNREAD, ("text", "text", "bigint"), rows)
+    await store.execute_batch(INSERT_UNREAD, types, rows)
     await store.execute_batch(INSERT_UNREAD_COUNTS, ("text", "bigint"),
                               [(user_id, unread) for user_id in user_ids])
     # PostgreSQL: VACUUM too, or the autovacuum that ten million fresh rows set off scans them

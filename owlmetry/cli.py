@@ -20,7 +20,7 @@ from owlmetry.clock import iso_ms, now_ms
 from owlmetry.config import Config, ConfigError
 from owlmetry.credentials import API_KEY_KINDS, UserTokens, create_api_key, signing_secret
 from owlmetry.emails import normalize_email
-from owlmetry.ids import new_id
+from owlmetry.ids import new_id, normalize_id
 from owlmetry.notify.channels import channel_types, check_content
 from owlmetry.notify.dispatcher import dispatcher_for, enqueue
 from owlmetry.retention import clean_up
@@ -267,8 +267,8 @@ async def recipient_id(store, user: str) -> str:
         found = await store.user_by_email(user)
         if found is not None:
             return found.id
-    elif await store.user_exists(user):
-        return user
+    elif (user_id := normalize_id(user)) is not None and await store.user_exists(user_id):
+        return user_id
     raise CommandError(f"no user {user!r}")
 
 
@@ -297,19 +297,19 @@ async def show_progress(store, ids: list[str]) -> Progress:
 
 
 def serve_command(config: Config, args) -> None:
-    from aiohttp import web
-
-    from owlmetry.http import access_log
+    from owlmetry.http import access_log, serving
     from owlmetry.http.app import create_app
+    from owlmetry.http.protocol import Timeouts
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if config.access_log:
         access_log.write_to_stdout()
     loop = new_event_loop()
     try:
-        web.run_app(
+        serving.run_app(
             create_app(config), host=config.host, port=config.port, loop=loop,
             shutdown_timeout=config.shutdown_grace_s,
+            timeouts=Timeouts(config.client_header_timeout_s, config.client_body_timeout_s),
             **access_log.runner_options(config.access_log),
             print=lambda _: print(
                 f"owlmetry {__version__} listening on http://{config.host}:{config.port}", flush=True

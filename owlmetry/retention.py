@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from owlmetry.clock import now_ms
 from owlmetry.config import Config
 from owlmetry.login_codes import WINDOW_MS
-from owlmetry.store import Store
+from owlmetry.store import DatabaseUnavailable, Store
 
 log = logging.getLogger("owlmetry.retention")
 
@@ -110,6 +110,10 @@ class RetentionJob:
             try:
                 cleaned = await clean_up(self.store, self.config, self.clock(),
                                          stopping=self._stopping)
+            except DatabaseUnavailable as exc:  # the store said it; one line, no traceback
+                log.warning("retention: skipped, the database is unavailable (%s); trying again "
+                            "in %g s", exc.kind, wait_s)
+                continue
             except Exception:
                 log.exception("retention: the clean-up failed; trying again in %g s", wait_s)
                 continue

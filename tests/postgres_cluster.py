@@ -66,11 +66,24 @@ class Cluster:
         data = os.path.join(self.folder, "data")
         fast = () if self.durable else ("--no-sync",)
         self.run("initdb", "-D", data, "-U", "owlmetry", "--auth=trust", "-E", "UTF8", *fast)
+        self.run("pg_ctl", "-D", data, "-o", self.options, "-l", os.path.join(self.folder, "log"),
+                 "-w", "start")
+
+    @property
+    def options(self) -> str:
         options = f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c max_connections=200"
         if not self.durable:
             options += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
-        self.run("pg_ctl", "-D", data, "-o", options, "-l", os.path.join(self.folder, "log"),
-                 "-w", "start")
+        return options
+
+    def pause(self) -> None:
+        """Stop the server as an operator would (fast shutdown), keeping its data."""
+        self.run("pg_ctl", "-D", os.path.join(self.folder, "data"), "-m", "fast", "-w", "stop")
+
+    def resume(self) -> None:
+        """Start a paused server again, on the same port."""
+        self.run("pg_ctl", "-D", os.path.join(self.folder, "data"), "-o", self.options,
+                 "-l", os.path.join(self.folder, "log"), "-w", "start")
 
     def stop(self) -> None:
         try:

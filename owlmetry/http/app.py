@@ -5,7 +5,8 @@ and the retention's clean-up when the app starts, and stops them when it stops, 
 `cleanup_ctx`, so the same object serves `owlmetry serve` and the tests.
 The middleware, outermost first: the client's address and scheme from a trusted proxy's headers
 (only when TRUSTED_PROXIES is set), request metrics (so errors count with their real status),
-JSON errors, then authentication of every route whose handler is marked with
+JSON errors, the cross-site request check (`csrf`), 503 for an unavailable database
+(http/health.py), then authentication of every route whose handler is marked with
 `auth.callers(...)` (a route without the mark, like /healthz and /metrics, is public).
 """
 
@@ -19,7 +20,7 @@ from aiohttp import web
 from owlmetry.clock import now_ms
 from owlmetry.config import Config
 from owlmetry.credentials import UserTokens, signing_secret
-from owlmetry.http import devices, inbox, login, metrics, openapi, producer
+from owlmetry.http import devices, health, inbox, login, metrics, openapi, producer
 from owlmetry.http.auth import admit, identify
 from owlmetry.http.context import (
     CALLER,
@@ -32,7 +33,8 @@ from owlmetry.http.context import (
     STORE,
     TOKENS,
 )
-from owlmetry.http.errors import MAX_BODY_BYTES, error_response, json_errors, json_response
+from owlmetry.http.csrf import same_origin_only
+from owlmetry.http.errors import MAX_BODY_BYTES, json_errors
 from owlmetry.http.forwarded import forwarded
 from owlmetry.login_codes import CodeHasher
 from owlmetry.mail import Mailer
@@ -43,15 +45,6 @@ from owlmetry.sessions import Sessions
 from owlmetry.store import open_store
 
 log = logging.getLogger("owlmetry")
-
-
-async def healthz(request: web.Request) -> web.Response:
-    try:
-        await request.app[STORE].ping()
-    except Exception:
-        log.exception("health check: the database does not answer")
-        return error_response(503, "Database unavailable")
-    return json_response({"status": "ok"})
 
 
 @web.middleware
@@ -68,6 +61,7 @@ async def store_lifetime(app: web.Application):
     try:
         secret = signing_secret(app[CONFIG])  # before the schema changes: none stops the start
         await store.migrate()
+        store.limit_devices(app[CONFIG].max_devices_per_user)
         app[STORE] = store
         sessions = app[SESSIONS] = Sessions()
         await sessions.refresh(store)
@@ -118,19 +112,21 @@ def create_app(config: Config, channels: dict[str, Channel] | None = None,
     """`channels` replaces the ones the configuration describes (tests use their own); `clock`
     is the time the login routes and the clean-up go by (tests move it); `cleanup_every_s`,
     how often the retention's clean-up runs (tests make it often)."""
-    middlewares = [metrics.count_requests, json_errors, authenticate]
+    middlewares = [metrics.count_requests, json_errors, same_origin_only(config.allowed_origins),
+                   health.database_unavailable, authenticate]
     if config.trusted_proxies:
         middlewares.insert(0, forwarded(config.trusted_proxies))  # outermost: it clones
     app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=middlewares)
     app[CONFIG] = config
     app[CLOCK] = clock
+    app[health.HEALTH] = health.HealthCheck()
     app[MAILER] = Mailer(config.smtp, config.email_from)
     app.on_startup.append(announce_mail)
     app.cleanup_ctx.append(store_lifetime)
     app.cleanup_ctx.append(dispatcher_lifetime(channels))
     app.cleanup_ctx.append(retention_lifetime(cleanup_every_s))
     app.on_shutdown.append(announce_shutdown)
-    app.router.add_get("/healthz", healthz, allow_head=False)
+    app.router.add_get("/healthz", health.healthz, allow_head=False)
     metrics.install(app)
     app.router.add_routes(devices.routes)
     app.router.add_routes(inbox.routes)

@@ -37,6 +37,7 @@ from owlmetry.http.access_log import route_template
 from owlmetry.http.context import CONFIG, DISPATCHER, STORE
 from owlmetry.store import (
     RECORDED_OUTCOMES,
+    DatabaseUnavailable,
     DeliveryStatus,
     DeviceChannel,
     PendingState,
@@ -126,6 +127,8 @@ async def read_store(store) -> StoreReadings | None:
         async with asyncio.timeout(STORE_TIMEOUT_S):
             devices, pending = await asyncio.gather(
                 store.device_counts(list(DeviceChannel)), store.pending_deliveries(now_ms()))
+    except DatabaseUnavailable:
+        return None  # the store said it, once
     except Exception as exc:  # noqa: BLE001 -- any failure is "down"; one line, not a
         # traceback, since it repeats at every scrape while the database is away.
         log.warning("metrics: the database did not answer: %s", str(exc) or type(exc).__name__)

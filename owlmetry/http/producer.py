@@ -1,18 +1,21 @@
 """The producer route: `POST /v1/notifications` (server API keys only) -> 202 with the ids.
 
 Owns the rules a notification request must meet, including "every channel can carry it"
-(an APNs payload over 4 KiB is refused here, not discovered per device later). The work itself
-is the dispatcher's: this module only validates and enqueues.
+(an APNs payload over 4 KiB is refused here, not discovered per device later), and which
+recipients are users: ids in any spelling `owlmetry.ids.normalize_id` takes; the ones that name
+no user are listed in the answer, never dropped in silence. The work itself is the
+dispatcher's: this module only validates and enqueues.
 """
 
 from aiohttp import web
 
 from owlmetry.http.auth import callers
-from owlmetry.http.context import DISPATCHER
+from owlmetry.http.context import DISPATCHER, STORE
 from owlmetry.http.errors import ApiError, body_too_large, json_response
 from owlmetry.http.validation import parse_json_object
+from owlmetry.ids import normalize_id
 from owlmetry.notify.channels import check_content
-from owlmetry.store import NotificationContent
+from owlmetry.store import NotificationContent, Store
 
 MAX_PRODUCER_BODY_BYTES = 4 * 1024 * 1024
 MAX_RECIPIENTS = 50_000
@@ -43,6 +46,16 @@ def parse_user_ids(body: dict) -> list[str]:
     return user_ids
 
 
+async def known_recipients(store: Store, user_ids: list[str]) -> tuple[list[str], list[str]]:
+    """The users `user_ids` name, as stored and once each, in order; and the entries that name
+    no user, as sent and once each, in order."""
+    normalized = {given: normalize_id(given) for given in user_ids}
+    candidates = list(dict.fromkeys(uid for uid in normalized.values() if uid is not None))
+    existing = await store.existing_user_ids(candidates) if candidates else set()
+    unknown = [given for given, uid in normalized.items() if uid not in existing]
+    return [uid for uid in candidates if uid in existing], unknown
+
+
 def parse_content(body: dict) -> NotificationContent:
     fields = {}
     for name, limit in TEXT_LIMITS.items():
@@ -70,8 +83,9 @@ async def create_notifications(request: web.Request) -> web.Response:
         check_content(content)
     except ValueError as exc:
         raise ApiError(400, str(exc)) from None
-    ids = await request.app[DISPATCHER].enqueue(user_ids, content)
-    return json_response({"notification_ids": ids}, status=202)
+    recipients, unknown = await known_recipients(request.app[STORE], user_ids)
+    ids = await request.app[DISPATCHER].enqueue(recipients, content) if recipients else []
+    return json_response({"notification_ids": ids, "unknown_user_ids": unknown}, status=202)
 
 
 routes = [web.post("/v1/notifications", create_notifications)]

@@ -8,7 +8,7 @@ their routes, and nothing here touches the store.
 import orjson
 
 from owlmetry.http.errors import ApiError
-from owlmetry.ids import UUID_TEXT
+from owlmetry.ids import normalize_id
 
 NUL_MESSAGE = "Text must not contain NUL characters (\\u0000)"
 
@@ -51,9 +51,9 @@ def parse_optional_json_object(raw: bytes) -> dict:
 
 
 def path_uuid(request, not_found: str) -> str:
-    """The `{id}` of the path, lower-case; a 404 with `not_found` when it is not a uuid (then it
-    names nothing)."""
-    row_id = request.match_info["id"].lower()
-    if not UUID_TEXT.fullmatch(row_id):
+    """The `{id}` of the path as rows store it (`normalize_id`); a 404 with `not_found` when it
+    is not a uuid (then it names nothing)."""
+    row_id = normalize_id(request.match_info["id"])
+    if row_id is None:
         raise ApiError(404, not_found)
     return row_id

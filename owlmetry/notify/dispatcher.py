@@ -1,7 +1,8 @@
 """The dispatcher: durable fan-out of notifications to every device of every recipient.
 
-`enqueue` writes the inbox rows and a pending delivery on each channel the recipient's
-preferences choose for the type (`routing`) in one transaction and returns; the run loop then
+`enqueue` writes the content once, then the inbox rows and a pending delivery on each channel
+the recipient's preferences choose for the type (`routing`), in chunks of recipients that each
+commit whole (the store's), and returns; the run loop then
 claims due deliveries in batches (under a lease that a heartbeat renews, so work of a crashed
 process comes back by itself), hands each recipient's devices to its channel, and records
 every final answer through the `AnswerRecorder`. A device with a final answer on record is never
@@ -21,7 +22,7 @@ from collections.abc import Iterable
 from owlmetry.backoff import backoff
 from owlmetry.clock import now_ms
 from owlmetry.config import Config
-from owlmetry.ids import new_ordered_id
+from owlmetry.ids import new_ordered_ids
 from owlmetry.notify.channels import open_channels
 from owlmetry.notify.channels.base import Answer, Channel
 from owlmetry.notify.recorder import AnswerRecorder
@@ -29,6 +30,7 @@ from owlmetry.notify.routing import group_recipients
 from owlmetry.preferences import Defaults
 from owlmetry.store import (
     Claim,
+    DatabaseUnavailable,
     DeliveryEnd,
     DeliveryStatus,
     NotificationContent,
@@ -41,6 +43,8 @@ from owlmetry.store import (
 log = logging.getLogger("owlmetry.notify")
 
 CLAIM_LOOPS = 2
+# While the database is unavailable, claims are tried again after a backoff up to this long.
+UNAVAILABLE_MAX_WAIT_S = 30.0
 # Read once per answer: a module global is cheaper to read than an enum class's attribute.
 RETRY = PushOutcome.RETRY
 
@@ -50,11 +54,21 @@ async def enqueue(store: Store, user_ids: Iterable[str], content: NotificationCo
     """One notification per distinct existing user, in the order given, with the deliveries on
     `channels` that each user's preferences (over `defaults`) choose; returns their ids."""
     now = now_ms()
-    recipients = [(new_ordered_id(now), user_id) for user_id in dict.fromkeys(user_ids)]
-    stored = await store.preferences_of([user_id for _, user_id in recipients])
+    distinct = list(dict.fromkeys(user_ids))
+    # Ids ascending in user order: the store writes a request in chunks in id order, and
+    # each chunk is then one narrow range of every index it lands in, the user-keyed ones
+    # (inbox, unread counts) as much as the id-keyed ones (see `Deliveries.enqueue_groups`).
+    by_user = sorted(distinct)
+    # (Each step over 50,000 recipients takes the event loop for a few ms: requests get a turn
+    # between them.)
+    await asyncio.sleep(0)
+    recipients = list(zip(new_ordered_ids(now, len(by_user)), by_user))
+    stored = await store.preferences_of(by_user)
     groups = group_recipients(recipients, content.type, stored, defaults, channels)
+    await asyncio.sleep(0)
     written = await store.enqueue_groups(groups, content, now)
-    return [notification_id for notification_id, _ in recipients if notification_id in written]
+    ids = dict(zip(by_user, (notification_id for notification_id, _ in recipients)))
+    return [ids[user_id] for user_id in distinct if ids[user_id] in written]
 
 
 def final_status(counts: dict[PushOutcome, int],
@@ -164,22 +178,29 @@ class Dispatcher:
         await self.recorder.flush()
 
     async def _run(self) -> None:
+        failures = 0  # claims in a row that found the database unavailable
         while not self._stopping:
             if self._in_flight >= self._max_in_flight:
                 self._room.clear()
                 await self._room.wait()
                 continue
             self._wake.clear()
+            wait_s = self._poll_s
             try:
                 claims = await self.store.claim_deliveries(
                     self.owner, now_ms(), self._lease_ms, self._claim_size, self._only,
                     self._targets)
+                failures = 0
+            except DatabaseUnavailable:  # the store said it, once: wait longer each time
+                claims = []
+                wait_s = backoff(self._poll_s, failures, max(self._poll_s, UNAVAILABLE_MAX_WAIT_S))
+                failures += 1
             except Exception:
                 log.exception("cannot claim deliveries; trying again")
                 claims = []
             if not claims:
                 try:
-                    await asyncio.wait_for(self._wake.wait(), self._poll_s)
+                    await asyncio.wait_for(self._wake.wait(), wait_s)
                 except TimeoutError:
                     pass
                 continue
@@ -201,6 +222,8 @@ class Dispatcher:
                 try:
                     await self.store.renew_leases(self.owner, list(self._held),
                                                   now_ms() + self._lease_ms)
+                except DatabaseUnavailable:
+                    pass  # the store said it; the next renewal tries again
                 except Exception:
                     log.exception("cannot renew delivery leases")
 

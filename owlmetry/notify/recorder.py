@@ -14,13 +14,22 @@ import operator
 from collections import Counter
 from collections.abc import Callable
 
+from owlmetry.backoff import backoff
 from owlmetry.clock import now_ms
-from owlmetry.store import DeliveryEnd, DeliveryStatus, PushOutcome, PushRecord, Store
+from owlmetry.store import (
+    DatabaseUnavailable,
+    DeliveryEnd,
+    DeliveryStatus,
+    PushOutcome,
+    PushRecord,
+    Store,
+)
 
 log = logging.getLogger("owlmetry.notify")
 
 MAX_ROWS = 4096  # per transaction, to keep each write short
 RETRY_DELAY_S = 1.0
+RETRY_MAX_DELAY_S = 30.0  # while the database is unavailable
 # What a write stored is counted after it, by `Counter.update` walking the batch in C: nothing
 # is added to the path of each answer.
 PUSH_KEY = operator.attrgetter("channel", "outcome")
@@ -61,6 +70,7 @@ class AnswerRecorder:
             self._task = asyncio.create_task(self._drain())
 
     async def _drain(self) -> None:
+        failures = 0
         try:
             while self._pushes or self._ends:
                 pushes, self._pushes = self._pushes[:MAX_ROWS], self._pushes[MAX_ROWS:]
@@ -73,14 +83,17 @@ class AnswerRecorder:
                 try:
                     stored = await self._store.save_outcomes(
                         self._owner, pushes, [end for end, _, _ in ends], now_ms())
-                except Exception:
+                except Exception as exc:
                     # Nothing is dropped: the same rows go again once the database answers.
-                    log.exception("cannot record %d answers and %d delivery ends; retrying",
-                                  len(pushes), len(ends))
+                    if not isinstance(exc, DatabaseUnavailable):  # the store said that one
+                        log.exception("cannot record %d answers and %d delivery ends; retrying",
+                                      len(pushes), len(ends))
                     self._pushes[:0] = pushes
                     self._ends[:0] = ends
-                    await asyncio.sleep(RETRY_DELAY_S)
+                    await asyncio.sleep(backoff(RETRY_DELAY_S, failures, RETRY_MAX_DELAY_S))
+                    failures += 1
                     continue
+                failures = 0
                 self._written = covered
                 self.recorded.update(map(PUSH_KEY, stored))
                 self.ended.update(END_KEY(end) for end, _, _ in ends)

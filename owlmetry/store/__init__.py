@@ -3,10 +3,12 @@
 `open_store(url)` picks the engine from the URL: `sqlite:///path` (aiosqlite, the embedded
 default) or `postgresql://...` (asyncpg, production). Layout: `rows` (the rows, enums and
 errors callers see), `store` (the `Store` class) assembled from one module per feature
-(`users`, `sessions`, `login_codes`, `devices`, `inbox`, `deliveries`, `metrics_reads`, `retention`:
-interface, SQL for both engines and row mapping; `unread_counts`, the counter's statements the
-inbox and the queue share), `engine` with `sqlite` and `postgres` (connections,
-transactions, dialect), `schema` (schema.sql and the migrations between versions), `batching` (coalescing calls).
+(`users`, `sessions`, `login_codes`, `devices`, `inbox`, `deliveries`, `metrics_reads`,
+`retention`, `health` (the write probe), `recipients`: interface, SQL for both engines and row
+mapping; `unread_counts`, the counter's statements the inbox and the queue share), `engine` with
+`sqlite` and `postgres` (connections, transactions, dialect, which errors mean "database
+unavailable"), `availability` (the log of outages), `schema` (schema.sql and the migrations
+between versions), `batching` (coalescing calls).
 No SQL lives outside this package.
 """
 
@@ -15,6 +17,7 @@ from owlmetry.store.rows import (
     RECORDED_OUTCOMES,
     ApiKey,
     Claim,
+    DatabaseUnavailable,
     DeleteResult,
     DeliveryEnd,
     DeliveryStatus,
@@ -46,6 +49,7 @@ __all__ = [
     "RECORDED_OUTCOMES",
     "ApiKey",
     "Claim",
+    "DatabaseUnavailable",
     "DeleteResult",
     "DeliveryEnd",
     "DeliveryStatus",

@@ -1,9 +1,10 @@
 """The delivery queue: what the dispatcher asks of the database, with its SQL and row mapping.
 
-Enqueue writes inbox rows (born deleted for a user who turned the inbox off for the type;
-counted into their recipients' unread counts) and the pending deliveries each recipient's
-group gets; a claim leases due deliveries to one dispatcher and reads what sending them needs
-(the targets each channel's `Targets` name: devices of some device channels, or the
+Enqueue writes a request's content once and, in chunks of recipients each its own short
+transaction, their inbox rows pointing at it (born deleted for a user who turned the inbox off
+for the type; counted into their recipients' unread counts) and the pending deliveries each
+recipient's group gets; a claim leases due deliveries to one dispatcher and reads what sending
+them needs (the targets each channel's `Targets` name: devices of some device channels, or the
 recipient's address); the answers (one row per target) and the deliveries' ends are saved
 together; progress counts both. Mixed into `Store`, which sets `self.engine`. Must not
 decide when to retry or how an answer maps to a status (the dispatcher's rules), nor know any
@@ -16,10 +17,12 @@ each rule is written once.
 
 import asyncio
 import functools
+import operator
 from collections.abc import Mapping
 
 import orjson
 
+from owlmetry.ids import new_ordered_id
 from owlmetry.store.engine import Engine
 from owlmetry.store.rows import (
     Claim,
@@ -37,22 +40,30 @@ from owlmetry.store.rows import (
 from owlmetry.store.unread_counts import BADGE, count_added
 
 # ---- Enqueue ----------------------------------------------------------------------------------
-# $1..$7 are the content every recipient shares; the batches come after: the inbox rows'
+# A request is written in chunks of recipients (`ENQUEUE_CHUNK`), each its own short
+# transaction: its recipients' inbox rows, their unread counts and their pending deliveries,
+# all or none; the content goes with the first chunk that writes a row. Between two chunks the
+# writer is free (SQLite has one), so a device registration waits for one chunk, not for the
+# whole request. $1 is the content's id, $2 the time; the batches come after: the inbox rows'
 # (id, user_id, deleted_at), and the deliveries' (notification_id, channel).
 
 # An inbox row per recipient that exists; `deleted_at` is set (to the time) when the user
 # turned the inbox off for the type: the row is never listed or counted, yet the channels
-# read what they send from it. What the unread counter needs of each row comes back.
+# read what they send through it. What the unread counter needs of each row comes back.
 INSERT_NOTIFICATIONS = """
-INSERT INTO notifications (id, user_id, type, title, body, link, data, team_id, deleted_at,
-                           created_at)
-SELECT b.id, u.id, CAST($1 AS TEXT), CAST($2 AS TEXT), CAST($3 AS TEXT), CAST($4 AS TEXT),
-       CAST($5 AS TEXT), CAST($6 AS TEXT), CAST(b.deleted_at AS BIGINT), CAST($7 AS BIGINT)
+INSERT INTO notifications (id, user_id, content_id, deleted_at, created_at)
+SELECT b.id, u.id, CAST($1 AS TEXT), CAST(b.deleted_at AS BIGINT), CAST($2 AS BIGINT)
 FROM batch AS b JOIN users AS u ON u.id = b.user_id
 RETURNING id, user_id, read_at, deleted_at"""
 
 INBOX_ROW_TYPES = ("text", "text", "bigint")
 DELIVERY_TYPES = ("text", "text")
+
+# $1 the id; the content's fields follow (`content_fields`).
+CONTENT_COLUMNS = "id, type, title, body, link, data, team_id"
+INSERT_CONTENT = f"""
+INSERT INTO notification_contents ({CONTENT_COLUMNS})
+VALUES ($1, $2, $3, $4, $5, $6, $7)"""
 
 # A delivery starts pending and due at once.
 INSERT_DELIVERIES = """\
@@ -63,7 +74,7 @@ WITH batch (id, user_id, deleted_at) AS ({{batch}})
 {INSERT_NOTIFICATIONS}
 """
 
-# The recipients' unread counts, in the enqueue's transaction: the batch is the inserted rows'
+# The recipients' unread counts, in the chunk's transaction: the batch is the inserted rows'
 # (user_id, read_at, deleted_at).
 COUNT_ENQUEUED = f"""
 WITH added (user_id, read_at, deleted_at) AS ({{batch}}){count_added("added")}
@@ -78,19 +89,29 @@ SELECT notification_id, channel, 'pending', CAST($1 AS BIGINT), CAST($1 AS BIGIN
 FROM queue
 """
 
-# PostgreSQL does both in one statement: the deliveries of recipients that do not exist fall
-# out of the join with the rows inserted. `{rows}` and `{queue}` are its two batches.
+# PostgreSQL does a chunk in one statement: the deliveries of recipients that do not exist fall
+# out of the join with the rows inserted, and the content ($3..$8) is written when $9 says so
+# and a row was. `{rows}` and `{queue}` are its two batches.
 ENQUEUE_IN_ONE = f"""
 WITH batch (id, user_id, deleted_at) AS ({{rows}}),
 queue (notification_id, channel) AS ({{queue}}),
 inserted AS ({INSERT_NOTIFICATIONS}),
+content AS (
+    INSERT INTO notification_contents ({CONTENT_COLUMNS})
+    SELECT $1, $3, $4, $5, $6, $7, $8
+    WHERE CAST($9 AS BOOLEAN) AND EXISTS (SELECT 1 FROM inserted)),
 counted AS ({count_added("inserted")}),
 queued AS (
     {INSERT_DELIVERIES}
-    SELECT q.notification_id, q.channel, 'pending', $7, $7
+    SELECT q.notification_id, q.channel, 'pending', $2, $2
     FROM queue AS q JOIN inserted AS i ON i.id = q.notification_id)
 SELECT id FROM inserted
 """
+
+# Recipients per chunk (benchmarks/RESULTS.md, "Big requests"): written in id order, 50,000
+# recipients go in about as fast in chunks of 500 as in one transaction, and a chunk holds
+# SQLite's writer for tens of ms, which is what a registration waits for at most.
+ENQUEUE_CHUNK = 500
 
 # ---- Claims -----------------------------------------------------------------------------------
 
@@ -109,8 +130,8 @@ RETURNING notification_id, channel, attempts
 
 # What sending a claimed notification needs, and its recipient's unread count (the badge: the
 # counter's row, whatever the size of the inbox).
-CLAIMED_CONTENT = f"""n.id, n.user_id, n.type, n.title, n.body, n.link, n.data, n.team_id,
-       {BADGE}"""
+CLAIMED_CONTENT = f"""n.id, n.user_id, n.content_id, c.type, c.title, c.body, c.link, c.data,
+       c.team_id, {BADGE}"""
 
 # The claim's reads of notifications, by a batch of ids: joined with the batch (SQLite), or
 # with the rows fetched by key (PostgreSQL: joined with the batch, its planner hashes the whole
@@ -120,10 +141,11 @@ CLAIMED_NOTIFICATIONS = {
 WITH batch (id) AS ({{batch}})
 SELECT {CLAIMED_CONTENT}
 FROM batch AS b JOIN notifications AS n ON n.id = b.id
+JOIN notification_contents AS c ON c.id = n.content_id
 """,
     "postgresql": f"""
 SELECT {CLAIMED_CONTENT}
-FROM notifications AS n
+FROM notifications AS n JOIN notification_contents AS c ON c.id = n.content_id
 WHERE n.id = ANY($1::text[])
 """,
 }
@@ -289,6 +311,10 @@ def enqueue_in_one(rows: str, queue: str) -> str:
     return ENQUEUE_IN_ONE.format(rows=rows, queue=queue)
 
 
+def chunked(items: list, size: int) -> list[list]:
+    return [items[start:start + size] for start in range(0, len(items), size)]
+
+
 @functools.cache
 def record_and_end(pushes: str, ends: str) -> str:
     return RECORD_AND_END.format(pushes=pushes, ends=ends)
@@ -310,30 +336,53 @@ class Deliveries:
 
     async def enqueue_groups(
         self, groups: list[RecipientGroup], content: NotificationContent, now: int,
+        chunk: int | None = None,
     ) -> set[str]:
-        """Write each recipient's inbox row and their group's pending deliveries, all in one
-        transaction. Returns the ids written; users that do not exist are skipped."""
+        """Write the content once, and each recipient's inbox row pointing at it with their
+        group's pending deliveries, `chunk` recipients per transaction (default ENQUEUE_CHUNK).
+        Returns the ids written; users that do not exist are skipped.
+
+        Each recipient is written whole or not at all; chunks are visible (and delivered) as
+        they commit. If the request fails between chunks, the recipients of the chunks
+        committed are notified and the rest are not; an exception says it failed, and a
+        retry of the whole request notifies the first ones again (at least once)."""
+        content_id = new_ordered_id(now)
+        fields = content_fields(content)
+        # In id order: each chunk's rows land side by side in the id-keyed indexes, instead of
+        # a chunk's worth of pages all over the request's range rewritten by every commit.
+        recipients = sorted(
+            ((notification_id, user_id, None if group.listed else now, group.channels)
+             for group in groups for notification_id, user_id in group.recipients),
+            key=operator.itemgetter(0))
+        await asyncio.sleep(0)  # a turn for requests (this took the event loop for a while)
+        written: set[str] = set()
+        for part in chunked(recipients, max(1, chunk or ENQUEUE_CHUNK)):
+            rows = [recipient[:3] for recipient in part]
+            queue = [(notification_id, channel)
+                     for notification_id, _, _, channels in part for channel in channels]
+            written |= await self._enqueue_chunk(content_id, fields, not written, rows, queue,
+                                                 now)
+        return written
+
+    async def _enqueue_chunk(self, content_id: str, fields: tuple, with_content: bool,
+                             rows: list[tuple], queue: list[tuple], now: int) -> set[str]:
+        """One chunk in one transaction; `with_content`: no row of the content is written yet."""
         engine = self.engine
-        shared = shared_content(content, now)
-        rows, queue = [], []
-        for group in groups:
-            deleted_at = None if group.listed else now
-            rows += [(notification_id, user_id, deleted_at)
-                     for notification_id, user_id in group.recipients]
-            queue += [(notification_id, channel) for channel in group.channels
-                      for notification_id, _ in group.recipients]
-        if not rows:
-            return set()
         if engine.name == "postgresql":
-            statement = enqueue_in_one(engine.batch(INBOX_ROW_TYPES, len(shared) + 1),
-                                       engine.batch(DELIVERY_TYPES,
-                                                    len(shared) + len(INBOX_ROW_TYPES) + 1))
+            first = 4 + len(fields)  # after the id, the time, the fields and the flag
+            statement = enqueue_in_one(engine.batch(INBOX_ROW_TYPES, first),
+                                       engine.batch(DELIVERY_TYPES, first + len(INBOX_ROW_TYPES)))
             return {row[0] for row in await engine.write(
-                statement, *shared, *engine.batch_args(rows, len(INBOX_ROW_TYPES)),
+                statement, content_id, now, *fields, with_content,
+                *engine.batch_args(rows, len(INBOX_ROW_TYPES)),
                 *engine.batch_args(queue, len(DELIVERY_TYPES)))}
-        async with engine.transaction() as run:
+        async with engine.transaction(bulk=True) as run:
             inserted = await engine.run_batched(
-                run, ENQUEUE_NOTIFICATIONS, INBOX_ROW_TYPES, rows, *shared)
+                run, ENQUEUE_NOTIFICATIONS, INBOX_ROW_TYPES, rows, content_id, now)
+            if not inserted:
+                return set()
+            if with_content:
+                await run(INSERT_CONTENT, content_id, *fields)
             await engine.run_batched(run, COUNT_ENQUEUED, ADDED_TYPES,
                                      [tuple(row[1:]) for row in inserted])
             written = {row[0] for row in inserted}
@@ -389,16 +438,16 @@ class Deliveries:
         claims = []
         # The recipients of one notification share one content object (a channel may build
         # its message once for all of them).
-        contents: dict[tuple, NotificationContent] = {}
+        contents: dict[str, NotificationContent] = {}
         for notification_id, channel, attempts in claimed:
             row = notifications.get(notification_id)
             if row is None:  # the recipient was deleted since
                 continue
-            user_id, unread, shared = row[0], row[-1], row[1:-1]
-            content = contents.get(shared)
+            user_id, content_id, unread = row[0], row[1], row[-1]
+            content = contents.get(content_id)
             if content is None:
-                type_, title, body, link, data, team_id = shared
-                content = contents[shared] = NotificationContent(
+                type_, title, body, link, data, team_id = row[2:-1]
+                content = contents[content_id] = NotificationContent(
                     type_, title, body, link, orjson.loads(data) if data else None, team_id)
             claims.append(Claim(notification_id, channel, attempts, user_id, content, unread,
                                 targets.get((notification_id, channel), []),
@@ -438,7 +487,7 @@ class Deliveries:
                                *engine.batch_args(push_rows(pushes, now), len(PUSH_TYPES)),
                                *engine.batch_args(end_rows(ends, owner, now), len(END_TYPES)))
             return pushes
-        async with engine.transaction() as run:
+        async with engine.transaction(bulk=True) as run:
             if dead:
                 await engine.run_batched(run, DELETE_DEAD_DEVICES, ("text", "bigint"),
                                          [(p.device_id, p.invalid_since) for p in dead])
@@ -460,10 +509,10 @@ class Deliveries:
                         {PushOutcome(outcome): count for outcome, count in pushes})
 
 
-def shared_content(content: NotificationContent, now: int) -> tuple:
-    """$1..$7 of the enqueue: what every recipient's inbox row has the same."""
+def content_fields(content: NotificationContent) -> tuple:
+    """The content's columns after its id, as stored (`data` as JSON text)."""
     data = orjson.dumps(content.data).decode() if content.data is not None else None
-    return (content.type, content.title, content.body, content.link, data, content.team_id, now)
+    return (content.type, content.title, content.body, content.link, data, content.team_id)
 
 
 def push_rows(pushes: list[PushRecord], now: int) -> list[tuple]:

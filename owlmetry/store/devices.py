@@ -1,8 +1,13 @@
 """The device registry: its part of the store's interface, its SQL and its rows.
 
 Registrations and device lists are coalesced (`batching`), so a busy server makes one trip to
-the database for many requests. Mixed into `Store`, which sets `self.engine` before calling
-`__init__`. Must not validate what a client sends (the HTTP layer and the channels do).
+the database for many requests. A user has at most `max_devices_per_user` devices: a
+registration that gives a user a device they did not have (a new token, or one taken over from
+another user) evicts their least recently seen ones beyond the cap, in the same statement;
+refreshing a device of one's own evicts nothing. SQLite does it with a trigger of the writer
+connection's (TEMP: no schema of its own, the cap written in), PostgreSQL in the upsert's own
+statement. Mixed into `Store`, which sets `self.engine` before calling `__init__`. Must not
+validate what a client sends (the HTTP layer and the channels do).
 """
 
 from collections.abc import Sequence
@@ -21,12 +26,15 @@ DEVICE_COLUMNS = ("id, channel, platform, environment, app_version, device_model
 REGISTRATION_TYPES = ("text",) * 9 + ("bigint",)
 TOKEN = 3
 
+DEFAULT_MAX_DEVICES_PER_USER = 100
+
+# The user's devices in list order, least recently seen last: the ones past the cap go.
+DEVICES_PAST_CAP = """SELECT id FROM user_devices WHERE user_id = {user}
+            ORDER BY last_seen_at DESC, created_at DESC, id"""
+
 # The last-come registration of each token, for every row of the batch whose user exists.
 # Rows go in token order so that concurrent batches take index locks in one order.
-UPSERT_DEVICES = f"""
-WITH batch (id, user_id, channel, token, environment, app_version, device_model, os_version,
-           platform, seen)
-    AS ({{batch}})
+UPSERT_INTO = """
 INSERT INTO user_devices (id, user_id, channel, platform, token, environment,
                           app_version, device_model, os_version, last_seen_at, created_at)
 SELECT b.id, u.id, b.channel, b.platform, b.token, b.environment,
@@ -41,9 +49,63 @@ ON CONFLICT (token) DO UPDATE SET
     app_version  = excluded.app_version,
     device_model = excluded.device_model,
     os_version   = excluded.os_version,
-    last_seen_at = excluded.last_seen_at
+    last_seen_at = excluded.last_seen_at"""
+BATCH = """batch (id, user_id, channel, token, environment, app_version, device_model, os_version,
+       platform, seen) AS ({batch})"""
+
+UPSERT_DEVICES = {
+    # The cap is the writer connection's trigger's (`SQLITE_CAP`).
+    "sqlite": f"""
+WITH {BATCH}
+{UPSERT_INTO}
 RETURNING token, {DEVICE_COLUMNS}
-"""
+""",
+    # $1 is the cap. Every part of one statement sees the table as it was before it: `before`
+    # says who owned each token, the eviction does not see the rows inserted (so it keeps $1
+    # less the user's rows of this statement), and leaves alone the rows the upsert touched.
+    "postgresql": f"""
+WITH {BATCH},
+before AS (
+    SELECT d.token, d.user_id FROM user_devices AS d JOIN batch AS b ON b.token = d.token),
+stored AS ({UPSERT_INTO}
+    RETURNING token, user_id, {DEVICE_COLUMNS}),
+gained AS (
+    SELECT s.user_id, count(*) AS mine
+    FROM stored AS s
+    WHERE s.user_id IN (
+        SELECT s2.user_id FROM stored AS s2 LEFT JOIN before AS b ON b.token = s2.token
+        WHERE b.user_id IS DISTINCT FROM s2.user_id)
+    GROUP BY s.user_id),
+evicted AS (
+    DELETE FROM user_devices WHERE id IN (
+        SELECT old.id FROM gained AS g CROSS JOIN LATERAL (
+            SELECT d.id FROM user_devices AS d
+            WHERE d.user_id = g.user_id AND d.token NOT IN (SELECT token FROM batch)
+            ORDER BY d.last_seen_at DESC, d.created_at DESC, d.id
+            OFFSET greatest($1 - g.mine, 0)) AS old))
+SELECT token, {DEVICE_COLUMNS} FROM stored
+""",
+}
+
+# SQLite: after a row gives a user a device (inserted, or a token taken over), the user's
+# devices past the cap ({cap}, a whole number) go. One indexed read of the user's first
+# {cap} + 1 devices per such row; refreshes of one's own devices do not fire it.
+SQLITE_CAP_TRIGGERS = ("user_devices_cap_insert", "user_devices_cap_takeover")
+SQLITE_CAP = [f"DROP TRIGGER IF EXISTS temp.{name}" for name in SQLITE_CAP_TRIGGERS] + [
+    """
+CREATE TEMP TRIGGER user_devices_cap_insert AFTER INSERT ON main.user_devices
+BEGIN
+    DELETE FROM user_devices WHERE id IN (
+        {past_cap} LIMIT -1 OFFSET {{cap}});
+END""".format(past_cap=DEVICES_PAST_CAP.format(user="NEW.user_id")),
+    """
+CREATE TEMP TRIGGER user_devices_cap_takeover AFTER UPDATE OF user_id ON main.user_devices
+WHEN OLD.user_id IS NOT NEW.user_id
+BEGIN
+    DELETE FROM user_devices WHERE id IN (
+        {past_cap} LIMIT -1 OFFSET {{cap}});
+END""".format(past_cap=DEVICES_PAST_CAP.format(user="NEW.user_id")),
+]
 
 # Rows (user_id, *Device) in list order per user, Device all NULL for a user without devices,
 # nothing for a user that does not exist. The batch is one column of user ids.
@@ -81,6 +143,8 @@ class Devices:
 
     def __init__(self):
         super().__init__()
+        self.max_devices_per_user = DEFAULT_MAX_DEVICES_PER_USER
+        self._cap_in_force: int | None = None  # the cap SQLite's triggers hold
         self._registrations = Batcher(self._register_batch, concurrency=self.engine.concurrency)
         self._device_lists = Batcher(self._list_batch, concurrency=self.engine.concurrency)
 
@@ -88,10 +152,28 @@ class Devices:
         await self._registrations.wait_idle()
         await self._device_lists.wait_idle()
 
+    def limit_devices(self, cap: int) -> None:
+        """At most `cap` (>= 1) devices per user from the next registration on."""
+        if cap < 1:
+            raise ValueError("a user may have at least one device")
+        self.max_devices_per_user = cap
+
+    async def _enforce_cap(self) -> tuple:
+        """The upsert's parameters before its batch: the cap, where the statement holds it."""
+        cap = self.max_devices_per_user
+        if self.engine.name == "postgresql":
+            return (cap,)
+        if self._cap_in_force != cap:
+            for statement in SQLITE_CAP:
+                await self.engine.write(statement.format(cap=int(cap)))
+            self._cap_in_force = cap
+        return ()
+
     async def register_device(
         self, device_id: str, user_id: str, reg: DeviceRegistration, now: int
     ) -> Device | None:
-        """Insert, or take over and refresh the row with that token, in one statement.
+        """Insert, or take over and refresh the row with that token, in one statement, which
+        also evicts the user's least recently seen devices past the cap when the user gained one.
 
         `device_id` is used only if the token is new. None when the user does not exist.
         """
@@ -110,8 +192,8 @@ class Devices:
             last = {rows[i][TOKEN]: i for i in waiting}
             # Rows of users that do not exist are skipped and come back as nothing.
             stored = await self.engine.run_batched(
-                self.engine.write, UPSERT_DEVICES, REGISTRATION_TYPES,
-                [rows[i] for i in last.values()])
+                self.engine.write, UPSERT_DEVICES[self.engine.name], REGISTRATION_TYPES,
+                [rows[i] for i in last.values()], *await self._enforce_cap())
             devices = {row[0]: Device(*row[1:]) for row in stored}
             again = []
             for i in waiting:

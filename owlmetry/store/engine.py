@@ -3,8 +3,11 @@
 An engine (`sqlite.SQLiteEngine`, `postgres.PostgresEngine`) owns its connections and its
 dialect: how parameters are written, how a whole batch of rows travels as parameters and
 becomes rows again (`{batch}` in a statement), row locks, unique violations, migration and
-backup. Statements are written with `$1`-style placeholders for both. This module must hold no
-statement of a feature: those live in the feature modules.
+backup. Statements are written with `$1`-style placeholders for both. Every statement runs
+inside the engine's `reading` or `writing` guard, which turns the driver's "the database cannot
+take work" errors into `DatabaseUnavailable` (the engine's `unavailable` says which are) and
+tells the engine's `Availability`. This module must hold no statement of a feature: those live
+in the feature modules.
 """
 
 import abc
@@ -13,10 +16,43 @@ from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import ClassVar
 
-from owlmetry.store.rows import StoreError
+from owlmetry.store.availability import Availability
+from owlmetry.store.rows import DatabaseUnavailable, StoreError
 
 # `await run(sql, *params)` -> rows: a statement on a connection or in a transaction.
 Run = Callable[..., Awaitable[list]]
+
+
+class Guard:
+    """`with engine.reading:` (or `writing`, `committing`) around a statement: a driver error
+    that means the database is unavailable leaves as `DatabaseUnavailable`, and is recorded.
+    `committing` (a transaction) ends an outage when it commits; a single statement does when
+    it wrote rows (`Engine.wrote`): a claim that finds nothing to do proves nothing on a full
+    disk. A plain class, not a generator: it wraps every statement."""
+
+    __slots__ = ("availability", "commits", "engine")
+
+    def __init__(self, engine: "Engine", commits: bool):
+        self.engine = engine
+        self.availability = engine.availability
+        self.commits = commits
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind, exc, traceback) -> bool:
+        if exc is None:
+            if self.commits and self.availability.down is not None:
+                self.availability.succeeded()
+            return False
+        if isinstance(exc, DatabaseUnavailable):
+            self.availability.failed(exc)
+            return False
+        down = self.engine.unavailable(exc)
+        if down is None:
+            return False
+        self.availability.failed(down)
+        raise down from exc
 
 
 class Engine(abc.ABC):
@@ -29,6 +65,20 @@ class Engine(abc.ABC):
     def __init__(self, *, concurrency: int):
         self.concurrency = concurrency  # statements worth running at once (the store's batches)
         self._statements: dict[tuple, str] = {}
+        self.availability = Availability()
+        self.reading = self.writing = Guard(self, commits=False)
+        self.committing = Guard(self, commits=True)
+
+    def wrote(self, rows: list) -> list:
+        """`rows`, a single write's: rows written are a sign the database takes work again."""
+        if rows and self.availability.down is not None:
+            self.availability.succeeded()
+        return rows
+
+    @abc.abstractmethod
+    def unavailable(self, exc: BaseException) -> DatabaseUnavailable | None:
+        """`exc`, a driver's error, as `DatabaseUnavailable` when it means the database cannot
+        take work now (not a bad statement, not a constraint); else None."""
 
     @abc.abstractmethod
     async def close(self) -> None: ...
@@ -74,9 +124,11 @@ class Engine(abc.ABC):
         yield True
 
     @abc.abstractmethod
-    def transaction(self) -> AbstractAsyncContextManager[Run]:
+    def transaction(self, bulk: bool = False) -> AbstractAsyncContextManager[Run]:
         """`async with engine.transaction() as run:` -- `await run(sql, *params)` -> rows, all
-        in one transaction that commits at the end of the block (or rolls back on an error)."""
+        in one transaction that commits at the end of the block (or rolls back on an error).
+        `bulk`: background work (an enqueue's chunk, a dispatcher's answers, a clean-up batch),
+        which an engine with one writer lets requests' writes go before."""
 
     @abc.abstractmethod
     def is_unique_violation(self, exc: Exception) -> bool: ...

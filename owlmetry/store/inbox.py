@@ -3,7 +3,8 @@
 Its part of the store's interface, its SQL and its rows. Each method answers None (or NO_USER)
 when the user no longer exists. Deleted rows stay, hidden from every query here. A change of a
 row's read or deleted state changes the user's unread count (`unread_counts`) in the same
-transaction, and only when the state really changed. Mixed into `Store`, which sets
+transaction, and only when the state really changed. What a notification says is its
+content's (`notification_contents`, one per producer request), read through a join. Mixed into `Store`, which sets
 `self.engine`; the rows are written by the delivery queue (`deliveries`).
 Must not know HTTP: the routes turn None and `Missing` into their 401s and 404s.
 """
@@ -16,45 +17,50 @@ from owlmetry.store.users import unless_user_gone, why_missing
 # Optional filters are NULL when unused; the CASTs tell PostgreSQL their types. $2 of the list
 # is a `ReadState`.
 
-# `Notification`'s fields, in order.
-NOTIFICATION_COLUMNS = "id, type, title, body, link, team_id, read_at, created_at"
+# `Notification`'s fields, in order: the recipient's row `n` and its content `c`.
+NOTIFICATION_COLUMNS = "n.id, c.type, c.title, c.body, c.link, c.team_id, n.read_at, n.created_at"
+WITH_CONTENT = "notifications AS n JOIN notification_contents AS c ON c.id = n.content_id"
 
 LIST_NOTIFICATIONS = f"""
-SELECT {NOTIFICATION_COLUMNS} FROM notifications
-WHERE user_id = $1 AND deleted_at IS NULL
+SELECT {NOTIFICATION_COLUMNS} FROM {WITH_CONTENT}
+WHERE n.user_id = $1 AND n.deleted_at IS NULL
   AND (CAST($2 AS TEXT) = 'all'
-       OR (CAST($2 AS TEXT) = 'unread' AND read_at IS NULL)
-       OR (CAST($2 AS TEXT) = 'read' AND read_at IS NOT NULL))
-  AND (CAST($3 AS TEXT) IS NULL OR type = $3)
-  AND (CAST($4 AS BIGINT) IS NULL OR (created_at, id) < (CAST($4 AS BIGINT), CAST($5 AS TEXT)))
-ORDER BY created_at DESC, id DESC
+       OR (CAST($2 AS TEXT) = 'unread' AND n.read_at IS NULL)
+       OR (CAST($2 AS TEXT) = 'read' AND n.read_at IS NOT NULL))
+  AND (CAST($3 AS TEXT) IS NULL OR c.type = $3)
+  AND (CAST($4 AS BIGINT) IS NULL
+       OR (n.created_at, n.id) < (CAST($4 AS BIGINT), CAST($5 AS TEXT)))
+ORDER BY n.created_at DESC, n.id DESC
 LIMIT $6
 """
 
 MARK_ALL_READ = f"""
 UPDATE notifications SET read_at = $3
 WHERE user_id = $1 AND {UNREAD}
-  AND (CAST($2 AS TEXT) IS NULL OR type = $2)
+  AND (CAST($2 AS TEXT) IS NULL OR EXISTS (
+      SELECT 1 FROM notification_contents AS c
+      WHERE c.id = notifications.content_id AND c.type = $2))
 RETURNING id
 """
 
 # Only a real change: marking a read notification read again keeps the first time it was read,
-# and changes no count.
+# and changes no count. (The row as listed is read after, in the same transaction: RETURNING
+# cannot join its content on SQLite.)
 MARK_READ = f"""
 UPDATE notifications SET read_at = $3
 WHERE id = $2 AND user_id = $1 AND {UNREAD}
-RETURNING {NOTIFICATION_COLUMNS}
+RETURNING id
 """
 
-MARK_UNREAD = f"""
+MARK_UNREAD = """
 UPDATE notifications SET read_at = NULL
 WHERE id = $2 AND user_id = $1 AND read_at IS NOT NULL AND deleted_at IS NULL
-RETURNING {NOTIFICATION_COLUMNS}
+RETURNING id
 """
 
 NOTIFICATION = f"""
-SELECT {NOTIFICATION_COLUMNS} FROM notifications
-WHERE id = $2 AND user_id = $1 AND deleted_at IS NULL
+SELECT {NOTIFICATION_COLUMNS} FROM {WITH_CONTENT}
+WHERE n.id = $2 AND n.user_id = $1 AND n.deleted_at IS NULL
 """
 
 # `read_at` is untouched, so the row says whether it was unread.
@@ -98,7 +104,9 @@ class Inbox:
                              else run(MARK_UNREAD, user_id, notification_id))
             if changed:
                 await run(ADD_UNREAD, user_id, -1 if read else 1)
-        rows = changed or await self.engine.read(NOTIFICATION, user_id, notification_id)
+                rows = await run(NOTIFICATION, user_id, notification_id)
+        if not changed:
+            rows = await self.engine.read(NOTIFICATION, user_id, notification_id)
         if rows:
             return Notification(*rows[0])
         return await why_missing(self.engine, user_id)

@@ -3,21 +3,48 @@
 Owns the connection pools and the PostgreSQL dialect: batches as one array per column read by
 unnest, FOR UPDATE SKIP LOCKED, unique violations, the migration, which takes an advisory
 lock so that processes starting together migrate one at a time, and the advisory lock that
-lets one process at a time run a job (`only_one_process`). Must hold no statement of a
+lets one process at a time run a job (`only_one_process`), and which of asyncpg's errors mean
+the server cannot take work (stopped, unreachable, disk full, read-only). Must hold no statement of a
 feature: a feature's PostgreSQL variant lives beside its shared text in the feature's module.
 """
 
 import contextlib
+import logging
 
 import asyncpg
 
 from owlmetry.clock import now_ms
 from owlmetry.store.engine import Engine
-from owlmetry.store.rows import StoreError
+from owlmetry.store.rows import DatabaseUnavailable, StoreError
 from owlmetry.store.schema import CURRENT_VERSION, VERSION_TABLE, database_version, upgrade_script
 
 # Any constant shared by every Owlmetry process; it names the migration lock.
 MIGRATION_LOCK = 0x6F776C6D
+
+
+def unavailable_kind(exc: BaseException) -> str | None:
+    """What kind of "PostgreSQL cannot take work" `exc` is, or None for any other error (a bad
+    statement, a constraint, a cancelled query)."""
+    if isinstance(exc, asyncpg.DiskFullError):
+        return "disk full"
+    if isinstance(exc, asyncpg.InsufficientResourcesError):  # memory, connection slots
+        return "out of resources"
+    if isinstance(exc, asyncpg.ReadOnlySQLTransactionError):  # a standby, after a failover
+        return "read-only"
+    if isinstance(exc, asyncpg.PostgresSystemError):
+        return "I/O error"
+    if isinstance(exc, (OSError, asyncpg.PostgresConnectionError, asyncpg.AdminShutdownError,
+                        asyncpg.CrashShutdownError, asyncpg.CannotConnectNowError)):
+        return "unreachable"  # refused, reset, timed out, shut down, starting up
+    if isinstance(exc, asyncpg.InterfaceError) and "connection is closed" in str(exc):
+        return "unreachable"  # a connection the server closed
+    return None
+
+
+def quiet_pool_floor(record: logging.LogRecord) -> bool:
+    """asyncpg's pool logs a traceback each time it fails to reconnect its idle connections
+    (every 1 to 60 s while the server is away); the engine says the outage once instead."""
+    return not record.getMessage().startswith("Failed to restore the pool connection floor")
 
 
 async def keep_session(connection: asyncpg.Connection) -> None:
@@ -35,6 +62,9 @@ class PostgresEngine(Engine):
 
     @classmethod
     async def open(cls, url: str, *, min_size: int = 2, max_size: int = 10) -> "PostgresEngine":
+        pool_log = logging.getLogger("asyncpg.pool")
+        if quiet_pool_floor not in pool_log.filters:
+            pool_log.addFilter(quiet_pool_floor)
         pools = []
         try:
             for size, commit in ((max_size, "on"), (2, "off")):
@@ -72,33 +102,44 @@ class PostgresEngine(Engine):
             if script is not None:
                 await conn.execute(script)
 
-    async def write(self, sql: str, *params) -> list:
-        return await self._pool.fetch(sql, *params)
+    def unavailable(self, exc: BaseException) -> DatabaseUnavailable | None:
+        kind = unavailable_kind(exc)
+        return DatabaseUnavailable(kind, str(exc) or type(exc).__name__) if kind else None
 
-    read = write
+    async def write(self, sql: str, *params) -> list:
+        with self.writing:
+            return self.wrote(await self._pool.fetch(sql, *params))
+
+    async def read(self, sql: str, *params) -> list:
+        # Not a write: a disk-full server still reads, and that is no sign of recovery.
+        with self.reading:
+            return await self._pool.fetch(sql, *params)
 
     async def write_lease(self, sql: str, *params) -> list:
         # Without waiting for the disk: the WAL is written in order, so the commit of anything
         # done under this lease (answers, delivery ends) makes the lease durable first.
-        return await self._lease_pool.fetch(sql, *params)
+        with self.writing:
+            return self.wrote(await self._lease_pool.fetch(sql, *params))
 
     @contextlib.asynccontextmanager
     async def only_one_process(self, key: int):
         # A session lock on a connection kept for the block (not a transaction's, which would
         # hold back vacuum for as long); let go before the connection goes back to the pool,
         # whose reset runs nothing. A connection that breaks takes the lock with it.
-        async with self._pool.acquire() as conn:
-            ours = await conn.fetchval("SELECT pg_try_advisory_lock($1)", key)
-            try:
-                yield ours
-            finally:
-                if ours:
-                    await conn.execute("SELECT pg_advisory_unlock($1)", key)
+        with self.reading:
+            async with self._pool.acquire() as conn:
+                ours = await conn.fetchval("SELECT pg_try_advisory_lock($1)", key)
+                try:
+                    yield ours
+                finally:
+                    if ours:
+                        await conn.execute("SELECT pg_advisory_unlock($1)", key)
 
     @contextlib.asynccontextmanager
-    async def transaction(self):
-        async with self._pool.acquire() as conn, conn.transaction():
-            yield conn.fetch
+    async def transaction(self, bulk: bool = False):
+        with self.committing:
+            async with self._pool.acquire() as conn, conn.transaction():
+                yield conn.fetch
 
     def batch(self, types, first=1) -> str:
         arrays = ", ".join(f"${first + i}::{kind}[]" for i, kind in enumerate(types))

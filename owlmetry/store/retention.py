@@ -1,8 +1,10 @@
 """Retention: the statements of the inbox's clean-up, one bounded batch at a time.
 
 Soft-deletes read notifications read before a cutoff; removes notifications soft-deleted
-before one, with their deliveries (the foreign key cascades) and push records (no foreign key:
-deleted here, in the same transaction). Each call is one batch of at most `limit` rows in one
+before one, with their deliveries (the foreign key cascades), push records (no foreign key:
+deleted here, in the same transaction) and the contents whose last recipient row went (a
+content shared with rows that stay, stays). Contents left by a user deleted with their rows
+(the foreign key cascades past them) are not looked for. Each call is one batch of at most `limit` rows in one
 short transaction and says how many rows it did; the caller (`owlmetry.retention`) decides the
 cutoffs, loops and pauses. No unread count changes: only read rows are soft-deleted (re-checked
 in the UPDATE itself, so a row marked unread meanwhile stays), and only soft-deleted rows go.
@@ -28,7 +30,7 @@ RETURNING id
 """
 
 DELETED_BEFORE = """
-SELECT id FROM notifications
+SELECT id, content_id FROM notifications
 WHERE deleted_at IS NOT NULL AND deleted_at < $1
 LIMIT $2
 """
@@ -41,6 +43,14 @@ DELETE FROM notification_pushes WHERE notification_id IN (SELECT id FROM batch)
 REMOVE_NOTIFICATIONS = """
 WITH batch (id) AS ({batch})
 DELETE FROM notifications WHERE id IN (SELECT id FROM batch)
+"""
+
+# The batch's contents that have no recipient row left: one index probe each.
+REMOVE_CONTENTS = """
+WITH batch (id) AS ({batch})
+DELETE FROM notification_contents
+WHERE id IN (SELECT id FROM batch)
+  AND NOT EXISTS (SELECT 1 FROM notifications AS n WHERE n.content_id = notification_contents.id)
 """
 
 
@@ -58,10 +68,13 @@ class Retention:
 
     async def remove_deleted(self, deleted_before: int, limit: int) -> int:
         """Remove up to `limit` notifications soft-deleted before `deleted_before`, with their
-        deliveries and push records; how many."""
+        deliveries, push records and now unreferenced contents; how many notifications."""
         engine = self.engine
-        async with engine.transaction() as run:
-            ids = [(row[0],) for row in await run(DELETED_BEFORE, deleted_before, limit)]
+        async with engine.transaction(bulk=True) as run:
+            rows = await run(DELETED_BEFORE, deleted_before, limit)
+            ids = [(row[0],) for row in rows]
             await engine.run_batched(run, REMOVE_PUSHES, ("text",), ids)
             await engine.run_batched(run, REMOVE_NOTIFICATIONS, ("text",), ids)
+            await engine.run_batched(run, REMOVE_CONTENTS, ("text",),
+                                     [(content_id,) for content_id in {row[1] for row in rows}])
         return len(ids)

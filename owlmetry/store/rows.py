@@ -16,6 +16,18 @@ class EmailTaken(StoreError):
     pass
 
 
+class DatabaseUnavailable(StoreError):
+    """The database cannot take work now: unreachable, shutting down, its disk full, I/O
+    errors, read-only, or (SQLite) its file deleted or replaced. Both engines raise it, and
+    have logged it (once per kind) by then: callers answer 503 or back off, without a
+    traceback. `kind` names the failure in a few words, `detail` is the driver's message."""
+
+    def __init__(self, kind: str, detail: str):
+        super().__init__(f"database unavailable ({kind}): {detail}")
+        self.kind = kind
+        self.detail = detail
+
+
 class DeliveryStatus(enum.StrEnum):
     """Where a delivery (a notification on one channel) stands."""
 

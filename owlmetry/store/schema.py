@@ -54,7 +54,10 @@ def migrations() -> tuple[Migration, ...]:
         if match is None:
             continue
         version, name, engine = int(match[1]), match[2], match[3]
-        _, scripts = found.setdefault(version, (name, {}))
+        first_name, scripts = found.setdefault(version, (name, {}))
+        if first_name != name:  # two branches' migrations merged under one number
+            raise RuntimeError(f"owlmetry/store/migrations: version {version} is both "
+                               f"{first_name!r} and {name!r}")
         for each in (engine,) if engine else ENGINES:
             scripts[each] = entry.read_text()
     ordered = tuple(Migration(v, name, scripts) for v, (name, scripts) in sorted(found.items()))

@@ -1,15 +1,19 @@
 """The SQLite engine (aiosqlite): the embedded default, one file in WAL mode.
 
-Writes go through one connection, one statement at a time behind an asyncio lock, so requests
-queue inside the process instead of surfacing "database is locked"; reads use a second
+Writes go through one connection, one statement or transaction at a time (`WriterTurns`), so
+requests queue inside the process instead of surfacing "database is locked", and a request's
+write goes before the background's bulk work waiting with it; reads use a second
 connection, which WAL lets run beside the writer, and the dispatcher's bulk reads a third, so
 that a claim of thousands of rows never holds up a health check or an authentication (each
-connection runs one statement at a time). Statements autocommit. This module owns the
+connection runs one statement at a time). Statements autocommit. Every write first checks that
+the path still names the file the connections opened: a file deleted (or replaced) under a
+running server would otherwise take writes that vanish at the next start. This module owns the
 SQLite connections and dialect (`?1` parameters, batches as a JSON array read by json_each,
 migration and backup); it must hold no statement of a feature.
 """
 
 import asyncio
+import collections
 import contextlib
 import functools
 import os
@@ -27,7 +31,7 @@ from owlmetry.private_files import (
     refuse_exposed,
 )
 from owlmetry.store.engine import Engine
-from owlmetry.store.rows import StoreError
+from owlmetry.store.rows import DatabaseUnavailable, StoreError
 from owlmetry.store.schema import CURRENT_VERSION, VERSION_TABLE, database_version, upgrade_script
 
 PRAGMAS = """
@@ -46,6 +50,78 @@ SIDE_FILES = ("", "-wal", "-shm", "-journal")
 # checkpoint, so fewer checkpoints copy fewer pages: about a fifth less writer CPU per new
 # token (benchmarks/RESULTS.md, issue 11).
 
+
+class WriterTurns:
+    """Whose turn it is on the one writer. A request's write (a registration, a mark-read)
+    goes before bulk work waiting with it -- a producer's enqueue chunks, the dispatcher's
+    claims and answers, the clean-up's batches, each a bounded transaction -- so it waits for
+    the one under way, not for the queue of them. Bulk work still gets a turn after at most
+    `REQUESTS_AHEAD` request writes that went before it. First come, first served otherwise."""
+
+    REQUESTS_AHEAD = 16
+
+    def __init__(self):
+        self._busy = False
+        self._waiting: dict[bool, collections.deque[asyncio.Future]] = {
+            False: collections.deque(), True: collections.deque()}
+        self._ahead = 0  # request turns given while bulk work waited
+
+    @property
+    def busy(self) -> bool:
+        return self._busy
+
+    @contextlib.asynccontextmanager
+    async def turn(self, bulk: bool = False):
+        if self._busy:
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiting[bulk].append(waiter)
+            try:
+                await waiter
+            except asyncio.CancelledError:
+                if waiter.done() and not waiter.cancelled():
+                    self._next()  # handed the turn just as it was cancelled: pass it on
+                raise
+        else:
+            self._busy = True
+        try:
+            yield
+        finally:
+            self._next()
+
+    def _next(self) -> None:
+        """Hand the writer to the next waiter (it stays busy), or free it."""
+        requests, bulk = self._waiting[False], self._waiting[True]
+        for queue in ((bulk, requests) if self._ahead >= self.REQUESTS_AHEAD
+                      else (requests, bulk)):
+            while queue:
+                waiter = queue.popleft()
+                if waiter.done():  # cancelled while waiting
+                    continue
+                self._ahead = self._ahead + 1 if queue is requests and bulk else 0
+                waiter.set_result(None)
+                return
+        self._busy = False
+
+
+# SQLite's primary result codes that mean the database cannot take work (not a bad statement).
+UNAVAILABLE = {
+    sqlite3.SQLITE_FULL: "disk full",
+    sqlite3.SQLITE_IOERR: "I/O error",
+    sqlite3.SQLITE_READONLY: "read-only",
+    sqlite3.SQLITE_CANTOPEN: "cannot open the file",
+    sqlite3.SQLITE_CORRUPT: "corrupt",
+    sqlite3.SQLITE_NOTADB: "corrupt",
+    sqlite3.SQLITE_BUSY: "locked by another process",
+}
+FILE_GONE = "file deleted or replaced"
+
+
+def file_identity(path: str) -> tuple[int, int]:
+    """What tells a file from another put at the same path: its device and inode."""
+    found = os.stat(path)
+    return found.st_dev, found.st_ino
+
+
 @functools.cache
 def to_sqlite(sql: str) -> str:
     """`$1` -> `?1`: both are "the first parameter", so a statement may use one twice."""
@@ -55,13 +131,15 @@ def to_sqlite(sql: str) -> str:
 class SQLiteEngine(Engine):
     name = "sqlite"
 
-    def __init__(self, writer: aiosqlite.Connection, reader: aiosqlite.Connection,
+    def __init__(self, path: str, writer: aiosqlite.Connection, reader: aiosqlite.Connection,
                  bulk_reader: aiosqlite.Connection):
         super().__init__(concurrency=1)
+        self._path = path
+        self._file = file_identity(path)  # the file the connections opened
         self._writer = writer
         self._reader = reader
         self._bulk_reader = bulk_reader
-        self._write_lock = asyncio.Lock()
+        self._turns = WriterTurns()
 
     @classmethod
     async def open(cls, path: str) -> "SQLiteEngine":
@@ -89,23 +167,27 @@ class SQLiteEngine(Engine):
             for conn in connections:
                 await conn.close()
             raise StoreError(f"cannot open the SQLite database {path!r}: {exc}") from exc
-        return cls(*connections)
+        return cls(path, *connections)
 
     async def close(self) -> None:
         await self._reader.close()
         await self._bulk_reader.close()
-        async with self._write_lock:
+        async with self._turns.turn():
             await self._writer.close()
 
     async def migrate(self) -> None:
-        # Under this process's write lock; another process migrating the same file meanwhile
+        # In this process's writer turn; another process migrating the same file meanwhile
         # makes this transaction fail (its versions are recorded first), and the next look
         # finds the schema current.
-        async with self._write_lock:
+        async with self._turns.turn():
             for attempt in range(2):
                 script = upgrade_script("sqlite", await self._schema_version(), now_ms())
                 if script is None:
                     return
+                # Foreign keys off (only outside a transaction can they be): a migration that
+                # rebuilds a table drops the old one, which must not cascade to the rows that
+                # point at it.
+                await self._writer.execute("PRAGMA foreign_keys = OFF")
                 try:
                     await self._writer.executescript(f"BEGIN IMMEDIATE;\n{script}\nCOMMIT;")
                     return
@@ -114,6 +196,8 @@ class SQLiteEngine(Engine):
                         await self._writer.rollback()
                     if attempt:
                         raise
+                finally:
+                    await self._writer.execute("PRAGMA foreign_keys = ON")
 
     async def backup(self, path: str) -> None:
         if os.path.lexists(path):
@@ -148,15 +232,48 @@ class SQLiteEngine(Engine):
             ((recorded,),) = await self._writer.execute_fetchall(CURRENT_VERSION)
         return database_version(tables, recorded)
 
+    def unavailable(self, exc: BaseException) -> DatabaseUnavailable | None:
+        if isinstance(exc, sqlite3.Error):
+            kind = UNAVAILABLE.get(getattr(exc, "sqlite_errorcode", 0) & 0xFF)
+            if kind is not None:
+                return DatabaseUnavailable(kind, str(exc))
+        return None
+
+    def _check_file(self) -> None:
+        """DatabaseUnavailable unless the path still names the file that was opened. For good:
+        the connections cannot reach a file put there since, so it takes a restart."""
+        try:
+            if file_identity(self._path) == self._file:
+                return
+            detail = f"{self._path} is no longer the file the server opened"
+        except FileNotFoundError:
+            detail = f"{self._path} was deleted"
+        except OSError as exc:
+            raise DatabaseUnavailable("I/O error", f"cannot look at {self._path}: {exc}") from None
+        raise DatabaseUnavailable(
+            FILE_GONE, f"{detail}; writes would be lost, restart the server to open it again")
+
     async def write(self, sql: str, *params) -> list:
-        async with self._write_lock:
-            return list(await self._writer.execute_fetchall(to_sqlite(sql), params))
+        with self.writing:
+            async with self._turns.turn():
+                self._check_file()
+                return self.wrote(list(await self._writer.execute_fetchall(to_sqlite(sql),
+                                                                           params)))
+
+    async def write_lease(self, sql: str, *params) -> list:
+        with self.writing:
+            async with self._turns.turn(bulk=True):
+                self._check_file()
+                return self.wrote(list(await self._writer.execute_fetchall(to_sqlite(sql),
+                                                                           params)))
 
     async def read(self, sql: str, *params) -> list:
-        return list(await self._reader.execute_fetchall(to_sqlite(sql), params))
+        with self.reading:
+            return list(await self._reader.execute_fetchall(to_sqlite(sql), params))
 
     async def read_bulk(self, sql: str, *params) -> list:
-        return list(await self._bulk_reader.execute_fetchall(to_sqlite(sql), params))
+        with self.reading:
+            return list(await self._bulk_reader.execute_fetchall(to_sqlite(sql), params))
 
     async def execute(self, sql: str, *params) -> list:
         # A plain SELECT reads beside the writer; anything else queues for it.
@@ -165,16 +282,20 @@ class SQLiteEngine(Engine):
         return await self.write(sql, *params)
 
     @contextlib.asynccontextmanager
-    async def transaction(self):
-        async with self._write_lock:
-            writer = self._writer
-            await writer.execute("BEGIN IMMEDIATE")
-            try:
-                yield lambda sql, *params: writer.execute_fetchall(to_sqlite(sql), params)
-            except BaseException:
-                await writer.rollback()
-                raise
-            await writer.commit()
+    async def transaction(self, bulk: bool = False):
+        with self.committing:
+            async with self._turns.turn(bulk):
+                self._check_file()
+                writer = self._writer
+                await writer.execute("BEGIN IMMEDIATE")
+                try:
+                    yield lambda sql, *params: writer.execute_fetchall(to_sqlite(sql), params)
+                    await writer.commit()
+                except BaseException:
+                    # A failed COMMIT (disk full, I/O) may leave the transaction open.
+                    with contextlib.suppress(sqlite3.Error):
+                        await writer.rollback()
+                    raise
 
     def batch(self, types, first=1) -> str:
         columns = ", ".join(f"value ->> {i}" for i in range(len(types)))

@@ -1,7 +1,7 @@
 """`Store`: the one store class, assembled from the feature modules over an engine.
 
 Each feature module (`users`, `sessions`, `login_codes`, `devices`, `inbox`, `deliveries`,
-`metrics_reads`, `retention`) holds its part of the interface, its SQL and its row mapping;
+`metrics_reads`, `retention`, `health`, `recipients`) holds its part of the interface, its SQL and its row mapping;
 this module adds what is the whole database's: closing, migrating, backups, settings, and the
 raw-SQL door for checks. Must hold no feature's statement.
 """
@@ -11,9 +11,11 @@ from collections.abc import Sequence
 from owlmetry.store.deliveries import Deliveries
 from owlmetry.store.devices import Devices
 from owlmetry.store.engine import Engine
+from owlmetry.store.health import Health
 from owlmetry.store.inbox import Inbox
 from owlmetry.store.login_codes import LoginCodes
 from owlmetry.store.metrics_reads import MetricsReads
+from owlmetry.store.recipients import Recipients
 from owlmetry.store.retention import Retention
 from owlmetry.store.sessions import SessionRevocations
 from owlmetry.store.users import UsersAndKeys
@@ -25,8 +27,8 @@ RETURNING value
 """
 
 
-class Store(UsersAndKeys, SessionRevocations, LoginCodes, Devices, Inbox, Deliveries, MetricsReads,
-            Retention):
+class Store(UsersAndKeys, SessionRevocations, LoginCodes, Devices, Inbox, Deliveries,
+            MetricsReads, Retention, Health, Recipients):
     """One database. Open it with `owlmetry.store.open_store(url)`; close it when done."""
 
     def __init__(self, engine: Engine):

@@ -140,7 +140,7 @@ class UsersAndKeys:
         """The stored preferences of those of `user_ids` that have any, in one read. Users whose
         stored text is the same share one (read-only) dict."""
         engine = self.engine
-        rows = await engine.run_batched(engine.read, RECIPIENT_PREFERENCES[engine.name],
+        rows = await engine.run_batched(engine.read_bulk, RECIPIENT_PREFERENCES[engine.name],
                                         ("text",), [(user_id,) for user_id in user_ids])
         parsed: dict[str, dict] = {}
         found = {}

@@ -23,10 +23,12 @@ async def test_a_server_key_enqueues_one_notification_per_known_user(client, use
     secret = await make_key(client.app, "server")
     first, _ = await users.create()
     second, _ = await users.create()
+    stranger = str(uuid.uuid4())
     status, reply = await post(
-        client, {**GOOD, "user_ids": [first, str(uuid.uuid4()), second, first, "nope"]}, secret)
+        client, {**GOOD, "user_ids": [first, stranger, second, first, "nope"]}, secret)
     assert status == 202
-    assert list(reply) == ["notification_ids"] and len(reply["notification_ids"]) == 2
+    assert len(reply["notification_ids"]) == 2
+    assert reply["unknown_user_ids"] == [stranger, "nope"]
     inbox = await client.app[STORE].list_notifications(first, "all", None, None, 10)
     assert [n.id for n in inbox] == reply["notification_ids"][:1]
 

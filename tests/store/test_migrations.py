@@ -19,8 +19,8 @@ RELEASE_0_1 = (Path(__file__).parent / "schema_0_1.sql").read_text()
 T0 = 1_700_000_000_000
 DAY = 24 * 60 * 60 * 1000
 USER, OTHER = str(uuid.uuid4()), str(uuid.uuid4())
-# Row ids are uuids, as routes take no other: d1..d3 devices, n1..n4 notifications.
-D1, D2, D3, N1, N2, N3, N4 = (str(uuid.uuid4()) for _ in range(7))
+# Row ids are uuids, as routes take no other: d1..d3 devices, n1..n5 notifications.
+D1, D2, D3, N1, N2, N3, N4, N5, N6 = (str(uuid.uuid4()) for _ in range(9))
 # What release 0.1 wrote, table by table, in its own columns.
 ROWS_0_1 = {
     "users": [(USER, "alice@example.com", T0), (OTHER, "bob@example.com", T0 + 1)],
@@ -35,6 +35,10 @@ ROWS_0_1 = {
         (N2, USER, "feedback.new", "Read", None, None, None, "t1", T0 + 20, None, T0 + 11),
         (N3, USER, "issue.new", "Deleted", None, None, None, None, None, T0 + 21, T0 + 12),
         (N4, OTHER, "feedback.new", "Queued", None, None, None, None, None, None, T0 + 13),
+        # N1's request reached OTHER too (same content, same time): one content for both.
+        (N5, OTHER, "feedback.new", "Unread", "b", "/f/1", '{"k": 1}', None, None, None, T0 + 10),
+        # Not N1's: a body where N1's link is (NULL is a value of its own).
+        (N6, OTHER, "feedback.new", "Unread", "b", None, '{"k": 1}', None, None, None, T0 + 10),
     ],
     "notification_deliveries": [
         (N1, "ios_push", "sent", None, 1, "dispatcher-a", T0 + 30, T0 + 10, T0 + 30),
@@ -50,6 +54,14 @@ ROWS_0_1 = {
     "settings": [("jwt_secret", "a-secret-release-0.1-made-itself-long-enough")],
 }
 OLD_SECRET = ROWS_0_1["settings"][0][1]
+
+
+# Each notification as it reads after migration 8, its content through the join.
+NOTIFICATIONS_WITH_CONTENT = """
+SELECT n.id, n.user_id, c.type, c.title, c.body, c.link, c.data, c.team_id, n.read_at,
+       n.deleted_at, n.created_at
+FROM notifications AS n JOIN notification_contents AS c ON c.id = n.content_id
+"""
 
 
 def upgraded(table: str, row: tuple) -> tuple | None:
@@ -144,8 +156,20 @@ async def test_a_release_0_1_database_upgrades_in_place_and_loses_nothing(databa
         for table, rows in ROWS_0_1.items():
             expected = [kept for row in rows if (kept := upgraded(table, row)) is not None]
             width = len(expected[0]) if expected else len(rows[0])
-            kept = await store.execute(f"SELECT * FROM {table}")
+            kept = await store.execute(NOTIFICATIONS_WITH_CONTENT if table == "notifications"
+                                       else f"SELECT * FROM {table}")
             assert sorted(row[:width] for row in kept) == sorted(expected), table
+        # Migration 8: one content per request, not per recipient.
+        assert await store.execute("SELECT count(*) FROM notification_contents") == [(5,)]
+        assert await store.execute(
+            "SELECT count(DISTINCT content_id) FROM notifications WHERE id IN ($1, $2)",
+            N1, N5) == [(1,)]
+        # The rebuilt table is the one the deliveries' foreign key cascades from.
+        await store.execute("DELETE FROM notifications WHERE id = $1", N2)
+        assert await store.execute(
+            "SELECT count(*) FROM notification_deliveries WHERE notification_id = $1", N2) \
+            == [(0,)]
+        # Migration 6: the signing secret is no longer in the database (nor is the digest).
         assert await store.execute("SELECT * FROM settings") == []
     finally:
         await store.close()
@@ -178,6 +202,9 @@ async def test_the_upgraded_database_serves_every_route(config, aiohttp_client):
     inbox = await (await client.get("/v1/notifications?read_state=all",
                                     headers=headers)).json()
     assert [n["id"] for n in inbox["notifications"]] == [N2, N1]
+    assert inbox["notifications"][1] == {
+        "id": N1, "type": "feedback.new", "title": "Unread", "body": "b", "link": "/f/1",
+        "team_id": None, "read_at": None, "created_at": "2023-11-14T22:13:20.010Z"}
     assert await (await client.get("/v1/notifications/unread-count", headers=headers)).json() \
         == {"count": 1}
     answer = await client.post("/v1/devices", headers=headers, json={

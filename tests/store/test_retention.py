@@ -10,7 +10,7 @@ import pytest
 
 from owlmetry.login_codes import WINDOW_MS
 from owlmetry.retention import DAY_MS, Cleaned, clean_up
-from owlmetry.store import NotificationContent, open_store
+from owlmetry.store import NotificationContent, ReadState, open_store
 
 NOW = 1_800_000_000_000
 CONTENT = NotificationContent("feedback.new", "Title")
@@ -138,6 +138,32 @@ async def test_batches_are_bounded_and_end_the_same(store, config, monkeypatch):
     assert cleaned == Cleaned(soft_deleted=5, removed=5, login_codes=5)
     assert await store.execute("SELECT count(*) FROM notifications") == [(5,)]
     assert await store.execute("SELECT count(*) FROM login_codes") == [(0,)]
+
+
+async def test_a_content_goes_with_the_last_recipient_row_that_points_at_it(store, config):
+    """One request to three users: its content is stored once, and stays until the last of
+    their rows is removed (another request's content is not touched)."""
+    users = [await new_user(store) for _ in range(3)]
+    asked = [(str(uuid.uuid4()), user_id) for user_id in users]
+    await store.enqueue_notifications(asked, CONTENT, ["ios_push"], days_ago(200))
+    other = await notification(store, users[0], days_ago(200))
+
+    async def contents() -> int:
+        return (await store.execute("SELECT count(*) FROM notification_contents"))[0][0]
+
+    for (notification_id, user_id) in asked[:2]:
+        await store.delete_notification(user_id, notification_id, days_ago(100))
+    assert await clean_up(store, config, NOW, batch_size=1, pause_s=0) == Cleaned(removed=2)
+    assert await contents() == 2
+    (listed,) = await store.list_notifications(users[2], ReadState.ALL, None, None, 10)
+    assert (listed.id, listed.title) == (asked[2][0], CONTENT.title)
+
+    await store.delete_notification(users[2], asked[2][0], days_ago(100))
+    assert await clean_up(store, config, NOW) == Cleaned(removed=1)
+    assert await contents() == 1
+    assert await state(store, other) == (None, None, 1, 1)
+    (listed,) = await store.list_notifications(users[0], ReadState.ALL, None, None, 10)
+    assert listed.id == other
 
 
 async def test_a_run_asked_to_stop_ends_after_its_batch(store, config):

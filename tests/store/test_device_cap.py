@@ -1,0 +1,117 @@
+"""The cap on devices per user (MAX_DEVICES_PER_USER): a registration past it evicts the user's
+least recently seen devices, on both backends; refreshing one's own device evicts nothing."""
+
+import asyncio
+import uuid
+from dataclasses import replace
+
+import pytest
+
+from owlmetry.config import ConfigError, from_env
+from owlmetry.http.app import create_app
+from owlmetry.http.context import STORE
+from owlmetry.store import DeviceRegistration
+from tests.conftest import Users
+from tests.http.test_devices import body, listed
+
+
+def token(n: int) -> str:
+    return f"{n:032x}"
+
+
+def registration(n: int) -> DeviceRegistration:
+    return DeviceRegistration("ios_push", token(n), "production", None, None, None)
+
+
+async def new_user(store) -> str:
+    return (await store.create_user(str(uuid.uuid4()), f"{uuid.uuid4().hex}@example.com", 1)).id
+
+
+async def seen(store, user_id: str, n: int, at: int) -> str:
+    """Register (or refresh) device `n` for the user at time `at`; its id."""
+    device = await store.register_device(str(uuid.uuid4()), user_id, registration(n), at)
+    return device.id
+
+
+async def ids(store, user_id: str) -> list[str]:
+    return [device.id for device in await store.list_devices(user_id)]
+
+
+async def test_a_new_device_past_the_cap_evicts_the_least_recently_seen(store):
+    store.limit_devices(3)
+    user_id = await new_user(store)
+    first, second, third = [await seen(store, user_id, n, 1000 + n) for n in range(3)]
+    await seen(store, user_id, 0, 2000)  # the first, seen again: now the second is the oldest
+
+    fourth = await seen(store, user_id, 3, 3000)
+
+    assert await ids(store, user_id) == [fourth, first, third]
+    fifth = await seen(store, user_id, 4, 4000)
+    assert await ids(store, user_id) == [fifth, fourth, first]
+
+
+async def test_refreshes_evict_nothing_even_over_a_lowered_cap(store):
+    user_id = await new_user(store)
+    devices = [await seen(store, user_id, n, 1000 + n) for n in range(4)]
+    store.limit_devices(2)
+
+    assert await seen(store, user_id, 0, 2000) == devices[0]  # a refresh keeps its id
+    assert len(await ids(store, user_id)) == 4
+
+    newest = await seen(store, user_id, 9, 3000)  # a new device: down to the cap
+    assert await ids(store, user_id) == [newest, devices[0]]
+
+
+async def test_a_token_taken_over_counts_for_its_new_owner(store):
+    store.limit_devices(2)
+    alice, bob = await new_user(store), await new_user(store)
+    bobs = [await seen(store, bob, n, 1000 + n) for n in (10, 11)]
+    phone = await seen(store, alice, 20, 1500)
+
+    assert await seen(store, bob, 20, 2000) == phone  # Alice's phone, now Bob's
+
+    assert await ids(store, alice) == []
+    assert await ids(store, bob) == [phone, bobs[1]]
+
+
+async def test_one_batch_of_registrations_keeps_the_cap(store):
+    store.limit_devices(3)
+    user_id, other = await new_user(store), await new_user(store)
+    await seen(store, user_id, 99, 500)
+    # Submitted together, they go to the database as one statement (or a few).
+    await asyncio.gather(*(seen(store, user_id, n, 1000 + n) for n in range(20)),
+                         seen(store, other, 50, 1000))
+    newest = await seen(store, user_id, 40, 5000)  # racing batches may leave one over; trimmed
+
+    listed_ids = await ids(store, user_id)
+    assert len(listed_ids) == 3 and listed_ids[0] == newest
+    assert len(await ids(store, other)) == 1
+
+
+async def test_the_api_caps_at_max_devices_per_user(config, aiohttp_client):
+    client = await aiohttp_client(create_app(replace(config, max_devices_per_user=2)))
+    _, headers = await Users(client.app).headers()
+    for n in range(5):
+        response = await client.post("/v1/devices", headers=headers, json=body(token(n)))
+        assert response.status == 201
+        newest = (await response.json())["device"]["id"]
+
+    devices = await listed(client, headers)
+    assert len(devices) == 2 and devices[0]["id"] == newest
+    assert client.app[STORE].max_devices_per_user == 2
+
+
+async def test_the_default_cap_is_100(client, users):
+    _, headers = await users.headers()
+    await asyncio.gather(*(client.post("/v1/devices", headers=headers, json=body(token(n)))
+                           for n in range(101)))
+    assert (await client.post("/v1/devices", headers=headers, json=body(token(500)))).status == 201
+    assert len(await listed(client, headers)) == 100
+
+
+def test_max_devices_per_user_is_read_and_checked_at_start():
+    assert from_env({}).max_devices_per_user == 100
+    assert from_env({"MAX_DEVICES_PER_USER": "5"}).max_devices_per_user == 5
+    for bad in ("0", "-1", "lots", "100001"):
+        with pytest.raises(ConfigError, match="MAX_DEVICES_PER_USER"):
+            from_env({"MAX_DEVICES_PER_USER": bad})
