@@ -42,8 +42,6 @@ PRAGMA busy_timeout = 10000;
 PRAGMA cache_size = -32768;
 PRAGMA wal_autocheckpoint = 4000;
 """
-# The files of one database. SQLite makes the last three with the database's own mode.
-SIDE_FILES = ("", "-wal", "-shm", "-journal")
 
 # wal_autocheckpoint: 4,000 pages (16 MiB) between checkpoints instead of SQLite's 1,000. A page
 # that many commits dirty (an index's hot leaves) is copied into the database once per
@@ -120,6 +118,10 @@ def file_identity(path: str) -> tuple[int, int]:
     """What tells a file from another put at the same path: its device and inode."""
     found = os.stat(path)
     return found.st_dev, found.st_ino
+
+
+# The files of one database. SQLite makes the last three with the database's own mode.
+SIDE_FILES = ("", "-wal", "-shm", "-journal")
 
 
 @functools.cache
