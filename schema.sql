@@ -14,6 +14,8 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
     applied_at BIGINT NOT NULL
 );
 
+-- Never the JWT signing secret: it lives outside the database (JWT_SECRET or the key file), so
+-- a copy of the database cannot mint sessions (migration 6 removed the one kept here before).
 CREATE TABLE IF NOT EXISTS settings (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -36,6 +38,21 @@ CREATE TABLE IF NOT EXISTS api_keys (
     created_at BIGINT NOT NULL,
     revoked_at BIGINT
 );
+
+-- Sessions ended before their tokens expire (owlmetry/store/sessions.py): a logout ends one
+-- (`session_key`: the token's `sid`, or its hash), `owlmetry users revoke-sessions` every one
+-- of the user's issued up to `created_at` (`session_key` NULL). `seq` numbers them in commit
+-- order: each server keeps them all in memory and reads the newer ones every second.
+CREATE TABLE IF NOT EXISTS session_revocations (
+    seq         BIGINT PRIMARY KEY,
+    user_id     TEXT NOT NULL,
+    session_key TEXT,
+    created_at  BIGINT NOT NULL,
+    expires_at  BIGINT                        -- the token's expiry; NULL: never
+);
+
+-- The rows whose tokens have expired, pruned at every revocation.
+CREATE INDEX IF NOT EXISTS session_revocations_expiry ON session_revocations (expires_at);
 
 CREATE TABLE IF NOT EXISTS user_devices (
     id           TEXT PRIMARY KEY,

@@ -43,6 +43,9 @@ MAX_RETENTION_DAYS = 36_500
 DEFAULT_CLIENT_TIMEOUT_SECONDS = 60
 MAX_DEVICES_PER_USER_LIMIT = 100_000
 
+# HS256 keys shorter than the hash's output are weaker than the hash (RFC 7518, section 3.2).
+MIN_SECRET_BYTES = 32
+
 APNS_IDENTITY_VARIABLES = ("APNS_KEY_ID", "APNS_TEAM_ID", "APNS_BUNDLE_ID", "APNS_KEY_P8")
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -82,6 +85,8 @@ class Config:
     host: str = "127.0.0.1"
     port: int = 8080
     jwt_secret: str | None = field(default=None, repr=False)
+    # Where the signing secret lives when JWT_SECRET is unset (credentials.signing_secret).
+    secret_key_file: str | None = None
     cookie_secure: bool = False
     access_log: bool = False
     # Peers whose X-Forwarded-For / X-Forwarded-Proto are believed (see http/forwarded.py).
@@ -152,6 +157,13 @@ def parse_int(name: str, text: str, low: int, high: int) -> int:
     if not low <= value <= high:
         raise ConfigError(f"{name} must be from {low} to {high}, not {value}")
     return value
+
+
+def parse_jwt_secret(name: str, text: str) -> str:
+    if len(text.encode()) < MIN_SECRET_BYTES:
+        raise ConfigError(f"{name} must be at least {MIN_SECRET_BYTES} bytes long, not "
+                          f"{len(text.encode())}; make one with: openssl rand -base64 48")
+    return text
 
 
 def parse_https_url(name: str, text: str) -> str:
@@ -319,9 +331,14 @@ def from_env(env: dict[str, str] | None = None) -> Config:
     check_database(database_url)
     ca_file = read_ca_file("APNS_CA_FILE", env)
     apns, missing = read_apns_identity(env)
+    jwt_secret = parse_jwt_secret("JWT_SECRET", env["JWT_SECRET"]) if env.get("JWT_SECRET") else None
+    secret_key_file = env.get("SECRET_KEY_FILE", "").strip() or None
+    if jwt_secret and secret_key_file:
+        raise ConfigError("set JWT_SECRET or SECRET_KEY_FILE, not both")
     return Config(
         database_url=database_url,
-        jwt_secret=env.get("JWT_SECRET") or None,
+        jwt_secret=jwt_secret,
+        secret_key_file=secret_key_file,
         cookie_secure=parse_bool("COOKIE_SECURE", env.get("COOKIE_SECURE", "false")),
         access_log=parse_bool("ACCESS_LOG", env.get("ACCESS_LOG", "false")),
         trusted_proxies=parse_networks("TRUSTED_PROXIES", env.get("TRUSTED_PROXIES", "")),

@@ -10,6 +10,8 @@ JSON errors, the cross-site request check (`csrf`), 503 for an unavailable datab
 `auth.callers(...)` (a route without the mark, like /healthz and /metrics, is public).
 """
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 
@@ -17,7 +19,7 @@ from aiohttp import web
 
 from owlmetry.clock import now_ms
 from owlmetry.config import Config
-from owlmetry.credentials import UserTokens, jwt_secret
+from owlmetry.credentials import UserTokens, signing_secret
 from owlmetry.http import devices, health, inbox, login, metrics, openapi, producer
 from owlmetry.http.auth import admit, identify
 from owlmetry.http.context import (
@@ -27,6 +29,7 @@ from owlmetry.http.context import (
     CONFIG,
     DISPATCHER,
     MAILER,
+    SESSIONS,
     STORE,
     TOKENS,
 )
@@ -38,6 +41,7 @@ from owlmetry.mail import Mailer
 from owlmetry.notify.channels.base import Channel
 from owlmetry.notify.dispatcher import dispatcher_for
 from owlmetry.retention import EVERY_S, RetentionJob
+from owlmetry.sessions import Sessions
 from owlmetry.store import open_store
 
 log = logging.getLogger("owlmetry")
@@ -53,15 +57,23 @@ async def authenticate(request: web.Request, handler):
 
 
 async def store_lifetime(app: web.Application):
-    store = await open_store(app[CONFIG].database_url)
+    store = await open_store(app[CONFIG].database_url)  # refuses database files others can read
     try:
+        secret = signing_secret(app[CONFIG])  # before the schema changes: none stops the start
         await store.migrate()
         store.limit_devices(app[CONFIG].max_devices_per_user)
         app[STORE] = store
-        secret = await jwt_secret(store, app[CONFIG].jwt_secret)
-        app[TOKENS] = UserTokens(secret)
+        sessions = app[SESSIONS] = Sessions()
+        await sessions.refresh(store)
+        app[TOKENS] = UserTokens(secret, sessions)
         app[CODE_HASHER] = CodeHasher(secret)
-        yield
+        watching = asyncio.create_task(sessions.watch(store))
+        try:
+            yield
+        finally:
+            watching.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watching
     finally:
         await store.close()
 

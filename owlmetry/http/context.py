@@ -13,11 +13,13 @@ from owlmetry.http.auth import Caller
 from owlmetry.login_codes import CodeHasher
 from owlmetry.mail import Mailer
 from owlmetry.notify.dispatcher import Dispatcher
+from owlmetry.sessions import Sessions
 from owlmetry.store import Store
 
 CONFIG = web.AppKey("config", Config)
 STORE = web.AppKey("store", Store)
 TOKENS = web.AppKey("tokens", UserTokens)
+SESSIONS = web.AppKey("sessions", Sessions)
 DISPATCHER = web.AppKey("dispatcher", Dispatcher)
 # Milliseconds since the epoch, as the store takes `now`; tests pass one they can move.
 CLOCK = web.AppKey("clock", Callable[[], int])

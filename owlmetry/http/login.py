@@ -1,5 +1,6 @@
 """Email-code login, as the Owlmetry server has it: `POST /v1/auth/send-code`,
-`POST /v1/auth/verify-code`, `POST /v1/auth/logout`, and `GET`/`PATCH /v1/auth/me` (user-only:
+`POST /v1/auth/verify-code`, `POST /v1/auth/logout` (which ends the token's session on the
+server, `sessions`), and `GET`/`PATCH /v1/auth/me` (user-only:
 the user, and the update of their preferences, merged as `owlmetry.preferences` says).
 
 Owns these routes' body rules, the session cookie and the user's JSON shape, and who gets a
@@ -12,14 +13,16 @@ from aiohttp import web
 
 from owlmetry import login_codes, preferences
 from owlmetry.clock import iso_ms
+from owlmetry.credentials import InvalidCredential
 from owlmetry.emails import normalize_email
-from owlmetry.http.auth import callers, user_gone
+from owlmetry.http.auth import callers, user_gone, user_token_of
 from owlmetry.http.context import (
     CALLER,
     CLOCK,
     CODE_HASHER,
     CONFIG,
     MAILER,
+    SESSIONS,
     STORE,
     TOKENS,
 )
@@ -122,6 +125,16 @@ async def verify_code(request: web.Request) -> web.Response:
 
 
 async def logout(request: web.Request) -> web.Response:
+    # Ends the session of the token sent, if it is a live one; without one there is nothing to
+    # end, and the answer is the same (the cookie is cleared either way).
+    token = user_token_of(request)
+    if token is not None:
+        try:
+            session = request.app[TOKENS].session(token)
+        except InvalidCredential:
+            session = None
+        if session is not None:
+            await request.app[SESSIONS].end(request.app[STORE], session, request.app[CLOCK]())
     response = json_response({"success": True})
     response.del_cookie(COOKIE, **cookie_attributes(request))
     return response

@@ -5,11 +5,12 @@ without an Origin, Bearer credentials from anywhere."""
 
 import ipaddress
 import uuid
+from dataclasses import replace
 
 import pytest
 
 from owlmetry.clock import now_ms
-from owlmetry.config import Config, SmtpSettings
+from owlmetry.config import SmtpSettings
 from owlmetry.http import openapi
 from owlmetry.http.app import create_app
 from owlmetry.http.context import STORE, TOKENS
@@ -28,9 +29,9 @@ DEVICE_TEXT = '{"channel": "mobile_push", "platform": "ios", "token": "a1b2c3d4e
 
 
 @pytest.fixture
-def make_client(database_url, aiohttp_client):
+def make_client(config, aiohttp_client):
     async def make(**settings):
-        return await aiohttp_client(create_app(Config(database_url=database_url, **settings)))
+        return await aiohttp_client(create_app(replace(config, **settings)))
     return make
 
 

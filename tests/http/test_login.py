@@ -8,12 +8,13 @@ import re
 import socket
 import ssl
 import uuid
+from dataclasses import replace
 
 import pytest
 from aiohttp import web
 
 from owlmetry.clock import now_ms
-from owlmetry.config import Config, ConfigError, SmtpSettings, from_env
+from owlmetry.config import ConfigError, SmtpSettings, from_env
 from owlmetry.credentials import create_api_key
 from owlmetry.http.app import create_app
 from owlmetry.http.context import STORE
@@ -55,12 +56,12 @@ def clock():
 
 
 @pytest.fixture
-def make_client(database_url, aiohttp_client, mailbox, clock):
+def make_client(config, aiohttp_client, mailbox, clock):
     """A client of an app mailing through `mailbox` (unless told `smtp=`), with `clock`."""
     async def make(**settings):
         settings.setdefault("smtp", SmtpSettings("127.0.0.1", mailbox.port, SMTP_USER,
                                                  SMTP_PASSWORD))
-        return await aiohttp_client(create_app(Config(database_url=database_url, **settings),
+        return await aiohttp_client(create_app(replace(config, **settings),
                                                clock=clock))
     return make
 
@@ -187,6 +188,19 @@ async def test_logout_clears_the_cookie(client, mailbox):
     assert after.status == 401
 
 
+async def test_logout_ends_the_session_on_the_server(client, mailbox):
+    user = await new_user(client)
+    _, session, _ = await log_in(client, mailbox, user.email)
+    replay = {"Authorization": f"Bearer {session['token']}"}
+    assert (await client.get("/v1/devices", headers=replay)).status == 200
+    await post(client, "/v1/auth/logout", None)  # with the cookie the login set
+    ended = await client.get("/v1/devices", headers=replay)
+    assert (ended.status, await ended.json()) == (401, {"error": "Session ended"})
+    _, again, _ = await log_in(client, mailbox, user.email)  # a new login is a new session
+    again_headers = {"Authorization": f"Bearer {again['token']}"}
+    assert (await client.get("/v1/devices", headers=again_headers)).status == 200
+
+
 async def test_logout_needs_no_credentials(client):
     response = await client.post("/v1/auth/logout",
                                  headers={"Authorization": "Bearer not-a-token"})
@@ -208,9 +222,9 @@ async def as_if_over_https(request, handler):
     return await handler(request.clone(scheme="https"))
 
 
-async def test_cookies_are_secure_on_a_request_that_came_over_https(database_url, aiohttp_client,
+async def test_cookies_are_secure_on_a_request_that_came_over_https(config, aiohttp_client,
                                                                      mailbox, clock):
-    app = create_app(Config(database_url=database_url, smtp=SmtpSettings(
+    app = create_app(replace(config, smtp=SmtpSettings(
         "127.0.0.1", mailbox.port, SMTP_USER, SMTP_PASSWORD)), clock=clock)
     app.middlewares.append(as_if_over_https)
     client = await aiohttp_client(app)

@@ -4,7 +4,6 @@ import uuid
 
 import pytest
 
-from owlmetry.config import Config
 from owlmetry.http.app import create_app
 from owlmetry.http.context import STORE
 from tests.http.test_auth import make_key
@@ -106,8 +105,8 @@ async def test_without_apns_credentials_deliveries_are_skipped_with_the_reason(c
 
 
 async def test_a_notification_reaches_the_recipients_devices(
-        database_url, aiohttp_client, mocks, mobile_push):  # noqa: F811
-    client = await aiohttp_client(create_app(Config(database_url=database_url),
+        config, aiohttp_client, mocks, mobile_push):  # noqa: F811
+    client = await aiohttp_client(create_app(config,
                                              channels={"mobile_push": mobile_push()}))
     store = client.app[STORE]
     secret = await make_key(client.app, "server")
