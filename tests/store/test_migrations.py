@@ -10,6 +10,7 @@ import asyncpg
 from owlmetry.config import Config
 from owlmetry.credentials import UserTokens, jwt_secret
 from owlmetry.http.app import create_app
+from owlmetry.http.context import STORE
 from owlmetry.store import latest_version, open_store
 from owlmetry.store.schema import migrations
 
@@ -164,6 +165,14 @@ async def test_the_upgraded_database_serves_every_route(database_url, aiohttp_cl
     assert me["user"]["preferences"] == {"notifications": {"types": {}}}
     email_on = {"preferences": {"notifications": {"types": {"issue.new": {"email": True}}}}}
     assert (await client.patch("/v1/auth/me", headers=headers, json=email_on)).status == 200
+    # Login (migration 7): release 0.1's code stays as it was, unsealed and never mailed again;
+    # a new ask keeps a sealed code beside it.
+    assert (await client.post("/v1/auth/send-code", json={"email": "alice@example.com"})).status \
+        == 200
+    codes = await client.app[STORE].execute(
+        "SELECT id = 'c1', code_sealed IS NOT NULL, mails_sent FROM login_codes ORDER BY 1")
+    assert [(bool(old), bool(sealed)) for old, sealed, _ in codes] == [(False, True), (True, False)]
+    assert codes[1][2] == 0
     assert (await client.get("/healthz")).status == 200
 
 
