@@ -4,6 +4,7 @@ counts, attempts (single use, failures and their waits, the lock), the mail queu
 leases, and clean-up, also under races."""
 
 import asyncio
+import contextlib
 import uuid
 
 from owlmetry import login_codes
@@ -58,6 +59,33 @@ async def test_an_unknown_email_gets_no_row_unless_anyone_may_sign_up(store):
     assert await codes(store, "known@example.com") == [("h", T0, 0)]
     assert await ask(store, "new@example.com", signup=True) == 0
     assert await codes(store, "new@example.com") == [("h", T0, 0)]
+
+
+async def test_asking_runs_the_same_statements_for_users_and_strangers(store, monkeypatch):
+    # The same work whoever asks (so its time tells nothing): every statement of the ask's
+    # transaction, in order, with a user's email and with a stranger's.
+    statements = []
+    transaction = store.engine.transaction
+
+    @contextlib.asynccontextmanager
+    async def recorded():
+        async with transaction() as run:
+            async def run_and_record(sql, *params):
+                statements.append(sql)
+                return await run(sql, *params)
+            yield run_and_record
+
+    monkeypatch.setattr(store.engine, "transaction", recorded)
+    await store.create_user(str(uuid.uuid4()), "known@example.com", T0)
+    seen = {}
+    for email in ("known@example.com", "stranger@example.com"):
+        statements.clear()
+        assert await ask(store, email, signup=False) == 0
+        seen[email] = list(statements)
+    assert seen["known@example.com"] == seen["stranger@example.com"]
+    assert len(seen["known@example.com"]) >= 3
+    assert len(await codes(store, "known@example.com")) == 1
+    assert await codes(store, "stranger@example.com") == []
 
 
 async def test_one_outstanding_code_per_email_mailed_again_at_most_once_a_minute(store):
