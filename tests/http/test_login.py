@@ -839,3 +839,14 @@ def test_a_bad_smtp_url_is_named_without_its_password(url):
     assert "SMTP_URL" in str(error.value)
     assert "hunter2" not in str(error.value)
     assert "hunter2" not in repr(from_env({"SMTP_URL": "smtp://u:hunter2@relay"}))
+
+
+def test_the_per_address_limits_are_read_from_the_environment():
+    config = from_env({"LOGIN_SENDS_PER_ADDRESS": "50", "LOGIN_VERIFIES_PER_ADDRESS": "200"})
+    assert (config.login_sends_per_address, config.login_verifies_per_address) == (50, 200)
+    defaults = from_env({})
+    assert (defaults.login_sends_per_address, defaults.login_verifies_per_address) == (10, 30)
+    for name in ("LOGIN_SENDS_PER_ADDRESS", "LOGIN_VERIFIES_PER_ADDRESS"):
+        with pytest.raises(ConfigError) as error:
+            from_env({name: "0"})
+        assert name in str(error.value)
