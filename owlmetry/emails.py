@@ -37,5 +37,6 @@ def normalize_email(text: str) -> str:
     """`text` trimmed and lower-cased; ValueError when it is not exactly one address."""
     email = text.strip().lower()
     if not is_address(email):
-        raise ValueError(f"not one email address (such as alice@example.com): {text!r}")
+        raise ValueError(f"not a valid email address (exactly one, such as alice@example.com): "
+                         f"{text!r}")
     return email

@@ -46,7 +46,7 @@ async def test_users_create_prints_an_id_and_refuses_a_taken_email(database_url)
 async def test_users_create_takes_exactly_one_address(database_url, address):
     result = run("users", "create", address, "--database", database_url)
     assert result.returncode != 0 and result.stdout == ""
-    assert "not one email address" in result.stderr and "Traceback" not in result.stderr
+    assert "not a valid email address" in result.stderr and "Traceback" not in result.stderr
     notify = run("notify", "--user", address, "--title", "T", "--database", database_url)
     assert notify.returncode != 0 and "Traceback" not in notify.stderr
 
