@@ -294,19 +294,19 @@ async def show_progress(store, ids: list[str]) -> Progress:
 
 
 def serve_command(config: Config, args) -> None:
-    from aiohttp import web
-
-    from owlmetry.http import access_log
+    from owlmetry.http import access_log, serving
     from owlmetry.http.app import create_app
+    from owlmetry.http.protocol import Timeouts
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if config.access_log:
         access_log.write_to_stdout()
     loop = new_event_loop()
     try:
-        web.run_app(
+        serving.run_app(
             create_app(config), host=config.host, port=config.port, loop=loop,
             shutdown_timeout=config.shutdown_grace_s,
+            timeouts=Timeouts(config.client_header_timeout_s, config.client_body_timeout_s),
             **access_log.runner_options(config.access_log),
             print=lambda _: print(
                 f"owlmetry {__version__} listening on http://{config.host}:{config.port}", flush=True

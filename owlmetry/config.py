@@ -10,7 +10,9 @@ import urllib.parse
 from dataclasses import dataclass, field, replace
 from email.utils import parseaddr
 
+from owlmetry.fcm.service_account import ServiceAccount, ServiceAccountError, parse_service_account
 from owlmetry.login_codes import SENDS_PER_ADDRESS, VERIFIES_PER_ADDRESS
+from owlmetry.origins import parse_origin
 from owlmetry.preferences import Defaults, PreferenceError, parse_defaults
 from owlmetry.store import StoreError, check_database_url
 
@@ -20,6 +22,7 @@ DEFAULT_APNS_SANDBOX_URL = "https://api.sandbox.push.apple.com"
 # Apple suggests several connections for volume; four keep a 2-core host busy without
 # opening more sockets than a single process can use.
 DEFAULT_APNS_CONNECTIONS = 4
+DEFAULT_FCM_URL = "https://fcm.googleapis.com"
 # How long a dispatcher's claim on a delivery lasts without renewal (it renews a third of the
 # way): the time before work of a crashed process is picked up again.
 DEFAULT_NOTIFY_LEASE_SECONDS = 30
@@ -36,6 +39,8 @@ SMTP_DEFAULT_PORTS = {"smtp": 25, "smtps": 465}
 DEFAULT_RETENTION_READ_DAYS = 30
 DEFAULT_RETENTION_DELETED_DAYS = 90
 MAX_RETENTION_DAYS = 36_500
+# nginx's client_header_timeout and client_body_timeout defaults (http/protocol.py).
+DEFAULT_CLIENT_TIMEOUT_SECONDS = 60
 
 APNS_IDENTITY_VARIABLES = ("APNS_KEY_ID", "APNS_TEAM_ID", "APNS_BUNDLE_ID", "APNS_KEY_P8")
 
@@ -86,6 +91,9 @@ class Config:
     apns_sandbox_url: str = DEFAULT_APNS_SANDBOX_URL
     apns_ca_file: str | None = None
     apns_connections: int = DEFAULT_APNS_CONNECTIONS
+    fcm: ServiceAccount | None = None  # None: FCM_SERVICE_ACCOUNT(_PATH) unset
+    fcm_url: str = DEFAULT_FCM_URL
+    fcm_ca_file: str | None = None
     notify_lease_s: int = DEFAULT_NOTIFY_LEASE_SECONDS
     shutdown_grace_s: int = DEFAULT_SHUTDOWN_GRACE_SECONDS
     smtp: SmtpSettings | None = None  # None: login codes go to the server log (development)
@@ -101,6 +109,11 @@ class Config:
     # Days before read notifications are soft-deleted, and soft-deleted ones removed; 0 keeps.
     retention_read_days: int = DEFAULT_RETENTION_READ_DAYS
     retention_deleted_days: int = DEFAULT_RETENTION_DELETED_DAYS
+    # Origins besides the server's own whose cookie requests may change state (http/csrf.py).
+    allowed_origins: frozenset[str] = frozenset()
+    # The most a request head may take, and the longest pause inside a body (http/protocol.py).
+    client_header_timeout_s: float = DEFAULT_CLIENT_TIMEOUT_SECONDS
+    client_body_timeout_s: float = DEFAULT_CLIENT_TIMEOUT_SECONDS
 
     def with_flags(self, **flags) -> "Config":
         """Flags win over the environment; a flag left as None keeps the environment's value."""
@@ -171,6 +184,19 @@ def network_problem(item: str) -> str:
     # Refused rather than widened: a block with host bits set is more often a typo than not,
     # and guessing the network would trust peers the operator did not name.
     return f"{item!r} has host bits set; did you mean {meant}?"
+
+
+def parse_origins(name: str, text: str) -> frozenset[str]:
+    """Comma-separated exact origins; an empty text is none."""
+    origins = set()
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        try:
+            origins.add(parse_origin(item))
+        except ValueError as exc:
+            raise ConfigError(f"{name}: {exc}") from None
+    return frozenset(origins)
 
 
 def parse_smtp_url(name: str, text: str) -> SmtpSettings:
@@ -256,13 +282,43 @@ def read_apns_identity(env: dict[str, str]) -> tuple[ApnsIdentity | None, tuple[
     return ApnsIdentity(*values.values()), ()
 
 
+def read_fcm_service_account(env: dict[str, str]) -> ServiceAccount | None:
+    text = env.get("FCM_SERVICE_ACCOUNT", "").strip()
+    path = env.get("FCM_SERVICE_ACCOUNT_PATH", "").strip()
+    if text and path:
+        # Two accounts may name two projects: guessing which one was meant is worse than asking.
+        raise ConfigError("FCM_SERVICE_ACCOUNT and FCM_SERVICE_ACCOUNT_PATH are both set; "
+                          "set one of them")
+    name = "FCM_SERVICE_ACCOUNT"
+    if path:
+        name = f"FCM_SERVICE_ACCOUNT_PATH ({path})"
+        try:
+            with open(path) as f:
+                text = f.read()
+        except OSError as exc:
+            raise ConfigError(f"FCM_SERVICE_ACCOUNT_PATH: cannot read {path!r}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{name}: not a text file (expected the service-account JSON)") from None
+    if not text:
+        return None
+    try:
+        return parse_service_account(text)
+    except ServiceAccountError as exc:
+        raise ConfigError(f"{name}: {exc}") from None
+
+
+def read_ca_file(name: str, env: dict[str, str]) -> str | None:
+    ca_file = env.get(name, "").strip() or None
+    if ca_file and not os.path.isfile(ca_file):
+        raise ConfigError(f"{name}: no such file {ca_file!r}")
+    return ca_file
+
+
 def from_env(env: dict[str, str] | None = None) -> Config:
     env = dict(os.environ if env is None else env)
     database_url = env.get("DATABASE_URL", "").strip() or DEFAULT_DATABASE_URL
     check_database(database_url)
-    ca_file = env.get("APNS_CA_FILE", "").strip() or None
-    if ca_file and not os.path.isfile(ca_file):
-        raise ConfigError(f"APNS_CA_FILE: no such file {ca_file!r}")
+    ca_file = read_ca_file("APNS_CA_FILE", env)
     apns, missing = read_apns_identity(env)
     return Config(
         database_url=database_url,
@@ -282,6 +338,9 @@ def from_env(env: dict[str, str] | None = None) -> Config:
         apns_connections=parse_int(
             "APNS_CONNECTIONS", env.get("APNS_CONNECTIONS") or str(DEFAULT_APNS_CONNECTIONS), 1, 64
         ),
+        fcm=read_fcm_service_account(env),
+        fcm_url=parse_https_url("FCM_URL", env.get("FCM_URL") or DEFAULT_FCM_URL),
+        fcm_ca_file=read_ca_file("FCM_CA_FILE", env),
         notify_lease_s=parse_int(
             "NOTIFY_LEASE_SECONDS",
             env.get("NOTIFY_LEASE_SECONDS") or str(DEFAULT_NOTIFY_LEASE_SECONDS), 2, 3600
@@ -294,7 +353,8 @@ def from_env(env: dict[str, str] | None = None) -> Config:
         email_from=parse_email_from("EMAIL_FROM", env.get("EMAIL_FROM") or DEFAULT_EMAIL_FROM),
         signup_enabled=parse_bool("SIGNUP_ENABLED", env.get("SIGNUP_ENABLED", "false")),
         login_sends_per_address=parse_int(
-            "LOGIN_SENDS_PER_ADDRESS", env.get("LOGIN_SENDS_PER_ADDRESS") or str(SENDS_PER_ADDRESS), 1, 100_000),
+            "LOGIN_SENDS_PER_ADDRESS", env.get("LOGIN_SENDS_PER_ADDRESS") or str(SENDS_PER_ADDRESS),
+            1, 100_000),
         login_verifies_per_address=parse_int(
             "LOGIN_VERIFIES_PER_ADDRESS", env.get("LOGIN_VERIFIES_PER_ADDRESS") or str(VERIFIES_PER_ADDRESS), 1,
             100_000),
@@ -310,4 +370,11 @@ def from_env(env: dict[str, str] | None = None) -> Config:
             "RETENTION_DELETED_DAYS",
             env.get("RETENTION_DELETED_DAYS") or str(DEFAULT_RETENTION_DELETED_DAYS), 0,
             MAX_RETENTION_DAYS),
+        allowed_origins=parse_origins("ALLOWED_ORIGINS", env.get("ALLOWED_ORIGINS", "")),
+        client_header_timeout_s=parse_int(
+            "CLIENT_HEADER_TIMEOUT",
+            env.get("CLIENT_HEADER_TIMEOUT") or str(DEFAULT_CLIENT_TIMEOUT_SECONDS), 1, 3600),
+        client_body_timeout_s=parse_int(
+            "CLIENT_BODY_TIMEOUT",
+            env.get("CLIENT_BODY_TIMEOUT") or str(DEFAULT_CLIENT_TIMEOUT_SECONDS), 1, 3600),
     )

@@ -1,5 +1,5 @@
 """Row ids: random uuid4s for new rows, made without a system call per id; time-ordered uuid7s
-for notifications; and the rule for what an id looks like.
+for notifications and devices; and the rule for what an id looks like.
 
 `uuid.uuid4()` asks the kernel for 16 bytes each time, which costs more than the rest of a
 small request on a busy virtual machine; here the kernel's randomness is fetched a few KiB at

@@ -60,3 +60,38 @@ def test_bad_notification_settings_are_refused_naming_the_variable(env, message)
     with pytest.raises(ConfigError) as refused:
         from_env(env)
     assert str(refused.value).startswith(message)
+
+
+def test_allowed_origins_are_exact_origins_in_one_spelling():
+    assert from_env({}).allowed_origins == frozenset()
+    config = from_env({"ALLOWED_ORIGINS": "https://App.Example.com, http://localhost:3000,"
+                                          "https://app.example.com:443,http://[::1]:8080"})
+    assert config.allowed_origins == {"https://app.example.com", "http://localhost:3000",
+                                      "http://[::1]:8080"}
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("https://app.example.com/", "ALLOWED_ORIGINS: 'https://app.example.com/' is not an origin: "
+                                 "it has a path, query or fragment (did you mean "
+                                 "https://app.example.com?)"),
+    ("*", "ALLOWED_ORIGINS: '*' is not an origin (expected scheme://host[:port]"),
+    ("app.example.com", "ALLOWED_ORIGINS: 'app.example.com' is not an origin"),
+    ("ftp://app.example.com", "ALLOWED_ORIGINS: 'ftp://app.example.com' is not an origin"),
+    ("https://user@app.example.com", "ALLOWED_ORIGINS: 'https://user@app.example.com' is not"),
+    ("https://app.example.com:99999", "ALLOWED_ORIGINS: 'https://app.example.com:99999' is not"),
+    ("null", "ALLOWED_ORIGINS: 'null' is not an origin"),
+])
+def test_an_allowed_origin_that_is_not_one_is_refused_naming_the_variable(text, message):
+    with pytest.raises(ConfigError) as refused:
+        from_env({"ALLOWED_ORIGINS": f"https://ok.example.com,{text}"})
+    assert str(refused.value).startswith(message)
+
+
+def test_client_timeouts_default_to_nginxs_and_are_read():
+    config = from_env({})
+    assert (config.client_header_timeout_s, config.client_body_timeout_s) == (60, 60)
+    config = from_env({"CLIENT_HEADER_TIMEOUT": "15", "CLIENT_BODY_TIMEOUT": "30"})
+    assert (config.client_header_timeout_s, config.client_body_timeout_s) == (15, 30)
+    for name in ("CLIENT_HEADER_TIMEOUT", "CLIENT_BODY_TIMEOUT"):
+        with pytest.raises(ConfigError, match=f"{name} must be from 1 to 3600, not 0"):
+            from_env({name: "0"})

@@ -5,8 +5,9 @@ and the retention's clean-up when the app starts, and stops them when it stops, 
 `cleanup_ctx`, so the same object serves `owlmetry serve` and the tests.
 The middleware, outermost first: the client's address and scheme from a trusted proxy's headers
 (only when TRUSTED_PROXIES is set), request metrics (so errors count with their real status),
-JSON errors, then authentication of every route whose handler is marked with
-`auth.callers(...)` (a route without the mark, like /healthz and /metrics, is public).
+JSON errors, the cross-site request check (`csrf`), then authentication of every route whose
+handler is marked with `auth.callers(...)` (a route without the mark, like /healthz and
+/metrics, is public).
 """
 
 import logging
@@ -30,6 +31,7 @@ from owlmetry.http.context import (
     STORE,
     TOKENS,
 )
+from owlmetry.http.csrf import same_origin_only
 from owlmetry.http.errors import MAX_BODY_BYTES, error_response, json_errors, json_response
 from owlmetry.http.forwarded import forwarded
 from owlmetry.login_codes import CodeHasher
@@ -116,7 +118,8 @@ def create_app(config: Config, channels: dict[str, Channel] | None = None,
     """`channels` replaces the ones the configuration describes (tests use their own); `clock`
     is the time the login routes and the clean-up go by (tests move it); `cleanup_every_s`,
     how often the retention's clean-up runs (tests make it often)."""
-    middlewares = [metrics.count_requests, json_errors, authenticate]
+    middlewares = [metrics.count_requests, json_errors,
+                   same_origin_only(config.allowed_origins), authenticate]
     if config.trusted_proxies:
         middlewares.insert(0, forwarded(config.trusted_proxies))  # outermost: it clones
     app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=middlewares)

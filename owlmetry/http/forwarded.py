@@ -1,15 +1,17 @@
-"""Requests through a reverse proxy: the client's address and scheme from X-Forwarded-For/-Proto.
+"""Requests through a reverse proxy: the client's address, scheme and host from
+X-Forwarded-For/-Proto/-Host.
 
 Owns the trust rule: the headers are believed only when the direct peer is in TRUSTED_PROXIES,
 and X-Forwarded-For is read from the right (the end a trusted proxy appended to), skipping
 trusted addresses, so a client cannot choose its own address by sending the header itself.
-The middleware hands the rest of the app a `request.clone(remote=..., scheme=...)`, so
-`request.remote` and `request.secure` are the client's everywhere after it. It must be the
-outermost middleware (a request cannot be cloned once its body is read), and it never fails a
-request: a malformed header is ignored.
+The middleware hands the rest of the app a `request.clone(remote=..., scheme=..., host=...)`,
+so `request.remote`, `request.secure` and `request.host` are the client's everywhere after it.
+It must be the outermost middleware (a request cannot be cloned once its body is read), and it
+never fails a request: a malformed header is ignored.
 """
 
 import ipaddress
+import re
 from collections.abc import Iterable
 
 from aiohttp import web
@@ -23,6 +25,8 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 SEEN_AS = web.RequestKey("seen_as", web.Request)
 
 SCHEMES = {"http", "https"}
+# A host and optional port as a Host header carries them (a name, IPv4, or bracketed IPv6).
+HOST = re.compile(r"(?:[A-Za-z0-9.-]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{1,5})?")
 
 
 def parse_address(text: str) -> IPAddress | None:
@@ -70,6 +74,14 @@ def forwarded_scheme(values: list[str]) -> str | None:
     return scheme if scheme in SCHEMES else None
 
 
+def forwarded_host(values: list[str]) -> str | None:
+    """The host the nearest proxy reported (the last value), if it looks like one."""
+    if not values:
+        return None
+    host = values[-1].split(",")[-1].strip()
+    return host if HOST.fullmatch(host) else None
+
+
 def forwarded(trusted: tuple[IPNetwork, ...]):
     """The middleware, for the configured trusted proxies (none: it is not installed)."""
 
@@ -85,6 +97,9 @@ def forwarded(trusted: tuple[IPNetwork, ...]):
         scheme = forwarded_scheme(request.headers.getall("X-Forwarded-Proto", []))
         if scheme is not None and scheme != request.scheme:
             changes["scheme"] = scheme
+        host = forwarded_host(request.headers.getall("X-Forwarded-Host", []))
+        if host is not None and host != request.host:
+            changes["host"] = host
         if not changes:
             return await handler(request)
         seen = request.clone(**changes)

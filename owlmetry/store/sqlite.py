@@ -30,7 +30,13 @@ PRAGMA synchronous = NORMAL;
 PRAGMA foreign_keys = ON;
 PRAGMA busy_timeout = 10000;
 PRAGMA cache_size = -32768;
+PRAGMA wal_autocheckpoint = 4000;
 """
+
+# wal_autocheckpoint: 4,000 pages (16 MiB) between checkpoints instead of SQLite's 1,000. A page
+# that many commits dirty (an index's hot leaves) is copied into the database once per
+# checkpoint, so fewer checkpoints copy fewer pages: about a fifth less writer CPU per new
+# token (benchmarks/RESULTS.md, issue 11).
 
 @functools.cache
 def to_sqlite(sql: str) -> str:

@@ -319,7 +319,7 @@ async def test_login_routes(make_client, mailbox, clock, reference):
         f"type.{n}": {"email": True} for n in range(201)}}}})
     await call("PATCH", me, 400, json={"preferences": {"ui": {"pad": "x" * 5000}}},
                schema_sees_it=False)  # a bound in bytes, which no schema measures
-    await call("PATCH", me, 400, data=b"not json")
+    await call("PATCH", me, 400, data=b"not json", headers={"Content-Type": "application/json"})
     await call("PATCH", me, 413, json={"preferences": {}, "pad": OVER_64_KIB})
     await call("GET", me, 200)
 
