@@ -356,8 +356,8 @@ def from_env(env: dict[str, str] | None = None) -> Config:
             "LOGIN_SENDS_PER_ADDRESS", env.get("LOGIN_SENDS_PER_ADDRESS") or str(SENDS_PER_ADDRESS),
             1, 100_000),
         login_verifies_per_address=parse_int(
-            "LOGIN_VERIFIES_PER_ADDRESS", env.get("LOGIN_VERIFIES_PER_ADDRESS") or str(VERIFIES_PER_ADDRESS), 1,
-            100_000),
+            "LOGIN_VERIFIES_PER_ADDRESS",
+            env.get("LOGIN_VERIFIES_PER_ADDRESS") or str(VERIFIES_PER_ADDRESS), 1, 100_000),
         notification_defaults=(
             parse_notification_defaults("NOTIFICATION_DEFAULTS", env["NOTIFICATION_DEFAULTS"])
             if env.get("NOTIFICATION_DEFAULTS", "").strip() else Defaults()),
