@@ -113,6 +113,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "a second). Print the user's id.")
     revoke_sessions.add_argument("email", type=email_argument)
     revoke_sessions.set_defaults(run=revoke_sessions_command)
+    unlock = users.add_parser("unlock", parents=[database],
+                              help="forget an email's wrong login codes (its lock and delays)")
+    unlock.add_argument("email", type=email_argument)
+    unlock.set_defaults(run=unlock_command)
 
     keys = commands.add_parser("keys", help="manage API keys").add_subparsers(
         dest="action", required=True, metavar="ACTION"
@@ -190,6 +194,12 @@ async def create_user_command(config: Config, args) -> str:
         return user.id
 
 
+async def unlock_command(config: Config, args) -> str:
+    async with migrated_store(config) as store:
+        had = await store.unlock_login(args.email)
+    return "unlocked" if had else "no wrong codes on record"
+
+
 async def user_token_command(config: Config, args) -> str:
     secret = signing_secret(config)
     async with migrated_store(config) as store:
@@ -264,7 +274,10 @@ async def cleanup_command(config: Config, args) -> str:
 async def recipient_id(store, user: str) -> str:
     """The id of the user named by email or id; CommandError before anything is enqueued."""
     if "@" in user:
-        found = await store.user_by_email(user)
+        try:
+            found = await store.user_by_email(normalize_email(user))
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
         if found is not None:
             return found.id
     elif (user_id := normalize_id(user)) is not None and await store.user_exists(user_id):

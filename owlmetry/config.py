@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 from email.utils import parseaddr
 
 from owlmetry.fcm.service_account import ServiceAccount, ServiceAccountError, parse_service_account
+from owlmetry.login_codes import SENDS_PER_ADDRESS, VERIFIES_PER_ADDRESS
 from owlmetry.origins import parse_origin
 from owlmetry.preferences import Defaults, PreferenceError, parse_defaults
 from owlmetry.store import StoreError, check_database_url
@@ -105,6 +106,9 @@ class Config:
     smtp: SmtpSettings | None = None  # None: login codes go to the server log (development)
     email_from: str = DEFAULT_EMAIL_FROM
     signup_enabled: bool = False
+    # Per client address and 15 minutes (owlmetry/login_codes.py).
+    login_sends_per_address: int = SENDS_PER_ADDRESS
+    login_verifies_per_address: int = VERIFIES_PER_ADDRESS
     # Channels per notification type where a user chose nothing (preferences.py).
     notification_defaults: Defaults = field(default_factory=Defaults)
     # Where a notification's relative `link` points in its email (upstream's WEB_APP_URL).
@@ -368,6 +372,12 @@ def from_env(env: dict[str, str] | None = None) -> Config:
         smtp=parse_smtp_url("SMTP_URL", env["SMTP_URL"]) if env.get("SMTP_URL", "").strip() else None,
         email_from=parse_email_from("EMAIL_FROM", env.get("EMAIL_FROM") or DEFAULT_EMAIL_FROM),
         signup_enabled=parse_bool("SIGNUP_ENABLED", env.get("SIGNUP_ENABLED", "false")),
+        login_sends_per_address=parse_int(
+            "LOGIN_SENDS_PER_ADDRESS", env.get("LOGIN_SENDS_PER_ADDRESS") or str(SENDS_PER_ADDRESS),
+            1, 100_000),
+        login_verifies_per_address=parse_int(
+            "LOGIN_VERIFIES_PER_ADDRESS",
+            env.get("LOGIN_VERIFIES_PER_ADDRESS") or str(VERIFIES_PER_ADDRESS), 1, 100_000),
         notification_defaults=(
             parse_notification_defaults("NOTIFICATION_DEFAULTS", env["NOTIFICATION_DEFAULTS"])
             if env.get("NOTIFICATION_DEFAULTS", "").strip() else Defaults()),

@@ -46,6 +46,25 @@ async def test_users_create_prints_an_id_and_refuses_a_taken_email(database_url)
     assert "already exists" in again.stderr and "Traceback" not in again.stderr
 
 
+@pytest.mark.parametrize("address", ["x,victim@example.com", "victim@example.com(1)",
+                                     "a<victim@example.com>", "victim@example.com,",
+                                     '"a b"@example.com', "a@[192.0.2.1]"])
+async def test_users_create_takes_exactly_one_address(database_url, address):
+    result = run("users", "create", address, "--database", database_url)
+    assert result.returncode != 0 and result.stdout == ""
+    assert "not a valid email address" in result.stderr and "Traceback" not in result.stderr
+    notify = run("notify", "--user", address, "--title", "T", "--database", database_url)
+    assert notify.returncode != 0 and "Traceback" not in notify.stderr
+
+
+async def test_users_unlock_forgets_an_emails_wrong_codes(store, database_url):
+    await store.execute("INSERT INTO login_failures VALUES ('locked@example.com', 100, 0, 0)")
+    assert ok("users", "unlock", "Locked@Example.com", "--database", database_url) == "unlocked"
+    assert await store.execute("SELECT * FROM login_failures") == []
+    assert ok("users", "unlock", "locked@example.com", "--database", database_url) == \
+        "no wrong codes on record"
+
+
 async def test_a_cli_token_works_on_the_server(client, config, database_url):
     user_id = ok("users", "create", "bob@example.com", "--database", database_url)
     token = ok("users", "token", "bob@example.com", "--database", database_url,

@@ -28,6 +28,7 @@ from owlmetry.http.context import (
     CODE_HASHER,
     CONFIG,
     DISPATCHER,
+    LOGIN_MAIL,
     MAILER,
     SESSIONS,
     STORE,
@@ -37,6 +38,7 @@ from owlmetry.http.csrf import same_origin_only
 from owlmetry.http.errors import MAX_BODY_BYTES, json_errors
 from owlmetry.http.forwarded import forwarded
 from owlmetry.login_codes import CodeHasher
+from owlmetry.login_mail import LoginMailWorker
 from owlmetry.mail import Mailer
 from owlmetry.notify.channels.base import Channel
 from owlmetry.notify.dispatcher import dispatcher_for
@@ -88,6 +90,14 @@ def dispatcher_lifetime(channels: dict[str, Channel] | None):
     return lifetime
 
 
+async def login_mail_lifetime(app: web.Application):
+    worker = LoginMailWorker(app[STORE], app[MAILER], app[CODE_HASHER], app[CLOCK])
+    app[LOGIN_MAIL] = worker
+    worker.start()
+    yield
+    await worker.stop()
+
+
 def retention_lifetime(every_s: float):
     async def lifetime(app: web.Application):
         job = RetentionJob(app[STORE], app[CONFIG], app[CLOCK], every_s)
@@ -124,6 +134,7 @@ def create_app(config: Config, channels: dict[str, Channel] | None = None,
     app.on_startup.append(announce_mail)
     app.cleanup_ctx.append(store_lifetime)
     app.cleanup_ctx.append(dispatcher_lifetime(channels))
+    app.cleanup_ctx.append(login_mail_lifetime)
     app.cleanup_ctx.append(retention_lifetime(cleanup_every_s))
     app.on_shutdown.append(announce_shutdown)
     app.router.add_get("/healthz", health.healthz, allow_head=False)

@@ -11,6 +11,7 @@ from owlmetry.config import Config
 from owlmetry.credentials import UserTokens
 from owlmetry.http.auth import Caller
 from owlmetry.login_codes import CodeHasher
+from owlmetry.login_mail import LoginMailWorker
 from owlmetry.mail import Mailer
 from owlmetry.notify.dispatcher import Dispatcher
 from owlmetry.sessions import Sessions
@@ -25,5 +26,6 @@ DISPATCHER = web.AppKey("dispatcher", Dispatcher)
 CLOCK = web.AppKey("clock", Callable[[], int])
 MAILER = web.AppKey("mailer", Mailer)
 CODE_HASHER = web.AppKey("code_hasher", CodeHasher)
+LOGIN_MAIL = web.AppKey("login_mail", LoginMailWorker)
 # The authenticated `auth.Caller` of a request to a route marked with `auth.callers(...)`.
 CALLER = web.RequestKey("caller", Caller)

@@ -11,7 +11,7 @@ import pytest
 
 from owlmetry.credentials import UserTokens
 from owlmetry.http.app import create_app
-from owlmetry.http.context import TOKENS
+from owlmetry.http.context import STORE, TOKENS
 from owlmetry.store import StoreError, latest_version, open_store
 from owlmetry.store.schema import migrations
 
@@ -215,6 +215,14 @@ async def test_the_upgraded_database_serves_every_route(config, aiohttp_client):
     assert me["user"]["preferences"] == {"notifications": {"types": {}}}
     email_on = {"preferences": {"notifications": {"types": {"issue.new": {"email": True}}}}}
     assert (await client.patch("/v1/auth/me", headers=headers, json=email_on)).status == 200
+    # Login (migration 7): release 0.1's code stays as it was, unsealed and never mailed again;
+    # a new ask keeps a sealed code beside it.
+    assert (await client.post("/v1/auth/send-code", json={"email": "alice@example.com"})).status \
+        == 200
+    codes = await client.app[STORE].execute(
+        "SELECT id = 'c1', code_sealed IS NOT NULL, mails_sent FROM login_codes ORDER BY 1")
+    assert [(bool(old), bool(sealed)) for old, sealed, _ in codes] == [(False, True), (True, False)]
+    assert codes[1][2] == 0
     assert (await client.get("/healthz")).status == 200
 
 
