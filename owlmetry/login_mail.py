@@ -22,7 +22,7 @@ from owlmetry.ids import new_id
 from owlmetry.login_codes import CodeHasher
 from owlmetry.mail import Mailer, MailError
 from owlmetry.redact import mask_email
-from owlmetry.store import Store
+from owlmetry.store import DatabaseUnavailable, Store
 from owlmetry.store.login_codes import LoginMail
 
 log = logging.getLogger("owlmetry.mail")
@@ -63,6 +63,9 @@ class LoginMailWorker:
                 claimed = await self.drain()
             except asyncio.CancelledError:
                 raise
+            except DatabaseUnavailable:  # the store has said so, once for every reader
+                await asyncio.sleep(ERROR_PAUSE_S)
+                continue
             except Exception:
                 log.exception("login-code mail: the queue could not be read")
                 await asyncio.sleep(ERROR_PAUSE_S)
