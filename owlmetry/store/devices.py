@@ -64,6 +64,9 @@ RETURNING token, {DEVICE_COLUMNS}
     # $1 is the cap. Every part of one statement sees the table as it was before it: `before`
     # says who owned each token, the eviction does not see the rows inserted (so it keeps $1
     # less the user's rows of this statement), and leaves alone the rows the upsert touched.
+    # It takes only rows no other statement holds (SKIP LOCKED): concurrent batches evicting
+    # for the same users would otherwise lock their rows in different orders and deadlock,
+    # and a row skipped now goes at that user's next new device.
     "postgresql": f"""
 WITH {BATCH},
 before AS (
@@ -83,7 +86,8 @@ evicted AS (
             SELECT d.id FROM user_devices AS d
             WHERE d.user_id = g.user_id AND d.token NOT IN (SELECT token FROM batch)
             ORDER BY d.last_seen_at DESC, d.created_at DESC, d.id
-            OFFSET greatest($1 - g.mine, 0)) AS old))
+            OFFSET greatest($1 - g.mine, 0)
+            FOR UPDATE SKIP LOCKED) AS old))
 SELECT token, {DEVICE_COLUMNS} FROM stored
 """,
 }

@@ -115,3 +115,19 @@ def test_max_devices_per_user_is_read_and_checked_at_start():
     for bad in ("0", "-1", "lots", "100001"):
         with pytest.raises(ConfigError, match="MAX_DEVICES_PER_USER"):
             from_env({"MAX_DEVICES_PER_USER": bad})
+
+
+async def test_a_storm_of_new_devices_past_the_cap_fails_none_and_settles_at_the_cap(store):
+    """Many concurrent registrations for a few users, all past the cap: on PostgreSQL they run
+    as concurrent batches that evict each other's users' rows, which must never deadlock (a
+    failed registration); the cap holds again after each user's next new device."""
+    store.limit_devices(3)
+    users = [await new_user(store) for _ in range(4)]
+    registrations = [seen(store, users[n % 4], n, 1000 + n) for n in range(2000)]
+
+    results = await asyncio.gather(*registrations, return_exceptions=True)
+
+    assert [r for r in results if isinstance(r, BaseException)] == []
+    for n, user_id in enumerate(users):
+        await seen(store, user_id, 10_000 + n, 5000)
+        assert len(await ids(store, user_id)) == 3
