@@ -26,11 +26,11 @@ from owlmetry.device_tokens import FCM_TOKEN
 from ..answers import BAD_REQUEST_TYPE, FCM_ERROR_TYPE
 from ..message import MAX_PAYLOAD, MAX_TTL_S, payload_size, reserved_data_key
 from ..oauth import ASSERTION_LIFETIME_S, GRANT_TYPE, SCOPE
+from ..service_account import ServiceAccount
 
 # The scopes Google lets send FCM messages (FCM HTTP v1 "Authorize send requests"); the Admin
 # SDKs ask for cloud-platform among others.
 FCM_SCOPES = frozenset({SCOPE, "https://www.googleapis.com/auth/cloud-platform"})
-from ..service_account import ServiceAccount
 
 SEND_PATH = re.compile(r"/v1/projects/([^/]+)/messages:send")
 TOKEN_PATH = "/token"
