@@ -2,7 +2,7 @@
 servers on one PostgreSQL database, and one of two servers killed mid-fan-out.
 
 The servers are child processes (NOTIFY_LEASE_SECONDS=2) that push to the in-process mock APNs
-hosts of the `mocks` fixture and the mock FCM of `fcm_mock` (Android devices), so this test's
+hosts of the `mocks` fixture (and the mock FCM of `fcm_mock`, with `fcm_settings`), so this test's
 event loop keeps serving the mocks while they run.
 The mocks are paced (few streams per connection, some latency) so that a fan-out of a few
 hundred devices lasts long enough to be interrupted half-way.
@@ -99,7 +99,7 @@ class Server:
 
 
 @pytest.fixture
-async def servers(database_url, mocks, fcm_mock, fcm_key, tls_files, auth_key):
+async def servers(database_url, mocks, tls_files, auth_key):
     """`await servers(name)` -> a running Server on the test's database and mock APNs hosts.
     Every server still alive is killed after the test, whatever happened."""
     started: list[Server] = []
@@ -110,9 +110,7 @@ async def servers(database_url, mocks, fcm_mock, fcm_key, tls_files, auth_key):
            "APNS_KEY_ID": KEY_ID, "APNS_TEAM_ID": TEAM_ID, "APNS_BUNDLE_ID": TOPIC,
            "APNS_KEY_P8": auth_key.decode(), "APNS_CA_FILE": tls_files[0],
            "APNS_PRODUCTION_URL": f"https://127.0.0.1:{mocks.production.port}",
-           "APNS_SANDBOX_URL": f"https://127.0.0.1:{mocks.sandbox.port}",
-           "FCM_SERVICE_ACCOUNT": service_account_json(fcm_key, fcm_mock.token_uri),
-           "FCM_URL": fcm_mock.url, "FCM_CA_FILE": tls_files[0]}
+           "APNS_SANDBOX_URL": f"https://127.0.0.1:{mocks.sandbox.port}"}
 
     async def start(name: str, **settings: str) -> Server:
         """`settings`: environment variables of this server alone."""
@@ -134,6 +132,13 @@ async def servers(database_url, mocks, fcm_mock, fcm_key, tls_files, auth_key):
         for server in started:  # shown only when the test fails
             print(f"---- {server.name} (exit {server.process.returncode}) ----\n"
                   f"{server.log()[-3000:]}")
+
+
+@pytest.fixture
+def fcm_settings(fcm_mock, fcm_key, tls_files) -> dict[str, str]:
+    """A server's settings for the mock FCM: `await servers(name, **fcm_settings)`."""
+    return {"FCM_SERVICE_ACCOUNT": service_account_json(fcm_key, fcm_mock.token_uri),
+            "FCM_URL": fcm_mock.url, "FCM_CA_FILE": tls_files[0]}
 
 
 # ---- data and requests ----------------------------------------------------------------------
@@ -331,7 +336,7 @@ async def test_a_server_killed_mid_fan_out_resumes_on_restart_without_resending(
 
 
 async def test_a_server_killed_mid_fan_out_to_android_devices_resumes_without_resending(
-        store, mocks, fcm_mock, servers):
+        store, mocks, fcm_mock, fcm_settings, servers):
     # 300 users with an Android device each (one in sandbox for every one in production: FCM
     # has one host for both) and an iPhone.
     recipients = {}
@@ -349,7 +354,7 @@ async def test_a_server_killed_mid_fan_out_to_android_devices_resumes_without_re
     pace(fcm_mock, latency_s=0.03, max_streams=10)
     key = await server_key(store)
 
-    first = await servers("first")
+    first = await servers("first", **fcm_settings)
     async with aiohttp.ClientSession() as session:
         ids = await notify(session, first, key, list(recipients))
     await asyncio.wait_for(fcm_mock.requests_seen(150), SAFETY_S)  # of 300
@@ -362,7 +367,7 @@ async def test_a_server_killed_mid_fan_out_to_android_devices_resumes_without_re
     assert set(answered_at_kill.values()) == {"delivered"}
     assert 0 < len(answered_at_kill) < len(tokens), "the kill was not mid-fan-out"
 
-    await servers("second")
+    await servers("second", **fcm_settings)
     await wait_done(store, ids, timeout=SAFETY_S)
     progress = await push_progress(store, ids)
 
