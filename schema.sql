@@ -14,6 +14,8 @@ CREATE TABLE IF NOT EXISTS schema_migrations (
     applied_at BIGINT NOT NULL
 );
 
+-- Never the JWT signing secret: it lives outside the database (JWT_SECRET or the key file), so
+-- a copy of the database cannot mint sessions (migration 6 removed the one kept here before).
 CREATE TABLE IF NOT EXISTS settings (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -36,6 +38,21 @@ CREATE TABLE IF NOT EXISTS api_keys (
     created_at BIGINT NOT NULL,
     revoked_at BIGINT
 );
+
+-- Sessions ended before their tokens expire (owlmetry/store/sessions.py): a logout ends one
+-- (`session_key`: the token's `sid`, or its hash), `owlmetry users revoke-sessions` every one
+-- of the user's issued up to `created_at` (`session_key` NULL). `seq` numbers them in commit
+-- order: each server keeps them all in memory and reads the newer ones every second.
+CREATE TABLE IF NOT EXISTS session_revocations (
+    seq         BIGINT PRIMARY KEY,
+    user_id     TEXT NOT NULL,
+    session_key TEXT,
+    created_at  BIGINT NOT NULL,
+    expires_at  BIGINT                        -- the token's expiry; NULL: never
+);
+
+-- The rows whose tokens have expired, pruned at every revocation.
+CREATE INDEX IF NOT EXISTS session_revocations_expiry ON session_revocations (expires_at);
 
 CREATE TABLE IF NOT EXISTS user_devices (
     id           TEXT PRIMARY KEY,
@@ -150,10 +167,14 @@ CREATE TABLE IF NOT EXISTS notification_pushes (
     PRIMARY KEY (notification_id, device_id)
 );
 
--- Email login codes (POST /v1/auth/send-code, /v1/auth/verify-code). Only a keyed hash of a
--- code is kept, so a copy of the database does not give codes away. A row stays for the
--- rate-limit window (an hour) whether used, expired or voided, since every code sent counts
--- against the limit; older rows are deleted on a later send. `email` need not be a user's.
+-- Email login codes (POST /v1/auth/send-code, /v1/auth/verify-code), one outstanding per email
+-- (owlmetry/login_codes.py). A code is kept as a keyed hash (to check it) and sealed with a key
+-- derived from the server's secret (to mail it, and mail it again, later), so a copy of the
+-- database does not give codes away. A row stays an hour, then the retention prunes it. Rows
+-- are made only for users, or for any email when sign-up is on.
+-- The row is also the code's mail queue: `mail_at` is when its next mail is due (NULL: none
+-- to send); a worker claims it by moving `mail_at` one lease ahead (`mail_claimed_by`), so a
+-- crashed worker's mail is claimed again, and a retry after a backoff is the same column.
 CREATE TABLE IF NOT EXISTS login_codes (
     id         TEXT PRIMARY KEY,
     email      TEXT NOT NULL,                 -- lower-case
@@ -161,11 +182,40 @@ CREATE TABLE IF NOT EXISTS login_codes (
     attempts   INTEGER NOT NULL DEFAULT 0,    -- verifications tried while it was outstanding
     created_at BIGINT NOT NULL,
     expires_at BIGINT NOT NULL,
-    used_at    BIGINT
+    used_at    BIGINT,
+    code_sealed     TEXT,                     -- AES-GCM hex; NULL on codes made before migration 7
+    mail_at         BIGINT,
+    mail_claimed_by TEXT,
+    mail_attempts   INTEGER NOT NULL DEFAULT 0,  -- sends tried since the last one that went
+    mails_sent      INTEGER NOT NULL DEFAULT 0,
+    last_mailed_at  BIGINT
 );
 
--- An email's codes in the window (the rate limit, and every verification).
+-- An email's codes (the outstanding one, every verification).
 CREATE INDEX IF NOT EXISTS login_codes_email ON login_codes (email, created_at);
 
 -- The clean-up of rows past the window, every email's at once.
 CREATE INDEX IF NOT EXISTS login_codes_created ON login_codes (created_at);
+
+-- The mail queue's due rows.
+CREATE INDEX IF NOT EXISTS login_codes_mail ON login_codes (mail_at) WHERE mail_at IS NOT NULL;
+
+-- Per-client-address counts of the login routes' requests in the current fixed window
+-- (`bucket` is the route and the address, an IPv6 address's /64): one row per bucket, made
+-- again when its window has passed; the retention prunes old windows.
+CREATE TABLE IF NOT EXISTS login_limits (
+    bucket       TEXT PRIMARY KEY,
+    window_start BIGINT NOT NULL,
+    hits         INTEGER NOT NULL
+);
+
+-- Consecutive wrong codes per email (any email, an account's or not, so that the delays they
+-- bring tell nobody which emails have accounts). A right code deletes the row; `not_before` is
+-- when the next attempt may be checked. At 100 the email is locked until `owlmetry users
+-- unlock`; a smaller count is forgotten 30 days after its last failure.
+CREATE TABLE IF NOT EXISTS login_failures (
+    email          TEXT PRIMARY KEY,          -- lower-case
+    failures       INTEGER NOT NULL,
+    not_before     BIGINT NOT NULL,
+    last_failed_at BIGINT NOT NULL
+);

@@ -5,6 +5,7 @@ in the same run and against the same mock, the APNs pool alone sending as many p
 
     python benchmarks/fanout.py [--backend sqlite|postgresql|both] [--runs 3] [--users 10000]
         [--seed 1] [--connections 4] [--poll-ms 20]
+        [--devices-per-user K]  # K devices for every user instead of 1-3
         [--unread N]       # every recipient has N unread notifications beforehand (not timed)
         [--py-spy DIR]     # + one extra fan-out per backend under py-spy (--gil), summarized
         [--statements]     # + one extra fan-out per backend with every database call timed
@@ -137,8 +138,10 @@ def pool_alone(mock: harness.MockAPNs, n: int, connections: int) -> dict:
 
 # ---- the database -------------------------------------------------------------------------
 
-def plan(users: int, seed: int) -> list[int]:
-    """Devices per user, 1-3, seeded."""
+def plan(users: int, seed: int, devices_per_user: int | None = None) -> list[int]:
+    """Devices per user: 1-3, seeded, or the same number for every user."""
+    if devices_per_user:
+        return [devices_per_user] * users
     rng = random.Random(seed)
     return [rng.randint(1, 3) for _ in range(users)]
 
@@ -460,6 +463,9 @@ def parse_args(argv=None):
                              "(default 3, or $RUNS)")
     parser.add_argument("--users", type=int, default=10_000)
     parser.add_argument("--seed", type=int, default=1, help="seeds the 1-3 devices per user")
+    parser.add_argument("--devices-per-user", type=int, metavar="K",
+                        help="every user has K devices (default: 1-3, seeded); with --users, "
+                             "how many devices share a recipient's inbox")
     parser.add_argument("--unread", type=int, default=0, metavar="N",
                         help="every recipient has N unread notifications beforehand (default 0)")
     parser.add_argument("--connections", type=int, default=4,
@@ -490,7 +496,7 @@ def main(argv=None) -> int:
         os.makedirs(args.py_spy, exist_ok=True)
         args.py_spy = os.path.abspath(args.py_spy)
     harness.stop_on_signals(args.time_limit)
-    per_user = plan(args.users, args.seed)
+    per_user = plan(args.users, args.seed, args.devices_per_user)
     results = []
     with tempfile.TemporaryDirectory(prefix="owlfanout-") as work, harness.bench_lock(), \
             harness.MockAPNs(os.path.join(work, "mock.log"), args.harness) as mock:

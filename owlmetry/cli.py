@@ -18,7 +18,7 @@ from owlmetry import __version__
 from owlmetry import config as configuration
 from owlmetry.clock import iso_ms, now_ms
 from owlmetry.config import Config, ConfigError
-from owlmetry.credentials import API_KEY_KINDS, UserTokens, create_api_key, jwt_secret
+from owlmetry.credentials import API_KEY_KINDS, UserTokens, create_api_key, signing_secret
 from owlmetry.emails import normalize_email
 from owlmetry.ids import new_id, normalize_id
 from owlmetry.notify.channels import channel_types, check_content
@@ -106,6 +106,17 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--ttl", type=positive_int, metavar="SECONDS",
                        help="lifetime of the token (default: no expiry)")
     token.set_defaults(run=user_token_command)
+    revoke_sessions = users.add_parser(
+        "revoke-sessions", parents=[database], help="end every session of a user, print its id",
+        description="End every session (token) of the user issued until now: from the next "
+                    "request a running server answers them 401 (another server process within "
+                    "a second). Print the user's id.")
+    revoke_sessions.add_argument("email", type=email_argument)
+    revoke_sessions.set_defaults(run=revoke_sessions_command)
+    unlock = users.add_parser("unlock", parents=[database],
+                              help="forget an email's wrong login codes (its lock and delays)")
+    unlock.add_argument("email", type=email_argument)
+    unlock.set_defaults(run=unlock_command)
 
     keys = commands.add_parser("keys", help="manage API keys").add_subparsers(
         dest="action", required=True, metavar="ACTION"
@@ -183,13 +194,28 @@ async def create_user_command(config: Config, args) -> str:
         return user.id
 
 
+async def unlock_command(config: Config, args) -> str:
+    async with migrated_store(config) as store:
+        had = await store.unlock_login(args.email)
+    return "unlocked" if had else "no wrong codes on record"
+
+
 async def user_token_command(config: Config, args) -> str:
+    secret = signing_secret(config)
     async with migrated_store(config) as store:
         user = await store.user_by_email(args.email)
         if user is None:
             raise CommandError(f"no user with email {args.email!r}")
-        tokens = UserTokens(await jwt_secret(store, config.jwt_secret))
-        return tokens.issue(user.id, user.email, args.ttl)
+        return UserTokens(secret).issue(user.id, user.email, args.ttl)
+
+
+async def revoke_sessions_command(config: Config, args) -> str:
+    async with migrated_store(config) as store:
+        user = await store.user_by_email(args.email)
+        if user is None:
+            raise CommandError(f"no user with email {args.email!r}")
+        await store.end_all_sessions(user.id, now_ms())
+        return user.id
 
 
 async def create_key_command(config: Config, args) -> str:
@@ -248,7 +274,10 @@ async def cleanup_command(config: Config, args) -> str:
 async def recipient_id(store, user: str) -> str:
     """The id of the user named by email or id; CommandError before anything is enqueued."""
     if "@" in user:
-        found = await store.user_by_email(user)
+        try:
+            found = await store.user_by_email(normalize_email(user))
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
         if found is not None:
             return found.id
     elif (user_id := normalize_id(user)) is not None and await store.user_exists(user_id):

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 from email.utils import parseaddr
 
 from owlmetry.fcm.service_account import ServiceAccount, ServiceAccountError, parse_service_account
+from owlmetry.login_codes import SENDS_PER_ADDRESS, VERIFIES_PER_ADDRESS
 from owlmetry.origins import parse_origin
 from owlmetry.preferences import Defaults, PreferenceError, parse_defaults
 from owlmetry.store import StoreError, check_database_url
@@ -42,6 +43,9 @@ MAX_RETENTION_DAYS = 36_500
 # nginx's client_header_timeout and client_body_timeout defaults (http/protocol.py).
 DEFAULT_CLIENT_TIMEOUT_SECONDS = 60
 MAX_DEVICES_PER_USER_LIMIT = 100_000
+
+# HS256 keys shorter than the hash's output are weaker than the hash (RFC 7518, section 3.2).
+MIN_SECRET_BYTES = 32
 
 APNS_IDENTITY_VARIABLES = ("APNS_KEY_ID", "APNS_TEAM_ID", "APNS_BUNDLE_ID", "APNS_KEY_P8")
 
@@ -82,6 +86,8 @@ class Config:
     host: str = "127.0.0.1"
     port: int = 8080
     jwt_secret: str | None = field(default=None, repr=False)
+    # Where the signing secret lives when JWT_SECRET is unset (credentials.signing_secret).
+    secret_key_file: str | None = None
     cookie_secure: bool = False
     access_log: bool = False
     # Peers whose X-Forwarded-For / X-Forwarded-Proto are believed (see http/forwarded.py).
@@ -100,6 +106,9 @@ class Config:
     smtp: SmtpSettings | None = None  # None: login codes go to the server log (development)
     email_from: str = DEFAULT_EMAIL_FROM
     signup_enabled: bool = False
+    # Per client address and 15 minutes (owlmetry/login_codes.py).
+    login_sends_per_address: int = SENDS_PER_ADDRESS
+    login_verifies_per_address: int = VERIFIES_PER_ADDRESS
     # Channels per notification type where a user chose nothing (preferences.py).
     notification_defaults: Defaults = field(default_factory=Defaults)
     # Where a notification's relative `link` points in its email (upstream's WEB_APP_URL).
@@ -152,6 +161,13 @@ def parse_int(name: str, text: str, low: int, high: int) -> int:
     if not low <= value <= high:
         raise ConfigError(f"{name} must be from {low} to {high}, not {value}")
     return value
+
+
+def parse_jwt_secret(name: str, text: str) -> str:
+    if len(text.encode()) < MIN_SECRET_BYTES:
+        raise ConfigError(f"{name} must be at least {MIN_SECRET_BYTES} bytes long, not "
+                          f"{len(text.encode())}; make one with: openssl rand -base64 48")
+    return text
 
 
 def parse_https_url(name: str, text: str) -> str:
@@ -319,9 +335,14 @@ def from_env(env: dict[str, str] | None = None) -> Config:
     check_database(database_url)
     ca_file = read_ca_file("APNS_CA_FILE", env)
     apns, missing = read_apns_identity(env)
+    jwt_secret = parse_jwt_secret("JWT_SECRET", env["JWT_SECRET"]) if env.get("JWT_SECRET") else None
+    secret_key_file = env.get("SECRET_KEY_FILE", "").strip() or None
+    if jwt_secret and secret_key_file:
+        raise ConfigError("set JWT_SECRET or SECRET_KEY_FILE, not both")
     return Config(
         database_url=database_url,
-        jwt_secret=env.get("JWT_SECRET") or None,
+        jwt_secret=jwt_secret,
+        secret_key_file=secret_key_file,
         cookie_secure=parse_bool("COOKIE_SECURE", env.get("COOKIE_SECURE", "false")),
         access_log=parse_bool("ACCESS_LOG", env.get("ACCESS_LOG", "false")),
         trusted_proxies=parse_networks("TRUSTED_PROXIES", env.get("TRUSTED_PROXIES", "")),
@@ -351,6 +372,12 @@ def from_env(env: dict[str, str] | None = None) -> Config:
         smtp=parse_smtp_url("SMTP_URL", env["SMTP_URL"]) if env.get("SMTP_URL", "").strip() else None,
         email_from=parse_email_from("EMAIL_FROM", env.get("EMAIL_FROM") or DEFAULT_EMAIL_FROM),
         signup_enabled=parse_bool("SIGNUP_ENABLED", env.get("SIGNUP_ENABLED", "false")),
+        login_sends_per_address=parse_int(
+            "LOGIN_SENDS_PER_ADDRESS", env.get("LOGIN_SENDS_PER_ADDRESS") or str(SENDS_PER_ADDRESS),
+            1, 100_000),
+        login_verifies_per_address=parse_int(
+            "LOGIN_VERIFIES_PER_ADDRESS",
+            env.get("LOGIN_VERIFIES_PER_ADDRESS") or str(VERIFIES_PER_ADDRESS), 1, 100_000),
         notification_defaults=(
             parse_notification_defaults("NOTIFICATION_DEFAULTS", env["NOTIFICATION_DEFAULTS"])
             if env.get("NOTIFICATION_DEFAULTS", "").strip() else Defaults()),

@@ -4,7 +4,10 @@ development) and notifications (the `email` channel; SMTP only).
 Owns the messages and the SMTP conversation (aiosmtplib), and turns every way a send can fail
 into `MailError`, which says whether trying again later may help, so a route can answer 503
 instead of 500 and the channel can retry. With SMTP configured nothing here logs a code, a
-password or a whole email address. Must not decide who gets mail: the route or channel does.
+password or a whole email address. Every mail goes to exactly one recipient that
+`owlmetry.emails` accepts, named to the relay as such (never read back from a header): an
+address that slipped past the routes (`x,victim@example.com`) is refused here, not split.
+Must not decide who gets mail: the mail queue (`login_mail`) or the channel does.
 """
 
 import logging
@@ -14,6 +17,7 @@ from email.utils import formatdate, make_msgid, parseaddr
 import aiosmtplib
 
 from owlmetry.config import SmtpSettings
+from owlmetry.emails import is_address
 from owlmetry.login_codes import CODE_TTL_MS
 from owlmetry.redact import mask_email
 
@@ -76,6 +80,13 @@ def notification_message(sender: str, email: str, title: str, body: str | None,
     return new_message(sender, email, subject, "\n\n".join(parts or [subject]) + "\n")
 
 
+def one_address(email: str, what: str) -> None:
+    """MailError (for good) unless `email` is exactly one address, before any header is made."""
+    if not is_address(email):
+        log.warning("not mailing %s to %s: not one email address", what, mask_email(email))
+        raise MailError("not one email address", transient=False)
+
+
 class Mailer:
     def __init__(self, smtp: SmtpSettings | None, sender: str):
         self.smtp = smtp
@@ -88,6 +99,7 @@ class Mailer:
                         "being mailed (fine for development, not for users)")
 
     async def send_login_code(self, email: str, code: str) -> None:
+        one_address(email, "a login code")
         if self.smtp is None:
             # Development: the log is the mailbox, so the code is the point of the line.
             log.info("login code for %s: %s", mask_email(email), code)
@@ -99,6 +111,7 @@ class Mailer:
     async def send_notification(self, email: str, title: str, body: str | None,
                                 link: str | None) -> None:
         """MailError when it could not be sent; there is no log fallback for these."""
+        one_address(email, "a notification")
         if self.smtp is None:
             raise MailError("SMTP_URL is not set", transient=False)
         await self._send(notification_message(self.sender, email, title, body, link), email,
@@ -110,6 +123,7 @@ class Mailer:
         try:
             await aiosmtplib.send(
                 message,
+                sender=parseaddr(self.sender)[1], recipients=[email],
                 hostname=smtp.host, port=smtp.port,
                 username=smtp.username, password=smtp.password,
                 use_tls=smtp.implicit_tls,

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass
 
 from owlmetry.clock import now_ms
 from owlmetry.config import Config
-from owlmetry.login_codes import WINDOW_MS
+from owlmetry.login_codes import FAILURES_KEPT_MS, MAX_FAILURES, WINDOW_MS
 from owlmetry.store import DatabaseUnavailable, Store
 
 log = logging.getLogger("owlmetry.retention")
@@ -73,7 +73,8 @@ async def clean_up(store: Store, config: Config, now: int, *, batch_size: int = 
             removed = await in_batches(
                 lambda limit: store.remove_deleted(now - deleted_days * DAY_MS, limit))
         login_codes = await in_batches(
-            lambda limit: store.prune_login_codes(now - WINDOW_MS, limit))
+            lambda limit: store.prune_login_codes(now - WINDOW_MS, limit,
+                                                   now - FAILURES_KEPT_MS, MAX_FAILURES))
     return Cleaned(soft_deleted, removed, login_codes)
 
 

@@ -78,8 +78,11 @@ async def store(database_url):
 
 
 @pytest.fixture
-def config(database_url):
-    return Config(database_url=database_url)
+def config(database_url, tmp_path):
+    # PostgreSQL keeps no signing secret: it comes from a key file (SQLite's is beside the file).
+    if database_url.startswith("sqlite"):
+        return Config(database_url=database_url)
+    return Config(database_url=database_url, secret_key_file=str(tmp_path / "secret.key"))
 
 
 @pytest.fixture

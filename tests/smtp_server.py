@@ -41,6 +41,16 @@ class Mailbox:
     def last_code(self, address: str) -> str:
         return self.codes_for(address)[-1]
 
+    async def wait_for(self, address: str, count: int = 1, timeout_s: float = 10.0) -> list[str]:
+        """The codes mailed to `address` once there are at least `count` of them (login codes
+        are mailed in the background); AssertionError if they do not come in `timeout_s`."""
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while len(codes := self.codes_for(address)) < count:
+            if asyncio.get_running_loop().time() > deadline:
+                raise AssertionError(f"{count} code(s) for {address} never came; got {codes}")
+            await asyncio.sleep(0.01)
+        return codes
+
     def to(self, address: str) -> list[email.message.Message]:
         return [m for m in self.messages if m["X-Rcpt-To"] == address.lower()]
 

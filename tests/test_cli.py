@@ -25,6 +25,12 @@ def run(*args, env=None, cwd=None):
     )
 
 
+def secret_env(config) -> dict:
+    """The environment `owlmetry` signs tokens with as the `config` server does (PostgreSQL
+    keeps no secret; SQLite's key file is found beside the database)."""
+    return {"SECRET_KEY_FILE": config.secret_key_file} if config.secret_key_file else {}
+
+
 def ok(*args, **kwargs) -> str:
     result = run(*args, **kwargs)
     assert result.returncode == 0, result.stderr
@@ -40,17 +46,38 @@ async def test_users_create_prints_an_id_and_refuses_a_taken_email(database_url)
     assert "already exists" in again.stderr and "Traceback" not in again.stderr
 
 
-async def test_a_cli_token_works_on_the_server(client, database_url):
+@pytest.mark.parametrize("address", ["x,victim@example.com", "victim@example.com(1)",
+                                     "a<victim@example.com>", "victim@example.com,",
+                                     '"a b"@example.com', "a@[192.0.2.1]"])
+async def test_users_create_takes_exactly_one_address(database_url, address):
+    result = run("users", "create", address, "--database", database_url)
+    assert result.returncode != 0 and result.stdout == ""
+    assert "not a valid email address" in result.stderr and "Traceback" not in result.stderr
+    notify = run("notify", "--user", address, "--title", "T", "--database", database_url)
+    assert notify.returncode != 0 and "Traceback" not in notify.stderr
+
+
+async def test_users_unlock_forgets_an_emails_wrong_codes(store, database_url):
+    await store.execute("INSERT INTO login_failures VALUES ('locked@example.com', 100, 0, 0)")
+    assert ok("users", "unlock", "Locked@Example.com", "--database", database_url) == "unlocked"
+    assert await store.execute("SELECT * FROM login_failures") == []
+    assert ok("users", "unlock", "locked@example.com", "--database", database_url) == \
+        "no wrong codes on record"
+
+
+async def test_a_cli_token_works_on_the_server(client, config, database_url):
     user_id = ok("users", "create", "bob@example.com", "--database", database_url)
-    token = ok("users", "token", "bob@example.com", "--database", database_url)
+    token = ok("users", "token", "bob@example.com", "--database", database_url,
+               env=secret_env(config))
     assert jwt.decode(token, options={"verify_signature": False})["sub"] == user_id
     response = await client.get("/v1/devices", headers={"Authorization": f"Bearer {token}"})
     assert response.status == 200
 
 
-async def test_token_ttl_sets_the_expiry(database_url):
+async def test_token_ttl_sets_the_expiry(config, database_url):
     ok("users", "create", "carol@example.com", "--database", database_url)
-    token = ok("users", "token", "carol@example.com", "--ttl", "60", "--database", database_url)
+    token = ok("users", "token", "carol@example.com", "--ttl", "60", "--database", database_url,
+               env=secret_env(config))
     claims = jwt.decode(token, options={"verify_signature": False})
     assert claims["exp"] - claims["iat"] == 60
 
@@ -63,8 +90,9 @@ async def test_jwt_secret_from_the_environment_signs_tokens(database_url):
     assert jwt.decode(token, secret, algorithms=["HS256"])["email"] == "dave@example.com"
 
 
-async def test_token_for_an_unknown_email_fails_clearly(database_url):
-    result = run("users", "token", "nobody@example.com", "--database", database_url)
+async def test_token_for_an_unknown_email_fails_clearly(config, database_url):
+    result = run("users", "token", "nobody@example.com", "--database", database_url,
+                 env=secret_env(config))
     assert result.returncode == 1
     assert "no user" in result.stderr
 
@@ -110,7 +138,8 @@ async def test_agent_keys_have_their_prefix(database_url):
     (["serve", "--port", "70000"], {}, "--port"),
     (["serve"], {"TRUSTED_PROXIES": "127.0.0.1, proxy.local"}, "TRUSTED_PROXIES: 'proxy.local'"),
     (["migrate"], {"DATABASE_URL": "mysql://bob:hunter2@db/x"}, "'mysql://bob:***@db/x'"),
-    (["serve", "--database", "postgresql://u@127.0.0.1:1/db"], {}, "cannot connect to PostgreSQL"),
+    (["serve", "--database", "postgresql://u@127.0.0.1:1/db"], {"JWT_SECRET": "s" * 32},
+     "cannot connect to PostgreSQL"),
 ])
 def test_bad_configuration_is_one_clear_line_and_exit_1(tmp_path, args, env, message):
     result = run(*args, env=env, cwd=tmp_path)

@@ -10,6 +10,8 @@ JSON errors, the cross-site request check (`csrf`), 503 for an unavailable datab
 `auth.callers(...)` (a route without the mark, like /healthz and /metrics, is public).
 """
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 
@@ -17,7 +19,7 @@ from aiohttp import web
 
 from owlmetry.clock import now_ms
 from owlmetry.config import Config
-from owlmetry.credentials import UserTokens, jwt_secret
+from owlmetry.credentials import UserTokens, signing_secret
 from owlmetry.http import devices, health, inbox, login, metrics, openapi, producer
 from owlmetry.http.auth import admit, identify
 from owlmetry.http.context import (
@@ -26,7 +28,9 @@ from owlmetry.http.context import (
     CODE_HASHER,
     CONFIG,
     DISPATCHER,
+    LOGIN_MAIL,
     MAILER,
+    SESSIONS,
     STORE,
     TOKENS,
 )
@@ -34,10 +38,12 @@ from owlmetry.http.csrf import same_origin_only
 from owlmetry.http.errors import MAX_BODY_BYTES, json_errors
 from owlmetry.http.forwarded import forwarded
 from owlmetry.login_codes import CodeHasher
+from owlmetry.login_mail import LoginMailWorker
 from owlmetry.mail import Mailer
 from owlmetry.notify.channels.base import Channel
 from owlmetry.notify.dispatcher import dispatcher_for
 from owlmetry.retention import EVERY_S, RetentionJob
+from owlmetry.sessions import Sessions
 from owlmetry.store import open_store
 
 log = logging.getLogger("owlmetry")
@@ -53,15 +59,23 @@ async def authenticate(request: web.Request, handler):
 
 
 async def store_lifetime(app: web.Application):
-    store = await open_store(app[CONFIG].database_url)
+    store = await open_store(app[CONFIG].database_url)  # refuses database files others can read
     try:
+        secret = signing_secret(app[CONFIG])  # before the schema changes: none stops the start
         await store.migrate()
         store.limit_devices(app[CONFIG].max_devices_per_user)
         app[STORE] = store
-        secret = await jwt_secret(store, app[CONFIG].jwt_secret)
-        app[TOKENS] = UserTokens(secret)
+        sessions = app[SESSIONS] = Sessions()
+        await sessions.refresh(store)
+        app[TOKENS] = UserTokens(secret, sessions)
         app[CODE_HASHER] = CodeHasher(secret)
-        yield
+        watching = asyncio.create_task(sessions.watch(store))
+        try:
+            yield
+        finally:
+            watching.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watching
     finally:
         await store.close()
 
@@ -74,6 +88,14 @@ def dispatcher_lifetime(channels: dict[str, Channel] | None):
         yield
         await dispatcher.stop(grace_s=app[CONFIG].shutdown_grace_s)
     return lifetime
+
+
+async def login_mail_lifetime(app: web.Application):
+    worker = LoginMailWorker(app[STORE], app[MAILER], app[CODE_HASHER], app[CLOCK])
+    app[LOGIN_MAIL] = worker
+    worker.start()
+    yield
+    await worker.stop()
 
 
 def retention_lifetime(every_s: float):
@@ -112,6 +134,7 @@ def create_app(config: Config, channels: dict[str, Channel] | None = None,
     app.on_startup.append(announce_mail)
     app.cleanup_ctx.append(store_lifetime)
     app.cleanup_ctx.append(dispatcher_lifetime(channels))
+    app.cleanup_ctx.append(login_mail_lifetime)
     app.cleanup_ctx.append(retention_lifetime(cleanup_every_s))
     app.on_shutdown.append(announce_shutdown)
     app.router.add_get("/healthz", health.healthz, allow_head=False)

@@ -29,19 +29,35 @@ def user_id_of(tokens: UserTokens, token: str) -> str:
         raise ApiError(401, str(exc)) from None
 
 
-async def identify(request, tokens: UserTokens, store: Store) -> Caller:
-    """The caller of `request`, from its Authorization header, else its `token` cookie."""
+def credential_of(request) -> tuple[str, bool]:
+    """The credential `request` carries: its Authorization header's, else its `token` cookie's
+    (then True: a cookie holds a user JWT, never an API key)."""
     header = request.headers.get("Authorization")
     if header is None:
         cookie = request.cookies.get("token")
         if not cookie:
             raise ApiError(401, "Authentication required")
-        return Caller("user", user_id=user_id_of(tokens, cookie))
+        return cookie, True
     scheme, _, credential = header.partition(" ")
     credential = credential.strip()
     if scheme.lower() != "bearer" or not credential or " " in credential:
         raise ApiError(401, "Malformed Authorization header: expected 'Bearer <token>'")
-    if credential.startswith(API_KEY_PREFIX):
+    return credential, False
+
+
+def user_token_of(request) -> str | None:
+    """The user JWT `request` carries, read as `identify` reads it; None for none (or a key)."""
+    try:
+        credential, cookie = credential_of(request)
+    except ApiError:
+        return None
+    return credential if cookie or not credential.startswith(API_KEY_PREFIX) else None
+
+
+async def identify(request, tokens: UserTokens, store: Store) -> Caller:
+    """The caller of `request`, from its Authorization header, else its `token` cookie."""
+    credential, cookie = credential_of(request)
+    if not cookie and credential.startswith(API_KEY_PREFIX):
         key = await store.api_key_by_hash(hash_api_key(credential))
         if key is None or key.revoked_at is not None:
             raise ApiError(401, "Invalid API key")

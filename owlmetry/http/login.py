@@ -1,37 +1,44 @@
 """Email-code login, as the Owlmetry server has it: `POST /v1/auth/send-code`,
-`POST /v1/auth/verify-code`, `POST /v1/auth/logout`, and `GET`/`PATCH /v1/auth/me` (user-only:
+`POST /v1/auth/verify-code`, `POST /v1/auth/logout` (which ends the token's session on the
+server, `sessions`), and `GET`/`PATCH /v1/auth/me` (user-only:
 the user, and the update of their preferences, merged as `owlmetry.preferences` says).
 
-Owns these routes' body rules, the session cookie and the user's JSON shape, and who gets a
-code mailed: with sign-up closed (SIGNUP_ENABLED unset) an unknown email is answered exactly as
-a known one, but no mail goes out, and its code can never log anyone in. The code's shape and
-limits are `login_codes`' rules; sending is `mail`'s. Nothing here logs a code or a token.
+Owns these routes' body rules, answers, the session cookie and the user's JSON shape.
+`send-code` answers the same bytes for every well-formed email within the client address's
+limit, whether it has an account, has a code outstanding, or the relay is down: it does the
+same work (a code drawn, hashed and sealed; one store transaction; the mail worker woken) and
+leaves the mail to the queue (`login_mail`). With sign-up closed (SIGNUP_ENABLED unset) an
+unknown email gets no code, no mail and no row. The rules and numbers are `login_codes`';
+sending is `mail`'s. Nothing here logs a code or a token.
 """
 
 from aiohttp import web
 
 from owlmetry import login_codes, preferences
 from owlmetry.clock import iso_ms
+from owlmetry.credentials import InvalidCredential
 from owlmetry.emails import normalize_email
-from owlmetry.http.auth import callers, user_gone
+from owlmetry.http.auth import callers, user_gone, user_token_of
 from owlmetry.http.context import (
     CALLER,
     CLOCK,
     CODE_HASHER,
     CONFIG,
-    MAILER,
+    LOGIN_MAIL,
+    SESSIONS,
     STORE,
     TOKENS,
 )
 from owlmetry.http.errors import ApiError, json_response
 from owlmetry.http.validation import parse_json_object, parse_optional_json_object
 from owlmetry.ids import new_id
-from owlmetry.mail import MailError
 from owlmetry.store import User
+from owlmetry.store.login_codes import Attempt
 
 SESSION_TTL_S = 7 * 24 * 60 * 60  # the JWT's and the cookie's, as upstream
 COOKIE = "token"
 INVALID_CODE = "Invalid or expired code"
+SENT = {"message": "Verification code sent"}
 
 
 def parse_email(body: dict) -> str:
@@ -41,7 +48,8 @@ def parse_email(body: dict) -> str:
     try:
         return normalize_email(email)
     except ValueError:
-        raise ApiError(400, "email must be a valid email address, such as alice@example.com") from None
+        raise ApiError(400, "email must be a valid email address, exactly one, such as "
+                            "alice@example.com (no name, comment, list or quoted part)") from None
 
 
 def parse_code(body: dict) -> str:
@@ -75,43 +83,54 @@ def cookie_attributes(request: web.Request) -> dict:
     return {"path": "/", "httponly": True, "samesite": "Lax", "secure": secure or None}
 
 
+def too_many(message: str, wait_ms: int | None) -> web.Response:
+    response = json_response({"error": message}, 429)
+    if wait_ms is not None:
+        response.headers["Retry-After"] = str(max(1, -(-wait_ms // 1000)))
+    return response
+
+
 async def send_code(request: web.Request) -> web.Response:
     email = parse_email(parse_json_object(await request.read()))
     app = request.app
-    store, now = app[STORE], app[CLOCK]()
-    deliver = app[CONFIG].signup_enabled or await store.user_by_email(email) is not None
-    # A code is kept for an unknown email too, so that the limit (and its 429) cannot tell
-    # known emails from unknown ones; nobody learns that code, and it opens no account.
+    store, now, hasher, config = app[STORE], app[CLOCK](), app[CODE_HASHER], app[CONFIG]
+    # Drawn, hashed and sealed whatever becomes of it: the same work for every email.
     code, code_id = login_codes.new_code(), new_id()
-    oldest = await store.add_login_code(
-        code_id, email, app[CODE_HASHER].hash(email, code), now,
-        now + login_codes.CODE_TTL_MS, now - login_codes.WINDOW_MS, login_codes.CODES_PER_WINDOW)
-    if oldest is not None:
-        wait_s = max(1, -(-(oldest + login_codes.WINDOW_MS - now) // 1000))
-        response = json_response(
-            {"error": "Too many verification codes requested. Try again later."}, 429)
-        response.headers["Retry-After"] = str(wait_s)
-        return response
-    if deliver:
-        try:
-            await app[MAILER].send_login_code(email, code)
-        except MailError:
-            # Not kept: a code that never arrived must not use up one of the hour's five.
-            await store.discard_login_code(code_id)
-            raise ApiError(503, "Could not send the verification email; try again later") from None
-    return json_response({"message": "Verification code sent"})
+    wait = await store.ask_login_code(
+        email, login_codes.address_bucket("send", request.remote), code_id,
+        hasher.hash(email, code), hasher.seal(code_id, email, code), now,
+        now + login_codes.CODE_TTL_MS, signup=config.signup_enabled,
+        window_ms=login_codes.ADDRESS_WINDOW_MS, limit=config.login_sends_per_address,
+        resend_before=now - login_codes.RESEND_AFTER_MS, max_mails=login_codes.MAX_MAILS)
+    if wait:
+        return too_many("Too many verification codes requested from this address. "
+                        "Try again later.", wait)
+    app[LOGIN_MAIL].wake()
+    return json_response(SENT)
 
 
 async def verify_code(request: web.Request) -> web.Response:
     body = parse_json_object(await request.read())
     email, code = parse_email(body), parse_code(body)
     app = request.app
-    store, now = app[STORE], app[CLOCK]()
-    if not await store.use_login_code(email, app[CODE_HASHER].hash(email, code), now,
-                                      login_codes.MAX_ATTEMPTS):
+    store, now, config = app[STORE], app[CLOCK](), app[CONFIG]
+    result = await store.try_login_code(
+        email, login_codes.address_bucket("verify", request.remote),
+        app[CODE_HASHER].hash(email, code), now, window_ms=login_codes.ADDRESS_WINDOW_MS,
+        limit=config.login_verifies_per_address, delay_after=login_codes.delay_after)
+    if result.outcome is Attempt.LIMITED:
+        return too_many("Too many login attempts from this address. Try again later.",
+                        result.wait_ms)
+    if result.outcome is Attempt.WAITING:
+        return too_many("Too many wrong codes for this email. Try again later.",
+                        result.wait_ms)
+    if result.outcome is Attempt.LOCKED:
+        return too_many("Too many wrong codes for this email: it is locked until the "
+                        "server's operator unlocks it.", None)
+    if result.outcome is not Attempt.ACCEPTED:
         raise ApiError(401, INVALID_CODE)
-    found = await store.login_user(new_id(), email, now, create=app[CONFIG].signup_enabled)
-    if found is None:  # sign-up is closed and no such user: its code was never mailed
+    found = await store.login_user(new_id(), email, now, create=config.signup_enabled)
+    if found is None:  # sign-up was closed after the code was made
         raise ApiError(401, INVALID_CODE)
     user, is_new = found
     token = app[TOKENS].issue(user.id, user.email, ttl=SESSION_TTL_S)
@@ -122,6 +141,16 @@ async def verify_code(request: web.Request) -> web.Response:
 
 
 async def logout(request: web.Request) -> web.Response:
+    # Ends the session of the token sent, if it is a live one; without one there is nothing to
+    # end, and the answer is the same (the cookie is cleared either way).
+    token = user_token_of(request)
+    if token is not None:
+        try:
+            session = request.app[TOKENS].session(token)
+        except InvalidCredential:
+            session = None
+        if session is not None:
+            await request.app[SESSIONS].end(request.app[STORE], session, request.app[CLOCK]())
     response = json_response({"success": True})
     response.del_cookie(COOKIE, **cookie_attributes(request))
     return response

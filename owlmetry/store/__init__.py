@@ -3,9 +3,9 @@
 `open_store(url)` picks the engine from the URL: `sqlite:///path` (aiosqlite, the embedded
 default) or `postgresql://...` (asyncpg, production). Layout: `rows` (the rows, enums and
 errors callers see), `store` (the `Store` class) assembled from one module per feature
-(`users`, `login_codes`, `devices`, `inbox`, `deliveries`, `metrics_reads`, `retention`,
-`health` (the write probe), `recipients`: interface, SQL for both engines and row mapping;
-`unread_counts`, the counter's statements the inbox and the queue share), `engine` with
+(`users`, `sessions`, `login_codes`, `devices`, `inbox`, `deliveries`, `metrics_reads`,
+`retention`, `health` (the write probe), `recipients`: interface, SQL for both engines and row
+mapping; `unread_counts`, the counter's statements the inbox and the queue share), `engine` with
 `sqlite` and `postgres` (connections, transactions, dialect, which errors mean "database
 unavailable"), `availability` (the log of outages), `schema` (schema.sql and the migrations
 between versions), `batching` (coalescing calls).
@@ -42,6 +42,7 @@ from owlmetry.store.rows import (
     User,
 )
 from owlmetry.store.schema import latest_version, schema_sql
+from owlmetry.store.sessions import Revocation
 from owlmetry.store.store import Store
 
 __all__ = [
@@ -67,6 +68,7 @@ __all__ = [
     "PushTarget",
     "ReadState",
     "RecipientGroup",
+    "Revocation",
     "Store",
     "StoreError",
     "TargetKind",

@@ -24,6 +24,12 @@ import aiosqlite
 import orjson
 
 from owlmetry.clock import now_ms
+from owlmetry.private_files import (
+    DATABASE_REFUSED_BITS,
+    ExposedFile,
+    create_private,
+    refuse_exposed,
+)
 from owlmetry.store.engine import Engine
 from owlmetry.store.rows import DatabaseUnavailable, StoreError
 from owlmetry.store.schema import CURRENT_VERSION, VERSION_TABLE, database_version, upgrade_script
@@ -114,6 +120,10 @@ def file_identity(path: str) -> tuple[int, int]:
     return found.st_dev, found.st_ino
 
 
+# The files of one database. SQLite makes the last three with the database's own mode.
+SIDE_FILES = ("", "-wal", "-shm", "-journal")
+
+
 @functools.cache
 def to_sqlite(sql: str) -> str:
     """`$1` -> `?1`: both are "the first parameter", so a statement may use one twice."""
@@ -140,6 +150,16 @@ class SQLiteEngine(Engine):
             raise StoreError(
                 f"cannot create the SQLite database {path!r}: folder {folder!r} does not exist"
             )
+        # Made by us, 0600, before SQLite would make it with the umask's mode (0644 as a rule):
+        # the database holds every user's devices.
+        try:
+            create_private(path)
+            refuse_exposed([path + side for side in SIDE_FILES], f"the SQLite database {path}",
+                           DATABASE_REFUSED_BITS)
+        except ExposedFile as exc:
+            raise StoreError(str(exc)) from None
+        except OSError as exc:
+            raise StoreError(f"cannot create the SQLite database {path!r}: {exc.strerror}") from None
         connections = []
         try:
             for _ in range(3):
@@ -192,6 +212,9 @@ class SQLiteEngine(Engine):
         # holds up the requests' reads meanwhile).
         partial = f"{path}.partial"
         try:
+            # Private from the start, as the database is: SQLite gives its journal the same mode.
+            if not create_private(partial):
+                raise StoreError(f"{partial!r} exists (a backup under way?); remove it first")
             target = sqlite3.connect(partial)
             try:
                 await self._bulk_reader.backup(target)

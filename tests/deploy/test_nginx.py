@@ -235,11 +235,10 @@ async def test_nginx_keeps_its_connections_to_the_server_open(servers, nginx, cl
 
 
 async def test_login_requests_are_limited_per_client_address(servers, nginx, client):
-    server = await servers("server", **TRUSTING)
+    # The server's own per-address limit raised out of the way, so every 429 is nginx's.
+    server = await servers("server", **TRUSTING, LOGIN_SENDS_PER_ADDRESS="1000")
     proxy = await nginx([server.port])
     statuses = []
-    # A different email each time: the server's own limit (5 codes per email an hour) never
-    # applies, so every 429 is nginx's, per address.
     for n in range(40):
         async with client.post(f"{proxy.https}/v1/auth/send-code",
                                json={"email": f"user{n}@example.com"}) as answer:
@@ -257,3 +256,19 @@ async def test_login_requests_are_limited_per_client_address(servers, nginx, cli
     for _ in range(30):
         async with client.get(f"{proxy.https}/healthz") as answer:
             assert answer.status == 200
+
+
+async def test_the_server_limits_login_per_client_address_behind_nginx(servers, nginx, client):
+    # The server's own limit holds behind nginx too, counted by the client's address as nginx
+    # forwards it (X-Forwarded-For from a trusted proxy); its 429 is the server's JSON.
+    server = await servers("server", **TRUSTING, LOGIN_SENDS_PER_ADDRESS="3")
+    proxy = await nginx([server.port])
+    statuses = []
+    for n in range(4):
+        async with client.post(f"{proxy.https}/v1/auth/send-code",
+                               json={"email": f"user{n}@example.com"}) as answer:
+            statuses.append(answer.status)
+            if answer.status == 429:
+                assert (await answer.json())["error"].startswith("Too many verification codes")
+                assert int(answer.headers["Retry-After"]) > 0
+    assert statuses == [200, 200, 200, 429]

@@ -10,7 +10,7 @@ import uuid
 from collections import Counter
 
 from owlmetry.clock import now_ms
-from owlmetry.credentials import UserTokens, jwt_secret
+from owlmetry.credentials import UserTokens, signing_secret
 from tests.deploy.conftest import access_lines, only_postgresql, session_from
 from tests.notify.conftest import token, wait_done
 from tests.notify.test_durability import SAFETY_S, owners, requests_by_token, server_key
@@ -45,11 +45,11 @@ async def both_answered(pair, method: str, route: str, count: int) -> list[int]:
 
 @only_postgresql
 async def test_two_servers_behind_nginx_register_list_and_fan_out_as_one(
-        store, mocks, servers, nginx, client_tls):
+        store, config, mocks, servers, nginx, client_tls):
     one, two = await asyncio.gather(servers("one", **TRUSTING), servers("two", **TRUSTING))
     proxy = await nginx([one.port, two.port])
-    # The servers made the JWT secret on start; this reads the same one from the database.
-    tokens = UserTokens(await jwt_secret(store, None))
+    # Both servers sign with the secret of one key file (JWT_SECRET would do as well).
+    tokens = UserTokens(signing_secret(config))
     alice, bob = [await store.create_user(str(uuid.uuid4()), f"{name}@example.com", now_ms())
                   for name in ("alice", "bob")]
     as_alice = {"Cookie": f"token={tokens.issue(alice.id, alice.email)}"}

@@ -164,7 +164,8 @@ def own_cluster():
 async def test_postgresql_stopped_is_503_said_once_and_200_after_a_restart(
         own_cluster, aiohttp_client, caplog):
     caplog.set_level(logging.INFO)
-    client = await aiohttp_client(create_app(Config(database_url=own_cluster.url)))
+    client = await aiohttp_client(create_app(Config(database_url=own_cluster.url,
+                                                    jwt_secret="s" * 32)))
     _, headers = await Users(client.app).headers()
     assert (await client.get("/healthz")).status == 200
 

@@ -9,7 +9,6 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import owlmetry
 from owlmetry.clock import now_ms
-from owlmetry.config import Config
 from owlmetry.http import metrics
 from owlmetry.http.app import create_app
 from owlmetry.http.context import DISPATCHER, STORE
@@ -134,8 +133,8 @@ async def test_the_device_gauge_follows_registrations_and_deletions(client, user
 
 
 async def test_a_fan_out_shows_in_flight_then_pushes_by_outcome(
-        database_url, aiohttp_client, mocks, fcm_mock, mobile_push):  # noqa: F811
-    client = await aiohttp_client(create_app(Config(database_url=database_url),
+        config, aiohttp_client, mocks, fcm_mock, mobile_push):  # noqa: F811
+    client = await aiohttp_client(create_app(config,
                                              channels={"mobile_push": mobile_push()}))
     store = client.app[STORE]
     secret = await make_key(client.app, "server")
@@ -195,8 +194,8 @@ async def test_a_fan_out_shows_in_flight_then_pushes_by_outcome(
     assert "eyJ" not in text  # the start of every JWT
 
 
-async def test_deliveries_nobody_claims_are_due(database_url, aiohttp_client, mobile_push):  # noqa: F811
-    client = await aiohttp_client(create_app(Config(database_url=database_url),
+async def test_deliveries_nobody_claims_are_due(config, aiohttp_client, mobile_push):  # noqa: F811
+    client = await aiohttp_client(create_app(config,
                                              channels={"mobile_push": mobile_push()}))
     await client.app[DISPATCHER].stop()  # a server whose dispatcher has stopped claiming
     store = client.app[STORE]

@@ -1,10 +1,10 @@
 """The producer route, POST /v1/notifications: who may call it, what it accepts, what follows."""
 
+import dataclasses
 import uuid
 
 import pytest
 
-from owlmetry.config import Config
 from owlmetry.http.app import create_app
 from owlmetry.http.context import STORE
 from tests.conftest import Users
@@ -126,8 +126,8 @@ OVER_FCM_ONLY = {"feedback_id": "f1", "blob": "x" * 3800}
     ({"google.c.a": "1"}, "mobile_push: data key 'google.c.a' is reserved by FCM"),
 ])
 async def test_with_fcm_configured_what_fcm_would_refuse_is_400(
-        database_url, aiohttp_client, users, fcm_account, data, message):  # noqa: F811
-    client = await aiohttp_client(create_app(Config(database_url=database_url, fcm=fcm_account)))
+        config, aiohttp_client, fcm_account, data, message):  # noqa: F811
+    client = await aiohttp_client(create_app(dataclasses.replace(config, fcm=fcm_account)))
     secret = await make_key(client.app, "server")
     user_id, _ = await Users(client.app).create()
     status, reply = await post(client, {**GOOD, "user_ids": [user_id], "data": data}, secret)
@@ -144,8 +144,8 @@ async def test_without_fcm_only_apns_limits_apply(client, users, data):
 
 
 async def test_a_notification_reaches_the_recipients_devices(
-        database_url, aiohttp_client, mocks, mobile_push):  # noqa: F811
-    client = await aiohttp_client(create_app(Config(database_url=database_url),
+        config, aiohttp_client, mocks, mobile_push):  # noqa: F811
+    client = await aiohttp_client(create_app(config,
                                              channels={"mobile_push": mobile_push()}))
     store = client.app[STORE]
     secret = await make_key(client.app, "server")

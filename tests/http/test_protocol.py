@@ -21,7 +21,6 @@ import pytest
 from aiohttp import web
 
 from owlmetry.clock import now_ms
-from owlmetry.config import Config
 from owlmetry.http.app import create_app
 from owlmetry.http.context import STORE, TOKENS
 from owlmetry.http.protocol import Timeouts
@@ -81,8 +80,8 @@ async def until_closed(reader: asyncio.StreamReader) -> Answer:
 
 
 @pytest.fixture
-async def server(database_url):
-    app = create_app(Config(database_url=database_url))
+async def server(config):
+    app = create_app(config)
     runner = AppRunner(app, timeouts=Timeouts(HEADER_TIMEOUT_S, BODY_TIMEOUT_S), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)

@@ -4,7 +4,6 @@ and configuration, and stops with the app."""
 import asyncio
 import uuid
 
-from owlmetry.config import Config
 from owlmetry.http.app import create_app
 from owlmetry.http.context import STORE
 from owlmetry.retention import DAY_MS
@@ -13,8 +12,8 @@ from owlmetry.store import NotificationContent
 NOW = 1_800_000_000_000
 
 
-async def test_the_server_cleans_up_by_itself(database_url, aiohttp_client):
-    client = await aiohttp_client(create_app(Config(database_url=database_url),
+async def test_the_server_cleans_up_by_itself(config, aiohttp_client):
+    client = await aiohttp_client(create_app(config,
                                              clock=lambda: NOW, cleanup_every_s=0.05))
     store = client.app[STORE]
     user = await store.create_user(str(uuid.uuid4()), "alice@example.com", 1)

@@ -99,13 +99,16 @@ class Server:
 
 
 @pytest.fixture
-async def servers(database_url, mocks, tls_files, auth_key):
-    """`await servers(name)` -> a running Server on the test's database and mock APNs hosts.
-    Every server still alive is killed after the test, whatever happened."""
+async def servers(database_url, config, mocks, tls_files, auth_key):
+    """`await servers(name)` -> a running Server on the test's database and mock APNs hosts,
+    signing with `config`'s secret. Every server still alive is killed after the test,
+    whatever happened."""
     started: list[Server] = []
     clean = {k: v for k, v in os.environ.items()
              if not k.startswith(("DATABASE_URL", "APNS_", "JWT_", "NOTIFY_", "COOKIE_",
-                                  "ACCESS_", "SHUTDOWN_", "TRUSTED_", "FCM_"))}
+                                  "ACCESS_", "SHUTDOWN_", "TRUSTED_", "SECRET_", "FCM_"))}
+    if config.secret_key_file:
+        clean["SECRET_KEY_FILE"] = config.secret_key_file
     env = {**clean, "NOTIFY_LEASE_SECONDS": str(LEASE_S), "APNS_CONNECTIONS": "1",
            "APNS_KEY_ID": KEY_ID, "APNS_TEAM_ID": TEAM_ID, "APNS_BUNDLE_ID": TOPIC,
            "APNS_KEY_P8": auth_key.decode(), "APNS_CA_FILE": tls_files[0],

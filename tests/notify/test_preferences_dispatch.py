@@ -136,8 +136,8 @@ async def test_operator_defaults_change_what_a_user_without_preferences_gets(sto
 
 
 async def test_notification_defaults_from_the_environment_reach_the_producer_route(
-        database_url, aiohttp_client):
-    config = from_env({"DATABASE_URL": database_url,
+        database_url, tmp_path, aiohttp_client):
+    config = from_env({"DATABASE_URL": database_url, "SECRET_KEY_FILE": f"{tmp_path}/jwt.key",
                        "NOTIFICATION_DEFAULTS": '{"feedback.new": {"mobile_push": false}}'})
     client = await aiohttp_client(create_app(config, channels={
         "mobile_push": unconfigured_push()}))

@@ -3,10 +3,11 @@ least recently seen devices, on both backends; refreshing one's own device evict
 
 import asyncio
 import uuid
+from dataclasses import replace
 
 import pytest
 
-from owlmetry.config import Config, ConfigError, from_env
+from owlmetry.config import ConfigError, from_env
 from owlmetry.http.app import create_app
 from owlmetry.http.context import STORE
 from owlmetry.store import DeviceRegistration
@@ -87,9 +88,8 @@ async def test_one_batch_of_registrations_keeps_the_cap(store):
     assert len(await ids(store, other)) == 1
 
 
-async def test_the_api_caps_at_max_devices_per_user(database_url, aiohttp_client):
-    client = await aiohttp_client(create_app(Config(database_url=database_url,
-                                                    max_devices_per_user=2)))
+async def test_the_api_caps_at_max_devices_per_user(config, aiohttp_client):
+    client = await aiohttp_client(create_app(replace(config, max_devices_per_user=2)))
     _, headers = await Users(client.app).headers()
     for n in range(5):
         response = await client.post("/v1/devices", headers=headers, json=body(token(n)))

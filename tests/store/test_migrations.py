@@ -1,16 +1,18 @@
 """Schema upgrades as an operator meets them: a database of release 0.1 (the last before
 versions were recorded), holding real rows, upgraded in place by `migrate` on both engines."""
 
+import os
 import sqlite3
 import uuid
 from pathlib import Path
 
 import asyncpg
+import pytest
 
-from owlmetry.config import Config
-from owlmetry.credentials import UserTokens, jwt_secret
+from owlmetry.credentials import UserTokens
 from owlmetry.http.app import create_app
-from owlmetry.store import latest_version, open_store
+from owlmetry.http.context import STORE, TOKENS
+from owlmetry.store import StoreError, latest_version, open_store
 from owlmetry.store.schema import migrations
 
 RELEASE_0_1 = (Path(__file__).parent / "schema_0_1.sql").read_text()
@@ -51,6 +53,7 @@ ROWS_0_1 = {
     "login_codes": [("c1", "alice@example.com", "ff" * 32, 1, T0, T0 + 600_000, None)],
     "settings": [("jwt_secret", "a-secret-release-0.1-made-itself-long-enough")],
 }
+OLD_SECRET = ROWS_0_1["settings"][0][1]
 
 
 # Each notification as it reads after migration 8, its content through the join.
@@ -61,9 +64,12 @@ FROM notifications AS n JOIN notification_contents AS c ON c.id = n.content_id
 """
 
 
-def upgraded(table: str, row: tuple) -> tuple:
+def upgraded(table: str, row: tuple) -> tuple | None:
     """A release 0.1 row as the upgrade leaves it (migration 3): devices keep the channel they
-    registered with and are iOS (`platform`, added last); pushes go out on `mobile_push`."""
+    registered with and are iOS (`platform`, added last); pushes go out on `mobile_push`. The
+    signing secret leaves the database (migration 6): None."""
+    if table == "settings" and row[0] == "jwt_secret":
+        return None
     if table == "user_devices":
         return (*row, "ios")
     channel = {"notification_deliveries": 1, "notification_pushes": 2}.get(table)
@@ -75,8 +81,11 @@ def upgraded(table: str, row: tuple) -> tuple:
 
 async def run_script(database_url: str, script: str) -> None:
     if database_url.startswith("sqlite"):
-        with sqlite3.connect(database_url[len("sqlite:///"):]) as db:
+        # As release 0.1 made it: with the umask's mode, readable by every local user.
+        path = database_url[len("sqlite:///"):]
+        with sqlite3.connect(path) as db:
             db.executescript(script)
+        os.chmod(path, 0o644)
         return
     db = await asyncpg.connect(database_url)
     try:
@@ -92,12 +101,15 @@ def insert(table: str, row: tuple) -> str:
 
 
 async def build_release_0_1(database_url: str, rows: dict | None = None) -> None:
-    """A database as release 0.1 left it: its schema, its schema digest, and `rows`."""
+    """A database as release 0.1 left it: its schema, its schema digest, and `rows`; its
+    SQLite file made private, as the README's upgrade notes ask."""
     statements = [insert(table, row) for table, table_rows in (rows or {}).items()
                   for row in table_rows]
     await run_script(database_url, "\n".join([
         RELEASE_0_1, "INSERT INTO settings VALUES ('schema_sha256', 'digest-of-release-0.1');",
         *statements]))
+    if database_url.startswith("sqlite"):
+        os.chmod(database_url[len("sqlite:///"):], 0o600)
 
 
 async def schema_shape(store) -> dict:
@@ -142,8 +154,8 @@ async def test_a_release_0_1_database_upgrades_in_place_and_loses_nothing(databa
         await store.migrate()
         assert await recorded_versions(store) == [m.version for m in migrations()]
         for table, rows in ROWS_0_1.items():
-            expected = [upgraded(table, row) for row in rows]
-            width = len(expected[0])
+            expected = [kept for row in rows if (kept := upgraded(table, row)) is not None]
+            width = len(expected[0]) if expected else len(rows[0])
             kept = await store.execute(NOTIFICATIONS_WITH_CONTENT if table == "notifications"
                                        else f"SELECT * FROM {table}")
             assert sorted(row[:width] for row in kept) == sorted(expected), table
@@ -157,18 +169,31 @@ async def test_a_release_0_1_database_upgrades_in_place_and_loses_nothing(databa
         assert await store.execute(
             "SELECT count(*) FROM notification_deliveries WHERE notification_id = $1", N2) \
             == [(0,)]
-        assert await store.execute(
-            "SELECT value FROM settings WHERE key = 'schema_sha256'") == []
-        secret = await jwt_secret(store, None)
+        # Migration 6: the signing secret is no longer in the database (nor is the digest).
+        assert await store.execute("SELECT * FROM settings") == []
     finally:
         await store.close()
-    assert secret == "a-secret-release-0.1-made-itself-long-enough"
 
 
-async def test_the_upgraded_database_serves_every_route(database_url, aiohttp_client):
-    await build_release_0_1(database_url, ROWS_0_1)
-    client = await aiohttp_client(create_app(Config(database_url=database_url)))
-    token = UserTokens(ROWS_0_1["settings"][0][1]).issue(USER, "alice@example.com")
+async def test_a_world_readable_release_0_1_file_is_refused_until_made_private(tmp_path):
+    path = tmp_path / "owlmetry.db"
+    await run_script(f"sqlite:///{path}", RELEASE_0_1)
+    with pytest.raises(StoreError) as refused:
+        await open_store(f"sqlite:///{path}")
+    assert str(refused.value).endswith(f"chmod 600 {path}")
+    os.chmod(path, 0o600)
+    store = await open_store(f"sqlite:///{path}")
+    await store.close()
+
+
+async def test_the_upgraded_database_serves_every_route(config, aiohttp_client):
+    await build_release_0_1(config.database_url, ROWS_0_1)
+    client = await aiohttp_client(create_app(config))
+    # Sessions signed with the secret the database held end with the upgrade.
+    old = UserTokens(OLD_SECRET).issue(USER, "alice@example.com")
+    answer = await client.get("/v1/devices", headers={"Authorization": f"Bearer {old}"})
+    assert (answer.status, await answer.json()) == (401, {"error": "Invalid token"})
+    token = client.app[TOKENS].issue(USER, "alice@example.com")
     headers = {"Authorization": f"Bearer {token}"}
 
     devices = (await (await client.get("/v1/devices", headers=headers)).json())["devices"]
@@ -190,6 +215,14 @@ async def test_the_upgraded_database_serves_every_route(database_url, aiohttp_cl
     assert me["user"]["preferences"] == {"notifications": {"types": {}}}
     email_on = {"preferences": {"notifications": {"types": {"issue.new": {"email": True}}}}}
     assert (await client.patch("/v1/auth/me", headers=headers, json=email_on)).status == 200
+    # Login (migration 7): release 0.1's code stays as it was, unsealed and never mailed again;
+    # a new ask keeps a sealed code beside it.
+    assert (await client.post("/v1/auth/send-code", json={"email": "alice@example.com"})).status \
+        == 200
+    codes = await client.app[STORE].execute(
+        "SELECT id = 'c1', code_sealed IS NOT NULL, mails_sent FROM login_codes ORDER BY 1")
+    assert [(bool(old), bool(sealed)) for old, sealed, _ in codes] == [(False, True), (True, False)]
+    assert codes[1][2] == 0
     assert (await client.get("/healthz")).status == 200
 
 
