@@ -244,7 +244,7 @@ async def revoke_key_command(config: Config, args) -> str:
 async def notify_command(config: Config, args) -> str:
     content = NotificationContent(args.type, args.title, args.body, args.link, args.data)
     try:
-        check_content(content)
+        check_content(content, config)
     except ValueError as exc:
         raise CommandError(str(exc)) from None
     async with migrated_store(config) as store:

@@ -173,20 +173,22 @@ def get_json(url: str):
 def test_serve_starts_on_sqlite_with_no_configuration(tmp_path):
     port = free_port()
     clean = {k: v for k, v in os.environ.items()
-             if not k.startswith(("DATABASE_URL", "JWT_", "APNS_", "SMTP_"))}
+             if not k.startswith(("DATABASE_URL", "JWT_", "APNS_", "SMTP_", "FCM_"))}
     server = subprocess.Popen(
         [sys.executable, "-m", "owlmetry", "serve", "--port", str(port)],
         cwd=tmp_path, env=clean, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     try:
-        startup = [server.stdout.readline() for _ in range(4)]
-        # Without APNs credentials or SMTP the server still runs, and says what pushes and
-        # notification mail will not do, and where login codes go.
-        assert "email deliveries will be skipped: SMTP_URL is not set" in startup[0]
+        startup = [server.stdout.readline() for _ in range(5)]
+        # Without APNs credentials, an FCM service account or SMTP the server still runs, and
+        # says what pushes and notification mail will not do, and where login codes go.
+        assert "Android devices will be skipped: FCM is not configured: " \
+            "FCM_SERVICE_ACCOUNT_PATH (or FCM_SERVICE_ACCOUNT) unset" in startup[0]
+        assert "email deliveries will be skipped: SMTP_URL is not set" in startup[1]
         assert "mobile_push deliveries will be skipped: APNs is not configured: APNS_KEY_ID" in \
-            startup[1]
-        assert "SMTP_URL is not set: login codes are written to this log" in startup[2]
-        assert "listening on" in startup[3]
+            startup[2]
+        assert "SMTP_URL is not set: login codes are written to this log" in startup[3]
+        assert "listening on" in startup[4]
         assert get_json(f"http://127.0.0.1:{port}/healthz") == (200, {"status": "ok"})
         assert (tmp_path / "owlmetry.db").is_file()
         busy = run("serve", "--port", str(port), cwd=tmp_path)

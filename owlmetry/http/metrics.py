@@ -215,11 +215,12 @@ class AppCollector(Collector):
     def _connections(self, channels):
         connections = GaugeMetricFamily(
             "owlmetry_channel_connections", "Open connections to a channel's push service "
-            "(mobile_push: HTTP/2 connections to the APNs host of the environment).",
+            "(mobile_push: HTTP/2 connections to the APNs host of the environment, and to "
+            "FCM as environment \"fcm\", one host for both).",
             labels=["channel", "environment"])
         in_flight = GaugeMetricFamily(
             "owlmetry_channel_in_flight", "Pushes on the wire waiting for their answer "
-            "(mobile_push: open HTTP/2 streams to APNs).", labels=["channel", "environment"])
+            "(mobile_push: open HTTP/2 streams to APNs and FCM).", labels=["channel", "environment"])
         queued = GaugeMetricFamily(
             "owlmetry_channel_queued", "Pushes waiting for room on a connection.",
             labels=["channel", "environment"])

@@ -10,7 +10,7 @@ dispatcher's: this module only validates and enqueues.
 from aiohttp import web
 
 from owlmetry.http.auth import callers
-from owlmetry.http.context import DISPATCHER, STORE
+from owlmetry.http.context import CONFIG, DISPATCHER, STORE
 from owlmetry.http.errors import ApiError, body_too_large, json_response
 from owlmetry.http.validation import parse_json_object
 from owlmetry.ids import normalize_id
@@ -80,7 +80,7 @@ async def create_notifications(request: web.Request) -> web.Response:
     user_ids = parse_user_ids(body)
     content = parse_content(body)
     try:
-        check_content(content)
+        check_content(content, request.app[CONFIG])
     except ValueError as exc:
         raise ApiError(400, str(exc)) from None
     recipients, unknown = await known_recipients(request.app[STORE], user_ids)

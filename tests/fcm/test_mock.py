@@ -164,3 +164,28 @@ async def test_the_mock_runs_out_of_process(fcm_key, base_account, tls_files, tm
     finally:
         process.terminate()
         assert await process.wait() == 0
+
+
+async def test_the_admin_sdks_scopes_are_accepted(mock, tls_files, fcm_key):
+    scopes = " ".join(["https://www.googleapis.com/auth/cloud-platform",
+                       "https://www.googleapis.com/auth/firebase",
+                       "https://www.googleapis.com/auth/userinfo.email"])
+    status, body = await post_form(mock, tls_files, {
+        "grant_type": GRANT_TYPE, "assertion": signed(fcm_key, mock, scope=scopes)})
+    assert status == 200 and body["access_token"]
+
+
+async def test_google_auths_audience_is_accepted_only_when_asked(tls_files, base_account, fcm_key):
+    # google-auth (so firebase-admin) addresses every assertion to Google's endpoint.
+    from owlmetry.fcm.mock import MockFCM
+
+    for accept, expected in ((False, 400), (True, 200)):
+        server = MockFCM(*tls_files, base_account, accept_google_audience=accept)
+        await server.start()
+        try:
+            status, _ = await post_form(server, tls_files, {
+                "grant_type": GRANT_TYPE,
+                "assertion": signed(fcm_key, server, aud="https://oauth2.googleapis.com/token")})
+        finally:
+            await server.stop()
+        assert status == expected

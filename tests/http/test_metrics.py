@@ -12,8 +12,18 @@ from owlmetry.clock import now_ms
 from owlmetry.http import metrics
 from owlmetry.http.app import create_app
 from owlmetry.http.context import DISPATCHER, STORE
+from owlmetry.store import DeviceRegistration, Platform
 from tests.http.test_auth import make_key
-from tests.notify.conftest import mobile_push, mocks, token, user_with_devices, wait_done  # noqa: F401
+from tests.notify.conftest import (  # noqa: F401  (fixtures)
+    fcm_account,
+    fcm_key,
+    fcm_mock,
+    mobile_push,
+    mocks,
+    token,
+    user_with_devices,
+    wait_done,
+)
 
 NOTIFICATION = {"type": "feedback.new", "title": "New feedback", "body": "Someone wrote"}
 
@@ -123,17 +133,23 @@ async def test_the_device_gauge_follows_registrations_and_deletions(client, user
 
 
 async def test_a_fan_out_shows_in_flight_then_pushes_by_outcome(
-        config, aiohttp_client, mocks, mobile_push):  # noqa: F811
+        config, aiohttp_client, mocks, fcm_mock, mobile_push):  # noqa: F811
     client = await aiohttp_client(create_app(config,
                                              channels={"mobile_push": mobile_push()}))
     store = client.app[STORE]
     secret = await make_key(client.app, "server")
     users = [await user_with_devices(store, ["production", "sandbox"], n * 2) for n in range(5)]
+    android = [f"{'dead' if n == 0 else 'fcm'}{n}:APA91b" + "Xy_-" * 36 for n in range(5)]
+    for (user_id, _), device_token in zip(users, android, strict=True):
+        await store.register_device(str(uuid.uuid4()), user_id, DeviceRegistration(
+            "mobile_push", device_token, "production", None, None, None, Platform.ANDROID),
+            now_ms())
     dead = [tokens[0] for _, tokens in users[:2]]  # two production tokens Apple gave up on
     for device_token in dead:
         mocks.production.behaviour.unregistered[device_token] = now_ms() + 60_000
+    fcm_mock.behaviour.dead_prefixes = ("dead",)  # and one Android token FCM does not know
     # Answers held back long enough to look at the pushes while they are on the wire.
-    for mock in (mocks.production, mocks.sandbox):
+    for mock in (mocks.production, mocks.sandbox, fcm_mock):
         mock.behaviour.latency_s = 2.0
     samples, _ = await scrape(client)
     assert family(samples, "owlmetry_registered_devices", channel="ios_push") == {"production": 5, "sandbox": 5}
@@ -143,12 +159,15 @@ async def test_a_fan_out_shows_in_flight_then_pushes_by_outcome(
     ids = (await response.json())["notification_ids"]
     await mocks.production.requests_seen(5)
     await mocks.sandbox.requests_seen(5)
+    await fcm_mock.requests_seen(5)
     samples, _ = await scrape(client)
 
-    assert family(samples, "owlmetry_channel_in_flight") == {"production": 5, "sandbox": 5}
-    assert family(samples, "owlmetry_channel_queued") == {"production": 0, "sandbox": 0}
+    # FCM's connections are labelled "fcm": one host for both environments.
+    assert family(samples, "owlmetry_channel_in_flight") == {
+        "production": 5, "sandbox": 5, "fcm": 5}
+    assert family(samples, "owlmetry_channel_queued") == {"production": 0, "sandbox": 0, "fcm": 0}
     assert all(n >= 1 for n in family(samples, "owlmetry_channel_connections").values())
-    assert value(samples, "owlmetry_dispatcher_devices_in_flight") == 10
+    assert value(samples, "owlmetry_dispatcher_devices_in_flight") == 15
     assert value(samples, "owlmetry_dispatcher_deliveries_held") == 5
     # Claimed under a lease: pending, not due.
     assert value(samples, "owlmetry_deliveries_pending", state="later") == 5
@@ -159,16 +178,18 @@ async def test_a_fan_out_shows_in_flight_then_pushes_by_outcome(
     samples, text = await scrape(client)
 
     assert family(samples, "owlmetry_pushes_total", "outcome") == {
-        "delivered": 8, "removed": 2, "failed": 0, "skipped": 0}
+        "delivered": 12, "removed": 3, "failed": 0, "skipped": 0}
     assert value(samples, "owlmetry_deliveries_total", channel="mobile_push", status="sent") == 5
     assert family(samples, "owlmetry_registered_devices", channel="ios_push") == {"production": 3, "sandbox": 5}
-    assert family(samples, "owlmetry_channel_in_flight") == {"production": 0, "sandbox": 0}
+    assert family(samples, "owlmetry_channel_in_flight") == {"production": 0, "sandbox": 0,
+                                                             "fcm": 0}
     assert all(n >= 1 for n in family(samples, "owlmetry_channel_connections").values())
     assert value(samples, "owlmetry_dispatcher_devices_in_flight") == 0
     assert value(samples, "owlmetry_deliveries_pending", state="later") == 0
-    # Nothing secret is exposed: no device token, API key or provider token (JWT).
-    for secret_text in [secret, *(t for _, tokens in users for t in tokens),
-                        *(jwt.decode() for jwt in mocks.production.stats.provider_tokens)]:
+    # Nothing secret is exposed: no device token, API key, provider token (JWT) or access token.
+    for secret_text in [secret, *(t for _, tokens in users for t in tokens), *android,
+                        *(jwt.decode() for jwt in mocks.production.stats.provider_tokens),
+                        *(bearer.decode()[7:] for bearer in fcm_mock.stats.provider_tokens)]:
         assert secret_text not in text
     assert "eyJ" not in text  # the start of every JWT
 

@@ -1,13 +1,23 @@
 """The producer route, POST /v1/notifications: who may call it, what it accepts, what follows."""
 
+import dataclasses
 import uuid
 
 import pytest
 
 from owlmetry.http.app import create_app
 from owlmetry.http.context import STORE
+from tests.conftest import Users
 from tests.http.test_auth import make_key
-from tests.notify.conftest import mobile_push, mocks, user_with_devices, wait_done  # noqa: F401
+from tests.notify.conftest import (  # noqa: F401  (fixtures)
+    fcm_account,
+    fcm_key,
+    fcm_mock,
+    mobile_push,
+    mocks,
+    user_with_devices,
+    wait_done,
+)
 
 GOOD = {"type": "feedback.new", "title": "New feedback", "body": "Someone wrote",
         "link": "/feedback/1", "data": {"feedback_id": "f1"}}
@@ -101,7 +111,36 @@ async def test_without_apns_credentials_deliveries_are_skipped_with_the_reason(c
     assert rows == [
         ("email", "SMTP_URL is not set"),
         ("mobile_push", "APNs is not configured: APNS_KEY_ID, APNS_TEAM_ID, APNS_BUNDLE_ID, "
-                        "APNS_KEY_P8 unset; Android push is not available yet (no FCM channel)")]
+                        "APNS_KEY_P8 unset; FCM is not configured: FCM_SERVICE_ACCOUNT_PATH (or "
+                        "FCM_SERVICE_ACCOUNT) unset")]
+
+
+# Under APNs' 4,096 bytes, over FCM's once the Android options are counted.
+OVER_FCM_ONLY = {"feedback_id": "f1", "blob": "x" * 3800}
+
+
+@pytest.mark.parametrize("data,message", [
+    (OVER_FCM_ONLY, "mobile_push: the notification makes an FCM payload of 4097 bytes; the "
+                    "limit is 4096"),
+    ({"from": "me"}, "mobile_push: data key 'from' is reserved by FCM"),
+    ({"google.c.a": "1"}, "mobile_push: data key 'google.c.a' is reserved by FCM"),
+])
+async def test_with_fcm_configured_what_fcm_would_refuse_is_400(
+        config, aiohttp_client, fcm_account, data, message):  # noqa: F811
+    client = await aiohttp_client(create_app(dataclasses.replace(config, fcm=fcm_account)))
+    secret = await make_key(client.app, "server")
+    user_id, _ = await Users(client.app).create()
+    status, reply = await post(client, {**GOOD, "user_ids": [user_id], "data": data}, secret)
+    assert status == 400 and reply["error"].startswith(message)
+    assert await client.app[STORE].unread_count(user_id) == 0
+
+
+@pytest.mark.parametrize("data", [OVER_FCM_ONLY, {"from": "me", "gcm.x": 1}])
+async def test_without_fcm_only_apns_limits_apply(client, users, data):
+    secret = await make_key(client.app, "server")
+    user_id, _ = await users.create()
+    status, reply = await post(client, {**GOOD, "user_ids": [user_id], "data": data}, secret)
+    assert status == 202 and len(reply["notification_ids"]) == 1
 
 
 async def test_a_notification_reaches_the_recipients_devices(

@@ -2,7 +2,8 @@
 servers on one PostgreSQL database, and one of two servers killed mid-fan-out.
 
 The servers are child processes (NOTIFY_LEASE_SECONDS=2) that push to the in-process mock APNs
-hosts of the `mocks` fixture, so this test's event loop keeps serving the mocks while they run.
+hosts of the `mocks` fixture (and the mock FCM of `fcm_mock`, with `fcm_settings`), so this test's
+event loop keeps serving the mocks while they run.
 The mocks are paced (few streams per connection, some latency) so that a fan-out of a few
 hundred devices lasts long enough to be interrupted half-way.
 
@@ -30,8 +31,9 @@ import pytest
 
 from owlmetry.clock import now_ms
 from owlmetry.credentials import create_api_key
-from owlmetry.store import DeliveryStatus, DeviceRegistration, Progress, PushOutcome
+from owlmetry.store import DeliveryStatus, DeviceRegistration, Platform, Progress, PushOutcome
 from tests.apns.identity import KEY_ID, TEAM_ID, TOPIC
+from tests.fcm.identity import service_account_json
 from tests.notify.conftest import token, wait_done
 from tests.ports import free_port
 
@@ -104,7 +106,7 @@ async def servers(database_url, config, mocks, tls_files, auth_key):
     started: list[Server] = []
     clean = {k: v for k, v in os.environ.items()
              if not k.startswith(("DATABASE_URL", "APNS_", "JWT_", "NOTIFY_", "COOKIE_",
-                                  "ACCESS_", "SHUTDOWN_", "TRUSTED_", "SECRET_"))}
+                                  "ACCESS_", "SHUTDOWN_", "TRUSTED_", "SECRET_", "FCM_"))}
     if config.secret_key_file:
         clean["SECRET_KEY_FILE"] = config.secret_key_file
     env = {**clean, "NOTIFY_LEASE_SECONDS": str(LEASE_S), "APNS_CONNECTIONS": "1",
@@ -133,6 +135,13 @@ async def servers(database_url, config, mocks, tls_files, auth_key):
         for server in started:  # shown only when the test fails
             print(f"---- {server.name} (exit {server.process.returncode}) ----\n"
                   f"{server.log()[-3000:]}")
+
+
+@pytest.fixture
+def fcm_settings(fcm_mock, fcm_key, tls_files) -> dict[str, str]:
+    """A server's settings for the mock FCM: `await servers(name, **fcm_settings)`."""
+    return {"FCM_SERVICE_ACCOUNT": service_account_json(fcm_key, fcm_mock.token_uri),
+            "FCM_URL": fcm_mock.url, "FCM_CA_FILE": tls_files[0]}
 
 
 # ---- data and requests ----------------------------------------------------------------------
@@ -327,6 +336,48 @@ async def test_a_server_killed_mid_fan_out_resumes_on_restart_without_resending(
           f"{killed - started:.2f}s; kill to restarted {restarted - killed:.2f}s, to first "
           f"push {picked_up:.2f}s, to all done {done - killed:.2f}s; deliveries by owner "
           f"{sorted((await owners(store)).values())}")
+
+
+async def test_a_server_killed_mid_fan_out_to_android_devices_resumes_without_resending(
+        store, mocks, fcm_mock, fcm_settings, servers):
+    # 300 users with an Android device each (one in sandbox for every one in production: FCM
+    # has one host for both) and an iPhone.
+    recipients = {}
+    for n in range(300):
+        user = await store.create_user(str(uuid.uuid4()), f"{uuid.uuid4().hex}@example.com",
+                                       now_ms())
+        android = f"fcm{n}:APA91b" + "Xy_-" * 36
+        for registration in (
+                DeviceRegistration("mobile_push", android, ("production", "sandbox")[n % 2],
+                                   None, None, None, Platform.ANDROID),
+                DeviceRegistration("ios_push", token(n), "production", None, None, None)):
+            await store.register_device(str(uuid.uuid4()), user.id, registration, now_ms())
+        recipients[user.id] = android
+    tokens = list(recipients.values())
+    pace(fcm_mock, latency_s=0.03, max_streams=10)
+    key = await server_key(store)
+
+    first = await servers("first", **fcm_settings)
+    async with aiohttp.ClientSession() as session:
+        ids = await notify(session, first, key, list(recipients))
+    await asyncio.wait_for(fcm_mock.requests_seen(150), SAFETY_S)  # of 300
+    await first.kill()
+    await connections_closed(fcm_mock, mocks.production)
+
+    seen_at_kill = requests_by_token(fcm_mock)
+    answered_at_kill = {t: o for t, o in (await answered_tokens(store)).items() if t in tokens}
+    in_flight = set(seen_at_kill) - set(answered_at_kill)
+    assert set(answered_at_kill.values()) == {"delivered"}
+    assert 0 < len(answered_at_kill) < len(tokens), "the kill was not mid-fan-out"
+
+    await servers("second", **fcm_settings)
+    await wait_done(store, ids, timeout=SAFETY_S)
+    progress = await push_progress(store, ids)
+
+    assert progress.deliveries == {"sent": 300}
+    assert progress.pushes == {"delivered": 600}
+    check_resumed_fan_out(tokens, requests_by_token(fcm_mock), Counter(fcm_mock.stats.delivered),
+                          answered_at_kill, in_flight)
 
 
 only_postgresql = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)

@@ -27,6 +27,9 @@ def main(argv=None) -> None:
     ap.add_argument("--service-account", required=True,
                     help="the service-account JSON whose key signs the token requests")
     ap.add_argument("--project", help="the project sends must name (default: the file's)")
+    ap.add_argument("--accept-google-audience", action="store_true",
+                    help="also accept assertions addressed to Google's token endpoint, as "
+                         "google-auth (so firebase-admin) writes them")
     ap.add_argument("--token-lifetime", type=int, default=3600, help="access tokens' expires_in")
     ap.add_argument("--max-streams", type=int, default=1000)
     ap.add_argument("--latency-ms", type=float, default=0.0)
@@ -53,7 +56,8 @@ def main(argv=None) -> None:
         error_probability={s: p for s, p in ((429, a.p429), (500, a.p500), (503, a.p503)) if p})
 
     async def serve():
-        mock = MockFCM(a.cert, a.key, account, behaviour, project_id=a.project)
+        mock = MockFCM(a.cert, a.key, account, behaviour, project_id=a.project,
+                       accept_google_audience=a.accept_google_audience)
         port = await mock.start(port=a.port)
         stats = None if a.stats_port is None else await serve_stats(
             lambda: mock.stats.summary(), mock.reset_stats, a.stats_port)

@@ -28,6 +28,10 @@ from ..message import MAX_PAYLOAD, MAX_TTL_S, payload_size, reserved_data_key
 from ..oauth import ASSERTION_LIFETIME_S, GRANT_TYPE, SCOPE
 from ..service_account import ServiceAccount
 
+# The scopes Google lets send FCM messages (FCM HTTP v1 "Authorize send requests"); the Admin
+# SDKs ask for cloud-platform among others.
+FCM_SCOPES = frozenset({SCOPE, "https://www.googleapis.com/auth/cloud-platform"})
+
 SEND_PATH = re.compile(r"/v1/projects/([^/]+)/messages:send")
 TOKEN_PATH = "/token"
 MESSAGE_FIELDS = frozenset({"name", "data", "notification", "android", "webpush", "apns",
@@ -126,7 +130,7 @@ class AccessTokenRule:
             return oauth_error("invalid_grant", "Invalid JWT Signature.")
         if claims.get("iss") != self._email:
             return oauth_error("invalid_grant", "Invalid JWT: iss is not the service account")
-        if SCOPE not in str(claims.get("scope", "")).split():
+        if not FCM_SCOPES & set(str(claims.get("scope", "")).split()):
             return oauth_error("invalid_scope", "The firebase.messaging scope is missing.")
         try:
             life = int(claims["exp"]) - int(claims["iat"])

@@ -16,7 +16,7 @@ from aiohttp import web
 
 from owlmetry.apns.mock.server import MockAPNs, _MockConnection
 
-from ..service_account import ServiceAccount
+from ..service_account import GOOGLE_TOKEN_URI, ServiceAccount
 from . import faults, rules
 from .faults import FcmBehaviour
 from .rules import Answer
@@ -33,8 +33,11 @@ class MockFCM(MockAPNs):
 
     def __init__(self, cert_file: str, key_file: str, account: ServiceAccount,
                  behaviour: FcmBehaviour | None = None, project_id: str | None = None,
-                 clock: Callable[[], float] = time.monotonic):
+                 clock: Callable[[], float] = time.monotonic, accept_google_audience: bool = False):
         super().__init__(cert_file, key_file, behaviour=behaviour or FcmBehaviour())
+        # google-auth (so firebase-admin) always addresses its assertion to Google's endpoint,
+        # whatever the file's token_uri; Google accepts that, and so may the mock.
+        self._google_audience = accept_google_audience
         self.stats = FcmStats()
         self.project_id = project_id or account.project_id
         self._ssl.set_alpn_protocols(["h2", "http/1.1"])
@@ -51,7 +54,8 @@ class MockFCM(MockAPNs):
         return self.url + rules.TOKEN_PATH
 
     def _audiences(self) -> set[str]:
-        return {f"https://{host}:{self.port}{rules.TOKEN_PATH}" for host in ("127.0.0.1", "localhost")}
+        own = {f"https://{host}:{self.port}{rules.TOKEN_PATH}" for host in ("127.0.0.1", "localhost")}
+        return own | {GOOGLE_TOKEN_URI} if self._google_audience else own
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
         loop = asyncio.get_running_loop()

@@ -30,10 +30,11 @@ def open_channels(config: Config) -> dict[str, Channel]:
     return {name: kind.from_config(config) for name, kind in channel_types().items()}
 
 
-def check_content(content: NotificationContent) -> None:
-    """Raise ValueError ("<channel>: why") if some channel could never carry `content`."""
+def check_content(content: NotificationContent, config: Config) -> None:
+    """Raise ValueError ("<channel>: why") if some channel of a server with `config` could
+    never carry `content`."""
     for kind in channel_types().values():
         try:
-            kind.check_content(content)
+            kind.check_content(content, config)
         except ValueError as exc:
             raise ValueError(f"{kind.name}: {exc}") from None

@@ -51,8 +51,9 @@ class Sender(abc.ABC):
     unavailable: str | None = None
 
     @staticmethod
-    def check_content(content: NotificationContent) -> None:
-        """Raise ValueError if `content` can never be sent this way (too large, ...)."""
+    def check_content(content: NotificationContent, config: Config | None = None) -> None:
+        """Raise ValueError if `content` can never be sent this way (too large, ...) by a
+        server with `config` (a provider that is not configured there checks nothing)."""
 
     @classmethod
     @abc.abstractmethod

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from owlmetry.config import Config
 from owlmetry.notify.channels.base import Answer, Channel, ConnectionStats, Sender
 from owlmetry.notify.providers.apns import APNs
+from owlmetry.notify.providers.fcm import FCM
 from owlmetry.store import (
     Claim,
     DeviceChannel,
@@ -23,10 +24,8 @@ from owlmetry.store import (
     Targets,
 )
 
-# The provider of each platform. Adding FCM is one entry here (and its module in providers/).
-PROVIDERS: dict[Platform, type[Sender]] = {Platform.IOS: APNs}
-# Why a platform without a provider is skipped; upstream skips Android devices the same way.
-NO_PROVIDER = {Platform.ANDROID: "Android push is not available yet (no FCM channel)"}
+# The provider of each platform (its module in providers/).
+PROVIDERS: dict[Platform, type[Sender]] = {Platform.IOS: APNs, Platform.ANDROID: FCM}
 
 
 class MobilePush(Channel):
@@ -47,12 +46,12 @@ class MobilePush(Channel):
         provider = self._providers.get(platform)
         if provider is not None:
             return provider.unavailable
-        return NO_PROVIDER.get(platform, f"{platform} push is not available (no provider)")
+        return f"{platform} push is not available (no provider)"
 
     @staticmethod
-    def check_content(content: NotificationContent) -> None:
+    def check_content(content: NotificationContent, config: Config | None = None) -> None:
         for provider in PROVIDERS.values():
-            provider.check_content(content)
+            provider.check_content(content, config)
 
     @classmethod
     def from_config(cls, config: Config) -> "MobilePush":

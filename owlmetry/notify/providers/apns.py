@@ -77,7 +77,7 @@ class APNs(Sender):
         self._template: PayloadTemplate | None = None
 
     @staticmethod
-    def check_content(content: NotificationContent) -> None:
+    def check_content(content: NotificationContent, config: Config | None = None) -> None:
         size = len(apns_payload(content, "00000000-0000-0000-0000-000000000000", LARGEST_BADGE))
         if size > payload_limit("alert"):
             raise ValueError(f"the notification makes an APNs payload of {size} bytes; "
