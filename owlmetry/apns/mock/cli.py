@@ -42,13 +42,22 @@ def main(argv=None) -> None:
         with open(a.auth_key) as f:
             auth_key = f.read()
 
+    mock = MockAPNs(a.cert, a.key, auth_key, a.key_id, a.team_id, behaviour)
+    serve_until_stopped(mock, a.port, a.stats_port, lambda port: {"mock_apns": "listening",
+                                                                  "port": port})
+
+
+def serve_until_stopped(mock, port: int, stats_port: int | None, announce) -> None:
+    """Run a started-on-demand mock (APNs' or FCM's) until SIGTERM or ^C: its stats endpoint
+    beside it when asked, and one JSON line on stdout (`announce(port)` and the stats port)
+    once it listens, which is what the harnesses wait for."""
+
     async def serve():
-        mock = MockAPNs(a.cert, a.key, auth_key, a.key_id, a.team_id, behaviour)
-        port = await mock.start(port=a.port)
-        stats = None if a.stats_port is None else await serve_stats(
-            lambda: mock.stats.summary(), mock.reset_stats, a.stats_port)
-        stats_port = stats.sockets[0].getsockname()[1] if stats else None
-        print(json.dumps({"mock_apns": "listening", "port": port, "stats_port": stats_port}),
+        listening = await mock.start(port=port)
+        stats = None if stats_port is None else await serve_stats(
+            lambda: mock.stats.summary(), mock.reset_stats, stats_port)
+        print(json.dumps({**announce(listening),
+                          "stats_port": stats.sockets[0].getsockname()[1] if stats else None}),
               flush=True)
         stop = asyncio.Event()
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)

@@ -7,11 +7,8 @@ must be that `token_uri` for its clients. Counters on the stats port (plain HTTP
 """
 
 import argparse
-import asyncio
-import json
-import signal
 
-from owlmetry.apns.mock.stats import serve_stats
+from owlmetry.apns.mock.cli import serve_until_stopped
 
 from ..service_account import ServiceAccountError, parse_service_account
 from .faults import FcmBehaviour
@@ -55,25 +52,7 @@ def main(argv=None) -> None:
         mismatch_prefixes=tuple(a.mismatch_prefix), retry_after_s=a.retry_after,
         error_probability={s: p for s, p in ((429, a.p429), (500, a.p500), (503, a.p503)) if p})
 
-    async def serve():
-        mock = MockFCM(a.cert, a.key, account, behaviour, project_id=a.project,
-                       accept_google_audience=a.accept_google_audience)
-        port = await mock.start(port=a.port)
-        stats = None if a.stats_port is None else await serve_stats(
-            lambda: mock.stats.summary(), mock.reset_stats, a.stats_port)
-        stats_port = stats.sockets[0].getsockname()[1] if stats else None
-        print(json.dumps({"mock_fcm": "listening", "port": port, "url": mock.url,
-                          "token_uri": mock.token_uri, "stats_port": stats_port}), flush=True)
-        stop = asyncio.Event()
-        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
-        try:
-            await stop.wait()
-        finally:
-            if stats is not None:
-                stats.close()
-            await mock.stop()
-
-    try:
-        asyncio.run(serve())
-    except KeyboardInterrupt:
-        pass
+    mock = MockFCM(a.cert, a.key, account, behaviour, project_id=a.project,
+                   accept_google_audience=a.accept_google_audience)
+    serve_until_stopped(mock, a.port, a.stats_port, lambda port: {
+        "mock_fcm": "listening", "port": port, "url": mock.url, "token_uri": mock.token_uri})
