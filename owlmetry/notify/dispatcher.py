@@ -283,9 +283,13 @@ class Dispatcher:
         claim, later = delivery.claim, delivery.later
         key = claim.notification_id, claim.channel
         if later and (self._stopping or claim.attempts < self._max_attempts):
-            # Back to the queue for the devices still to reach: after a backoff, or at once when
-            # a shutdown, not APNs, cut the sends short.
-            retry_at = now_ms() + (0 if self._stopping else self._backoff(claim.attempts))
+            # Back to the queue for the devices still to reach: after a backoff (or the longest
+            # wait a provider asked for), or at once when a shutdown, not APNs, cut the sends
+            # short.
+            wait = 0 if self._stopping else max(
+                self._backoff(claim.attempts),
+                *(answer.retry_after_ms or 0 for _, answer in later))
+            retry_at = now_ms() + wait
             reason = later[-1][1].reason
             self._end(claim, DeliveryEnd(*key, DeliveryStatus.PENDING, reason, retry_at))
             return
