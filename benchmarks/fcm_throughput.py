@@ -11,8 +11,8 @@ Without `--url` it starts the project's mock FCM (`python -m owlmetry.fcm.mock
 certificate and service account, and reads its counters afterwards (nothing lost, nothing
 delivered twice). That mock is Python on one core and saturates first (about 3,500 messages/s):
 `--mock node` starts benchmarks/mock_fcm.js instead (Node's HTTP/2; it checks the assertion's
-signature, the bearer token and the message's token, nothing else), to measure the client. With `--url`, `--service-account`
-must be a file whose token_uri is that mock's.
+signature, the bearer token and the message's token, nothing else), to measure the client.
+With `--url`, `--service-account` must be a file whose token_uri is that mock's.
 
 `--client firebase-admin` measures the Firebase Admin SDK as a user would point it at the mock:
 a `credentials.Certificate` from the service-account file (its token_uri is the mock's;
