@@ -108,7 +108,8 @@ def notification_fields(content) -> dict[str, str]:
 def ttl_for(options: PushOptions, now_s: int | None = None) -> int:
     """The TTL of a message sent now: the seconds left until the notification's expiry (0 to
     try once), or DEFAULT_TTL_S without one."""
-    return options.ttl_s(int(time.time()) if now_s is None else now_s, DEFAULT_TTL_S)
+    left = options.ttl_s(int(time.time()) if now_s is None else now_s, DEFAULT_TTL_S)
+    return min(left, MAX_TTL_S)  # a clock set back must not make a TTL FCM refuses
 
 
 def build_message(token: str, content, notification_id: str, unread: int,
