@@ -12,6 +12,7 @@ know how a provider writes them (`owlmetry.notify.providers`, `owlmetry.fcm.mess
 
 import datetime
 import math
+import re
 from dataclasses import asdict, dataclass, fields
 
 import orjson
@@ -26,6 +27,9 @@ MAX_COLLAPSE_ID_BYTES = 64  # Apple's limit (BadCollapseId past it)
 MAX_TEXT = 256  # thread_id, category, sound: names, not prose
 # FCM keeps a message 28 days at most; Apple gives no figure. One limit for both channels.
 MAX_TTL_S = 28 * 24 * 3600
+# The ISO 8601 times taken (RFC 3339's, seconds optional): a date, a time, an offset or Z.
+INSTANT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,9})?)?"
+                     r"(Z|[+-][0-9]{2}:[0-9]{2})")
 # Fields a background push cannot carry: it has no alert, sound or badge (Apple).
 ALERT_ONLY = ("thread_id", "category", "mutable_content", "interruption_level",
               "relevance_score", "sound", "badge")
@@ -200,15 +204,14 @@ def _expiration(body: dict, now_s: int) -> int | None:
 
 
 def _instant(text) -> int:
-    """ISO 8601 with a UTC offset (`2026-12-24T18:00:00Z`, `...+01:00`), in whole seconds."""
+    """`INSTANT` (`2026-12-24T18:00:00Z`, `...+01:00`), in whole seconds, rounded up. Without
+    an offset a time is refused: whose local time would it be?"""
     problem = ("expires_at must be an ISO 8601 date and time with its offset, "
                "e.g. 2026-12-24T18:00:00Z")
-    if not isinstance(text, str) or "T" not in text:
+    if not isinstance(text, str) or INSTANT.fullmatch(text) is None:
         raise ValueError(problem)
     try:
         when = datetime.datetime.fromisoformat(text)
-    except ValueError:
+    except ValueError:  # a day or an hour that does not exist
         raise ValueError(problem) from None
-    if when.tzinfo is None:  # a local time: whose?
-        raise ValueError(problem)
     return math.ceil(when.timestamp())

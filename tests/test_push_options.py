@@ -136,3 +136,17 @@ def test_the_stored_form_gives_the_same_options_back(options):
 def test_the_stored_form_names_only_what_differs():
     assert push_options.stored(parse(sound=None, ttl_seconds=0)) == '{"expiration":0,"sound":null}'
     assert push_options.from_stored(None) == push_options.from_stored("") == DEFAULT
+
+
+@pytest.mark.parametrize("text", ["2027-01-15T09:00Z", "2027-01-15T08:59:59.123456789+00:00",
+                                  "2027-01-15T04:00:00-05:00"])
+def test_expires_at_takes_rfc_3339_times_seconds_optional(text):
+    assert parse(expires_at=text).expiration == NOW + 3600
+
+
+@pytest.mark.parametrize("text", ["20270115T090000Z", "2027-01-15 09:00:00Z",
+                                  "2027-01-15T09:00:00z", "2027-01-15T09:00:00+0100",
+                                  "2027-02-30T09:00:00Z", "2027-01-15T25:00:00Z"])
+def test_expires_at_refuses_other_spellings_and_days_that_do_not_exist(text):
+    with pytest.raises(ValueError, match="expires_at must be an ISO 8601 date and time"):
+        parse(expires_at=text)
