@@ -4,8 +4,8 @@ Owns the rules a notification request must meet, including "every channel can ca
 (an APNs payload over 4 KiB, push options included, is refused here, not discovered per device
 later; the push options' own rules are `owlmetry.push_options`'), and which recipients are
 users: ids in any spelling `owlmetry.ids.normalize_id` takes; the ones that name no user are
-listed in the answer, never dropped in silence. The work itself is the
-dispatcher's: this module only validates and enqueues.
+listed in the answer, never dropped in silence. The work itself is the dispatcher's: this
+module only validates and enqueues.
 """
 
 import time
