@@ -87,7 +87,10 @@ CREATE TABLE IF NOT EXISTS notification_contents (
     body    TEXT,
     link    TEXT,
     data    TEXT,
-    team_id TEXT
+    team_id TEXT,
+    -- How its pushes go out (owlmetry.push_options): JSON of the options a producer set,
+    -- NULL for today's push (an alert, priority 10, sound "default", the unread badge).
+    push_options TEXT
 );
 
 -- The inbox: one row per recipient of a notification, its id the one the API and the push

@@ -1,14 +1,18 @@
 """The producer route: `POST /v1/notifications` (server API keys only) -> 202 with the ids.
 
 Owns the rules a notification request must meet, including "every channel can carry it"
-(an APNs payload over 4 KiB is refused here, not discovered per device later), and which
-recipients are users: ids in any spelling `owlmetry.ids.normalize_id` takes; the ones that name
-no user are listed in the answer, never dropped in silence. The work itself is the
-dispatcher's: this module only validates and enqueues.
+(an APNs payload over 4 KiB, push options included, is refused here, not discovered per device
+later; the push options' own rules are `owlmetry.push_options`'), and which recipients are
+users: ids in any spelling `owlmetry.ids.normalize_id` takes; the ones that name no user are
+listed in the answer, never dropped in silence. The work itself is the dispatcher's: this
+module only validates and enqueues.
 """
+
+import time
 
 from aiohttp import web
 
+from owlmetry import push_options
 from owlmetry.http.auth import callers
 from owlmetry.http.context import CONFIG, DISPATCHER, STORE
 from owlmetry.http.errors import ApiError, body_too_large, json_response
@@ -83,7 +87,11 @@ def parse_content(body: dict) -> NotificationContent:
     data = body.get("data")
     if data is not None and not isinstance(data, dict):
         raise ApiError(400, "data must be a JSON object or null")
-    return NotificationContent(data=data, **fields)
+    try:
+        options = push_options.parse(body, int(time.time()))
+    except ValueError as exc:
+        raise ApiError(400, str(exc)) from None
+    return NotificationContent(data=data, options=options, **fields)
 
 
 @callers("server")

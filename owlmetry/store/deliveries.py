@@ -22,6 +22,7 @@ from collections.abc import Mapping
 
 import orjson
 
+from owlmetry import push_options
 from owlmetry.ids import new_ordered_id
 from owlmetry.store.engine import Engine
 from owlmetry.store.rows import (
@@ -60,10 +61,10 @@ INBOX_ROW_TYPES = ("text", "text", "bigint")
 DELIVERY_TYPES = ("text", "text")
 
 # $1 the id; the content's fields follow (`content_fields`).
-CONTENT_COLUMNS = "id, type, title, body, link, data, team_id"
+CONTENT_COLUMNS = "id, type, title, body, link, data, team_id, push_options"
 INSERT_CONTENT = f"""
 INSERT INTO notification_contents ({CONTENT_COLUMNS})
-VALUES ($1, $2, $3, $4, $5, $6, $7)"""
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"""
 
 # A delivery starts pending and due at once.
 INSERT_DELIVERIES = """\
@@ -90,7 +91,7 @@ FROM queue
 """
 
 # PostgreSQL does a chunk in one statement: the deliveries of recipients that do not exist fall
-# out of the join with the rows inserted, and the content ($3..$8) is written when $9 says so
+# out of the join with the rows inserted, and the content ($3..$9) is written when $10 says so
 # and a row was. `{rows}` and `{queue}` are its two batches.
 ENQUEUE_IN_ONE = f"""
 WITH batch (id, user_id, deleted_at) AS ({{rows}}),
@@ -98,8 +99,8 @@ queue (notification_id, channel) AS ({{queue}}),
 inserted AS ({INSERT_NOTIFICATIONS}),
 content AS (
     INSERT INTO notification_contents ({CONTENT_COLUMNS})
-    SELECT $1, $3, $4, $5, $6, $7, $8
-    WHERE CAST($9 AS BOOLEAN) AND EXISTS (SELECT 1 FROM inserted)),
+    SELECT $1, $3, $4, $5, $6, $7, $8, $9
+    WHERE CAST($10 AS BOOLEAN) AND EXISTS (SELECT 1 FROM inserted)),
 counted AS ({count_added("inserted")}),
 queued AS (
     {INSERT_DELIVERIES}
@@ -131,7 +132,7 @@ RETURNING notification_id, channel, attempts
 # What sending a claimed notification needs, and its recipient's unread count (the badge: the
 # counter's row, whatever the size of the inbox).
 CLAIMED_CONTENT = f"""n.id, n.user_id, n.content_id, c.type, c.title, c.body, c.link, c.data,
-       c.team_id, {BADGE}"""
+       c.team_id, c.push_options, {BADGE}"""
 
 # The claim's reads of notifications, by a batch of ids: joined with the batch (SQLite), or
 # with the rows fetched by key (PostgreSQL: joined with the batch, its planner hashes the whole
@@ -451,9 +452,10 @@ class Deliveries:
             user_id, content_id, unread = row[0], row[1], row[-1]
             content = contents.get(content_id)
             if content is None:
-                type_, title, body, link, data, team_id = row[2:-1]
+                type_, title, body, link, data, team_id, options = row[2:-1]
                 content = contents[content_id] = NotificationContent(
-                    type_, title, body, link, orjson.loads(data) if data else None, team_id)
+                    type_, title, body, link, orjson.loads(data) if data else None, team_id,
+                    push_options.from_stored(options))
             claims.append(Claim(notification_id, channel, attempts, user_id, content, unread,
                                 targets.get((notification_id, channel), []),
                                 earlier.get((notification_id, channel), {})))
@@ -517,7 +519,8 @@ class Deliveries:
 def content_fields(content: NotificationContent) -> tuple:
     """The content's columns after its id, as stored (`data` as JSON text)."""
     data = orjson.dumps(content.data).decode() if content.data is not None else None
-    return (content.type, content.title, content.body, content.link, data, content.team_id)
+    return (content.type, content.title, content.body, content.link, data, content.team_id,
+            push_options.stored(content.options))
 
 
 def push_rows(pushes: list[PushRecord], now: int) -> list[tuple]:

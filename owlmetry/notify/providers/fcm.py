@@ -17,6 +17,7 @@ from owlmetry.fcm import Decision, FcmAnswer, MessageTemplate
 from owlmetry.fcm import check_content as check_fcm_content
 from owlmetry.fcm.client import FCMClient
 from owlmetry.notify.channels.base import Answer, ConnectionStats, Sender
+from owlmetry.notify.providers.expiry import expired_answer
 from owlmetry.store import Claim, NotificationContent, PushOutcome, PushTarget
 
 log = logging.getLogger("owlmetry.notify")
@@ -94,6 +95,9 @@ class FCM(Sender):
                 self._template = Answer(PushOutcome.FAILED, None, str(exc))
         if isinstance(self._template, Answer):
             return self._template
+        expired = expired_answer(claim.content.options)
+        if expired is not None:
+            return expired
         return Prepared(self._template, claim.notification_id, claim.unread)
 
     async def send(self, prepared: Prepared | Answer, target: PushTarget) -> Answer:
