@@ -49,11 +49,16 @@ from owlmetry.store.unread_counts import BADGE, count_added
 
 # An inbox row per recipient that exists; `deleted_at` is set (to the time) when the user
 # turned the inbox off for the type: the row is never listed or counted, yet the channels
-# read what they send through it. What the unread counter needs of each row comes back.
+# read what they send through it. What the unread counter needs of each row comes back. A row
+# whose id exists is skipped (a scheduled send's release resumed after a crash, or run by two
+# processes at once), so only rows written now are counted and get deliveries. ("WHERE true":
+# SQLite needs a WHERE between a join and ON CONFLICT to parse the upsert.)
 INSERT_NOTIFICATIONS = """
 INSERT INTO notifications (id, user_id, content_id, deleted_at, created_at)
 SELECT b.id, u.id, CAST($1 AS TEXT), CAST(b.deleted_at AS BIGINT), CAST($2 AS BIGINT)
 FROM batch AS b JOIN users AS u ON u.id = b.user_id
+WHERE true
+ON CONFLICT (id) DO NOTHING
 RETURNING id, user_id, read_at, deleted_at"""
 
 INBOX_ROW_TYPES = ("text", "text", "bigint")
@@ -341,7 +346,8 @@ class Deliveries:
     ) -> set[str]:
         """Write the content once, and each recipient's inbox row pointing at it with their
         group's pending deliveries, `chunk` recipients per transaction (default ENQUEUE_CHUNK).
-        Returns the ids written; users that do not exist are skipped.
+        Returns the ids written; users that do not exist, and notification ids that exist
+        already (a scheduled send's release resumed), are skipped.
 
         Each recipient is written whole or not at all; chunks are visible (and delivered) as
         they commit. If the request fails between chunks, the recipients of the chunks
@@ -349,7 +355,8 @@ class Deliveries:
         retry of the whole request notifies the first ones again (at least once).
 
         A request written in several calls passes the same `content_id` to each, and
-        `content_written` once a call has written a row (and so the content)."""
+        `content_written` once a call has written a row (and so the content), or when the
+        content was stored before (a scheduled send's)."""
         content_id = content_id or new_ordered_id(now)
         fields = content_fields(content)
         # In id order: each chunk's rows land side by side in the id-keyed indexes, instead of
