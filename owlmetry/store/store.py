@@ -2,8 +2,8 @@
 
 Each feature module (`users`, `sessions`, `login_codes`, `devices`, `inbox`, `deliveries`,
 `metrics_reads`, `retention`, `health`, `recipients`, `schedules`) holds its part of the
-interface, its SQL and its row mapping; this module adds what is the whole database's: closing, migrating, backups, settings, and the
-raw-SQL door for checks. Must hold no feature's statement.
+interface, its SQL and its row mapping; this module adds what is the whole database's:
+closing, migrating, backups, settings, and the raw-SQL door for checks. Must hold no feature's statement.
 """
 
 from collections.abc import Sequence
