@@ -6,7 +6,7 @@ import asyncio
 import uuid
 
 from owlmetry.clock import now_ms
-from owlmetry.notify.dispatcher import Dispatcher, enqueue_recipients
+from owlmetry.notify.dispatcher import Dispatcher, enqueue_slices
 from owlmetry.notify.releaser import Releaser, schedule
 from owlmetry.store import NotificationContent
 from tests.notify.conftest import unconfigured_push
@@ -36,9 +36,8 @@ async def test_a_release_cut_short_is_resumed_once_its_lease_lapses_and_writes_t
     (content_id,) = await store.claim_scheduled("first", now + 1000, LEASE_MS, 10)
     release = await store.scheduled_release(content_id)
     first = release.recipients[:1]
-    await enqueue_recipients(store, first, release.content, ["mobile_push"],
-                             dispatcher.defaults, now, content_id=content_id,
-                             content_stored=True)
+    await enqueue_slices(store, [first], release.content, ["mobile_push"], dispatcher.defaults,
+                         now, content_id, content_stored=True)
     # Within its lease nobody takes it again.
     second = Releaser(store, dispatcher, lease_ms=LEASE_MS, clock=lambda: now + 2000)
     assert await second.release_due() == 0
