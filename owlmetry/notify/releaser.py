@@ -26,7 +26,9 @@ from owlmetry.store import DatabaseUnavailable, NotificationContent, Store
 log = logging.getLogger("owlmetry.notify")
 
 POLL_S = 1.0
-CLAIM_SIZE = 10
+# One send per claim: a claimed send is being released, so its lease is the one renewed (a
+# batch of claims would let the later ones' leases lapse behind a large first one).
+CLAIM_SIZE = 1
 UNAVAILABLE_MAX_WAIT_S = 30.0
 
 
@@ -81,9 +83,11 @@ class Releaser:
         renewing = asyncio.create_task(self._renew(content_id))
         try:
             release = await self.store.scheduled_release(content_id)
-            if release is not None:
-                await self.dispatcher.release(release)
-            return await self.store.end_scheduled(self.owner, content_id, self._clock())
+            written = await self.dispatcher.release(release) if release is not None else set()
+            ended = await self.store.end_scheduled(self.owner, content_id, self._clock())
+            log.info("released a scheduled send: %d notifications enqueued%s", len(written),
+                     "" if ended else " (another process ended it)")
+            return ended
         finally:
             renewing.cancel()
             await asyncio.gather(renewing, return_exceptions=True)
