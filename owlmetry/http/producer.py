@@ -13,12 +13,15 @@ import time
 from aiohttp import web
 
 from owlmetry import push_options
+from owlmetry.clock import iso_ms
 from owlmetry.http.auth import callers
-from owlmetry.http.context import CONFIG, DISPATCHER, STORE
+from owlmetry.http.context import CLOCK, CONFIG, DISPATCHER, STORE
 from owlmetry.http.errors import ApiError, body_too_large, json_response
+from owlmetry.http.scheduled import parse_send_at
 from owlmetry.http.validation import parse_json_object
 from owlmetry.ids import normalize_ids
 from owlmetry.notify.channels import check_content
+from owlmetry.notify.releaser import schedule
 from owlmetry.store import NotificationContent, Store
 
 MAX_PRODUCER_BODY_BYTES = 4 * 1024 * 1024
@@ -103,7 +106,14 @@ async def create_notifications(request: web.Request) -> web.Response:
         check_content(content, request.app[CONFIG])
     except ValueError as exc:
         raise ApiError(400, str(exc)) from None
+    now = request.app[CLOCK]()
+    send_at = parse_send_at(body, now, request.app[CONFIG].schedule_horizon_days)
     recipients, unknown = await known_recipients(request.app[STORE], user_ids)
+    if send_at is not None:  # held until then (http/scheduled.py)
+        ids = (await schedule(request.app[STORE], recipients, content, send_at, now)
+               if recipients else [])
+        return json_response({"notification_ids": ids, "unknown_user_ids": unknown,
+                              "send_at": iso_ms(send_at)}, status=202)
     ids = await request.app[DISPATCHER].enqueue(recipients, content) if recipients else []
     return json_response({"notification_ids": ids, "unknown_user_ids": unknown}, status=202)
 
