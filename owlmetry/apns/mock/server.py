@@ -2,13 +2,15 @@
 faults it is told to inject (`faults.py`) and counts what happens (`stats.py`).
 
 Owns sockets, streams, answers, and the connection-level faults: GOAWAY after N streams,
-dropped sockets, latency, a stream limit that rises after the first authenticated request.
+connections reset, latency, a stream limit that rises after the first authenticated request,
+stream limits changed at runtime (by the test, or by a schedule of request counts).
 """
 
 import asyncio
 import json
-import random
+import socket
 import ssl
+import struct
 import uuid
 
 import h2.config
@@ -37,7 +39,8 @@ class MockAPNs:
         self._ssl.set_alpn_protocols(["h2"])
         self._provider_tokens = rules.ProviderTokenRule(
             auth_key_pem, key_id, team_id, lambda bearer: self.stats.provider_tokens.add(bearer))
-        self._random = random.Random(self.behaviour.seed)
+        self._requests_total = 0  # since start, for `max_streams_schedule`
+        self._schedule_done = 0  # steps of the schedule applied
         self._connections: set[_MockConnection] = set()
         self._waiters: list[tuple[int, asyncio.Future]] = []
         self._server: asyncio.Server | None = None
@@ -82,10 +85,12 @@ class MockAPNs:
         self._provider_tokens.expire_all()
 
     def set_max_streams(self, n: int) -> None:
-        """Change SETTINGS_MAX_CONCURRENT_STREAMS on every authenticated connection, now."""
+        """Change SETTINGS_MAX_CONCURRENT_STREAMS on every open connection, now (one still
+        held to `initial_max_streams` gets `n` at its first authenticated request)."""
         self.behaviour.max_streams = n
+        self.stats.max_streams_changes += 1
         for conn in self._connections:
-            if conn.authenticated:
+            if conn.authenticated or not self.behaviour.initial_max_streams:
                 conn.send_max_streams(n)
 
     def silence_connections(self) -> None:
@@ -104,7 +109,13 @@ class MockAPNs:
         if not verdict.accepted:
             return verdict
         token = rules.device_token(headers)
-        self.stats.requests[token] += 1
+        n = self.stats.requests[token] = self.stats.requests[token] + 1
+        self._requests_total += 1
+        schedule = self.behaviour.max_streams_schedule
+        while (self._schedule_done < len(schedule)
+               and schedule[self._schedule_done][0] <= self._requests_total):
+            self.set_max_streams(schedule[self._schedule_done][1])
+            self._schedule_done += 1
         self._wake_waiters()
         verdict = self._provider_tokens.check(headers.get(b"authorization"))
         if not verdict.accepted:
@@ -115,7 +126,7 @@ class MockAPNs:
         verdict = rules.check_request(headers, body, self.behaviour.topic)
         if not verdict.accepted:
             return verdict
-        verdict = faults.apply(self.behaviour, token, verdict, self._random)
+        verdict = faults.apply(self.behaviour, token, verdict, n)
         if verdict.accepted:
             self.stats.delivered[token] += 1
             self.stats.payloads[token] = verdict.payload
@@ -123,12 +134,13 @@ class MockAPNs:
 
 
 class _Stream:
-    __slots__ = ("body", "headers", "token")
+    __slots__ = ("accepted", "body", "headers", "token")
 
     def __init__(self, headers: dict):
         self.headers = headers
         self.body = bytearray()
         self.token = rules.device_token(headers)
+        self.accepted = False  # judged, and answered 200 (once the answer goes out)
 
 
 class _MockConnection(asyncio.Protocol):
@@ -170,11 +182,16 @@ class _MockConnection(asyncio.Protocol):
         self._transport.abort()
 
     def drop(self):
+        """Reset the connection (TCP RST, as a crashed APNs host or a middlebox does): streams
+        judged and accepted whose answers were not sent are counted lost."""
         stats = self._mock.stats
         stats.drops += 1
         for stream in self._streams.values():
-            if stream.token and stream.body is None:  # judged and accepted, answer unsent
+            if stream.token and stream.accepted:  # judged and accepted, answer unsent
                 stats.lost_answers.append(stream.token)
+        sock = self._transport.get_extra_info("socket")
+        if sock is not None:  # linger 0: close() sends RST, not FIN
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         self._transport.abort()
 
     def send_max_streams(self, n: int):
@@ -245,6 +262,7 @@ class _MockConnection(asyncio.Protocol):
         mock = self._mock
         verdict = mock.judge(stream.headers, bytes(stream.body))
         stream.body = None  # judged
+        stream.accepted = verdict.accepted
         if verdict.reset:
             mock.stats.resets_sent += 1
             del self._streams[stream_id]

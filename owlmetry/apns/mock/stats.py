@@ -24,7 +24,8 @@ class MockStats:
     goaways_sent: int = 0
     refused_streams: int = 0
     resets_sent: int = 0
-    drops: int = 0
+    drops: int = 0  # connections reset
+    max_streams_changes: int = 0  # SETTINGS_MAX_CONCURRENT_STREAMS changed at runtime
     lost_answers: list = field(default_factory=list)  # tokens accepted, answer lost in a drop
     provider_tokens: set = field(default_factory=set)  # distinct bearer tokens that verified
     pings: int = 0
