@@ -165,6 +165,7 @@ async def test_connections_reset_with_rst_lose_only_what_was_in_flight(make_clie
     # after their 400th stream: with up to 50 streams in flight, a push is lost in a reset at
     # most 1 time in 6, and with 12 retries never every time.
     behaviour.drop_after = 300
+    behaviour.drop_rst = True
     behaviour.max_drops = 4
     behaviour.goaway_after = 400
     behaviour.latency_s = 0.002
@@ -176,5 +177,8 @@ async def test_connections_reset_with_rst_lose_only_what_was_in_flight(make_clie
     assert [r for r in results if not r.ok] == []
     assert mock.stats.drops == 4 and mock.stats.goaways_sent >= 1
     assert mock.stats.protocol_errors == 0
-    lost = Counter(mock.stats.lost_answers)
-    assert {t: n - 1 for t, n in mock.stats.delivered.items() if n > 1} == +lost
+    # A push is accepted twice only if it was accepted on a connection later reset (its
+    # answer written or not), and at least once more for each answer never written.
+    twice = Counter({t: n - 1 for t, n in mock.stats.delivered.items() if n > 1})
+    assert Counter(mock.stats.lost_answers) <= twice <= Counter(mock.stats.reset_accepted)
+    assert mock.stats.lost_answers

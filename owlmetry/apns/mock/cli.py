@@ -30,7 +30,8 @@ def main(argv=None) -> None:
     ap.add_argument("--goaway-after", type=int, default=None,
                     help="GOAWAY on each connection after its Nth stream")
     ap.add_argument("--drop-after", type=int, default=None,
-                    help="reset (TCP RST) each connection at its Nth request")
+                    help="close each connection abruptly at its Nth request")
+    ap.add_argument("--drop-rst", action="store_true", help="...with a TCP RST")
     ap.add_argument("--max-drops", type=int, default=None, help="reset at most this many")
     ap.add_argument("--p429", type=float, default=0.0, help="share of requests answered 429")
     ap.add_argument("--p500", type=float, default=0.0)
@@ -45,7 +46,7 @@ def main(argv=None) -> None:
     behaviour = MockBehaviour(
         max_streams=a.max_streams, initial_max_streams=a.initial_max_streams,
         latency_s=a.latency_ms / 1000, goaway_after=a.goaway_after, drop_after=a.drop_after,
-        max_drops=a.max_drops, max_streams_schedule=a.streams_schedule,
+        max_drops=a.max_drops, drop_rst=a.drop_rst, max_streams_schedule=a.streams_schedule,
         dead_share=a.dead_tokens, seed=a.seed,
         error_probability={s: p for s, p in ((429, a.p429), (500, a.p500), (503, a.p503)) if p})
     auth_key = None

@@ -37,7 +37,8 @@ class MockBehaviour:
     initial_window_size: int = 65535  # per-stream receive window advertised to clients
     latency_s: float = 0.0
     goaway_after: int | None = None  # per connection: GOAWAY after its Nth stream
-    drop_after: int | None = None  # per connection: reset the socket (TCP RST) at its Nth request
+    drop_after: int | None = None  # per connection: abort the socket at its Nth request...
+    drop_rst: bool = False  # ...with a TCP RST
     max_drops: int | None = None
     # (after this many requests in all, SETTINGS_MAX_CONCURRENT_STREAMS becomes this), in order
     max_streams_schedule: list[tuple[int, int]] = field(default_factory=list)

@@ -158,6 +158,7 @@ class _MockConnection(asyncio.Protocol):
         self._opened = 0
         self._requests = 0
         self._goaway_last: int | None = None
+        self._accepted: list[str] = []  # tokens accepted here (with `drop_rst` only)
         self._transport = None
         self.authenticated = False
         self.silent = False
@@ -181,17 +182,21 @@ class _MockConnection(asyncio.Protocol):
     def abort(self):
         self._transport.abort()
 
-    def drop(self):
-        """Reset the connection (TCP RST, as a crashed APNs host or a middlebox does): streams
-        judged and accepted whose answers were not sent are counted lost."""
+    def drop(self, rst: bool = False):
+        """Close the socket abruptly, or with `rst` reset it (TCP RST, as a crashed APNs host
+        or a middlebox does, which also discards answers written but not yet delivered).
+        Streams judged and accepted whose answers were not written are counted lost; with
+        `rst`, every acceptance on this connection is counted as possibly lost."""
         stats = self._mock.stats
         stats.drops += 1
         for stream in self._streams.values():
             if stream.token and stream.accepted:  # judged and accepted, answer unsent
                 stats.lost_answers.append(stream.token)
-        sock = self._transport.get_extra_info("socket")
-        if sock is not None:  # linger 0: close() sends RST, not FIN
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        if rst:
+            stats.reset_accepted.extend(self._accepted)
+            sock = self._transport.get_extra_info("socket")
+            if sock is not None:  # linger 0: close() sends RST, not FIN
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         self._transport.abort()
 
     def send_max_streams(self, n: int):
@@ -262,7 +267,10 @@ class _MockConnection(asyncio.Protocol):
         mock = self._mock
         verdict = mock.judge(stream.headers, bytes(stream.body))
         stream.body = None  # judged
-        stream.accepted = verdict.accepted
+        if verdict.accepted:
+            stream.accepted = True
+            if mock.behaviour.drop_rst:
+                self._accepted.append(stream.token)
         if verdict.reset:
             mock.stats.resets_sent += 1
             del self._streams[stream_id]
@@ -276,7 +284,7 @@ class _MockConnection(asyncio.Protocol):
         b = mock.behaviour
         if b.drop_after and self._requests == b.drop_after and (
                 b.max_drops is None or mock.stats.drops < b.max_drops):
-            self.drop()
+            self.drop(b.drop_rst)
             return
         if b.latency_s > 0:
             loop = asyncio.get_running_loop()
