@@ -8,6 +8,7 @@ stream limits changed at runtime (by the test, or by a schedule of request count
 
 import asyncio
 import json
+import random
 import socket
 import ssl
 import struct
@@ -39,6 +40,7 @@ class MockAPNs:
         self._ssl.set_alpn_protocols(["h2"])
         self._provider_tokens = rules.ProviderTokenRule(
             auth_key_pem, key_id, team_id, lambda bearer: self.stats.provider_tokens.add(bearer))
+        self._random = random.Random(self.behaviour.seed)  # the FCM mock's draws
         self._requests_total = 0  # since start, for `max_streams_schedule`
         self._schedule_done = 0  # steps of the schedule applied
         self._connections: set[_MockConnection] = set()
