@@ -44,6 +44,9 @@ class MockBehaviour:
     max_streams_schedule: list[tuple[int, int]] = field(default_factory=list)
     token_faults: dict[str, TokenFault] = field(default_factory=dict)
     reset_tokens: dict[str, int] = field(default_factory=dict)  # RST_STREAM for first K requests
+    # token -> after this many of its requests were judged, hold the next ones unjudged and
+    # unanswered until `MockAPNs.release(token)` (an answer that comes when the test says)
+    hold_tokens: dict[str, int] = field(default_factory=dict)
     error_probability: dict[int, float] = field(default_factory=dict)  # share, e.g. {503: 0.1}
     unregistered: dict[str, int] = field(default_factory=dict)  # token -> 410 timestamp (ms)
     dead_share: float = 0.0  # this share of all tokens (by hash) answers 410 Unregistered...
@@ -66,14 +69,7 @@ def share(seed: int, token: str, n: int) -> float:
 def apply(behaviour: MockBehaviour, token: str, verdict: Verdict, n: int = 0) -> Verdict:
     """The verdict on request number `n` to `token` that Apple's rules accepted (`verdict`),
     once the faults for `token` had their say; counted faults are used up."""
-    if token in behaviour.bad_tokens:
-        return Verdict(400, "BadDeviceToken")
-    if token in behaviour.unregistered:
-        return Verdict(410, "Unregistered", {"timestamp": behaviour.unregistered[token]})
-    if behaviour.is_dead(token):
-        since = behaviour.dead_since_ms
-        return Verdict(410, "Unregistered",
-                       {"timestamp": int(time.time() * 1000) if since is None else since})
+    # A token's own counted faults first: they may come before its death.
     if behaviour.reset_tokens.get(token, 0) > 0:
         behaviour.reset_tokens[token] -= 1
         return RESET
@@ -82,6 +78,14 @@ def apply(behaviour: MockBehaviour, token: str, verdict: Verdict, n: int = 0) ->
         if fault.times is not None:
             fault.times -= 1
         return Verdict(fault.status, fault.reason)
+    if token in behaviour.bad_tokens:
+        return Verdict(400, "BadDeviceToken")
+    if token in behaviour.unregistered:
+        return Verdict(410, "Unregistered", {"timestamp": behaviour.unregistered[token]})
+    if behaviour.is_dead(token):
+        since = behaviour.dead_since_ms
+        return Verdict(410, "Unregistered",
+                       {"timestamp": int(time.time() * 1000) if since is None else since})
     if behaviour.error_probability:
         # One draw per request, the statuses' shares stacked: 429 at 5% and 503 at 5% make
         # 10% of requests fail, each with its own status.

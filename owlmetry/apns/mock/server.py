@@ -43,6 +43,7 @@ class MockAPNs:
         self._random = random.Random(self.behaviour.seed)  # the FCM mock's draws
         self._requests_total = 0  # since start, for `max_streams_schedule`
         self._schedule_done = 0  # steps of the schedule applied
+        self._held: dict[str, list] = {}  # token -> (connection, stream id) not yet judged
         self._connections: set[_MockConnection] = set()
         self._waiters: list[tuple[int, asyncio.Future]] = []
         self._server: asyncio.Server | None = None
@@ -94,6 +95,16 @@ class MockAPNs:
         for conn in self._connections:
             if conn.authenticated or not self.behaviour.initial_max_streams:
                 conn.send_max_streams(n)
+
+    def held(self) -> list[str]:
+        """The tokens with a request held unjudged now (see `MockBehaviour.hold_tokens`)."""
+        return list(self._held)
+
+    def release(self, token: str) -> None:
+        """Stop holding `token`'s requests: the held ones are judged and answered now."""
+        self.behaviour.hold_tokens.pop(token, None)
+        for conn, stream_id in self._held.pop(token, []):
+            conn.judge_held(stream_id)
 
     def silence_connections(self) -> None:
         """Make every open connection a black hole: it reads and never answers (a dead NAT)."""
@@ -160,7 +171,7 @@ class _MockConnection(asyncio.Protocol):
         self._opened = 0
         self._requests = 0
         self._goaway_last: int | None = None
-        self._accepted: list[str] = []  # tokens accepted here (with `drop_rst` only)
+        self._judged: list[str] = []  # tokens of requests judged here (with `drop_rst` only)
         self._transport = None
         self.authenticated = False
         self.silent = False
@@ -188,14 +199,14 @@ class _MockConnection(asyncio.Protocol):
         """Close the socket abruptly, or with `rst` reset it (TCP RST, as a crashed APNs host
         or a middlebox does, which also discards answers written but not yet delivered).
         Streams judged and accepted whose answers were not written are counted lost; with
-        `rst`, every acceptance on this connection is counted as possibly lost."""
+        `rst`, every request judged on this connection is counted as possibly unanswered."""
         stats = self._mock.stats
         stats.drops += 1
         for stream in self._streams.values():
             if stream.token and stream.accepted:  # judged and accepted, answer unsent
                 stats.lost_answers.append(stream.token)
         if rst:
-            stats.reset_accepted.extend(self._accepted)
+            stats.reset_judged.extend(self._judged)
             sock = self._transport.get_extra_info("socket")
             if sock is not None:  # linger 0: close() sends RST, not FIN
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
@@ -262,17 +273,29 @@ class _MockConnection(asyncio.Protocol):
             frame.additional_data = b'{"reason":"Shutdown"}'
             self._transport.write(frame.serialize())
 
-    def _request_complete(self, stream_id: int, answers: list):
+    def judge_held(self, stream_id: int):
+        """Judge and answer a request `MockAPNs.release` let go, if its stream still lives."""
+        if stream_id in self._streams and not self._transport.is_closing():
+            answers = []
+            self._request_complete(stream_id, answers, held=False)
+            for answer in answers:
+                self._answer(*answer)
+            self._flush()
+
+    def _request_complete(self, stream_id: int, answers: list, held: bool = True):
         stream = self._streams.get(stream_id)
         if stream is None:
             return
         mock = self._mock
+        hold = mock.behaviour.hold_tokens
+        if held and hold and mock.stats.requests[stream.token] >= hold.get(stream.token, 1 << 62):
+            mock._held.setdefault(stream.token, []).append((self, stream_id))
+            return
         verdict = mock.judge(stream.headers, bytes(stream.body))
         stream.body = None  # judged
-        if verdict.accepted:
-            stream.accepted = True
-            if mock.behaviour.drop_rst:
-                self._accepted.append(stream.token)
+        stream.accepted = verdict.accepted
+        if mock.behaviour.drop_rst:
+            self._judged.append(stream.token)
         if verdict.reset:
             mock.stats.resets_sent += 1
             del self._streams[stream_id]

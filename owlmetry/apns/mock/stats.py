@@ -27,9 +27,9 @@ class MockStats:
     drops: int = 0  # connections reset
     max_streams_changes: int = 0  # SETTINGS_MAX_CONCURRENT_STREAMS changed at runtime
     lost_answers: list = field(default_factory=list)  # tokens accepted, answer lost in a drop
-    # With `drop_rst`: every token accepted on a connection later reset (its answer may have
-    # been discarded with the socket's buffers), once per acceptance
-    reset_accepted: list = field(default_factory=list)
+    # With `drop_rst`: the token of every request judged on a connection later reset (its
+    # answer may have been discarded with the socket's buffers), once per request
+    reset_judged: list = field(default_factory=list)
     provider_tokens: set = field(default_factory=set)  # distinct bearer tokens that verified
     pings: int = 0
     protocol_errors: int = 0
@@ -45,7 +45,7 @@ class MockStats:
         out["topics"] = dict(self.topics)
         out["provider_tokens"] = len(self.provider_tokens)
         out["lost_answers"] = len(self.lost_answers)
-        out["reset_accepted"] = len(self.reset_accepted)
+        out["reset_judged"] = len(self.reset_judged)
         return out
 
 
