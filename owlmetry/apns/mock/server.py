@@ -159,13 +159,8 @@ class _Stream:
 class _MockConnection(asyncio.Protocol):
     def __init__(self, mock: MockAPNs):
         self._mock = mock
-        b = mock.behaviour
         self._h2 = h2.connection.H2Connection(h2.config.H2Configuration(
             client_side=False, header_encoding=None))
-        self._h2.local_settings = h2.settings.Settings(client=False, initial_values={
-            SettingCodes.MAX_CONCURRENT_STREAMS: b.initial_max_streams or b.max_streams,
-            SettingCodes.INITIAL_WINDOW_SIZE: b.initial_window_size,
-        })
         self._streams: dict[int, _Stream] = {}  # open: request seen, answer not yet sent
         self._timers: dict[int, asyncio.TimerHandle] = {}  # answers delayed by latency
         self._opened = 0
@@ -178,6 +173,13 @@ class _MockConnection(asyncio.Protocol):
         self.closed = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport):
+        # The settings as they are once the TLS handshake is done (`set_max_streams` may have
+        # run during it, and only reaches the connections it knows).
+        b = self._mock.behaviour
+        self._h2.local_settings = h2.settings.Settings(client=False, initial_values={
+            SettingCodes.MAX_CONCURRENT_STREAMS: b.initial_max_streams or b.max_streams,
+            SettingCodes.INITIAL_WINDOW_SIZE: b.initial_window_size,
+        })
         self._transport = transport
         self._mock._connections.add(self)
         self._mock.stats.connections_opened += 1
@@ -221,8 +223,9 @@ class _MockConnection(asyncio.Protocol):
             return
         try:
             events = self._h2.receive_data(data)
-        except h2.exceptions.ProtocolError:
+        except h2.exceptions.ProtocolError as exc:
             self._mock.stats.protocol_errors += 1
+            self._mock.stats.protocol_error_reasons[f"{type(exc).__name__}: {exc}"[:200]] += 1
             self._flush()
             self._transport.close()
             return

@@ -33,6 +33,7 @@ class MockStats:
     provider_tokens: set = field(default_factory=set)  # distinct bearer tokens that verified
     pings: int = 0
     protocol_errors: int = 0
+    protocol_error_reasons: Counter = field(default_factory=Counter)  # what h2 said, how often
 
     def summary(self) -> dict:
         out = asdict(replace(self, payloads={}))
@@ -42,6 +43,7 @@ class MockStats:
         out["unique_delivered"] = len(self.delivered)
         out["duplicate_delivered"] = out["delivered"] - out["unique_delivered"]
         out["responses_by_status"] = dict(self.responses_by_status)
+        out["protocol_error_reasons"] = dict(self.protocol_error_reasons)
         out["topics"] = dict(self.topics)
         out["provider_tokens"] = len(self.provider_tokens)
         out["lost_answers"] = len(self.lost_answers)
