@@ -21,7 +21,7 @@ from owlmetry.notify.providers.fcm import FCM, NOT_CONFIGURED
 from owlmetry.store import DeviceRegistration, Platform, PushOutcome
 from tests.apns.identity import KEY_ID, TEAM_ID, TOPIC
 from tests.http.test_auth import make_key
-from tests.notify.conftest import mocks, token, wait_done  # noqa: F401  (fixture)
+from tests.notify.conftest import CONTENT, token, wait_done
 
 USERS = 750
 DEVICES_PER_USER = 4  # 3,000 devices
@@ -175,3 +175,27 @@ async def test_fan_out_against_a_hostile_apns(config, aiohttp_client, mocks, tls
     assert stats.responses_by_status[429] > 0 and stats.responses_by_status[503] > 0
     assert stats.goaways_sent >= 1 and stats.drops == 3
     assert stats.max_streams_changes == 2 and stats.protocol_errors == 0
+
+
+async def test_a_bad_token_registered_again_while_its_push_is_out_is_kept(store, mocks,
+                                                                          mobile_push,
+                                                                          dispatchers):
+    # BadDeviceToken carries no timestamp: the moment the send began stands in for it.
+    mock = mocks.production
+    user_id = (await store.create_user(str(uuid.uuid4()), "bad@example.com", now_ms())).id
+    kept, gone = token(1), token(2)
+    devices = {t: await register(store, user_id, t) for t in (kept, gone)}
+    mock.behaviour.bad_tokens = {kept, gone}
+    mock.behaviour.hold_tokens = {kept: 0}  # its first request waits for the test
+    dispatcher = dispatchers({"mobile_push": mobile_push(android=False)})
+    ids = await dispatcher.enqueue([user_id], CONTENT)
+    while not mock.held():
+        await asyncio.sleep(0.005)
+    await register(store, user_id, kept)  # the app says the token is its own
+    mock.release(kept)
+    await wait_done(store, ids)
+    answers = await pushes(store)
+    assert answers[devices[kept].id] == (
+        PushOutcome.FAILED, 400, "BadDeviceToken (registered again since; kept)")
+    assert answers[devices[gone].id] == (PushOutcome.REMOVED, 400, "BadDeviceToken")
+    assert await existing_devices(store) == {devices[kept].id}
