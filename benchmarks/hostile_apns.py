@@ -19,8 +19,8 @@ The faults (the mock's command line), as issue 15 lists them:
 - `--p429 0.05 --p503 0.05`: 5% of requests answered 429, 5% 503 (a hash of token and
   request number, so a retry draws again);
 - `--goaway-after 2000`: GOAWAY on every connection after its 2,000th stream;
-- `--streams-schedule`: SETTINGS_MAX_CONCURRENT_STREAMS 1,000 -> 1 at a third of the
-  requests, back to 1,000 at 40%;
+- `--streams-schedule`: SETTINGS_MAX_CONCURRENT_STREAMS 1,000 -> 1 on every connection at a
+  third of the requests, back to 1,000 500 requests later;
 - `--drop-after 1500 --drop-rst --max-drops 3`: the first three connections reset (TCP RST)
   at their 1,500th request, with a thousand streams in flight.
 
@@ -67,7 +67,7 @@ SELECT count(*) FROM (
 
 
 def fault_args(devices: int) -> list[str]:
-    third, back = devices // 3, devices * 2 // 5
+    third, back = devices // 3, devices // 3 + 500
     return ["--dead-tokens", str(DEAD_SHARE), "--seed", str(SEED), "--p429", "0.05",
             "--p503", "0.05", "--goaway-after", "2000",
             "--streams-schedule", f"{third}:1,{back}:1000",
