@@ -182,3 +182,19 @@ async def test_connections_reset_with_rst_lose_only_what_was_in_flight(make_clie
     twice = Counter({t: n - 1 for t, n in mock.stats.delivered.items() if n > 1})
     assert Counter(mock.stats.lost_answers) <= twice <= Counter(mock.stats.reset_judged)
     assert mock.stats.lost_answers
+
+
+async def test_requests_waiting_for_window_respect_a_lowered_stream_limit(make_client, mock,
+                                                                          behaviour):
+    # 3.5 KB bodies: the connection's 64 KB send window holds 18 of them, so most requests
+    # wait for window on their connection when the limit drops to 1 under them.
+    behaviour.max_streams_schedule = [(30, 1), (90, 1000)]
+    behaviour.latency_s = 0.003
+    payload = {"aps": {"alert": {"title": "t", "body": "b" * 3500}}}
+    tokens = [token(i) for i in range(300)]
+    client = make_client(connections=1)
+    results = await asyncio.gather(*(client.send(t, payload) for t in tokens))
+    assert all(r.ok for r in results)
+    assert_each_delivered_once(mock, tokens)
+    assert mock.stats.max_streams_changes == 2
+    assert mock.stats.protocol_error_reasons == {}
