@@ -60,6 +60,7 @@ INSERT_USERS = """
 WITH batch (id, email, created_at) AS ({batch})
 INSERT INTO users (id, email, created_at) SELECT id, email, created_at FROM batch
 """
+ANSWERED_AT = "SELECT answered_at FROM notification_pushes"
 PENDING = """
 SELECT count(*) FROM (
     SELECT 1 FROM notification_deliveries WHERE status = 'pending' LIMIT 1) AS any_pending
@@ -129,7 +130,7 @@ async def timed_fanout(url: str, database: str, api_key: str, user_ids: list[str
     try:
         async with aiohttp.ClientSession() as session:
             await (await session.get(f"{url}/healthz")).read()
-            t0 = time.perf_counter()
+            t0, wall0_ms = time.perf_counter(), time.time() * 1000
             async with session.post(f"{url}/v1/notifications", data=body,
                                     headers=headers) as response:
                 answer, status = await response.read(), response.status
@@ -145,9 +146,15 @@ async def timed_fanout(url: str, database: str, api_key: str, user_ids: list[str
             await asyncio.sleep(0.02)
         seconds = time.perf_counter() - t0
         progress = await store.progress(ids)
+        # When the answers were recorded, from the POST (the server's clock: this host's).
+        answered = sorted(at for (at,) in await store.execute(ANSWERED_AT))
+        since = [(at - wall0_ms) / 1000 for at in answered]
+        quantiles = {f"p{q}": round(since[min(len(since) - 1, len(since) * q // 100)], 2)
+                     for q in (10, 50, 90, 99, 100)} if since else {}
     finally:
         await store.close()
     return {"seconds": seconds, "devices_per_second": n_devices / seconds,
+            "answers_recorded_s": quantiles,
             "deliveries": {k.value: v for k, v in progress.deliveries.items()},
             "pushes": {k.value: v for k, v in progress.pushes.items()}}
 
@@ -205,6 +212,7 @@ def main(argv=None) -> int:
     ap.add_argument("--backend", choices=["sqlite", "postgresql"], default="sqlite")
     ap.add_argument("--connections", type=int, default=4)
     ap.add_argument("--json", action="store_true", help="one JSON line per fan-out on stdout")
+    ap.add_argument("--keep", metavar="DIR", help="keep the logs and databases in DIR")
     args = ap.parse_args(argv)
     harness.stop_on_signals(3600)
     per_user = args.devices_per_user
@@ -214,7 +222,9 @@ def main(argv=None) -> int:
     dead = sum(dead_rule.is_dead(harness.apns_token(i)) for i in range(n_devices))
     runs = {False: [], True: []}
     problems = []
-    with harness.bench_lock(), tempfile.TemporaryDirectory(prefix="owl-hostile-") as work:
+    with harness.bench_lock(), tempfile.TemporaryDirectory(prefix="owl-hostile-") as temp:
+        work = args.keep or temp
+        os.makedirs(work, exist_ok=True)
         cluster = None
         if args.backend == "postgresql":
             cluster = harness.postgres_cluster()
@@ -232,7 +242,8 @@ def main(argv=None) -> int:
                     runs[hostile].append(run)
                     m = run["mock"]
                     print(f"[{args.backend}] run {i + 1} {'faults' if hostile else 'clean '}: "
-                          f"{run['devices_per_second']:,.0f} devices/s, {run['seconds']:.2f}s; "
+                          f"{run['devices_per_second']:,.0f} devices/s, {run['seconds']:.2f}s "
+                          f"(answers recorded by {run['answers_recorded_s']}); "
                           f"mock: {m['requests']} requests, {m['responses_by_status']}, "
                           f"{m['goaways_sent']} GOAWAY, {m['drops']} resets, "
                           f"{m['max_streams_changes']} stream-limit changes, {m['protocol_error_reasons'] or ''} "
