@@ -223,12 +223,17 @@ class Connection(asyncio.Protocol):
 
     def _unpark(self) -> None:
         parked = self._parked
-        while parked and not self.going_away:
+        # The peer's limit as of the bytes read so far, not `self.limit`: a SETTINGS later in
+        # the same read is acknowledged already, ahead of any stream opened now.
+        limit = min(self._h2.remote_settings.max_concurrent_streams, self._cap)
+        while parked and not self.going_away and len(self.in_flight) < limit:
             if parked[0].fut.done() or self._open_stream(parked[0]):
                 parked.popleft()
             else:
                 return
-        self._release_parked(Failure.REFUSED)  # stream ids ran out meanwhile
+        # Stream ids ran out meanwhile, or the peer's stream limit fell under these: they were
+        # never sent, so the pool sends them again where there is room.
+        self._release_parked(Failure.REFUSED)
 
     def _release_parked(self, failure: Failure) -> None:
         while self._parked:
@@ -332,6 +337,15 @@ class Connection(asyncio.Protocol):
         self.limit = limit
         if not self.ready.done():
             self.ready.set_result(True)
+        # Requests waiting for window were let in under the old limit; opened under a lower
+        # one, they would be streams the peer never allowed (a connection error at the peer).
+        parked = self._parked
+        excess = len(self.in_flight) + len(parked) - limit
+        while excess > 0 and parked:
+            pending = parked.pop()
+            if not pending.fut.done():
+                pending.fut.set_result(Failure.REFUSED)
+            excess -= 1
         self._update_usable()
 
     def _update_usable(self):

@@ -50,6 +50,7 @@ ENQUEUE_SLICE = 2_000
 UNAVAILABLE_MAX_WAIT_S = 30.0
 # Read once per answer: a module global is cheaper to read than an enum class's attribute.
 RETRY = PushOutcome.RETRY
+REMOVED = PushOutcome.REMOVED
 
 
 async def enqueue(store: Store, user_ids: Iterable[str], content: NotificationContent,
@@ -116,12 +117,23 @@ def final_status(counts: dict[PushOutcome, int],
     return DeliveryStatus.FAILED, f"no device accepted it ({parts})"
 
 
+def dead_since(answer: Answer, started: int) -> Answer:
+    """A dead token's answer dated no later than `started`, when its send began: a device
+    registered again after that keeps its row. APNs' 410 timestamp may be later (the moment
+    it confirmed the token dead, even while the app was registering it again), and
+    BadDeviceToken and FCM's answers carry none."""
+    since = answer.invalid_since
+    return Answer(answer.outcome, answer.status, answer.reason,
+                  started if since is None else min(since, started))
+
+
 class _Delivery:
     """A claimed delivery while its sends are out: answers are counted as they come."""
 
-    __slots__ = ("channel", "claim", "counts", "later", "waiting")
+    __slots__ = ("channel", "claim", "counts", "later", "started", "waiting")
 
     def __init__(self, claim: Claim, channel: Channel):
+        self.started = now_ms()  # before any of its sends
         self.claim = claim
         self.channel = channel
         self.counts: dict[PushOutcome, int] = dict(claim.earlier)
@@ -306,6 +318,8 @@ class Dispatcher:
         if answer.outcome == RETRY:  # not `is`: the plain string "retry" means the same
             delivery.later.append((target, answer))
         else:
+            if answer.outcome == REMOVED:
+                answer = dead_since(answer, delivery.started)
             self._record(delivery.claim, target, answer)
             delivery.counts[answer.outcome] = delivery.counts.get(answer.outcome, 0) + 1
         delivery.waiting -= 1

@@ -1,12 +1,14 @@
 """The mock's verdicts: Apple's rules first, then the faults it was told to inject, one typed
 `Verdict` for every request."""
 
-import random
+import argparse
 import time
+from collections import Counter
 
 import jwt
+import pytest
 
-from owlmetry.apns.mock import MockBehaviour, TokenFault, Verdict, rules
+from owlmetry.apns.mock import MockBehaviour, TokenFault, Verdict, cli, rules
 from owlmetry.apns.mock.faults import apply
 
 from .conftest import token
@@ -61,13 +63,48 @@ def test_faults_replace_an_accepted_verdict_and_are_used_up():
     accepted = Verdict(200, payload={})
     behaviour = MockBehaviour(bad_tokens={"a"}, unregistered={"b": 7}, reset_tokens={"c": 1},
                               token_faults={"d": TokenFault(503, "ServiceUnavailable", 1)})
-    chance = random.Random(0)
-    assert apply(behaviour, "a", accepted, chance) == Verdict(400, "BadDeviceToken")
-    assert apply(behaviour, "b", accepted, chance) == Verdict(410, "Unregistered",
-                                                              {"timestamp": 7})
-    assert apply(behaviour, "c", accepted, chance).reset
-    assert apply(behaviour, "c", accepted, chance) is accepted
-    assert apply(behaviour, "d", accepted, chance) == Verdict(503, "ServiceUnavailable")
-    assert apply(behaviour, "d", accepted, chance) is accepted
+    assert apply(behaviour, "a", accepted) == Verdict(400, "BadDeviceToken")
+    assert apply(behaviour, "b", accepted) == Verdict(410, "Unregistered", {"timestamp": 7})
+    assert apply(behaviour, "c", accepted).reset
+    assert apply(behaviour, "c", accepted) is accepted
+    assert apply(behaviour, "d", accepted) == Verdict(503, "ServiceUnavailable")
+    assert apply(behaviour, "d", accepted) is accepted
     behaviour.error_probability = {429: 1.0}
-    assert apply(behaviour, "e", accepted, chance) == Verdict(429, "TooManyRequests")
+    assert apply(behaviour, "e", accepted) == Verdict(429, "TooManyRequests")
+
+
+def test_shares_of_failures_and_dead_tokens_are_fixed_by_the_seed_not_the_order():
+    accepted = Verdict(200, payload={})
+    behaviour = MockBehaviour(error_probability={429: 0.05, 503: 0.05}, dead_share=0.1,
+                              dead_since_ms=5, seed=7)
+    tokens = [token(i) for i in range(20_000)]
+    forward = [apply(behaviour, t, accepted, 1) for t in tokens]
+    backward = [apply(behaviour, t, accepted, 1) for t in reversed(tokens)][::-1]
+    assert forward == backward
+    statuses = Counter(v.status for v in forward)
+    assert 0.09 < statuses[410] / len(tokens) < 0.11
+    assert all(v.extra == {"timestamp": 5} for v in forward if v.status == 410)
+    assert {t for t, v in zip(tokens, forward) if v.status == 410} == {
+        t for t in tokens if behaviour.is_dead(t)}
+    # 429 and 503 each at 5% of the live tokens' requests; a second request draws again.
+    live = len(tokens) - statuses[410]
+    assert 0.04 < statuses[429] / live < 0.06 and 0.04 < statuses[503] / live < 0.06
+    again = [apply(behaviour, t, accepted, 2) for t, v in zip(tokens, forward) if v.status == 429]
+    assert sum(v.status == 429 for v in again) < len(again) / 4
+    other_seed = MockBehaviour(dead_share=0.1, seed=8)
+    assert {t for t in tokens if other_seed.is_dead(t)} != {t for t in tokens
+                                                            if behaviour.is_dead(t)}
+
+
+def test_a_dead_token_without_a_given_time_says_it_died_now():
+    behaviour = MockBehaviour(dead_share=1.0)
+    before = int(time.time() * 1000)
+    verdict = apply(behaviour, token(1), Verdict(200, payload={}))
+    assert verdict.status == 410 and before <= verdict.extra["timestamp"] <= time.time() * 1000
+
+
+def test_the_command_line_reads_a_stream_limit_schedule():
+    assert cli._schedule("6000:1000,5000:1") == [(5000, 1), (6000, 1000)]
+    for bad in ("5000", "5000:0", "a:b", "1:2:3"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            cli._schedule(bad)

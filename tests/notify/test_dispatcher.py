@@ -116,7 +116,7 @@ async def test_429_and_503_storms_end_delivered(store, mocks, mobile_push, dispa
         for device_token in tokens:
             assert mocks.production.stats.delivered[device_token] + \
                 mocks.sandbox.stats.delivered[device_token] == 1
-    assert mocks.production.stats.requests[stubborn] == 10
+    assert mocks.production.stats.requests[stubborn] >= 10  # 9 refusals, then 30% + 30% again
 
 
 async def test_a_storm_that_never_ends_fails_after_bounded_attempts(

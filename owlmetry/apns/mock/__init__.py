@@ -4,7 +4,9 @@ package so that `python -m owlmetry.apns.mock` runs wherever the service is inst
 sends a push anywhere, and the client code must not import it.
 
 - `rules.py`: Apple's request rules, a `Verdict` for every request.
-- `faults.py`: what the mock is told to do (`MockBehaviour`, `TokenFault`), faults included.
+- `faults.py`: what the mock is told to do (`MockBehaviour`, `TokenFault`), faults included:
+  per token, at a seeded share of tokens (dead) or requests (429/5xx), per connection (GOAWAY,
+  resets with or without TCP RST), and the stream limit on a schedule.
 - `stats.py`: the counters (`MockStats`) that show what was lost or sent twice, and their
   HTTP/1.1 endpoint; `ReceivedRequest`, each request's headers and payload as
   `MockAPNs.record()` keeps them for tests.
@@ -12,7 +14,9 @@ sends a push anywhere, and the client code must not import it.
 - `cli.py`: the command line.
 
 In-process: `mock = MockAPNs(cert, key, auth_key_pem, key_id, team_id, behaviour);
-port = await mock.start(); ... mock.stats ...; await mock.stop()`. Out of process:
+port = await mock.start(); ... mock.stats ...; await mock.stop()`; `mock.set_max_streams(n)`
+changes the stream limit now, `mock.held()` / `mock.release(token)` let a test decide when a
+token's held request is answered. Out of process:
 `python -m owlmetry.apns.mock --port P --cert C --key K --auth-key apns-auth-key.p8
 [--stats-port S] [faults...]`; GET /stats and POST /reset on the stats port (plain HTTP/1.1),
 like the benchmark harness's Node mock.

@@ -27,15 +27,27 @@ def main(argv=None) -> None:
     ap.add_argument("--max-streams", type=int, default=1000)
     ap.add_argument("--initial-max-streams", type=int, default=None)
     ap.add_argument("--latency-ms", type=float, default=0.0)
-    ap.add_argument("--goaway-after", type=int, default=None)
-    ap.add_argument("--drop-after", type=int, default=None)
-    ap.add_argument("--p429", type=float, default=0.0)
+    ap.add_argument("--goaway-after", type=int, default=None,
+                    help="GOAWAY on each connection after its Nth stream")
+    ap.add_argument("--drop-after", type=int, default=None,
+                    help="close each connection abruptly at its Nth request")
+    ap.add_argument("--drop-rst", action="store_true", help="...with a TCP RST")
+    ap.add_argument("--max-drops", type=int, default=None, help="reset at most this many")
+    ap.add_argument("--p429", type=float, default=0.0, help="share of requests answered 429")
     ap.add_argument("--p500", type=float, default=0.0)
     ap.add_argument("--p503", type=float, default=0.0)
+    ap.add_argument("--dead-tokens", type=float, default=0.0,
+                    help="share of device tokens answered 410 Unregistered (timestamp: now)")
+    ap.add_argument("--streams-schedule", type=_schedule, default=[], metavar="N:S,...",
+                    help="after N requests in all, SETTINGS_MAX_CONCURRENT_STREAMS becomes S "
+                         "on every connection (e.g. 5000:1,6000:1000)")
+    ap.add_argument("--seed", type=int, default=0, help="which requests and tokens the shares hit")
     a = ap.parse_args(argv)
     behaviour = MockBehaviour(
         max_streams=a.max_streams, initial_max_streams=a.initial_max_streams,
         latency_s=a.latency_ms / 1000, goaway_after=a.goaway_after, drop_after=a.drop_after,
+        max_drops=a.max_drops, drop_rst=a.drop_rst, max_streams_schedule=a.streams_schedule,
+        dead_share=a.dead_tokens, seed=a.seed,
         error_probability={s: p for s, p in ((429, a.p429), (500, a.p500), (503, a.p503)) if p})
     auth_key = None
     if a.auth_key:
@@ -45,6 +57,16 @@ def main(argv=None) -> None:
     mock = MockAPNs(a.cert, a.key, auth_key, a.key_id, a.team_id, behaviour)
     serve_until_stopped(mock, a.port, a.stats_port, lambda port: {"mock_apns": "listening",
                                                                   "port": port})
+
+
+def _schedule(text: str) -> list[tuple[int, int]]:
+    try:
+        steps = [tuple(int(n) for n in step.split(":")) for step in text.split(",") if step]
+    except ValueError:
+        steps = [()]
+    if any(len(step) != 2 or step[0] < 0 or step[1] < 1 for step in steps):
+        raise argparse.ArgumentTypeError(f"expected N:S[,N:S...] with S >= 1, got {text!r}")
+    return sorted(steps)
 
 
 def serve_until_stopped(mock, port: int, stats_port: int | None, announce) -> None:

@@ -2,13 +2,16 @@
 faults it is told to inject (`faults.py`) and counts what happens (`stats.py`).
 
 Owns sockets, streams, answers, and the connection-level faults: GOAWAY after N streams,
-dropped sockets, latency, a stream limit that rises after the first authenticated request.
+connections reset, latency, a stream limit that rises after the first authenticated request,
+stream limits changed at runtime (by the test, or by a schedule of request counts).
 """
 
 import asyncio
 import json
 import random
+import socket
 import ssl
+import struct
 import uuid
 
 import h2.config
@@ -37,7 +40,10 @@ class MockAPNs:
         self._ssl.set_alpn_protocols(["h2"])
         self._provider_tokens = rules.ProviderTokenRule(
             auth_key_pem, key_id, team_id, lambda bearer: self.stats.provider_tokens.add(bearer))
-        self._random = random.Random(self.behaviour.seed)
+        self._random = random.Random(self.behaviour.seed)  # the FCM mock's draws
+        self._requests_total = 0  # since start, for `max_streams_schedule`
+        self._schedule_done = 0  # steps of the schedule applied
+        self._held: dict[str, list] = {}  # token -> (connection, stream id) not yet judged
         self._connections: set[_MockConnection] = set()
         self._waiters: list[tuple[int, asyncio.Future]] = []
         self._server: asyncio.Server | None = None
@@ -90,11 +96,23 @@ class MockAPNs:
         self._provider_tokens.expire_all()
 
     def set_max_streams(self, n: int) -> None:
-        """Change SETTINGS_MAX_CONCURRENT_STREAMS on every authenticated connection, now."""
+        """Change SETTINGS_MAX_CONCURRENT_STREAMS on every open connection, now (one still
+        held to `initial_max_streams` gets `n` at its first authenticated request)."""
         self.behaviour.max_streams = n
+        self.stats.max_streams_changes += 1
         for conn in self._connections:
-            if conn.authenticated:
+            if conn.authenticated or not self.behaviour.initial_max_streams:
                 conn.send_max_streams(n)
+
+    def held(self) -> list[str]:
+        """The tokens with a request held unjudged now (see `MockBehaviour.hold_tokens`)."""
+        return list(self._held)
+
+    def release(self, token: str) -> None:
+        """Stop holding `token`'s requests: the held ones are judged and answered now."""
+        self.behaviour.hold_tokens.pop(token, None)
+        for conn, stream_id in self._held.pop(token, []):
+            conn.judge_held(stream_id)
 
     def silence_connections(self) -> None:
         """Make every open connection a black hole: it reads and never answers (a dead NAT)."""
@@ -112,7 +130,13 @@ class MockAPNs:
         if not verdict.accepted:
             return verdict
         token = rules.device_token(headers)
-        self.stats.requests[token] += 1
+        n = self.stats.requests[token] = self.stats.requests[token] + 1
+        self._requests_total += 1
+        schedule = self.behaviour.max_streams_schedule
+        while (self._schedule_done < len(schedule)
+               and schedule[self._schedule_done][0] <= self._requests_total):
+            self.set_max_streams(schedule[self._schedule_done][1])
+            self._schedule_done += 1
         self._wake_waiters()
         verdict = self._provider_tokens.check(headers.get(b"authorization"))
         if not verdict.accepted:
@@ -123,7 +147,7 @@ class MockAPNs:
         verdict = rules.check_request(headers, body, self.behaviour.topic)
         if not verdict.accepted:
             return verdict
-        verdict = faults.apply(self.behaviour, token, verdict, self._random)
+        verdict = faults.apply(self.behaviour, token, verdict, n)
         if verdict.accepted:
             self.stats.delivered[token] += 1
             self.stats.payloads[token] = verdict.payload
@@ -131,35 +155,39 @@ class MockAPNs:
 
 
 class _Stream:
-    __slots__ = ("body", "headers", "token")
+    __slots__ = ("accepted", "body", "headers", "token")
 
     def __init__(self, headers: dict):
         self.headers = headers
         self.body = bytearray()
         self.token = rules.device_token(headers)
+        self.accepted = False  # judged, and answered 200 (once the answer goes out)
 
 
 class _MockConnection(asyncio.Protocol):
     def __init__(self, mock: MockAPNs):
         self._mock = mock
-        b = mock.behaviour
         self._h2 = h2.connection.H2Connection(h2.config.H2Configuration(
             client_side=False, header_encoding=None))
-        self._h2.local_settings = h2.settings.Settings(client=False, initial_values={
-            SettingCodes.MAX_CONCURRENT_STREAMS: b.initial_max_streams or b.max_streams,
-            SettingCodes.INITIAL_WINDOW_SIZE: b.initial_window_size,
-        })
         self._streams: dict[int, _Stream] = {}  # open: request seen, answer not yet sent
         self._timers: dict[int, asyncio.TimerHandle] = {}  # answers delayed by latency
         self._opened = 0
         self._requests = 0
         self._goaway_last: int | None = None
+        self._judged: list[str] = []  # tokens of requests judged here (with `drop_rst` only)
         self._transport = None
         self.authenticated = False
         self.silent = False
         self.closed = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport):
+        # The settings as they are once the TLS handshake is done (`set_max_streams` may have
+        # run during it, and only reaches the connections it knows).
+        b = self._mock.behaviour
+        self._h2.local_settings = h2.settings.Settings(client=False, initial_values={
+            SettingCodes.MAX_CONCURRENT_STREAMS: b.initial_max_streams or b.max_streams,
+            SettingCodes.INITIAL_WINDOW_SIZE: b.initial_window_size,
+        })
         self._transport = transport
         self._mock._connections.add(self)
         self._mock.stats.connections_opened += 1
@@ -177,12 +205,21 @@ class _MockConnection(asyncio.Protocol):
     def abort(self):
         self._transport.abort()
 
-    def drop(self):
+    def drop(self, rst: bool = False):
+        """Close the socket abruptly, or with `rst` reset it (TCP RST, as a crashed APNs host
+        or a middlebox does, which also discards answers written but not yet delivered).
+        Streams judged and accepted whose answers were not written are counted lost; with
+        `rst`, every request judged on this connection is counted as possibly unanswered."""
         stats = self._mock.stats
         stats.drops += 1
         for stream in self._streams.values():
-            if stream.token and stream.body is None:  # judged and accepted, answer unsent
+            if stream.token and stream.accepted:  # judged and accepted, answer unsent
                 stats.lost_answers.append(stream.token)
+        if rst:
+            stats.reset_judged.extend(self._judged)
+            sock = self._transport.get_extra_info("socket")
+            if sock is not None:  # linger 0: close() sends RST, not FIN
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         self._transport.abort()
 
     def send_max_streams(self, n: int):
@@ -194,8 +231,9 @@ class _MockConnection(asyncio.Protocol):
             return
         try:
             events = self._h2.receive_data(data)
-        except h2.exceptions.ProtocolError:
+        except h2.exceptions.ProtocolError as exc:
             self._mock.stats.protocol_errors += 1
+            self._mock.stats.protocol_error_reasons[f"{type(exc).__name__}: {exc}"[:200]] += 1
             self._flush()
             self._transport.close()
             return
@@ -246,17 +284,33 @@ class _MockConnection(asyncio.Protocol):
             frame.additional_data = b'{"reason":"Shutdown"}'
             self._transport.write(frame.serialize())
 
-    def _request_complete(self, stream_id: int, answers: list):
+    def judge_held(self, stream_id: int):
+        """Judge and answer a request `MockAPNs.release` let go, if its stream still lives."""
+        if stream_id in self._streams and not self._transport.is_closing():
+            answers = []
+            self._request_complete(stream_id, answers, held=False)
+            for answer in answers:
+                self._answer(*answer)
+            self._flush()
+
+    def _request_complete(self, stream_id: int, answers: list, held: bool = True):
         stream = self._streams.get(stream_id)
         if stream is None:
             return
         mock = self._mock
+        hold = mock.behaviour.hold_tokens
+        if held and hold and mock.stats.requests[stream.token] >= hold.get(stream.token, 1 << 62):
+            mock._held.setdefault(stream.token, []).append((self, stream_id))
+            return
         body = bytes(stream.body)
         verdict = mock.judge(stream.headers, body)
         stream.body = None  # judged
+        stream.accepted = verdict.accepted
         if mock.received is not None:
             mock.received.append(ReceivedRequest.of(stream.token, stream.headers, body,
                                                     0 if verdict.reset else verdict.status))
+        if mock.behaviour.drop_rst:
+            self._judged.append(stream.token)
         if verdict.reset:
             mock.stats.resets_sent += 1
             del self._streams[stream_id]
@@ -270,7 +324,7 @@ class _MockConnection(asyncio.Protocol):
         b = mock.behaviour
         if b.drop_after and self._requests == b.drop_after and (
                 b.max_drops is None or mock.stats.drops < b.max_drops):
-            self.drop()
+            self.drop(b.drop_rst)
             return
         if b.latency_s > 0:
             loop = asyncio.get_running_loop()

@@ -47,11 +47,16 @@ class MockStats:
     goaways_sent: int = 0
     refused_streams: int = 0
     resets_sent: int = 0
-    drops: int = 0
+    drops: int = 0  # connections reset
+    max_streams_changes: int = 0  # SETTINGS_MAX_CONCURRENT_STREAMS changed at runtime
     lost_answers: list = field(default_factory=list)  # tokens accepted, answer lost in a drop
+    # With `drop_rst`: the token of every request judged on a connection later reset (its
+    # answer may have been discarded with the socket's buffers), once per request
+    reset_judged: list = field(default_factory=list)
     provider_tokens: set = field(default_factory=set)  # distinct bearer tokens that verified
     pings: int = 0
     protocol_errors: int = 0
+    protocol_error_reasons: Counter = field(default_factory=Counter)  # what h2 said, how often
 
     def summary(self) -> dict:
         out = asdict(replace(self, payloads={}))
@@ -61,9 +66,11 @@ class MockStats:
         out["unique_delivered"] = len(self.delivered)
         out["duplicate_delivered"] = out["delivered"] - out["unique_delivered"]
         out["responses_by_status"] = dict(self.responses_by_status)
+        out["protocol_error_reasons"] = dict(self.protocol_error_reasons)
         out["topics"] = dict(self.topics)
         out["provider_tokens"] = len(self.provider_tokens)
         out["lost_answers"] = len(self.lost_answers)
+        out["reset_judged"] = len(self.reset_judged)
         return out
 
 
