@@ -43,6 +43,13 @@ from owlmetry.store import (
 log = logging.getLogger("owlmetry.notify")
 
 CLAIM_LOOPS = 2
+# While a producer's request is being enqueued in this process, claims wait for it, up to this
+# long at a time. A request of 50,000 recipients is a hundred chunks, each an await; with a
+# fan-out in full flight every await waits for event-loop turns full of answers, and a POST
+# took 30-50 s instead of 1-2 (benchmarks/RESULTS.md, "A million devices"). The producer
+# waits for its answer; the fan-out does not wait for anyone, so it goes second, and the bound
+# keeps producers that never stop from stopping deliveries.
+ENQUEUE_HOLD_S = 2.0
 # While the database is unavailable, claims are tried again after a backoff up to this long.
 UNAVAILABLE_MAX_WAIT_S = 30.0
 # Read once per answer: a module global is cheaper to read than an enum class's attribute.
@@ -104,8 +111,9 @@ class Dispatcher:
                  lease_ms: int = 30_000, claim_size: int = 500, max_in_flight: int = 8_000,
                  max_attempts: int = 6, retry_base_ms: int = 5_000, retry_max_ms: int = 600_000,
                  poll_s: float = 1.0, only: list[str] | None = None,
-                 defaults: Defaults | None = None):
+                 defaults: Defaults | None = None, enqueue_hold_s: float = ENQUEUE_HOLD_S):
         """`max_in_flight`: no new claims while this many devices are being sent to.
+        `enqueue_hold_s`: the longest a claim waits for this process's enqueues under way.
         `only`: deliver these notifications and nothing else (`owlmetry notify --wait`).
         `defaults`: the channels of each type where a user chose nothing (the operator's)."""
         self.store = store
@@ -121,6 +129,10 @@ class Dispatcher:
         self._retry_base_ms = retry_base_ms
         self._retry_max_ms = retry_max_ms
         self._poll_s = poll_s
+        self._enqueue_hold_s = enqueue_hold_s
+        self._enqueuing = 0  # this process's enqueues under way
+        self._enqueued = asyncio.Event()  # set when there are none
+        self._enqueued.set()
         self._only = only
         self.recorder = AnswerRecorder(store, self.owner)
         self._held: dict[tuple[str, str], Claim] = {}  # claimed and not yet ended on record
@@ -144,9 +156,16 @@ class Dispatcher:
         return len(self._held)
 
     async def enqueue(self, user_ids: Iterable[str], content: NotificationContent) -> list[str]:
-        ids = await enqueue(self.store, user_ids, content, self.channels, self.defaults)
-        self._wake.set()
-        return ids
+        self._enqueuing += 1
+        self._enqueued.clear()
+        try:
+            return await enqueue(self.store, user_ids, content, self.channels, self.defaults)
+        finally:
+            # Chunks of a request that failed half-way are written too: wake either way.
+            self._enqueuing -= 1
+            if not self._enqueuing:
+                self._enqueued.set()
+            self._wake.set()
 
     def start(self) -> None:
         # Two claim loops: while one waits for the database, the other's claim is being sent.
@@ -184,6 +203,13 @@ class Dispatcher:
                 self._room.clear()
                 await self._room.wait()
                 continue
+            if self._enqueuing:
+                try:
+                    await asyncio.wait_for(self._enqueued.wait(), self._enqueue_hold_s)
+                except TimeoutError:
+                    pass
+                if self._stopping:
+                    break
             self._wake.clear()
             wait_s = self._poll_s
             try:
