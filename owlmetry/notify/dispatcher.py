@@ -44,12 +44,13 @@ log = logging.getLogger("owlmetry.notify")
 
 CLAIM_LOOPS = 2
 # While a producer's request is being enqueued in this process, claims wait for it, up to this
-# long at a time. A request of 50,000 recipients is a hundred chunks, each an await; with a
-# fan-out in full flight every await waits for event-loop turns full of answers, and a POST
-# took 30-50 s instead of 1-2 (benchmarks/RESULTS.md, "A million devices"). The producer
-# waits for its answer; the fan-out does not wait for anyone, so it goes second, and the bound
-# keeps producers that never stop from stopping deliveries.
-ENQUEUE_HOLD_S = 2.0
+# long at a time. A request of 50,000 recipients is a hundred chunks, each an await (and on
+# SQLite a writer turn); with a fan-out in full flight every one waits behind event-loop turns
+# full of answers and the answers' writes, and a POST took 30-54 s instead of 2-5
+# (benchmarks/RESULTS.md, "A million devices"; a 2 s bound still let 5-11 s through). The
+# producer waits for its answer, the fan-out waits for no one: it goes second. The bound keeps
+# producers that never stop from stopping deliveries (a claim per loop every 10 s).
+ENQUEUE_HOLD_S = 10.0
 # While the database is unavailable, claims are tried again after a backoff up to this long.
 UNAVAILABLE_MAX_WAIT_S = 30.0
 # Read once per answer: a module global is cheaper to read than an enum class's attribute.
