@@ -181,6 +181,7 @@ class Dispatcher:
         self._stopping = True
         self._wake.set()
         self._room.set()
+        self._enqueued.set()  # a claim loop holding for an enqueue stops at once
         await asyncio.gather(*self._claimers, return_exceptions=True)
         if self._held:
             log.info("stopping: %d deliveries (%d devices) under way; waiting up to %g s",

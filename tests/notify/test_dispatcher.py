@@ -1,5 +1,6 @@
 """The dispatcher against real mock APNs hosts, on SQLite and on PostgreSQL."""
 
+import asyncio
 import sqlite3
 import uuid
 
@@ -236,3 +237,13 @@ async def test_claims_wait_until_a_request_is_enqueued_whole(store, dispatchers,
     assert (await wait_done(store, ids)).deliveries == {"skipped": 12}
     ((first_end,),) = await store.execute("SELECT min(finished_at) FROM notification_deliveries")
     assert first_end >= enqueued_at
+
+
+async def test_stop_does_not_wait_for_an_enqueue_under_way(store, dispatchers):
+    # A claim loop holding for a producer's request stops as soon as it is told to.
+    dispatcher = dispatchers({"mobile_push": unconfigured_push()}, enqueue_hold_s=3600)
+    dispatcher._enqueuing += 1  # a request half-written, as the hold sees it
+    dispatcher._enqueued.clear()
+    await asyncio.sleep(0.2)  # the claim loops are holding now
+
+    await asyncio.wait_for(dispatcher.stop(grace_s=0), 60)
