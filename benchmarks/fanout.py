@@ -32,6 +32,20 @@ backend, --runs pairs, the whole script holding /tmp/owl-bench.lock (flock):
    Afterwards `store.progress(ids)` must say every delivery sent and N devices delivered, and
    the mock must have seen exactly N requests, N distinct tokens answered 200, no duplicates.
 
+A million devices (`--devices N`): users of 1-3 devices (seeded) until there are N devices,
+written in bulk by `bulk_seed.py` (PostgreSQL: COPY into a template database, copied for each
+run; SQLite: executemany in transactions of 200,000 rows into a file, copied for each run and,
+with --seed-cache DIR, kept for later invocations), and the notification sent as POSTs of
+--post-users users (50,000, the most one request takes) one after the other, each timed. The
+server's resident memory is sampled every 50 ms (/proc/PID/status VmRSS) and read as VmHWM
+at the end; `lost` and `duplicates` come from the mock's receipts (every seeded token answered
+200 exactly once). --json prints one line per run (backend, devices, seconds, devices_per_second,
+post_ms = the slowest POST, max_rss_mb, lost, duplicates, and the CPU figures); --no-pool skips
+the pool-alone runs, which at a million pushes double the time.
+
+    python benchmarks/fanout.py --devices 1000000 --backend both --runs 1 --no-pool --json \
+        --seed-cache /tmp/fanout-seeds --time-limit 3000
+
 Figures per run: devices/s end-to-end; the POST's own latency; the first push and the last
 answer as the mock saw them (its clock and ours are the same host's); CPU seconds of the server
 process from /proc/<pid>/stat, split into the event loop's thread and the others (aiosqlite's);
