@@ -306,7 +306,7 @@ def timed_fanout(mock: harness.MockAPNs, url: str, server_pid: int, db_pid: int 
     with harness.pinned_self(CLIENT_CORE), harness.PeakMemory(server_pid) as memory:
         run = loop.run_until_complete(fanout_once(
             url, api_key, user_ids, store, n_devices, args.poll_ms / 1000,
-            max(args.run_timeout, n_devices / 2000), args.post_users))
+            max(args.run_timeout, n_devices / 400), args.post_users))
     # The server is fresh for every run: its high-water mark is this run's.
     run["max_rss_mb"] = round(memory.max_mb, 1)
     run["server_cpu_s"] = harness.cpu_seconds(server_pid) - cpu0
@@ -578,7 +578,8 @@ def parse_args(argv=None):
     parser.add_argument("--connections", type=int, default=4,
                         help="APNS_CONNECTIONS of the server and of the pool alone (default 4)")
     parser.add_argument("--poll-ms", type=float, default=20, help="poll interval (default 20)")
-    parser.add_argument("--run-timeout", type=float, default=300, help="seconds per fan-out")
+    parser.add_argument("--run-timeout", type=float, default=300,
+                        help="seconds per fan-out (at least 1 s per 400 devices)")
     parser.add_argument("--harness", default=harness.APNS_HARNESS,
                         help="the APNs harness folder with mock_apns.js and its keys")
     parser.add_argument("--py-spy", metavar="DIR",
