@@ -32,6 +32,20 @@ backend, --runs pairs, the whole script holding /tmp/owl-bench.lock (flock):
    Afterwards `store.progress(ids)` must say every delivery sent and N devices delivered, and
    the mock must have seen exactly N requests, N distinct tokens answered 200, no duplicates.
 
+A million devices (`--devices N`): users of 1-3 devices (seeded) until there are N devices,
+written in bulk by `bulk_seed.py` (PostgreSQL: COPY into a template database, copied for each
+run; SQLite: executemany in transactions of 200,000 rows into a file, copied for each run and,
+with --seed-cache DIR, kept for later invocations), and the notification sent as POSTs of
+--post-users users (50,000, the most one request takes) one after the other, each timed. The
+server's resident memory is sampled every 50 ms (/proc/PID/status VmRSS) and read as VmHWM
+at the end; `lost` and `duplicates` come from the mock's receipts (every seeded token answered
+200 exactly once). --json prints one line per run (backend, devices, seconds, devices_per_second,
+post_ms = the slowest POST, max_rss_mb, lost, duplicates, and the CPU figures); --no-pool skips
+the pool-alone runs, which at a million pushes double the time.
+
+    python benchmarks/fanout.py --devices 1000000 --backend both --runs 1 --no-pool --json \
+        --seed-cache /tmp/fanout-seeds --time-limit 3000
+
 Figures per run: devices/s end-to-end; the POST's own latency; the first push and the last
 answer as the mock saw them (its clock and ours are the same host's); CPU seconds of the server
 process from /proc/<pid>/stat, split into the event loop's thread and the others (aiosqlite's);
@@ -45,6 +59,7 @@ and the statement timer wraps every database call of its server.
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -59,6 +74,7 @@ import time
 import aiohttp
 import orjson
 
+import bulk_seed
 import harness
 import profiling
 from harness import CLIENT_CORE, SERVER_CORE, STREAMS_PER_CONNECTION
@@ -146,6 +162,17 @@ def plan(users: int, seed: int, devices_per_user: int | None = None) -> list[int
     return [rng.randint(1, 3) for _ in range(users)]
 
 
+def plan_devices(n: int, seed: int, devices_per_user: int | None = None) -> list[int]:
+    """Devices per user (1-3 seeded, or K each) until there are exactly `n` devices."""
+    rng = random.Random(seed)
+    per_user, total = [], 0
+    while total < n:
+        count = min(devices_per_user or rng.randint(1, 3), n - total)
+        per_user.append(count)
+        total += count
+    return per_user
+
+
 async def seed_unread(store, user_ids: list[str], unread: int, now: int) -> None:
     """`unread` unread notifications for each user, and their counts."""
     rows = []
@@ -211,21 +238,28 @@ def server_env(mock: harness.MockAPNs, connections: int) -> dict:
 # ---- one timed fan-out --------------------------------------------------------------------
 
 async def fanout_once(url: str, api_key: str, user_ids: list[str], store, n_devices: int,
-                      poll_s: float, timeout_s: float) -> dict:
-    body = orjson.dumps({"user_ids": user_ids, "type": "bench", "title": "Fan-out",
-                         "body": "one notification to every user"})
+                      poll_s: float, timeout_s: float, post_users: int) -> dict:
+    """POSTs of `post_users` users each, one after the other (the fan-out of the first ones
+    is under way while the next are sent), then the poll until nothing is pending."""
+    bodies = [orjson.dumps({"user_ids": user_ids[start:start + post_users], "type": "bench",
+                            "title": "Fan-out", "body": "one notification to every user"})
+              for start in range(0, len(user_ids), post_users)]
     headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
     polls = 0
+    ids, posts_ms = [], []
     async with aiohttp.ClientSession() as session:
         await (await session.get(f"{url}/healthz")).read()  # the connection is open already
         wall0, t0 = time.time(), time.perf_counter()
-        async with session.post(f"{url}/v1/notifications", data=body, headers=headers) as resp:
-            answer = await resp.read()
-            status = resp.status
-        post_s = time.perf_counter() - t0
-    if status != 202:
-        raise RuntimeError(f"POST /v1/notifications: {status} {answer[:300]!r}")
-    ids = orjson.loads(answer)["notification_ids"]
+        for body in bodies:
+            t = time.perf_counter()
+            async with session.post(f"{url}/v1/notifications", data=body,
+                                    headers=headers) as resp:
+                answer = await resp.read()
+                status = resp.status
+            posts_ms.append((time.perf_counter() - t) * 1000)
+            if status != 202:
+                raise RuntimeError(f"POST /v1/notifications: {status} {answer[:300]!r}")
+            ids += orjson.loads(answer)["notification_ids"]
     while True:
         ((pending,),) = await store.execute(PENDING)
         polls += 1
@@ -242,7 +276,8 @@ async def fanout_once(url: str, api_key: str, user_ids: list[str], store, n_devi
         PUSH_TIMES, ("text",), keys)
     return {
         "wall0_ms": wall0 * 1000, "seconds": total_s, "per_second": n_devices / total_s,
-        "post_ms": post_s * 1000, "polls": polls, "recipients": len(ids),
+        "post_ms": max(posts_ms), "posts_ms": [round(ms, 1) for ms in posts_ms],
+        "polls": polls, "recipients": len(ids),
         "deliveries": dict(progress.deliveries), "pushes": dict(progress.pushes),
         "db_first_answer_ms": first_answer - wall0 * 1000,
         "db_last_answer_ms": last_answer - wall0 * 1000,
@@ -268,9 +303,12 @@ def timed_fanout(mock: harness.MockAPNs, url: str, server_pid: int, db_pid: int 
     threads0 = harness.thread_cpu_seconds(server_pid)
     db0 = harness.tree_cpu_seconds(db_pid) if db_pid else 0.0
     load0 = os.getloadavg()[0]
-    with harness.pinned_self(CLIENT_CORE):
+    with harness.pinned_self(CLIENT_CORE), harness.PeakMemory(server_pid) as memory:
         run = loop.run_until_complete(fanout_once(
-            url, api_key, user_ids, store, n_devices, args.poll_ms / 1000, args.run_timeout))
+            url, api_key, user_ids, store, n_devices, args.poll_ms / 1000,
+            max(args.run_timeout, n_devices / 400), args.post_users))
+    # The server is fresh for every run: its high-water mark is this run's.
+    run["max_rss_mb"] = round(memory.max_mb, 1)
     run["server_cpu_s"] = harness.cpu_seconds(server_pid) - cpu0
     threads1 = harness.thread_cpu_seconds(server_pid)
     run["loop_thread_cpu_s"] = threads1[0] - threads0[0]
@@ -280,6 +318,9 @@ def timed_fanout(mock: harness.MockAPNs, url: str, server_pid: int, db_pid: int 
     run["load_1m"] = max(load0, os.getloadavg()[0])
     time.sleep(0.3)
     stats = mock.stats()
+    # The receipts: every seeded token is expected to be answered 200 exactly once.
+    run["lost"] = n_devices - stats["unique_tokens_ok"]
+    run["duplicates"] = stats["duplicate_ok"]
     run["first_push_ms"] = stats["first_request_ts"] - run["wall0_ms"]
     run["last_push_ms"] = stats["last_response_ts"] - run["wall0_ms"]
     run["mock"] = {k: stats[k] for k in ("requests_received", "unique_tokens_ok", "duplicate_ok",
@@ -303,13 +344,34 @@ def profiled_fanout(mock, url, pid, api_key, user_ids, store, n_devices, args, l
 
 # ---- one backend --------------------------------------------------------------------------
 
-def fresh_fanout(kind: str, backend: str, database: str, db_pid: int | None,
+def prepare_database(databases, name: str, per_user: list[int], args, work: str):
+    """A database for one run and its users' ids: with --devices, a copy of the bulk-seeded
+    one (seeded on first use); else a new one seeded through the store."""
+    if not args.devices:
+        database = databases.empty(name)
+        return database, asyncio.run(seed_database(database, per_user, args.unread))
+    database = databases.database(per_user, args.seed, name, work)
+    user_ids = asyncio.run(bulk_seed.user_ids_of(database))
+    if args.unread:
+        asyncio.run(add_unread(database, user_ids, args.unread))
+    return database, user_ids
+
+
+async def add_unread(url: str, user_ids: list[str], unread: int) -> None:
+    store = await open_store(url)
+    try:
+        await seed_unread(store, user_ids, unread, now_ms())
+    finally:
+        await store.close()
+
+
+def fresh_fanout(kind: str, backend: str, databases, db_pid: int | None,
                  mock: harness.MockAPNs, per_user: list[int], args, work: str, tag: str) -> dict:
-    """Seed `database` (new and empty), start a server on it, time one fan-out, stop the server.
+    """Seed a database for the run, start a server on it, time one fan-out, stop the server.
     kind: "timed", "py-spy" (the server sampled) or "statements" (its database calls timed)."""
     n_devices = sum(per_user)
     t = time.perf_counter()
-    user_ids = asyncio.run(seed_database(database, per_user, args.unread))
+    database, user_ids = prepare_database(databases, tag, per_user, args, work)
     api_key = harness.owlmetry_cli("keys", "create", "--kind", "server", "--name", "fanout bench",
                                    "--database", database)
     seeded_s = time.perf_counter() - t
@@ -340,36 +402,43 @@ def fresh_fanout(kind: str, backend: str, database: str, db_pid: int | None,
     return run
 
 
-def bench_backend(backend: str, new_database, db_pid: int | None, mock: harness.MockAPNs,
+def bench_backend(backend: str, databases, db_pid: int | None, mock: harness.MockAPNs,
                   per_user, args, work: str) -> dict:
-    """Runs pairs: the pool alone, then a fan-out on a fresh database and a fresh server."""
+    """Runs pairs: the pool alone (unless --no-pool), then a fan-out on a fresh database and a
+    fresh server."""
     n_devices = sum(per_user)
     version = harness.code_version()
     pool_runs, runs = [], []
     for i in range(args.runs):
-        pool_runs.append(pool_alone(mock, n_devices, args.connections))
-        r = pool_runs[-1]
-        print(f"[{backend}] pool alone {i + 1}/{args.runs}: {r['per_second']:,.0f}/s, "
-              f"{r['seconds']:.3f}s, CPU {r['cpu_seconds_in_window']:.2f}s "
-              f"{'; '.join(r['problems'])}", file=sys.stderr)
-        runs.append(fresh_fanout("timed", backend, new_database(f"run{i}"), db_pid, mock,
-                                 per_user, args, work, f"run{i}"))
+        if not args.no_pool:
+            pool_runs.append(pool_alone(mock, n_devices, args.connections))
+            r = pool_runs[-1]
+            print(f"[{backend}] pool alone {i + 1}/{args.runs}: {r['per_second']:,.0f}/s, "
+                  f"{r['seconds']:.3f}s, CPU {r['cpu_seconds_in_window']:.2f}s "
+                  f"{'; '.join(r['problems'])}", file=sys.stderr)
+        runs.append(fresh_fanout("timed", backend, databases, db_pid, mock, per_user, args,
+                                 work, f"run{i}"))
         r = runs[-1]
         print(f"[{backend}] fan-out {i + 1}/{args.runs} (seeded {len(per_user)} users, "
               f"{n_devices} devices in {r['seeded_s']:.1f}s): {r['per_second']:,.0f} devices/s, "
-              f"{r['seconds']:.3f}s, POST {r['post_ms']:.0f} ms, first push "
-              f"{r['first_push_ms']:.0f} ms, server CPU {r['server_cpu_s']:.2f}s, "
-              f"load {r['load_1m']:.1f} {'; '.join(r['problems'])}", file=sys.stderr)
+              f"{r['seconds']:.3f}s, POST max {r['post_ms']:.0f} ms ({len(r['posts_ms'])} "
+              f"POSTs), first push {r['first_push_ms']:.0f} ms, server CPU "
+              f"{r['server_cpu_s']:.2f}s, max RSS {r['max_rss_mb']:.0f} MB, lost {r['lost']}, "
+              f"duplicates {r['duplicates']}, load {r['load_1m']:.1f} "
+              f"{'; '.join(r['problems'])}", file=sys.stderr)
+        if args.json:
+            print(json.dumps(run_line(backend, version, len(per_user), n_devices, r)),
+                  flush=True)
     profile = statements = None
     if args.py_spy:
-        r = fresh_fanout("py-spy", backend, new_database("pyspy"), None, mock, per_user, args,
+        r = fresh_fanout("py-spy", backend, databases, None, mock, per_user, args,
                          work, "pyspy")
         profile = {"file": r["profile"], "per_second": r["per_second"],
                    "server_cpu_s": r["server_cpu_s"], "problems": r["problems"]}
         print(f"[{backend}] under py-spy: {r['per_second']:,.0f} devices/s -> {r['profile']}",
               file=sys.stderr)
     if args.statements:
-        r = fresh_fanout("statements", backend, new_database("statements"), None, mock,
+        r = fresh_fanout("statements", backend, databases, None, mock,
                          per_user, args, work, "statements")
         statements = {"per_second": r["per_second"], "seconds": r["seconds"],
                       "server_cpu_s": r["server_cpu_s"], "problems": r["problems"],
@@ -383,11 +452,30 @@ def bench_backend(backend: str, new_database, db_pid: int | None, mock: harness.
     return result
 
 
+def run_line(backend: str, version: str, n_users: int, n_devices: int, run: dict) -> dict:
+    """One run, as --json prints it."""
+    return {
+        "backend": backend, "devices": n_devices, "seconds": round(run["seconds"], 3),
+        "devices_per_second": round(run["per_second"], 1), "post_ms": round(run["post_ms"], 1),
+        "max_rss_mb": run["max_rss_mb"], "lost": run["lost"], "duplicates": run["duplicates"],
+        "users": n_users, "posts_ms": run["posts_ms"],
+        "first_push_ms": round(run["first_push_ms"], 1),
+        "server_cpu_s": round(run["server_cpu_s"], 2),
+        "loop_thread_cpu_s": round(run["loop_thread_cpu_s"], 2),
+        "db_cpu_s": None if run["db_cpu_s"] is None else round(run["db_cpu_s"], 2),
+        "mock_cpu_s": round(run["mock_cpu_s"], 2), "seeded_s": round(run["seeded_s"], 1),
+        "load_1m": round(run["load_1m"], 2), "code": version, "problems": run["problems"],
+    }
+
+
 def summarize(backend, version, n_users, n_devices, pool_runs, runs, profile) -> dict:
     median = statistics.median_low(r["per_second"] for r in runs)
     chosen = next(r for r in runs if r["per_second"] == median)
-    pool_median = statistics.median_low(r["per_second"] for r in pool_runs)
-    pool_chosen = next(r for r in pool_runs if r["per_second"] == pool_median)
+    if pool_runs:
+        pool_median = statistics.median_low(r["per_second"] for r in pool_runs)
+        pool_chosen = next(r for r in pool_runs if r["per_second"] == pool_median)
+    else:  # --no-pool
+        pool_median, pool_chosen = 0, {"cpu_seconds_in_window": 0, "mock": None}
     problems = [p for r in pool_runs + runs for p in r["problems"]]
     return {
         "backend": backend, "code": version, "users": n_users, "devices": n_devices,
@@ -402,7 +490,10 @@ def summarize(backend, version, n_users, n_devices, pool_runs, runs, profile) ->
         "mock_cpu_s": round(chosen["mock_cpu_s"], 2),
         "pool_per_second": pool_median, "pool_cpu_s": pool_chosen["cpu_seconds_in_window"],
         "pool_mock": pool_chosen["mock"],
-        "ratio": round(median / pool_median, 3), "goal_met": median >= 0.5 * pool_median,
+        "ratio": round(median / pool_median, 3) if pool_runs else None,
+        "goal_met": bool(pool_runs) and median >= 0.5 * pool_median,
+        "max_rss_mb": max(r["max_rss_mb"] for r in runs),
+        "lost": max(r["lost"] for r in runs), "duplicates": max(r["duplicates"] for r in runs),
         "mock": chosen["mock"], "pushes": chosen["pushes"], "deliveries": chosen["deliveries"],
         "all_per_second": [round(r["per_second"], 1) for r in runs],
         "all_post_ms": [round(r["post_ms"], 1) for r in runs],
@@ -431,7 +522,7 @@ def print_report(results: list[dict], args) -> None:
               f"{r['first_push_ms']:.0f} | {r['last_push_ms']:.0f} | {r['server_cpu_s']:.2f} "
               f"({r['loop_thread_cpu_s']:.2f} + {r['other_threads_cpu_s']:.2f}) | "
               f"{db_cpu} | {r['pool_per_second']:,.0f} ({r['pool_cpu_s']:.2f}) | "
-              f"{r['ratio']:.2f} | "
+              f"{'-' if r['ratio'] is None else format(r['ratio'], '.2f')} | "
               f"{'yes' if r['goal_met'] else 'no'} | {checks} |")
     print()
     for r in results:
@@ -462,6 +553,22 @@ def parse_args(argv=None):
                         help="timed runs of each kind; the median is reported "
                              "(default 3, or $RUNS)")
     parser.add_argument("--users", type=int, default=10_000)
+    parser.add_argument("--devices", type=int, metavar="N",
+                        help="N devices in all (users of 1-3 devices, or --devices-per-user, "
+                             "until N; --users is ignored), seeded in bulk (COPY / executemany) "
+                             "once per backend and copied for each run")
+    parser.add_argument("--post-users", type=int, default=50_000, metavar="U",
+                        help="users per POST /v1/notifications (default 50,000, the most one "
+                             "request takes); the POSTs go one after the other")
+    parser.add_argument("--seed-cache", metavar="DIR",
+                        help="with --devices, keep the seeded SQLite files in DIR for later "
+                             "invocations (PostgreSQL's seed lives as long as its cluster)")
+    parser.add_argument("--no-pool", action="store_true",
+                        help="skip the pool-alone runs (no ratio)")
+    parser.add_argument("--json", action="store_true",
+                        help="stdout: one JSON line per fan-out run (backend, devices, seconds, "
+                             "devices_per_second, post_ms, max_rss_mb, lost, duplicates, ...); "
+                             "the report goes to stderr")
     parser.add_argument("--seed", type=int, default=1, help="seeds the 1-3 devices per user")
     parser.add_argument("--devices-per-user", type=int, metavar="K",
                         help="every user has K devices (default: 1-3, seeded); with --users, "
@@ -471,7 +578,8 @@ def parse_args(argv=None):
     parser.add_argument("--connections", type=int, default=4,
                         help="APNS_CONNECTIONS of the server and of the pool alone (default 4)")
     parser.add_argument("--poll-ms", type=float, default=20, help="poll interval (default 20)")
-    parser.add_argument("--run-timeout", type=float, default=300, help="seconds per fan-out")
+    parser.add_argument("--run-timeout", type=float, default=300,
+                        help="seconds per fan-out (at least 1 s per 400 devices)")
     parser.add_argument("--harness", default=harness.APNS_HARNESS,
                         help="the APNs harness folder with mock_apns.js and its keys")
     parser.add_argument("--py-spy", metavar="DIR",
@@ -496,24 +604,27 @@ def main(argv=None) -> int:
         os.makedirs(args.py_spy, exist_ok=True)
         args.py_spy = os.path.abspath(args.py_spy)
     harness.stop_on_signals(args.time_limit)
-    per_user = plan(args.users, args.seed, args.devices_per_user)
+    if args.devices:
+        per_user = plan_devices(args.devices, args.seed, args.devices_per_user)
+    else:
+        per_user = plan(args.users, args.seed, args.devices_per_user)
     results = []
     with tempfile.TemporaryDirectory(prefix="owlfanout-") as work, harness.bench_lock(), \
             harness.MockAPNs(os.path.join(work, "mock.log"), args.harness) as mock:
         for backend in backends:
             if backend == "sqlite":
-                def new_database(name):
-                    return f"sqlite:///{os.path.join(work, f'fanout-{name}.db')}"
-                results.append(bench_backend(backend, new_database, None, mock, per_user,
+                databases = bulk_seed.SeededSQLite(work, args.seed_cache)
+                results.append(bench_backend(backend, databases, None, mock, per_user,
                                              args, work))
             else:
                 with harness.postgres_cluster() as (cluster, postmaster):
-                    def new_database(name):
-                        return harness.create_database(cluster, name)
-                    results.append(bench_backend(backend, new_database, postmaster, mock,
+                    databases = bulk_seed.SeededPostgres(cluster)
+                    results.append(bench_backend(backend, databases, postmaster, mock,
                                                  per_user, args, work))
     signal.alarm(0)
-    print_report(results, args)
+    # --json: stdout holds the runs' lines only (printed as they ended); the report goes to stderr.
+    with contextlib.redirect_stdout(sys.stderr if args.json else sys.stdout):
+        print_report(results, args)
     return 1 if any(r["problems"] for r in results) else 0
 
 

@@ -21,6 +21,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 
@@ -111,6 +112,44 @@ def _stat_fields(path: str) -> list[str]:
 def _cpu_of(fields: list[str]) -> float:
     """utime + stime, in seconds."""
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class PeakMemory:
+    """The most resident memory a process had while this watched it (/proc/PID/status VmRSS,
+    sampled every `interval_s` on a thread of this process), and its VmHWM (the kernel's own
+    high-water mark since the process started) when stopped: use as a context manager."""
+
+    def __init__(self, pid: int, interval_s: float = 0.05):
+        self.pid, self.interval_s = pid, interval_s
+        self.peak_kb = self.hwm_kb = 0
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _read(self) -> dict[str, int]:
+        with open(f"/proc/{self.pid}/status") as f:
+            return {line.split(":")[0]: int(line.split()[1]) for line in f
+                    if line.startswith(("VmRSS:", "VmHWM:"))}
+
+    def _sample(self) -> None:
+        while not self._done.wait(self.interval_s):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                self.peak_kb = max(self.peak_kb, self._read()["VmRSS"])
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info):
+        self._done.set()
+        self._thread.join()
+        with contextlib.suppress(OSError, ValueError, IndexError, KeyError):
+            status = self._read()
+            self.peak_kb = max(self.peak_kb, status["VmRSS"])
+            self.hwm_kb = status["VmHWM"]
+
+    @property
+    def max_mb(self) -> float:
+        return max(self.peak_kb, self.hwm_kb) / 1024
 
 
 def cpu_seconds(pid: int) -> float:
@@ -224,14 +263,15 @@ def postgres_cluster():
             cluster.stop()  # removes the folder even when pg_ctl fails
 
 
-def create_database(cluster: Cluster, name: str) -> str:
-    """A new, empty database in `cluster`; its URL."""
+def create_database(cluster: Cluster, name: str, template: str | None = None) -> str:
+    """A new database in `cluster`, empty or a copy of `template`; its URL."""
     import asyncpg  # here: apns_throughput.py imports this module and needs no driver
 
     async def create() -> None:
         conn = await asyncpg.connect(cluster.url)
         try:
-            await conn.execute(f"CREATE DATABASE {name}")
+            copy = f" TEMPLATE {template}" if template else ""
+            await conn.execute(f"CREATE DATABASE {name}{copy}")
         finally:
             await conn.close()
 

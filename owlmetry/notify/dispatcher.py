@@ -46,6 +46,14 @@ log = logging.getLogger("owlmetry.notify")
 CLAIM_LOOPS = 2
 # Recipients an enqueue reads and routes at a time (the store writes them in its own chunks).
 ENQUEUE_SLICE = 2_000
+# While a producer's request is being enqueued in this process, claims wait for it, up to this
+# long at a time. A request of 50,000 recipients is a hundred chunks, each an await (and on
+# SQLite a writer turn); with a fan-out in full flight every one waits behind event-loop turns
+# full of answers and the answers' writes, and a POST took 30-54 s instead of 2-5
+# (benchmarks/RESULTS.md, "A million devices"; a 2 s bound still let 5-11 s through). The
+# producer waits for its answer, the fan-out waits for no one: it goes second. The bound keeps
+# producers that never stop from stopping deliveries (a claim per loop every 10 s).
+ENQUEUE_HOLD_S = 10.0
 # While the database is unavailable, claims are tried again after a backoff up to this long.
 UNAVAILABLE_MAX_WAIT_S = 30.0
 # Read once per answer: a module global is cheaper to read than an enum class's attribute.
@@ -91,6 +99,7 @@ async def enqueue_slices(store: Store, slices: Iterable[list[tuple[str, str]]],
                                              content_written=content_stored or bool(ids))
         ids.update((user_id, notification_id) for notification_id, user_id in part
                    if notification_id in written)
+    await store.enqueued(len(ids))
     return ids
 
 
@@ -146,8 +155,9 @@ class Dispatcher:
                  lease_ms: int = 30_000, claim_size: int = 500, max_in_flight: int = 8_000,
                  max_attempts: int = 6, retry_base_ms: int = 5_000, retry_max_ms: int = 600_000,
                  poll_s: float = 1.0, only: list[str] | None = None,
-                 defaults: Defaults | None = None):
+                 defaults: Defaults | None = None, enqueue_hold_s: float = ENQUEUE_HOLD_S):
         """`max_in_flight`: no new claims while this many devices are being sent to.
+        `enqueue_hold_s`: the longest a claim waits for this process's enqueues under way.
         `only`: deliver these notifications and nothing else (`owlmetry notify --wait`).
         `defaults`: the channels of each type where a user chose nothing (the operator's)."""
         self.store = store
@@ -163,6 +173,10 @@ class Dispatcher:
         self._retry_base_ms = retry_base_ms
         self._retry_max_ms = retry_max_ms
         self._poll_s = poll_s
+        self._enqueue_hold_s = enqueue_hold_s
+        self._enqueuing = 0  # this process's enqueues under way
+        self._enqueued = asyncio.Event()  # set when there are none
+        self._enqueued.set()
         self._only = only
         self.recorder = AnswerRecorder(store, self.owner)
         self._held: dict[tuple[str, str], Claim] = {}  # claimed and not yet ended on record
@@ -186,9 +200,16 @@ class Dispatcher:
         return len(self._held)
 
     async def enqueue(self, user_ids: Iterable[str], content: NotificationContent) -> list[str]:
-        ids = await enqueue(self.store, user_ids, content, self.channels, self.defaults)
-        self._wake.set()
-        return ids
+        self._enqueuing += 1
+        self._enqueued.clear()
+        try:
+            return await enqueue(self.store, user_ids, content, self.channels, self.defaults)
+        finally:
+            # Chunks of a request that failed half-way are written too: wake either way.
+            self._enqueuing -= 1
+            if not self._enqueuing:
+                self._enqueued.set()
+            self._wake.set()
 
     async def release(self, release: Release) -> set[str]:
         """Enqueue a claimed scheduled send (`owlmetry.notify.releaser`) with its pre-assigned
@@ -216,6 +237,7 @@ class Dispatcher:
         self._stopping = True
         self._wake.set()
         self._room.set()
+        self._enqueued.set()  # a claim loop holding for an enqueue stops at once
         await asyncio.gather(*self._claimers, return_exceptions=True)
         if self._held:
             log.info("stopping: %d deliveries (%d devices) under way; waiting up to %g s",
@@ -239,6 +261,13 @@ class Dispatcher:
                 self._room.clear()
                 await self._room.wait()
                 continue
+            if self._enqueuing:
+                try:
+                    await asyncio.wait_for(self._enqueued.wait(), self._enqueue_hold_s)
+                except TimeoutError:
+                    pass
+                if self._stopping:
+                    break
             self._wake.clear()
             wait_s = self._poll_s
             try:

@@ -1,5 +1,6 @@
 """The dispatcher against real mock APNs hosts, on SQLite and on PostgreSQL."""
 
+import asyncio
 import sqlite3
 import uuid
 
@@ -10,7 +11,7 @@ from owlmetry.apns.mock import TokenFault
 from owlmetry.clock import now_ms
 from owlmetry.notify.channels.mobile_push import MobilePush
 from owlmetry.notify.dispatcher import CLAIM_LOOPS
-from owlmetry.store import NotificationContent, PushRecord
+from owlmetry.store import NotificationContent, PushRecord, deliveries
 from tests.notify.conftest import CONTENT, unconfigured_push, user_with_devices, wait_done
 
 
@@ -220,3 +221,29 @@ async def test_a_small_in_flight_limit_still_reaches_everyone(store, mocks, mobi
     # Claims stop while 3 devices are in flight; each of the claim loops may have one claim
     # (2 recipients, one production device each) under way past that.
     assert mocks.production.stats.max_streams_open <= 3 + CLAIM_LOOPS * 2
+
+
+async def test_claims_wait_until_a_request_is_enqueued_whole(store, dispatchers, monkeypatch):
+    # A request goes in chunk after chunk; the dispatcher takes none of it (nor any other work)
+    # until the last chunk is written, so the producer's answer never waits behind a fan-out.
+    monkeypatch.setattr(deliveries, "ENQUEUE_CHUNK", 1)
+    users = [(await user_with_devices(store, [], 0))[0] for _ in range(12)]
+    dispatcher = dispatchers({"mobile_push": unconfigured_push()}, poll_s=0.001,
+                             enqueue_hold_s=60)
+
+    ids = await dispatcher.enqueue(users, CONTENT)
+    enqueued_at = now_ms()
+
+    assert (await wait_done(store, ids)).deliveries == {"skipped": 12}
+    ((first_end,),) = await store.execute("SELECT min(finished_at) FROM notification_deliveries")
+    assert first_end >= enqueued_at
+
+
+async def test_stop_does_not_wait_for_an_enqueue_under_way(store, dispatchers):
+    # A claim loop holding for a producer's request stops as soon as it is told to.
+    dispatcher = dispatchers({"mobile_push": unconfigured_push()}, enqueue_hold_s=3600)
+    dispatcher._enqueuing += 1  # a request half-written, as the hold sees it
+    dispatcher._enqueued.clear()
+    await asyncio.sleep(0.2)  # the claim loops are holding now
+
+    await asyncio.wait_for(dispatcher.stop(grace_s=0), 60)

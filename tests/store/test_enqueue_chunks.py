@@ -8,7 +8,13 @@ import uuid
 import asyncpg
 import pytest
 
-from owlmetry.store import DeviceRegistration, NotificationContent, ReadState, RecipientGroup
+from owlmetry.store import (
+    DeviceRegistration,
+    NotificationContent,
+    ReadState,
+    RecipientGroup,
+    deliveries,
+)
 
 T0 = 1_800_000_000_000
 CONTENT = NotificationContent("feedback.new", "New feedback", "b" * 4000, "/feedback/1",
@@ -169,3 +175,22 @@ async def test_a_registration_goes_before_bulk_work_already_waiting(store):
     await asyncio.gather(first, second, register())
 
     assert finished == ["first enqueue", "registration", "second enqueue"]
+
+
+async def test_postgresql_plans_claims_on_the_queue_as_a_big_request_left_it(store, monkeypatch):
+    # The claim's plan comes from the queue's statistics: if they still describe an empty
+    # queue, each claim reads and sorts every due delivery. A big request refreshes them.
+    if store.engine.name != "postgresql":
+        pytest.skip("SQLite's planner reads no table statistics for the claim")
+    monkeypatch.setattr(deliveries, "ANALYZE_AFTER", 300)
+    await store.execute("ANALYZE notification_deliveries")  # an empty queue's statistics
+    user_ids = [str(uuid.uuid4()) for _ in range(300)]
+    await store.execute_batch(
+        "WITH batch (id, email) AS ({batch}) "
+        "INSERT INTO users (id, email, created_at) SELECT id, email, 1 FROM batch",
+        ("text", "text"), [(user_id, f"{user_id}@example.com") for user_id in user_ids])
+
+    await store.enqueue_notifications(recipients(user_ids), CONTENT, ["mobile_push"], T0)
+
+    assert await store.execute(
+        "SELECT reltuples FROM pg_class WHERE relname = 'notification_deliveries'") == [(300,)]
