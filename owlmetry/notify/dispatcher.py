@@ -4,10 +4,10 @@
 the recipient's preferences choose for the type (`routing`), in chunks of recipients that each
 commit whole (the store's), and returns; the run loop then
 claims due deliveries in batches (under a lease that a heartbeat renews, so work of a crashed
-process comes back by itself), hands each recipient's devices to its channel, and records
-every final answer through the `AnswerRecorder`. A device with a final answer on record is never
-sent to again; answers worth retrying (429, 5xx, lost connections) put the delivery back in the
-queue after a backoff, a bounded number of times.
+process comes back by itself; a lease fences itself, see `Lease`), hands each recipient's
+devices to its channel, and records every final answer through the `AnswerRecorder`. A device
+with a final answer on record is never sent to again; answers worth retrying (429, 5xx, lost
+connections) put the delivery back in the queue after a backoff, a bounded number of times.
 
 Owns the queue's rules and the in-process concurrency. Must not know how a channel reaches a
 device, nor any SQL.
@@ -16,6 +16,7 @@ device, nor any SQL.
 import asyncio
 import functools
 import logging
+import time
 import uuid
 from collections.abc import Iterable
 
@@ -49,6 +50,11 @@ ENQUEUE_SLICE = 2_000
 UNAVAILABLE_MAX_WAIT_S = 30.0
 # Read once per answer: a module global is cheaper to read than an enum class's attribute.
 RETRY = PushOutcome.RETRY
+# A lease is given up this share of its length (at most LEASE_MARGIN_MAX_S) before it ends by
+# the database's clock: room for two servers' clocks to differ and for a send that passed the
+# check to reach the wire.
+LEASE_MARGIN = 0.2
+LEASE_MARGIN_MAX_S = 5.0
 
 
 async def enqueue(store: Store, user_ids: Iterable[str], content: NotificationContent,
@@ -95,14 +101,37 @@ def final_status(counts: dict[PushOutcome, int],
     return DeliveryStatus.FAILED, f"no device accepted it ({parts})"
 
 
+class Lease:
+    """This process's lease on one delivery, by its own monotonic clock: it ends at `deadline`
+    (the claim's start + the lease - the margin), moved forward only by a renewal that
+    committed, counted from that renewal's start. Past it, another process may have claimed
+    the delivery, so no send of it may start (`live`, asked by the channel before each attempt
+    goes out) and the dispatcher gives it up (`fenced`): sends not started never start, answers
+    still coming in are recorded (a device's final answer is a fact whoever asked; the first on
+    record stays), but the delivery is neither ended nor put back by this process -- its next
+    holder sends to the devices without an answer on record and ends it. `ending`: its end is
+    with the recorder, no send is left to stop; it is renewed until written, never fenced."""
+
+    __slots__ = ("deadline", "ending", "fenced")
+
+    def __init__(self, deadline: float):
+        self.deadline = deadline
+        self.ending = False
+        self.fenced = False
+
+    def live(self) -> bool:
+        return not self.fenced and time.monotonic() < self.deadline
+
+
 class _Delivery:
     """A claimed delivery while its sends are out: answers are counted as they come."""
 
-    __slots__ = ("channel", "claim", "counts", "later", "waiting")
+    __slots__ = ("channel", "claim", "counts", "later", "lease", "waiting")
 
-    def __init__(self, claim: Claim, channel: Channel):
+    def __init__(self, claim: Claim, channel: Channel, lease: Lease):
         self.claim = claim
         self.channel = channel
+        self.lease = lease
         self.counts: dict[PushOutcome, int] = dict(claim.earlier)
         self.later: list[tuple[PushTarget, Answer]] = []  # transient failures
         self.waiting = len(claim.targets)
@@ -124,6 +153,7 @@ class Dispatcher:
         self.defaults = defaults or Defaults()
         self.owner = owner or f"dispatcher-{uuid.uuid4()}"
         self._lease_ms = lease_ms
+        self._lease_s = lease_ms / 1000 - min(lease_ms / 1000 * LEASE_MARGIN, LEASE_MARGIN_MAX_S)
         self._claim_size = claim_size
         self._max_in_flight = max_in_flight
         self._max_attempts = max_attempts
@@ -133,6 +163,8 @@ class Dispatcher:
         self._only = only
         self.recorder = AnswerRecorder(store, self.owner)
         self._held: dict[tuple[str, str], Claim] = {}  # claimed and not yet ended on record
+        self._leases: dict[tuple[str, str], Lease] = {}  # of the held deliveries
+        self.fenced = 0  # deliveries given up since start: their lease ran out (`Lease`)
         self._in_flight = 0  # devices of the held deliveries
         self._wake = asyncio.Event()
         self._room = asyncio.Event()
@@ -141,6 +173,7 @@ class Dispatcher:
         self._stopping = False
         self._claimers: list[asyncio.Task] = []
         self._renewer: asyncio.Task | None = None
+        self._fence: asyncio.Task | None = None
 
     @property
     def in_flight(self) -> int:
@@ -162,6 +195,7 @@ class Dispatcher:
         self._claimers = [asyncio.create_task(self._run(), name=f"dispatcher claims {i}")
                           for i in range(CLAIM_LOOPS)]
         self._renewer = asyncio.create_task(self._renew_leases(), name="dispatcher leases")
+        self._fence = asyncio.create_task(self._give_up_expired(), name="dispatcher fence")
 
     async def stop(self, grace_s: float = 10.0) -> None:
         """Stop claiming; let deliveries under way finish for up to `grace_s`, then close the
@@ -181,9 +215,10 @@ class Dispatcher:
                      len(self._held), grace_s)
         await asyncio.gather(*(channel.close() for channel in self.channels.values()))
         await self._idle.wait()
-        if self._renewer is not None:
-            self._renewer.cancel()
-            await asyncio.gather(self._renewer, return_exceptions=True)
+        for task in (self._renewer, self._fence):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         await self.recorder.flush()
 
     async def _run(self) -> None:
@@ -195,6 +230,7 @@ class Dispatcher:
                 continue
             self._wake.clear()
             wait_s = self._poll_s
+            started = time.monotonic()
             try:
                 claims = await self.store.claim_deliveries(
                     self.owner, now_ms(), self._lease_ms, self._claim_size, self._only,
@@ -213,30 +249,62 @@ class Dispatcher:
                 except TimeoutError:
                     pass
                 continue
+            deadline = started + self._lease_s
             for claim in claims:
                 key = (claim.notification_id, claim.channel)
                 if key in self._held:
-                    # Our own lease lapsed (renewals failed) and we took it again: the work
-                    # under way goes on, under the new lease.
+                    # Our own lease lapsed in the database before this process saw it by its
+                    # clock, and we took it again: the work under way goes on, under the new
+                    # lease (sends that found the old one ended come back as retries).
+                    lease = self._leases[key]
+                    lease.deadline = max(lease.deadline, deadline)
                     continue
                 self._held[key] = claim
+                lease = self._leases[key] = Lease(deadline)
                 self._in_flight += max(1, len(claim.targets))
                 self._idle.clear()
-                self._begin(claim)
+                self._begin(claim, lease)
 
     async def _renew_leases(self) -> None:
         while True:
             await asyncio.sleep(self._lease_ms / 3000)
-            if self._held:
-                try:
-                    await self.store.renew_leases(self.owner, list(self._held),
-                                                  now_ms() + self._lease_ms)
-                except DatabaseUnavailable:
-                    pass  # the store said it; the next renewal tries again
-                except Exception:
-                    log.exception("cannot renew delivery leases")
+            if not self._held:
+                continue
+            keys = list(self._held)
+            started = time.monotonic()
+            try:
+                await self.store.renew_leases(self.owner, keys, now_ms() + self._lease_ms)
+            except DatabaseUnavailable:
+                continue  # the store said it; the next renewal tries again
+            except Exception:
+                log.exception("cannot renew delivery leases")
+                continue
+            deadline = started + self._lease_s
+            for key in keys:
+                lease = self._leases.get(key)
+                if lease is not None and not lease.fenced and lease.deadline < deadline:
+                    lease.deadline = deadline
 
-    def _begin(self, claim: Claim) -> None:
+    async def _give_up_expired(self) -> None:
+        """Fence every delivery whose lease ran out by this process's clock (`Lease`). The sends
+        themselves check their lease as they start; this frees the place of the work given up."""
+        tick_s = max(0.01, min(1.0, (self._lease_ms / 1000 - self._lease_s) / 2))
+        while True:
+            await asyncio.sleep(tick_s)
+            now = time.monotonic()
+            expired = [key for key, lease in self._leases.items()
+                       if lease.deadline <= now and not lease.ending]
+            if not expired:
+                continue
+            log.warning("gave up %d deliveries: their lease ran out by this process's clock "
+                        "(renewals did not reach the database); another process may hold them "
+                        "now, and sends of them not started never will be", len(expired))
+            for key in expired:
+                self._leases[key].fenced = True
+                self._let_go(key)
+            self.fenced += len(expired)
+
+    def _begin(self, claim: Claim, lease: Lease) -> None:
         """Start a send per device still waiting, or end the delivery at once if there are none."""
         channel = self.channels.get(claim.channel)
         if channel is None or channel.unavailable:
@@ -247,7 +315,7 @@ class Dispatcher:
                 self._record(claim, target, Answer(outcome, None, reason))
             self._end(claim, DeliveryEnd(claim.notification_id, claim.channel, status, reason))
             return
-        delivery = _Delivery(claim, channel)
+        delivery = _Delivery(claim, channel, lease)
         if not claim.targets:
             self._conclude(delivery)
             return
@@ -261,7 +329,7 @@ class Dispatcher:
         for target in claim.targets:
             try:
                 channel.send_soon(prepared, target,
-                                  functools.partial(self._answered, delivery, target))
+                                  functools.partial(self._answered, delivery, target), lease.live)
             except Exception as exc:  # a channel bug must not lose the delivery
                 log.exception("channel %s raised on send", channel.name)
                 self._answered(delivery, target,
@@ -269,6 +337,10 @@ class Dispatcher:
                                       f"internal error: {type(exc).__name__}"))
 
     def _answered(self, delivery: _Delivery, target: PushTarget, answer: Answer) -> None:
+        if delivery.lease.fenced:  # given up: a final answer is still worth its record
+            if answer.outcome != RETRY:
+                self._record(delivery.claim, target, answer)
+            return
         if answer.outcome == RETRY:  # not `is`: the plain string "retry" means the same
             delivery.later.append((target, answer))
         else:
@@ -298,11 +370,14 @@ class Dispatcher:
         self._end(claim, DeliveryEnd(*key, *final_status(counts, claim.channel)))
 
     def _end(self, claim: Claim, end: DeliveryEnd) -> None:
-        self.recorder.add_end(end, lambda: self._release(claim))
+        key = (claim.notification_id, claim.channel)
+        self._leases[key].ending = True
+        self.recorder.add_end(end, lambda: self._let_go(key))
 
-    def _release(self, claim: Claim) -> None:
-        """The delivery's end is on record: its place is free."""
-        del self._held[(claim.notification_id, claim.channel)]
+    def _let_go(self, key: tuple[str, str]) -> None:
+        """The delivery's end is on record, or it was given up: its place is free."""
+        claim = self._held.pop(key)
+        del self._leases[key]
         self._in_flight -= max(1, len(claim.targets))
         if self._in_flight < self._max_in_flight:
             self._room.set()

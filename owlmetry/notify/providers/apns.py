@@ -102,9 +102,9 @@ class APNs(Sender):
     async def send(self, prepared: bytes, target: PushTarget) -> Answer:
         return answer_for(await self._client.send(target.token, prepared, target.environment))
 
-    def send_soon(self, prepared: bytes, target: PushTarget, on_answer) -> None:
+    def send_soon(self, prepared: bytes, target: PushTarget, on_answer, live=None) -> None:
         self._client.send_soon(target.token, prepared, target.environment,
-                               lambda result: on_answer(answer_for(result)))
+                               lambda result: on_answer(answer_for(result)), live=live)
 
     def connection_stats(self) -> dict[str, ConnectionStats]:
         if self._client is None:
