@@ -5,17 +5,17 @@ final answer on record, none may be lost, and the mock's receipts may show a dev
 if its push was at risk at a kill (sent, its answer not yet on record).
 
     python benchmarks/crash_fanout.py [--backend sqlite|postgresql|both] [--devices 100000]
-        [--kills 20] [--seed 1] [--lease 2] [--json]
+        [--kills 20] [--seed 1] [--lease 2] [--latency-ms 10] [--json]
 
 The mock APNs is the project's own (`owlmetry.apns.mock`), served from this script's event loop
-on core 1: its per-token counters are the receipt log (`requests`: every push it was sent,
+on core 1, answering after --latency-ms: its per-token counters are the receipt log (`requests`: every push it was sent,
 `delivered`: every one it accepted). `owlmetry serve` runs pinned to core 0 with
 NOTIFY_LEASE_SECONDS=--lease (the time a restarted server waits for the killed one's claims).
 Per backend, on a fresh database (SQLite: a file in a temp folder; PostgreSQL: a database in a
 throwaway cluster with default durable settings): --devices devices, two per user, and a
 server API key, seeded through the store (not timed). Then the server starts, and one
 notification to every user is POSTed in requests of 50,000 users. The kill moments are --kills
-random fractions of the devices (seeded): when the mock has been sent that many pushes, the
+random fractions of the devices (seeded): when the mock has answered that many pushes, the
 server is killed (SIGKILL); right after, the script reads what was at risk -- the tokens the mock
 was sent minus the devices with an answer on record -- and how many streams were open at the
 mock, and starts the server again. Once no delivery is pending the server is stopped (SIGTERM)
@@ -25,7 +25,8 @@ and the checks run:
   delivery is `sent`;
 - nothing lost: the mock accepted every token at least once;
 - every token the mock was sent more than once was at risk at some kill, and was sent at most
-  once more than the number of kills it was at risk at.
+  once more than the number of kills it was at risk at;
+- no kill found more pushes at risk than a dispatcher holds at once (its `max_in_flight`).
 
 Prints one JSON line per backend (--json) or a short report: devices, kills, seconds from the
 POST to the last outcome (kills and restarts included; timings are context, this checks
@@ -172,13 +173,14 @@ def server_env(mock: MockAPNs, lease_s: int) -> dict:
     return env
 
 
-def start_mock() -> MockAPNs:
+def start_mock(latency_ms: float) -> MockAPNs:
     folder = harness.APNS_HARNESS
     with open(os.path.join(folder, "apns-auth-key.p8")) as f:
         auth_key = f.read()
     return MockAPNs(os.path.join(folder, "mock-cert.pem"), os.path.join(folder, "mock-key.pem"),
                     auth_key, harness.KEY_ID, harness.TEAM_ID,
-                    MockBehaviour(max_streams=harness.STREAMS_PER_CONNECTION))
+                    MockBehaviour(max_streams=harness.STREAMS_PER_CONNECTION,
+                                  latency_s=latency_ms / 1000))
 
 
 # ---- one run ------------------------------------------------------------------------------
@@ -195,10 +197,11 @@ async def post_all(server: Server, secret: str, user_ids: list[str]) -> None:
                     raise RuntimeError(f"POST: {response.status} {await response.text()}")
 
 
-async def sent(mock: MockAPNs, n: int) -> None:
-    """Return once the mock has been sent `n` pushes."""
+async def answers(mock: MockAPNs, n: int) -> None:
+    """Return once the mock has answered `n` pushes (a sum over a few statuses: cheap to poll,
+    unlike the per-token counters)."""
     deadline = time.monotonic() + SAFETY_S
-    while sum(mock.stats.requests.values()) < n:
+    while sum(mock.stats.responses_by_status.values()) < n:
         if time.monotonic() > deadline:
             raise RuntimeError(f"the mock never saw {n} pushes")
         await asyncio.sleep(0.005)
@@ -211,7 +214,7 @@ async def closed(mock: MockAPNs) -> None:
 
 
 async def run_backend(backend: str, url: str, args, folder: str) -> dict:
-    mock = start_mock()
+    mock = start_mock(args.latency_ms)
     await mock.start()
     try:
         user_ids, tokens, secret = await seed(url, args.devices)
@@ -228,7 +231,7 @@ async def run_backend(backend: str, url: str, args, folder: str) -> dict:
             t0 = time.monotonic()
             await post_all(server, secret, user_ids)
             for moment in moments:
-                await sent(mock, moment)
+                await answers(mock, moment)
                 streams_open = (sum(mock.stats.requests.values())
                                 - sum(mock.stats.responses_by_status.values()))
                 await server.kill()
@@ -301,6 +304,8 @@ def parse_args(argv=None):
     ap.add_argument("--kills", type=int, default=20)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--lease", type=int, default=2, help="NOTIFY_LEASE_SECONDS of the server")
+    ap.add_argument("--latency-ms", type=float, default=10.0,
+                    help="the mock's answer latency (streams are in flight that long)")
     ap.add_argument("--json", action="store_true", help="one JSON line per backend")
     return ap.parse_args(argv)
 
