@@ -280,17 +280,34 @@ class Dispatcher:
             keys = list(self._held)
             started = time.monotonic()
             try:
-                await self.store.renew_leases(self.owner, keys, now_ms() + self._lease_ms)
+                renewed = await self.store.renew_leases(self.owner, keys,
+                                                        now_ms() + self._lease_ms)
             except DatabaseUnavailable:
                 continue  # the store said it; the next renewal tries again
             except Exception:
                 log.exception("cannot renew delivery leases")
                 continue
             deadline = started + self._lease_s
+            lost = []
             for key in keys:
                 lease = self._leases.get(key)
-                if lease is not None and not lease.fenced and lease.deadline < deadline:
-                    lease.deadline = deadline
+                if lease is None or lease.fenced:
+                    continue
+                if key in renewed:
+                    lease.deadline = max(lease.deadline, deadline)
+                elif not lease.ending:  # another process took it: our clock ran slow
+                    lost.append(key)
+            if lost:
+                self._give_up(lost, "another process holds them now (their lease ended in "
+                                    "the database before it did by this process's clock)")
+
+    def _give_up(self, keys: list[tuple[str, str]], why: str) -> None:
+        log.warning("gave up %d deliveries: %s; sends of them not started never will be",
+                    len(keys), why)
+        for key in keys:
+            self._leases[key].fenced = True
+            self._let_go(key)
+        self.fenced += len(keys)
 
     async def _give_up_expired(self) -> None:
         """Fence every delivery whose lease ran out by this process's clock (`Lease`). The sends
@@ -301,15 +318,9 @@ class Dispatcher:
             now = time.monotonic()
             expired = [key for key, lease in self._leases.items()
                        if lease.deadline <= now and not lease.ending]
-            if not expired:
-                continue
-            log.warning("gave up %d deliveries: their lease ran out by this process's clock "
-                        "(renewals did not reach the database); another process may hold them "
-                        "now, and sends of them not started never will be", len(expired))
-            for key in expired:
-                self._leases[key].fenced = True
-                self._let_go(key)
-            self.fenced += len(expired)
+            if expired:
+                self._give_up(expired, "their lease ran out by this process's clock (renewals "
+                                       "did not reach the database)")
 
     def _begin(self, claim: Claim, lease: Lease) -> None:
         """Start a send per device still waiting, or end the delivery at once if there are none."""
