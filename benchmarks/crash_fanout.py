@@ -226,16 +226,22 @@ async def run_backend(backend: str, url: str, args, folder: str) -> dict:
         kills = []
         at_risk: Counter = Counter()  # token -> kills it was at risk at
         before: Counter = Counter()  # the mock's requests at the previous kill
+        unanswered = 0  # streams the mock never answered (cut by the kills so far)
         try:
             await server.start()
             t0 = time.monotonic()
             await post_all(server, secret, user_ids)
             for moment in moments:
-                await answers(mock, moment)
+                # Each kill finds its server sending: past the moment, and at least one answer
+                # past what its predecessor got (answers to a killed server still count).
+                await answers(mock, max(moment,
+                                        sum(mock.stats.responses_by_status.values()) + 1))
                 streams_open = (sum(mock.stats.requests.values())
-                                - sum(mock.stats.responses_by_status.values()))
+                                - sum(mock.stats.responses_by_status.values()) - unanswered)
                 await server.kill()
                 await closed(mock)
+                unanswered = (sum(mock.stats.requests.values())
+                              - sum(mock.stats.responses_by_status.values()))
                 answered = {row[0] for row in await store.execute(ANSWERED_TOKENS)}
                 # Sent by the process just killed, and not on record: what its successor
                 # sends again.
