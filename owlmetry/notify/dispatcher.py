@@ -165,6 +165,7 @@ class Dispatcher:
         self._held: dict[tuple[str, str], Claim] = {}  # claimed and not yet ended on record
         self._leases: dict[tuple[str, str], Lease] = {}  # of the held deliveries
         self.fenced = 0  # deliveries given up since start: their lease ran out (`Lease`)
+        self._fenced_unlogged = 0
         self._in_flight = 0  # devices of the held deliveries
         self._wake = asyncio.Event()
         self._room = asyncio.Event()
@@ -309,6 +310,14 @@ class Dispatcher:
             self._let_go(key)
         self.fenced += len(keys)
 
+    def _fence(self, claim: Claim) -> None:
+        """Give up one delivery whose send answered past its lease (logged by the watchdog)."""
+        key = (claim.notification_id, claim.channel)
+        self._leases[key].fenced = True
+        self._let_go(key)
+        self.fenced += 1
+        self._fenced_unlogged += 1
+
     async def _give_up_expired(self) -> None:
         """Fence every delivery whose lease ran out by this process's clock (`Lease`). The sends
         themselves check their lease as they start; this frees the place of the work given up."""
@@ -321,6 +330,10 @@ class Dispatcher:
             if expired:
                 self._give_up(expired, "their lease ran out by this process's clock (renewals "
                                        "did not reach the database)")
+            if self._fenced_unlogged:
+                log.warning("gave up %d deliveries whose sends answered after their lease ran "
+                            "out by this process's clock", self._fenced_unlogged)
+                self._fenced_unlogged = 0
 
     def _begin(self, claim: Claim, lease: Lease) -> None:
         """Start a send per device still waiting, or end the delivery at once if there are none."""
@@ -360,6 +373,11 @@ class Dispatcher:
                 self._record(delivery.claim, target, answer)
             return
         if answer.outcome == RETRY:  # not `is`: the plain string "retry" means the same
+            if not delivery.lease.live() and not delivery.lease.ending:
+                # Past the lease (the send may have been stopped by it): the delivery is not
+                # this process's to put back, nor to fail once its attempts are used up.
+                self._fence(delivery.claim)
+                return
             delivery.later.append((target, answer))
         else:
             self._record(delivery.claim, target, answer)

@@ -138,26 +138,34 @@ class Pause:
             self._lock = None
 
 
+async def pausable(database_url: str) -> tuple[str, Pause, StallingProxy | None]:
+    """The URL the first dispatcher opens, the pause of its database, and the proxy (if any)."""
+    if not database_url.startswith("postgresql"):
+        return database_url, Pause(database_url, None), None
+    parts = urllib.parse.urlsplit(database_url)
+    proxy = StallingProxy(parts.port)
+    await proxy.start()
+    url = parts._replace(netloc=f"{parts.username}@127.0.0.1:{proxy.port}").geturl()
+    return url, Pause(database_url, proxy), proxy
+
+
+async def users_with_a_device(store, n: int) -> tuple[list[str], list[str]]:
+    user_ids, tokens = [], []
+    for i in range(n):
+        user_id, user_tokens = await user_with_devices(store, ["production"], i)
+        user_ids.append(user_id)
+        tokens += user_tokens
+    return user_ids, tokens
+
+
 async def test_a_dispatcher_whose_lease_ran_out_sends_nothing_more_while_another_takes_over(
         database_url, store, hosts, tls_files, auth_key):
     first_host, second_host = hosts
-    proxy = None
-    first_url = database_url
-    if database_url.startswith("postgresql"):
-        parts = urllib.parse.urlsplit(database_url)
-        proxy = StallingProxy(parts.port)
-        await proxy.start()
-        first_url = parts._replace(netloc=f"{parts.username}@127.0.0.1:{proxy.port}").geturl()
-    pause = Pause(database_url, proxy)
+    first_url, pause, proxy = await pausable(database_url)
     first_store, second_store = await open_store(first_url), await open_store(database_url)
     first = second = None
     try:
-        tokens = []
-        user_ids = []
-        for i in range(DEVICES):
-            user_id, user_tokens = await user_with_devices(store, ["production"], i)
-            user_ids.append(user_id)
-            tokens += user_tokens
+        user_ids, tokens = await users_with_a_device(store, DEVICES)
         ids = await enqueue(store, user_ids, CONTENT, ["mobile_push"], Defaults())
 
         first = Dispatcher(first_store, channel_on(first_host, tls_files, auth_key),
@@ -222,3 +230,39 @@ async def test_a_dispatcher_whose_lease_ran_out_sends_nothing_more_while_another
 async def _at_least(store, n: int) -> bool:
     return await recorded(store) >= n
 
+
+
+async def test_sends_stopped_by_a_lease_that_ran_out_are_sent_later_not_failed(
+        database_url, store, hosts, tls_files, auth_key):
+    """One dispatcher, a database paused past its lease while its queue drains at a steady
+    pace: the sends its lease stopped are neither failed (one attempt allowed) nor lost."""
+    host, _ = hosts
+    url, pause, proxy = await pausable(database_url)
+    own_store = await open_store(url)
+    dispatcher = None
+    try:
+        user_ids, tokens = await users_with_a_device(store, DEVICES)
+        ids = await enqueue(store, user_ids, CONTENT, ["mobile_push"], Defaults())
+        dispatcher = Dispatcher(own_store, channel_on(host, tls_files, auth_key),
+                                lease_ms=LEASE_MS, poll_s=0.05, retry_base_ms=20,
+                                max_attempts=1)
+        host.behaviour.latency_s = 0.1  # STREAMS answers per 0.1 s: the queue outlasts a lease
+        dispatcher.start()
+        await until(lambda: _at_least(store, 8), "answers on record")
+        pause.start()
+        await asyncio.sleep(2 * LEASE_MS / 1000)
+        pause.end()
+        await wait_done(store, ids, timeout=SAFETY_S)
+
+        statuses = await store.execute(
+            "SELECT status, count(*) FROM notification_deliveries GROUP BY status")
+        assert dict(statuses) == {"sent": DEVICES}
+        assert all(host.stats.delivered[t] >= 1 for t in tokens)
+        assert dispatcher.fenced > 0
+    finally:
+        pause.end()
+        if dispatcher is not None:
+            await dispatcher.stop(grace_s=1)
+        await own_store.close()
+        if proxy is not None:
+            await proxy.stop()
