@@ -112,10 +112,11 @@ class Lease:
     holder sends to the devices without an answer on record and ends it. `ending`: its end is
     with the recorder, no send is left to stop; it is renewed until written, never fenced."""
 
-    __slots__ = ("deadline", "ending", "fenced")
+    __slots__ = ("deadline", "delivery", "ending", "fenced")
 
     def __init__(self, deadline: float):
         self.deadline = deadline
+        self.delivery: _Delivery | None = None  # once its sends started
         self.ending = False
         self.fenced = False
 
@@ -166,6 +167,8 @@ class Dispatcher:
         self._leases: dict[tuple[str, str], Lease] = {}  # of the held deliveries
         self.fenced = 0  # deliveries given up since start: their lease ran out (`Lease`)
         self._fenced_unlogged = 0
+        # Given-up deliveries whose sends are still out: not taken again until they end.
+        self._draining: dict[tuple[str, str], _Delivery] = {}
         self._in_flight = 0  # devices of the held deliveries
         self._wake = asyncio.Event()
         self._room = asyncio.Event()
@@ -260,6 +263,11 @@ class Dispatcher:
                 continue
             for claim in claims:
                 key = (claim.notification_id, claim.channel)
+                if key in self._draining:
+                    # Given up here while its sends are still out: taken again once its lease
+                    # runs out, when they have ended and their answers are on record.
+                    self.fenced += 1
+                    continue
                 if key in self._held:
                     # Our own lease lapsed in the database before this process saw it by its
                     # clock, and we took it again: the work under way goes on, under the new
@@ -306,17 +314,21 @@ class Dispatcher:
         log.warning("gave up %d deliveries: %s; sends of them not started never will be",
                     len(keys), why)
         for key in keys:
-            self._leases[key].fenced = True
-            self._let_go(key)
+            self._fence_key(key)
         self.fenced += len(keys)
 
     def _fence(self, claim: Claim) -> None:
         """Give up one delivery whose send answered past its lease (logged by the watchdog)."""
-        key = (claim.notification_id, claim.channel)
-        self._leases[key].fenced = True
-        self._let_go(key)
+        self._fence_key((claim.notification_id, claim.channel))
         self.fenced += 1
         self._fenced_unlogged += 1
+
+    def _fence_key(self, key: tuple[str, str]) -> None:
+        lease = self._leases[key]
+        lease.fenced = True
+        if lease.delivery is not None and lease.delivery.waiting > 0:
+            self._draining[key] = lease.delivery
+        self._let_go(key)
 
     async def _give_up_expired(self) -> None:
         """Fence every delivery whose lease ran out by this process's clock (`Lease`). The sends
@@ -346,7 +358,7 @@ class Dispatcher:
                 self._record(claim, target, Answer(outcome, None, reason))
             self._end(claim, DeliveryEnd(claim.notification_id, claim.channel, status, reason))
             return
-        delivery = _Delivery(claim, channel, lease)
+        delivery = lease.delivery = _Delivery(claim, channel, lease)
         if not claim.targets:
             self._conclude(delivery)
             return
@@ -371,12 +383,14 @@ class Dispatcher:
         if delivery.lease.fenced:  # given up: a final answer is still worth its record
             if answer.outcome != RETRY:
                 self._record(delivery.claim, target, answer)
+            self._drained(delivery)
             return
         if answer.outcome == RETRY:  # not `is`: the plain string "retry" means the same
             if not delivery.lease.live() and not delivery.lease.ending:
                 # Past the lease (the send may have been stopped by it): the delivery is not
                 # this process's to put back, nor to fail once its attempts are used up.
                 self._fence(delivery.claim)
+                self._drained(delivery)
                 return
             delivery.later.append((target, answer))
         else:
@@ -385,6 +399,14 @@ class Dispatcher:
         delivery.waiting -= 1
         if delivery.waiting == 0:
             self._conclude(delivery)
+
+    def _drained(self, delivery: _Delivery) -> None:
+        """One send of a given-up delivery ended; once none is left, this process may take the
+        delivery again (before, it would send twice to the devices still on the wire)."""
+        delivery.waiting -= 1
+        key = delivery.claim.notification_id, delivery.claim.channel
+        if delivery.waiting <= 0 and self._draining.get(key) is delivery:
+            del self._draining[key]
 
     def _conclude(self, delivery: _Delivery) -> None:
         """Every device has answered: end the delivery, or put it back for the transient ones."""
