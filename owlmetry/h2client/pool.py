@@ -314,13 +314,15 @@ class HostPool:
     # --- timers ------------------------------------------------------------------------------
 
     async def _sweep_forever(self) -> None:
-        """Enforce deadlines: streams and queued requests past theirs, PINGs left unanswered."""
+        """Enforce deadlines: streams and queued requests past theirs (or no longer live), PINGs
+        left unanswered."""
         while await self._pause(self._tick_s):
             now = self._loop.time()
             for conn in list(self._conns):
                 conn.expire(now)
             for p in self._queue:
-                if p.deadline <= now and not p.fut.done():
+                if not p.fut.done() and (p.deadline <= now
+                                         or (p.live is not None and not p.live())):
                     p.fut.set_result(None)
 
     async def _pause(self, delay: float) -> bool:

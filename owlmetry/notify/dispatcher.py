@@ -177,7 +177,7 @@ class Dispatcher:
         self._stopping = False
         self._claimers: list[asyncio.Task] = []
         self._renewer: asyncio.Task | None = None
-        self._fence: asyncio.Task | None = None
+        self._watchdog: asyncio.Task | None = None
 
     @property
     def in_flight(self) -> int:
@@ -199,7 +199,7 @@ class Dispatcher:
         self._claimers = [asyncio.create_task(self._run(), name=f"dispatcher claims {i}")
                           for i in range(CLAIM_LOOPS)]
         self._renewer = asyncio.create_task(self._renew_leases(), name="dispatcher leases")
-        self._fence = asyncio.create_task(self._give_up_expired(), name="dispatcher fence")
+        self._watchdog = asyncio.create_task(self._give_up_expired(), name="dispatcher fence")
 
     async def stop(self, grace_s: float = 10.0) -> None:
         """Stop claiming; let deliveries under way finish for up to `grace_s`, then close the
@@ -219,7 +219,7 @@ class Dispatcher:
                      len(self._held), grace_s)
         await asyncio.gather(*(channel.close() for channel in self.channels.values()))
         await self._idle.wait()
-        for task in (self._renewer, self._fence):
+        for task in (self._renewer, self._watchdog):
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
