@@ -87,7 +87,10 @@ CREATE TABLE IF NOT EXISTS notification_contents (
     body    TEXT,
     link    TEXT,
     data    TEXT,
-    team_id TEXT
+    team_id TEXT,
+    -- How its pushes go out (owlmetry.push_options): JSON of the options a producer set,
+    -- NULL for today's push (an alert, priority 10, sound "default", the unread badge).
+    push_options TEXT
 );
 
 -- The inbox: one row per recipient of a notification, its id the one the API and the push
@@ -149,6 +152,36 @@ CREATE TABLE IF NOT EXISTS notification_deliveries (
 
 CREATE INDEX IF NOT EXISTS notification_deliveries_queue
     ON notification_deliveries (available_at) WHERE status = 'pending';
+
+-- Scheduled sends (`send_at`): a producer request held until its time. Its content is stored
+-- at once in `notification_contents` (`content_id`, the key here too); nothing else of it exists
+-- until the release loop (owlmetry/notify/releaser.py) claims it, under a lease like a delivery's
+-- (`available_at` starts at `send_at`; a claim moves it one lease ahead), and enqueues its
+-- recipients with their pre-assigned ids. `claimed_by` set means the release has started: no
+-- cancel from then on. `released_at` is set when every recipient was enqueued.
+CREATE TABLE IF NOT EXISTS scheduled_sends (
+    content_id   TEXT PRIMARY KEY,
+    send_at      BIGINT NOT NULL,
+    available_at BIGINT NOT NULL,
+    claimed_by   TEXT,
+    created_at   BIGINT NOT NULL,
+    released_at  BIGINT
+);
+
+CREATE INDEX IF NOT EXISTS scheduled_sends_due
+    ON scheduled_sends (available_at) WHERE released_at IS NULL;
+
+-- A scheduled send's recipients, each with the notification id the producer was given. Rows
+-- enqueued go when the release ends (the inbox row answers for them from then on); cancelled
+-- ones stay, so a second cancel gets the same answer.
+CREATE TABLE IF NOT EXISTS scheduled_recipients (
+    notification_id TEXT PRIMARY KEY,
+    content_id      TEXT NOT NULL REFERENCES scheduled_sends (content_id) ON DELETE CASCADE,
+    user_id         TEXT NOT NULL REFERENCES users (id) ON DELETE CASCADE,
+    cancelled_at    BIGINT
+);
+
+CREATE INDEX IF NOT EXISTS scheduled_recipients_send ON scheduled_recipients (content_id);
 
 -- One row per device a delivery reached with a final answer, so a fan-out resumed after a
 -- crash skips the devices already answered. A channel that sends to the user rather than to

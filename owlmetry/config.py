@@ -43,6 +43,9 @@ MAX_RETENTION_DAYS = 36_500
 # nginx's client_header_timeout and client_body_timeout defaults (http/protocol.py).
 DEFAULT_CLIENT_TIMEOUT_SECONDS = 60
 MAX_DEVICES_PER_USER_LIMIT = 100_000
+# How far ahead a producer may schedule a notification (`send_at`).
+DEFAULT_SCHEDULE_HORIZON_DAYS = 30
+MAX_SCHEDULE_HORIZON_DAYS = 3650
 
 # HS256 keys shorter than the hash's output are weaker than the hash (RFC 7518, section 3.2).
 MIN_SECRET_BYTES = 32
@@ -122,6 +125,7 @@ class Config:
     client_header_timeout_s: float = DEFAULT_CLIENT_TIMEOUT_SECONDS
     client_body_timeout_s: float = DEFAULT_CLIENT_TIMEOUT_SECONDS
     max_devices_per_user: int = DEFAULT_MAX_DEVICES_PER_USER
+    schedule_horizon_days: int = DEFAULT_SCHEDULE_HORIZON_DAYS
 
     def with_flags(self, **flags) -> "Config":
         """Flags win over the environment; a flag left as None keeps the environment's value."""
@@ -401,4 +405,8 @@ def from_env(env: dict[str, str] | None = None) -> Config:
             "MAX_DEVICES_PER_USER",
             env.get("MAX_DEVICES_PER_USER") or str(DEFAULT_MAX_DEVICES_PER_USER), 1,
             MAX_DEVICES_PER_USER_LIMIT),
+        schedule_horizon_days=parse_int(
+            "SCHEDULE_HORIZON_DAYS",
+            env.get("SCHEDULE_HORIZON_DAYS") or str(DEFAULT_SCHEDULE_HORIZON_DAYS), 1,
+            MAX_SCHEDULE_HORIZON_DAYS),
     )

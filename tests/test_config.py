@@ -95,3 +95,19 @@ def test_client_timeouts_default_to_nginxs_and_are_read():
     for name in ("CLIENT_HEADER_TIMEOUT", "CLIENT_BODY_TIMEOUT"):
         with pytest.raises(ConfigError, match=f"{name} must be from 1 to 3600, not 0"):
             from_env({name: "0"})
+
+
+def test_the_schedule_horizon_defaults_to_30_days_and_is_read():
+    assert from_env({}).schedule_horizon_days == 30 == Config().schedule_horizon_days
+    assert from_env({"SCHEDULE_HORIZON_DAYS": "365"}).schedule_horizon_days == 365
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("0", "SCHEDULE_HORIZON_DAYS must be from 1 to 3650"),
+    ("3651", "SCHEDULE_HORIZON_DAYS must be from 1 to 3650"),
+    ("a month", "SCHEDULE_HORIZON_DAYS must be a whole number"),
+])
+def test_a_bad_schedule_horizon_is_refused_naming_the_variable(text, message):
+    with pytest.raises(ConfigError) as refused:
+        from_env({"SCHEDULE_HORIZON_DAYS": text})
+    assert str(refused.value).startswith(message)

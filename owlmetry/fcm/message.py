@@ -3,9 +3,10 @@
 Owns the contract's Android message: `notification` {title, body}; `data`, FCM's map of strings
 (the producer's keys, values JSON-encoded unless they are strings, then the contract's `link`,
 `type` and `notification_id`, which producer keys cannot replace); `android` with high priority,
-a TTL and `notification.notification_count` = the recipient's unread count. Also FCM's reserved
-data keys and the 4,096-byte payload limit, checked once per notification at the producer's
-POST. Must not do I/O.
+a TTL and `notification.notification_count` = the recipient's unread count. Also how the
+notification's push options (`owlmetry.push_options`) map onto the message (`android_config`),
+FCM's reserved data keys and the 4,096-byte payload limit, checked once per notification at the
+producer's POST. Must not do I/O.
 
 How the payload is measured: FCM limits "the payload" of a message to 4,096 bytes without
 saying byte by byte what counts. This module counts the compact UTF-8 JSON of the whole
@@ -14,7 +15,12 @@ punctuation included): more than FCM can count, since it is everything the devic
 the delivery options, so a message that passes here is never refused by FCM for its size.
 """
 
+import time
+
 import orjson
+
+from owlmetry.push_options import DEFAULT as DEFAULT_OPTIONS
+from owlmetry.push_options import PushOptions
 
 MAX_PAYLOAD = 4096
 # FCM: a data key must not be "from", "message_type", or start with "google" or "gcm"
@@ -56,9 +62,40 @@ def data_map(data: dict | None, link: str | None, type_: str, notification_id: s
     return out
 
 
-def android_config(unread: int, ttl_s: int = DEFAULT_TTL_S) -> dict:
-    return {"priority": "HIGH", "ttl": f"{ttl_s}s",
-            "notification": {"notification_count": unread}}
+# Apple's interruption levels as Android's notification priorities (they only matter before
+# Android 8, where the notification channel decides instead).
+NOTIFICATION_PRIORITIES = {"passive": "PRIORITY_LOW", "active": "PRIORITY_DEFAULT",
+                           "time-sensitive": "PRIORITY_HIGH", "critical": "PRIORITY_MAX"}
+
+
+def android_config(unread: int, ttl_s: int = DEFAULT_TTL_S,
+                   options: PushOptions = DEFAULT_OPTIONS) -> dict:
+    """`android`: priority HIGH for Apple's priority 10, else NORMAL (and always for a
+    background push, whose data-only message has no `notification`); the TTL; `collapse_id` as
+    `collapse_key` (FCM keeps the last message of a key) and as the displayed notification's
+    `tag` (the new one replaces the old); a named sound, the category as `click_action`, the
+    interruption level as `notification_priority`; the unread count last, unless badge none.
+    Options without an Android counterpart (thread_id, mutable_content, relevance_score, a
+    silent push) are not sent."""
+    android = {"priority": "HIGH" if options.priority == 10 and not options.background
+               else "NORMAL", "ttl": f"{ttl_s}s"}
+    if options.collapse_id is not None:
+        android["collapse_key"] = options.collapse_id
+    if options.background:
+        return android
+    notification = {}
+    for key, value in (("tag", options.collapse_id),
+                       ("sound", None if options.sound == "default" else options.sound),
+                       ("click_action", options.category),
+                       ("notification_priority",
+                        NOTIFICATION_PRIORITIES.get(options.interruption_level))):
+        if value is not None:
+            notification[key] = value
+    if options.badge == "unread":
+        notification["notification_count"] = unread
+    if notification:
+        android["notification"] = notification
+    return android
 
 
 def notification_fields(content) -> dict[str, str]:
@@ -68,16 +105,26 @@ def notification_fields(content) -> dict[str, str]:
     return fields
 
 
+def ttl_for(options: PushOptions, now_s: int | None = None) -> int:
+    """The TTL of a message sent now: the seconds left until the notification's expiry (0 to
+    try once), or DEFAULT_TTL_S without one."""
+    left = options.ttl_s(int(time.time()) if now_s is None else now_s, DEFAULT_TTL_S)
+    return min(left, MAX_TTL_S)  # a clock set back must not make a TTL FCM refuses
+
+
 def build_message(token: str, content, notification_id: str, unread: int,
-                  ttl_s: int = DEFAULT_TTL_S) -> dict:
-    """The `message` object for one device. `content` has `type`, `title`, `body`, `link` and
-    `data` (a NotificationContent)."""
-    return {
-        "token": token,
-        "notification": notification_fields(content),
-        "data": data_map(content.data, content.link, content.type, notification_id),
-        "android": android_config(unread, ttl_s),
-    }
+                  ttl_s: int | None = None) -> dict:
+    """The `message` object for one device. `content` has `type`, `title`, `body`, `link`,
+    `data` and `options` (a NotificationContent); `ttl_s` defaults to `ttl_for` its options.
+    A background push is data-only: no `notification`."""
+    options = content.options
+    message = {"token": token}
+    if not options.background:
+        message["notification"] = notification_fields(content)
+    message["data"] = data_map(content.data, content.link, content.type, notification_id)
+    message["android"] = android_config(
+        unread, ttl_for(options) if ttl_s is None else ttl_s, options)
+    return message
 
 
 def payload_size(message: dict) -> int:
@@ -99,21 +146,30 @@ class MessageTemplate:
     device with its token, the notification's id and the unread count; the same bytes as
     `orjson.dumps({"message": build_message(...)})`."""
 
-    __slots__ = ("_after_id", "_after_token", "_end")
+    __slots__ = ("_after_id", "_after_token", "_badge", "_end")
 
-    def __init__(self, content, ttl_s: int = DEFAULT_TTL_S):
+    def __init__(self, content, ttl_s: int | None = None):
+        options = content.options
         data = data_map(content.data, content.link, content.type, CHECK_NOTIFICATION_ID)
         del data["notification_id"]  # written last, per notification
         data_head = orjson.dumps(data)[:-1] + (b"," if data else b"")
-        self._after_token = (b',"notification":' + orjson.dumps(notification_fields(content))
-                             + b',"data":' + data_head + b'"notification_id":')
-        android = orjson.dumps(android_config(0, ttl_s))
-        if not android.endswith(b'"notification_count":0}}'):
-            raise ValueError("unexpected android config encoding")
-        self._after_id = b'},"android":' + android[:-3]
-        self._end = b"}}}}"
+        notification = (b"" if options.background else
+                        b',"notification":' + orjson.dumps(notification_fields(content)))
+        self._after_token = notification + b',"data":' + data_head + b'"notification_id":'
+        android = orjson.dumps(android_config(
+            0, ttl_for(options) if ttl_s is None else ttl_s, options))
+        self._badge = options.badge == "unread" and not options.background
+        if self._badge:
+            if not android.endswith(b'"notification_count":0}}'):
+                raise ValueError("unexpected android config encoding")
+            self._after_id = b'},"android":' + android[:-3]
+            self._end = b"}}}}"
+        else:
+            self._after_id = b'},"android":' + android
+            self._end = b"}}"
 
     def render(self, token: str, notification_id: str, unread: int) -> bytes:
-        return b"%s%s%s%s%s%d%s" % (b'{"message":{"token":', orjson.dumps(token),
+        return b"%s%s%s%s%s%s%s" % (b'{"message":{"token":', orjson.dumps(token),
                                      self._after_token, orjson.dumps(notification_id),
-                                     self._after_id, unread, self._end)
+                                     self._after_id, b"%d" % unread if self._badge else b"",
+                                     self._end)

@@ -1,8 +1,8 @@
 """The aiohttp application: routes, middleware, and the lifetime of what they share.
 
-`create_app(config)` opens the store (and migrates it) and starts the notification dispatcher
-and the retention's clean-up when the app starts, and stops them when it stops, through
-`cleanup_ctx`, so the same object serves `owlmetry serve` and the tests.
+`create_app(config)` opens the store (and migrates it) and starts the notification dispatcher,
+the release of scheduled sends and the retention's clean-up when the app starts, and stops them
+when it stops, through `cleanup_ctx`, so the same object serves `owlmetry serve` and the tests.
 The middleware, outermost first: the client's address and scheme from a trusted proxy's headers
 (only when TRUSTED_PROXIES is set), request metrics (so errors count with their real status),
 JSON errors, the cross-site request check (`csrf`), 503 for an unavailable database
@@ -20,7 +20,7 @@ from aiohttp import web
 from owlmetry.clock import now_ms
 from owlmetry.config import Config
 from owlmetry.credentials import UserTokens, signing_secret
-from owlmetry.http import devices, health, inbox, login, metrics, openapi, producer
+from owlmetry.http import devices, health, inbox, login, metrics, openapi, producer, scheduled
 from owlmetry.http.auth import admit, identify
 from owlmetry.http.context import (
     CALLER,
@@ -42,6 +42,7 @@ from owlmetry.login_mail import LoginMailWorker
 from owlmetry.mail import Mailer
 from owlmetry.notify.channels.base import Channel
 from owlmetry.notify.dispatcher import dispatcher_for
+from owlmetry.notify.releaser import Releaser
 from owlmetry.retention import EVERY_S, RetentionJob
 from owlmetry.sessions import Sessions
 from owlmetry.store import open_store
@@ -98,6 +99,14 @@ async def login_mail_lifetime(app: web.Application):
     await worker.stop()
 
 
+async def releaser_lifetime(app: web.Application):
+    releaser = Releaser(app[STORE], app[DISPATCHER], lease_ms=app[CONFIG].notify_lease_s * 1000,
+                        clock=app[CLOCK])
+    releaser.start()
+    yield
+    await releaser.stop()
+
+
 def retention_lifetime(every_s: float):
     async def lifetime(app: web.Application):
         job = RetentionJob(app[STORE], app[CONFIG], app[CLOCK], every_s)
@@ -134,6 +143,7 @@ def create_app(config: Config, channels: dict[str, Channel] | None = None,
     app.on_startup.append(announce_mail)
     app.cleanup_ctx.append(store_lifetime)
     app.cleanup_ctx.append(dispatcher_lifetime(channels))
+    app.cleanup_ctx.append(releaser_lifetime)  # stops before the dispatcher it feeds
     app.cleanup_ctx.append(login_mail_lifetime)
     app.cleanup_ctx.append(retention_lifetime(cleanup_every_s))
     app.on_shutdown.append(announce_shutdown)
@@ -142,6 +152,7 @@ def create_app(config: Config, channels: dict[str, Channel] | None = None,
     app.router.add_routes(devices.routes)
     app.router.add_routes(inbox.routes)
     app.router.add_routes(producer.routes)
+    app.router.add_routes(scheduled.routes)
     app.router.add_routes(login.routes)
     app.router.add_routes(openapi.routes)
     return app

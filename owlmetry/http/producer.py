@@ -1,20 +1,27 @@
 """The producer route: `POST /v1/notifications` (server API keys only) -> 202 with the ids.
 
 Owns the rules a notification request must meet, including "every channel can carry it"
-(an APNs payload over 4 KiB is refused here, not discovered per device later), and which
-recipients are users: ids in any spelling `owlmetry.ids.normalize_id` takes; the ones that name
-no user are listed in the answer, never dropped in silence. The work itself is the
-dispatcher's: this module only validates and enqueues.
+(an APNs payload over 4 KiB, push options included, is refused here, not discovered per device
+later; the push options' own rules are `owlmetry.push_options`'), and which recipients are
+users: ids in any spelling `owlmetry.ids.normalize_id` takes; the ones that name no user are
+listed in the answer, never dropped in silence. The work itself is the dispatcher's: this
+module only validates and enqueues.
 """
+
+import time
 
 from aiohttp import web
 
+from owlmetry import push_options
+from owlmetry.clock import iso_ms
 from owlmetry.http.auth import callers
-from owlmetry.http.context import CONFIG, DISPATCHER, STORE
+from owlmetry.http.context import CLOCK, CONFIG, DISPATCHER, STORE
 from owlmetry.http.errors import ApiError, body_too_large, json_response
+from owlmetry.http.scheduled import parse_send_at
 from owlmetry.http.validation import parse_json_object
 from owlmetry.ids import normalize_ids
 from owlmetry.notify.channels import check_content
+from owlmetry.notify.releaser import schedule
 from owlmetry.store import NotificationContent, Store
 
 MAX_PRODUCER_BODY_BYTES = 4 * 1024 * 1024
@@ -83,7 +90,11 @@ def parse_content(body: dict) -> NotificationContent:
     data = body.get("data")
     if data is not None and not isinstance(data, dict):
         raise ApiError(400, "data must be a JSON object or null")
-    return NotificationContent(data=data, **fields)
+    try:
+        options = push_options.parse(body, int(time.time()))
+    except ValueError as exc:
+        raise ApiError(400, str(exc)) from None
+    return NotificationContent(data=data, options=options, **fields)
 
 
 @callers("server")
@@ -95,7 +106,14 @@ async def create_notifications(request: web.Request) -> web.Response:
         check_content(content, request.app[CONFIG])
     except ValueError as exc:
         raise ApiError(400, str(exc)) from None
+    now = request.app[CLOCK]()
+    send_at = parse_send_at(body, now, request.app[CONFIG].schedule_horizon_days)
     recipients, unknown = await known_recipients(request.app[STORE], user_ids)
+    if send_at is not None:  # held until then (http/scheduled.py)
+        ids = (await schedule(request.app[STORE], recipients, content, send_at, now)
+               if recipients else [])
+        return json_response({"notification_ids": ids, "unknown_user_ids": unknown,
+                              "send_at": iso_ms(send_at)}, status=202)
     ids = await request.app[DISPATCHER].enqueue(recipients, content) if recipients else []
     return json_response({"notification_ids": ids, "unknown_user_ids": unknown}, status=202)
 

@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from owlmetry.backoff import backoff
 from owlmetry.clock import now_ms
 from owlmetry.config import Config
-from owlmetry.ids import OrderedIds, new_ordered_id
+from owlmetry.ids import OrderedIds, new_ordered_id, new_ordered_ids
 from owlmetry.notify.channels import open_channels
 from owlmetry.notify.channels.base import Answer, Channel
 from owlmetry.notify.recorder import AnswerRecorder
@@ -38,6 +38,7 @@ from owlmetry.store import (
     PushOutcome,
     PushRecord,
     PushTarget,
+    Release,
     Store,
 )
 
@@ -65,25 +66,45 @@ async def enqueue(store: Store, user_ids: Iterable[str], content: NotificationCo
     Done a slice of recipients at a time (their preferences read, routed, written), so that a
     request of 50,000 holds the event loop, and every other request, for a few ms at a time."""
     now = now_ms()
-    channels = tuple(channels)
     distinct = list(dict.fromkeys(user_ids))
     # Ids ascending in user order: the store writes a request in chunks in id order, and
     # each chunk is then one narrow range of every index it lands in, the user-keyed ones
     # (inbox, unread counts) as much as the id-keyed ones (see `Deliveries.enqueue_groups`).
     by_user = sorted(distinct)
     new_ids = OrderedIds(now)
-    content_id = new_ordered_id(now)
-    ids: dict[str, str] = {}  # user -> notification id, of the rows written
-    for start in range(0, len(by_user), ENQUEUE_SLICE):
-        users = by_user[start:start + ENQUEUE_SLICE]
-        part = list(zip(new_ids.take(len(users)), users))
+    slices = (list(zip(new_ids.take(len(users)), users))
+              for users in (by_user[start:start + ENQUEUE_SLICE]
+                            for start in range(0, len(by_user), ENQUEUE_SLICE)))
+    ids = await enqueue_slices(store, slices, content, channels, defaults, now,
+                               new_ordered_id(now))
+    return [ids[user_id] for user_id in distinct if user_id in ids]
+
+
+async def enqueue_slices(store: Store, slices: Iterable[list[tuple[str, str]]],
+                         content: NotificationContent, channels: Iterable[str],
+                         defaults: Defaults, now: int, content_id: str,
+                         content_stored: bool = False) -> dict[str, str]:
+    """Write the recipients (notification_id, user_id) of `slices`, in id order, a slice at a
+    time; user -> notification id of the rows written. Ids that exist are skipped (a scheduled
+    send's release resumed); `content_stored`: the content is in the database already."""
+    channels = tuple(channels)
+    ids: dict[str, str] = {}
+    for part in slices:
         stored = await store.preferences_of([user_id for _, user_id in part])
         groups = group_recipients(part, content.type, stored, defaults, channels)
         written = await store.enqueue_groups(groups, content, now, content_id=content_id,
-                                             content_written=bool(ids))
+                                             content_written=content_stored or bool(ids))
         ids.update((user_id, notification_id) for notification_id, user_id in part
                    if notification_id in written)
-    return [ids[user_id] for user_id in distinct if user_id in ids]
+    return ids
+
+
+def new_recipients(user_ids: Iterable[str], now: int) -> tuple[list[str], list[tuple[str, str]]]:
+    """The distinct users in the order given, and a new (notification_id, user_id) for each, in
+    id order (ids ascending in user order, as `enqueue` gives them): a scheduled send's."""
+    distinct = list(dict.fromkeys(user_ids))
+    by_user = sorted(distinct)
+    return distinct, list(zip(new_ordered_ids(now, len(by_user)), by_user))
 
 
 def final_status(counts: dict[PushOutcome, int],
@@ -193,6 +214,19 @@ class Dispatcher:
         ids = await enqueue(self.store, user_ids, content, self.channels, self.defaults)
         self._wake.set()
         return ids
+
+    async def release(self, release: Release) -> set[str]:
+        """Enqueue a claimed scheduled send (`owlmetry.notify.releaser`) with its pre-assigned
+        ids and stored content; ids enqueued before (a resumed release) are skipped. The ids
+        written now."""
+        recipients = release.recipients
+        slices = (recipients[start:start + ENQUEUE_SLICE]
+                  for start in range(0, len(recipients), ENQUEUE_SLICE))
+        written = await enqueue_slices(self.store, slices, release.content, self.channels,
+                                       self.defaults, now_ms(), release.content_id,
+                                       content_stored=True)
+        self._wake.set()
+        return set(written.values())
 
     def start(self) -> None:
         # Two claim loops: while one waits for the database, the other's claim is being sent.
@@ -413,9 +447,13 @@ class Dispatcher:
         claim, later = delivery.claim, delivery.later
         key = claim.notification_id, claim.channel
         if later and (self._stopping or claim.attempts < self._max_attempts):
-            # Back to the queue for the devices still to reach: after a backoff, or at once when
-            # a shutdown, not APNs, cut the sends short.
-            retry_at = now_ms() + (0 if self._stopping else self._backoff(claim.attempts))
+            # Back to the queue for the devices still to reach: after a backoff (or the longest
+            # wait a provider asked for), or at once when a shutdown, not APNs, cut the sends
+            # short.
+            wait = 0 if self._stopping else max(
+                self._backoff(claim.attempts),
+                *(answer.retry_after_ms or 0 for _, answer in later))
+            retry_at = now_ms() + wait
             reason = later[-1][1].reason
             self._end(claim, DeliveryEnd(*key, DeliveryStatus.PENDING, reason, retry_at))
             return

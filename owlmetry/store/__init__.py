@@ -4,8 +4,8 @@
 default) or `postgresql://...` (asyncpg, production). Layout: `rows` (the rows, enums and
 errors callers see), `store` (the `Store` class) assembled from one module per feature
 (`users`, `sessions`, `login_codes`, `devices`, `inbox`, `deliveries`, `metrics_reads`,
-`retention`, `health` (the write probe), `recipients`: interface, SQL for both engines and row
-mapping; `unread_counts`, the counter's statements the inbox and the queue share), `engine` with
+`retention`, `health` (the write probe), `recipients`, `schedules`: interface, SQL for both
+engines and row mapping; `unread_counts`, the counter's statements the inbox and the queue share), `engine` with
 `sqlite` and `postgres` (connections, transactions, dialect, which errors mean "database
 unavailable"), `availability` (the log of outages), `schema` (schema.sql and the migrations
 between versions), `batching` (coalescing calls).
@@ -41,6 +41,7 @@ from owlmetry.store.rows import (
     Targets,
     User,
 )
+from owlmetry.store.schedules import Release, ScheduledState
 from owlmetry.store.schema import latest_version, schema_sql
 from owlmetry.store.sessions import Revocation
 from owlmetry.store.store import Store
@@ -68,7 +69,9 @@ __all__ = [
     "PushTarget",
     "ReadState",
     "RecipientGroup",
+    "Release",
     "Revocation",
+    "ScheduledState",
     "Store",
     "StoreError",
     "TargetKind",

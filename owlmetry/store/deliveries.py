@@ -22,6 +22,7 @@ from collections.abc import Mapping
 
 import orjson
 
+from owlmetry import push_options
 from owlmetry.ids import new_ordered_id
 from owlmetry.store.engine import Engine
 from owlmetry.store.rows import (
@@ -49,21 +50,26 @@ from owlmetry.store.unread_counts import BADGE, count_added
 
 # An inbox row per recipient that exists; `deleted_at` is set (to the time) when the user
 # turned the inbox off for the type: the row is never listed or counted, yet the channels
-# read what they send through it. What the unread counter needs of each row comes back.
+# read what they send through it. What the unread counter needs of each row comes back. A row
+# whose id exists is skipped (a scheduled send's release resumed after a crash, or run by two
+# processes at once), so only rows written now are counted and get deliveries. ("WHERE true":
+# SQLite needs a WHERE between a join and ON CONFLICT to parse the upsert.)
 INSERT_NOTIFICATIONS = """
 INSERT INTO notifications (id, user_id, content_id, deleted_at, created_at)
 SELECT b.id, u.id, CAST($1 AS TEXT), CAST(b.deleted_at AS BIGINT), CAST($2 AS BIGINT)
 FROM batch AS b JOIN users AS u ON u.id = b.user_id
+WHERE true
+ON CONFLICT (id) DO NOTHING
 RETURNING id, user_id, read_at, deleted_at"""
 
 INBOX_ROW_TYPES = ("text", "text", "bigint")
 DELIVERY_TYPES = ("text", "text")
 
 # $1 the id; the content's fields follow (`content_fields`).
-CONTENT_COLUMNS = "id, type, title, body, link, data, team_id"
+CONTENT_COLUMNS = "id, type, title, body, link, data, team_id, push_options"
 INSERT_CONTENT = f"""
 INSERT INTO notification_contents ({CONTENT_COLUMNS})
-VALUES ($1, $2, $3, $4, $5, $6, $7)"""
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"""
 
 # A delivery starts pending and due at once.
 INSERT_DELIVERIES = """\
@@ -90,7 +96,7 @@ FROM queue
 """
 
 # PostgreSQL does a chunk in one statement: the deliveries of recipients that do not exist fall
-# out of the join with the rows inserted, and the content ($3..$8) is written when $9 says so
+# out of the join with the rows inserted, and the content ($3..$9) is written when $10 says so
 # and a row was. `{rows}` and `{queue}` are its two batches.
 ENQUEUE_IN_ONE = f"""
 WITH batch (id, user_id, deleted_at) AS ({{rows}}),
@@ -98,8 +104,8 @@ queue (notification_id, channel) AS ({{queue}}),
 inserted AS ({INSERT_NOTIFICATIONS}),
 content AS (
     INSERT INTO notification_contents ({CONTENT_COLUMNS})
-    SELECT $1, $3, $4, $5, $6, $7, $8
-    WHERE CAST($9 AS BOOLEAN) AND EXISTS (SELECT 1 FROM inserted)),
+    SELECT $1, $3, $4, $5, $6, $7, $8, $9
+    WHERE CAST($10 AS BOOLEAN) AND EXISTS (SELECT 1 FROM inserted)),
 counted AS ({count_added("inserted")}),
 queued AS (
     {INSERT_DELIVERIES}
@@ -131,7 +137,7 @@ RETURNING notification_id, channel, attempts
 # What sending a claimed notification needs, and its recipient's unread count (the badge: the
 # counter's row, whatever the size of the inbox).
 CLAIMED_CONTENT = f"""n.id, n.user_id, n.content_id, c.type, c.title, c.body, c.link, c.data,
-       c.team_id, {BADGE}"""
+       c.team_id, c.push_options, {BADGE}"""
 
 # The claim's reads of notifications, by a batch of ids: joined with the batch (SQLite), or
 # with the rows fetched by key (PostgreSQL: joined with the batch, its planner hashes the whole
@@ -344,7 +350,8 @@ class Deliveries:
     ) -> set[str]:
         """Write the content once, and each recipient's inbox row pointing at it with their
         group's pending deliveries, `chunk` recipients per transaction (default ENQUEUE_CHUNK).
-        Returns the ids written; users that do not exist are skipped.
+        Returns the ids written; users that do not exist, and notification ids that exist
+        already (a scheduled send's release resumed), are skipped.
 
         Each recipient is written whole or not at all; chunks are visible (and delivered) as
         they commit. If the request fails between chunks, the recipients of the chunks
@@ -352,7 +359,8 @@ class Deliveries:
         retry of the whole request notifies the first ones again (at least once).
 
         A request written in several calls passes the same `content_id` to each, and
-        `content_written` once a call has written a row (and so the content)."""
+        `content_written` once a call has written a row (and so the content), or when the
+        content was stored before (a scheduled send's)."""
         content_id = content_id or new_ordered_id(now)
         fields = content_fields(content)
         # In id order: each chunk's rows land side by side in the id-keyed indexes, instead of
@@ -454,9 +462,7 @@ class Deliveries:
             user_id, content_id, unread = row[0], row[1], row[-1]
             content = contents.get(content_id)
             if content is None:
-                type_, title, body, link, data, team_id = row[2:-1]
-                content = contents[content_id] = NotificationContent(
-                    type_, title, body, link, orjson.loads(data) if data else None, team_id)
+                content = contents[content_id] = content_from_columns(row[2:-1])
             claims.append(Claim(notification_id, channel, attempts, user_id, content, unread,
                                 targets.get((notification_id, channel), []),
                                 earlier.get((notification_id, channel), {})))
@@ -523,7 +529,15 @@ class Deliveries:
 def content_fields(content: NotificationContent) -> tuple:
     """The content's columns after its id, as stored (`data` as JSON text)."""
     data = orjson.dumps(content.data).decode() if content.data is not None else None
-    return (content.type, content.title, content.body, content.link, data, content.team_id)
+    return (content.type, content.title, content.body, content.link, data, content.team_id,
+            push_options.stored(content.options))
+
+
+def content_from_columns(columns: tuple) -> NotificationContent:
+    """The content `content_fields` stored, from its columns after its id."""
+    type_, title, body, link, data, team_id, options = columns
+    return NotificationContent(type_, title, body, link, orjson.loads(data) if data else None,
+                               team_id, push_options.from_stored(options))
 
 
 def push_rows(pushes: list[PushRecord], now: int) -> list[tuple]:

@@ -7,6 +7,9 @@ is the very string the database stores and the API shows. Nothing here knows SQL
 import enum
 from dataclasses import dataclass
 
+from owlmetry.push_options import DEFAULT as DEFAULT_PUSH_OPTIONS
+from owlmetry.push_options import PushOptions
+
 
 class StoreError(Exception):
     """A failure the caller can explain to a person (bad URL, unreachable database, ...)."""
@@ -151,7 +154,8 @@ class Device:
 
 @dataclass(frozen=True, slots=True)
 class NotificationContent:
-    """What a producer says, the same for every recipient; `data` is a JSON object or None."""
+    """What a producer says, the same for every recipient; `data` is a JSON object or None;
+    `options` how its pushes go out (`owlmetry.push_options`)."""
 
     type: str
     title: str
@@ -159,6 +163,7 @@ class NotificationContent:
     link: str | None = None
     data: dict | None = None
     team_id: str | None = None
+    options: PushOptions = DEFAULT_PUSH_OPTIONS
 
 
 @dataclass(frozen=True, slots=True)

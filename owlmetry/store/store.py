@@ -1,9 +1,9 @@
 """`Store`: the one store class, assembled from the feature modules over an engine.
 
 Each feature module (`users`, `sessions`, `login_codes`, `devices`, `inbox`, `deliveries`,
-`metrics_reads`, `retention`, `health`, `recipients`) holds its part of the interface, its SQL and its row mapping;
-this module adds what is the whole database's: closing, migrating, backups, settings, and the
-raw-SQL door for checks. Must hold no feature's statement.
+`metrics_reads`, `retention`, `health`, `recipients`, `schedules`) holds its part of the
+interface, its SQL and its row mapping; this module adds what is the whole database's:
+closing, migrating, backups, settings, and the raw-SQL door for checks. Must hold no feature's statement.
 """
 
 from collections.abc import Sequence
@@ -17,6 +17,7 @@ from owlmetry.store.login_codes import LoginCodes
 from owlmetry.store.metrics_reads import MetricsReads
 from owlmetry.store.recipients import Recipients
 from owlmetry.store.retention import Retention
+from owlmetry.store.schedules import Schedules
 from owlmetry.store.sessions import SessionRevocations
 from owlmetry.store.users import UsersAndKeys
 
@@ -28,7 +29,7 @@ RETURNING value
 
 
 class Store(UsersAndKeys, SessionRevocations, LoginCodes, Devices, Inbox, Deliveries,
-            MetricsReads, Retention, Health, Recipients):
+            MetricsReads, Retention, Health, Recipients, Schedules):
     """One database. Open it with `owlmetry.store.open_store(url)`; close it when done."""
 
     def __init__(self, engine: Engine):

@@ -21,6 +21,7 @@ from referencing import Registry
 from referencing.jsonschema import DRAFT202012
 
 import owlmetry
+from owlmetry.clock import iso_ms, now_ms
 from owlmetry.config import Config, SmtpSettings
 from owlmetry.http import openapi
 from owlmetry.http.app import create_app
@@ -47,6 +48,7 @@ INBOX = [("/v1/notifications", "GET"), ("/v1/notifications/unread-count", "GET")
          ("/v1/notifications/mark-all-read", "POST"), ("/v1/notifications/{id}", "PATCH"),
          ("/v1/notifications/{id}", "DELETE")]
 PRODUCER = [("/v1/notifications", "POST")]
+SCHEDULING = [("/v1/notifications/{id}/cancel", "POST")]
 
 
 def escape(key: str) -> str:
@@ -243,7 +245,7 @@ def test_the_router_and_the_document_list_the_same_routes():
 
 
 def test_the_tours_below_call_every_documented_operation():
-    assert set(PUBLIC + LOGIN + DEVICES + INBOX + PRODUCER) == documented_operations(
+    assert set(PUBLIC + LOGIN + DEVICES + INBOX + PRODUCER + SCHEDULING) == documented_operations(
         openapi.document())
 
 
@@ -472,3 +474,32 @@ async def test_producer_route(client, users, reference):
     await call("POST", route, 413, headers=server,
                json={**GOOD, "user_ids": ["x" * 100] * 45_000})  # over 4 MiB
     reference.assert_met_every_status(PRODUCER)
+
+
+async def test_scheduled_sends_and_their_cancel_route(client, users, reference):
+    call = reference.on(client)
+    first, user = await users.headers()
+    server = bearer(await make_key(client.app, "server"))
+    agent = bearer(await make_key(client.app, "agent"))
+    later = iso_ms(now_ms() + 3_600_000)
+
+    _, accepted = await call("POST", "/v1/notifications", 202, headers=server,
+                             json={**GOOD, "user_ids": [first], "send_at": later})
+    assert accepted["send_at"] == later
+    await call("POST", "/v1/notifications", 400, headers=server,
+               json={**GOOD, "user_ids": [first], "send_at": "tomorrow"})
+    await call("POST", "/v1/notifications", 400, headers=server, schema_sees_it=False,
+               json={**GOOD, "user_ids": [first], "send_at": "2020-01-01T00:00:00Z"})
+
+    cancel = f"/v1/notifications/{accepted['notification_ids'][0]}/cancel"
+    for headers, status in ((None, 401), (user, 403), (agent, 403)):
+        await call("POST", cancel, status, headers=headers)
+    _, cancelled = await call("POST", cancel, 200, headers=server)
+    assert cancelled["state"] == "cancelled" and cancelled["send_at"] == later
+    await call("POST", cancel, 200, headers=server)
+    _, now = await call("POST", "/v1/notifications", 202, headers=server,
+                        json={**GOOD, "user_ids": [first]})
+    await call("POST", f"/v1/notifications/{now['notification_ids'][0]}/cancel", 409,
+               headers=server)
+    await call("POST", f"/v1/notifications/{uuid.uuid4()}/cancel", 404, headers=server)
+    reference.assert_met_every_status(SCHEDULING)

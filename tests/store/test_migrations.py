@@ -9,11 +9,13 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from owlmetry.clock import iso_ms, now_ms
 from owlmetry.credentials import UserTokens
 from owlmetry.http.app import create_app
 from owlmetry.http.context import STORE, TOKENS
 from owlmetry.store import StoreError, latest_version, open_store
 from owlmetry.store.schema import migrations
+from tests.http.test_auth import make_key
 
 RELEASE_0_1 = (Path(__file__).parent / "schema_0_1.sql").read_text()
 T0 = 1_700_000_000_000
@@ -223,6 +225,15 @@ async def test_the_upgraded_database_serves_every_route(config, aiohttp_client):
         "SELECT id = 'c1', code_sealed IS NOT NULL, mails_sent FROM login_codes ORDER BY 1")
     assert [(bool(old), bool(sealed)) for old, sealed, _ in codes] == [(False, True), (True, False)]
     assert codes[1][2] == 0
+    # Scheduled sends (migration 11): held for release 0.1's user, and cancelled.
+    key = {"Authorization": f"Bearer {await make_key(client.app, 'server')}"}
+    answer = await client.post("/v1/notifications", headers=key, json={
+        "user_ids": [USER], "type": "t", "title": "Later",
+        "send_at": iso_ms(now_ms() + 3_600_000)})
+    assert answer.status == 202
+    (scheduled,) = (await answer.json())["notification_ids"]
+    answer = await client.post(f"/v1/notifications/{scheduled}/cancel", headers=key)
+    assert (answer.status, (await answer.json())["state"]) == (200, "cancelled")
     assert (await client.get("/healthz")).status == 200
 
 

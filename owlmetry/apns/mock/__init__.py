@@ -6,7 +6,8 @@ sends a push anywhere, and the client code must not import it.
 - `rules.py`: Apple's request rules, a `Verdict` for every request.
 - `faults.py`: what the mock is told to do (`MockBehaviour`, `TokenFault`), faults included.
 - `stats.py`: the counters (`MockStats`) that show what was lost or sent twice, and their
-  HTTP/1.1 endpoint.
+  HTTP/1.1 endpoint; `ReceivedRequest`, each request's headers and payload as
+  `MockAPNs.record()` keeps them for tests.
 - `server.py`: `MockAPNs`, the h2 server that applies all three.
 - `cli.py`: the command line.
 
@@ -20,6 +21,7 @@ like the benchmark harness's Node mock.
 from .faults import MockBehaviour, TokenFault
 from .rules import PUSH_TYPES, Verdict
 from .server import MockAPNs
-from .stats import MockStats
+from .stats import MockStats, ReceivedRequest
 
-__all__ = ["PUSH_TYPES", "MockAPNs", "MockBehaviour", "MockStats", "TokenFault", "Verdict"]
+__all__ = ["PUSH_TYPES", "MockAPNs", "MockBehaviour", "MockStats", "ReceivedRequest",
+           "TokenFault", "Verdict"]

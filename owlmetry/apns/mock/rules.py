@@ -72,7 +72,9 @@ def check_request(headers: dict, body: bytes, topic_prefix: str | None) -> Verdi
         return Verdict(400, "InvalidPushType")
     if topic_prefix is not None and not topic.decode().startswith(topic_prefix):
         return Verdict(400, "TopicDisallowed")
-    if headers.get(b"apns-priority", b"10") not in (b"1", b"5", b"10"):
+    priority = headers.get(b"apns-priority", b"10")
+    # "background: always priority 5; priority 10 is an error" (Apple, push types).
+    if priority not in (b"1", b"5", b"10") or push_type == "background" and priority == b"10":
         return Verdict(400, "BadPriority")
     if len(headers.get(b"apns-collapse-id", b"")) > 64:
         return Verdict(400, "BadCollapseId")

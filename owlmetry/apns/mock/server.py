@@ -23,7 +23,7 @@ from hyperframe.frame import GoAwayFrame
 from . import faults, rules
 from .faults import MockBehaviour
 from .rules import Verdict
-from .stats import MockStats
+from .stats import MockStats, ReceivedRequest
 
 
 class MockAPNs:
@@ -42,6 +42,7 @@ class MockAPNs:
         self._waiters: list[tuple[int, asyncio.Future]] = []
         self._server: asyncio.Server | None = None
         self.port = 0
+        self.received: list[ReceivedRequest] | None = None  # see record()
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
         loop = asyncio.get_running_loop()
@@ -73,6 +74,13 @@ class MockAPNs:
                 self._waiters.remove((n, waiter))
                 if not waiter.done():
                     waiter.set_result(None)
+
+    def record(self) -> list[ReceivedRequest]:
+        """From now on, keep every complete request (its headers and payload, one per stream,
+        in the order judged) in the list returned. Off until asked: a benchmark's millions of
+        requests are not kept."""
+        self.received = []
+        return self.received
 
     def reset_stats(self) -> None:
         self.stats = MockStats(connections_open=self.stats.connections_open)
@@ -243,8 +251,12 @@ class _MockConnection(asyncio.Protocol):
         if stream is None:
             return
         mock = self._mock
-        verdict = mock.judge(stream.headers, bytes(stream.body))
+        body = bytes(stream.body)
+        verdict = mock.judge(stream.headers, body)
         stream.body = None  # judged
+        if mock.received is not None:
+            mock.received.append(ReceivedRequest.of(stream.token, stream.headers, body,
+                                                    0 if verdict.reset else verdict.status))
         if verdict.reset:
             mock.stats.resets_sent += 1
             del self._streams[stream_id]

@@ -1,5 +1,6 @@
-"""What the mock counts (`MockStats`), and the plain HTTP/1.1 endpoint that serves the counts
-to another process: GET /stats, POST /reset, like the benchmark harness's Node mock.
+"""What the mock counts (`MockStats`), what it recorded of each request when asked to
+(`ReceivedRequest`), and the plain HTTP/1.1 endpoint that serves the counts to another process:
+GET /stats, POST /reset, like the benchmark harness's Node mock.
 
 Must not decide answers.
 """
@@ -9,6 +10,28 @@ import json
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
+
+
+@dataclass(frozen=True, slots=True)
+class ReceivedRequest:
+    """One stream's complete request as the mock received it: its device token, its headers
+    (`:path` and every regular header, decoded, without `authorization`), its body parsed as
+    JSON (None if it is not JSON) and the status the mock answered (0 for a reset)."""
+
+    token: str
+    headers: dict
+    payload: dict | list | None
+    status: int
+
+    @classmethod
+    def of(cls, token: str, headers: dict, body: bytes, status: int) -> "ReceivedRequest":
+        kept = {name.decode(): value.decode(errors="replace") for name, value in headers.items()
+                if name == b":path" or not name.startswith(b":") and name != b"authorization"}
+        try:
+            payload = json.loads(body)
+        except ValueError:
+            payload = None
+        return cls(token, kept, payload, status)
 
 
 @dataclass

@@ -5,7 +5,8 @@ Owns what makes a token request acceptable (the JWT-bearer grant; an RS256 asser
 the service account's key, from its `client_email`, for the firebase.messaging scope, addressed
 to this endpoint, valid for an hour at most and not expired), the access tokens issued and
 their expiry, and what makes a send acceptable (a current bearer token, the project, the body's
-shape, a registration token, data values as strings and not reserved, priority, TTL, and the
+shape, a registration token, data values as strings and not reserved, priority, TTL, the
+Android fields FCM knows (unknown names, strings, `notification_priority`), and the
 payload size as `owlmetry.fcm.message` measures it). Must not count, inject faults or do I/O.
 """
 
@@ -37,6 +38,18 @@ TOKEN_PATH = "/token"
 MESSAGE_FIELDS = frozenset({"name", "data", "notification", "android", "webpush", "apns",
                             "fcm_options", "fcmOptions", "token", "topic", "condition"})
 NOTIFICATION_FIELDS = frozenset({"title", "body", "image"})
+# FCM HTTP v1's AndroidConfig and AndroidNotification (projects.messages reference).
+ANDROID_FIELDS = frozenset({"collapse_key", "priority", "ttl", "restricted_package_name",
+                            "data", "notification", "fcm_options", "direct_boot_ok"})
+ANDROID_NOTIFICATION_FIELDS = frozenset({
+    "title", "body", "icon", "color", "sound", "tag", "click_action", "body_loc_key",
+    "body_loc_args", "title_loc_key", "title_loc_args", "channel_id", "ticker", "sticky",
+    "event_time", "local_only", "notification_priority", "default_sound",
+    "default_vibrate_timings", "default_light_settings", "vibrate_timings", "visibility",
+    "notification_count", "light_settings", "image", "bypass_proxy_notification", "proxy"})
+ANDROID_STRINGS = ("tag", "sound", "click_action")  # of android.notification
+NOTIFICATION_PRIORITIES = frozenset({"PRIORITY_UNSPECIFIED", "PRIORITY_MIN", "PRIORITY_LOW",
+                                     "PRIORITY_DEFAULT", "PRIORITY_HIGH", "PRIORITY_MAX"})
 TTL = re.compile(r"(\d+)(\.\d{1,9})?s")
 CLOCK_SKEW_S = 60  # Google tolerates a little; an assertion from the future beyond it is refused
 UNAUTHENTICATED_TEXT = ("Request had invalid authentication credentials. Expected OAuth 2 access "
@@ -234,6 +247,9 @@ def _shape_problem(message: dict) -> Answer | None:
     if android is not None:
         if not isinstance(android, dict):
             return invalid("Invalid value at 'message.android'", "message.android")
+        unknown = _unknown_name(android, ANDROID_FIELDS, "message.android")
+        if unknown is not None:
+            return unknown
         priority = android.get("priority", "NORMAL")
         if not isinstance(priority, str) or priority.upper() not in ("NORMAL", "HIGH"):
             return invalid("Invalid value at 'message.android.priority'", "message.android.priority")
@@ -247,9 +263,32 @@ def _shape_problem(message: dict) -> Answer | None:
         if not isinstance(notification, dict):
             return invalid("Invalid value at 'message.android.notification'",
                            "message.android.notification")
+        unknown = _unknown_name(notification, ANDROID_NOTIFICATION_FIELDS,
+                                "message.android.notification")
+        if unknown is not None:
+            return unknown
+        strings = [("android", android, "collapse_key"), *(
+            ("android.notification", notification, key) for key in ANDROID_STRINGS)]
+        for where, fields, key in strings:
+            value = fields.get(key)
+            if value is not None and not isinstance(value, str):
+                return invalid(f"Invalid value at 'message.{where}.{key}' (TYPE_STRING)",
+                               f"message.{where}.{key}")
+        if notification.get("notification_priority", "PRIORITY_UNSPECIFIED") \
+                not in NOTIFICATION_PRIORITIES:
+            return invalid("Invalid value at 'message.android.notification.notification_priority'",
+                           "message.android.notification.notification_priority")
         count = notification.get("notification_count")
         if count is not None and (not isinstance(count, int) or isinstance(count, bool)
                                   or not 0 <= count < 2**31):
             return invalid("Invalid value at 'message.android.notification.notification_count'",
                            "message.android.notification.notification_count")
+    return None
+
+
+def _unknown_name(fields: dict, known: frozenset, where: str) -> Answer | None:
+    for key in fields:
+        if key not in known:
+            return invalid(f'Invalid JSON payload received. Unknown name "{key}" at \'{where}\': '
+                           "Cannot find field.", fcm=False)
     return None

@@ -17,6 +17,7 @@ from owlmetry.fcm import Decision, FcmAnswer, MessageTemplate
 from owlmetry.fcm import check_content as check_fcm_content
 from owlmetry.fcm.client import FCMClient
 from owlmetry.notify.channels.base import Answer, ConnectionStats, Sender
+from owlmetry.notify.providers.expiry import expired_answer
 from owlmetry.store import Claim, NotificationContent, PushOutcome, PushTarget
 
 log = logging.getLogger("owlmetry.notify")
@@ -36,8 +37,11 @@ def answer_for(answer: FcmAnswer, started_ms: int) -> Answer:
         return Answer(PushOutcome.REMOVED, answer.status, answer.code, started_ms)
     if decision is Decision.FAIL:
         return Answer(PushOutcome.FAILED, answer.status or None, _reason(answer))
-    # RETRY_AFTER, BACKOFF (and a REFRESH the client could not settle): the dispatcher retries.
-    return Answer(PushOutcome.RETRY, answer.status or None, _reason(answer))
+    # RETRY_AFTER, BACKOFF (and a REFRESH the client could not settle): the dispatcher retries,
+    # not before the wait FCM asked for (a quota's lasts until the next minute).
+    wait_ms = None if answer.retry_after_s is None else int(answer.retry_after_s * 1000)
+    return Answer(PushOutcome.RETRY, answer.status or None, _reason(answer),
+                  retry_after_ms=wait_ms)
 
 
 def _reason(answer: FcmAnswer) -> str | None:
@@ -91,6 +95,9 @@ class FCM(Sender):
                 self._template = Answer(PushOutcome.FAILED, None, str(exc))
         if isinstance(self._template, Answer):
             return self._template
+        expired = expired_answer(claim.content.options)
+        if expired is not None:
+            return expired
         return Prepared(self._template, claim.notification_id, claim.unread)
 
     async def send(self, prepared: Prepared | Answer, target: PushTarget) -> Answer:
