@@ -68,16 +68,18 @@ class APNsClient:
     def send_soon(self, token_hex: str, payload: bytes | dict, environment: str,
                   on_result: Callable[[PushResult], None], push_type: str = "alert",
                   priority: int = 10, expiration: int | None = None,
-                  collapse_id: str | None = None, topic: str | None = None) -> None:
+                  collapse_id: str | None = None, topic: str | None = None,
+                  live: Callable[[], bool] | None = None) -> None:
         """`send` without a coroutine, for fan-outs: `on_result(result)` is called once, from the
-        event loop, never before this returns. A push that succeeds at once costs no task."""
+        event loop, never before this returns. A push that succeeds at once costs no task.
+        `live`: asked before each attempt goes out (`h2client.Exchange`)."""
         ready = self._prepare(token_hex, payload, environment, push_type, priority, expiration,
                               collapse_id, topic)
         if isinstance(ready, PushResult):
             asyncio.get_running_loop().call_soon(on_result, ready)
             return
         pool, request = ready
-        pool.send_soon(request, on_result)
+        pool.send_soon(request, on_result, live)
 
     def _prepare(self, token_hex, payload, environment, push_type, priority, expiration,
                  collapse_id, topic) -> tuple[HostPool, Request] | PushResult:

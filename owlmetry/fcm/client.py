@@ -150,7 +150,7 @@ class FCMClient:
         self._path = path_field(f"/v1/projects/{account.project_id}/messages:send".encode())
         self._fields = literal(b"content-type", b"application/json")
         # Sends waiting for the first (or a lost) access token, and the one task getting it.
-        self._waiting: list[tuple[Request, Callable[[FcmAnswer], None]]] = []
+        self._waiting: list[tuple[Request, Callable[[FcmAnswer], None], Callable | None]] = []
         self._getting: asyncio.Task | None = None
         self._closed = False
 
@@ -168,19 +168,20 @@ class FCMClient:
                 return _no_token(exc)
         return await self._open_pool().send(self.request(body))
 
-    def send_soon(self, body: bytes, on_result: Callable[[FcmAnswer], None]) -> None:
+    def send_soon(self, body: bytes, on_result: Callable[[FcmAnswer], None],
+                  live: Callable[[], bool] | None = None) -> None:
         """`send` without a coroutine, for fan-outs: `on_result(answer)` is called once, from
-        the event loop, never before this returns."""
+        the event loop, never before this returns. `live`: see `h2client.Exchange`."""
         if self._closed:
             asyncio.get_running_loop().call_soon(on_result, local(CLIENT_CLOSED))
             return
         request = self.request(body)
         if self.tokens.cached() is None or self._waiting:
-            self._waiting.append((request, on_result))
+            self._waiting.append((request, on_result, live))
             if self._getting is None:
                 self._getting = asyncio.get_running_loop().create_task(self._get_token())
             return
-        self._open_pool().send_soon(request, on_result)
+        self._open_pool().send_soon(request, on_result, live)
 
     async def _get_token(self) -> None:
         try:
@@ -194,12 +195,12 @@ class FCMClient:
         if error is None and self._closed:
             error = local(CLIENT_CLOSED)
         if error is not None:
-            for _, on_result in waiting:
+            for _, on_result, _ in waiting:
                 on_result(error)
             return
         pool = self._open_pool()
-        for request, on_result in waiting:
-            pool.send_soon(request, on_result)
+        for request, on_result, live in waiting:
+            pool.send_soon(request, on_result, live)
 
     def pool_stats(self) -> PoolStats:
         if self._pool is None:

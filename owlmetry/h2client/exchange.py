@@ -15,7 +15,7 @@ Must not do I/O or know any provider's paths, headers or reasons.
 """
 
 import enum
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 
@@ -41,14 +41,17 @@ class Exchange:
     (`status`, `headers`, `chunks`) and the `generation` of the authorization it went out
     with; the pool counts `attempts` (requests that reached the wire and were answered, lost,
     reset or timed out), `retries` (delayed sends again) and `renewed` (the authorization was
-    renewed for it once)."""
+    renewed for it once). `live`, when given, is asked before every attempt goes on the wire:
+    once it says False the exchange ends `UNSENT` instead (its sender no longer wants it sent)."""
 
-    __slots__ = ("attempts", "chunks", "deadline", "fut", "generation", "headers", "renewed",
-                 "request", "retries", "status")
+    __slots__ = ("attempts", "chunks", "deadline", "fut", "generation", "headers", "live",
+                 "renewed", "request", "retries", "status")
 
-    def __init__(self, request: Request, deadline: float):
+    def __init__(self, request: Request, deadline: float,
+                 live: Callable[[], bool] | None = None):
         self.request = request
         self.deadline = deadline
+        self.live = live
         self.attempts = self.retries = 0
         self.renewed = False
 

@@ -104,11 +104,12 @@ class HostPool:
             decision = self._decide(x, outcome)
         return await self._settle(x, decision)
 
-    def send_soon(self, request: Request, on_result: Callable[[Any], None]) -> None:
+    def send_soon(self, request: Request, on_result: Callable[[Any], None],
+                  live: Callable[[], bool] | None = None) -> None:
         """`send` for callers with many requests: `on_result(result)` is called once, later,
         from the loop. A request the judge settles at the first answer (nearly all) costs no
-        task."""
-        x = Exchange(request, self._loop.time() + self._settings.timeout_s)
+        task. `live`: see `Exchange` (a dispatcher whose lease on the work ran out)."""
+        x = Exchange(request, self._loop.time() + self._settings.timeout_s, live)
         if self._closed:
             self._loop.call_soon(on_result, self._judge.failed(x, Failure.CLOSED))
             return
@@ -160,6 +161,8 @@ class HostPool:
         while decision.__class__ is Retry:
             if self._closed:  # a task that started after close() ran: nothing may go out
                 return self._judge.failed(x, Failure.CLOSED)
+            if x.live is not None and not x.live():
+                return self._judge.failed(x, Failure.UNSENT)
             if decision is _RESEND:
                 pass
             elif decision.renew:
@@ -203,6 +206,9 @@ class HostPool:
     # --- capacity ----------------------------------------------------------------------------
 
     def _submit(self, p: Exchange) -> None:
+        if p.live is not None and not p.live():
+            p.fut.set_result(None)  # never on the wire: UNSENT
+            return
         if not self._queue:
             conn = self._room()
             if conn is not None:
@@ -228,6 +234,10 @@ class HostPool:
             p = queue[0]
             if p.fut.done():
                 queue.popleft()
+                continue
+            if p.live is not None and not p.live():
+                queue.popleft()
+                p.fut.set_result(None)
                 continue
             conn = self._room()
             if conn is None:
@@ -304,13 +314,15 @@ class HostPool:
     # --- timers ------------------------------------------------------------------------------
 
     async def _sweep_forever(self) -> None:
-        """Enforce deadlines: streams and queued requests past theirs, PINGs left unanswered."""
+        """Enforce deadlines: streams and queued requests past theirs (or no longer live), PINGs
+        left unanswered."""
         while await self._pause(self._tick_s):
             now = self._loop.time()
             for conn in list(self._conns):
                 conn.expire(now)
             for p in self._queue:
-                if p.deadline <= now and not p.fut.done():
+                if not p.fut.done() and (p.deadline <= now
+                                         or (p.live is not None and not p.live())):
                     p.fut.set_result(None)
 
     async def _pause(self, delay: float) -> bool:

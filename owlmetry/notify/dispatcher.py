@@ -4,18 +4,20 @@
 the recipient's preferences choose for the type (`routing`), in chunks of recipients that each
 commit whole (the store's), and returns; the run loop then
 claims due deliveries in batches (under a lease that a heartbeat renews, so work of a crashed
-process comes back by itself), hands each recipient's devices to its channel, and records
-every final answer through the `AnswerRecorder`. A device with a final answer on record is never
-sent to again; answers worth retrying (429, 5xx, lost connections) put the delivery back in the
-queue after a backoff, a bounded number of times.
+process comes back by itself; a lease fences itself, see `Lease`), hands each recipient's
+devices to its channel, and records every final answer through the `AnswerRecorder`. A device
+with a final answer on record is never sent to again; answers worth retrying (429, 5xx, lost
+connections) put the delivery back in the queue after a backoff, a bounded number of times.
 
 Owns the queue's rules and the in-process concurrency. Must not know how a channel reaches a
 device, nor any SQL.
 """
 
 import asyncio
+import dataclasses
 import functools
 import logging
+import time
 import uuid
 from collections.abc import Iterable
 
@@ -59,6 +61,11 @@ UNAVAILABLE_MAX_WAIT_S = 30.0
 # Read once per answer: a module global is cheaper to read than an enum class's attribute.
 RETRY = PushOutcome.RETRY
 REMOVED = PushOutcome.REMOVED
+# A lease is given up this share of its length (at most LEASE_MARGIN_MAX_S) before it ends by
+# the database's clock: room for two servers' clocks to differ and for a send that passed the
+# check to reach the wire.
+LEASE_MARGIN = 0.2
+LEASE_MARGIN_MAX_S = 5.0
 
 
 async def enqueue(store: Store, user_ids: Iterable[str], content: NotificationContent,
@@ -132,19 +139,43 @@ def dead_since(answer: Answer, started: int) -> Answer:
     it confirmed the token dead, even while the app was registering it again), and
     BadDeviceToken and FCM's answers carry none."""
     since = answer.invalid_since
-    return Answer(answer.outcome, answer.status, answer.reason,
-                  started if since is None else min(since, started))
+    return dataclasses.replace(answer,
+                               invalid_since=started if since is None else min(since, started))
+
+
+class Lease:
+    """This process's lease on one delivery, by its own monotonic clock: it ends at `deadline`
+    (the claim's start + the lease - the margin), moved forward only by a renewal that
+    committed, counted from that renewal's start. Past it, another process may have claimed
+    the delivery, so no send of it may start (`live`, asked by the channel before each attempt
+    goes out) and the dispatcher gives it up (`fenced`): sends not started never start, answers
+    still coming in are recorded (a device's final answer is a fact whoever asked; the first on
+    record stays), but the delivery is neither ended nor put back by this process -- its next
+    holder sends to the devices without an answer on record and ends it. `ending`: its end is
+    with the recorder, no send is left to stop; it is renewed until written, never fenced."""
+
+    __slots__ = ("deadline", "delivery", "ending", "fenced")
+
+    def __init__(self, deadline: float):
+        self.deadline = deadline
+        self.delivery: _Delivery | None = None  # once its sends started
+        self.ending = False
+        self.fenced = False
+
+    def live(self) -> bool:
+        return not self.fenced and time.monotonic() < self.deadline
 
 
 class _Delivery:
     """A claimed delivery while its sends are out: answers are counted as they come."""
 
-    __slots__ = ("channel", "claim", "counts", "later", "started", "waiting")
+    __slots__ = ("channel", "claim", "counts", "later", "lease", "started", "waiting")
 
-    def __init__(self, claim: Claim, channel: Channel):
+    def __init__(self, claim: Claim, channel: Channel, lease: Lease):
         self.started = now_ms()  # before any of its sends
         self.claim = claim
         self.channel = channel
+        self.lease = lease
         self.counts: dict[PushOutcome, int] = dict(claim.earlier)
         self.later: list[tuple[PushTarget, Answer]] = []  # transient failures
         self.waiting = len(claim.targets)
@@ -167,6 +198,7 @@ class Dispatcher:
         self.defaults = defaults or Defaults()
         self.owner = owner or f"dispatcher-{uuid.uuid4()}"
         self._lease_ms = lease_ms
+        self._lease_s = lease_ms / 1000 - min(lease_ms / 1000 * LEASE_MARGIN, LEASE_MARGIN_MAX_S)
         self._claim_size = claim_size
         self._max_in_flight = max_in_flight
         self._max_attempts = max_attempts
@@ -180,6 +212,11 @@ class Dispatcher:
         self._only = only
         self.recorder = AnswerRecorder(store, self.owner)
         self._held: dict[tuple[str, str], Claim] = {}  # claimed and not yet ended on record
+        self._leases: dict[tuple[str, str], Lease] = {}  # of the held deliveries
+        self.fenced = 0  # deliveries given up since start: their lease ran out (`Lease`)
+        self._fenced_unlogged = 0
+        # Given-up deliveries whose sends are still out: not taken again until they end.
+        self._draining: dict[tuple[str, str], _Delivery] = {}
         self._in_flight = 0  # devices of the held deliveries
         self._wake = asyncio.Event()
         self._room = asyncio.Event()
@@ -188,6 +225,7 @@ class Dispatcher:
         self._stopping = False
         self._claimers: list[asyncio.Task] = []
         self._renewer: asyncio.Task | None = None
+        self._watchdog: asyncio.Task | None = None
 
     @property
     def in_flight(self) -> int:
@@ -229,6 +267,7 @@ class Dispatcher:
         self._claimers = [asyncio.create_task(self._run(), name=f"dispatcher claims {i}")
                           for i in range(CLAIM_LOOPS)]
         self._renewer = asyncio.create_task(self._renew_leases(), name="dispatcher leases")
+        self._watchdog = asyncio.create_task(self._give_up_expired(), name="dispatcher fence")
 
     async def stop(self, grace_s: float = 10.0) -> None:
         """Stop claiming; let deliveries under way finish for up to `grace_s`, then close the
@@ -249,9 +288,10 @@ class Dispatcher:
                      len(self._held), grace_s)
         await asyncio.gather(*(channel.close() for channel in self.channels.values()))
         await self._idle.wait()
-        if self._renewer is not None:
-            self._renewer.cancel()
-            await asyncio.gather(self._renewer, return_exceptions=True)
+        for task in (self._renewer, self._watchdog):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         await self.recorder.flush()
 
     async def _run(self) -> None:
@@ -270,6 +310,7 @@ class Dispatcher:
                     break
             self._wake.clear()
             wait_s = self._poll_s
+            started = time.monotonic()
             try:
                 claims = await self.store.claim_deliveries(
                     self.owner, now_ms(), self._lease_ms, self._claim_size, self._only,
@@ -288,30 +329,101 @@ class Dispatcher:
                 except TimeoutError:
                     pass
                 continue
+            deadline = started + self._lease_s
+            if deadline <= time.monotonic():
+                # The claim took longer than its lease to commit: another process may take
+                # these at any moment, so none is sent; they come back when the lease ends.
+                log.warning("gave up %d deliveries at once: their claim took longer than the "
+                            "lease", len(claims))
+                self.fenced += len(claims)
+                continue
             for claim in claims:
                 key = (claim.notification_id, claim.channel)
+                if key in self._draining:
+                    # Given up here while its sends are still out: taken again once its lease
+                    # runs out, when they have ended and their answers are on record.
+                    self.fenced += 1
+                    continue
                 if key in self._held:
-                    # Our own lease lapsed (renewals failed) and we took it again: the work
-                    # under way goes on, under the new lease.
+                    # Our own lease lapsed in the database before this process saw it by its
+                    # clock, and we took it again: the work under way goes on, under the new
+                    # lease (sends that found the old one ended come back as retries).
+                    lease = self._leases[key]
+                    lease.deadline = max(lease.deadline, deadline)
                     continue
                 self._held[key] = claim
+                lease = self._leases[key] = Lease(deadline)
                 self._in_flight += max(1, len(claim.targets))
                 self._idle.clear()
-                self._begin(claim)
+                self._begin(claim, lease)
 
     async def _renew_leases(self) -> None:
         while True:
             await asyncio.sleep(self._lease_ms / 3000)
-            if self._held:
-                try:
-                    await self.store.renew_leases(self.owner, list(self._held),
-                                                  now_ms() + self._lease_ms)
-                except DatabaseUnavailable:
-                    pass  # the store said it; the next renewal tries again
-                except Exception:
-                    log.exception("cannot renew delivery leases")
+            if not self._held:
+                continue
+            keys = list(self._held)
+            started = time.monotonic()
+            try:
+                renewed = await self.store.renew_leases(self.owner, keys,
+                                                        now_ms() + self._lease_ms)
+            except DatabaseUnavailable:
+                continue  # the store said it; the next renewal tries again
+            except Exception:
+                log.exception("cannot renew delivery leases")
+                continue
+            deadline = started + self._lease_s
+            lost = []
+            for key in keys:
+                lease = self._leases.get(key)
+                if lease is None or lease.fenced:
+                    continue
+                if key in renewed:
+                    lease.deadline = max(lease.deadline, deadline)
+                elif not lease.ending:  # another process took it: our clock ran slow
+                    lost.append(key)
+            if lost:
+                self._give_up(lost, "another process holds them now (their lease ended in "
+                                    "the database before it did by this process's clock)")
 
-    def _begin(self, claim: Claim) -> None:
+    def _give_up(self, keys: list[tuple[str, str]], why: str) -> None:
+        log.warning("gave up %d deliveries: %s; sends of them not started never will be",
+                    len(keys), why)
+        for key in keys:
+            self._fence_key(key)
+        self.fenced += len(keys)
+
+    def _fence(self, claim: Claim) -> None:
+        """Give up one delivery whose send answered past its lease (logged by the watchdog)."""
+        self._fence_key((claim.notification_id, claim.channel))
+        self.fenced += 1
+        self._fenced_unlogged += 1
+
+    def _fence_key(self, key: tuple[str, str]) -> None:
+        lease = self._leases[key]
+        lease.fenced = True
+        if lease.delivery is not None and lease.delivery.waiting > 0:
+            self._draining[key] = lease.delivery
+        self._let_go(key)
+
+    async def _give_up_expired(self) -> None:
+        """Fence every delivery whose lease ran out by this process's clock (`Lease`). The sends
+        themselves check their lease as they start; this frees the place of the work given up."""
+        tick_s = max(0.01, min(1.0, (self._lease_ms / 1000 - self._lease_s) / 2))
+        while True:
+            await asyncio.sleep(tick_s)
+            now = time.monotonic()
+            expired = [key for key, lease in self._leases.items()
+                       if lease.deadline <= now and not lease.ending]
+            if expired:
+                self._give_up(expired, "their lease ran out by this process's clock (renewals "
+                                       "did not reach the database)")
+            if self._fenced_unlogged:
+                log.warning("gave up %d deliveries whose sends answered after their lease ran "
+                            "out by this process's clock", self._fenced_unlogged)
+                self._fenced_unlogged = 0
+
+    def _begin(self, claim: Claim, lease: Lease) -> None:
         """Start a send per device still waiting, or end the delivery at once if there are none."""
         channel = self.channels.get(claim.channel)
         if channel is None or channel.unavailable:
@@ -322,7 +434,7 @@ class Dispatcher:
                 self._record(claim, target, Answer(outcome, None, reason))
             self._end(claim, DeliveryEnd(claim.notification_id, claim.channel, status, reason))
             return
-        delivery = _Delivery(claim, channel)
+        delivery = lease.delivery = _Delivery(claim, channel, lease)
         if not claim.targets:
             self._conclude(delivery)
             return
@@ -336,7 +448,7 @@ class Dispatcher:
         for target in claim.targets:
             try:
                 channel.send_soon(prepared, target,
-                                  functools.partial(self._answered, delivery, target))
+                                  functools.partial(self._answered, delivery, target), lease.live)
             except Exception as exc:  # a channel bug must not lose the delivery
                 log.exception("channel %s raised on send", channel.name)
                 self._answered(delivery, target,
@@ -344,16 +456,35 @@ class Dispatcher:
                                       f"internal error: {type(exc).__name__}"))
 
     def _answered(self, delivery: _Delivery, target: PushTarget, answer: Answer) -> None:
+        if answer.outcome == REMOVED:
+            answer = dead_since(answer, delivery.started)
+        if delivery.lease.fenced:  # given up: a final answer is still worth its record
+            if answer.outcome != RETRY:
+                self._record(delivery.claim, target, answer)
+            self._drained(delivery)
+            return
         if answer.outcome == RETRY:  # not `is`: the plain string "retry" means the same
+            if not delivery.lease.live() and not delivery.lease.ending:
+                # Past the lease (the send may have been stopped by it): the delivery is not
+                # this process's to put back, nor to fail once its attempts are used up.
+                self._fence(delivery.claim)
+                self._drained(delivery)
+                return
             delivery.later.append((target, answer))
         else:
-            if answer.outcome == REMOVED:
-                answer = dead_since(answer, delivery.started)
             self._record(delivery.claim, target, answer)
             delivery.counts[answer.outcome] = delivery.counts.get(answer.outcome, 0) + 1
         delivery.waiting -= 1
         if delivery.waiting == 0:
             self._conclude(delivery)
+
+    def _drained(self, delivery: _Delivery) -> None:
+        """One send of a given-up delivery ended; once none is left, this process may take the
+        delivery again (before, it would send twice to the devices still on the wire)."""
+        delivery.waiting -= 1
+        key = delivery.claim.notification_id, delivery.claim.channel
+        if delivery.waiting <= 0 and self._draining.get(key) is delivery:
+            del self._draining[key]
 
     def _conclude(self, delivery: _Delivery) -> None:
         """Every device has answered: end the delivery, or put it back for the transient ones."""
@@ -379,11 +510,14 @@ class Dispatcher:
         self._end(claim, DeliveryEnd(*key, *final_status(counts, claim.channel)))
 
     def _end(self, claim: Claim, end: DeliveryEnd) -> None:
-        self.recorder.add_end(end, lambda: self._release(claim))
+        key = (claim.notification_id, claim.channel)
+        self._leases[key].ending = True
+        self.recorder.add_end(end, lambda: self._let_go(key))
 
-    def _release(self, claim: Claim) -> None:
-        """The delivery's end is on record: its place is free."""
-        del self._held[(claim.notification_id, claim.channel)]
+    def _let_go(self, key: tuple[str, str]) -> None:
+        """The delivery's end is on record, or it was given up: its place is free."""
+        claim = self._held.pop(key)
+        del self._leases[key]
         self._in_flight -= max(1, len(claim.targets))
         if self._in_flight < self._max_in_flight:
             self._room.set()

@@ -232,12 +232,15 @@ JOIN notification_pushes AS p ON p.notification_id = b.id AND p.channel = b.chan
 GROUP BY p.notification_id, p.channel, p.outcome
 """
 
+# Returns the leases renewed (the batch's names differ from the table's: SQLite's RETURNING
+# takes the updated table's columns unqualified).
 RENEW_LEASES = """
-WITH batch (notification_id, channel, claimed_by, available_at) AS ({batch})
-UPDATE notification_deliveries AS d SET available_at = b.available_at
+WITH batch (held_id, held_channel, owner, until) AS ({batch})
+UPDATE notification_deliveries AS d SET available_at = b.until
 FROM batch AS b
-WHERE d.notification_id = b.notification_id AND d.channel = b.channel
-  AND d.claimed_by = b.claimed_by AND d.status = 'pending'
+WHERE d.notification_id = b.held_id AND d.channel = b.held_channel
+  AND d.claimed_by = b.owner AND d.status = 'pending'
+RETURNING notification_id, channel
 """
 
 # ---- Answers and ends -------------------------------------------------------------------------
@@ -490,11 +493,14 @@ class Deliveries:
         served = engine.batch_args([(channel,) for channel in source.device_channels], 1)
         return engine.run_batched(engine.read_bulk, statement, ("text",), ids, *served)
 
-    async def renew_leases(self, owner: str, keys: list[tuple[str, str]], until: int) -> None:
-        """Extend the leases `owner` still holds on these (notification_id, channel)."""
+    async def renew_leases(self, owner: str, keys: list[tuple[str, str]],
+                           until: int) -> set[tuple[str, str]]:
+        """Extend the leases `owner` still holds on these (notification_id, channel); returns
+        the ones it held (the others ended, or another owner took them)."""
         rows = [(notification_id, channel, owner, until) for notification_id, channel in keys]
-        await self.engine.run_batched(self.engine.write_lease, RENEW_LEASES,
-                                      ("text", "text", "text", "bigint"), rows)
+        renewed = await self.engine.run_batched(self.engine.write_lease, RENEW_LEASES,
+                                                ("text", "text", "text", "bigint"), rows)
+        return {(notification_id, channel) for notification_id, channel in renewed}
 
     async def save_outcomes(
         self, owner: str, pushes: list[PushRecord], ends: list[DeliveryEnd], now: int

@@ -585,3 +585,43 @@ async def test_sigterm_past_the_grace_leaves_the_rest_pending_for_the_next_start
     requests = requests_by_token(*hosts)
     delivered = Counter(mocks.production.stats.delivered) + Counter(mocks.sandbox.stats.delivered)
     check_resumed_fan_out(tokens, requests, delivered, answered_at_stop, in_flight)
+
+
+async def test_a_fan_out_killed_three_times_ends_with_one_answer_per_device_and_no_loss(
+        store, database_url, mocks, servers):
+    """benchmarks/crash_fanout.py in small: 2,000 devices, SIGKILL at three moments of the
+    fan-out, a new server each time."""
+    recipients = await make_users(store, [["production", "sandbox"]] * 1000, itertools.count())
+    tokens = tokens_of(recipients)
+    hosts = (mocks.production, mocks.sandbox)
+    for host in hosts:
+        pace(host, latency_s=0.01, max_streams=20)
+    key = await server_key(store)
+    server = await servers("start")
+    async with aiohttp.ClientSession() as session:
+        ids = await notify(session, server, key, list(recipients))
+    at_risk = Counter()  # token -> kills at which it was sent and its answer not on record
+    before = Counter()
+    for kill, moment in enumerate((400, 1000, 1600)):
+        await asyncio.wait_for(mocks.production.requests_seen(moment // 2), SAFETY_S)
+        await server.kill()
+        await connections_closed(*hosts)
+        sent = requests_by_token(*hosts)
+        answered = await answered_tokens(store)
+        at_risk.update({t for t, n in sent.items() if n > before[t]} - set(answered))
+        before = sent
+        assert len(answered) < len(tokens), "the kill was not mid-fan-out"
+        server = await servers(f"restart {kill + 1}")
+    await wait_done(store, ids, timeout=SAFETY_S)
+
+    progress = await push_progress(store, ids)
+    assert progress.deliveries == {"sent": 1000}
+    assert progress.pushes == {"delivered": 2000}
+    per_device = await store.execute("SELECT device_id, count(*) FROM notification_pushes "
+                                     "WHERE channel = 'mobile_push' GROUP BY device_id")
+    assert len(per_device) == 2000 and {count for _, count in per_device} == {1}
+    delivered = Counter(mocks.production.stats.delivered) + Counter(mocks.sandbox.stats.delivered)
+    assert all(delivered[t] >= 1 for t in tokens), "a device was never delivered to"
+    requests = requests_by_token(*hosts)
+    assert all(requests[t] <= 1 + at_risk[t] for t in tokens), \
+        "a device was sent to again though its answer was on record at every kill"

@@ -70,12 +70,16 @@ class Sender(abc.ABC):
         """Send to one target. Must return an Answer for anything that goes wrong."""
 
     def send_soon(self, prepared: object, target: PushTarget,
-                  on_answer: Callable[[Answer], None]) -> None:
+                  on_answer: Callable[[Answer], None],
+                  live: Callable[[], bool] | None = None) -> None:
         """Send without waiting: `on_answer(answer)` is called once, later, from the loop.
 
-        The dispatcher sends this way. This version runs `send` in a task; a sender whose
-        transport takes callbacks overrides it to save the task per device."""
-        task = asyncio.create_task(self.send(prepared, target))
+        The dispatcher sends this way. `live`, when given, is asked before the send goes out
+        (and before any attempt again): once it says False the send does not start and is
+        answered RETRY -- the dispatcher's lease on the work ran out. This version runs `send`
+        in a task, asking `live` as the task starts; a sender whose transport takes callbacks
+        overrides it to save the task per device."""
+        task = asyncio.create_task(_send_if_live(self, prepared, target, live))
         _running.add(task)
         task.add_done_callback(functools.partial(_answer_of, on_answer))
 
@@ -98,6 +102,16 @@ class Channel(Sender):
 
 log = logging.getLogger("owlmetry.notify")
 _running: set[asyncio.Task] = set()  # sends in flight, kept from the garbage collector
+
+
+NOT_LIVE = Answer(PushOutcome.RETRY, None, "not sent: the dispatcher's lease ran out")
+
+
+async def _send_if_live(sender: Sender, prepared: object, target: PushTarget,
+                        live: Callable[[], bool] | None) -> Answer:
+    if live is not None and not live():
+        return NOT_LIVE
+    return await sender.send(prepared, target)
 
 
 def _answer_of(on_answer: Callable[[Answer], None], task: asyncio.Task) -> None:

@@ -67,12 +67,13 @@ class MobilePush(Channel):
         return await provider.send(prepared[target.platform], target)
 
     def send_soon(self, prepared: dict[str, object], target: PushTarget,
-                  on_answer: Callable[[Answer], None]) -> None:
+                  on_answer: Callable[[Answer], None],
+                  live: Callable[[], bool] | None = None) -> None:
         provider = self._ready.get(target.platform)
         if provider is None:
             asyncio.get_running_loop().call_soon(on_answer, self._not_sent(target))
             return
-        provider.send_soon(prepared[target.platform], target, on_answer)
+        provider.send_soon(prepared[target.platform], target, on_answer, live)
 
     def _not_sent(self, target: PushTarget) -> Answer:
         skipped = self._skipped.get(target.platform)

@@ -158,13 +158,14 @@ class APNs(Sender):
         return answer_for(await self._client.send(target.token, prepared.body,
                                                   target.environment, **prepared.headers))
 
-    def send_soon(self, prepared: Push | Answer, target: PushTarget, on_answer) -> None:
+    def send_soon(self, prepared: Push | Answer, target: PushTarget, on_answer,
+                  live=None) -> None:
         if isinstance(prepared, Answer):
             asyncio.get_running_loop().call_soon(on_answer, prepared)
             return
         self._client.send_soon(target.token, prepared.body, target.environment,
                                lambda result: on_answer(answer_for(result)),
-                               **prepared.headers)
+                               live=live, **prepared.headers)
 
     def connection_stats(self) -> dict[str, ConnectionStats]:
         if self._client is None:

@@ -106,13 +106,14 @@ class FCM(Sender):
         started = now_ms()
         return answer_for(await self._client.send(prepared.body(target.token)), started)
 
-    def send_soon(self, prepared: Prepared | Answer, target: PushTarget, on_answer) -> None:
+    def send_soon(self, prepared: Prepared | Answer, target: PushTarget, on_answer,
+                  live=None) -> None:
         if isinstance(prepared, Answer):
             asyncio.get_running_loop().call_soon(on_answer, prepared)
             return
         started = now_ms()
         self._client.send_soon(prepared.body(target.token),
-                               lambda answer: on_answer(answer_for(answer, started)))
+                               lambda answer: on_answer(answer_for(answer, started)), live)
 
     def connection_stats(self) -> dict[str, ConnectionStats]:
         if self._client is None:
