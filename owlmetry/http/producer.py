@@ -4,7 +4,8 @@ Owns the rules a notification request must meet, including "every channel can ca
 (an APNs payload over 4 KiB is refused here, not discovered per device later), and which
 recipients are users: ids in any spelling `owlmetry.ids.normalize_id` takes; the ones that name
 no user are listed in the answer, never dropped in silence. The work itself is the
-dispatcher's: this module only validates and enqueues.
+dispatcher's: this module only validates and enqueues (under an `Idempotency-Key`, once:
+`owlmetry.http.idempotency`).
 """
 
 from aiohttp import web
@@ -12,6 +13,7 @@ from aiohttp import web
 from owlmetry.http.auth import callers
 from owlmetry.http.context import CONFIG, DISPATCHER, STORE
 from owlmetry.http.errors import ApiError, body_too_large, json_response
+from owlmetry.http.idempotency import idempotency_key, idempotent_answer
 from owlmetry.http.validation import parse_json_object
 from owlmetry.ids import normalize_id
 from owlmetry.notify.channels import check_content
@@ -76,6 +78,7 @@ def parse_content(body: dict) -> NotificationContent:
 
 @callers("server")
 async def create_notifications(request: web.Request) -> web.Response:
+    key = idempotency_key(request)
     body = parse_json_object(await read_body(request, MAX_PRODUCER_BODY_BYTES))
     user_ids = parse_user_ids(body)
     content = parse_content(body)
@@ -84,6 +87,10 @@ async def create_notifications(request: web.Request) -> web.Response:
     except ValueError as exc:
         raise ApiError(400, str(exc)) from None
     recipients, unknown = await known_recipients(request.app[STORE], user_ids)
+    if key is not None:
+        return await idempotent_answer(
+            request, key, body, recipients, unknown,
+            lambda users, content_id: request.app[DISPATCHER].enqueue(users, content, content_id))
     ids = await request.app[DISPATCHER].enqueue(recipients, content) if recipients else []
     return json_response({"notification_ids": ids, "unknown_user_ids": unknown}, status=202)
 

@@ -50,9 +50,11 @@ RETRY = PushOutcome.RETRY
 
 
 async def enqueue(store: Store, user_ids: Iterable[str], content: NotificationContent,
-                  channels: Iterable[str], defaults: Defaults) -> list[str]:
+                  channels: Iterable[str], defaults: Defaults,
+                  content_id: str | None = None) -> list[str]:
     """One notification per distinct existing user, in the order given, with the deliveries on
-    `channels` that each user's preferences (over `defaults`) choose; returns their ids."""
+    `channels` that each user's preferences (over `defaults`) choose; returns their ids.
+    `content_id`: the id to store the content under (default: a new one)."""
     now = now_ms()
     distinct = list(dict.fromkeys(user_ids))
     # Ids ascending in user order: the store writes a request in chunks in id order, and
@@ -66,7 +68,7 @@ async def enqueue(store: Store, user_ids: Iterable[str], content: NotificationCo
     stored = await store.preferences_of(by_user)
     groups = group_recipients(recipients, content.type, stored, defaults, channels)
     await asyncio.sleep(0)
-    written = await store.enqueue_groups(groups, content, now)
+    written = await store.enqueue_groups(groups, content, now, content_id=content_id)
     ids = dict(zip(by_user, (notification_id for notification_id, _ in recipients)))
     return [ids[user_id] for user_id in distinct if ids[user_id] in written]
 
@@ -143,8 +145,10 @@ class Dispatcher:
         """Deliveries this process holds (claimed, end not yet on record)."""
         return len(self._held)
 
-    async def enqueue(self, user_ids: Iterable[str], content: NotificationContent) -> list[str]:
-        ids = await enqueue(self.store, user_ids, content, self.channels, self.defaults)
+    async def enqueue(self, user_ids: Iterable[str], content: NotificationContent,
+                      content_id: str | None = None) -> list[str]:
+        ids = await enqueue(self.store, user_ids, content, self.channels, self.defaults,
+                            content_id)
         self._wake.set()
         return ids
 

@@ -59,11 +59,13 @@ RETURNING id, user_id, read_at, deleted_at"""
 INBOX_ROW_TYPES = ("text", "text", "bigint")
 DELIVERY_TYPES = ("text", "text")
 
-# $1 the id; the content's fields follow (`content_fields`).
+# $1 the id; the content's fields follow (`content_fields`). A caller-chosen id may be stored
+# already (an idempotent request taken over after a crash): it stays as it was.
 CONTENT_COLUMNS = "id, type, title, body, link, data, team_id"
 INSERT_CONTENT = f"""
 INSERT INTO notification_contents ({CONTENT_COLUMNS})
-VALUES ($1, $2, $3, $4, $5, $6, $7)"""
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+ON CONFLICT (id) DO NOTHING"""
 
 # A delivery starts pending and due at once.
 INSERT_DELIVERIES = """\
@@ -99,7 +101,8 @@ inserted AS ({INSERT_NOTIFICATIONS}),
 content AS (
     INSERT INTO notification_contents ({CONTENT_COLUMNS})
     SELECT $1, $3, $4, $5, $6, $7, $8
-    WHERE CAST($9 AS BOOLEAN) AND EXISTS (SELECT 1 FROM inserted)),
+    WHERE CAST($9 AS BOOLEAN) AND EXISTS (SELECT 1 FROM inserted)
+    ON CONFLICT (id) DO NOTHING),
 counted AS ({count_added("inserted")}),
 queued AS (
     {INSERT_DELIVERIES}
@@ -336,7 +339,7 @@ class Deliveries:
 
     async def enqueue_groups(
         self, groups: list[RecipientGroup], content: NotificationContent, now: int,
-        chunk: int | None = None,
+        chunk: int | None = None, content_id: str | None = None,
     ) -> set[str]:
         """Write the content once, and each recipient's inbox row pointing at it with their
         group's pending deliveries, `chunk` recipients per transaction (default ENQUEUE_CHUNK).
@@ -345,8 +348,9 @@ class Deliveries:
         Each recipient is written whole or not at all; chunks are visible (and delivered) as
         they commit. If the request fails between chunks, the recipients of the chunks
         committed are notified and the rest are not; an exception says it failed, and a
-        retry of the whole request notifies the first ones again (at least once)."""
-        content_id = new_ordered_id(now)
+        retry of the whole request notifies the first ones again (at least once).
+        `content_id`: the content's id, chosen by the caller (an idempotent request's)."""
+        content_id = content_id or new_ordered_id(now)
         fields = content_fields(content)
         # In id order: each chunk's rows land side by side in the id-keyed indexes, instead of
         # a chunk's worth of pages all over the request's range rewritten by every commit.
