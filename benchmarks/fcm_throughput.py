@@ -9,8 +9,10 @@
 Without `--url` it starts the project's mock FCM (`python -m owlmetry.fcm.mock
 --accept-google-audience`) on a free port, pinned to the other core, with a throwaway
 certificate and service account, and reads its counters afterwards (nothing lost, nothing
-delivered twice). With `--url`, `--service-account`
-must be a file whose token_uri is that mock's.
+delivered twice). That mock is Python on one core and saturates first (about 3,500 messages/s):
+`--mock node` starts benchmarks/mock_fcm.js instead (Node's HTTP/2; it checks the assertion's
+signature, the bearer token and the message's token, nothing else), to measure the client.
+With `--url`, `--service-account` must be a file whose token_uri is that mock's.
 
 `--client firebase-admin` measures the Firebase Admin SDK as a user would point it at the mock:
 a `credentials.Certificate` from the service-account file (its token_uri is the mock's;
@@ -51,6 +53,7 @@ CONTENT = NotificationContent("feedback.new", "New feedback", "Someone wrote", "
 NOTIFICATION_ID = "00000000-0000-0000-0000-000000000001"
 MOCK_CORE = harness.CLIENT_CORE  # the mock on one core, the client measured on the other
 CLIENT_CORE = harness.SERVER_CORE
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def fcm_token(i: int) -> str:
@@ -62,6 +65,9 @@ def parse_args():
     ap.add_argument("--url", default=None, help="a running mock FCM (default: start one)")
     ap.add_argument("--ca", default=None, help="the CA of --url's certificate")
     ap.add_argument("--service-account", default=None, help="with --url: its token_uri is the mock's")
+    ap.add_argument("--mock", choices=["python", "node"], default="python",
+                    help="without --url: the project's mock FCM (python, the default) or the "
+                         "fast one for throughput (node: benchmarks/mock_fcm.js)")
     ap.add_argument("--count", type=int, default=50000)
     ap.add_argument("--concurrency", type=int, default=1000)
     ap.add_argument("--connections", type=int, default=2)
@@ -112,9 +118,10 @@ def write_tls_files(folder: str) -> tuple[str, str]:
 
 
 @contextlib.contextmanager
-def started_mock():
-    """The project's mock FCM in a process of its own: yields (url, ca, service-account file
-    with the mock's token_uri, stats URL)."""
+def started_mock(kind: str = "python"):
+    """A mock FCM in a process of its own, the project's (`python`) or the fast one for
+    throughput (`node`, benchmarks/mock_fcm.js): yields (url, ca, service-account file with the
+    mock's token_uri, stats URL)."""
     from tests.fcm.identity import rsa_pem, service_account_json
 
     with tempfile.TemporaryDirectory(prefix="fcm-bench-") as folder:
@@ -124,11 +131,15 @@ def started_mock():
         with open(account_file, "w") as f:
             f.write(service_account_json(pem))
         stats_port = harness.free_port()
-        mock = subprocess.Popen(
-            ["taskset", "-c", MOCK_CORE, sys.executable, "-m", "owlmetry.fcm.mock", "--port", "0",
-             "--stats-port", str(stats_port), "--cert", cert, "--key", key,
-             "--service-account", account_file, "--accept-google-audience"],
-            stdout=subprocess.PIPE, text=True, cwd=harness.REPO)
+        served = ["--port", "0", "--stats-port", str(stats_port), "--cert", cert, "--key", key,
+                  "--service-account", account_file]
+        if kind == "node":
+            command = ["node", os.path.join(HERE, "mock_fcm.js"), *served]
+        else:
+            command = [sys.executable, "-m", "owlmetry.fcm.mock", *served,
+                       "--accept-google-audience"]
+        mock = subprocess.Popen(["taskset", "-c", MOCK_CORE, *command],
+                                stdout=subprocess.PIPE, text=True, cwd=harness.REPO)
         try:
             line = json.loads(mock.stdout.readline())
             with open(account_file, "w") as f:  # the client's copy names the mock's endpoint
@@ -256,7 +267,7 @@ def main() -> None:
             url, ca, account_file, stats_url = a.url, a.ca, a.service_account, None
         else:
             stack.enter_context(harness.bench_lock())
-            url, ca, account_file, stats_url = stack.enter_context(started_mock())
+            url, ca, account_file, stats_url = stack.enter_context(started_mock(a.mock))
             stack.enter_context(harness.pinned_self(CLIENT_CORE))
         print(json.dumps(runner(run(a, url, ca, account_file, stats_url))), flush=True)
 

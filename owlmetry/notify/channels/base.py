@@ -25,13 +25,15 @@ class Answer:
 
     `outcome`: DELIVERED; REMOVED (the device's token is dead: its row is deleted unless it
     was registered again after `invalid_since`, ms, when given); FAILED (permanent, `reason`
-    says why); or RETRY (transient: the dispatcher sends again later).
+    says why); or RETRY (transient: the dispatcher sends again later, and not before
+    `retry_after_ms` when the provider asked for that wait, as FCM's Retry-After does).
     """
 
     outcome: PushOutcome
     status: int | None = None
     reason: str | None = None
     invalid_since: int | None = None
+    retry_after_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
