@@ -2,9 +2,11 @@
 servers racing the same keys notify everyone once and answer the same ids; a server killed while
 it writes a keyed request leaves it to a retry on the other, which notifies nobody twice.
 
-The servers are the durability tests' (NOTIFY_LEASE_SECONDS=2, pushing to the in-process mock
-APNs hosts). Races are made with SIGSTOP/SIGCONT, not timing: both servers are stopped while the
-requests are written into their sockets, then resumed together.
+The servers are the durability tests' (pushing to the in-process mock APNs hosts), with a lease
+of LEASE_S: a holder stops its work two thirds into a lease it could not renew, and a busy test
+machine must not stall a server that long. Races are made with SIGSTOP/SIGCONT, not timing:
+both servers are stopped while the requests are written into their sockets, then resumed
+together.
 """
 
 import asyncio
@@ -25,6 +27,7 @@ from tests.notify.test_durability import (  # noqa: F401  (fixture)
     tokens_of,
 )
 
+LEASE_S = "10"
 only_postgresql = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 
 
@@ -61,7 +64,8 @@ async def test_two_servers_racing_the_same_keys_notify_each_user_once(store, moc
                                    itertools.count(100 * n)) for n in range(3)]
     secret = await server_key(store)
     keys = [str(uuid.uuid4()) for _ in recipients]
-    one, two = await asyncio.gather(servers("one"), servers("two"))
+    one, two = await asyncio.gather(servers("one", NOTIFY_LEASE_SECONDS=LEASE_S),
+                                    servers("two", NOTIFY_LEASE_SECONDS=LEASE_S))
 
     # Each key goes to both servers at the same moment.
     await asyncio.gather(one.pause(), two.pause())
@@ -89,7 +93,8 @@ async def test_a_server_killed_while_writing_a_keyed_request_leaves_it_to_a_retr
     users = [(await store.create_user(str(uuid.uuid4()), f"{uuid.uuid4().hex}@example.com",
                                       now_ms())).id for _ in range(1500)]
     secret = await server_key(store)
-    one, two = await asyncio.gather(servers("one"), servers("two"))
+    one, two = await asyncio.gather(servers("one", NOTIFY_LEASE_SECONDS=LEASE_S),
+                                    servers("two", NOTIFY_LEASE_SECONDS=LEASE_S))
     key = str(uuid.uuid4())
 
     first = await send_keyed_post(one, secret, key, users)
