@@ -252,3 +252,24 @@ CREATE TABLE IF NOT EXISTS login_failures (
     not_before     BIGINT NOT NULL,
     last_failed_at BIGINT NOT NULL
 );
+
+-- Producers' idempotency keys (owlmetry/idempotency.py): per API key, the `Idempotency-Key` of
+-- a POST /v1/notifications, the hash of its body, the content id its notifications point at
+-- (chosen before any is written, so a retry can tell whom the first attempt reached), and the
+-- answer once the request is done. While it is being written, `holder` holds it until
+-- `leased_until`; a retry takes it over once that has passed with no answer. Rows live
+-- IDEMPOTENCY_KEY_HOURS from `created_at`; the retention prunes them.
+CREATE TABLE IF NOT EXISTS idempotency_keys (
+    api_key_id      TEXT NOT NULL REFERENCES api_keys (id) ON DELETE CASCADE,
+    idempotency_key TEXT NOT NULL,
+    request_hash    TEXT NOT NULL,
+    content_id      TEXT NOT NULL,
+    holder          TEXT NOT NULL,
+    leased_until    BIGINT NOT NULL,
+    answer          TEXT,
+    created_at      BIGINT NOT NULL,
+    PRIMARY KEY (api_key_id, idempotency_key)
+);
+
+-- The retention's pruning, oldest first.
+CREATE INDEX IF NOT EXISTS idempotency_keys_created ON idempotency_keys (created_at);

@@ -154,9 +154,10 @@ def build_parser() -> argparse.ArgumentParser:
         "cleanup", parents=[database], help="run the retention's clean-up once; print JSON counts",
         description="Soft-delete notifications read more than RETENTION_READ_DAYS ago, remove "
                     "those deleted more than RETENTION_DELETED_DAYS ago (with their deliveries "
-                    "and push records) and prune expired login codes, in small batches; print "
-                    'JSON {"soft_deleted", "removed", "login_codes"}. `serve` does the same '
-                    "every hour.")
+                    "and push records), prune expired login codes and idempotency keys older "
+                    "than IDEMPOTENCY_KEY_HOURS, in small batches; print JSON "
+                    '{"soft_deleted", "removed", "login_codes", "idempotency_keys"}. `serve` '
+                    "does the same every hour.")
     cleanup.set_defaults(run=cleanup_command)
     return parser
 

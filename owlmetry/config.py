@@ -40,6 +40,9 @@ SMTP_DEFAULT_PORTS = {"smtp": 25, "smtps": 465}
 DEFAULT_RETENTION_READ_DAYS = 30
 DEFAULT_RETENTION_DELETED_DAYS = 90
 MAX_RETENTION_DAYS = 36_500
+# Producers' idempotency keys live at least a day (issue 14), at most a year.
+DEFAULT_IDEMPOTENCY_KEY_HOURS = 24
+IDEMPOTENCY_KEY_HOURS_RANGE = (24, 8_760)
 # nginx's client_header_timeout and client_body_timeout defaults (http/protocol.py).
 DEFAULT_CLIENT_TIMEOUT_SECONDS = 60
 MAX_DEVICES_PER_USER_LIMIT = 100_000
@@ -119,6 +122,8 @@ class Config:
     # Days before read notifications are soft-deleted, and soft-deleted ones removed; 0 keeps.
     retention_read_days: int = DEFAULT_RETENTION_READ_DAYS
     retention_deleted_days: int = DEFAULT_RETENTION_DELETED_DAYS
+    # How long an Idempotency-Key is honoured, then pruned by the retention.
+    idempotency_key_hours: int = DEFAULT_IDEMPOTENCY_KEY_HOURS
     # Origins besides the server's own whose cookie requests may change state (http/csrf.py).
     allowed_origins: frozenset[str] = frozenset()
     # The most a request head may take, and the longest pause inside a body (http/protocol.py).
@@ -394,6 +399,10 @@ def from_env(env: dict[str, str] | None = None) -> Config:
             "RETENTION_DELETED_DAYS",
             env.get("RETENTION_DELETED_DAYS") or str(DEFAULT_RETENTION_DELETED_DAYS), 0,
             MAX_RETENTION_DAYS),
+        idempotency_key_hours=parse_int(
+            "IDEMPOTENCY_KEY_HOURS",
+            env.get("IDEMPOTENCY_KEY_HOURS") or str(DEFAULT_IDEMPOTENCY_KEY_HOURS),
+            *IDEMPOTENCY_KEY_HOURS_RANGE),
         allowed_origins=parse_origins("ALLOWED_ORIGINS", env.get("ALLOWED_ORIGINS", "")),
         client_header_timeout_s=parse_int(
             "CLIENT_HEADER_TIMEOUT",

@@ -3,8 +3,9 @@
 Read notifications are soft-deleted once read more than RETENTION_READ_DAYS ago; soft-deleted
 ones are removed once deleted more than RETENTION_DELETED_DAYS ago, with their deliveries and
 push records; 0 days keeps them. Unread notifications never expire. Login codes past the rate
-limit's window are pruned. Every step runs in bounded batches, each its own short transaction,
-with a pause between them, so registrations never wait long behind it (SQLite has one writer).
+limit's window are pruned, and producers' idempotency keys older than IDEMPOTENCY_KEY_HOURS.
+Every step runs in bounded batches, each its own short transaction, with a pause between them,
+so registrations never wait long behind it (SQLite has one writer).
 On PostgreSQL one process at a time runs it; another that comes meanwhile skips its run.
 
 Owns the cutoffs, the batching and the schedule. Must hold no SQL (`owlmetry.store.retention`
@@ -23,7 +24,8 @@ from owlmetry.store import DatabaseUnavailable, Store
 
 log = logging.getLogger("owlmetry.retention")
 
-DAY_MS = 24 * 60 * 60 * 1000
+HOUR_MS = 60 * 60 * 1000
+DAY_MS = 24 * HOUR_MS
 BATCH_SIZE = 1_000
 # Between two batches: room for the writes that queued meanwhile.
 PAUSE_S = 0.01
@@ -39,6 +41,7 @@ class Cleaned:
     soft_deleted: int = 0
     removed: int = 0
     login_codes: int = 0
+    idempotency_keys: int = 0
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -75,7 +78,9 @@ async def clean_up(store: Store, config: Config, now: int, *, batch_size: int = 
         login_codes = await in_batches(
             lambda limit: store.prune_login_codes(now - WINDOW_MS, limit,
                                                    now - FAILURES_KEPT_MS, MAX_FAILURES))
-    return Cleaned(soft_deleted, removed, login_codes)
+        idempotency_keys = await in_batches(lambda limit: store.prune_idempotency_keys(
+            now - config.idempotency_key_hours * HOUR_MS, limit))
+    return Cleaned(soft_deleted, removed, login_codes, idempotency_keys)
 
 
 class RetentionJob:
@@ -122,5 +127,6 @@ class RetentionJob:
                 log.info("retention: another process is cleaning up; skipped")
             elif any(cleaned.as_dict().values()):
                 log.info("retention: soft-deleted %d read notifications, removed %d deleted "
-                         "ones, pruned %d login codes", cleaned.soft_deleted, cleaned.removed,
-                         cleaned.login_codes)
+                         "ones, pruned %d login codes and %d idempotency keys",
+                         cleaned.soft_deleted, cleaned.removed, cleaned.login_codes,
+                         cleaned.idempotency_keys)

@@ -38,13 +38,16 @@ def test_notification_settings_default_to_upstreams():
     assert (config.retention_read_days, config.retention_deleted_days) == (30, 90)
     assert config.web_app_url is None
     assert config.notification_defaults.channels("issue.digest", None) == {"email"}
+    assert config.idempotency_key_hours == 24
 
 
 def test_notification_settings_are_read():
     config = from_env({"RETENTION_READ_DAYS": "0", "RETENTION_DELETED_DAYS": "7",
                        "WEB_APP_URL": "https://owl.example.com/",
-                       "NOTIFICATION_DEFAULTS": '{"*": {"email": true}}'})
+                       "NOTIFICATION_DEFAULTS": '{"*": {"email": true}}',
+                       "IDEMPOTENCY_KEY_HOURS": "72"})
     assert (config.retention_read_days, config.retention_deleted_days) == (0, 7)
+    assert config.idempotency_key_hours == 72
     assert config.web_app_url == "https://owl.example.com"
     assert config.notification_defaults.channels("x", None) == {"in_app", "email", "mobile_push"}
 
@@ -52,6 +55,7 @@ def test_notification_settings_are_read():
 @pytest.mark.parametrize(("env", "message"), [
     ({"RETENTION_READ_DAYS": "-1"}, "RETENTION_READ_DAYS must be from 0 to 36500"),
     ({"RETENTION_DELETED_DAYS": "soon"}, "RETENTION_DELETED_DAYS must be a whole number"),
+    ({"IDEMPOTENCY_KEY_HOURS": "23"}, "IDEMPOTENCY_KEY_HOURS must be from 24 to 8760"),
     ({"WEB_APP_URL": "owl.example.com"}, "WEB_APP_URL must be an http:// or https:// URL"),
     ({"NOTIFICATION_DEFAULTS": '{"a": {"fax": true}}'},
      "NOTIFICATION_DEFAULTS: types.a: unknown channel 'fax'"),

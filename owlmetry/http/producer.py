@@ -5,7 +5,8 @@ Owns the rules a notification request must meet, including "every channel can ca
 later; the push options' own rules are `owlmetry.push_options`'), and which recipients are
 users: ids in any spelling `owlmetry.ids.normalize_id` takes; the ones that name no user are
 listed in the answer, never dropped in silence. The work itself is the dispatcher's: this
-module only validates and enqueues.
+module only validates and enqueues (under an `Idempotency-Key`, once:
+`owlmetry.http.idempotency`).
 """
 
 import time
@@ -17,6 +18,7 @@ from owlmetry.clock import iso_ms
 from owlmetry.http.auth import callers
 from owlmetry.http.context import CLOCK, CONFIG, DISPATCHER, STORE
 from owlmetry.http.errors import ApiError, body_too_large, json_response
+from owlmetry.http.idempotency import idempotency_key, idempotent_answer
 from owlmetry.http.scheduled import parse_send_at
 from owlmetry.http.validation import parse_json_object
 from owlmetry.ids import normalize_ids
@@ -99,6 +101,7 @@ def parse_content(body: dict) -> NotificationContent:
 
 @callers("server")
 async def create_notifications(request: web.Request) -> web.Response:
+    key = idempotency_key(request)
     body = parse_json_object(await read_body(request, MAX_PRODUCER_BODY_BYTES))
     user_ids = parse_user_ids(body)
     content = parse_content(body)
@@ -110,10 +113,17 @@ async def create_notifications(request: web.Request) -> web.Response:
     send_at = parse_send_at(body, now, request.app[CONFIG].schedule_horizon_days)
     recipients, unknown = await known_recipients(request.app[STORE], user_ids)
     if send_at is not None:  # held until then (http/scheduled.py)
+        if key is not None:
+            raise ApiError(400, "send_at cannot be combined with an Idempotency-Key yet: "
+                                "send a scheduled request without the header")
         ids = (await schedule(request.app[STORE], recipients, content, send_at, now)
                if recipients else [])
         return json_response({"notification_ids": ids, "unknown_user_ids": unknown,
                               "send_at": iso_ms(send_at)}, status=202)
+    if key is not None:
+        return await idempotent_answer(
+            request, key, body, recipients, unknown,
+            lambda users, content_id: request.app[DISPATCHER].enqueue(users, content, content_id))
     ids = await request.app[DISPATCHER].enqueue(recipients, content) if recipients else []
     return json_response({"notification_ids": ids, "unknown_user_ids": unknown}, status=202)
 

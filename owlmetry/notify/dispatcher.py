@@ -69,9 +69,11 @@ LEASE_MARGIN_MAX_S = 5.0
 
 
 async def enqueue(store: Store, user_ids: Iterable[str], content: NotificationContent,
-                  channels: Iterable[str], defaults: Defaults) -> list[str]:
+                  channels: Iterable[str], defaults: Defaults,
+                  content_id: str | None = None) -> list[str]:
     """One notification per distinct existing user, in the order given, with the deliveries on
     `channels` that each user's preferences (over `defaults`) choose; returns their ids.
+    `content_id`: the id to store the content under (default: a new one).
 
     Done a slice of recipients at a time (their preferences read, routed, written), so that a
     request of 50,000 holds the event loop, and every other request, for a few ms at a time."""
@@ -86,7 +88,7 @@ async def enqueue(store: Store, user_ids: Iterable[str], content: NotificationCo
               for users in (by_user[start:start + ENQUEUE_SLICE]
                             for start in range(0, len(by_user), ENQUEUE_SLICE)))
     ids = await enqueue_slices(store, slices, content, channels, defaults, now,
-                               new_ordered_id(now))
+                               content_id or new_ordered_id(now))
     return [ids[user_id] for user_id in distinct if user_id in ids]
 
 
@@ -237,11 +239,15 @@ class Dispatcher:
         """Deliveries this process holds (claimed, end not yet on record)."""
         return len(self._held)
 
-    async def enqueue(self, user_ids: Iterable[str], content: NotificationContent) -> list[str]:
+    async def enqueue(self, user_ids: Iterable[str], content: NotificationContent,
+                      content_id: str | None = None) -> list[str]:
+        """`enqueue`; `content_id`: the caller's (an idempotent request's, which may have
+        stored it already)."""
         self._enqueuing += 1
         self._enqueued.clear()
         try:
-            return await enqueue(self.store, user_ids, content, self.channels, self.defaults)
+            return await enqueue(self.store, user_ids, content, self.channels, self.defaults,
+                                 content_id)
         finally:
             # Chunks of a request that failed half-way are written too: wake either way.
             self._enqueuing -= 1

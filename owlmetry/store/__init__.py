@@ -4,8 +4,9 @@
 default) or `postgresql://...` (asyncpg, production). Layout: `rows` (the rows, enums and
 errors callers see), `store` (the `Store` class) assembled from one module per feature
 (`users`, `sessions`, `login_codes`, `devices`, `inbox`, `deliveries`, `metrics_reads`,
-`retention`, `health` (the write probe), `recipients`, `schedules`: interface, SQL for both
-engines and row mapping; `unread_counts`, the counter's statements the inbox and the queue share), `engine` with
+`retention`, `health` (the write probe), `recipients`, `schedules`, `idempotency`: interface,
+SQL for both engines and row mapping; `unread_counts`, the counter's statements the inbox and
+the queue share), `engine` with
 `sqlite` and `postgres` (connections, transactions, dialect, which errors mean "database
 unavailable"), `availability` (the log of outages), `schema` (schema.sql and the migrations
 between versions), `batching` (coalescing calls).
@@ -13,6 +14,7 @@ No SQL lives outside this package.
 """
 
 from owlmetry.redact import url_without_password
+from owlmetry.store.idempotency import IdempotencyRecord
 from owlmetry.store.rows import (
     RECORDED_OUTCOMES,
     ApiKey,
@@ -58,6 +60,7 @@ __all__ = [
     "DeviceChannel",
     "DeviceRegistration",
     "EmailTaken",
+    "IdempotencyRecord",
     "Missing",
     "Notification",
     "NotificationContent",

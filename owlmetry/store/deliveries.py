@@ -65,11 +65,13 @@ RETURNING id, user_id, read_at, deleted_at"""
 INBOX_ROW_TYPES = ("text", "text", "bigint")
 DELIVERY_TYPES = ("text", "text")
 
-# $1 the id; the content's fields follow (`content_fields`).
+# $1 the id; the content's fields follow (`content_fields`). A caller-chosen id may be stored
+# already (an idempotent request taken over after a crash): it stays as it was.
 CONTENT_COLUMNS = "id, type, title, body, link, data, team_id, push_options"
 INSERT_CONTENT = f"""
 INSERT INTO notification_contents ({CONTENT_COLUMNS})
-VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"""
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+ON CONFLICT (id) DO NOTHING"""
 
 # A delivery starts pending and due at once.
 INSERT_DELIVERIES = """\
@@ -105,7 +107,8 @@ inserted AS ({INSERT_NOTIFICATIONS}),
 content AS (
     INSERT INTO notification_contents ({CONTENT_COLUMNS})
     SELECT $1, $3, $4, $5, $6, $7, $8, $9
-    WHERE CAST($10 AS BOOLEAN) AND EXISTS (SELECT 1 FROM inserted)),
+    WHERE CAST($10 AS BOOLEAN) AND EXISTS (SELECT 1 FROM inserted)
+    ON CONFLICT (id) DO NOTHING),
 counted AS ({count_added("inserted")}),
 queued AS (
     {INSERT_DELIVERIES}
@@ -371,7 +374,8 @@ class Deliveries:
 
         A request written in several calls passes the same `content_id` to each, and
         `content_written` once a call has written a row (and so the content), or when the
-        content was stored before (a scheduled send's)."""
+        content was stored before (a scheduled send's). A caller may choose `content_id` (an
+        idempotent request's) and find it stored already."""
         content_id = content_id or new_ordered_id(now)
         fields = content_fields(content)
         # In id order: each chunk's rows land side by side in the id-keyed indexes, instead of

@@ -473,6 +473,13 @@ async def test_producer_route(client, users, reference):
     await call("POST", route, 403, headers=agent, json=good)
     await call("POST", route, 413, headers=server,
                json={**GOOD, "user_ids": ["x" * 100] * 45_000})  # over 4 MiB
+    keyed = {**server, "Idempotency-Key": str(uuid.uuid4())}
+    _, first_answer = await call("POST", route, 202, headers=keyed, json=good)
+    replayed, again = await call("POST", route, 202, headers=keyed, json=good)
+    assert again == first_answer and replayed.headers["Idempotent-Replayed"] == "true"
+    await call("POST", route, 409, headers=keyed, json={**good, "title": "Another"})
+    await call("POST", route, 400, headers={**server, "Idempotency-Key": "x" * 256}, json=good,
+               schema_sees_it=False)  # a header's rule: the body is fine
     reference.assert_met_every_status(PRODUCER)
 
 

@@ -225,6 +225,13 @@ async def test_the_upgraded_database_serves_every_route(config, aiohttp_client):
         "SELECT id = 'c1', code_sealed IS NOT NULL, mails_sent FROM login_codes ORDER BY 1")
     assert [(bool(old), bool(sealed)) for old, sealed, _ in codes] == [(False, True), (True, False)]
     assert codes[1][2] == 0
+    # Idempotency keys (migration 10): a retry answers the first request's ids.
+    producer = {"Authorization": f"Bearer {await make_key(client.app, 'server')}",
+                "Idempotency-Key": "upgrade-1"}
+    asked = {"user_ids": [USER, OTHER], "type": "t", "title": "After the upgrade"}
+    answers = [await (await client.post("/v1/notifications", headers=producer, json=asked)).json()
+               for _ in range(2)]
+    assert answers[0] == answers[1] and len(answers[0]["notification_ids"]) == 2
     # Scheduled sends (migration 11): held for release 0.1's user, and cancelled.
     key = {"Authorization": f"Bearer {await make_key(client.app, 'server')}"}
     answer = await client.post("/v1/notifications", headers=key, json={
