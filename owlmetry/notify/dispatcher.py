@@ -89,11 +89,12 @@ def final_status(counts: dict[PushOutcome, int],
 class _Delivery:
     """A claimed delivery while its sends are out: answers are counted as they come."""
 
-    __slots__ = ("channel", "claim", "counts", "later", "waiting")
+    __slots__ = ("channel", "claim", "counts", "later", "started", "waiting")
 
     def __init__(self, claim: Claim, channel: Channel):
         self.claim = claim
         self.channel = channel
+        self.started = now_ms()  # when this attempt's sends began (the status route shows it)
         self.counts: dict[PushOutcome, int] = dict(claim.earlier)
         self.later: list[tuple[PushTarget, Answer]] = []  # transient failures
         self.waiting = len(claim.targets)
@@ -234,8 +235,9 @@ class Dispatcher:
             reason = channel.unavailable if channel else f"no such channel: {claim.channel}"
             outcome, status = ((PushOutcome.SKIPPED, DeliveryStatus.SKIPPED) if channel
                                else (PushOutcome.FAILED, DeliveryStatus.FAILED))
+            started = now_ms()
             for target in claim.targets:
-                self._record(claim, target, Answer(outcome, None, reason))
+                self._record(claim, target, Answer(outcome, None, reason), started)
             self._end(claim, DeliveryEnd(claim.notification_id, claim.channel, status, reason))
             return
         delivery = _Delivery(claim, channel)
@@ -263,7 +265,7 @@ class Dispatcher:
         if answer.outcome == RETRY:  # not `is`: the plain string "retry" means the same
             delivery.later.append((target, answer))
         else:
-            self._record(delivery.claim, target, answer)
+            self._record(delivery.claim, target, answer, delivery.started)
             delivery.counts[answer.outcome] = delivery.counts.get(answer.outcome, 0) + 1
         delivery.waiting -= 1
         if delivery.waiting == 0:
@@ -278,13 +280,16 @@ class Dispatcher:
             # a shutdown, not APNs, cut the sends short.
             retry_at = now_ms() + (0 if self._stopping else self._backoff(claim.attempts))
             reason = later[-1][1].reason
+            for target, answer in later:  # kept as waiting, with this attempt counted
+                self._record(claim, target, answer, delivery.started)
             self._end(claim, DeliveryEnd(*key, DeliveryStatus.PENDING, reason, retry_at))
             return
         counts = delivery.counts
         for target, answer in later:
             self._record(claim, target, Answer(
                 PushOutcome.FAILED, answer.status,
-                f"{answer.reason} (gave up after {claim.attempts} attempts)"))
+                f"{answer.reason} (gave up after {claim.attempts} attempts)", None,
+                answer.apns_id), delivery.started)
             counts[PushOutcome.FAILED] = counts.get(PushOutcome.FAILED, 0) + 1
         self._end(claim, DeliveryEnd(*key, *final_status(counts, claim.channel)))
 
@@ -300,10 +305,13 @@ class Dispatcher:
         if not self._held:
             self._idle.set()
 
-    def _record(self, claim: Claim, target: PushTarget, answer: Answer) -> None:
+    def _record(self, claim: Claim, target: PushTarget, answer: Answer, started: int) -> None:
+        """Record a device's final answer; or, for a RETRY, that it waits for the next
+        attempt (the store keeps such records apart)."""
         self.recorder.add_push(PushRecord(
             claim.notification_id, target.device_id, claim.channel, answer.outcome,
-            answer.status, answer.reason, answer.invalid_since))
+            answer.status, answer.reason, answer.invalid_since, target.platform,
+            target.environment, answer.apns_id, answer.provider_at, started))
 
     def _backoff(self, attempts: int) -> int:
         return int(backoff(self._retry_base_ms, attempts - 1, self._retry_max_ms))

@@ -16,6 +16,7 @@ each rule is written once.
 """
 
 import asyncio
+import dataclasses
 import functools
 import operator
 from collections.abc import Mapping
@@ -23,6 +24,7 @@ from collections.abc import Mapping
 import orjson
 
 from owlmetry.ids import new_ordered_id
+from owlmetry.store.delivery_status import record_removals, record_retries
 from owlmetry.store.engine import Engine
 from owlmetry.store.rows import (
     Claim,
@@ -226,12 +228,14 @@ WHERE d.notification_id = b.notification_id AND d.channel = b.channel
 
 # ---- Answers and ends -------------------------------------------------------------------------
 
-# A dead token's device goes, unless it was registered again after APNs gave up on it.
+# A dead token's device goes, unless it was registered again after APNs gave up on it; what
+# the removal's audit row needs of it comes back.
 DELETE_DEAD_DEVICES = """
 WITH batch (device_id, invalid_since) AS ({batch})
 DELETE FROM user_devices WHERE id IN (
     SELECT d.id FROM batch AS b JOIN user_devices AS d ON d.id = b.device_id
     WHERE b.invalid_since IS NULL OR d.last_seen_at <= b.invalid_since)
+RETURNING id, user_id, channel, platform, environment, token
 """
 
 EXISTING_DEVICES = """
@@ -239,8 +243,10 @@ WITH batch (id) AS ({batch})
 SELECT d.id FROM batch AS b JOIN user_devices AS d ON d.id = b.id
 """
 
-PUSH_COLUMNS = "notification_id, device_id, channel, outcome, status, reason, answered_at"
-PUSH_TYPES = ("text", "text", "text", "text", "integer", "text", "bigint")
+PUSH_COLUMNS = """notification_id, device_id, channel, outcome, status, reason, answered_at,
+    platform, environment, apns_id, attempted_at"""
+PUSH_TYPES = ("text", "text", "text", "text", "integer", "text", "bigint",
+              "text", "text", "text", "bigint")
 END_COLUMNS = "notification_id, channel, status, reason, available_at, claimed_by, finished_at"
 END_TYPES = ("text", "text", "text", "text", "bigint", "text", "bigint")
 
@@ -271,8 +277,8 @@ WHERE {where}d.notification_id = e.notification_id AND d.channel = e.channel
 RECORD_PUSHES = f"WITH pushes ({PUSH_COLUMNS}) AS ({{batch}})" + record_pushes("true")
 END_DELIVERIES = f"WITH ends ({END_COLUMNS}) AS ({{batch}})" + end_deliveries("")
 
-# $8 is the ends' first column (after the answers' seven): their notifications, fetched by key.
-ENDS_BY_KEY = """d.notification_id = ANY($8::text[])
+# The ends' first column (after the answers'): their notifications, fetched by key.
+ENDS_BY_KEY = f"""d.notification_id = ANY(${len(PUSH_TYPES) + 1}::text[])
   AND """
 
 # PostgreSQL records answers and ends deliveries in one statement (one round trip, atomic)
@@ -478,9 +484,14 @@ class Deliveries:
         (a user id in `device_id`, `Targets`) can match none."""
         engine = self.engine
         # `==`, not `is`: a caller may pass the plain strings the enums stand for.
-        removed = PushOutcome.REMOVED
+        removed, retry = PushOutcome.REMOVED, PushOutcome.RETRY
         dead = [p for p in pushes if p.outcome == removed]
-        if not dead and engine.name == "postgresql":
+        # A RETRY record is a device waiting for the delivery's next attempt (the status
+        # route's): kept apart, never an answer.
+        retries = [p for p in pushes if p.outcome == retry]
+        if retries:
+            pushes = [p for p in pushes if p.outcome != retry]
+        if not dead and not retries and engine.name == "postgresql":
             statement = record_and_end(engine.batch(PUSH_TYPES, 1),
                                        engine.batch(END_TYPES, len(PUSH_TYPES) + 1))
             await engine.write(statement,
@@ -488,9 +499,12 @@ class Deliveries:
                                *engine.batch_args(end_rows(ends, owner, now), len(END_TYPES)))
             return pushes
         async with engine.transaction(bulk=True) as run:
+            if retries:
+                await record_retries(engine, run, retries, now)
             if dead:
-                await engine.run_batched(run, DELETE_DEAD_DEVICES, ("text", "bigint"),
-                                         [(p.device_id, p.invalid_since) for p in dead])
+                gone = await engine.run_batched(run, DELETE_DEAD_DEVICES, ("text", "bigint"),
+                                                [(p.device_id, p.invalid_since) for p in dead])
+                await record_removals(engine, run, gone, dead, now)
                 kept = {row[0] for row in await engine.run_batched(
                     run, EXISTING_DEVICES, ("text",), [(p.device_id,) for p in dead])}
                 if kept:
@@ -516,8 +530,8 @@ def content_fields(content: NotificationContent) -> tuple:
 
 
 def push_rows(pushes: list[PushRecord], now: int) -> list[tuple]:
-    return [(p.notification_id, p.device_id, p.channel, p.outcome, p.status, p.reason, now)
-            for p in pushes]
+    return [(p.notification_id, p.device_id, p.channel, p.outcome, p.status, p.reason, now,
+             p.platform, p.environment, p.apns_id, p.attempted_at) for p in pushes]
 
 
 def end_rows(ends: list[DeliveryEnd], owner: str, now: int) -> list[tuple]:
@@ -529,6 +543,5 @@ def end_rows(ends: list[DeliveryEnd], owner: str, now: int) -> list[tuple]:
 
 def kept_record(record: PushRecord) -> PushRecord:
     """A dead token's record whose device was registered again after APNs gave up on it."""
-    return PushRecord(record.notification_id, record.device_id, record.channel,
-                      PushOutcome.FAILED, record.status,
-                      f"{record.reason} (registered again since; kept)")
+    return dataclasses.replace(record, outcome=PushOutcome.FAILED,
+                               reason=f"{record.reason} (registered again since; kept)")

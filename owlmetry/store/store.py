@@ -1,7 +1,7 @@
 """`Store`: the one store class, assembled from the feature modules over an engine.
 
 Each feature module (`users`, `sessions`, `login_codes`, `devices`, `inbox`, `deliveries`,
-`metrics_reads`, `retention`, `health`, `recipients`) holds its part of the interface, its SQL and its row mapping;
+`metrics_reads`, `retention`, `health`, `recipients`, `delivery_status`) holds its part of the interface, its SQL and its row mapping;
 this module adds what is the whole database's: closing, migrating, backups, settings, and the
 raw-SQL door for checks. Must hold no feature's statement.
 """
@@ -9,6 +9,7 @@ raw-SQL door for checks. Must hold no feature's statement.
 from collections.abc import Sequence
 
 from owlmetry.store.deliveries import Deliveries
+from owlmetry.store.delivery_status import DeliveryStatusReads
 from owlmetry.store.devices import Devices
 from owlmetry.store.engine import Engine
 from owlmetry.store.health import Health
@@ -28,7 +29,7 @@ RETURNING value
 
 
 class Store(UsersAndKeys, SessionRevocations, LoginCodes, Devices, Inbox, Deliveries,
-            MetricsReads, Retention, Health, Recipients):
+            MetricsReads, Retention, Health, Recipients, DeliveryStatusReads):
     """One database. Open it with `owlmetry.store.open_store(url)`; close it when done."""
 
     def __init__(self, engine: Engine):

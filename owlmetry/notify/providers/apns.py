@@ -54,18 +54,20 @@ class PayloadTemplate:
         return b"%s%d%s%s}" % (self._head, unread, self._tail, orjson.dumps(notification_id))
 
 
-DELIVERED = Answer(PushOutcome.DELIVERED, 200)
+DELIVERED = PushOutcome.DELIVERED
 
 
 def answer_for(result: PushResult) -> Answer:
+    # Every answer carries its apns-id (the producer's status shows it).
     if result.ok:
-        return DELIVERED
+        return Answer(DELIVERED, 200, None, None, result.apns_id)
     if result.token_invalid:
         since = result.timestamp_ms if result.kind is ResultKind.UNREGISTERED else None
-        return Answer(PushOutcome.REMOVED, result.status, result.reason, since)
+        return Answer(PushOutcome.REMOVED, result.status, result.reason, since, result.apns_id,
+                      since)
     if result.retry_later:
-        return Answer(PushOutcome.RETRY, result.status, result.reason)
-    return Answer(PushOutcome.FAILED, result.status, result.reason)
+        return Answer(PushOutcome.RETRY, result.status, result.reason, None, result.apns_id)
+    return Answer(PushOutcome.FAILED, result.status, result.reason, None, result.apns_id)
 
 
 class APNs(Sender):
