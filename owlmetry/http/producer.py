@@ -9,6 +9,7 @@ dispatcher's: this module only validates and enqueues.
 
 from aiohttp import web
 
+from owlmetry.http import delivery_status
 from owlmetry.http.auth import callers
 from owlmetry.http.context import CONFIG, DISPATCHER, STORE
 from owlmetry.http.errors import ApiError, body_too_large, json_response
@@ -89,3 +90,5 @@ async def create_notifications(request: web.Request) -> web.Response:
 
 
 routes = [web.post("/v1/notifications", create_notifications)]
+# What producers ask after the 202 (its own module).
+routes += delivery_status.routes

@@ -1,7 +1,8 @@
 """`Store`: the one store class, assembled from the feature modules over an engine.
 
 Each feature module (`users`, `sessions`, `login_codes`, `devices`, `inbox`, `deliveries`,
-`metrics_reads`, `retention`, `health`, `recipients`, `delivery_status`) holds its part of the interface, its SQL and its row mapping;
+`metrics_reads`, `retention`, `health`, `recipients`, `delivery_status`) holds its part of the
+interface, its SQL and its row mapping;
 this module adds what is the whole database's: closing, migrating, backups, settings, and the
 raw-SQL door for checks. Must hold no feature's statement.
 """
