@@ -12,8 +12,9 @@ import pytest
 from owlmetry.credentials import UserTokens
 from owlmetry.http.app import create_app
 from owlmetry.http.context import STORE, TOKENS
-from owlmetry.store import StoreError, latest_version, open_store
+from owlmetry.store import PushRecord, StoreError, latest_version, open_store
 from owlmetry.store.schema import migrations
+from tests.http.test_auth import make_key
 
 RELEASE_0_1 = (Path(__file__).parent / "schema_0_1.sql").read_text()
 T0 = 1_700_000_000_000
@@ -223,6 +224,22 @@ async def test_the_upgraded_database_serves_every_route(config, aiohttp_client):
         "SELECT id = 'c1', code_sealed IS NOT NULL, mails_sent FROM login_codes ORDER BY 1")
     assert [(bool(old), bool(sealed)) for old, sealed, _ in codes] == [(False, True), (True, False)]
     assert codes[1][2] == 0
+    # Migration 12: answers recorded before it read as the producer's status, what was not
+    # kept then shown as null; dead tokens are audited from now on.
+    server = await make_key(client.app, "server")
+    answer = await client.get(f"/v1/notifications/{N2}/deliveries",
+                              headers={"Authorization": f"Bearer {server}"})
+    status = await answer.json()
+    assert answer.status == 200
+    assert status["notification"]["channels"][0]["devices"]["failed"] == 1
+    assert status["devices"] == [{
+        "notification_id": N2, "device_id": D2, "channel": "mobile_push", "platform": None,
+        "environment": None, "outcome": "failed", "status": 400, "reason": "BadTopic",
+        "apns_id": None, "attempts": 1, "first_attempt_at": None,
+        "answered_at": "2023-11-14T22:13:20.040Z", "removal": None}]
+    await client.app[STORE].save_outcomes("me", [PushRecord(
+        N1, D1, "mobile_push", "removed", 400, "BadDeviceToken")], [], T0 + 50)
+    assert [r.device_id for r in await client.app[STORE].device_removals(0, "", 10)] == [D1]
     assert (await client.get("/healthz")).status == 200
 
 
