@@ -116,20 +116,27 @@ FROM notification_push_retries AS r WHERE r.notification_id {{ids}}
 GROUP BY r.notification_id, r.channel
 """
 
-# A page of devices after the keyset ($1, $2), at most $3: the first $3 of each source (each
-# an index range of its primary key), merged. {ids} is the notifications' batch at $4.
-KEYSET = "(x.notification_id > $1 OR (x.notification_id = $1 AND x.device_id > $2))"
+# A page of devices after the keyset ($1, $2), at most $3; $4 the batch of the notifications
+# after $1's. Each part is an index range of a primary key read in order, stopped at $3: the
+# rest of $1's devices, then the later notifications' (answered, and waiting for another
+# attempt; a device in both is one). So a page costs the same wherever it starts.
+def page_part(table: str, where: str, order: str) -> str:
+    return f"""SELECT notification_id, device_id FROM (
+        SELECT x.notification_id, x.device_id FROM {table} AS x
+        WHERE {where} ORDER BY {order} LIMIT $3) AS part"""
+
+
+REST_OF_FIRST = "x.notification_id = $1 AND x.device_id > $2"
+LATER = "x.notification_id {ids}"
 DEVICE_PAGE = f"""
 WITH page AS (
-    SELECT notification_id, device_id FROM (
-        SELECT x.notification_id, x.device_id FROM notification_pushes AS x
-        WHERE x.notification_id {{ids}} AND {KEYSET}
-        ORDER BY x.notification_id, x.device_id LIMIT $3) AS answered
+    {page_part("notification_pushes", REST_OF_FIRST, "x.device_id")}
     UNION
-    SELECT notification_id, device_id FROM (
-        SELECT x.notification_id, x.device_id FROM notification_push_retries AS x
-        WHERE x.notification_id {{ids}} AND {KEYSET}
-        ORDER BY x.notification_id, x.device_id LIMIT $3) AS waiting
+    {page_part("notification_push_retries", REST_OF_FIRST, "x.device_id")}
+    UNION
+    {page_part("notification_pushes", LATER, "x.notification_id, x.device_id")}
+    UNION
+    {page_part("notification_push_retries", LATER, "x.notification_id, x.device_id")}
     ORDER BY notification_id, device_id LIMIT $3)
 SELECT g.notification_id, g.device_id, COALESCE(p.channel, r.channel),
        COALESCE(p.platform, r.platform), COALESCE(p.environment, r.environment),
@@ -203,12 +210,11 @@ class DeliveryStatusReads:
         order after the keyset `after`: their final answers, and the devices waiting for
         another attempt."""
         engine = self.engine
-        if not ids:
-            return []
         notification_id, device_id = after or ("", "")
+        later = sorted(i for i in ids if i > notification_id)
         statement = DEVICE_PAGE.format(ids=ids_in(engine, 4))
         rows = await engine.read(statement, notification_id, device_id, limit,
-                                 *engine.batch_args([(i,) for i in ids], 1))
+                                 *engine.batch_args([(i,) for i in later], 1))
         devices = []
         for row in rows:
             removal = DeviceRemoval(*row[12:]) if row[12] is not None else None
