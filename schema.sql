@@ -164,11 +164,10 @@ CREATE TABLE IF NOT EXISTS notification_pushes (
     status          INTEGER,
     reason          TEXT,
     answered_at     BIGINT NOT NULL,
-    -- What the producer's status route shows (migration 12): the device as it was sent to,
-    -- the provider's id of the message (APNs' apns-id, FCM's message name), and when the
-    -- attempt that got this answer began.
-    platform        TEXT,
-    environment     TEXT,
+    -- What the producer's status route shows (migration 12): the provider's id of the message
+    -- (APNs' apns-id, FCM's message name), and when the attempt that got this answer began.
+    -- Nothing else per answer: a fan-out writes thousands a second (the device's platform and
+    -- environment are the registry's, or the removal's audit row's).
     apns_id         TEXT,
     attempted_at    BIGINT,
     PRIMARY KEY (notification_id, device_id)

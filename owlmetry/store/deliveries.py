@@ -243,10 +243,11 @@ WITH batch (id) AS ({batch})
 SELECT d.id FROM batch AS b JOIN user_devices AS d ON d.id = b.id
 """
 
+# (Each column costs every answer of every fan-out: the status route's platform and
+# environment are read from the registry and the removals' audit rows instead.)
 PUSH_COLUMNS = """notification_id, device_id, channel, outcome, status, reason, answered_at,
-    platform, environment, apns_id, attempted_at"""
-PUSH_TYPES = ("text", "text", "text", "text", "integer", "text", "bigint",
-              "text", "text", "text", "bigint")
+    apns_id, attempted_at"""
+PUSH_TYPES = ("text", "text", "text", "text", "integer", "text", "bigint", "text", "bigint")
 END_COLUMNS = "notification_id, channel, status, reason, available_at, claimed_by, finished_at"
 END_TYPES = ("text", "text", "text", "text", "bigint", "text", "bigint")
 
@@ -531,7 +532,7 @@ def content_fields(content: NotificationContent) -> tuple:
 
 def push_rows(pushes: list[PushRecord], now: int) -> list[tuple]:
     return [(p.notification_id, p.device_id, p.channel, p.outcome, p.status, p.reason, now,
-             p.platform, p.environment, p.apns_id, p.attempted_at) for p in pushes]
+             p.apns_id, p.attempted_at) for p in pushes]
 
 
 def end_rows(ends: list[DeliveryEnd], owner: str, now: int) -> list[tuple]:

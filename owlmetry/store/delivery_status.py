@@ -139,7 +139,8 @@ WITH page AS (
     {page_part("notification_push_retries", LATER, "x.notification_id, x.device_id")}
     ORDER BY notification_id, device_id LIMIT $3)
 SELECT g.notification_id, g.device_id, COALESCE(p.channel, r.channel),
-       COALESCE(p.platform, r.platform), COALESCE(p.environment, r.environment),
+       COALESCE(r.platform, m.platform, d.platform),
+       COALESCE(r.environment, m.environment, d.environment),
        COALESCE(p.outcome, '{RETRYING}'),
        CASE WHEN p.device_id IS NULL THEN r.status ELSE p.status END,
        CASE WHEN p.device_id IS NULL THEN r.reason ELSE p.reason END,
@@ -154,6 +155,7 @@ LEFT JOIN notification_pushes AS p
 LEFT JOIN notification_push_retries AS r
     ON r.notification_id = g.notification_id AND r.device_id = g.device_id
 LEFT JOIN device_removals AS m ON m.device_id = g.device_id AND p.outcome = 'removed'
+LEFT JOIN user_devices AS d ON d.id = g.device_id
 ORDER BY g.notification_id, g.device_id
 """
 

@@ -250,9 +250,10 @@ class PushRecord:
     status: int | None
     reason: str | None
     invalid_since: int | None = None
-    # For the producer's status (owlmetry/store/delivery_status.py): the device as sent to,
-    # the provider's message id (APNs' apns-id, FCM's message name), the provider's own
-    # timestamp of a dead token (APNs' 410), and when the attempt that got the answer began.
+    # For the producer's status (owlmetry/store/delivery_status.py): the device as sent to
+    # (kept for a device waiting for another attempt), the provider's message id (APNs'
+    # apns-id, FCM's message name), the provider's own timestamp of a dead token (APNs' 410),
+    # and when the attempt that got the answer began.
     platform: str | None = None
     environment: str | None = None
     apns_id: str | None = None

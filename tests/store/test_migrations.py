@@ -233,8 +233,8 @@ async def test_the_upgraded_database_serves_every_route(config, aiohttp_client):
     assert answer.status == 200
     assert status["notification"]["channels"][0]["devices"]["failed"] == 1
     assert status["devices"] == [{
-        "notification_id": N2, "device_id": D2, "channel": "mobile_push", "platform": None,
-        "environment": None, "outcome": "failed", "status": 400, "reason": "BadTopic",
+        "notification_id": N2, "device_id": D2, "channel": "mobile_push", "platform": "ios",
+        "environment": "sandbox", "outcome": "failed", "status": 400, "reason": "BadTopic",
         "apns_id": None, "attempts": 1, "first_attempt_at": None,
         "answered_at": "2023-11-14T22:13:20.040Z", "removal": None}]
     await client.app[STORE].save_outcomes("me", [PushRecord(

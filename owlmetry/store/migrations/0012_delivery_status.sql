@@ -1,10 +1,8 @@
--- Migration 12: delivery status for producers. Each device's answer keeps the device's
--- platform and environment, the provider's message id and when its attempt began; devices
--- waiting for another attempt are kept; every device removed because of a provider's answer
--- leaves an audit row. Answers recorded before have NULL in the new columns.
+-- Migration 12: delivery status for producers. Each device's answer keeps the provider's
+-- message id and when its attempt began; devices waiting for another attempt are kept; every
+-- device removed because of a provider's answer leaves an audit row. Answers recorded before
+-- have NULL in the new columns.
 
-ALTER TABLE notification_pushes ADD COLUMN platform TEXT;
-ALTER TABLE notification_pushes ADD COLUMN environment TEXT;
 ALTER TABLE notification_pushes ADD COLUMN apns_id TEXT;
 ALTER TABLE notification_pushes ADD COLUMN attempted_at BIGINT;
 
