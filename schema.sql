@@ -144,6 +144,12 @@ CREATE TABLE IF NOT EXISTS notification_deliveries (
     available_at    BIGINT NOT NULL,
     created_at      BIGINT NOT NULL,
     finished_at     BIGINT,
+    -- Its devices by outcome, written with its end (migration 12), so the producer's status
+    -- of a finished fan-out counts nothing; NULL while pending (then counted from the answers).
+    delivered       INTEGER,
+    removed         INTEGER,
+    failed          INTEGER,
+    skipped         INTEGER,
     PRIMARY KEY (notification_id, channel)
 );
 

@@ -25,6 +25,7 @@ from owlmetry.ids import UUID_TEXT, normalize_id
 from owlmetry.store import (
     RECORDED_OUTCOMES,
     ChannelStatus,
+    DeliveryStatus,
     DeviceRemoval,
     DeviceStatus,
     NotificationStatus,
@@ -138,12 +139,15 @@ def parse_ids(given: list) -> tuple[list[str], dict[str, str]]:
     return distinct, normalized
 
 
-async def page_of(request: web.Request, ids: list[str], cursor: str | None, limit) -> dict:
-    """One page of the devices of `ids` (stored ids that exist), with its cursor."""
+async def page_of(request: web.Request, found: dict[str, NotificationStatus], cursor: str | None,
+                  limit) -> dict:
+    """One page of the devices of the notifications `found`, with its cursor."""
     after = parse_cursor(cursor)
     limit = parse_limit(limit)
+    pending = any(channel.status == DeliveryStatus.PENDING
+                  for status in found.values() for channel in status.channels)
     # One row more than the page tells whether another page follows.
-    devices = await request.app[STORE].device_statuses(sorted(ids), after, limit + 1)
+    devices = await request.app[STORE].device_statuses(list(found), after, limit + 1, pending)
     page, has_more = devices[:limit], len(devices) > limit
     return {"devices": [device_json(device) for device in page],
             "cursor": cursor_of(page[-1]) if has_more else None, "has_more": has_more}
@@ -155,7 +159,7 @@ async def one_notification(request: web.Request) -> web.Response:
     found = await request.app[STORE].notification_statuses([notification_id])
     if notification_id not in found:
         raise ApiError(404, NOT_FOUND)
-    page = await page_of(request, [notification_id], request.query.get("cursor"),
+    page = await page_of(request, found, request.query.get("cursor"),
                          request.query.get("limit"))
     return json_response({"notification": notification_json(found[notification_id]), **page})
 
@@ -165,7 +169,7 @@ async def many_notifications(request: web.Request, given: list, cursor, limit) -
     found = await request.app[STORE].notification_statuses(list(dict.fromkeys(
         normalized.values())))
     known = [uid for uid in dict.fromkeys(normalized.values()) if uid in found]
-    page = await page_of(request, known, cursor, limit)
+    page = await page_of(request, found, cursor, limit)
     return json_response({
         "notifications": [notification_json(found[uid]) for uid in known],
         "unknown_ids": [each for each in distinct if normalized.get(each) not in found],

@@ -71,6 +71,12 @@ async def enqueue(store: Store, user_ids: Iterable[str], content: NotificationCo
     return [ids[user_id] for user_id in distinct if ids[user_id] in written]
 
 
+def outcome_counts(counts: dict[PushOutcome, int]) -> tuple[int, int, int, int]:
+    """A finished delivery's devices by outcome, as its end keeps them."""
+    return (counts.get(PushOutcome.DELIVERED, 0), counts.get(PushOutcome.REMOVED, 0),
+            counts.get(PushOutcome.FAILED, 0), counts.get(PushOutcome.SKIPPED, 0))
+
+
 def final_status(counts: dict[PushOutcome, int],
                  channel: str) -> tuple[DeliveryStatus, str | None]:
     """A finished delivery's status and reason, from its devices' outcomes."""
@@ -238,7 +244,10 @@ class Dispatcher:
             started = now_ms()
             for target in claim.targets:
                 self._record(claim, target, Answer(outcome, None, reason), started)
-            self._end(claim, DeliveryEnd(claim.notification_id, claim.channel, status, reason))
+            counts = dict(claim.earlier)
+            counts[outcome] = counts.get(outcome, 0) + len(claim.targets)
+            self._end(claim, DeliveryEnd(claim.notification_id, claim.channel, status, reason,
+                                         None, outcome_counts(counts)))
             return
         delivery = _Delivery(claim, channel)
         if not claim.targets:
@@ -291,7 +300,8 @@ class Dispatcher:
                 f"{answer.reason} (gave up after {claim.attempts} attempts)", None,
                 answer.apns_id), delivery.started)
             counts[PushOutcome.FAILED] = counts.get(PushOutcome.FAILED, 0) + 1
-        self._end(claim, DeliveryEnd(*key, *final_status(counts, claim.channel)))
+        self._end(claim, DeliveryEnd(*key, *final_status(counts, claim.channel), None,
+                                     outcome_counts(counts)))
 
     def _end(self, claim: Claim, end: DeliveryEnd) -> None:
         self.recorder.add_end(end, lambda: self._release(claim))

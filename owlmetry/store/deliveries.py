@@ -248,8 +248,10 @@ SELECT d.id FROM batch AS b JOIN user_devices AS d ON d.id = b.id
 PUSH_COLUMNS = """notification_id, device_id, channel, outcome, status, reason, answered_at,
     apns_id, attempted_at"""
 PUSH_TYPES = ("text", "text", "text", "text", "integer", "text", "bigint", "text", "bigint")
-END_COLUMNS = "notification_id, channel, status, reason, available_at, claimed_by, finished_at"
-END_TYPES = ("text", "text", "text", "text", "bigint", "text", "bigint")
+END_COLUMNS = """notification_id, channel, status, reason, available_at, claimed_by, finished_at,
+    delivered, removed, failed, skipped"""
+END_TYPES = ("text", "text", "text", "text", "bigint", "text", "bigint",
+             "integer", "integer", "integer", "integer")
 
 
 def record_pushes(where: str) -> str:
@@ -268,7 +270,8 @@ def end_deliveries(where: str) -> str:
     return f"""
 UPDATE notification_deliveries AS d
 SET status = e.status, reason = e.reason, available_at = e.available_at,
-    finished_at = e.finished_at
+    finished_at = e.finished_at, delivered = e.delivered, removed = e.removed,
+    failed = e.failed, skipped = e.skipped
 FROM ends AS e
 WHERE {where}d.notification_id = e.notification_id AND d.channel = e.channel
   AND d.claimed_by = e.claimed_by AND d.status = 'pending'"""
@@ -509,8 +512,11 @@ class Deliveries:
                 kept = {row[0] for row in await engine.run_batched(
                     run, EXISTING_DEVICES, ("text",), [(p.device_id,) for p in dead])}
                 if kept:
+                    kept_records = [p for p in pushes
+                                    if p.device_id in kept and p.outcome == removed]
                     pushes = [kept_record(p) if p.device_id in kept and p.outcome == removed
                               else p for p in pushes]
+                    ends = recount_kept(ends, kept_records)
             await engine.run_batched(run, RECORD_PUSHES, PUSH_TYPES, push_rows(pushes, now))
             await engine.run_batched(run, END_DELIVERIES, END_TYPES, end_rows(ends, owner, now))
         return pushes
@@ -535,11 +541,32 @@ def push_rows(pushes: list[PushRecord], now: int) -> list[tuple]:
              p.apns_id, p.attempted_at) for p in pushes]
 
 
+NO_OUTCOMES = (None, None, None, None)
+
+
 def end_rows(ends: list[DeliveryEnd], owner: str, now: int) -> list[tuple]:
     pending = DeliveryStatus.PENDING
     return [(e.notification_id, e.channel, e.status, e.reason,
              e.retry_at if e.status == pending else now, owner,
-             None if e.status == pending else now) for e in ends]
+             None if e.status == pending else now, *(e.outcomes or NO_OUTCOMES)) for e in ends]
+
+
+def recount_kept(ends: list[DeliveryEnd], kept: list[PushRecord]) -> list[DeliveryEnd]:
+    """The ends' outcome counts with each kept dead token (`kept_record`) a failure, not a
+    removal (an end comes in the batch of its last answers, or a later one: then it is left)."""
+    moved: dict[tuple[str, str], int] = {}
+    for record in kept:
+        key = (record.notification_id, record.channel)
+        moved[key] = moved.get(key, 0) + 1
+    recounted = []
+    for end in ends:
+        count = moved.get((end.notification_id, end.channel))
+        if count and end.outcomes is not None:
+            delivered, removed, failed, skipped = end.outcomes
+            end = dataclasses.replace(end, outcomes=(
+                delivered, max(0, removed - count), failed + count, skipped))
+        recounted.append(end)
+    return recounted
 
 
 def kept_record(record: PushRecord) -> PushRecord:

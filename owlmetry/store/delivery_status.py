@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from owlmetry.redact import mask
 from owlmetry.store.engine import Engine, Run
 from owlmetry.store.rows import (
+    RECORDED_OUTCOMES,
     ChannelStatus,
     DeliveryStatus,
     DeviceRemoval,
@@ -92,18 +93,20 @@ def ids_in(engine: Engine, first: int) -> str:
     return f"IN ({engine.batch(('text',), first)})"
 
 
-# $1 the ids. A notification without deliveries (none chosen) still comes back, once.
+# $1 the ids. A notification without deliveries (none chosen) still comes back, once. A
+# finished delivery kept its devices by outcome with its end.
 CHANNELS = """
 SELECT n.id, n.user_id, n.created_at, d.channel, d.status, d.reason, d.attempts, d.created_at,
-       d.finished_at, d.available_at
+       d.finished_at, d.available_at, d.delivered, d.removed, d.failed, d.skipped
 FROM notifications AS n
 LEFT JOIN notification_deliveries AS d ON d.notification_id = n.id
 WHERE n.id {ids}
 ORDER BY n.id, d.channel
 """
 
-# Devices by outcome, per notification and channel; devices waiting for another attempt count
-# as RETRYING.
+# Devices by outcome, per notification and channel, counted from the answers: for deliveries
+# still pending (or ended before migration 12); devices waiting for another attempt count as
+# RETRYING.
 OUTCOME_COUNTS = f"""
 SELECT p.notification_id, p.channel, p.outcome, count(*)
 FROM notification_pushes AS p WHERE p.notification_id {{ids}}
@@ -128,15 +131,18 @@ def page_part(table: str, where: str, order: str) -> str:
 
 REST_OF_FIRST = "x.notification_id = $1 AND x.device_id > $2"
 LATER = "x.notification_id {ids}"
-DEVICE_PAGE = f"""
-WITH page AS (
-    {page_part("notification_pushes", REST_OF_FIRST, "x.device_id")}
+ANSWERED = f"""{page_part("notification_pushes", REST_OF_FIRST, "x.device_id")}
+    UNION ALL
+    {page_part("notification_pushes", LATER, "x.notification_id, x.device_id")}"""
+# Devices waiting for another attempt have a row of their own only while a delivery is pending.
+WAITING = f"""{ANSWERED}
     UNION
     {page_part("notification_push_retries", REST_OF_FIRST, "x.device_id")}
     UNION
-    {page_part("notification_pushes", LATER, "x.notification_id, x.device_id")}
-    UNION
-    {page_part("notification_push_retries", LATER, "x.notification_id, x.device_id")}
+    {page_part("notification_push_retries", LATER, "x.notification_id, x.device_id")}"""
+DEVICE_PAGE = f"""
+WITH page AS (
+    {{parts}}
     ORDER BY notification_id, device_id LIMIT $3)
 SELECT g.notification_id, g.device_id, COALESCE(p.channel, r.channel),
        COALESCE(r.platform, m.platform, d.platform),
@@ -184,15 +190,19 @@ class DeliveryStatusReads:
         engine = self.engine
         if not ids:
             return {}
-        args = engine.batch_args([(i,) for i in ids], 1)
-        rows = await engine.read(CHANNELS.format(ids=ids_in(engine, 1)), *args)
-        counts_sql = OUTCOME_COUNTS.format(ids=ids_in(engine, 1))
+        rows = await engine.read(CHANNELS.format(ids=ids_in(engine, 1)),
+                                 *engine.batch_args([(i,) for i in ids], 1))
+        # Only deliveries without kept counts (pending ones) have their answers counted.
+        uncounted = sorted({row[0] for row in rows if row[3] is not None and row[10] is None})
         counts: dict[tuple[str, str], dict[str, int]] = {}
-        for notification_id, channel, outcome, count in await engine.read(counts_sql, *args):
-            counts.setdefault((notification_id, channel), {})[outcome] = count
+        if uncounted:
+            counted = await engine.read(OUTCOME_COUNTS.format(ids=ids_in(engine, 1)),
+                                        *engine.batch_args([(i,) for i in uncounted], 1))
+            for notification_id, channel, outcome, count in counted:
+                counts.setdefault((notification_id, channel), {})[outcome] = count
         found: dict[str, NotificationStatus] = {}
         for (notification_id, user_id, created_at, channel, status, reason, attempts,
-             queued_at, finished_at, available_at) in rows:
+             queued_at, finished_at, available_at, *kept) in rows:
             entry = found.get(notification_id)
             if entry is None:
                 entry = found[notification_id] = NotificationStatus(
@@ -200,21 +210,23 @@ class DeliveryStatusReads:
             if channel is None:
                 continue
             pending = status == DeliveryStatus.PENDING
+            devices = (dict(zip(RECORDED_OUTCOMES, kept)) if kept[0] is not None
+                       else counts.get((notification_id, channel), {}))
             entry.channels.append(ChannelStatus(
                 notification_id, channel, DeliveryStatus(status), reason, attempts, queued_at,
-                finished_at, available_at if pending else None,
-                counts.get((notification_id, channel), {})))
+                finished_at, available_at if pending else None, devices))
         return found
 
     async def device_statuses(self, ids: list[str], after: tuple[str, str] | None,
-                              limit: int) -> list[DeviceStatus]:
+                              limit: int, waiting: bool = True) -> list[DeviceStatus]:
         """Up to `limit` devices of the notifications `ids`, in (notification_id, device_id)
-        order after the keyset `after`: their final answers, and the devices waiting for
-        another attempt."""
+        order after the keyset `after`: their final answers, and (`waiting`: some delivery of
+        theirs is pending) the devices waiting for another attempt."""
         engine = self.engine
         notification_id, device_id = after or ("", "")
         later = sorted(i for i in ids if i > notification_id)
-        statement = DEVICE_PAGE.format(ids=ids_in(engine, 4))
+        parts = WAITING if waiting else ANSWERED
+        statement = DEVICE_PAGE.format(parts=parts.format(ids=ids_in(engine, 4)))
         rows = await engine.read(statement, notification_id, device_id, limit,
                                  *engine.batch_args([(i,) for i in later], 1))
         devices = []

@@ -271,6 +271,9 @@ class DeliveryEnd:
     status: DeliveryStatus
     reason: str | None
     retry_at: int | None = None
+    # A finished delivery's devices by outcome (delivered, removed, failed, skipped), kept with
+    # it for the producer's status.
+    outcomes: tuple[int, int, int, int] | None = None
 
 
 @dataclass(frozen=True, slots=True)

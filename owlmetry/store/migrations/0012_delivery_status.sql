@@ -1,7 +1,13 @@
 -- Migration 12: delivery status for producers. Each device's answer keeps the provider's
--- message id and when its attempt began; devices waiting for another attempt are kept; every
--- device removed because of a provider's answer leaves an audit row. Answers recorded before
--- have NULL in the new columns.
+-- message id and when its attempt began; a delivery's end keeps its devices by outcome;
+-- devices waiting for another attempt are kept; every device removed because of a provider's
+-- answer leaves an audit row. Rows written before have NULL in the new columns (the status
+-- then counts the answers).
+
+ALTER TABLE notification_deliveries ADD COLUMN delivered INTEGER;
+ALTER TABLE notification_deliveries ADD COLUMN removed INTEGER;
+ALTER TABLE notification_deliveries ADD COLUMN failed INTEGER;
+ALTER TABLE notification_deliveries ADD COLUMN skipped INTEGER;
 
 ALTER TABLE notification_pushes ADD COLUMN apns_id TEXT;
 ALTER TABLE notification_pushes ADD COLUMN attempted_at BIGINT;
