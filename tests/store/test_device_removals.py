@@ -7,6 +7,8 @@ import uuid
 
 from owlmetry.retention import DAY_MS, Cleaned, clean_up
 from owlmetry.store import (
+    DeliveryEnd,
+    DeliveryStatus,
     DeviceRegistration,
     NotificationContent,
     PushOutcome,
@@ -105,3 +107,18 @@ async def test_audit_rows_follow_the_retention_of_deleted_notifications(store, c
     assert await clean_up(store, config, NOW) == Cleaned(device_removals=1)
     (left,) = await store.device_removals(0, "", 10)
     assert left.removed_at == NOW - 89 * DAY_MS
+
+
+async def test_a_delivery_keeps_its_counts_with_its_end_a_kept_token_a_failure(store):
+    _, device_id, notification_id = await recipient_with_device(store, NOW - 5)
+    await store.execute("UPDATE notification_deliveries SET claimed_by = 'me'")
+    end = DeliveryEnd(notification_id, "mobile_push", DeliveryStatus.FAILED, "no device",
+                      None, (0, 1, 0, 0))
+
+    # Registered again after the 410's timestamp: kept, and counted as the failure it is.
+    await store.save_outcomes("me", [dead(notification_id, device_id, NOW - 1000)], [end], NOW)
+
+    (status,) = (await store.notification_statuses([notification_id])).values()
+    (channel,) = status.channels
+    assert (channel.status, channel.finished_at) == ("failed", NOW)
+    assert channel.devices == {"delivered": 0, "removed": 0, "failed": 1, "skipped": 0}
