@@ -12,6 +12,8 @@ import re
 # Any uuid, in either case: what every row id is.
 UUID_TEXT = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.IGNORECASE)
 URN_PREFIX = "urn:uuid:"
+# A uuid as rows store it: the spelling nearly every id arrives in.
+STORED_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 
 def normalize_id(text: str) -> str | None:
@@ -23,6 +25,13 @@ def normalize_id(text: str) -> str | None:
     elif text[:1] == "{" and text[-1:] == "}":
         text = text[1:-1]
     return text.lower() if UUID_TEXT.fullmatch(text) else None
+
+
+def normalize_ids(texts: list[str]) -> dict[str, str | None]:
+    """`normalize_id` of each of `texts`, by text; a producer's list of tens of thousands
+    costs a few ms, as ids already in the stored spelling skip the rest of the rules."""
+    stored = STORED_UUID.fullmatch
+    return {text: text if stored(text) else normalize_id(text) for text in texts}
 
 _BATCH = 16 * 256
 _buffer = b""
@@ -60,12 +69,35 @@ def new_ordered_ids(now_ms: int, n: int) -> list[str]:
     """`n` version 7 ids of one time, ascending: a random start, then counting up through the
     random bits (RFC 9562 section 6.2, method 2). For a fan-out that writes its rows in id
     order without sorting them."""
-    time_ = f"{now_ms & 0xFFFF_FFFF_FFFF:012x}"
-    head = f"{time_[:8]}-{time_[8:]}-7"
-    # rand_a (12 bits) and rand_b (62) as one 74-bit number; a 72-bit start leaves room to count.
-    start = int(_random_hex()[:18], 16)
-    ids = []
-    for value in range(start, start + n):
-        low = value & 0x3FFF_FFFF_FFFF_FFFF
-        ids.append(f"{head}{value >> 62:03x}-{0x8000 | low >> 48:04x}-{low & 0xFFFF_FFFF_FFFF:012x}")
+    return OrderedIds(now_ms).take(n)
+
+
+class OrderedIds:
+    """`new_ordered_ids` a few at a time: each `take` goes on counting where the last stopped,
+    so a long run of ids can be made in slices between other work."""
+
+    def __init__(self, now_ms: int):
+        time_ = f"{now_ms & 0xFFFF_FFFF_FFFF:012x}"
+        self._head = f"{time_[:8]}-{time_[8:]}-7"
+        # rand_a (12 bits) and rand_b (62) as one 74-bit number; a 72-bit start leaves room
+        # to count.
+        self._next = int(_random_hex()[:18], 16)
+
+    def take(self, n: int) -> list[str]:
+        ids = _counting_ids(self._head, self._next, n)
+        self._next += n
+        return ids
+
+
+def _counting_ids(head: str, start: int, n: int) -> list[str]:
+    """The ids of `head` and the 74-bit values start, start + 1, ... (n of them)."""
+    ids: list[str] = []
+    value, end = start, start + n
+    while value < end:
+        # Until the low 48 bits wrap, only the last group changes: one format per id.
+        stop = min(end, ((value >> 48) + 1) << 48)
+        prefix = f"{head}{value >> 62:03x}-{0x8000 | (value >> 48) & 0x3FFF:04x}-"
+        low = value & 0xFFFF_FFFF_FFFF
+        ids += [f"{prefix}{count:012x}" for count in range(low, low + stop - value)]
+        value = stop
     return ids

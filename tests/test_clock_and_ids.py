@@ -5,8 +5,9 @@ import uuid
 
 import pytest
 
+from owlmetry import ids as ids_module
 from owlmetry.clock import iso_ms, parse_iso_ms
-from owlmetry.ids import new_id, new_ordered_id
+from owlmetry.ids import OrderedIds, new_id, new_ordered_id
 
 
 def test_timestamps_are_utc_with_milliseconds_and_z():
@@ -82,3 +83,19 @@ def test_ordered_ids_are_distinct_uuid7s_in_the_order_of_their_times():
     by_time = [text[:13] for text in ids]  # the 48-bit time, as text
     assert by_time == sorted(by_time)
     assert int(ids[0].replace("-", "")[:12], 16) == 1_700_000_000_000
+
+
+@pytest.mark.parametrize("start", [0, (1 << 48) - 3, (1 << 62) - 2, 0x1234_5678_9ABC_DEF0_12])
+def test_ordered_ids_taken_in_slices_count_up_as_uuid7s(start, monkeypatch):
+    # Starts just before the low 48 bits (and the 62 of rand_b) wrap: the groups above carry.
+    monkeypatch.setattr(ids_module, "_random_hex", lambda: f"{start:018x}" + "0" * 14)
+    run = OrderedIds(1_700_000_000_000)
+    ids = run.take(4) + run.take(1) + run.take(5)
+    assert len(set(ids)) == 10 and ids == sorted(ids)
+    for text in ids:
+        parsed = uuid.UUID(text)
+        assert (parsed.version, parsed.variant, str(parsed)) == (7, uuid.RFC_4122, text)
+        assert int(text.replace("-", "")[:12], 16) == 1_700_000_000_000
+    counted = [(uuid.UUID(text).int >> 64 & 0xFFF) << 62 | uuid.UUID(text).int & (2**62 - 1)
+               for text in ids]
+    assert counted == list(range(start, start + 10))

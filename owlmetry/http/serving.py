@@ -2,11 +2,12 @@
 
 Owns `AppRunner` (aiohttp's, making `protocol.Server`s) and `run_app`, what `owlmetry serve`
 runs: aiohttp's `web.run_app` has no way to choose the runner, so this is its loop, signals
-(SIGTERM/SIGINT end it gracefully) and clean-up, for one TCP address. Tests start the same
-runner. It must not build the app or read the configuration.
+(SIGTERM/SIGINT end it gracefully), clean-up and garbage collector, for one TCP address. Tests
+start the same runner. It must not build the app or read the configuration.
 """
 
 import asyncio
+import gc
 from collections.abc import Callable
 from contextlib import suppress
 
@@ -16,6 +17,19 @@ from owlmetry.http.protocol import LIMITS, Server, Timeouts
 
 KEEPALIVE_S = 75.0  # web.run_app's, as nginx's keepalive_timeout
 DEFAULT_TIMEOUTS = Timeouts()
+# A 50,000-recipient request keeps a few hundred thousand containers alive for seconds; with
+# the default thresholds the collector then ran full collections of 50-110 ms, each finding
+# nothing to free, and every other request waited for them (benchmarks/RESULTS.md, "Requests
+# while producers enqueue"). Young collections stay frequent; full ones become rare.
+GC_THRESHOLDS = (50_000, 20, 100)
+
+
+def settle_garbage_collector() -> None:
+    """Once started: what exists now (modules, the app) lives as long as the process, so the
+    collector stops walking it; and full collections become rare."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 class AppRunner(web.AppRunner):
@@ -45,6 +59,7 @@ def run_app(app: web.Application, *, host: str, port: int, loop: asyncio.Abstrac
         await runner.setup()
         try:
             await web.TCPSite(runner, host, port).start()
+            settle_garbage_collector()
             print(f"listening on http://{host}:{port}")
             await asyncio.Event().wait()
         finally:

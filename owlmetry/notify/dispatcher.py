@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from owlmetry.backoff import backoff
 from owlmetry.clock import now_ms
 from owlmetry.config import Config
-from owlmetry.ids import new_ordered_ids
+from owlmetry.ids import OrderedIds, new_ordered_id
 from owlmetry.notify.channels import open_channels
 from owlmetry.notify.channels.base import Answer, Channel
 from owlmetry.notify.recorder import AnswerRecorder
@@ -43,6 +43,8 @@ from owlmetry.store import (
 log = logging.getLogger("owlmetry.notify")
 
 CLAIM_LOOPS = 2
+# Recipients an enqueue reads and routes at a time (the store writes them in its own chunks).
+ENQUEUE_SLICE = 2_000
 # While the database is unavailable, claims are tried again after a backoff up to this long.
 UNAVAILABLE_MAX_WAIT_S = 30.0
 # Read once per answer: a module global is cheaper to read than an enum class's attribute.
@@ -52,23 +54,30 @@ RETRY = PushOutcome.RETRY
 async def enqueue(store: Store, user_ids: Iterable[str], content: NotificationContent,
                   channels: Iterable[str], defaults: Defaults) -> list[str]:
     """One notification per distinct existing user, in the order given, with the deliveries on
-    `channels` that each user's preferences (over `defaults`) choose; returns their ids."""
+    `channels` that each user's preferences (over `defaults`) choose; returns their ids.
+
+    Done a slice of recipients at a time (their preferences read, routed, written), so that a
+    request of 50,000 holds the event loop, and every other request, for a few ms at a time."""
     now = now_ms()
+    channels = tuple(channels)
     distinct = list(dict.fromkeys(user_ids))
     # Ids ascending in user order: the store writes a request in chunks in id order, and
     # each chunk is then one narrow range of every index it lands in, the user-keyed ones
     # (inbox, unread counts) as much as the id-keyed ones (see `Deliveries.enqueue_groups`).
     by_user = sorted(distinct)
-    # (Each step over 50,000 recipients takes the event loop for a few ms: requests get a turn
-    # between them.)
-    await asyncio.sleep(0)
-    recipients = list(zip(new_ordered_ids(now, len(by_user)), by_user))
-    stored = await store.preferences_of(by_user)
-    groups = group_recipients(recipients, content.type, stored, defaults, channels)
-    await asyncio.sleep(0)
-    written = await store.enqueue_groups(groups, content, now)
-    ids = dict(zip(by_user, (notification_id for notification_id, _ in recipients)))
-    return [ids[user_id] for user_id in distinct if ids[user_id] in written]
+    new_ids = OrderedIds(now)
+    content_id = new_ordered_id(now)
+    ids: dict[str, str] = {}  # user -> notification id, of the rows written
+    for start in range(0, len(by_user), ENQUEUE_SLICE):
+        users = by_user[start:start + ENQUEUE_SLICE]
+        part = list(zip(new_ids.take(len(users)), users))
+        stored = await store.preferences_of([user_id for _, user_id in part])
+        groups = group_recipients(part, content.type, stored, defaults, channels)
+        written = await store.enqueue_groups(groups, content, now, content_id=content_id,
+                                             content_written=bool(ids))
+        ids.update((user_id, notification_id) for notification_id, user_id in part
+                   if notification_id in written)
+    return [ids[user_id] for user_id in distinct if user_id in ids]
 
 
 def outcome_counts(counts: dict[PushOutcome, int]) -> tuple[int, int, int, int]:
@@ -285,9 +294,13 @@ class Dispatcher:
         claim, later = delivery.claim, delivery.later
         key = claim.notification_id, claim.channel
         if later and (self._stopping or claim.attempts < self._max_attempts):
-            # Back to the queue for the devices still to reach: after a backoff, or at once when
-            # a shutdown, not APNs, cut the sends short.
-            retry_at = now_ms() + (0 if self._stopping else self._backoff(claim.attempts))
+            # Back to the queue for the devices still to reach: after a backoff (or the longest
+            # wait a provider asked for), or at once when a shutdown, not APNs, cut the sends
+            # short.
+            wait = 0 if self._stopping else max(
+                self._backoff(claim.attempts),
+                *(answer.retry_after_ms or 0 for _, answer in later))
+            retry_at = now_ms() + wait
             reason = later[-1][1].reason
             for target, answer in later:  # kept as waiting, with this attempt counted
                 self._record(claim, target, answer, delivery.started)
@@ -297,8 +310,8 @@ class Dispatcher:
         for target, answer in later:
             self._record(claim, target, Answer(
                 PushOutcome.FAILED, answer.status,
-                f"{answer.reason} (gave up after {claim.attempts} attempts)", None,
-                answer.apns_id), delivery.started)
+                f"{answer.reason} (gave up after {claim.attempts} attempts)",
+                apns_id=answer.apns_id), delivery.started)
             counts[PushOutcome.FAILED] = counts.get(PushOutcome.FAILED, 0) + 1
         self._end(claim, DeliveryEnd(*key, *final_status(counts, claim.channel), None,
                                      outcome_counts(counts)))

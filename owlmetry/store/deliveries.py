@@ -346,7 +346,8 @@ class Deliveries:
 
     async def enqueue_groups(
         self, groups: list[RecipientGroup], content: NotificationContent, now: int,
-        chunk: int | None = None,
+        chunk: int | None = None, *, content_id: str | None = None,
+        content_written: bool = False,
     ) -> set[str]:
         """Write the content once, and each recipient's inbox row pointing at it with their
         group's pending deliveries, `chunk` recipients per transaction (default ENQUEUE_CHUNK).
@@ -355,8 +356,11 @@ class Deliveries:
         Each recipient is written whole or not at all; chunks are visible (and delivered) as
         they commit. If the request fails between chunks, the recipients of the chunks
         committed are notified and the rest are not; an exception says it failed, and a
-        retry of the whole request notifies the first ones again (at least once)."""
-        content_id = new_ordered_id(now)
+        retry of the whole request notifies the first ones again (at least once).
+
+        A request written in several calls passes the same `content_id` to each, and
+        `content_written` once a call has written a row (and so the content)."""
+        content_id = content_id or new_ordered_id(now)
         fields = content_fields(content)
         # In id order: each chunk's rows land side by side in the id-keyed indexes, instead of
         # a chunk's worth of pages all over the request's range rewritten by every commit.
@@ -370,8 +374,9 @@ class Deliveries:
             rows = [recipient[:3] for recipient in part]
             queue = [(notification_id, channel)
                      for notification_id, _, _, channels in part for channel in channels]
-            written |= await self._enqueue_chunk(content_id, fields, not written, rows, queue,
-                                                 now)
+            written |= await self._enqueue_chunk(content_id, fields,
+                                                 not (written or content_written), rows,
+                                                 queue, now)
         return written
 
     async def _enqueue_chunk(self, content_id: str, fields: tuple, with_content: bool,

@@ -9,8 +9,10 @@ import uuid
 
 import pytest
 
+from owlmetry.http import producer
 from owlmetry.http.context import STORE
 from owlmetry.ids import normalize_id
+from owlmetry.notify import dispatcher
 from tests.http.test_auth import make_key
 from tests.http.test_devices import body
 from tests.http.test_inbox import notify
@@ -80,3 +82,28 @@ async def test_device_and_notification_ids_in_paths_take_any_spelling(client, us
                                   headers=headers, json={"read": True})
     assert response.status == 200
     assert (await response.json())["notification"]["id"] == notification_id
+
+
+async def test_a_long_list_is_read_in_slices_with_the_same_answer(client, users, monkeypatch):
+    # Slices of 3: repeats, spellings and strangers land in different slices than their twins.
+    monkeypatch.setattr(producer, "RECIPIENT_SLICE", 3)
+    monkeypatch.setattr(dispatcher, "ENQUEUE_SLICE", 2)
+    secret = await make_key(client.app, "server")
+    first, _ = await users.create()
+    second, _ = await users.create()
+    third, _ = await users.create()
+    stranger = str(uuid.uuid4())
+    sent = [second, "nope", first.upper(), stranger, third, "{" + second + "}", "nope",
+            first, "urn:uuid:" + third, stranger.upper()]
+
+    status, reply = await post(client, {**GOOD, "user_ids": sent}, secret)
+
+    assert status == 202
+    assert reply["unknown_user_ids"] == ["nope", stranger, stranger.upper()]
+    store = client.app[STORE]
+    owners = []
+    for notification_id in reply["notification_ids"]:
+        for user_id in (first, second, third):
+            inbox = await store.list_notifications(user_id, "all", None, None, 10)
+            owners += [user_id for n in inbox if n.id == notification_id]
+    assert owners == [second, first, third]

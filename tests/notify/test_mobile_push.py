@@ -177,3 +177,32 @@ def test_a_platform_without_a_provider_says_why_it_is_skipped():
     channel = MobilePush({})  # no provider at all: every platform says why it is skipped
     assert channel.unavailable == ("ios push is not available (no provider); "
                                    "android push is not available (no provider)")
+
+
+async def test_a_quota_fcm_asks_to_wait_out_holds_the_delivery_that_long(
+        store, fcm_mock, mobile_push, dispatchers):
+    # Retry-After beyond the send's deadline: the client hands the wait to the dispatcher,
+    # whose own backoff (20 ms in these tests) must not send again before FCM's minute is up.
+    fcm_mock.behaviour.quota_next = 1
+    fcm_mock.behaviour.retry_after_s = 120
+    user_id = await new_user(store)
+    device_token = fcm_token(1)
+    await register_android(store, user_id, device_token)
+    dispatcher = dispatchers({"mobile_push": mobile_push()})
+
+    [notification_id] = await dispatcher.enqueue([user_id], CONTENT)
+    asked = now_ms()
+
+    async def put_back() -> int:  # the delivery, back in the queue with the quota's reason
+        while True:
+            rows = await store.execute(
+                "SELECT available_at FROM notification_deliveries WHERE notification_id = $1 "
+                "AND status = 'pending' AND reason IS NOT NULL", notification_id)
+            if rows:
+                return rows[0][0]
+            await asyncio.sleep(0.02)
+
+    available_at = await asyncio.wait_for(put_back(), 20)
+
+    assert available_at >= asked + 115_000
+    assert fcm_mock.stats.requests[device_token] == 1

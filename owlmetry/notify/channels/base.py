@@ -25,15 +25,18 @@ class Answer:
 
     `outcome`: DELIVERED; REMOVED (the device's token is dead: its row is deleted unless it
     was registered again after `invalid_since`, ms, when given); FAILED (permanent, `reason`
-    says why); or RETRY (transient: the dispatcher sends again later). `apns_id`: the
-    provider's id of the message (APNs' apns-id, FCM's message name); `provider_at`: the
-    provider's own timestamp of a dead token (APNs' 410), both for the producer's status.
+    says why); or RETRY (transient: the dispatcher sends again later, and not before
+    `retry_after_ms` when the provider asked for that wait, as FCM's Retry-After does).
+    `apns_id`: the provider's id of the message (APNs' apns-id, FCM's message name);
+    `provider_at`: the provider's own timestamp of a dead token (APNs' 410); both for the
+    producer's status.
     """
 
     outcome: PushOutcome
     status: int | None = None
     reason: str | None = None
     invalid_since: int | None = None
+    retry_after_ms: int | None = None
     apns_id: str | None = None
     provider_at: int | None = None
 

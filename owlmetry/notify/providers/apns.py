@@ -60,14 +60,14 @@ DELIVERED = PushOutcome.DELIVERED
 def answer_for(result: PushResult) -> Answer:
     # Every answer carries its apns-id (the producer's status shows it).
     if result.ok:
-        return Answer(DELIVERED, 200, None, None, result.apns_id)
+        return Answer(DELIVERED, 200, apns_id=result.apns_id)
     if result.token_invalid:
         since = result.timestamp_ms if result.kind is ResultKind.UNREGISTERED else None
-        return Answer(PushOutcome.REMOVED, result.status, result.reason, since, result.apns_id,
-                      since)
+        return Answer(PushOutcome.REMOVED, result.status, result.reason, since,
+                      apns_id=result.apns_id, provider_at=since)
     if result.retry_later:
-        return Answer(PushOutcome.RETRY, result.status, result.reason, None, result.apns_id)
-    return Answer(PushOutcome.FAILED, result.status, result.reason, None, result.apns_id)
+        return Answer(PushOutcome.RETRY, result.status, result.reason, apns_id=result.apns_id)
+    return Answer(PushOutcome.FAILED, result.status, result.reason, apns_id=result.apns_id)
 
 
 class APNs(Sender):

@@ -31,13 +31,16 @@ DELIVERED = PushOutcome.DELIVERED
 def answer_for(answer: FcmAnswer, started_ms: int) -> Answer:
     decision = answer.decision
     if decision is Decision.DELIVERED:  # FCM's message name, for the producer's status
-        return Answer(DELIVERED, 200, None, None, answer.message_name)
+        return Answer(DELIVERED, 200, apns_id=answer.message_name)
     if decision is Decision.REMOVE:
         return Answer(PushOutcome.REMOVED, answer.status, answer.code, started_ms)
     if decision is Decision.FAIL:
         return Answer(PushOutcome.FAILED, answer.status or None, _reason(answer))
-    # RETRY_AFTER, BACKOFF (and a REFRESH the client could not settle): the dispatcher retries.
-    return Answer(PushOutcome.RETRY, answer.status or None, _reason(answer))
+    # RETRY_AFTER, BACKOFF (and a REFRESH the client could not settle): the dispatcher retries,
+    # not before the wait FCM asked for (a quota's lasts until the next minute).
+    wait_ms = None if answer.retry_after_s is None else int(answer.retry_after_s * 1000)
+    return Answer(PushOutcome.RETRY, answer.status or None, _reason(answer),
+                  retry_after_ms=wait_ms)
 
 
 def _reason(answer: FcmAnswer) -> str | None:
