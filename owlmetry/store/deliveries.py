@@ -486,8 +486,10 @@ class Deliveries:
     async def save_outcomes(
         self, owner: str, pushes: list[PushRecord], ends: list[DeliveryEnd], now: int
     ) -> list[PushRecord]:
-        """In one transaction: delete the dead tokens' devices, record the pushes, and end or
-        re-queue the deliveries `owner` holds. Returns the records as stored: a dead token whose
+        """In one transaction: delete the dead tokens' devices (each leaving its audit row),
+        record the pushes (a RETRY record: the device waits for the next attempt, counted in
+        `notification_push_retries`), and end (with their devices counted) or re-queue the
+        deliveries `owner` holds. Returns the records as stored: a dead token whose
         device was registered again after `invalid_since` is kept, and its record says so.
         Only `user_devices` rows are ever deleted, by device id: a RECIPIENT channel's records
         (a user id in `device_id`, `Targets`) can match none."""
