@@ -120,9 +120,10 @@ async def test_during_a_fan_out_a_device_waiting_to_be_retried_shows_its_attempt
         app_client, mocks):  # noqa: F811
     client, store = app_client, app_client.app[STORE]
     secret = await make_key(client.app, "server")
-    user_id, (steady, stubborn) = await user_with_devices(store, ["production"] * 2, 0)
+    user_id, (steady, stubborn, gone) = await user_with_devices(store, ["production"] * 3, 0)
     # More 503s than the pool retries on its own (1 + 3): the first attempt leaves it waiting.
     mocks.production.behaviour.token_faults[stubborn] = TokenFault(503, "ServiceUnavailable", 4)
+    mocks.production.behaviour.bad_tokens.add(gone)
     (notification_id,) = await send(client, secret, [user_id])
     path = f"/v1/notifications/{notification_id}/deliveries"
 
@@ -134,8 +135,10 @@ async def test_during_a_fan_out_a_device_waiting_to_be_retried_shows_its_attempt
     (channel,) = during["notification"]["channels"]
     assert channel["status"] == "pending" and channel["finished_at"] is None
     assert channel["next_attempt_at"] is not None
-    assert channel["devices"] == {"delivered": 1, "removed": 0, "failed": 0, "skipped": 0,
+    assert channel["devices"] == {"delivered": 1, "removed": 1, "failed": 0, "skipped": 0,
                                   "retrying": 1}
+    removed = next(d for d in during["devices"] if d["outcome"] == "removed")
+    assert removed["removal"]["reason"] == "BadDeviceToken"
     waiting = next(d for d in during["devices"] if d["outcome"] == "retrying")
     assert (waiting["status"], waiting["reason"], waiting["attempts"]) == (
         503, "ServiceUnavailable", 1)
@@ -144,7 +147,10 @@ async def test_during_a_fan_out_a_device_waiting_to_be_retried_shows_its_attempt
     status, after = await get(client, path, secret)
     (channel,) = after["notification"]["channels"]
     assert (channel["status"], channel["attempts"]) == ("sent", 2)
-    assert channel["devices"]["delivered"] == 2 and channel["devices"]["retrying"] == 0
+    assert channel["devices"] == {"delivered": 2, "removed": 1, "failed": 0, "skipped": 0,
+                                  "retrying": 0}
+    assert [d["device_id"] for d in after["devices"]] == [d["device_id"] for d in
+                                                          during["devices"]]
     retried = next(d for d in after["devices"] if d["device_id"] == waiting["device_id"])
     assert (retried["outcome"], retried["attempts"]) == ("delivered", 2)
     # Its first attempt's time is kept: the one the first page showed.
