@@ -147,6 +147,12 @@ CREATE TABLE IF NOT EXISTS notification_deliveries (
     available_at    BIGINT NOT NULL,
     created_at      BIGINT NOT NULL,
     finished_at     BIGINT,
+    -- Its devices by outcome, written with its end (migration 12), so the producer's status
+    -- of a finished fan-out counts nothing; NULL while pending (then counted from the answers).
+    delivered       INTEGER,
+    removed         INTEGER,
+    failed          INTEGER,
+    skipped         INTEGER,
     PRIMARY KEY (notification_id, channel)
 );
 
@@ -197,8 +203,54 @@ CREATE TABLE IF NOT EXISTS notification_pushes (
     status          INTEGER,
     reason          TEXT,
     answered_at     BIGINT NOT NULL,
+    -- What the producer's status route shows (migration 12): the provider's id of the message
+    -- (APNs' apns-id, FCM's message name), and when the attempt that got this answer began.
+    -- Nothing else per answer: a fan-out writes thousands a second (the device's platform and
+    -- environment are the registry's, or the removal's audit row's).
+    apns_id         TEXT,
+    attempted_at    BIGINT,
     PRIMARY KEY (notification_id, device_id)
 );
+
+-- A device whose send got a transient answer (429, 5xx, no answer) and waits to be sent
+-- again with its delivery's next attempt: how many attempts it has had, the first one's time
+-- and the last answer. Written only when a delivery goes back to the queue, never per answer
+-- on a fan-out's way; read by the status route (owlmetry/store/delivery_status.py), which
+-- counts a device's attempts as this row's plus the final one. Removed with its notification.
+CREATE TABLE IF NOT EXISTS notification_push_retries (
+    notification_id  TEXT NOT NULL,
+    device_id        TEXT NOT NULL,
+    channel          TEXT NOT NULL,
+    platform         TEXT,
+    environment      TEXT,
+    attempts         INTEGER NOT NULL,
+    first_attempt_at BIGINT NOT NULL,
+    status           INTEGER,
+    reason           TEXT,
+    answered_at      BIGINT NOT NULL,
+    PRIMARY KEY (notification_id, device_id)
+);
+
+-- Why a device is gone: one row per device removed because of a provider's answer (APNs 410
+-- or BadDeviceToken, FCM UNREGISTERED, ...), written in the transaction that deletes it. The
+-- token only as `token_hint`, its first characters (owlmetry/redact.py). `provider_at` is the
+-- provider's own timestamp where it gives one (APNs' 410). Kept RETENTION_DELETED_DAYS.
+CREATE TABLE IF NOT EXISTS device_removals (
+    device_id       TEXT PRIMARY KEY,
+    user_id         TEXT NOT NULL,
+    channel         TEXT NOT NULL,
+    platform        TEXT NOT NULL,
+    environment     TEXT NOT NULL,
+    token_hint      TEXT NOT NULL,
+    notification_id TEXT NOT NULL,
+    status          INTEGER,
+    reason          TEXT,
+    provider_at     BIGINT,
+    removed_at      BIGINT NOT NULL
+);
+
+-- `owlmetry devices removed --since` and the retention's clean-up.
+CREATE INDEX IF NOT EXISTS device_removals_time ON device_removals (removed_at, device_id);
 
 -- Email login codes (POST /v1/auth/send-code, /v1/auth/verify-code), one outstanding per email
 -- (owlmetry/login_codes.py). A code is kept as a keyed hash (to check it) and sealed with a key

@@ -9,6 +9,8 @@ in the same run and against the same mock, the APNs pool alone sending as many p
         [--unread N]       # every recipient has N unread notifications beforehand (not timed)
         [--py-spy DIR]     # + one extra fan-out per backend under py-spy (--gil), summarized
         [--statements]     # + one extra fan-out per backend with every database call timed
+        [--rich]           # the requests with every push option (issue 14), RICH below
+        [--idempotency-key]  # each request with an Idempotency-Key of its own
 
 One mock (`node mock_apns.js` of the harness, pinned to core 1) serves the whole run. Per
 backend, --runs pairs, the whole script holding /tmp/owl-bench.lock (flock):
@@ -70,6 +72,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 
 import aiohttp
 import orjson
@@ -237,12 +240,22 @@ def server_env(mock: harness.MockAPNs, connections: int) -> dict:
 
 # ---- one timed fan-out --------------------------------------------------------------------
 
+# `--rich`: every push option of issue 14 that keeps the per-recipient work of today's request
+# (the badge stays the unread count).
+RICH = {"push_type": "alert", "priority": 5, "ttl_seconds": 3600, "collapse_id": "bench-fanout",
+        "thread_id": "bench", "category": "BENCH", "mutable_content": True,
+        "interruption_level": "time-sensitive", "relevance_score": 0.5, "sound": "bench.caf"}
+
+
 async def fanout_once(url: str, api_key: str, user_ids: list[str], store, n_devices: int,
-                      poll_s: float, timeout_s: float, post_users: int) -> dict:
+                      poll_s: float, timeout_s: float, post_users: int, rich: bool = False,
+                      keyed: bool = False) -> dict:
     """POSTs of `post_users` users each, one after the other (the fan-out of the first ones
-    is under way while the next are sent), then the poll until nothing is pending."""
+    is under way while the next are sent), then the poll until nothing is pending. `rich`:
+    with RICH's push options; `keyed`: each POST with an Idempotency-Key of its own."""
     bodies = [orjson.dumps({"user_ids": user_ids[start:start + post_users], "type": "bench",
-                            "title": "Fan-out", "body": "one notification to every user"})
+                            "title": "Fan-out", "body": "one notification to every user",
+                            **(RICH if rich else {})})
               for start in range(0, len(user_ids), post_users)]
     headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
     polls = 0
@@ -252,6 +265,8 @@ async def fanout_once(url: str, api_key: str, user_ids: list[str], store, n_devi
         wall0, t0 = time.time(), time.perf_counter()
         for body in bodies:
             t = time.perf_counter()
+            if keyed:
+                headers["Idempotency-Key"] = uuid.uuid4().hex
             async with session.post(f"{url}/v1/notifications", data=body,
                                     headers=headers) as resp:
                 answer = await resp.read()
@@ -306,7 +321,8 @@ def timed_fanout(mock: harness.MockAPNs, url: str, server_pid: int, db_pid: int 
     with harness.pinned_self(CLIENT_CORE), harness.PeakMemory(server_pid) as memory:
         run = loop.run_until_complete(fanout_once(
             url, api_key, user_ids, store, n_devices, args.poll_ms / 1000,
-            max(args.run_timeout, n_devices / 400), args.post_users))
+            max(args.run_timeout, n_devices / 400), args.post_users, args.rich,
+            args.idempotency_key))
     # The server is fresh for every run: its high-water mark is this run's.
     run["max_rss_mb"] = round(memory.max_mb, 1)
     run["server_cpu_s"] = harness.cpu_seconds(server_pid) - cpu0
@@ -565,6 +581,10 @@ def parse_args(argv=None):
                              "invocations (PostgreSQL's seed lives as long as its cluster)")
     parser.add_argument("--no-pool", action="store_true",
                         help="skip the pool-alone runs (no ratio)")
+    parser.add_argument("--rich", action="store_true",
+                        help="requests with every push option (issue 14's rich content)")
+    parser.add_argument("--idempotency-key", action="store_true",
+                        help="each request with an Idempotency-Key of its own")
     parser.add_argument("--json", action="store_true",
                         help="stdout: one JSON line per fan-out run (backend, devices, seconds, "
                              "devices_per_second, post_ms, max_rss_mb, lost, duplicates, ...); "

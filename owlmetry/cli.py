@@ -7,6 +7,7 @@ JSON. Must not hold business rules: it calls the store and the auth module like 
 
 import argparse
 import asyncio
+import datetime
 import logging
 import os
 import sys
@@ -20,6 +21,7 @@ from owlmetry.clock import iso_ms, now_ms
 from owlmetry.config import Config, ConfigError
 from owlmetry.credentials import API_KEY_KINDS, UserTokens, create_api_key, signing_secret
 from owlmetry.emails import normalize_email
+from owlmetry.http.delivery_status import removal_json
 from owlmetry.ids import new_id, normalize_id
 from owlmetry.notify.channels import channel_types, check_content
 from owlmetry.notify.dispatcher import dispatcher_for, enqueue
@@ -156,9 +158,23 @@ def build_parser() -> argparse.ArgumentParser:
                     "those deleted more than RETENTION_DELETED_DAYS ago (with their deliveries "
                     "and push records), prune expired login codes and idempotency keys older "
                     "than IDEMPOTENCY_KEY_HOURS, in small batches; print JSON "
-                    '{"soft_deleted", "removed", "login_codes", "idempotency_keys"}. `serve` '
+                    '{"soft_deleted", "removed", "login_codes", "idempotency_keys", "device_removals"}. `serve` '
                     "does the same every hour.")
     cleanup.set_defaults(run=cleanup_command)
+
+    devices = commands.add_parser("devices", help="the device registry").add_subparsers(
+        dest="action", required=True, metavar="ACTION")
+    removed = devices.add_parser(
+        "removed", parents=[database],
+        help="list devices removed because of a provider's answer, as JSON lines",
+        description="One JSON object per line, oldest first, for every device removed because "
+                    "of APNs' or FCM's answer (dead tokens), kept RETENTION_DELETED_DAYS: "
+                    "device, user, channel, platform, environment, the token's first "
+                    "characters, notification, the provider's status, reason and timestamp, "
+                    "and when.")
+    removed.add_argument("--since", metavar="ISO8601",
+                         help="only devices removed at or after this time (UTC unless it says)")
+    removed.set_defaults(run=removed_devices_command)
     return parser
 
 
@@ -331,6 +347,39 @@ def serve_command(config: Config, args) -> None:
         )
     except OSError as exc:
         raise CommandError(f"cannot listen on {config.host}:{config.port}: {exc.strerror}") from None
+
+
+def parse_since(text: str | None) -> int:
+    if text is None:
+        return 0
+    try:
+        moment = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        raise CommandError(f"--since: not an ISO 8601 time: {text!r}") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=datetime.UTC)
+    return int(moment.timestamp() * 1000)
+
+
+REMOVALS_PAGE = 1_000
+
+
+def removed_devices_command(config: Config, args) -> None:
+    """Prints as it reads, a page at a time: the list can be long."""
+    since = parse_since(args.since)
+
+    async def run() -> None:
+        async with migrated_store(config) as store:
+            after_ms, after_id = since, ""
+            while True:
+                page = await store.device_removals(after_ms, after_id, REMOVALS_PAGE)
+                for removal in page:
+                    sys.stdout.write(orjson.dumps(removal_json(removal)).decode() + "\n")
+                if len(page) < REMOVALS_PAGE:
+                    return
+                after_ms, after_id = page[-1].removed_at, page[-1].device_id
+
+    asyncio.run(run())
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:

@@ -2,10 +2,11 @@
 
 Read notifications are soft-deleted once read more than RETENTION_READ_DAYS ago; soft-deleted
 ones are removed once deleted more than RETENTION_DELETED_DAYS ago, with their deliveries and
-push records; 0 days keeps them. Unread notifications never expire. Login codes past the rate
-limit's window are pruned, and producers' idempotency keys older than IDEMPOTENCY_KEY_HOURS.
-Every step runs in bounded batches, each its own short transaction, with a pause between them,
-so registrations never wait long behind it (SQLite has one writer).
+push records, and the audit rows of devices a provider's answer removed that long ago; 0 days
+keeps them. Unread notifications never expire. Login codes past the rate limit's window are
+pruned, and producers' idempotency keys older than IDEMPOTENCY_KEY_HOURS. Every step runs in
+bounded batches, each its own short transaction, with a pause between them, so registrations
+never wait long behind it (SQLite has one writer).
 On PostgreSQL one process at a time runs it; another that comes meanwhile skips its run.
 
 Owns the cutoffs, the batching and the schedule. Must hold no SQL (`owlmetry.store.retention`
@@ -42,6 +43,7 @@ class Cleaned:
     removed: int = 0
     login_codes: int = 0
     idempotency_keys: int = 0
+    device_removals: int = 0  # audit rows of removed devices, kept as long as deleted rows
 
     def as_dict(self) -> dict[str, int]:
         return asdict(self)
@@ -68,19 +70,21 @@ async def clean_up(store: Store, config: Config, now: int, *, batch_size: int = 
         if not ours:
             return None
         read_days, deleted_days = config.retention_read_days, config.retention_deleted_days
-        soft_deleted = removed = 0
+        soft_deleted = removed = device_removals = 0
         if read_days:
             soft_deleted = await in_batches(
                 lambda limit: store.soft_delete_read(now - read_days * DAY_MS, now, limit))
         if deleted_days:
             removed = await in_batches(
                 lambda limit: store.remove_deleted(now - deleted_days * DAY_MS, limit))
+            device_removals = await in_batches(
+                lambda limit: store.prune_device_removals(now - deleted_days * DAY_MS, limit))
         login_codes = await in_batches(
             lambda limit: store.prune_login_codes(now - WINDOW_MS, limit,
                                                    now - FAILURES_KEPT_MS, MAX_FAILURES))
         idempotency_keys = await in_batches(lambda limit: store.prune_idempotency_keys(
             now - config.idempotency_key_hours * HOUR_MS, limit))
-    return Cleaned(soft_deleted, removed, login_codes, idempotency_keys)
+    return Cleaned(soft_deleted, removed, login_codes, idempotency_keys, device_removals)
 
 
 class RetentionJob:

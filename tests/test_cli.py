@@ -243,10 +243,10 @@ async def test_cleanup_prints_its_counts_and_follows_the_configuration(database_
 
         kept = ok("cleanup", "--database", database_url, env={"RETENTION_READ_DAYS": "0"})
         assert json.loads(kept) == {"soft_deleted": 0, "removed": 0, "login_codes": 0,
-                                    "idempotency_keys": 0}
+                                    "idempotency_keys": 0, "device_removals": 0}
         cleaned = ok("cleanup", "--database", database_url)
         assert json.loads(cleaned) == {"soft_deleted": 1, "removed": 0, "login_codes": 0,
-                                       "idempotency_keys": 0}
+                                       "idempotency_keys": 0, "device_removals": 0}
 
         if store.engine.name == "postgresql":
             async with store.retention_lock():

@@ -15,6 +15,7 @@ from aiohttp import web
 
 from owlmetry import push_options
 from owlmetry.clock import iso_ms
+from owlmetry.http import delivery_status
 from owlmetry.http.auth import callers
 from owlmetry.http.context import CLOCK, CONFIG, DISPATCHER, STORE
 from owlmetry.http.errors import ApiError, body_too_large, json_response
@@ -129,3 +130,5 @@ async def create_notifications(request: web.Request) -> web.Response:
 
 
 routes = [web.post("/v1/notifications", create_notifications)]
+# What producers ask after the 202 (its own module).
+routes += delivery_status.routes

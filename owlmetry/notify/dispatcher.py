@@ -120,6 +120,12 @@ def new_recipients(user_ids: Iterable[str], now: int) -> tuple[list[str], list[t
     return distinct, list(zip(new_ordered_ids(now, len(by_user)), by_user))
 
 
+def outcome_counts(counts: dict[PushOutcome, int]) -> tuple[int, int, int, int]:
+    """A finished delivery's devices by outcome, as its end keeps them."""
+    return (counts.get(PushOutcome.DELIVERED, 0), counts.get(PushOutcome.REMOVED, 0),
+            counts.get(PushOutcome.FAILED, 0), counts.get(PushOutcome.SKIPPED, 0))
+
+
 def final_status(counts: dict[PushOutcome, int],
                  channel: str) -> tuple[DeliveryStatus, str | None]:
     """A finished delivery's status and reason, from its devices' outcomes."""
@@ -436,9 +442,13 @@ class Dispatcher:
             reason = channel.unavailable if channel else f"no such channel: {claim.channel}"
             outcome, status = ((PushOutcome.SKIPPED, DeliveryStatus.SKIPPED) if channel
                                else (PushOutcome.FAILED, DeliveryStatus.FAILED))
+            started = now_ms()
             for target in claim.targets:
-                self._record(claim, target, Answer(outcome, None, reason))
-            self._end(claim, DeliveryEnd(claim.notification_id, claim.channel, status, reason))
+                self._record(claim, target, Answer(outcome, None, reason), started)
+            counts = dict(claim.earlier)
+            counts[outcome] = counts.get(outcome, 0) + len(claim.targets)
+            self._end(claim, DeliveryEnd(claim.notification_id, claim.channel, status, reason,
+                                         None, outcome_counts(counts)))
             return
         delivery = lease.delivery = _Delivery(claim, channel, lease)
         if not claim.targets:
@@ -466,7 +476,7 @@ class Dispatcher:
             answer = dead_since(answer, delivery.started)
         if delivery.lease.fenced:  # given up: a final answer is still worth its record
             if answer.outcome != RETRY:
-                self._record(delivery.claim, target, answer)
+                self._record(delivery.claim, target, answer, delivery.started)
             self._drained(delivery)
             return
         if answer.outcome == RETRY:  # not `is`: the plain string "retry" means the same
@@ -478,7 +488,7 @@ class Dispatcher:
                 return
             delivery.later.append((target, answer))
         else:
-            self._record(delivery.claim, target, answer)
+            self._record(delivery.claim, target, answer, delivery.started)
             delivery.counts[answer.outcome] = delivery.counts.get(answer.outcome, 0) + 1
         delivery.waiting -= 1
         if delivery.waiting == 0:
@@ -505,15 +515,19 @@ class Dispatcher:
                 *(answer.retry_after_ms or 0 for _, answer in later))
             retry_at = now_ms() + wait
             reason = later[-1][1].reason
+            for target, answer in later:  # kept as waiting, with this attempt counted
+                self._record(claim, target, answer, delivery.started)
             self._end(claim, DeliveryEnd(*key, DeliveryStatus.PENDING, reason, retry_at))
             return
         counts = delivery.counts
         for target, answer in later:
             self._record(claim, target, Answer(
                 PushOutcome.FAILED, answer.status,
-                f"{answer.reason} (gave up after {claim.attempts} attempts)"))
+                f"{answer.reason} (gave up after {claim.attempts} attempts)",
+                apns_id=answer.apns_id), delivery.started)
             counts[PushOutcome.FAILED] = counts.get(PushOutcome.FAILED, 0) + 1
-        self._end(claim, DeliveryEnd(*key, *final_status(counts, claim.channel)))
+        self._end(claim, DeliveryEnd(*key, *final_status(counts, claim.channel), None,
+                                     outcome_counts(counts)))
 
     def _end(self, claim: Claim, end: DeliveryEnd) -> None:
         key = (claim.notification_id, claim.channel)
@@ -530,10 +544,13 @@ class Dispatcher:
         if not self._held:
             self._idle.set()
 
-    def _record(self, claim: Claim, target: PushTarget, answer: Answer) -> None:
+    def _record(self, claim: Claim, target: PushTarget, answer: Answer, started: int) -> None:
+        """Record a device's final answer; or, for a RETRY, that it waits for the next
+        attempt (the store keeps such records apart)."""
         self.recorder.add_push(PushRecord(
             claim.notification_id, target.device_id, claim.channel, answer.outcome,
-            answer.status, answer.reason, answer.invalid_since))
+            answer.status, answer.reason, answer.invalid_since, target.platform,
+            target.environment, answer.apns_id, answer.provider_at, started))
 
     def _backoff(self, attempts: int) -> int:
         return int(backoff(self._retry_base_ms, attempts - 1, self._retry_max_ms))

@@ -16,6 +16,7 @@ each rule is written once.
 """
 
 import asyncio
+import dataclasses
 import functools
 import operator
 from collections.abc import Mapping
@@ -24,6 +25,7 @@ import orjson
 
 from owlmetry import push_options
 from owlmetry.ids import new_ordered_id
+from owlmetry.store.delivery_status import record_removals, record_retries
 from owlmetry.store.engine import Engine
 from owlmetry.store.rows import (
     Claim,
@@ -248,12 +250,14 @@ RETURNING notification_id, channel
 
 # ---- Answers and ends -------------------------------------------------------------------------
 
-# A dead token's device goes, unless it was registered again after APNs gave up on it.
+# A dead token's device goes, unless it was registered again after APNs gave up on it; what
+# the removal's audit row needs of it comes back.
 DELETE_DEAD_DEVICES = """
 WITH batch (device_id, invalid_since) AS ({batch})
 DELETE FROM user_devices WHERE id IN (
     SELECT d.id FROM batch AS b JOIN user_devices AS d ON d.id = b.device_id
     WHERE b.invalid_since IS NULL OR d.last_seen_at <= b.invalid_since)
+RETURNING id, user_id, channel, platform, environment, token
 """
 
 EXISTING_DEVICES = """
@@ -261,10 +265,15 @@ WITH batch (id) AS ({batch})
 SELECT d.id FROM batch AS b JOIN user_devices AS d ON d.id = b.id
 """
 
-PUSH_COLUMNS = "notification_id, device_id, channel, outcome, status, reason, answered_at"
-PUSH_TYPES = ("text", "text", "text", "text", "integer", "text", "bigint")
-END_COLUMNS = "notification_id, channel, status, reason, available_at, claimed_by, finished_at"
-END_TYPES = ("text", "text", "text", "text", "bigint", "text", "bigint")
+# (Each column costs every answer of every fan-out: the status route's platform and
+# environment are read from the registry and the removals' audit rows instead.)
+PUSH_COLUMNS = """notification_id, device_id, channel, outcome, status, reason, answered_at,
+    apns_id, attempted_at"""
+PUSH_TYPES = ("text", "text", "text", "text", "integer", "text", "bigint", "text", "bigint")
+END_COLUMNS = """notification_id, channel, status, reason, available_at, claimed_by, finished_at,
+    delivered, removed, failed, skipped"""
+END_TYPES = ("text", "text", "text", "text", "bigint", "text", "bigint",
+             "integer", "integer", "integer", "integer")
 
 
 def record_pushes(where: str) -> str:
@@ -283,7 +292,8 @@ def end_deliveries(where: str) -> str:
     return f"""
 UPDATE notification_deliveries AS d
 SET status = e.status, reason = e.reason, available_at = e.available_at,
-    finished_at = e.finished_at
+    finished_at = e.finished_at, delivered = e.delivered, removed = e.removed,
+    failed = e.failed, skipped = e.skipped
 FROM ends AS e
 WHERE {where}d.notification_id = e.notification_id AND d.channel = e.channel
   AND d.claimed_by = e.claimed_by AND d.status = 'pending'"""
@@ -293,8 +303,8 @@ WHERE {where}d.notification_id = e.notification_id AND d.channel = e.channel
 RECORD_PUSHES = f"WITH pushes ({PUSH_COLUMNS}) AS ({{batch}})" + record_pushes("true")
 END_DELIVERIES = f"WITH ends ({END_COLUMNS}) AS ({{batch}})" + end_deliveries("")
 
-# $8 is the ends' first column (after the answers' seven): their notifications, fetched by key.
-ENDS_BY_KEY = """d.notification_id = ANY($8::text[])
+# The ends' first column (after the answers'): their notifications, fetched by key.
+ENDS_BY_KEY = f"""d.notification_id = ANY(${len(PUSH_TYPES) + 1}::text[])
   AND """
 
 # PostgreSQL records answers and ends deliveries in one statement (one round trip, atomic)
@@ -509,16 +519,23 @@ class Deliveries:
     async def save_outcomes(
         self, owner: str, pushes: list[PushRecord], ends: list[DeliveryEnd], now: int
     ) -> list[PushRecord]:
-        """In one transaction: delete the dead tokens' devices, record the pushes, and end or
-        re-queue the deliveries `owner` holds. Returns the records as stored: a dead token whose
+        """In one transaction: delete the dead tokens' devices (each leaving its audit row),
+        record the pushes (a RETRY record: the device waits for the next attempt, counted in
+        `notification_push_retries`), and end (with their devices counted) or re-queue the
+        deliveries `owner` holds. Returns the records as stored: a dead token whose
         device was registered again after `invalid_since` is kept, and its record says so.
         Only `user_devices` rows are ever deleted, by device id: a RECIPIENT channel's records
         (a user id in `device_id`, `Targets`) can match none."""
         engine = self.engine
         # `==`, not `is`: a caller may pass the plain strings the enums stand for.
-        removed = PushOutcome.REMOVED
+        removed, retry = PushOutcome.REMOVED, PushOutcome.RETRY
         dead = [p for p in pushes if p.outcome == removed]
-        if not dead and engine.name == "postgresql":
+        # A RETRY record is a device waiting for the delivery's next attempt (the status
+        # route's): kept apart, never an answer.
+        retries = [p for p in pushes if p.outcome == retry]
+        if retries:
+            pushes = [p for p in pushes if p.outcome != retry]
+        if not dead and not retries and engine.name == "postgresql":
             statement = record_and_end(engine.batch(PUSH_TYPES, 1),
                                        engine.batch(END_TYPES, len(PUSH_TYPES) + 1))
             await engine.write(statement,
@@ -526,14 +543,20 @@ class Deliveries:
                                *engine.batch_args(end_rows(ends, owner, now), len(END_TYPES)))
             return pushes
         async with engine.transaction(bulk=True) as run:
+            if retries:
+                await record_retries(engine, run, retries, now)
             if dead:
-                await engine.run_batched(run, DELETE_DEAD_DEVICES, ("text", "bigint"),
-                                         [(p.device_id, p.invalid_since) for p in dead])
+                gone = await engine.run_batched(run, DELETE_DEAD_DEVICES, ("text", "bigint"),
+                                                [(p.device_id, p.invalid_since) for p in dead])
+                await record_removals(engine, run, gone, dead, now)
                 kept = {row[0] for row in await engine.run_batched(
                     run, EXISTING_DEVICES, ("text",), [(p.device_id,) for p in dead])}
                 if kept:
+                    kept_records = [p for p in pushes
+                                    if p.device_id in kept and p.outcome == removed]
                     pushes = [kept_record(p) if p.device_id in kept and p.outcome == removed
                               else p for p in pushes]
+                    ends = recount_kept(ends, kept_records)
             await engine.run_batched(run, RECORD_PUSHES, PUSH_TYPES, push_rows(pushes, now))
             await engine.run_batched(run, END_DELIVERIES, END_TYPES, end_rows(ends, owner, now))
         return pushes
@@ -562,19 +585,39 @@ def content_from_columns(columns: tuple) -> NotificationContent:
 
 
 def push_rows(pushes: list[PushRecord], now: int) -> list[tuple]:
-    return [(p.notification_id, p.device_id, p.channel, p.outcome, p.status, p.reason, now)
-            for p in pushes]
+    return [(p.notification_id, p.device_id, p.channel, p.outcome, p.status, p.reason, now,
+             p.apns_id, p.attempted_at) for p in pushes]
+
+
+NO_OUTCOMES = (None, None, None, None)
 
 
 def end_rows(ends: list[DeliveryEnd], owner: str, now: int) -> list[tuple]:
     pending = DeliveryStatus.PENDING
     return [(e.notification_id, e.channel, e.status, e.reason,
              e.retry_at if e.status == pending else now, owner,
-             None if e.status == pending else now) for e in ends]
+             None if e.status == pending else now, *(e.outcomes or NO_OUTCOMES)) for e in ends]
+
+
+def recount_kept(ends: list[DeliveryEnd], kept: list[PushRecord]) -> list[DeliveryEnd]:
+    """The ends' outcome counts with each kept dead token (`kept_record`) a failure, not a
+    removal (an end comes in the batch of its last answers, or a later one: then it is left)."""
+    moved: dict[tuple[str, str], int] = {}
+    for record in kept:
+        key = (record.notification_id, record.channel)
+        moved[key] = moved.get(key, 0) + 1
+    recounted = []
+    for end in ends:
+        count = moved.get((end.notification_id, end.channel))
+        if count and end.outcomes is not None:
+            delivered, removed, failed, skipped = end.outcomes
+            end = dataclasses.replace(end, outcomes=(
+                delivered, max(0, removed - count), failed + count, skipped))
+        recounted.append(end)
+    return recounted
 
 
 def kept_record(record: PushRecord) -> PushRecord:
     """A dead token's record whose device was registered again after APNs gave up on it."""
-    return PushRecord(record.notification_id, record.device_id, record.channel,
-                      PushOutcome.FAILED, record.status,
-                      f"{record.reason} (registered again since; kept)")
+    return dataclasses.replace(record, outcome=PushOutcome.FAILED,
+                               reason=f"{record.reason} (registered again since; kept)")

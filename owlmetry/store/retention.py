@@ -1,7 +1,7 @@
 """Retention: the statements of the inbox's clean-up, one bounded batch at a time.
 
 Soft-deletes read notifications read before a cutoff; removes notifications soft-deleted
-before one, with their deliveries (the foreign key cascades), push records (no foreign key:
+before one, with their deliveries (the foreign key cascades), push records and retries (no foreign key:
 deleted here, in the same transaction) and the contents whose last recipient row went (a
 content shared with rows that stay, stays). Contents left by a user deleted with their rows
 (the foreign key cascades past them) are not looked for. Each call is one batch of at most `limit` rows in one
@@ -40,6 +40,11 @@ WITH batch (id) AS ({batch})
 DELETE FROM notification_pushes WHERE notification_id IN (SELECT id FROM batch)
 """
 
+REMOVE_RETRIES = """
+WITH batch (id) AS ({batch})
+DELETE FROM notification_push_retries WHERE notification_id IN (SELECT id FROM batch)
+"""
+
 REMOVE_NOTIFICATIONS = """
 WITH batch (id) AS ({batch})
 DELETE FROM notifications WHERE id IN (SELECT id FROM batch)
@@ -74,6 +79,7 @@ class Retention:
             rows = await run(DELETED_BEFORE, deleted_before, limit)
             ids = [(row[0],) for row in rows]
             await engine.run_batched(run, REMOVE_PUSHES, ("text",), ids)
+            await engine.run_batched(run, REMOVE_RETRIES, ("text",), ids)
             await engine.run_batched(run, REMOVE_NOTIFICATIONS, ("text",), ids)
             await engine.run_batched(run, REMOVE_CONTENTS, ("text",),
                                      [(content_id,) for content_id in {row[1] for row in rows}])

@@ -255,6 +255,15 @@ class PushRecord:
     status: int | None
     reason: str | None
     invalid_since: int | None = None
+    # For the producer's status (owlmetry/store/delivery_status.py): the device as sent to
+    # (kept for a device waiting for another attempt), the provider's message id (APNs'
+    # apns-id, FCM's message name), the provider's own timestamp of a dead token (APNs' 410),
+    # and when the attempt that got the answer began.
+    platform: str | None = None
+    environment: str | None = None
+    apns_id: str | None = None
+    provider_at: int | None = None
+    attempted_at: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,6 +276,9 @@ class DeliveryEnd:
     status: DeliveryStatus
     reason: str | None
     retry_at: int | None = None
+    # A finished delivery's devices by outcome (delivered, removed, failed, skipped), kept with
+    # it for the producer's status.
+    outcomes: tuple[int, int, int, int] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,3 +291,67 @@ class Progress:
     @property
     def done(self) -> bool:
         return not self.deliveries.get(DeliveryStatus.PENDING)
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceRemoval:
+    """Why a device is gone: the audit row a provider's answer left when it removed it (the
+    token only as a hint, its first characters)."""
+
+    device_id: str
+    user_id: str
+    channel: str
+    platform: str
+    environment: str
+    token_hint: str
+    notification_id: str
+    status: int | None
+    reason: str | None
+    provider_at: int | None  # the provider's own timestamp (APNs' 410), where it gives one
+    removed_at: int
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelStatus:
+    """One notification's delivery on one channel, with its devices' outcomes counted
+    (`RECORDED_OUTCOMES`, and "retrying" for devices waiting for another attempt)."""
+
+    notification_id: str
+    channel: str
+    status: DeliveryStatus
+    reason: str | None
+    attempts: int
+    created_at: int
+    finished_at: int | None
+    next_attempt_at: int | None  # a pending delivery's next claim (or its lease's end)
+    devices: dict[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceStatus:
+    """One device's part in a notification's delivery: its final answer, or (outcome
+    "retrying") the last transient one; `removal` when that answer removed it."""
+
+    notification_id: str
+    device_id: str
+    channel: str
+    platform: str | None
+    environment: str | None
+    outcome: str
+    status: int | None
+    reason: str | None
+    apns_id: str | None
+    attempts: int
+    first_attempt_at: int | None
+    answered_at: int
+    removal: DeviceRemoval | None
+
+
+@dataclass(frozen=True, slots=True)
+class NotificationStatus:
+    """A notification as its producer sees it: who it is for, when, and its channels."""
+
+    id: str
+    user_id: str
+    created_at: int
+    channels: list[ChannelStatus]

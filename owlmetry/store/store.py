@@ -1,15 +1,16 @@
 """`Store`: the one store class, assembled from the feature modules over an engine.
 
 Each feature module (`users`, `sessions`, `login_codes`, `devices`, `inbox`, `deliveries`,
-`metrics_reads`, `retention`, `health`, `recipients`, `schedules`, `idempotency`) holds its
-part of the interface, its SQL and its row mapping; this module adds what is the whole
-database's: closing, migrating, backups, settings, and the raw-SQL door for checks. Must hold
-no feature's statement.
+`metrics_reads`, `retention`, `health`, `recipients`, `schedules`, `idempotency`,
+`delivery_status`) holds its part of the interface, its SQL and its row mapping; this module
+adds what is the whole database's: closing, migrating, backups, settings, and the raw-SQL door
+for checks. Must hold no feature's statement.
 """
 
 from collections.abc import Sequence
 
 from owlmetry.store.deliveries import Deliveries
+from owlmetry.store.delivery_status import DeliveryStatusReads
 from owlmetry.store.devices import Devices
 from owlmetry.store.engine import Engine
 from owlmetry.store.health import Health
@@ -31,7 +32,8 @@ RETURNING value
 
 
 class Store(UsersAndKeys, SessionRevocations, LoginCodes, Devices, Inbox, Deliveries,
-            MetricsReads, Retention, Health, Recipients, Schedules, IdempotencyKeys):
+            MetricsReads, Retention, Health, Recipients, Schedules, IdempotencyKeys,
+            DeliveryStatusReads):
     """One database. Open it with `owlmetry.store.open_store(url)`; close it when done."""
 
     def __init__(self, engine: Engine):

@@ -49,6 +49,9 @@ INBOX = [("/v1/notifications", "GET"), ("/v1/notifications/unread-count", "GET")
          ("/v1/notifications/{id}", "DELETE")]
 PRODUCER = [("/v1/notifications", "POST")]
 SCHEDULING = [("/v1/notifications/{id}/cancel", "POST")]
+DELIVERY_STATUS = [("/v1/notifications/{id}/deliveries", "GET"),
+                   ("/v1/notifications/deliveries", "GET"),
+                   ("/v1/notifications/deliveries", "POST")]
 
 
 def escape(key: str) -> str:
@@ -245,7 +248,8 @@ def test_the_router_and_the_document_list_the_same_routes():
 
 
 def test_the_tours_below_call_every_documented_operation():
-    assert set(PUBLIC + LOGIN + DEVICES + INBOX + PRODUCER + SCHEDULING) == documented_operations(
+    assert set(PUBLIC + LOGIN + DEVICES + INBOX + PRODUCER + SCHEDULING
+               + DELIVERY_STATUS) == documented_operations(
         openapi.document())
 
 
@@ -510,3 +514,36 @@ async def test_scheduled_sends_and_their_cancel_route(client, users, reference):
                headers=server)
     await call("POST", f"/v1/notifications/{uuid.uuid4()}/cancel", 404, headers=server)
     reference.assert_met_every_status(SCHEDULING)
+
+
+async def test_delivery_status_routes(client, users, reference):
+    call = reference.on(client)
+    user_id, user = await users.headers()
+    server = bearer(await make_key(client.app, "server"))
+    agent = bearer(await make_key(client.app, "agent"))
+    (sent,) = (await call("POST", "/v1/notifications", 202, headers=server,
+                          json={**GOOD, "user_ids": [user_id]}))[1]["notification_ids"]
+    one, many = f"/v1/notifications/{sent}/deliveries", "/v1/notifications/deliveries"
+
+    _, status = await call("GET", one, 200, headers=server, params={"limit": "1"})
+    assert status["notification"]["id"] == sent
+    await call("GET", one, 400, headers=server, params={"limit": "0"})
+    await call("GET", one, 400, headers=server, params={"cursor": "nope"},
+               schema_sees_it=False)  # a cursor's meaning is the server's
+    await call("GET", one, 401)
+    await call("GET", one, 403, headers=user)
+    await call("GET", one, 403, headers=agent)
+    await call("GET", f"/v1/notifications/{uuid.uuid4()}/deliveries", 404, headers=server)
+
+    _, page = await call("GET", many, 200, headers=server,
+                         params={"ids": f"{sent},nope", "limit": "1000"})
+    assert page["unknown_ids"] == ["nope"]
+    await call("GET", many, 400, headers=server, params={"ids": sent, "limit": "1001"})
+    await call("GET", many, 401, params={"ids": sent})
+    await call("GET", many, 403, headers=agent, params={"ids": sent})
+    await call("POST", many, 200, headers=server, json={"ids": [sent], "limit": 2})
+    await call("POST", many, 400, headers=server, json={"ids": []})
+    await call("POST", many, 401, json={"ids": [sent]})
+    await call("POST", many, 403, headers=user, json={"ids": [sent]})
+    await call("POST", many, 413, headers=server, json={"ids": [OVER_64_KIB]})
+    reference.assert_met_every_status(DELIVERY_STATUS)

@@ -13,7 +13,7 @@ from owlmetry.clock import iso_ms, now_ms
 from owlmetry.credentials import UserTokens
 from owlmetry.http.app import create_app
 from owlmetry.http.context import STORE, TOKENS
-from owlmetry.store import StoreError, latest_version, open_store
+from owlmetry.store import PushRecord, StoreError, latest_version, open_store
 from owlmetry.store.schema import migrations
 from tests.http.test_auth import make_key
 
@@ -241,6 +241,22 @@ async def test_the_upgraded_database_serves_every_route(config, aiohttp_client):
     (scheduled,) = (await answer.json())["notification_ids"]
     answer = await client.post(f"/v1/notifications/{scheduled}/cancel", headers=key)
     assert (answer.status, (await answer.json())["state"]) == (200, "cancelled")
+    # Migration 12: answers recorded before it read as the producer's status, what was not
+    # kept then shown as null; dead tokens are audited from now on.
+    server = await make_key(client.app, "server")
+    answer = await client.get(f"/v1/notifications/{N2}/deliveries",
+                              headers={"Authorization": f"Bearer {server}"})
+    status = await answer.json()
+    assert answer.status == 200
+    assert status["notification"]["channels"][0]["devices"]["failed"] == 1
+    assert status["devices"] == [{
+        "notification_id": N2, "device_id": D2, "channel": "mobile_push", "platform": "ios",
+        "environment": "sandbox", "outcome": "failed", "status": 400, "reason": "BadTopic",
+        "apns_id": None, "attempts": 1, "first_attempt_at": None,
+        "answered_at": "2023-11-14T22:13:20.040Z", "removal": None}]
+    await client.app[STORE].save_outcomes("me", [PushRecord(
+        N1, D1, "mobile_push", "removed", 400, "BadDeviceToken")], [], T0 + 50)
+    assert [r.device_id for r in await client.app[STORE].device_removals(0, "", 10)] == [D1]
     assert (await client.get("/healthz")).status == 200
 
 

@@ -27,6 +27,9 @@ class Answer:
     was registered again after `invalid_since`, ms, when given); FAILED (permanent, `reason`
     says why); or RETRY (transient: the dispatcher sends again later, and not before
     `retry_after_ms` when the provider asked for that wait, as FCM's Retry-After does).
+    `apns_id`: the provider's id of the message (APNs' apns-id, FCM's message name);
+    `provider_at`: the provider's own timestamp of a dead token (APNs' 410); both for the
+    producer's status.
     """
 
     outcome: PushOutcome
@@ -34,6 +37,8 @@ class Answer:
     reason: str | None = None
     invalid_since: int | None = None
     retry_after_ms: int | None = None
+    apns_id: str | None = None
+    provider_at: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

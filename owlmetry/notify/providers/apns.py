@@ -102,18 +102,20 @@ class Push:
         self.body, self.headers = body, headers
 
 
-DELIVERED = Answer(PushOutcome.DELIVERED, 200)
+DELIVERED = PushOutcome.DELIVERED
 
 
 def answer_for(result: PushResult) -> Answer:
+    # Every answer carries its apns-id (the producer's status shows it).
     if result.ok:
-        return DELIVERED
+        return Answer(DELIVERED, 200, apns_id=result.apns_id)
     if result.token_invalid:
         since = result.timestamp_ms if result.kind is ResultKind.UNREGISTERED else None
-        return Answer(PushOutcome.REMOVED, result.status, result.reason, since)
+        return Answer(PushOutcome.REMOVED, result.status, result.reason, since,
+                      apns_id=result.apns_id, provider_at=since)
     if result.retry_later:
-        return Answer(PushOutcome.RETRY, result.status, result.reason)
-    return Answer(PushOutcome.FAILED, result.status, result.reason)
+        return Answer(PushOutcome.RETRY, result.status, result.reason, apns_id=result.apns_id)
+    return Answer(PushOutcome.FAILED, result.status, result.reason, apns_id=result.apns_id)
 
 
 class APNs(Sender):

@@ -26,13 +26,13 @@ NOT_CONFIGURED = ("FCM is not configured: FCM_SERVICE_ACCOUNT_PATH (or FCM_SERVI
                   "unset")
 # The label of FCM's connections in /metrics: one host whatever the device's environment.
 STATS_KEY = "fcm"
-DELIVERED = Answer(PushOutcome.DELIVERED, 200)
+DELIVERED = PushOutcome.DELIVERED
 
 
 def answer_for(answer: FcmAnswer, started_ms: int) -> Answer:
     decision = answer.decision
-    if decision is Decision.DELIVERED:
-        return DELIVERED
+    if decision is Decision.DELIVERED:  # FCM's message name, for the producer's status
+        return Answer(DELIVERED, 200, apns_id=answer.message_name)
     if decision is Decision.REMOVE:
         return Answer(PushOutcome.REMOVED, answer.status, answer.code, started_ms)
     if decision is Decision.FAIL:
