@@ -334,8 +334,8 @@ def main(argv=None) -> int:
     harness.stop_on_signals(args.time_limit or time_limit(args, backends))
     results = []
     with tempfile.TemporaryDirectory(prefix="owlbench-") as work:
-        for backend in backends:
-            for devices in args.seed_devices:
+        for devices in args.seed_devices:  # each size's backends back to back
+            for backend in backends:
                 with harness.bench_lock():
                     results += bench_one(backend, devices, args, work)
     signal.alarm(0)
