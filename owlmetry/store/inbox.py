@@ -50,8 +50,8 @@ NEXT_PAGE = LIST_NOTIFICATIONS.format(
     after="AND (n.created_at, n.id) < (CAST($4 AS BIGINT), CAST($5 AS TEXT))",
     limit="CAST($6 AS BIGINT)")
 
-# The user's unread rows, newest first, found as the unread list finds them (at most the
-# user's count of them), then each updated by its key.
+# The user's unread rows, found as the unread list finds them, through the inbox index newest
+# first and at most the user's count of them (so all of them), then each updated by its key.
 UNREAD_OF_USER = f"""
     SELECT id FROM notifications
     WHERE user_id = $1 AND {UNREAD}
@@ -70,7 +70,8 @@ RETURNING id
     # is seen as it is now, not as the search saw it.
     "postgresql": f"""
 UPDATE notifications SET read_at = $3
-WHERE id IN ({UNREAD_OF_USER}) AND user_id = $1 AND {UNREAD}
+WHERE id IN ({UNREAD_OF_USER})
+  AND user_id = $1 AND {UNREAD}
 RETURNING id
 """,
 }
