@@ -10,8 +10,15 @@ database named by --postgres-url), migrates it, creates 100 writer and 100 liste
 1,000 refresh tokens and 5 devices per lister (seed_devices.py), starts the server, then runs
 each scenario --runs times.
 
-Prints a markdown table (the run with the median requests/s, its p50/p99, non-2xx summed over
-all runs, ratio to the reference) and one JSON line per (backend, scenario). Any non-2xx or
+`--seed-devices N [N ...]` runs each backend once per size on a fresh database that already
+holds N devices (of N/5 users of their own, written with `store.execute_batch` before the server
+starts, then ANALYZE): `--seed-devices 0 1000000` measures the registry empty and at a million.
+
+Prints a markdown table (the run with the median requests/s, its p50/p99, the server's CPU per
+request, non-2xx summed over all runs, ratio to the reference), then the ratios that do not
+depend on how busy the machine is that hour: SQLite / PostgreSQL per scenario and size, and
+each size / the empty database per backend and scenario; one JSON line per (backend, size,
+scenario). Any non-2xx or
 socket error is reported loudly and makes the exit status 1. Each backend's set-up and runs
 hold /tmp/owl-bench.lock (flock), the lock the machine's other benchmarks take, so they do not
 share the two cores. The server, the PostgreSQL cluster and the temp files are removed on exit,
@@ -19,10 +26,12 @@ Ctrl-C, SIGTERM and the --time-limit alarm (default: estimated from the flags).
 
     python benchmarks/registry.py [--backend sqlite|postgresql|both] [--duration 20s]
         [--runs 3] [--scenarios register_new list ...] [--postgres-url URL]
+        [--seed-devices 0 1000000]
         [--py-spy DIR]   # also record a py-spy profile of the server per scenario (extra run)
 """
 
 import argparse
+import asyncio
 import concurrent.futures
 import contextlib
 import json
@@ -38,12 +47,34 @@ import tempfile
 import harness
 import profiling
 from harness import CLIENT_CORE as WRK_CORE
+from owlmetry.clock import now_ms
+from owlmetry.ids import new_id
+from owlmetry.retention import DAY_MS
+from owlmetry.store import open_store
 
 BENCH = "/work/shared/bench/registry"
 SCENARIOS = ("register_new", "register_refresh", "list", "mixed")
 REFERENCE_RPS = {"register_new": 975, "register_refresh": 833, "list": 1491, "mixed": 917}
 USERS_PER_ROLE = 100
 SETUP_SECONDS = 300  # per backend: cluster, users, seeding, server start
+SEED_DEVICES_PER_SECOND = 5_000  # --seed-devices' pace, for the time limit (it runs at 10-30k)
+
+# --seed-devices: users of their own, DEVICES_PER_SEEDED_USER devices each, seen over the last
+# 90 days; rows in random token order, as registrations come.
+DEVICES_PER_SEEDED_USER = 5
+SEED_ROWS_PER_STATEMENT = 50_000
+INSERT_USERS = """
+WITH batch (id, email, created_at) AS ({batch})
+INSERT INTO users (id, email, created_at) SELECT id, email, created_at FROM batch
+"""
+INSERT_DEVICES = """
+WITH batch (id, user_id, token, seen) AS ({batch})
+INSERT INTO user_devices (id, user_id, channel, platform, token, environment, app_version,
+                          device_model, os_version, last_seen_at, created_at)
+SELECT id, user_id, 'ios_push', 'ios', token, 'production', '2.1.0', 'iPhone15,3', 'iOS 18.2',
+       seen, seen
+FROM batch
+"""
 
 
 @contextlib.contextmanager
@@ -54,6 +85,30 @@ def postgres_database(url: str | None):
         return
     with harness.postgres_cluster() as (cluster, _):
         yield harness.create_database(cluster, "bench")
+
+
+async def seed_devices(database: str, n: int, run_id: str) -> None:
+    """`n` devices of n / DEVICES_PER_SEEDED_USER new users, straight into the tables."""
+    store = await open_store(database)
+    try:
+        now = now_ms()
+        n_users = -(-n // DEVICES_PER_SEEDED_USER)
+        users = [new_id() for _ in range(n_users)]
+        for start in range(0, n_users, SEED_ROWS_PER_STATEMENT):
+            await store.execute_batch(
+                INSERT_USERS, ("text", "text", "bigint"),
+                [(user_id, f"seed{start + i}-{run_id}@bench.example", now)
+                 for i, user_id in enumerate(users[start:start + SEED_ROWS_PER_STATEMENT])])
+        for start in range(0, n, SEED_ROWS_PER_STATEMENT):
+            count = min(SEED_ROWS_PER_STATEMENT, n - start)
+            await store.execute_batch(
+                INSERT_DEVICES, ("text", "text", "text", "bigint"),
+                [(new_id(), users[(start + i) // DEVICES_PER_SEEDED_USER], secrets.token_hex(32),
+                  now - secrets.randbelow(90 * DAY_MS)) for i in range(count)])
+        # As a database in use has statistics (and PostgreSQL no vacuum debt from the seeding).
+        await store.execute("VACUUM ANALYZE" if store.engine.name == "postgresql" else "ANALYZE")
+    finally:
+        await store.close()
 
 
 def create_users(database: str, env: dict, role: str, run_id: str) -> list[tuple[str, str]]:
@@ -85,9 +140,11 @@ def seed(url: str, files: dict) -> None:
                    check=True, timeout=180, stdout=subprocess.DEVNULL)
 
 
-def run_wrk(url: str, scenario: str, duration: str, files: dict) -> dict:
+def run_wrk(url: str, scenario: str, duration: str, files: dict, pid: int | None = None) -> dict:
+    """wrk's summary, with the server's CPU per request (µs) when its `pid` is given."""
     env = dict(os.environ, JWT_FILE=files["writers"], LIST_JWT_FILE=files["listers"],
                TOKENS_FILE=files["tokens"], CHANNEL="ios_push", PLATFORM="none")
+    cpu_before = harness.cpu_seconds(pid) if pid else 0.0
     done = subprocess.run(
         ["taskset", "-c", WRK_CORE, "wrk", "-t1", "-c64", f"-d{duration}", "--timeout", "10s",
          "-s", f"{BENCH}/wrk/{scenario}.lua", url],
@@ -96,18 +153,23 @@ def run_wrk(url: str, scenario: str, duration: str, files: dict) -> dict:
     line = next((ln for ln in done.stdout.splitlines() if ln.startswith("WRK_JSON ")), None)
     if line is None:
         raise RuntimeError(f"no WRK_JSON line from wrk:\n{done.stdout}\n{done.stderr}")
-    return json.loads(line.removeprefix("WRK_JSON "))
+    result = json.loads(line.removeprefix("WRK_JSON "))
+    if pid:
+        result["cpu_us"] = round(1e6 * (harness.cpu_seconds(pid) - cpu_before)
+                                 / max(result["requests"], 1), 1)
+    return result
 
 
-def summarize(backend: str, scenario: str, runs: list[dict]) -> dict:
+def summarize(backend: str, devices: int, scenario: str, runs: list[dict]) -> dict:
     """The run with the median requests/s; errors summed over all runs."""
     median = statistics.median_low(run["rps"] for run in runs)
     chosen = next(run for run in runs if run["rps"] == median)
     socket_errors = sum(run[k] for run in runs
                         for k in ("connect_err", "read_err", "write_err", "timeout"))
     return {
-        "backend": backend, "scenario": scenario, "runs": len(runs),
+        "backend": backend, "seeded_devices": devices, "scenario": scenario, "runs": len(runs),
         "rps": chosen["rps"], "p50_ms": chosen["p50_ms"], "p99_ms": chosen["p99_ms"],
+        "cpu_us": chosen.get("cpu_us"),
         "non2xx": sum(run["non2xx"] for run in runs), "socket_errors": socket_errors,
         "ratio": round(chosen["rps"] / REFERENCE_RPS[scenario], 2),
         "all_rps": [run["rps"] for run in runs], "load_1m": [run["load_1m"] for run in runs],
@@ -126,7 +188,7 @@ def profile(pid: int, scenario: str, backend: str, duration: str, url: str, file
           file=sys.stderr)
 
 
-def bench_backend(backend: str, database: str, args, work: str) -> list[dict]:
+def bench_backend(backend: str, database: str, devices: int, args, work: str) -> list[dict]:
     secret = secrets.token_urlsafe(32)
     env = dict(os.environ, JWT_SECRET=secret)
     env.pop("ACCESS_LOG", None)
@@ -135,23 +197,26 @@ def bench_backend(backend: str, database: str, args, work: str) -> list[dict]:
              for name in ("writers", "listers", "tokens")}
     print(f"[{backend}] migrate, create {2 * USERS_PER_ROLE} users, seed", file=sys.stderr)
     harness.owlmetry_cli("migrate", "--database", database, env=env)
+    if devices:
+        print(f"[{backend}] seed {devices:,} devices", file=sys.stderr)
+        asyncio.run(seed_devices(database, devices, run_id))
     write_jwts(files["writers"], create_users(database, env, "writer", run_id), secret)
     write_jwts(files["listers"], create_users(database, env, "lister", run_id), secret)
     results = []
     version = harness.code_version()  # the server imports the package now; later edits miss it
-    log = os.path.join(work, f"{backend}-server.log")
+    log = os.path.join(work, f"{backend}-{devices}-server.log")
     with harness.running_server(database, env, log) as (url, pid):
         seed(url, files)
         for scenario in args.scenarios:
             runs = []
             for n in range(args.runs):
-                runs.append(run_wrk(url, scenario, args.duration, files))
+                runs.append(run_wrk(url, scenario, args.duration, files, pid))
                 runs[-1]["load_1m"] = os.getloadavg()[0]  # other work on the machine skews figures
                 print(f"[{backend}] {scenario} run {n + 1}/{args.runs}: "
-                      f"{runs[-1]['rps']:.0f} req/s, "
+                      f"{runs[-1]['rps']:.0f} req/s, {runs[-1]['cpu_us']:.0f} µs CPU/request, "
                       f"non-2xx {runs[-1]['non2xx']}, load average {runs[-1]['load_1m']:.1f}",
                       file=sys.stderr)
-            results.append(summarize(backend, scenario, runs) | {"code": version})
+            results.append(summarize(backend, devices, scenario, runs) | {"code": version})
             if args.py_spy:
                 profile(pid, scenario, backend, args.duration, url, files, args.py_spy)
     return results
@@ -161,19 +226,52 @@ def print_report(results: list[dict]) -> None:
     for backend, version in dict.fromkeys((r["backend"], r["code"]) for r in results):
         print(f"code ({backend}): {version}")
     print()
-    print("| backend | scenario | requests/s | p50 ms | p99 ms | non-2xx | × reference |")
-    print("|---|---|---:|---:|---:|---:|---:|")
+    print("| backend | devices before | scenario | requests/s | p50 ms | p99 ms | server CPU µs/req "
+          "| non-2xx | × reference |")
+    print("|---|---:|---|---:|---:|---:|---:|---:|---:|")
     for r in results:
-        print(f"| {r['backend']} | {r['scenario']} | {r['rps']:,.0f} | {r['p50_ms']:.1f} | "
-              f"{r['p99_ms']:.1f} | {r['non2xx']} | {r['ratio']:.2f} "
-              f"(ref {REFERENCE_RPS[r['scenario']]:,}) |")
+        print(f"| {r['backend']} | {r['seeded_devices']:,} | {r['scenario']} | {r['rps']:,.0f} | "
+              f"{r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['cpu_us']:.0f} | {r['non2xx']} | "
+              f"{r['ratio']:.2f} (ref {REFERENCE_RPS[r['scenario']]:,}) |")
     print()
+    print_ratios(results)
     for r in results:
         print(json.dumps(r))
     bad = [r for r in results if r["non2xx"] or r["socket_errors"]]
     for r in bad:
         print(f"!!! ERRORS: {r['backend']} {r['scenario']}: {r['non2xx']} non-2xx responses, "
               f"{r['socket_errors']} socket errors !!!", file=sys.stderr)
+
+
+def ratios(results: list[dict]) -> dict:
+    """{(label, devices or backend, scenario): ratio}: SQLite / PostgreSQL per size and scenario,
+    and each size / the empty database per backend and scenario, where both were run."""
+    rps = {(r["backend"], r["seeded_devices"], r["scenario"]): r["rps"] for r in results}
+    found = {}
+    for (backend, devices, scenario), value in rps.items():
+        postgresql = rps.get(("postgresql", devices, scenario))
+        if backend == "sqlite" and postgresql:
+            found[("sqlite/postgresql", devices, scenario)] = value / postgresql
+        empty = rps.get((backend, 0, scenario))
+        if devices and empty:
+            found[(f"{devices:,} devices/empty", backend, scenario)] = value / empty
+    return found
+
+
+def print_ratios(results: list[dict]) -> None:
+    """Ratios within this run, which the hour's load moves much less than the figures."""
+    found = ratios(results)
+    if not found:
+        return
+    scenarios = list(dict.fromkeys(r["scenario"] for r in results))
+    rows = list(dict.fromkeys(key[:2] for key in found))
+    print("| ratio (same run) | of | " + " | ".join(scenarios) + " |")
+    print("|---|---|" + "---:|" * len(scenarios))
+    for label, of in rows:
+        cells = [f"{found[(label, of, s)]:.2f}" if (label, of, s) in found else "" for s in scenarios]
+        of = f"{of:,} devices" if isinstance(of, int) else of
+        print(f"| {label} | {of} | " + " | ".join(cells) + " |")
+    print()
 
 
 def seconds(duration: str) -> int:
@@ -193,6 +291,9 @@ def parse_args(argv=None):
     parser.add_argument("--scenarios", nargs="+", choices=SCENARIOS, default=list(SCENARIOS))
     parser.add_argument("--postgres-url",
                         help="use this (empty, dedicated) database instead of a throwaway cluster")
+    parser.add_argument("--seed-devices", type=int, nargs="+", default=[0], metavar="N",
+                        help="devices in the database before the runs, one fresh database per "
+                             "N (default 0; e.g. 0 1000000)")
     parser.add_argument("--py-spy", metavar="DIR",
                         help="after each scenario, profile one extra run into DIR")
     parser.add_argument("--time-limit", type=int, metavar="SECONDS",
@@ -200,19 +301,29 @@ def parse_args(argv=None):
                              "(default: estimated from the other flags)")
     args = parser.parse_args(argv)
     seconds(args.duration)
+    if args.postgres_url and len(args.seed_devices) > 1:
+        parser.error("--postgres-url is one database: give one --seed-devices size with it")
     return args
 
 
 def time_limit(args, backends: list[str]) -> int:
     wrk_runs = len(args.scenarios) * (args.runs + (1 if args.py_spy else 0))
-    return len(backends) * (SETUP_SECONDS + wrk_runs * (seconds(args.duration) + 15))
+    per_size = SETUP_SECONDS + wrk_runs * (seconds(args.duration) + 15)
+    seeding = sum(args.seed_devices) // SEED_DEVICES_PER_SECOND
+    return len(backends) * (len(args.seed_devices) * per_size + seeding)
 
 
-def bench_one(backend: str, args, work: str) -> list[dict]:
+def bench_one(backend: str, devices: int, args, work: str) -> list[dict]:
     if backend == "sqlite":
-        return bench_backend(backend, f"sqlite:///{os.path.join(work, 'bench.db')}", args, work)
+        path = os.path.join(work, f"bench-{devices}.db")
+        try:
+            return bench_backend(backend, f"sqlite:///{path}", devices, args, work)
+        finally:  # a million devices are half a gigabyte
+            for side in ("", "-wal", "-shm"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.remove(path + side)
     with postgres_database(args.postgres_url) as database:
-        return bench_backend(backend, database, args, work)
+        return bench_backend(backend, database, devices, args, work)
 
 
 def main(argv=None) -> int:
@@ -223,9 +334,10 @@ def main(argv=None) -> int:
     harness.stop_on_signals(args.time_limit or time_limit(args, backends))
     results = []
     with tempfile.TemporaryDirectory(prefix="owlbench-") as work:
-        for backend in backends:
-            with harness.bench_lock():
-                results += bench_one(backend, args, work)
+        for devices in args.seed_devices:  # each size's backends back to back
+            for backend in backends:
+                with harness.bench_lock():
+                    results += bench_one(backend, devices, args, work)
     signal.alarm(0)
     print_report(results)
     return 1 if any(r["non2xx"] or r["socket_errors"] for r in results) else 0

@@ -64,9 +64,13 @@ RETURNING token, {DEVICE_COLUMNS}
     # $1 is the cap. Every part of one statement sees the table as it was before it: `before`
     # says who owned each token, the eviction does not see the rows inserted (so it keeps $1
     # less the user's rows of this statement), and leaves alone the rows the upsert touched.
-    # It takes only rows no other statement holds (SKIP LOCKED): concurrent batches evicting
-    # for the same users would otherwise lock their rows in different orders and deadlock,
-    # and a row skipped now goes at that user's next new device.
+    # The rows past the cap are found by a plain read, and only they are locked: FOR UPDATE on
+    # the walk itself would lock (write) every row it steps over, the $1 kept ones too, and
+    # skip those another statement holds, so counting wrong. A row taken over or seen again
+    # since the read (its owner or time changed: PostgreSQL checks the locked row again)
+    # stays. It takes only rows no other statement holds (SKIP LOCKED): concurrent batches
+    # evicting for the same users would otherwise lock their rows in different orders and
+    # deadlock, and a row skipped now goes at that user's next new device.
     "postgresql": f"""
 WITH {BATCH},
 before AS (
@@ -80,14 +84,18 @@ gained AS (
         SELECT s2.user_id FROM stored AS s2 LEFT JOIN before AS b ON b.token = s2.token
         WHERE b.user_id IS DISTINCT FROM s2.user_id)
     GROUP BY s.user_id),
+past_cap AS (
+    SELECT old.* FROM gained AS g CROSS JOIN LATERAL (
+        SELECT d.id, d.user_id, d.last_seen_at FROM user_devices AS d
+        WHERE d.user_id = g.user_id AND d.token NOT IN (SELECT token FROM batch)
+        ORDER BY d.last_seen_at DESC, d.created_at DESC, d.id
+        OFFSET greatest($1 - g.mine, 0)) AS old),
 evicted AS (
     DELETE FROM user_devices WHERE id IN (
-        SELECT old.id FROM gained AS g CROSS JOIN LATERAL (
-            SELECT d.id FROM user_devices AS d
-            WHERE d.user_id = g.user_id AND d.token NOT IN (SELECT token FROM batch)
-            ORDER BY d.last_seen_at DESC, d.created_at DESC, d.id
-            OFFSET greatest($1 - g.mine, 0)
-            FOR UPDATE SKIP LOCKED) AS old))
+        SELECT d.id FROM user_devices AS d
+        WHERE (d.id, d.user_id, d.last_seen_at) IN (SELECT * FROM past_cap)
+        ORDER BY d.id
+        FOR UPDATE SKIP LOCKED))
 SELECT token, {DEVICE_COLUMNS} FROM stored
 """,
 }

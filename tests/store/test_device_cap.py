@@ -131,3 +131,19 @@ async def test_a_storm_of_new_devices_past_the_cap_fails_none_and_settles_at_the
     for n, user_id in enumerate(users):
         await seen(store, user_id, 10_000 + n, 5000)
         assert len(await ids(store, user_id)) == 3
+
+
+async def test_a_device_held_by_another_transaction_does_not_keep_the_oldest_past_the_cap(store):
+    """PostgreSQL: while another transaction holds one of the user's newest devices (a refresh
+    under way), a new device still evicts the least recently seen one."""
+    if store.engine.name != "postgresql":
+        pytest.skip("row locks are PostgreSQL's")
+    store.limit_devices(3)
+    user_id = await new_user(store)
+    oldest, middle, newest = [await seen(store, user_id, n, 1000 + n) for n in range(3)]
+
+    async with store.engine.transaction() as run:
+        await run("SELECT id FROM user_devices WHERE id = $1 FOR UPDATE", newest)
+        added = await seen(store, user_id, 3, 2000)
+
+    assert await ids(store, user_id) == [added, newest, middle]

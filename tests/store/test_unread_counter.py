@@ -11,7 +11,7 @@ import pytest
 
 from owlmetry.config import Config
 from owlmetry.retention import DAY_MS, clean_up
-from owlmetry.store import NotificationContent, RecipientGroup, deliveries
+from owlmetry.store import NotificationContent, ReadState, RecipientGroup, deliveries
 
 T0 = 1_700_000_000_000
 TYPES = ("feedback.new", "issue.new")
@@ -133,3 +133,32 @@ async def test_rows_born_deleted_are_not_counted(store):
                 (user.id, None, None)]
     await store.execute_batch(deliveries.COUNT_ENQUEUED, deliveries.ADDED_TYPES, inserted)
     assert await store.unread_count(user.id) == 2
+
+
+async def test_unread_ones_below_many_read_ones_are_listed_paged_and_marked(store):
+    """The unread list and mark-all-read walk the inbox only as far as the user's count of
+    unread notifications takes them: every one is found, however deep, a page at a time."""
+    user = await store.create_user(str(uuid.uuid4()), "deep@example.com", 1)
+    ids = [str(uuid.uuid4()) for _ in range(300)]
+    for n, notification_id in enumerate(ids):  # oldest first
+        await store.enqueue_notifications([(notification_id, user.id)],
+                                          NotificationContent(TYPES[n % 2], f"#{n}"), [], T0 + n)
+    unread = {ids[0], ids[1], ids[150], ids[299]}
+    for notification_id in set(ids) - unread:
+        await store.set_read(user.id, notification_id, True, T0 + 1000)
+
+    pages, before = [], None
+    while True:
+        page = await store.list_notifications(user.id, ReadState.UNREAD, None, before, 3)
+        pages.append([n.id for n in page])
+        if len(page) < 3:
+            break
+        before = (page[-1].created_at, page[-1].id)
+    assert pages == [[ids[299], ids[150], ids[1]], [ids[0]]]
+    firsts = await store.list_notifications(user.id, ReadState.UNREAD, TYPES[0], None, 10)
+    assert [n.id for n in firsts] == [ids[150], ids[0]]
+
+    assert await store.mark_all_read(user.id, TYPES[1], T0 + 2000) == 2  # #299 and #1
+    assert await store.mark_all_read(user.id, None, T0 + 2000) == 2
+    assert await store.list_notifications(user.id, ReadState.UNREAD, None, None, 10) == []
+    await assert_no_drift(store, [user.id])
