@@ -176,18 +176,25 @@ async def test_a_dispatcher_whose_lease_ran_out_sends_nothing_more_while_another
                             lease_ms=LEASE_MS, poll_s=0.05, retry_base_ms=20)
         second.start()
 
-        # From now on each answer of the first host takes longer than a lease; once every
-        # answer it gave is on record, the database stops answering the first dispatcher.
+        # From now on each request the first host receives is answered after longer than a
+        # lease; once every request it received before is answered and on record, the
+        # database stops answering the first dispatcher. (The mock fixes a request's latency
+        # as it arrives: up to STREAMS of them are still due an answer at the old pace, and
+        # an answer that comes after the pause cannot be recorded, so its device rightly gets
+        # the push again from the next holder.)
         first_host.behaviour.latency_s = 3 * LEASE_MS / 1000
+        before = Counter(first_host.stats.requests)
 
         async def caught_up():
-            return await recorded(store) == sum(first_host.stats.responses_by_status.values())
+            answered = sum(first_host.stats.responses_by_status.values())
+            return answered >= before.total() and await recorded(store) == answered
         await until(caught_up, "the first host's answers all on record")
         pause.start()
         # The last renewal that committed came before the pause: a lease later, the first
-        # dispatcher's lease has run out by its own clock.
+        # dispatcher's lease has run out by its own clock. The sends it started since the
+        # slow-down were on the wire then: they take longer than a lease and the pause.
         await asyncio.sleep(LEASE_MS / 1000)
-        sent_by_first = set(first_host.stats.requests)
+        on_the_wire = {t for t, n in first_host.stats.requests.items() if n > before[t]}
         await asyncio.sleep(LEASE_MS / 1000)
         # The first host answers new streams fast again: a dispatcher that went on with its
         # queue once its slow sends are answered would now send it all.
@@ -207,7 +214,7 @@ async def test_a_dispatcher_whose_lease_ran_out_sends_nothing_more_while_another
         twice = {t for t in tokens if receipts[t] > 1}
         assert len(twice) <= STREAMS, f"{len(twice)} devices got the push twice"
         assert all(receipts[t] == 2 for t in twice)
-        assert twice <= sent_by_first
+        assert twice <= on_the_wire
         # Every device has exactly one final answer on record, and every delivery ended.
         rows = await store.execute(
             "SELECT device_id, count(*) FROM notification_pushes GROUP BY device_id")
