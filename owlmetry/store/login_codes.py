@@ -162,6 +162,15 @@ class LoginMail:
 class LoginCodes:
     engine: Engine
 
+    async def _email_and_address(self, run, email: str, bucket: str, now: int,
+                                 window_ms: int, limit: int) -> int:
+        """In `run`'s transaction: the email's lock (PostgreSQL), then the request counted in
+        the client address's `bucket`; how long to wait when it is full, else 0."""
+        lock = LOCK_EMAIL[self.engine.name]
+        if lock:
+            await run(lock, email)
+        return await self._hit(run, bucket, now, window_ms, limit)
+
     async def _hit(self, run, bucket: str, now: int, window_ms: int, limit: int) -> int:
         """0 when the request fits `bucket`'s count, else how long until its window ends."""
         window_start = now - now % window_ms
@@ -179,11 +188,8 @@ class LoginCodes:
         email has none outstanding and is a user's (or `signup`). 0 when counted, else (the
         bucket is full, nothing else done) how long until its window ends."""
         email = email.lower()
-        lock = LOCK_EMAIL[self.engine.name]
         async with self.engine.transaction() as run:
-            if lock:
-                await run(lock, email)
-            wait = await self._hit(run, bucket, now, window_ms, limit)
+            wait = await self._email_and_address(run, email, bucket, now, window_ms, limit)
             if wait:
                 return wait
             await run(RESEND_LOGIN_CODE, email, now, max_mails, resend_before)
@@ -199,11 +205,8 @@ class LoginCodes:
         wait after that many, None for locked), the code checked: a match is used (once, however
         many attempts race) and forgets the failures; a miss counts one more."""
         email = email.lower()
-        lock = LOCK_EMAIL[self.engine.name]
         async with self.engine.transaction() as run:
-            if lock:
-                await run(lock, email)
-            wait = await self._hit(run, bucket, now, window_ms, limit)
+            wait = await self._email_and_address(run, email, bucket, now, window_ms, limit)
             if wait:
                 return AttemptResult(Attempt.LIMITED, wait)
             found = await run(FAILURES, email)
