@@ -3,7 +3,7 @@
 producers send 50,000-recipient notifications back to back, on SQLite and PostgreSQL.
 
     python benchmarks/enqueue_vs_register.py [--backend sqlite|postgresql|both] [--seconds 30]
-        [--producers 2] [--recipients 50000] [--rate 50] [--chunk N]
+        [--producers 2] [--recipients 50000] [--rate 50] [--chunk N] [--stalls]
 
 Per backend, on a fresh database (SQLite: a new file in a temp folder; PostgreSQL: a new
 database in a throwaway cluster with PostgreSQL's default durable settings, unpinned):
@@ -23,7 +23,9 @@ enqueues done and their mean answer time) and one JSON line per backend. Exit st
 any request failed.
 
 --chunk N runs the server with the store's ENQUEUE_CHUNK set to N (to choose the chunk size;
-the default is the code's own).
+the default is the code's own). --stalls runs it on asyncio's loop with the stall probe
+(`profiling.py`) and prints, per backend, the event-loop turns of 20 ms or more grouped by
+where they ended: what the registrations waited behind.
 """
 
 import argparse
@@ -41,6 +43,7 @@ import aiohttp
 import orjson
 
 import harness
+import profiling
 from harness import CLIENT_CORE
 from owlmetry.clock import now_ms
 from owlmetry.ids import new_id
@@ -145,10 +148,18 @@ def one_backend(backend: str, database: str, args, work: str) -> dict:
         launcher = ("-c", "import sys; from owlmetry.store import deliveries; "
                           f"deliveries.ENQUEUE_CHUNK = {args.chunk}; "
                           "from owlmetry.cli import main; sys.exit(main())")
+    stalls_out = os.path.join(work, f"{backend}-stalls.json")
+    if args.stalls:
+        launcher = profiling.stall_probe_launcher(stalls_out)
     log = os.path.join(work, f"{backend}-server.log")
     with harness.running_server(database, env, log, launcher) as (url, _pid):
         with harness.pinned_self(CLIENT_CORE):
             result = asyncio.run(measure(url, api_key, jwt, user_ids, args))
+    if args.stalls:
+        with open(stalls_out) as f:
+            stalls = json.load(f)
+        print(f"[{backend}] {len(stalls)} event-loop turns of {profiling.PROBE_STALL_MS:.0f} ms "
+              f"or more:\n{profiling.stalls_table(stalls)}", file=sys.stderr)
     result.update(backend=backend, version=harness.code_version(), chunk=args.chunk,
                   producers=args.producers, recipients=args.recipients, rate=args.rate,
                   seconds=args.seconds)
@@ -187,6 +198,8 @@ def parse_args(argv=None):
     parser.add_argument("--recipients", type=int, default=50_000, help="per notification")
     parser.add_argument("--rate", type=float, default=50, help="registrations a second (50)")
     parser.add_argument("--chunk", type=int, help="the server's ENQUEUE_CHUNK")
+    parser.add_argument("--stalls", action="store_true",
+                        help="probe the server's event-loop turns (asyncio's loop, not uvloop)")
     parser.add_argument("--time-limit", type=int, default=1200,
                         help="abort after this many seconds")
     return parser.parse_args(argv)

@@ -1,13 +1,19 @@
 """Where a server's time goes, for the benchmarks' extra (never timed) runs: py-spy recording and
-its summary by layer, and the statement timer (every database call of a server, by statement).
+its summary by layer, the statement timer (every database call of a server, by statement) and
+the stall probe (every event-loop turn longer than a threshold, by the code it ran).
 
-Owns those two instruments. It must not be imported by the server itself: the statement timer
+Owns those three instruments. It must not be imported by the server itself: the statement timer
 monkeypatches aiosqlite and asyncpg, and does so only in a server started through this file:
 
     python benchmarks/profiling.py --serve-timed OUT.json serve --port P --database URL
 
 (`harness.running_server(..., launcher=statement_timer_launcher(OUT.json))`), which runs
-`owlmetry serve` with every call timed and writes the table as JSON into OUT.json at exit.
+`owlmetry serve` with every call timed and writes the table as JSON into OUT.json at exit, and
+
+    python benchmarks/profiling.py --serve-stalls OUT.json serve --port P --database URL
+
+which runs it on asyncio's own loop (uvloop's turns cannot be wrapped) and writes every turn of
+20 ms or more (PROBE_STALL_MS) as JSON into OUT.json at exit.
 """
 
 import collections
@@ -210,6 +216,76 @@ def serve_timed(out: str, argv: list[str]) -> int:
                                       row)) for name, row in stats.items()}, f)
 
 
+# ---- the stall probe ----------------------------------------------------------------------
+
+PROBE_STALL_MS = 20.0
+
+
+def stall_probe_launcher(out: str) -> tuple[str, ...]:
+    """What `harness.running_server` runs instead of `-m owlmetry` for a probed server."""
+    return (os.path.abspath(__file__), "--serve-stalls", out)
+
+
+def where_suspended(task) -> str:
+    """The task's coroutine and the awaits it is suspended in, outermost first: after a turn,
+    the place the turn ended."""
+    places, coro = [], task.get_coro()
+    while coro is not None and hasattr(coro, "cr_frame"):
+        frame = coro.cr_frame
+        if frame is not None:
+            places.append(f"{frame.f_code.co_name}:{frame.f_lineno}")
+        coro = coro.cr_await
+    return " > ".join(places) or repr(task)
+
+
+def serve_with_stall_probe(out: str, argv: list[str]) -> int:
+    """`owlmetry <argv>` (serve) with each event-loop turn timed; the turns of PROBE_STALL_MS or
+    more are written to `out` at exit, each with the task it ran and where that task stopped."""
+    import asyncio
+
+    from owlmetry import cli
+
+    stalls = []
+    original_run = asyncio.events.Handle._run
+
+    def timed_run(handle):
+        t0 = time.perf_counter()
+        try:
+            return original_run(handle)
+        finally:
+            took_ms = 1000 * (time.perf_counter() - t0)
+            if took_ms >= PROBE_STALL_MS:
+                owner = getattr(handle._callback, "__self__", None)
+                what = (where_suspended(owner) if isinstance(owner, asyncio.tasks._PyTask)
+                        else repr(handle._callback)[:120])
+                stalls.append({"at": time.time(), "ms": round(took_ms, 1), "what": what})
+
+    def probed_loop():
+        loop = asyncio.new_event_loop()
+        # The pure-Python Task: its turns are bound methods, so a turn names its task.
+        loop.set_task_factory(lambda lp, coro, **kw: asyncio.tasks._PyTask(coro, loop=lp, **kw))
+        return loop
+
+    asyncio.events.Handle._run = timed_run
+    cli.new_event_loop = probed_loop
+    try:
+        return cli.main(argv)
+    finally:
+        with open(out, "w") as f:
+            json.dump(stalls, f)
+
+
+def stalls_table(stalls: list[dict], top: int = 15) -> str:
+    """The stall probe's turns grouped by where they ended, the costliest group first."""
+    groups: dict[str, list[float]] = collections.defaultdict(list)
+    for stall in stalls:
+        groups[stall["what"]].append(stall["ms"])
+    lines = ["| turns | total ms | max ms | ended at |", "|---:|---:|---:|---|"]
+    for what, times in sorted(groups.items(), key=lambda kv: -sum(kv[1]))[:top]:
+        lines.append(f"| {len(times)} | {sum(times):.0f} | {max(times):.0f} | {what} |")
+    return "\n".join(lines)
+
+
 def statements_table(statements: dict) -> str:
     """The markdown table of serve_timed's JSON, the costliest statement first."""
     rows = sorted(statements.items(), key=lambda kv: -max(kv[1]["thread_cpu_s"],
@@ -225,6 +301,8 @@ def statements_table(statements: dict) -> str:
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] != ["--serve-timed"] or len(sys.argv) < 4:
-        sys.exit(f"usage: {sys.argv[0]} --serve-timed OUT.json serve [owlmetry serve flags]")
-    sys.exit(serve_timed(sys.argv[2], sys.argv[3:]))
+    modes = {"--serve-timed": serve_timed, "--serve-stalls": serve_with_stall_probe}
+    if sys.argv[1:2] not in ([mode] for mode in modes) or len(sys.argv) < 4:
+        sys.exit(f"usage: {sys.argv[0]} --serve-timed|--serve-stalls OUT.json serve "
+                 "[owlmetry serve flags]")
+    sys.exit(modes[sys.argv[1]](sys.argv[2], sys.argv[3:]))

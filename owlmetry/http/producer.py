@@ -29,7 +29,7 @@ from owlmetry.store import NotificationContent, Store
 
 MAX_PRODUCER_BODY_BYTES = 4 * 1024 * 1024
 MAX_RECIPIENTS = 50_000
-RECIPIENT_SLICE = 5_000
+RECIPIENT_SLICE = 1_000
 TEXT_LIMITS = {"type": 100, "title": 256, "body": 4000, "link": 2048, "team_id": 100}
 REQUIRED = ("type", "title")
 

@@ -47,7 +47,7 @@ log = logging.getLogger("owlmetry.notify")
 
 CLAIM_LOOPS = 2
 # Recipients an enqueue reads and routes at a time (the store writes them in its own chunks).
-ENQUEUE_SLICE = 2_000
+ENQUEUE_SLICE = 500
 # While a producer's request is being enqueued in this process, claims wait for it, up to this
 # long at a time. A request of 50,000 recipients is a hundred chunks, each an await (and on
 # SQLite a writer turn); with a fan-out in full flight every one waits behind event-loop turns
@@ -56,6 +56,9 @@ ENQUEUE_SLICE = 2_000
 # producer waits for its answer, the fan-out waits for no one: it goes second. The bound keeps
 # producers that never stop from stopping deliveries (a claim per loop every 10 s).
 ENQUEUE_HOLD_S = 10.0
+# Claimed deliveries begun per event-loop turn: a claim of 500 begun at once held every request
+# waiting behind it (a turn of 100+ ms when a channel records its devices at once).
+BEGIN_SLICE = 100
 # While the database is unavailable, claims are tried again after a backoff up to this long.
 UNAVAILABLE_MAX_WAIT_S = 30.0
 # Read once per answer: a module global is cheaper to read than an enum class's attribute.
@@ -79,10 +82,12 @@ async def enqueue(store: Store, user_ids: Iterable[str], content: NotificationCo
     request of 50,000 holds the event loop, and every other request, for a few ms at a time."""
     now = now_ms()
     distinct = list(dict.fromkeys(user_ids))
+    await asyncio.sleep(0)  # each pass over 50,000 ids takes ms: a turn for requests between
     # Ids ascending in user order: the store writes a request in chunks in id order, and
     # each chunk is then one narrow range of every index it lands in, the user-keyed ones
     # (inbox, unread counts) as much as the id-keyed ones (see `Deliveries.enqueue_groups`).
     by_user = sorted(distinct)
+    await asyncio.sleep(0)
     new_ids = OrderedIds(now)
     slices = (list(zip(new_ids.take(len(users)), users))
               for users in (by_user[start:start + ENQUEUE_SLICE]
@@ -349,25 +354,32 @@ class Dispatcher:
                             "lease", len(claims))
                 self.fenced += len(claims)
                 continue
-            for claim in claims:
-                key = (claim.notification_id, claim.channel)
-                if key in self._draining:
-                    # Given up here while its sends are still out: taken again once its lease
-                    # runs out, when they have ended and their answers are on record.
-                    self.fenced += 1
-                    continue
-                if key in self._held:
-                    # Our own lease lapsed in the database before this process saw it by its
-                    # clock, and we took it again: the work under way goes on, under the new
-                    # lease (sends that found the old one ended come back as retries).
-                    lease = self._leases[key]
-                    lease.deadline = max(lease.deadline, deadline)
-                    continue
-                self._held[key] = claim
-                lease = self._leases[key] = Lease(deadline)
-                self._in_flight += max(1, len(claim.targets))
-                self._idle.clear()
-                self._begin(claim, lease)
+            for start in range(0, len(claims), BEGIN_SLICE):
+                if start:
+                    await asyncio.sleep(0)
+                self._take(claims[start:start + BEGIN_SLICE], deadline)
+
+    def _take(self, claims: list[Claim], deadline: float) -> None:
+        """Hold and begin the deliveries just claimed, under a lease ending at `deadline`."""
+        for claim in claims:
+            key = (claim.notification_id, claim.channel)
+            if key in self._draining:
+                # Given up here while its sends are still out: taken again once its lease
+                # runs out, when they have ended and their answers are on record.
+                self.fenced += 1
+                continue
+            if key in self._held:
+                # Our own lease lapsed in the database before this process saw it by its
+                # clock, and we took it again: the work under way goes on, under the new
+                # lease (sends that found the old one ended come back as retries).
+                lease = self._leases[key]
+                lease.deadline = max(lease.deadline, deadline)
+                continue
+            self._held[key] = claim
+            lease = self._leases[key] = Lease(deadline)
+            self._in_flight += max(1, len(claim.targets))
+            self._idle.clear()
+            self._begin(claim, lease)
 
     async def _renew_leases(self) -> None:
         while True:
