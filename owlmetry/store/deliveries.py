@@ -26,7 +26,7 @@ import orjson
 from owlmetry import push_options
 from owlmetry.ids import new_ordered_id
 from owlmetry.store.delivery_status import record_removals, record_retries
-from owlmetry.store.engine import Engine
+from owlmetry.store.engine import Engine, RunNow
 from owlmetry.store.rows import (
     Claim,
     DeliveryEnd,
@@ -423,19 +423,22 @@ class Deliveries:
                 statement, content_id, now, *fields, with_content,
                 *engine.batch_args(rows, len(INBOX_ROW_TYPES)),
                 *engine.batch_args(queue, len(DELIVERY_TYPES)))}
-        async with engine.transaction(bulk=True) as run:
-            inserted = await engine.run_batched(
+
+        def write_chunk(run: RunNow) -> set[str]:
+            inserted = engine.run_batched_now(
                 run, ENQUEUE_NOTIFICATIONS, INBOX_ROW_TYPES, rows, content_id, now)
             if not inserted:
                 return set()
             if with_content:
-                await run(INSERT_CONTENT, content_id, *fields)
-            await engine.run_batched(run, COUNT_ENQUEUED, ADDED_TYPES,
-                                     [tuple(row[1:]) for row in inserted])
+                run(INSERT_CONTENT, content_id, *fields)
+            engine.run_batched_now(run, COUNT_ENQUEUED, ADDED_TYPES,
+                                   [tuple(row[1:]) for row in inserted])
             written = {row[0] for row in inserted}
-            await engine.run_batched(run, ENQUEUE_DELIVERIES, DELIVERY_TYPES,
-                                     [item for item in queue if item[0] in written], now)
-        return written
+            engine.run_batched_now(run, ENQUEUE_DELIVERIES, DELIVERY_TYPES,
+                                   [item for item in queue if item[0] in written], now)
+            return written
+
+        return await engine.in_one_step(write_chunk, bulk=True)
 
     async def claim_deliveries(
         self, owner: str, now: int, lease_ms: int, limit: int,
@@ -535,12 +538,20 @@ class Deliveries:
         retries = [p for p in pushes if p.outcome == retry]
         if retries:
             pushes = [p for p in pushes if p.outcome != retry]
-        if not dead and not retries and engine.name == "postgresql":
-            statement = record_and_end(engine.batch(PUSH_TYPES, 1),
-                                       engine.batch(END_TYPES, len(PUSH_TYPES) + 1))
-            await engine.write(statement,
-                               *engine.batch_args(push_rows(pushes, now), len(PUSH_TYPES)),
-                               *engine.batch_args(end_rows(ends, owner, now), len(END_TYPES)))
+        if not dead and not retries:  # the common case, one step
+            push_batch, end_batch = push_rows(pushes, now), end_rows(ends, owner, now)
+            if engine.name == "postgresql":
+                statement = record_and_end(engine.batch(PUSH_TYPES, 1),
+                                           engine.batch(END_TYPES, len(PUSH_TYPES) + 1))
+                await engine.write(statement, *engine.batch_args(push_batch, len(PUSH_TYPES)),
+                                   *engine.batch_args(end_batch, len(END_TYPES)))
+                return pushes
+
+            def record(run: RunNow) -> None:
+                engine.run_batched_now(run, RECORD_PUSHES, PUSH_TYPES, push_batch)
+                engine.run_batched_now(run, END_DELIVERIES, END_TYPES, end_batch)
+
+            await engine.in_one_step(record, bulk=True)
             return pushes
         async with engine.transaction(bulk=True) as run:
             if retries:

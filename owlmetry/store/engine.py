@@ -14,13 +14,16 @@ import abc
 import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import ClassVar
+from typing import ClassVar, TypeVar
 
 from owlmetry.store.availability import Availability
 from owlmetry.store.rows import DatabaseUnavailable, StoreError
 
 # `await run(sql, *params)` -> rows: a statement on a connection or in a transaction.
 Run = Callable[..., Awaitable[list]]
+# A statement run at once, in a step that runs in the database's own thread (`in_one_step`).
+RunNow = Callable[..., list]
+T = TypeVar("T")
 
 
 class Guard:
@@ -130,6 +133,14 @@ class Engine(abc.ABC):
         `bulk`: background work (an enqueue's chunk, a dispatcher's answers, a clean-up batch),
         which an engine with one writer lets requests' writes go before."""
 
+    async def in_one_step(self, body: Callable[[RunNow], T], bulk: bool = False) -> T:
+        """`body(run)` in one transaction, run whole where the driver runs statements (SQLite:
+        its writer's thread), `run(sql, *params)` -> rows at once: the writer is held for the
+        statements' own time, not also for an event-loop turn between each (a request's write
+        waiting behind a bulk transaction waited for every turn of it). Only for engines whose
+        statements are calls into a thread; PostgreSQL's bulk writes are single statements."""
+        raise StoreError(f"{self.name} has no one-step transactions")
+
     @abc.abstractmethod
     def is_unique_violation(self, exc: Exception) -> bool: ...
 
@@ -156,5 +167,15 @@ class Engine(abc.ABC):
         batch's parameters come after them."""
         if not rows:
             return []
-        return await run(self.batched(template, types, len(params) + 1), *params,
-                         *self.batch_args(rows, len(types)))
+        return await run(*self.batch_call(template, types, rows, params))
+
+    def run_batched_now(self, run: RunNow, template: str, types: tuple[str, ...],
+                        rows: Sequence[tuple], *params) -> list:
+        """`run_batched` inside `in_one_step`."""
+        return run(*self.batch_call(template, types, rows, params)) if rows else []
+
+    def batch_call(self, template: str, types: tuple[str, ...], rows: Sequence[tuple],
+                   params: tuple) -> tuple:
+        """The statement and arguments that run `template` on `rows` after `params`."""
+        return (self.batched(template, types, len(params) + 1), *params,
+                *self.batch_args(rows, len(types)))

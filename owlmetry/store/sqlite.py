@@ -130,6 +130,20 @@ def to_sqlite(sql: str) -> str:
     return re.sub(r"\$(\d+)", r"?\1", sql)
 
 
+def one_transaction(connection: sqlite3.Connection, body):
+    """`body(run)` in one transaction on `connection`, in the thread that owns it."""
+    connection.execute("BEGIN IMMEDIATE")
+    try:
+        result = body(lambda sql, *params: connection.execute(to_sqlite(sql), params).fetchall())
+        connection.execute("COMMIT")
+        return result
+    except BaseException:
+        if connection.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                connection.execute("ROLLBACK")
+        raise
+
+
 class SQLiteEngine(Engine):
     name = "sqlite"
 
@@ -298,6 +312,13 @@ class SQLiteEngine(Engine):
                     with contextlib.suppress(sqlite3.Error):
                         await writer.rollback()
                     raise
+
+    async def in_one_step(self, body, bulk=False):
+        with self.committing:
+            async with self._turns.turn(bulk):
+                self._check_file()
+                # aiosqlite's own door to its thread (every public method goes through it).
+                return await self._writer._execute(one_transaction, self._writer._conn, body)
 
     def batch(self, types, first=1) -> str:
         columns = ", ".join(f"value ->> {i}" for i in range(len(types)))

@@ -3,6 +3,7 @@ and its recipients written in chunks, each its own transaction, so that other wr
 through while a large request goes in. On a real SQLite file and a real PostgreSQL database."""
 
 import asyncio
+import threading
 import uuid
 
 import asyncpg
@@ -147,34 +148,41 @@ async def test_the_first_chunks_commit_while_a_later_one_waits(store, database_u
 
 
 async def test_a_registration_goes_before_bulk_work_already_waiting(store):
-    """SQLite: a registration queued behind two enqueues' chunks waits for the chunk under way
-    only, not for the other enqueue's too."""
+    """SQLite: a registration queued behind two pieces of bulk work (one under way, an enqueue's
+    chunk waiting) waits for the one under way only."""
     if store.engine.name != "sqlite":
         pytest.skip("PostgreSQL: no single writer")
-    user_ids = await new_users(store, 4)
+    user_ids = await new_users(store, 2)
     (owner,) = await new_users(store, 1)
     finished = []
+    release = threading.Event()
 
-    async def enqueue(name: str, users: list[str]) -> None:
+    async def bulk_under_way() -> None:  # holds the writer's thread until released
+        await store.engine.in_one_step(lambda run: release.wait(30), bulk=True)
+        finished.append("bulk work under way")
+
+    async def enqueue() -> None:
         await store.enqueue_groups(
-            [RecipientGroup(("mobile_push",), True, recipients(users))], CONTENT, T0)
-        finished.append(name)
+            [RecipientGroup(("mobile_push",), True, recipients(user_ids))], CONTENT, T0)
+        finished.append("enqueue")
 
     async def register() -> None:
         await store.register_device(str(uuid.uuid4()), owner, DeviceRegistration(
             "mobile_push", "cd" * 32, "production", None, None, None), T0)
         finished.append("registration")
 
-    first = asyncio.create_task(enqueue("first enqueue", user_ids[:2]))
+    first = asyncio.create_task(bulk_under_way())
     await writer_taken(store)
-    second = asyncio.create_task(enqueue("second enqueue", user_ids[2:]))
-    for _ in range(1000):  # until the second waits for the writer too
-        if store.engine._turns._waiting[True]:
+    second = asyncio.create_task(enqueue())
+    registration = asyncio.create_task(register())
+    for _ in range(1000):  # until both wait for the writer
+        if store.engine._turns._waiting[True] and store.engine._turns._waiting[False]:
             break
         await asyncio.sleep(0)
-    await asyncio.gather(first, second, register())
+    release.set()
+    await asyncio.gather(first, second, registration)
 
-    assert finished == ["first enqueue", "registration", "second enqueue"]
+    assert finished == ["bulk work under way", "registration", "enqueue"]
 
 
 async def test_postgresql_plans_claims_on_the_queue_as_a_big_request_left_it(store, monkeypatch):

@@ -1,0 +1,75 @@
+"""SQLite's bulk writes in one step: an enqueue's chunk and a batch of answers are written whole
+in the writer's thread, so the one writer is never held while the event loop is busy elsewhere
+(a registration waiting for it waited for every turn of the loop between the statements). On a
+real SQLite file, watched through a connection of its own."""
+
+import asyncio
+import sqlite3
+import time
+import uuid
+
+import pytest
+
+from owlmetry.store import NotificationContent, open_store
+
+WATCH_S = 30  # the most the blocked loop waits for the commit; it comes in ms
+
+
+async def new_store(tmp_path):
+    store = await open_store(f"sqlite:///{tmp_path}/owlmetry.db")
+    await store.migrate()
+    return store
+
+
+def count_when_committed(path: str, sql: str, expected: int) -> int:
+    """Polls `sql` on a connection of its own (the event loop stays blocked meanwhile) until it
+    counts `expected` rows, or WATCH_S pass; the last count."""
+    watcher = sqlite3.connect(path)
+    try:
+        deadline = time.monotonic() + WATCH_S
+        while True:
+            (count,) = watcher.execute(sql).fetchone()
+            if count == expected or time.monotonic() > deadline:
+                return count
+            time.sleep(0.005)
+    finally:
+        watcher.close()
+
+
+async def test_an_enqueue_chunk_commits_whole_without_the_event_loop(tmp_path):
+    store = await new_store(tmp_path)
+    try:
+        users = [(await store.create_user(str(uuid.uuid4()), f"u{i}@example.com", 1)).id
+                 for i in range(20)]
+        chunk = asyncio.create_task(store.enqueue_notifications(
+            [(str(uuid.uuid4()), user_id) for user_id in users],
+            NotificationContent("t", "Title"), ["ios_push", "in_app"], 1))
+        while not store.engine._turns.busy:  # until the chunk holds the writer
+            await asyncio.sleep(0)
+        # The loop is blocked from here on: only the writer's thread can finish the chunk.
+        deliveries = count_when_committed(str(tmp_path / "owlmetry.db"),
+                                          "SELECT count(*) FROM notification_deliveries", 40)
+        assert deliveries == 40
+        assert len(await chunk) == 20
+        assert await store.unread_count(users[0]) == 1
+    finally:
+        await store.close()
+
+
+async def test_a_step_that_fails_writes_nothing_and_frees_the_writer(tmp_path):
+    store = await new_store(tmp_path)
+    try:
+        def half_then_fail(run):
+            run("INSERT INTO users (id, email, created_at) VALUES ($1, $2, 1)",
+                str(uuid.uuid4()), "half@example.com")
+            raise ValueError("the body failed after its first statement")
+
+        with pytest.raises(ValueError):
+            await store.engine.in_one_step(half_then_fail, bulk=True)
+        assert await store.user_by_email("half@example.com") is None
+        # The writer is free and out of the transaction: the next write commits.
+        user = await store.create_user(str(uuid.uuid4()), "next@example.com", 1)
+        assert (await store.user_by_email("next@example.com")).id == user.id
+    finally:
+        await store.close()
+
