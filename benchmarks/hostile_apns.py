@@ -159,6 +159,21 @@ async def timed_fanout(url: str, database: str, api_key: str, user_ids: list[str
             "pushes": {k.value: v for k, v in progress.pushes.items()}}
 
 
+def tail(timeline: list) -> dict:
+    """From the mock's answers per quarter second: when 99% of them had gone out, when the
+    last did, and how many answers after the 99% were to a token's second or later request
+    (the fan-out's end set by retries, not by its work)."""
+    counts = [(t, sum(n for k, n in c.items() if k != "again"), c.get("again", 0))
+              for t, c in timeline]
+    total, seen, p99 = sum(n for _, n, _ in counts), 0, None
+    for t, n, _ in counts:
+        seen += n
+        if p99 is None and seen >= 0.99 * total:
+            p99 = t
+    return {"answers_99_s": p99, "last_s": counts[-1][0] if counts else None,
+            "again_after_99": sum(a for t, _, a in counts if p99 is not None and t > p99)}
+
+
 def checks(run: dict, hostile: bool, n_devices: int, dead: int) -> list[str]:
     problems = []
     stats, pushes = run["mock"], run["pushes"]
@@ -193,11 +208,16 @@ def one_fanout(hostile: bool, database: str, n_users: int, per_user: int, connec
             env.pop(name, None)
         api_key = harness.owlmetry_cli("keys", "create", "--kind", "server", "--database",
                                        database, env=env)
-        with harness.running_server(database, env, f"{work}/server-{tag}.log") as (url, _):
+        with harness.running_server(database, env, f"{work}/server-{tag}.log") as (url, pid):
+            cpu0 = harness.cpu_seconds(pid), harness.cpu_seconds(mock.proc.pid)
             with harness.pinned_self(CLIENT_CORE):
                 run = asyncio.run(timed_fanout(url, database, api_key, user_ids, n_devices))
+            # Which side was busy: a process near 1 CPU-second a second set the pace.
+            run["server_cpu_s"] = harness.cpu_seconds(pid) - cpu0[0]
+            run["mock_cpu_s"] = harness.cpu_seconds(mock.proc.pid) - cpu0[1]
             time.sleep(0.3)  # the mock's last streams close
             run["mock"] = mock.stats()
+            run["mock_tail"] = tail(run["mock"].pop("timeline", []))
     finally:
         mock.stop()
     run["faults"] = hostile
@@ -243,6 +263,10 @@ def main(argv=None) -> int:
                     m = run["mock"]
                     print(f"[{args.backend}] run {i + 1} {'faults' if hostile else 'clean '}: "
                           f"{run['devices_per_second']:,.0f} devices/s, {run['seconds']:.2f}s "
+                          f"(CPU s: server {run['server_cpu_s']:.2f}, mock {run['mock_cpu_s']:.2f}; "
+                          f"mock answers: 99% by {run['mock_tail']['answers_99_s']}s, last "
+                          f"{run['mock_tail']['last_s']}s, "
+                          f"{run['mock_tail']['again_after_99']} retries after the 99%) "
                           f"(answers recorded by {run['answers_recorded_s']}); "
                           f"mock: {m['requests']} requests, {m['responses_by_status']}, "
                           f"{m['goaways_sent']} GOAWAY, {m['drops']} resets, "
