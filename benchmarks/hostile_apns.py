@@ -32,6 +32,7 @@ twice only as often as pushes were on a reset connection.
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import secrets
@@ -46,6 +47,7 @@ import aiohttp
 import orjson
 
 import harness
+import profiling
 from harness import CLIENT_CORE
 from owlmetry.apns.mock import MockBehaviour
 from owlmetry.clock import now_ms
@@ -194,7 +196,8 @@ def checks(run: dict, hostile: bool, n_devices: int, dead: int) -> list[str]:
 
 
 def one_fanout(hostile: bool, database: str, n_users: int, per_user: int, connections: int,
-               work: str, tag: str) -> dict:
+               work: str, tag: str, profile: str | None = None) -> dict:
+    """One fan-out; with `profile`, the server sampled by py-spy into that file (not timed)."""
     n_devices = n_users * per_user
     user_ids = asyncio.run(seed(database, n_users, per_user))
     mock = Mock(fault_args(n_devices) if hostile else [], f"{work}/mock-{tag}.log")
@@ -210,7 +213,10 @@ def one_fanout(hostile: bool, database: str, n_users: int, per_user: int, connec
                                        database, env=env)
         with harness.running_server(database, env, f"{work}/server-{tag}.log") as (url, pid):
             cpu0 = harness.cpu_seconds(pid), harness.cpu_seconds(mock.proc.pid)
-            with harness.pinned_self(CLIENT_CORE):
+            spy = (profiling.py_spy_recording(pid, profile, "--rate", "200", "--nonblocking",
+                                              "--threads", core=CLIENT_CORE)
+                   if profile else contextlib.nullcontext())
+            with harness.pinned_self(CLIENT_CORE), spy:
                 run = asyncio.run(timed_fanout(url, database, api_key, user_ids, n_devices))
             # Which side was busy: a process near 1 CPU-second a second set the pace.
             run["server_cpu_s"] = harness.cpu_seconds(pid) - cpu0[0]
@@ -233,6 +239,8 @@ def main(argv=None) -> int:
     ap.add_argument("--connections", type=int, default=4)
     ap.add_argument("--json", action="store_true", help="one JSON line per fan-out on stdout")
     ap.add_argument("--keep", metavar="DIR", help="keep the logs and databases in DIR")
+    ap.add_argument("--py-spy", metavar="DIR", help="then one more pair (not timed) with the "
+                    "server sampled by py-spy; profiles and their summaries into DIR")
     args = ap.parse_args(argv)
     harness.stop_on_signals(3600)
     per_user = args.devices_per_user
@@ -276,9 +284,24 @@ def main(argv=None) -> int:
                     if args.json:
                         print(json.dumps({"backend": args.backend, "devices": n_devices,
                                           **run}), flush=True)
+            if args.py_spy:
+                os.makedirs(args.py_spy, exist_ok=True)
+                for hostile in (False, True):
+                    tag = f"spy-{'faults' if hostile else 'clean'}"
+                    database = (harness.create_database(pg, f"hostile_spy_{int(hostile)}")
+                                if cluster else f"sqlite:///{work}/{tag}.db")
+                    out = os.path.join(args.py_spy, f"{tag}.txt")
+                    run = one_fanout(hostile, database, n_users, per_user, args.connections,
+                                     work, tag, profile=out)
+                    with open(out + ".summary", "w") as f:
+                        f.write(f"{run['seconds']:.2f} s, server CPU {run['server_cpu_s']:.2f} s"
+                                f"\n{profiling.summarize_profile(out, 40)}\n")
+                    print(f"py-spy {tag}: {out}.summary", file=sys.stderr)
         finally:
             if cluster is not None:
                 cluster.__exit__(None, None, None)
+    if not args.runs:  # --runs 0 --py-spy DIR: the profiles only
+        return 1 if problems else 0
     clean = statistics.median(r["devices_per_second"] for r in runs[False])
     faulty = statistics.median(r["devices_per_second"] for r in runs[True])
     load = os.getloadavg()[0]
