@@ -3,7 +3,7 @@
 the throughput ratio (issue 15's goal: the faulty run at least 0.8 of the fault-free one).
 
     python benchmarks/hostile_apns.py [--devices 20000] [--devices-per-user 2] [--runs 1]
-        [--backend sqlite|postgresql] [--connections 4] [--json]
+        [--backend sqlite|postgresql] [--connections 4] [--json] [--keep DIR] [--py-spy DIR]
 
 Per run, a pair of fan-outs (the fault-free one first in even runs, the faulty one first in
 odd runs, so that a machine getting busier does not favour either): each on a fresh database
@@ -23,6 +23,10 @@ The faults (the mock's command line), as issue 15 lists them:
   third of the requests, back to 1,000 500 requests later;
 - `--drop-after 1500 --drop-rst --max-drops 3`: the first three connections reset (TCP RST)
   at their 1,500th request, with a thousand streams in flight.
+
+Per fan-out it also prints where the time went: the CPU seconds of the server and of the mock,
+and the mock's tail (when 99% of its answers had gone out, when the last did, and how many
+answers after the 99% were to a token's second or later request: retries setting the end).
 
 Checks (exit status 1 when one fails): no delivery pending; the fault-free run delivered
 every device once; the faulty run recorded every device once: the live ones delivered, the
