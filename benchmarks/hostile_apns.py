@@ -3,7 +3,7 @@
 the throughput ratio (issue 15's goal: the faulty run at least 0.8 of the fault-free one).
 
     python benchmarks/hostile_apns.py [--devices 20000] [--devices-per-user 2] [--runs 1]
-        [--backend sqlite|postgresql] [--connections 4] [--json]
+        [--backend sqlite|postgresql] [--connections 4] [--json] [--keep DIR] [--py-spy DIR]
 
 Per run, a pair of fan-outs (the fault-free one first in even runs, the faulty one first in
 odd runs, so that a machine getting busier does not favour either): each on a fresh database
@@ -24,6 +24,10 @@ The faults (the mock's command line), as issue 15 lists them:
 - `--drop-after 1500 --drop-rst --max-drops 3`: the first three connections reset (TCP RST)
   at their 1,500th request, with a thousand streams in flight.
 
+Per fan-out it also prints where the time went: the CPU seconds of the server and of the mock,
+and the mock's tail (when 99% of its answers had gone out, when the last did, and how many
+answers after the 99% were to a token's second or later request: retries setting the end).
+
 Checks (exit status 1 when one fails): no delivery pending; the fault-free run delivered
 every device once; the faulty run recorded every device once: the live ones delivered, the
 dead ones removed (exactly the tokens the mock's seed makes dead); the mock accepted a push
@@ -32,6 +36,7 @@ twice only as often as pushes were on a reset connection.
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import secrets
@@ -46,6 +51,7 @@ import aiohttp
 import orjson
 
 import harness
+import profiling
 from harness import CLIENT_CORE
 from owlmetry.apns.mock import MockBehaviour
 from owlmetry.clock import now_ms
@@ -159,6 +165,21 @@ async def timed_fanout(url: str, database: str, api_key: str, user_ids: list[str
             "pushes": {k.value: v for k, v in progress.pushes.items()}}
 
 
+def tail(timeline: list) -> dict:
+    """From the mock's answers per quarter second: when 99% of them had gone out, when the
+    last did, and how many answers after the 99% were to a token's second or later request
+    (the fan-out's end set by retries, not by its work)."""
+    counts = [(t, sum(n for k, n in c.items() if k != "again"), c.get("again", 0))
+              for t, c in timeline]
+    total, seen, p99 = sum(n for _, n, _ in counts), 0, None
+    for t, n, _ in counts:
+        seen += n
+        if p99 is None and seen >= 0.99 * total:
+            p99 = t
+    return {"answers_99_s": p99, "last_s": counts[-1][0] if counts else None,
+            "again_after_99": sum(a for t, _, a in counts if p99 is not None and t > p99)}
+
+
 def checks(run: dict, hostile: bool, n_devices: int, dead: int) -> list[str]:
     problems = []
     stats, pushes = run["mock"], run["pushes"]
@@ -179,7 +200,8 @@ def checks(run: dict, hostile: bool, n_devices: int, dead: int) -> list[str]:
 
 
 def one_fanout(hostile: bool, database: str, n_users: int, per_user: int, connections: int,
-               work: str, tag: str) -> dict:
+               work: str, tag: str, profile: str | None = None) -> dict:
+    """One fan-out; with `profile`, the server sampled by py-spy into that file (not timed)."""
     n_devices = n_users * per_user
     user_ids = asyncio.run(seed(database, n_users, per_user))
     mock = Mock(fault_args(n_devices) if hostile else [], f"{work}/mock-{tag}.log")
@@ -193,11 +215,19 @@ def one_fanout(hostile: bool, database: str, n_users: int, per_user: int, connec
             env.pop(name, None)
         api_key = harness.owlmetry_cli("keys", "create", "--kind", "server", "--database",
                                        database, env=env)
-        with harness.running_server(database, env, f"{work}/server-{tag}.log") as (url, _):
-            with harness.pinned_self(CLIENT_CORE):
+        with harness.running_server(database, env, f"{work}/server-{tag}.log") as (url, pid):
+            cpu0 = harness.cpu_seconds(pid), harness.cpu_seconds(mock.proc.pid)
+            spy = (profiling.py_spy_recording(pid, profile, "--rate", "200", "--nonblocking",
+                                              "--threads", core=CLIENT_CORE)
+                   if profile else contextlib.nullcontext())
+            with harness.pinned_self(CLIENT_CORE), spy:
                 run = asyncio.run(timed_fanout(url, database, api_key, user_ids, n_devices))
+            # Which side was busy: a process near 1 CPU-second a second set the pace.
+            run["server_cpu_s"] = harness.cpu_seconds(pid) - cpu0[0]
+            run["mock_cpu_s"] = harness.cpu_seconds(mock.proc.pid) - cpu0[1]
             time.sleep(0.3)  # the mock's last streams close
             run["mock"] = mock.stats()
+            run["mock_tail"] = tail(run["mock"].pop("timeline", []))
     finally:
         mock.stop()
     run["faults"] = hostile
@@ -213,6 +243,8 @@ def main(argv=None) -> int:
     ap.add_argument("--connections", type=int, default=4)
     ap.add_argument("--json", action="store_true", help="one JSON line per fan-out on stdout")
     ap.add_argument("--keep", metavar="DIR", help="keep the logs and databases in DIR")
+    ap.add_argument("--py-spy", metavar="DIR", help="then one more pair (not timed) with the "
+                    "server sampled by py-spy; profiles and their summaries into DIR")
     args = ap.parse_args(argv)
     harness.stop_on_signals(3600)
     per_user = args.devices_per_user
@@ -243,6 +275,10 @@ def main(argv=None) -> int:
                     m = run["mock"]
                     print(f"[{args.backend}] run {i + 1} {'faults' if hostile else 'clean '}: "
                           f"{run['devices_per_second']:,.0f} devices/s, {run['seconds']:.2f}s "
+                          f"(CPU s: server {run['server_cpu_s']:.2f}, mock {run['mock_cpu_s']:.2f}; "
+                          f"mock answers: 99% by {run['mock_tail']['answers_99_s']}s, last "
+                          f"{run['mock_tail']['last_s']}s, "
+                          f"{run['mock_tail']['again_after_99']} retries after the 99%) "
                           f"(answers recorded by {run['answers_recorded_s']}); "
                           f"mock: {m['requests']} requests, {m['responses_by_status']}, "
                           f"{m['goaways_sent']} GOAWAY, {m['drops']} resets, "
@@ -252,9 +288,24 @@ def main(argv=None) -> int:
                     if args.json:
                         print(json.dumps({"backend": args.backend, "devices": n_devices,
                                           **run}), flush=True)
+            if args.py_spy:
+                os.makedirs(args.py_spy, exist_ok=True)
+                for hostile in (False, True):
+                    tag = f"spy-{'faults' if hostile else 'clean'}"
+                    database = (harness.create_database(pg, f"hostile_spy_{int(hostile)}")
+                                if cluster else f"sqlite:///{work}/{tag}.db")
+                    out = os.path.join(args.py_spy, f"{tag}.txt")
+                    run = one_fanout(hostile, database, n_users, per_user, args.connections,
+                                     work, tag, profile=out)
+                    with open(out + ".summary", "w") as f:
+                        f.write(f"{run['seconds']:.2f} s, server CPU {run['server_cpu_s']:.2f} s"
+                                f"\n{profiling.summarize_profile(out, 40)}\n")
+                    print(f"py-spy {tag}: {out}.summary", file=sys.stderr)
         finally:
             if cluster is not None:
                 cluster.__exit__(None, None, None)
+    if not args.runs:  # --runs 0 --py-spy DIR: the profiles only
+        return 1 if problems else 0
     clean = statistics.median(r["devices_per_second"] for r in runs[False])
     faulty = statistics.median(r["devices_per_second"] for r in runs[True])
     load = os.getloadavg()[0]

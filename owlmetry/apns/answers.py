@@ -1,9 +1,10 @@
 """Apple's rules for what happens after an attempt: the APNs judge of the HTTP/2 core.
 
-Owns `RetryPolicy` and `AppleJudge`, which turns each answer or transport failure of the core
-(`owlmetry.h2client`) into a `PushResult` or a decision to send again: 429, 5xx, reset streams
-and lost connections after an exponential, jittered delay, a bounded number of times;
-ExpiredProviderToken once, after the provider token is renewed; permanent reasons never. Must
+Owns `RetryPolicy`, its `RetryBudget` and `AppleJudge`, which turns each answer or transport
+failure of the core (`owlmetry.h2client`) into a `PushResult` or a decision to send again: 429,
+5xx, reset streams and lost connections after an exponential, jittered delay, a bounded number
+of times (429/5xx only while the client's retry budget lasts); ExpiredProviderToken once,
+after the provider token is renewed; permanent reasons never. Must
 not do I/O, build requests or know about connections.
 """
 
@@ -28,32 +29,65 @@ from .push_result import (
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    """Delays before sending a push again after a transient failure.
+    """Delays before sending a push again after a transient failure, and how many retries
+    the pool may add to its traffic.
 
-    Apple suggests waiting long before retrying 5xx; inside one `send` the pool only rides out
-    short storms, and `PushResult.retry_later` tells the caller to try again much later.
+    Two rules, so that a quick retry is still a polite one. Per push (each is one device
+    token): a jittered delay that doubles with each retry of that push, from
+    `too_many_requests_delay_s` after a 429 (Apple: "retry with a delay"; it is about one
+    token) and `base_delay_s` after a 5xx or a lost stream. Per pool: a retry budget (gRPC's
+    retry throttling): every 429/5xx spends a token, every other answer earns back
+    `budget_ratio`, and retries stop while fewer than half of `budget` tokens are left -- so
+    in-pool retries stay a small share of the requests (failures under about
+    ratio / (1 + ratio) of the answers, a sixth with 0.2), and when APNs fails widely the pushes
+    go back to the caller (`PushResult.retry_later`) instead of multiplying the load; the
+    dispatcher's queue then waits much longer. Apple's "after 15 minutes" for 5xx is
+    honoured by no surveyed client; what it asks for is not to hammer a failing service,
+    which the budget guarantees and a per-push delay alone does not (new pushes keep coming).
     """
 
     max_retries: int = 5
-    base_delay_s: float = 0.5
+    # 50-100 ms, then 100-200, 200-400, ...: 5 s before the first retry made a fan-out's last
+    # failures, not its work, set its end (benchmarks/RESULTS.md, "hostile APNs").
+    base_delay_s: float = 0.1
     max_delay_s: float = 30.0
-    # 429 is about one device token ("too many requests ... consecutively to the same device
-    # token"), and a fan-out sends each token one push: a second's pause is a pause from us.
-    # 5 s made a fan-out's last 429s, not its work, set its end (benchmarks/hostile_apns.py).
-    too_many_requests_delay_s: float = 1.0
+    too_many_requests_delay_s: float = 0.2  # 100-200 ms, then 200-400, ...
+    budget: float = 1000.0
+    budget_ratio: float = 0.2
 
     def delay(self, retry: int, status: int) -> float:
         base = self.too_many_requests_delay_s if status == 429 else self.base_delay_s
         return backoff(base, retry, self.max_delay_s)
 
 
+class RetryBudget:
+    """The pool-wide half of `RetryPolicy`: a token bucket that 429/5xx answers drain and the
+    others refill; retries are allowed while it is more than half full."""
+
+    __slots__ = ("_ratio", "_size", "tokens")
+
+    def __init__(self, size: float, ratio: float):
+        self._size, self._ratio = size, ratio
+        self.tokens = size
+
+    def succeeded(self) -> None:
+        tokens = self.tokens + self._ratio
+        self.tokens = tokens if tokens < self._size else self._size
+
+    def failed(self) -> bool:
+        """A 429/5xx answer: whether it may be retried in the pool."""
+        self.tokens = max(0.0, self.tokens - 1)
+        return self.tokens > self._size / 2
+
+
 class AppleJudge:
     """The core's `Judge` for APNs: `PushResult`s, or `Retry`s as Apple's rules allow."""
 
-    __slots__ = ("_retry",)
+    __slots__ = ("_budget", "_retry")
 
     def __init__(self, retry: RetryPolicy):
         self._retry = retry
+        self._budget = RetryBudget(retry.budget, retry.budget_ratio)
 
     def answered(self, x: Exchange) -> PushResult | Retry:
         apns_id = None
@@ -63,13 +97,17 @@ class AppleJudge:
                 break
         status = x.status
         if status == 200:
+            self._budget.succeeded()
             return delivered(apns_id, x.attempts)
         reason, timestamp = parse_error_body(x.body)
         if reason == "ExpiredProviderToken" and not x.renewed:
             return RENEW
         failed = from_answer(status, reason, timestamp, apns_id, x.attempts)
         if not is_transient(status, reason):
+            self._budget.succeeded()  # APNs is working: a permanent answer is an answer
             return failed
+        if not self._budget.failed():
+            return failed  # APNs fails widely: the caller's queue waits longer than we may
         return self._later(x, status, failed)
 
     def failed(self, x: Exchange, failure: Failure) -> PushResult | Retry:

@@ -1,6 +1,7 @@
 """The connections to one host: opening on demand, fair waiting for capacity, sending again.
 
-Owns up to N long-lived connections, a FIFO of exchanges waiting for a free stream, the
+Owns up to N long-lived connections, a FIFO of exchanges waiting for a free stream (one sent
+again goes to its front), the
 per-request deadline, PINGs that vet idle connections, backoff between failed connects, and the
 loop that carries out a provider's decisions: a refused stream (REFUSED_STREAM, or above a
 GOAWAY's last stream id: never processed) goes out again at once, unasked; a `Retry` from the
@@ -116,10 +117,10 @@ class HostPool:
         self._attempt(x)
         x.fut.add_done_callback(functools.partial(self._first_outcome, x, on_result))
 
-    def _attempt(self, x: Exchange) -> None:
+    def _attempt(self, x: Exchange, again: bool = False) -> None:
         x.fut = self._loop.create_future()
         x.status, x.headers, x.chunks, x.generation = 0, (), [], 0
-        self._submit(x)
+        self._submit(x, again)
 
     def _first_outcome(self, x: Exchange, on_result, fut: asyncio.Future) -> None:
         outcome = fut.result()
@@ -179,7 +180,7 @@ class HostPool:
                 x.retries += 1
                 if not await self._pause(delay):
                     return self._judge.failed(x, Failure.CLOSED)
-            self._attempt(x)
+            self._attempt(x, again=True)
             decision = self._decide(x, await x.fut)
         return decision
 
@@ -205,7 +206,7 @@ class HostPool:
 
     # --- capacity ----------------------------------------------------------------------------
 
-    def _submit(self, p: Exchange) -> None:
+    def _submit(self, p: Exchange, again: bool = False) -> None:
         if p.live is not None and not p.live():
             p.fut.set_result(None)  # never on the wire: UNSENT
             return
@@ -214,7 +215,13 @@ class HostPool:
             if conn is not None:
                 conn.submit(p)
                 return
-        self._queue.append(p)
+        if again:
+            # Sent again (after its delay): it waited its turn once. Behind a fan-out's queue
+            # each retry waited seconds more, and a push's retries, not the work, set the
+            # fan-out's end (benchmarks/RESULTS.md, "hostile APNs").
+            self._queue.appendleft(p)
+        else:
+            self._queue.append(p)
         self._grow()
 
     def _room(self) -> Connection | None:

@@ -67,6 +67,46 @@ async def test_retries_are_bounded(make_client, mock, behaviour):
     assert mock.stats.requests == {token(1): 4, token(2): 4}
 
 
+async def test_retries_stop_when_apns_fails_widely(make_client, mock, behaviour):
+    # Every request answered 503: with a budget of 20, retries stop once 10 failures have
+    # drained it, and each push comes back to its caller, to try much later, after one try.
+    behaviour.error_probability = {503: 1.0}
+    client = make_client(retry=RetryPolicy(max_retries=5, base_delay_s=0.001, max_delay_s=0.002,
+                                           too_many_requests_delay_s=0.001, budget=20))
+    tokens = [token(i) for i in range(100)]
+    results = await send_many(client, tokens)
+    assert all(r.retry_later and r.status == 503 for r in results)
+    assert sum(mock.stats.requests.values()) <= len(tokens) + 10  # not 600
+    assert sum(r.attempts for r in results) == sum(mock.stats.requests.values())
+
+
+async def test_the_retry_budget_refills_while_apns_answers(make_client, mock, behaviour):
+    # 5% of requests fail: the answers in between earn back more than the failures spend.
+    behaviour.error_probability = {429: 0.025, 503: 0.025}
+    client = make_client(retry=RetryPolicy(max_retries=5, base_delay_s=0.001, max_delay_s=0.002,
+                                           too_many_requests_delay_s=0.001, budget=20))
+    tokens = [token(i) for i in range(600)]
+    results = await send_many(client, tokens)
+    assert all(r.ok for r in results)
+    assert_each_delivered_once(mock, tokens)
+    assert mock.stats.responses_by_status[429] + mock.stats.responses_by_status[503] > 10
+
+
+async def test_a_push_sent_again_goes_ahead_of_the_queue(make_client, mock, behaviour):
+    # One stream at a time and 40 pushes waiting: the first is answered 503 once and sent
+    # again at once, before the pushes that have not had their turn yet.
+    behaviour.max_streams = 1
+    behaviour.token_faults[token(0)] = TokenFault(503, "ServiceUnavailable", times=1)
+    received = mock.record()
+    client = make_client(connections=1, retry=RetryPolicy(
+        max_retries=3, base_delay_s=0.0, max_delay_s=0.0, too_many_requests_delay_s=0.0))
+    tokens = [token(i) for i in range(40)]
+    results = await send_many(client, tokens)
+    assert all(r.ok for r in results)
+    order = [r.token for r in received]
+    assert order.count(token(0)) == 2 and order.index(token(0), 1) < 10
+
+
 async def test_rst_stream_is_retried(make_client, mock, behaviour):
     behaviour.reset_tokens[token(1)] = 2
     result = await make_client().send(token(1), PAYLOAD)

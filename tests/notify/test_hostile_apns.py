@@ -199,3 +199,42 @@ async def test_a_bad_token_registered_again_while_its_push_is_out_is_kept(store,
         PushOutcome.FAILED, 400, "BadDeviceToken (registered again since; kept)")
     assert answers[devices[gone].id] == (PushOutcome.REMOVED, 400, "BadDeviceToken")
     assert await existing_devices(store) == {devices[kept].id}
+
+
+async def test_an_apns_outage_goes_back_to_the_queue_and_is_delivered_after_it(
+        store, mocks, tls_files, auth_key, dispatchers):
+    # Every request answered 503: the pool retries only until its budget (20) is half spent,
+    # then each push goes back to the dispatcher's queue after its one try; once APNs answers
+    # again every device gets the push once, and none is removed.
+    mock = mocks.production
+    mock.behaviour.error_probability = {503: 1.0}
+    client = APNsClient(KEY_ID, TEAM_ID, auth_key, TOPIC, ca_file=tls_files[0], timeout_s=10,
+                        retry=RetryPolicy(max_retries=5, base_delay_s=0.001, max_delay_s=0.002,
+                                          too_many_requests_delay_s=0.001, budget=20),
+                        production_url=f"https://127.0.0.1:{mock.port}",
+                        sandbox_url=f"https://127.0.0.1:{mocks.sandbox.port}")
+    channel = MobilePush({Platform.IOS: APNs(client),
+                          Platform.ANDROID: FCM(None, NOT_CONFIGURED)})
+    user_ids, tokens = [], []
+    for u in range(50):
+        user = await store.create_user(str(uuid.uuid4()), f"outage{u}@example.com", now_ms())
+        user_ids.append(user.id)
+        for k in range(2):
+            tokens.append(token(u * 2 + k))
+            await register(store, user.id, tokens[-1])
+    dispatcher = dispatchers({"mobile_push": channel}, max_attempts=20)
+    ids = await dispatcher.enqueue(user_ids, CONTENT)
+    await mock.requests_seen(len(tokens))  # a first try of every push, all refused
+    mock.behaviour.error_probability = {}
+    progress = await wait_done(store, ids, timeout=30)
+
+    answers = await pushes(store)
+    assert progress.done and len(answers) == len(tokens)
+    assert {outcome for outcome, _, _ in answers.values()} == {PushOutcome.DELIVERED}
+    assert dict(mock.stats.delivered) == {t: 1 for t in tokens}
+    assert len(await existing_devices(store)) == len(tokens)
+    # Sent again in the pool at most 10 times in all; every other request was a new attempt
+    # from the queue (each delivery's attempt sends to its devices still waiting, once).
+    attempts = await store.execute("SELECT attempts FROM notification_deliveries")
+    assert sum(mock.stats.requests.values()) <= 2 * sum(n for (n,) in attempts) + 10
+    assert max(n for (n,) in attempts) >= 2

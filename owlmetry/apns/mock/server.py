@@ -174,6 +174,12 @@ class _MockConnection(asyncio.Protocol):
         self._opened = 0
         self._requests = 0
         self._goaway_last: int | None = None
+        # SETTINGS frames sent and not yet acknowledged, and a stream limit waiting for their
+        # ACKs: h2 applies every pending local setting at the first ACK, whichever frame it
+        # acknowledges, so a limit sent before the client acknowledged our first SETTINGS
+        # would bind streams the client opened, rightly, before it read the new one.
+        self._settings_unacked = 0
+        self._next_max_streams: int | None = None
         self._judged: list[str] = []  # tokens of requests judged here (with `drop_rst` only)
         self._transport = None
         self.authenticated = False
@@ -193,6 +199,7 @@ class _MockConnection(asyncio.Protocol):
         self._mock.stats.connections_opened += 1
         self._mock.stats.connections_open += 1
         self._h2.initiate_connection()
+        self._settings_unacked = 1
         self._flush()
 
     def connection_lost(self, exc):
@@ -223,8 +230,18 @@ class _MockConnection(asyncio.Protocol):
         self._transport.abort()
 
     def send_max_streams(self, n: int):
+        if self._settings_unacked:
+            self._next_max_streams = n  # sent once the frames out are acknowledged
+            return
+        self._settings_unacked += 1
         self._h2.update_settings({SettingCodes.MAX_CONCURRENT_STREAMS: n})
         self._flush()
+
+    def _settings_acknowledged(self):
+        self._settings_unacked -= 1
+        if not self._settings_unacked and self._next_max_streams is not None:
+            n, self._next_max_streams = self._next_max_streams, None
+            self.send_max_streams(n)
 
     def data_received(self, data):
         if self.silent:
@@ -254,6 +271,8 @@ class _MockConnection(asyncio.Protocol):
                 self._streams.pop(event.stream_id, None)
             elif isinstance(event, h2.events.PingReceived):
                 self._mock.stats.pings += 1
+            elif isinstance(event, h2.events.SettingsAcknowledged):
+                self._settings_acknowledged()
             elif isinstance(event, h2.events.ConnectionTerminated):
                 self._transport.close()
         # Answer after the whole read, so streams that arrived together count as open together.
@@ -342,7 +361,9 @@ class _MockConnection(asyncio.Protocol):
         stream = self._streams.pop(stream_id, None)
         if stream is None or self._transport.is_closing():
             return
-        self._mock.stats.responses_by_status[verdict.status] += 1
+        stats = self._mock.stats
+        stats.responses_by_status[verdict.status] += 1
+        stats.answered(verdict.status, stats.requests[stream.token] > 1)
         apns_id = stream.headers.get(b"apns-id") or str(uuid.uuid4()).encode()
         headers = [(b":status", str(verdict.status).encode()), (b"apns-id", apns_id)]
         if verdict.reason is None:

@@ -7,9 +7,12 @@ Must not decide answers.
 
 import asyncio
 import json
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
+
+TIMELINE_STEPS = 4  # per second
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +60,18 @@ class MockStats:
     pings: int = 0
     protocol_errors: int = 0
     protocol_error_reasons: Counter = field(default_factory=Counter)  # what h2 said, how often
+    # Answers per quarter second (monotonic clock) by status, and "again" for answers to a
+    # token's second or later request: where a run's time went, seen from APNs' side
+    timeline: dict = field(default_factory=dict)
+
+    def answered(self, status: int, again: bool) -> None:
+        now = int(time.monotonic() * TIMELINE_STEPS)
+        counts = self.timeline.get(now)
+        if counts is None:
+            counts = self.timeline[now] = Counter()
+        counts[status] += 1
+        if again:
+            counts["again"] += 1
 
     def summary(self) -> dict:
         out = asdict(replace(self, payloads={}))
@@ -71,6 +86,9 @@ class MockStats:
         out["provider_tokens"] = len(self.provider_tokens)
         out["lost_answers"] = len(self.lost_answers)
         out["reset_judged"] = len(self.reset_judged)
+        first = min(self.timeline, default=0)
+        out["timeline"] = [[(step - first) / TIMELINE_STEPS, dict(counts)]
+                           for step, counts in sorted(self.timeline.items())]
         return out
 
 
