@@ -123,6 +123,11 @@ SELECT id FROM inserted
 # recipients go in about as fast in chunks of 500 as in one transaction, and a chunk holds
 # SQLite's writer for tens of ms, which is what a registration waits for at most.
 ENQUEUE_CHUNK = 500
+# SQLite's one writer: a chunk of 500 held it 20-30 ms under load (its own statements; the GIL
+# shared with the event loop), what a registration waits for at its median; chunks of 100
+# wait 4x less for no measurable loss of the enqueue's speed (benchmarks/RESULTS.md,
+# "Registrations while producers enqueue"). Claims take the writer a piece at a time too.
+SQLITE_WRITER_PIECE = 100
 
 # PostgreSQL: a request this big is followed by an ANALYZE of the queue. Its planner picks the
 # claim's plan from the table's statistics; taken while the queue was small (or empty), they
@@ -396,7 +401,9 @@ class Deliveries:
             key=operator.itemgetter(0))
         await asyncio.sleep(0)  # a turn for requests (this took the event loop for a while)
         written: set[str] = set()
-        for part in chunked(recipients, max(1, chunk or ENQUEUE_CHUNK)):
+        size = chunk or (ENQUEUE_CHUNK if self.engine.name == "postgresql"
+                         else min(ENQUEUE_CHUNK, SQLITE_WRITER_PIECE))
+        for part in chunked(recipients, max(1, size)):
             rows = [recipient[:3] for recipient in part]
             queue = [(notification_id, channel)
                      for notification_id, _, _, channels in part for channel in channels]
@@ -450,7 +457,16 @@ class Deliveries:
         `targets` says, per delivery channel, what its claims send to (`Targets`); a delivery
         of a channel not in it comes with no targets."""
         engine = self.engine
-        if only is None:
+        if only is None and engine.name == "sqlite":
+            claimed = []
+            while len(claimed) < limit:  # the writer a piece at a time (SQLITE_WRITER_PIECE)
+                piece = min(limit - len(claimed), SQLITE_WRITER_PIECE)
+                taken = await engine.write_lease(claim_statement(""), owner, now,
+                                                 now + lease_ms, piece)
+                claimed += taken
+                if len(taken) < piece:
+                    break  # no more are due
+        elif only is None:
             claimed = await engine.write_lease(claim_statement(engine.skip_locked), owner, now,
                                                now + lease_ms, limit)
         else:
