@@ -137,8 +137,11 @@ ANALYZE_QUEUE = "ANALYZE notification_deliveries"
 # ---- Claims -----------------------------------------------------------------------------------
 
 # The oldest due pending deliveries, leased to $1 until $3. `{only}` may narrow it to some
-# notifications; `{lock}` is the engine's `skip_locked`.
-CLAIM_DELIVERIES = """
+# notifications; `{lock}` is the engine's `skip_locked`. SQLite finds the rows chosen again by
+# key; PostgreSQL by where they are (`ctid`), which the rows' locks, taken by the choice, keep
+# in place until this update: no second index walk of 500 keys per claim.
+CLAIM_DELIVERIES = {
+    "sqlite": """
 UPDATE notification_deliveries
 SET claimed_by = $1, available_at = $3, attempts = attempts + 1
 WHERE (notification_id, channel) IN (
@@ -147,7 +150,27 @@ WHERE (notification_id, channel) IN (
     ORDER BY available_at
     LIMIT $4 {lock})
 RETURNING notification_id, channel, attempts
-"""
+""",
+    "postgresql": """
+UPDATE notification_deliveries
+SET claimed_by = $1, available_at = $3, attempts = attempts + 1
+WHERE ctid = ANY(ARRAY(
+    SELECT ctid FROM notification_deliveries
+    WHERE status = 'pending' AND available_at <= $2 {only}
+    ORDER BY available_at
+    LIMIT $4 {lock}))
+RETURNING notification_id, channel, attempts
+""",
+}
+
+# PostgreSQL: the notifications of the batch of ids `${param}`, each fetched by its key. The
+# planner joined the batch with (or filtered by `= ANY`) the whole table whenever its statistics
+# made it look small enough to read: a sequential scan of every notification for each claim's
+# reads and each write of answers, a cost per device that grew with the table (RESULTS.md,
+# "Fan-out on PostgreSQL"). A lateral subquery with OFFSET 0 is not flattened into a join, so
+# each id is one lookup in the primary key, whatever the statistics say.
+NOTIFICATIONS_BY_KEY = """unnest(${param}::text[]) AS b (id)
+CROSS JOIN LATERAL (SELECT * FROM notifications WHERE id = b.id OFFSET 0) AS n"""
 
 # What sending a claimed notification needs, and its recipient's unread count (the badge: the
 # counter's row, whatever the size of the inbox).
@@ -155,8 +178,7 @@ CLAIMED_CONTENT = f"""n.id, n.user_id, n.content_id, c.type, c.title, c.body, c.
        c.team_id, c.push_options, {BADGE}"""
 
 # The claim's reads of notifications, by a batch of ids: joined with the batch (SQLite), or
-# with the rows fetched by key (PostgreSQL: joined with the batch, its planner hashes the whole
-# notifications table whenever its statistics make the table look small).
+# each fetched by key (PostgreSQL, NOTIFICATIONS_BY_KEY).
 CLAIMED_NOTIFICATIONS = {
     "sqlite": f"""
 WITH batch (id) AS ({{batch}})
@@ -166,8 +188,8 @@ JOIN notification_contents AS c ON c.id = n.content_id
 """,
     "postgresql": f"""
 SELECT {CLAIMED_CONTENT}
-FROM notifications AS n JOIN notification_contents AS c ON c.id = n.content_id
-WHERE n.id = ANY($1::text[])
+FROM {NOTIFICATIONS_BY_KEY.format(param=1)}
+JOIN notification_contents AS c ON c.id = n.content_id
 """,
 }
 
@@ -200,7 +222,7 @@ UNANSWERED = """NOT EXISTS (
     WHERE p.notification_id = n.id AND p.device_id = t.id)"""
 
 # The claimed notifications, by a batch of ids after the source's parameters: joined with the
-# batch (SQLite), or fetched by key (PostgreSQL; see CLAIMED_NOTIFICATIONS).
+# batch (SQLite), or each fetched by key (PostgreSQL, NOTIFICATIONS_BY_KEY).
 CLAIMED_TARGETS = {
     "sqlite": """
 WITH batch (id) AS ({{batch}})
@@ -210,11 +232,11 @@ JOIN notifications AS n ON n.id = b.id
 {source}
 WHERE {unanswered}
 """,
-    "postgresql": """
-SELECT {columns}
-FROM notifications AS n
-{source}
-WHERE n.id = ANY(${first}::text[]) AND {unanswered}
+    "postgresql": f"""
+SELECT {{columns}}
+FROM {NOTIFICATIONS_BY_KEY.format(param="{first}")}
+{{source}}
+WHERE {{unanswered}}
 """,
 }
 
@@ -276,13 +298,12 @@ END_TYPES = ("text", "text", "text", "text", "bigint", "text", "bigint",
              "integer", "integer", "integer", "integer")
 
 
-def record_pushes(where: str) -> str:
-    """The answers of the rows `pushes`, once per device: joined with notifications so that a
-    recipient deleted mid-fan-out costs its records only."""
+def record_pushes(notifications: str) -> str:
+    """The answers of the rows `pushes`, once per device, of the notifications `n` that
+    `notifications` finds, so that a recipient deleted mid-fan-out costs its records only."""
     return f"""
 INSERT INTO notification_pushes ({PUSH_COLUMNS})
-SELECT p.* FROM pushes AS p JOIN notifications AS n ON n.id = p.notification_id
-WHERE {where}
+SELECT p.* FROM {notifications}
 ON CONFLICT (notification_id, device_id) DO NOTHING"""
 
 
@@ -299,20 +320,29 @@ WHERE {where}d.notification_id = e.notification_id AND d.channel = e.channel
   AND d.claimed_by = e.claimed_by AND d.status = 'pending'"""
 
 
-# ("true": SQLite needs a WHERE between a join and ON CONFLICT to parse the upsert.)
-RECORD_PUSHES = f"WITH pushes ({PUSH_COLUMNS}) AS ({{batch}})" + record_pushes("true")
 END_DELIVERIES = f"WITH ends ({END_COLUMNS}) AS ({{batch}})" + end_deliveries("")
 
 # The ends' first column (after the answers'): their notifications, fetched by key.
 ENDS_BY_KEY = f"""d.notification_id = ANY(${len(PUSH_TYPES) + 1}::text[])
   AND """
 
+# Each answer's notification: joined (SQLite; "true": it needs a WHERE between a join and ON
+# CONFLICT to parse the upsert), or fetched by key (PostgreSQL, see NOTIFICATIONS_BY_KEY).
+PUSHES_WITH_NOTIFICATION = {
+    "sqlite": "pushes AS p JOIN notifications AS n ON n.id = p.notification_id WHERE true",
+    "postgresql": """pushes AS p
+CROSS JOIN LATERAL (
+    SELECT 1 FROM notifications AS n WHERE n.id = p.notification_id OFFSET 0) AS n""",
+}
+RECORD_PUSHES = {engine: f"WITH pushes ({PUSH_COLUMNS}) AS ({{batch}})" + record_pushes(source)
+                 for engine, source in PUSHES_WITH_NOTIFICATION.items()}
+
 # PostgreSQL records answers and ends deliveries in one statement (one round trip, atomic)
 # when no device is to be deleted; `{pushes}` and `{ends}` are its two batches (`record_and_end`).
 RECORD_AND_END = f"""
 WITH pushes ({PUSH_COLUMNS}) AS ({{pushes}}),
 ends ({END_COLUMNS}) AS ({{ends}}),
-recorded AS ({record_pushes("n.id = ANY($1::text[])")})
+recorded AS ({record_pushes(PUSHES_WITH_NOTIFICATION["postgresql"])})
 {end_deliveries(ENDS_BY_KEY)}
 """
 
@@ -334,8 +364,8 @@ GROUP BY p.outcome
 
 
 @functools.cache
-def claim_statement(lock: str, only: str = "") -> str:
-    return CLAIM_DELIVERIES.format(only=only, lock=lock)
+def claim_statement(engine: str, lock: str, only: str = "") -> str:
+    return CLAIM_DELIVERIES[engine].format(only=only, lock=lock)
 
 
 @functools.cache
@@ -448,11 +478,11 @@ class Deliveries:
         of a channel not in it comes with no targets."""
         engine = self.engine
         if only is None:
-            claimed = await engine.write_lease(claim_statement(engine.skip_locked), owner, now,
+            claimed = await engine.write_lease(claim_statement(engine.name, engine.skip_locked), owner, now,
                                                now + lease_ms, limit)
         else:
             narrow = f"AND notification_id IN ({engine.batch(('text',), first=5)})"
-            claimed = await engine.write_lease(claim_statement(engine.skip_locked, narrow),
+            claimed = await engine.write_lease(claim_statement(engine.name, engine.skip_locked, narrow),
                                                owner, now, now + lease_ms, limit,
                                                *engine.batch_args([(i,) for i in only], 1))
         if not claimed:
@@ -557,7 +587,8 @@ class Deliveries:
                     pushes = [kept_record(p) if p.device_id in kept and p.outcome == removed
                               else p for p in pushes]
                     ends = recount_kept(ends, kept_records)
-            await engine.run_batched(run, RECORD_PUSHES, PUSH_TYPES, push_rows(pushes, now))
+            await engine.run_batched(run, RECORD_PUSHES[engine.name], PUSH_TYPES,
+                                     push_rows(pushes, now))
             await engine.run_batched(run, END_DELIVERIES, END_TYPES, end_rows(ends, owner, now))
         return pushes
 
