@@ -124,6 +124,12 @@ SELECT id FROM inserted
 # SQLite's writer for tens of ms, which is what a registration waits for at most.
 ENQUEUE_CHUNK = 500
 
+# PostgreSQL writes this many chunks of a request side by side once one of them has written
+# the content (a chunk's rows are claimable as soon as it commits, and a claim skips a row whose
+# content it cannot read): the database works on them on two cores while the server waits
+# (SQLite has one writer). Their recipients differ, so they lock no row the other needs.
+ENQUEUE_SIDE_BY_SIDE = 2
+
 # PostgreSQL: a request this big is followed by an ANALYZE of the queue. Its planner picks the
 # claim's plan from the table's statistics; taken while the queue was small (or empty), they
 # make it read and sort every due delivery for each claim of 500 instead of walking the queue
@@ -373,6 +379,13 @@ def enqueue_in_one(rows: str, queue: str) -> str:
     return ENQUEUE_IN_ONE.format(rows=rows, queue=queue)
 
 
+def chunk_rows(part: list[tuple]) -> tuple[list[tuple], list[tuple]]:
+    """A chunk's inbox rows and its deliveries, from its recipients (`enqueue_groups`)."""
+    return ([recipient[:3] for recipient in part],
+            [(notification_id, channel)
+             for notification_id, _, _, channels in part for channel in channels])
+
+
 def chunked(items: list, size: int) -> list[list]:
     return [items[start:start + size] for start in range(0, len(items), size)]
 
@@ -408,8 +421,9 @@ class Deliveries:
         already (a scheduled send's release resumed), are skipped.
 
         Each recipient is written whole or not at all; chunks are visible (and delivered) as
-        they commit. If the request fails between chunks, the recipients of the chunks
-        committed are notified and the rest are not; an exception says it failed, and a
+        they commit (on PostgreSQL, ENQUEUE_SIDE_BY_SIDE at a time once the content is in). If
+        the request fails between chunks, the recipients of the chunks committed are notified
+        and the rest are not; an exception says it failed, and a
         retry of the whole request notifies the first ones again (at least once).
 
         A request written in several calls passes the same `content_id` to each, and
@@ -425,14 +439,17 @@ class Deliveries:
              for group in groups for notification_id, user_id in group.recipients),
             key=operator.itemgetter(0))
         await asyncio.sleep(0)  # a turn for requests (this took the event loop for a while)
+        parts = chunked(recipients, max(1, chunk or ENQUEUE_CHUNK))
+        side_by_side = ENQUEUE_SIDE_BY_SIDE if self.engine.name == "postgresql" else 1
         written: set[str] = set()
-        for part in chunked(recipients, max(1, chunk or ENQUEUE_CHUNK)):
-            rows = [recipient[:3] for recipient in part]
-            queue = [(notification_id, channel)
-                     for notification_id, _, _, channels in part for channel in channels]
-            written |= await self._enqueue_chunk(content_id, fields,
-                                                 not (written or content_written), rows,
-                                                 queue, now)
+        while parts:
+            with_content = not (written or content_written)
+            width = 1 if with_content else side_by_side
+            for done in await asyncio.gather(*(
+                    self._enqueue_chunk(content_id, fields, with_content, rows, queue, now)
+                    for rows, queue in map(chunk_rows, parts[:width]))):
+                written |= done
+            parts = parts[width:]
         return written
 
     async def enqueued(self, count: int) -> None:
