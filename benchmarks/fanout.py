@@ -29,7 +29,8 @@ backend, --runs pairs, the whole script holding /tmp/owl-bench.lock (flock):
    environments, APNS_CA_FILE = the mock's certificate. This script pins itself to core 1
    (with the mock) while it measures. Reset the mock's counters, send one POST
    /v1/notifications with all the user ids, then poll "is any delivery
-   still pending?" (`... WHERE status = 'pending' LIMIT 1`, with `store.execute`, every
+   still pending?" (`... WHERE status = 'pending' ORDER BY available_at LIMIT 1`: the queue's
+   index, with `store.execute`, every
    --poll-ms) until none is: the end-to-end time is from sending the POST to that poll.
    Afterwards `store.progress(ids)` must say every delivery sent and N devices delivered, and
    the mock must have seen exactly N requests, N distinct tokens answered 200, no duplicates.
@@ -111,12 +112,35 @@ WITH batch (user_id, unread) AS ({batch})
 INSERT INTO unread_counts (user_id, unread) SELECT user_id, unread FROM batch
 """
 UNREAD_ROWS_PER_STATEMENT = 50_000
+# PostgreSQL makes the rows itself (20 million of them through Python, as batches of arrays,
+# took longer than the runs they were for): for the users $1 (in order) and the contents $2
+# (in order), user k's j-th row is made at $3 + k * len($2) + j, and its id is a version 7 id of
+# that time with the row's number in its last bits. Users a statement at a time:
+# UNREAD_USERS_PER_STATEMENT.
+INSERT_UNREAD_POSTGRES = """
+WITH u (id, k) AS (SELECT id, k - 1 FROM unnest($1::text[]) WITH ORDINALITY AS u (id, k)),
+c (id, j) AS (SELECT id, j - 1 FROM unnest($2::text[]) WITH ORDINALITY AS c (id, j)),
+made (user_id, content_id, at, hex) AS (
+    SELECT u.id, c.id, $3 + u.k * cardinality($2::text[]) + c.j,
+           lpad(to_hex($3 + u.k * cardinality($2::text[]) + c.j), 12, '0')
+    FROM u CROSS JOIN c)
+INSERT INTO notifications (id, user_id, content_id, created_at)
+SELECT substr(hex, 1, 8) || '-' || substr(hex, 9, 4) || '-7000-8000-' || hex, user_id,
+       content_id, at
+FROM made ORDER BY at
+"""
+UNREAD_USERS_PER_STATEMENT = 100
 
-# Is anything still pending? Stops at the first pending row, so each poll costs the database
-# (which shares core 1 with the mock) next to nothing; a count(*) every 20 ms did not.
+# Is anything still pending? Stops at the first pending row of the queue's index, so each poll
+# costs the database (which shares core 1 with the mock) next to nothing; a count(*) every 20 ms
+# did not. The ORDER BY makes it the index: without it PostgreSQL read the table from its start
+# (`Seq Scan ... LIMIT 1`, the planner expecting a pending row at once), through every delivery
+# ended so far and their dead versions, 50 times a second: a cost per poll that grew with the
+# run, and a benchmark's PostgreSQL CPU per device that grew with N.
 PENDING = """
 SELECT count(*) FROM (
-    SELECT 1 FROM notification_deliveries WHERE status = 'pending' LIMIT 1) AS any_pending
+    SELECT 1 FROM notification_deliveries WHERE status = 'pending'
+    ORDER BY available_at LIMIT 1) AS any_pending
 """
 # Exact times from the database, to compare with the poll: first and last device answer
 # recorded, last delivery ended (the server's clock, ms since the epoch, taken just before
@@ -176,14 +200,46 @@ def plan_devices(n: int, seed: int, devices_per_user: int | None = None) -> list
     return per_user
 
 
-async def seed_unread(store, user_ids: list[str], unread: int, now: int) -> None:
-    """`unread` unread notifications for each user, and their counts."""
+async def seed_unread_postgres(url: str, users: list[str], contents: list[str],
+                               first_at: int) -> None:
+    """PostgreSQL: the unread rows of `users` (in order), made in the database (see
+    INSERT_UNREAD_POSTGRES). Without the inbox's key check on each row (the users exist, the
+    seeding made them) and with the table's other indexes built once at the end instead of
+    grown row by row: 20 million rows in minutes, not tens of them."""
+    import asyncpg
+
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute("SET session_replication_role = replica")  # no foreign key checks
+        indexes = await conn.fetch(
+            "SELECT indexname, indexdef FROM pg_indexes "
+            "WHERE tablename = 'notifications' AND indexname <> 'notifications_pkey'")
+        for name, _ in indexes:
+            await conn.execute(f"DROP INDEX {name}")
+        for start in range(0, len(users), UNREAD_USERS_PER_STATEMENT):
+            await conn.execute(INSERT_UNREAD_POSTGRES,
+                               users[start:start + UNREAD_USERS_PER_STATEMENT], contents,
+                               first_at + start * len(contents))
+        for _, definition in indexes:
+            await conn.execute(definition)
+    finally:
+        await conn.close()
+
+
+async def seed_unread(store, user_ids: list[str], unread: int, now: int,
+                      url: str | None = None) -> None:
+    """`unread` unread notifications for each user, and their counts; `url`: a PostgreSQL
+    database's, to make its rows in the database."""
     rows = []
     made_at = now - DAY_MS - len(user_ids) * unread
     contents = [new_ordered_id(made_at - unread + i) for i in range(unread)]
     await store.execute_batch(INSERT_UNREAD_CONTENTS, ("text",), [(c,) for c in contents])
+    users = sorted(user_ids)
+    if url is not None:
+        await seed_unread_postgres(url, users, contents, made_at + 1)
+        users = []
     types = ("text", "text", "text", "bigint")
-    for user_id in sorted(user_ids):
+    for user_id in users:
         for content_id in contents:
             made_at += 1
             rows.append((new_ordered_id(made_at), user_id, content_id, made_at))
@@ -222,7 +278,8 @@ async def seed_database(url: str, per_user: list[int], unread: int = 0) -> list[
             raise RuntimeError("a seeded device's user does not exist")
         user_ids = [user_id for user_id, _, _ in users]
         if unread:
-            await seed_unread(store, user_ids, unread, now)
+            await seed_unread(store, user_ids, unread, now,
+                              url if store.engine.name == "postgresql" else None)
         return user_ids
     finally:
         await store.close()
@@ -376,7 +433,8 @@ def prepare_database(databases, name: str, per_user: list[int], args, work: str)
 async def add_unread(url: str, user_ids: list[str], unread: int) -> None:
     store = await open_store(url)
     try:
-        await seed_unread(store, user_ids, unread, now_ms())
+        await seed_unread(store, user_ids, unread, now_ms(),
+                          url if store.engine.name == "postgresql" else None)
     finally:
         await store.close()
 

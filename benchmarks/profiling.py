@@ -142,10 +142,16 @@ def statement_labels() -> list[tuple[str, str]]:
         for info in pkgutil.iter_modules(owlmetry.store.__path__)]
     labels = {}
     for module in modules:
-        for name, text in vars(module).items():
-            if name.isupper() and isinstance(text, str) and len(text) > 20:
-                body = text.split("({batch})")[-1].split("{")[0]
-                labels[normalized(body)[:60]] = name
+        for name, value in vars(module).items():
+            if not name.isupper():
+                continue
+            # A statement per engine is a dict of them: labelled NAME[engine].
+            texts = ({f"{name}[{key}]": text for key, text in value.items()}
+                     if isinstance(value, dict) else {name: value})
+            for label, text in texts.items():
+                if isinstance(text, str) and len(text) > 20:
+                    body = text.split("({batch})")[-1].split("{")[0]
+                    labels[normalized(body)[:60]] = label
     return sorted(labels.items(), key=lambda item: -len(item[0]))
 
 

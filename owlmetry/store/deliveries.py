@@ -129,6 +129,12 @@ ENQUEUE_CHUNK = 500
 # "Registrations while producers enqueue"). Claims take the writer a piece at a time too.
 SQLITE_WRITER_PIECE = 100
 
+# PostgreSQL writes this many chunks of a request side by side once one of them has written
+# the content (a chunk's rows are claimable as soon as it commits, and a claim skips a row whose
+# content it cannot read): the database works on them on two cores while the server waits
+# (SQLite has one writer). Their recipients differ, so they lock no row the other needs.
+ENQUEUE_SIDE_BY_SIDE = 2
+
 # PostgreSQL: a request this big is followed by an ANALYZE of the queue. Its planner picks the
 # claim's plan from the table's statistics; taken while the queue was small (or empty), they
 # make it read and sort every due delivery for each claim of 500 instead of walking the queue
@@ -142,8 +148,11 @@ ANALYZE_QUEUE = "ANALYZE notification_deliveries"
 # ---- Claims -----------------------------------------------------------------------------------
 
 # The oldest due pending deliveries, leased to $1 until $3. `{only}` may narrow it to some
-# notifications; `{lock}` is the engine's `skip_locked`.
-CLAIM_DELIVERIES = """
+# notifications; `{lock}` is the engine's `skip_locked`. SQLite finds the rows chosen again by
+# key; PostgreSQL by where they are (`ctid`), which the rows' locks, taken by the choice, keep
+# in place until this update: no second index walk of 500 keys per claim.
+CLAIM_DELIVERIES = {
+    "sqlite": """
 UPDATE notification_deliveries
 SET claimed_by = $1, available_at = $3, attempts = attempts + 1
 WHERE (notification_id, channel) IN (
@@ -152,7 +161,27 @@ WHERE (notification_id, channel) IN (
     ORDER BY available_at
     LIMIT $4 {lock})
 RETURNING notification_id, channel, attempts
-"""
+""",
+    "postgresql": """
+UPDATE notification_deliveries
+SET claimed_by = $1, available_at = $3, attempts = attempts + 1
+WHERE ctid = ANY(ARRAY(
+    SELECT ctid FROM notification_deliveries
+    WHERE status = 'pending' AND available_at <= $2 {only}
+    ORDER BY available_at
+    LIMIT $4 {lock}))
+RETURNING notification_id, channel, attempts
+""",
+}
+
+# PostgreSQL: the notifications of the batch of ids `${param}`, each fetched by its key. The
+# planner joined the batch with (or filtered by `= ANY`) the whole table whenever its statistics
+# made it look small enough to read: a sequential scan of every notification for each claim's
+# reads and each write of answers, a cost per device that grew with the table (RESULTS.md,
+# "Fan-out on PostgreSQL"). A lateral subquery with OFFSET 0 is not flattened into a join, so
+# each id is one lookup in the primary key, whatever the statistics say.
+NOTIFICATIONS_BY_KEY = """unnest(${param}::text[]) AS b (id)
+CROSS JOIN LATERAL (SELECT * FROM notifications WHERE id = b.id OFFSET 0) AS n"""
 
 # What sending a claimed notification needs, and its recipient's unread count (the badge: the
 # counter's row, whatever the size of the inbox).
@@ -160,8 +189,7 @@ CLAIMED_CONTENT = f"""n.id, n.user_id, n.content_id, c.type, c.title, c.body, c.
        c.team_id, c.push_options, {BADGE}"""
 
 # The claim's reads of notifications, by a batch of ids: joined with the batch (SQLite), or
-# with the rows fetched by key (PostgreSQL: joined with the batch, its planner hashes the whole
-# notifications table whenever its statistics make the table look small).
+# each fetched by key (PostgreSQL, NOTIFICATIONS_BY_KEY).
 CLAIMED_NOTIFICATIONS = {
     "sqlite": f"""
 WITH batch (id) AS ({{batch}})
@@ -171,8 +199,8 @@ JOIN notification_contents AS c ON c.id = n.content_id
 """,
     "postgresql": f"""
 SELECT {CLAIMED_CONTENT}
-FROM notifications AS n JOIN notification_contents AS c ON c.id = n.content_id
-WHERE n.id = ANY($1::text[])
+FROM {NOTIFICATIONS_BY_KEY.format(param=1)}
+JOIN notification_contents AS c ON c.id = n.content_id
 """,
 }
 
@@ -205,7 +233,7 @@ UNANSWERED = """NOT EXISTS (
     WHERE p.notification_id = n.id AND p.device_id = t.id)"""
 
 # The claimed notifications, by a batch of ids after the source's parameters: joined with the
-# batch (SQLite), or fetched by key (PostgreSQL; see CLAIMED_NOTIFICATIONS).
+# batch (SQLite), or each fetched by key (PostgreSQL, NOTIFICATIONS_BY_KEY).
 CLAIMED_TARGETS = {
     "sqlite": """
 WITH batch (id) AS ({{batch}})
@@ -215,11 +243,11 @@ JOIN notifications AS n ON n.id = b.id
 {source}
 WHERE {unanswered}
 """,
-    "postgresql": """
-SELECT {columns}
-FROM notifications AS n
-{source}
-WHERE n.id = ANY(${first}::text[]) AND {unanswered}
+    "postgresql": f"""
+SELECT {{columns}}
+FROM {NOTIFICATIONS_BY_KEY.format(param="{first}")}
+{{source}}
+WHERE {{unanswered}}
 """,
 }
 
@@ -281,13 +309,12 @@ END_TYPES = ("text", "text", "text", "text", "bigint", "text", "bigint",
              "integer", "integer", "integer", "integer")
 
 
-def record_pushes(where: str) -> str:
-    """The answers of the rows `pushes`, once per device: joined with notifications so that a
-    recipient deleted mid-fan-out costs its records only."""
+def record_pushes(notifications: str) -> str:
+    """The answers of the rows `pushes`, once per device, of the notifications `n` that
+    `notifications` finds, so that a recipient deleted mid-fan-out costs its records only."""
     return f"""
 INSERT INTO notification_pushes ({PUSH_COLUMNS})
-SELECT p.* FROM pushes AS p JOIN notifications AS n ON n.id = p.notification_id
-WHERE {where}
+SELECT p.* FROM {notifications}
 ON CONFLICT (notification_id, device_id) DO NOTHING"""
 
 
@@ -304,20 +331,29 @@ WHERE {where}d.notification_id = e.notification_id AND d.channel = e.channel
   AND d.claimed_by = e.claimed_by AND d.status = 'pending'"""
 
 
-# ("true": SQLite needs a WHERE between a join and ON CONFLICT to parse the upsert.)
-RECORD_PUSHES = f"WITH pushes ({PUSH_COLUMNS}) AS ({{batch}})" + record_pushes("true")
 END_DELIVERIES = f"WITH ends ({END_COLUMNS}) AS ({{batch}})" + end_deliveries("")
 
 # The ends' first column (after the answers'): their notifications, fetched by key.
 ENDS_BY_KEY = f"""d.notification_id = ANY(${len(PUSH_TYPES) + 1}::text[])
   AND """
 
+# Each answer's notification: joined (SQLite; "true": it needs a WHERE between a join and ON
+# CONFLICT to parse the upsert), or fetched by key (PostgreSQL, see NOTIFICATIONS_BY_KEY).
+PUSHES_WITH_NOTIFICATION = {
+    "sqlite": "pushes AS p JOIN notifications AS n ON n.id = p.notification_id WHERE true",
+    "postgresql": """pushes AS p
+CROSS JOIN LATERAL (
+    SELECT 1 FROM notifications AS n WHERE n.id = p.notification_id OFFSET 0) AS n""",
+}
+RECORD_PUSHES = {engine: f"WITH pushes ({PUSH_COLUMNS}) AS ({{batch}})" + record_pushes(source)
+                 for engine, source in PUSHES_WITH_NOTIFICATION.items()}
+
 # PostgreSQL records answers and ends deliveries in one statement (one round trip, atomic)
 # when no device is to be deleted; `{pushes}` and `{ends}` are its two batches (`record_and_end`).
 RECORD_AND_END = f"""
 WITH pushes ({PUSH_COLUMNS}) AS ({{pushes}}),
 ends ({END_COLUMNS}) AS ({{ends}}),
-recorded AS ({record_pushes("n.id = ANY($1::text[])")})
+recorded AS ({record_pushes(PUSHES_WITH_NOTIFICATION["postgresql"])})
 {end_deliveries(ENDS_BY_KEY)}
 """
 
@@ -339,13 +375,20 @@ GROUP BY p.outcome
 
 
 @functools.cache
-def claim_statement(lock: str, only: str = "") -> str:
-    return CLAIM_DELIVERIES.format(only=only, lock=lock)
+def claim_statement(engine: str, lock: str, only: str = "") -> str:
+    return CLAIM_DELIVERIES[engine].format(only=only, lock=lock)
 
 
 @functools.cache
 def enqueue_in_one(rows: str, queue: str) -> str:
     return ENQUEUE_IN_ONE.format(rows=rows, queue=queue)
+
+
+def chunk_rows(part: list[tuple]) -> tuple[list[tuple], list[tuple]]:
+    """A chunk's inbox rows and its deliveries, from its recipients (`enqueue_groups`)."""
+    return ([recipient[:3] for recipient in part],
+            [(notification_id, channel)
+             for notification_id, _, _, channels in part for channel in channels])
 
 
 def chunked(items: list, size: int) -> list[list]:
@@ -383,8 +426,9 @@ class Deliveries:
         already (a scheduled send's release resumed), are skipped.
 
         Each recipient is written whole or not at all; chunks are visible (and delivered) as
-        they commit. If the request fails between chunks, the recipients of the chunks
-        committed are notified and the rest are not; an exception says it failed, and a
+        they commit (on PostgreSQL, ENQUEUE_SIDE_BY_SIDE at a time once the content is in). If
+        the request fails between chunks, the recipients of the chunks committed are notified
+        and the rest are not; an exception says it failed, and a
         retry of the whole request notifies the first ones again (at least once).
 
         A request written in several calls passes the same `content_id` to each, and
@@ -400,16 +444,19 @@ class Deliveries:
              for group in groups for notification_id, user_id in group.recipients),
             key=operator.itemgetter(0))
         await asyncio.sleep(0)  # a turn for requests (this took the event loop for a while)
-        written: set[str] = set()
         size = chunk or (ENQUEUE_CHUNK if self.engine.name == "postgresql"
                          else min(ENQUEUE_CHUNK, SQLITE_WRITER_PIECE))
-        for part in chunked(recipients, max(1, size)):
-            rows = [recipient[:3] for recipient in part]
-            queue = [(notification_id, channel)
-                     for notification_id, _, _, channels in part for channel in channels]
-            written |= await self._enqueue_chunk(content_id, fields,
-                                                 not (written or content_written), rows,
-                                                 queue, now)
+        parts = chunked(recipients, max(1, size))
+        side_by_side = ENQUEUE_SIDE_BY_SIDE if self.engine.name == "postgresql" else 1
+        written: set[str] = set()
+        while parts:
+            with_content = not (written or content_written)
+            width = 1 if with_content else side_by_side
+            for done in await asyncio.gather(*(
+                    self._enqueue_chunk(content_id, fields, with_content, rows, queue, now)
+                    for rows, queue in map(chunk_rows, parts[:width]))):
+                written |= done
+            parts = parts[width:]
         return written
 
     async def enqueued(self, count: int) -> None:
@@ -461,19 +508,19 @@ class Deliveries:
             claimed = []
             while len(claimed) < limit:  # the writer a piece at a time (SQLITE_WRITER_PIECE)
                 piece = min(limit - len(claimed), SQLITE_WRITER_PIECE)
-                taken = await engine.write_lease(claim_statement(""), owner, now,
+                taken = await engine.write_lease(claim_statement(engine.name, engine.skip_locked), owner, now,
                                                  now + lease_ms, piece)
                 claimed += taken
                 if len(taken) < piece:
                     break  # no more are due
         elif only is None:
-            claimed = await engine.write_lease(claim_statement(engine.skip_locked), owner, now,
-                                               now + lease_ms, limit)
+            claimed = await engine.write_lease(claim_statement(engine.name, engine.skip_locked),
+                                               owner, now, now + lease_ms, limit)
         else:
             narrow = f"AND notification_id IN ({engine.batch(('text',), first=5)})"
-            claimed = await engine.write_lease(claim_statement(engine.skip_locked, narrow),
-                                               owner, now, now + lease_ms, limit,
-                                               *engine.batch_args([(i,) for i in only], 1))
+            claimed = await engine.write_lease(
+                claim_statement(engine.name, engine.skip_locked, narrow),
+                owner, now, now + lease_ms, limit, *engine.batch_args([(i,) for i in only], 1))
         if not claimed:
             return []
         return await self._claims(claimed, targets or {})
@@ -584,7 +631,8 @@ class Deliveries:
                     pushes = [kept_record(p) if p.device_id in kept and p.outcome == removed
                               else p for p in pushes]
                     ends = recount_kept(ends, kept_records)
-            await engine.run_batched(run, RECORD_PUSHES, PUSH_TYPES, push_rows(pushes, now))
+            await engine.run_batched(run, RECORD_PUSHES[engine.name], PUSH_TYPES,
+                                     push_rows(pushes, now))
             await engine.run_batched(run, END_DELIVERIES, END_TYPES, end_rows(ends, owner, now))
         return pushes
 

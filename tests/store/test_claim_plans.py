@@ -1,0 +1,82 @@
+"""PostgreSQL's plans for a fan-out's statements on the inbox: every claimed notification is
+looked up by its key, never found by reading the whole table, whatever the table's size and
+statistics. (A sequential scan per claim and per write of answers made PostgreSQL's cost per
+device grow with the inbox.) SQLite's plans are checked in test_unread_counter.py."""
+
+import uuid
+
+import pytest
+
+from owlmetry.store import (
+    DeliveryEnd,
+    DeliveryStatus,
+    NotificationContent,
+    PushOutcome,
+    PushRecord,
+    TargetKind,
+    deliveries,
+)
+
+T0 = 1_800_000_000_000
+USERS = 2_000
+CLAIM = 500
+
+
+@pytest.fixture
+async def inbox(store):
+    """An inbox of USERS notifications (a device each) whose statistics were taken while it was
+    empty; the ids of CLAIM of them."""
+    if store.engine.name != "postgresql":
+        pytest.skip("SQLite's plans read no table statistics")
+    await store.execute("ANALYZE notifications")
+    users = [str(uuid.uuid4()) for _ in range(USERS)]
+    await store.execute_batch(
+        "WITH batch (id, email) AS ({batch}) "
+        "INSERT INTO users (id, email, created_at) SELECT id, email, 1 FROM batch",
+        ("text", "text"), [(user_id, f"{user_id}@example.com") for user_id in users])
+    await store.execute_batch(
+        "WITH batch (id, user_id, token) AS ({batch}) "
+        "INSERT INTO user_devices (id, user_id, channel, platform, token, environment, "
+        "last_seen_at, created_at) "
+        "SELECT id, user_id, 'ios_push', 'ios', token, 'production', 1, 1 FROM batch",
+        ("text", "text", "text"),
+        [(str(uuid.uuid4()), user_id, f"{i:064x}") for i, user_id in enumerate(users)])
+    asked = [(str(uuid.uuid4()), user_id) for user_id in users]
+    await store.enqueue_notifications(asked, NotificationContent("t", "hello"), ["mobile_push"],
+                                      T0)
+    return [notification_id for notification_id, _ in asked[:CLAIM]]
+
+
+async def plan_of(store, statement: str, *params) -> str:
+    return "\n".join(row[0] for row in await store.execute("EXPLAIN " + statement, *params))
+
+
+def reads_whole_table(plan: str) -> bool:
+    return "Seq Scan on notifications" in plan
+
+
+async def test_a_claims_reads_look_each_notification_up_by_key(store, inbox):
+    content = await plan_of(store, deliveries.CLAIMED_NOTIFICATIONS["postgresql"], inbox)
+    targets = await plan_of(
+        store, deliveries.targets_statement("postgresql", TargetKind.DEVICES, False),
+        ["ios_push", "mobile_push"], inbox)
+
+    assert "notifications_pkey" in content and not reads_whole_table(content), content
+    assert "notifications_pkey" in targets and not reads_whole_table(targets), targets
+
+
+async def test_answers_are_written_with_each_notification_looked_up_by_key(store, inbox):
+    engine = store.engine
+    pushes = [PushRecord(notification_id, str(uuid.uuid4()), "mobile_push",
+                         PushOutcome.DELIVERED, 200, None) for notification_id in inbox]
+    ends = [DeliveryEnd(notification_id, "mobile_push", DeliveryStatus.SENT, None,
+                        outcomes=(1, 0, 0, 0)) for notification_id in inbox]
+    statement = deliveries.record_and_end(
+        engine.batch(deliveries.PUSH_TYPES, 1),
+        engine.batch(deliveries.END_TYPES, len(deliveries.PUSH_TYPES) + 1))
+    plan = await plan_of(
+        store, statement,
+        *engine.batch_args(deliveries.push_rows(pushes, T0), len(deliveries.PUSH_TYPES)),
+        *engine.batch_args(deliveries.end_rows(ends, "d1", T0), len(deliveries.END_TYPES)))
+
+    assert "notifications_pkey" in plan and not reads_whole_table(plan), plan
