@@ -611,7 +611,7 @@ class Deliveries:
                 return pushes
 
             def record(run: RunNow) -> None:
-                engine.run_batched_now(run, RECORD_PUSHES, PUSH_TYPES, push_batch)
+                engine.run_batched_now(run, RECORD_PUSHES["sqlite"], PUSH_TYPES, push_batch)
                 engine.run_batched_now(run, END_DELIVERIES, END_TYPES, end_batch)
 
             await engine.in_one_step(record, bulk=True)
