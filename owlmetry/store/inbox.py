@@ -39,8 +39,19 @@ WHERE n.user_id = $1 AND {state} AND n.deleted_at IS NULL
   AND (CAST($2 AS TEXT) IS NULL OR c.type = $2)
   {after}
 ORDER BY n.created_at DESC, n.id DESC
-LIMIT CAST($3 AS BIGINT)"""
+LIMIT {limit}"""
 AFTER = "AND (n.created_at, n.id) < (CAST($4 AS BIGINT), CAST($5 AS TEXT))"
+PAGE_SIZE = "CAST($3 AS BIGINT)"
+# The user's unread count: all of the unread range (the counter is exact; a type's unread are
+# some of it). Not needed for the answer, but a limit PostgreSQL cannot know while planning: it
+# then reads the range through the index, where for an inbox that is most of its table (one
+# user's) it would rather read the table whole, not counting the read state's column of the
+# index as narrowing the walk.
+COUNTED = "SELECT COALESCE(max(u.unread), 0) AS c FROM unread_counts AS u WHERE u.user_id = $1"
+UNREAD_COUNT_OF_USER = f"({COUNTED})"
+UNREAD_PAGE_SIZE = f"""(SELECT CASE WHEN counted.c < CAST($3 AS BIGINT) THEN counted.c
+                   ELSE CAST($3 AS BIGINT) END
+       FROM ({COUNTED}) AS counted)"""
 
 
 @functools.cache
@@ -50,7 +61,9 @@ def inbox_page(engine: str, read_state: ReadState, after: bool) -> str:
               ReadState.ALL: [UNREAD_RANGE, READ_RANGE[engine]]}[read_state]
     pages = [INBOX_RANGE.format(NOTIFICATION_COLUMNS=NOTIFICATION_COLUMNS,
                                 WITH_CONTENT=WITH_CONTENT, state=state,
-                                after=AFTER if after else "")
+                                after=AFTER if after else "",
+                                limit=UNREAD_PAGE_SIZE if state == UNREAD_RANGE and len(ranges) == 1
+                                else PAGE_SIZE)
              for state in ranges]
     if len(pages) == 1:
         return pages[0]
@@ -59,14 +72,17 @@ def inbox_page(engine: str, read_state: ReadState, after: bool) -> str:
     ) + "\nORDER BY created_at DESC, id DESC\nLIMIT CAST($3 AS BIGINT)"
 
 
-# The user's unread rows (of type $2, NULL: any): the unread range of the inbox index, each
-# row then updated by its key.
+# The user's unread rows (of type $2, NULL: any): the unread range of the inbox index (at most
+# the user's count of them, so all of them: see UNREAD_COUNT_OF_USER), each row then updated
+# by its key.
 UNREAD_OF_USER = f"""
     SELECT n.id FROM notifications AS n
     WHERE n.user_id = $1 AND {UNREAD_RANGE} AND n.deleted_at IS NULL
       AND (CAST($2 AS TEXT) IS NULL OR EXISTS (
           SELECT 1 FROM notification_contents AS c
-          WHERE c.id = n.content_id AND c.type = $2))"""
+          WHERE c.id = n.content_id AND c.type = $2))
+    ORDER BY n.created_at DESC, n.id DESC
+    LIMIT {UNREAD_COUNT_OF_USER}"""
 MARK_ALL_READ = {
     "sqlite": f"""
 UPDATE notifications SET read_at = $3
