@@ -69,9 +69,9 @@ async def test_the_unread_list_and_mark_all_read_read_the_unread_range_only(stor
     await store.execute("ANALYZE")
 
     engine = store.engine.name
-    statements = [(inbox.inbox_page(engine, ReadState.UNREAD, False), (user.id, None, 50)),
-                  (inbox.inbox_page(engine, ReadState.UNREAD, True),
-                   (user.id, None, 50, T0 + 150, ids[150])),
+    statements = [(inbox.inbox_page(engine, ReadState.UNREAD, False, 50), (user.id, None)),
+                  (inbox.inbox_page(engine, ReadState.UNREAD, True, 50),
+                   (user.id, None, T0 + 150, ids[150])),
                   (inbox.MARK_ALL_READ[engine], (user.id, None, T0 + 3000))]
     for statement, params in statements:
         if engine == "sqlite":
