@@ -110,11 +110,13 @@ CREATE TABLE IF NOT EXISTS notifications (
 -- land at the index's end, under one key.
 CREATE INDEX IF NOT EXISTS notifications_content ON notifications (content_id);
 
--- A user's inbox newest first, paged by the keyset (created_at, id); also what mark-all-read
--- and the unread list go through. The only index a new row lands in at a place of its user's:
--- a fan-out to ten thousand users touches ten thousand of its pages, so there is no second.
+-- A user's inbox newest first, paged by the keyset (created_at, id): the unread rows and the
+-- read ones are two ranges of the user's (migration 13), so the unread list and mark-all-read
+-- read only unread rows, and the whole inbox merges the two. The only index a new row lands in
+-- at a place of its user's: a fan-out to ten thousand users touches ten thousand of its pages,
+-- so there is no second.
 CREATE INDEX IF NOT EXISTS notifications_inbox
-    ON notifications (user_id, created_at DESC, id DESC) WHERE deleted_at IS NULL;
+    ON notifications (user_id, (read_at IS NULL), created_at DESC, id DESC) WHERE deleted_at IS NULL;
 
 -- The retention's clean-up: read rows by when they were read, soft-deleted rows by when.
 CREATE INDEX IF NOT EXISTS notifications_read

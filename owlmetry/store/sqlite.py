@@ -40,13 +40,18 @@ PRAGMA synchronous = NORMAL;
 PRAGMA foreign_keys = ON;
 PRAGMA busy_timeout = 10000;
 PRAGMA cache_size = -32768;
-PRAGMA wal_autocheckpoint = 4000;
+PRAGMA wal_autocheckpoint = 16000;
 """
 
-# wal_autocheckpoint: 4,000 pages (16 MiB) between checkpoints instead of SQLite's 1,000. A page
+# wal_autocheckpoint: 16,000 pages (64 MiB) between checkpoints instead of SQLite's 1,000. A page
 # that many commits dirty (an index's hot leaves) is copied into the database once per
 # checkpoint, so fewer checkpoints copy fewer pages: about a fifth less writer CPU per new
-# token (benchmarks/RESULTS.md, issue 11).
+# token at 4,000 (issue 11), and a tenth less again at 16,000 on a million devices (issue 15;
+# benchmarks/RESULTS.md).
+# synchronous = NORMAL: the WAL is synced at checkpoints, not at each commit. A commit survives
+# the process dying (SIGKILL, OOM) but not the machine (power, kernel): the commits since the
+# last checkpoint may then be gone, the file still consistent (README, "Durability"). FULL
+# would sync every commit on the one writer (measured in RESULTS.md, issue 15).
 
 
 class WriterTurns:
