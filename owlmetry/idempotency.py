@@ -6,7 +6,9 @@ the content id its notifications will point at, enqueues under a lease it renews
 (NOTIFY_LEASE_SECONDS, the dispatcher's), then stores its answer. A retry meanwhile waits for
 that answer (bounded). A retry whose first attempt died (its lease passed with no answer) takes
 the key over and enqueues only the recipients that no notification of that content reached yet,
-so nobody is notified twice even across a crash; then it stores the answer. A holder that cannot
+so nobody is notified twice even across a crash; then it stores the answer. A scheduled request
+(`send_at`) is held in one transaction under the key's content id, so a retry taking over finds
+it held whole (and answers its ids) or not at all (and holds it). A holder that cannot
 renew stops its own work a third of a lease before its lease ends, by its own clock, so it never
 writes once a retry may have taken over (the processes' clocks must agree within that third, as
 the dispatcher's leases need). A different body under the same key is refused. Keys live
@@ -43,6 +45,9 @@ WAIT_PAST_LEASE_S = 5.0
 
 # (user ids, content id) -> the ids of the notifications written, in the users' order.
 Enqueue = Callable[[list[str], str], Awaitable[list[str]]]
+# (user ids, content id) -> the ids of the notifications held until `send_at`, in the users'
+# order; held all or none.
+Schedule = Callable[[list[str], str], Awaitable[list[str]]]
 
 
 class KeyReused(Exception):
@@ -95,23 +100,24 @@ def request_hash(body: dict) -> str:
     return hashlib.sha256(orjson.dumps(body, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
-async def answer_once(store: Store, keyed: Keyed, recipients: list[str], unknown: list[str],
-                      enqueue: Enqueue, timings: Timings,
-                      clock: Callable[[], int] = now_ms) -> tuple[dict, bool]:
-    """The answer of the request `keyed` names (`{"notification_ids", "unknown_user_ids"}`), and
-    whether it is an earlier request's, stored. `recipients`: the users it names that exist, in
-    order, once each; `unknown`: the entries that name no user."""
-    loop = asyncio.get_running_loop()
-    holder = uuid.uuid4().hex
-    give_up_at = loop.time() + timings.wait_s
-    pause = POLL_FIRST_S
-    reserve = True
+@dataclass(frozen=True)
+class Work:
+    """What a keyed request does under its content id, returning its answer: `first` the first
+    time, `resume` when a retry takes over a first attempt that died."""
 
-    async def fresh(content_id: str) -> dict:
+    first: Callable[[str], Awaitable[dict]]
+    resume: Callable[[str], Awaitable[dict]]
+
+
+def sending(store: Store, recipients: list[str], unknown: list[str], enqueue: Enqueue) -> Work:
+    """Notify `recipients` now. `recipients`: the users the request names that exist, in order,
+    once each; `unknown`: the entries that name no user."""
+
+    async def first(content_id: str) -> dict:
         ids = await enqueue(recipients, content_id) if recipients else []
         return {"notification_ids": ids, "unknown_user_ids": unknown}
 
-    async def resumed(content_id: str) -> dict:
+    async def resume(content_id: str) -> dict:
         """The crashed first attempt's work, finished: whom it reached is on record."""
         notified = await store.notified_by_content(content_id)
         missing = [user_id for user_id in recipients if user_id not in notified]
@@ -121,6 +127,52 @@ async def answer_once(store: Store, keyed: Keyed, recipients: list[str], unknown
         return {"notification_ids": [notified[u] for u in recipients if u in notified],
                 "unknown_user_ids": unknown}
 
+    return Work(first, resume)
+
+
+def scheduling(store: Store, recipients: list[str], unknown: list[str], schedule: Schedule,
+               send_at: str) -> Work:
+    """Hold notifications for `recipients` until `send_at` (the answer's text of it)."""
+
+    async def first(content_id: str) -> dict:
+        ids = await schedule(recipients, content_id) if recipients else []
+        return {"notification_ids": ids, "unknown_user_ids": unknown, "send_at": send_at}
+
+    async def resume(content_id: str) -> dict:
+        held = await store.held_by_content(content_id)
+        if held is None:  # the first attempt died before its transaction
+            return await first(content_id)
+        return {"notification_ids": [held[u] for u in recipients if u in held],
+                "unknown_user_ids": unknown, "send_at": send_at}
+
+    return Work(first, resume)
+
+
+async def on_record(store: Store, api_key_id: str, key: str, timings: Timings,
+                    clock: Callable[[], int] = now_ms) -> bool:
+    """Whether a request under this key is on record and not expired, whatever its body."""
+    record = await store.idempotency_key(api_key_id, key)
+    return record is not None and record.created_at >= clock() - timings.keep_ms
+
+
+async def answer_once(store: Store, keyed: Keyed, recipients: list[str], unknown: list[str],
+                      enqueue: Enqueue, timings: Timings,
+                      clock: Callable[[], int] = now_ms) -> tuple[dict, bool]:
+    """`answer_keyed` of a request that notifies now (`sending`)."""
+    return await answer_keyed(store, keyed, sending(store, recipients, unknown, enqueue),
+                              timings, clock)
+
+
+async def answer_keyed(store: Store, keyed: Keyed, work: Work, timings: Timings,
+                       clock: Callable[[], int] = now_ms) -> tuple[dict, bool]:
+    """The answer of the request `keyed` names, made by `work` once whatever the retries, and
+    whether it is an earlier request's, stored."""
+    loop = asyncio.get_running_loop()
+    holder = uuid.uuid4().hex
+    give_up_at = loop.time() + timings.wait_s
+    pause = POLL_FIRST_S
+    reserve = True
+
     while True:
         if reserve:
             since, now = loop.time(), clock()
@@ -129,7 +181,7 @@ async def answer_once(store: Store, keyed: Keyed, recipients: list[str], unknown
                     keyed.api_key_id, keyed.key, keyed.request_hash, content_id, holder,
                     now + timings.lease_ms, now, now - timings.keep_ms):
                 answer = await hold(store, keyed, holder, since, timings, clock,
-                                    functools.partial(fresh, content_id))
+                                    functools.partial(work.first, content_id))
                 if answer is not None:
                     return answer, False
         record = await store.idempotency_key(keyed.api_key_id, keyed.key)
@@ -150,7 +202,7 @@ async def answer_once(store: Store, keyed: Keyed, recipients: list[str], unknown
                     log.info("idempotency: a retry took over a request its first attempt left "
                              "unfinished")
                     answer = await hold(store, keyed, holder, since, timings, clock,
-                                        functools.partial(resumed, taken))
+                                        functools.partial(work.resume, taken))
                     if answer is not None:
                         return answer, False
                 continue

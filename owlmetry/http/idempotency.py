@@ -11,13 +11,14 @@ from aiohttp import web
 from owlmetry.http.context import CALLER, CONFIG, STORE
 from owlmetry.http.errors import ApiError, error_response, json_response
 from owlmetry.idempotency import (
-    Enqueue,
     HoldLost,
     Keyed,
     KeyReused,
     StillInProgress,
     Timings,
-    answer_once,
+    Work,
+    answer_keyed,
+    on_record,
     request_hash,
 )
 
@@ -40,13 +41,20 @@ def idempotency_key(request: web.Request) -> str | None:
     return key
 
 
-async def idempotent_answer(request: web.Request, key: str, body: dict, recipients: list[str],
-                            unknown: list[str], enqueue: Enqueue) -> web.Response:
-    """The 202 of the request under `key` (this API key's), made once whatever the retries."""
+async def key_on_record(request: web.Request, key: str) -> bool:
+    """Whether this API key used `key` before (and it has not expired), with whatever body."""
+    return await on_record(request.app[STORE], request[CALLER].key_id, key,
+                           Timings.of(request.app[CONFIG]))
+
+
+async def idempotent_answer(request: web.Request, key: str, body: dict,
+                            work: Work) -> web.Response:
+    """The 202 of the request under `key` (this API key's), made by `work` once whatever the
+    retries."""
     keyed = Keyed(request[CALLER].key_id, key, request_hash(body))
     try:
-        answer, replayed = await answer_once(request.app[STORE], keyed, recipients, unknown,
-                                             enqueue, Timings.of(request.app[CONFIG]))
+        answer, replayed = await answer_keyed(request.app[STORE], keyed, work,
+                                              Timings.of(request.app[CONFIG]))
     except KeyReused:
         raise ApiError(409, f"This {HEADER} was used with a different request body; a new "
                             "request needs a new key") from None

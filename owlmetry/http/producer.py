@@ -10,6 +10,7 @@ module only validates and enqueues (under an `Idempotency-Key`, once:
 """
 
 import time
+from collections.abc import Awaitable
 
 from aiohttp import web
 
@@ -19,9 +20,10 @@ from owlmetry.http import delivery_status
 from owlmetry.http.auth import callers
 from owlmetry.http.context import CLOCK, CONFIG, DISPATCHER, STORE
 from owlmetry.http.errors import ApiError, body_too_large, json_response
-from owlmetry.http.idempotency import idempotency_key, idempotent_answer
-from owlmetry.http.scheduled import parse_send_at
+from owlmetry.http.idempotency import idempotency_key, idempotent_answer, key_on_record
+from owlmetry.http.scheduled import SendAtPast, parse_send_at
 from owlmetry.http.validation import parse_json_object
+from owlmetry.idempotency import scheduling, sending
 from owlmetry.ids import normalize_ids
 from owlmetry.notify.channels import check_content
 from owlmetry.notify.releaser import schedule
@@ -111,20 +113,28 @@ async def create_notifications(request: web.Request) -> web.Response:
     except ValueError as exc:
         raise ApiError(400, str(exc)) from None
     now = request.app[CLOCK]()
-    send_at = parse_send_at(body, now, request.app[CONFIG].schedule_horizon_days)
-    recipients, unknown = await known_recipients(request.app[STORE], user_ids)
+    try:
+        send_at = parse_send_at(body, now, request.app[CONFIG].schedule_horizon_days)
+    except SendAtPast as exc:
+        # The retry of a request accepted in its time gets that request's answer.
+        if key is None or not await key_on_record(request, key):
+            raise
+        send_at = exc.send_at
+    store = request.app[STORE]
+    recipients, unknown = await known_recipients(store, user_ids)
     if send_at is not None:  # held until then (http/scheduled.py)
+        def held(users: list[str], content_id: str | None = None) -> Awaitable[list[str]]:
+            return schedule(store, users, content, send_at, now, content_id)
         if key is not None:
-            raise ApiError(400, "send_at cannot be combined with an Idempotency-Key yet: "
-                                "send a scheduled request without the header")
-        ids = (await schedule(request.app[STORE], recipients, content, send_at, now)
-               if recipients else [])
+            return await idempotent_answer(request, key, body, scheduling(
+                store, recipients, unknown, held, iso_ms(send_at)))
+        ids = await held(recipients) if recipients else []
         return json_response({"notification_ids": ids, "unknown_user_ids": unknown,
                               "send_at": iso_ms(send_at)}, status=202)
     if key is not None:
-        return await idempotent_answer(
-            request, key, body, recipients, unknown,
-            lambda users, content_id: request.app[DISPATCHER].enqueue(users, content, content_id))
+        return await idempotent_answer(request, key, body, sending(
+            store, recipients, unknown,
+            lambda users, content_id: request.app[DISPATCHER].enqueue(users, content, content_id)))
     ids = await request.app[DISPATCHER].enqueue(recipients, content) if recipients else []
     return json_response({"notification_ids": ids, "unknown_user_ids": unknown}, status=202)
 

@@ -2,7 +2,8 @@
 `POST /v1/notifications/{id}/cancel` (server API keys only).
 
 Owns what a valid `send_at` is (an ISO 8601 time with a UTC offset, not in the past beyond a
-minute's clock skew, at most SCHEDULE_HORIZON_DAYS ahead) and the cancel route's answers. Holding
+minute's clock skew, at most SCHEDULE_HORIZON_DAYS ahead; a time past since is `SendAtPast`, which a
+retry under an `Idempotency-Key` may overrule) and the cancel route's answers. Holding
 and releasing is `owlmetry.notify.releaser`'s; the rules of cancelling (only before the release
 has started) are the store's, which applies them atomically.
 """
@@ -27,6 +28,15 @@ NOT_FOUND = "Notification not found"
 STARTED = "Notification delivery has already started; it can no longer be cancelled"
 
 
+class SendAtPast(ApiError):
+    """A `send_at` past the tolerance: a 400, unless the request is a retry of one accepted in
+    its time (the producer route decides)."""
+
+    def __init__(self, send_at: int, now: int):
+        super().__init__(400, f"send_at is in the past (now is {iso_ms(now)})")
+        self.send_at = send_at
+
+
 def parse_send_at(body: dict, now: int, horizon_days: int) -> int | None:
     """The body's `send_at` in epoch milliseconds; None when absent or null (send now)."""
     value = body.get("send_at")
@@ -42,7 +52,7 @@ def parse_send_at(body: dict, now: int, horizon_days: int) -> int | None:
         raise ApiError(400, f"send_at must have a UTC offset: {FORMAT_HINT}")
     send_at = (when - EPOCH) // timedelta(milliseconds=1)
     if send_at < now - SEND_AT_TOLERANCE_MS:
-        raise ApiError(400, f"send_at is in the past (now is {iso_ms(now)})")
+        raise SendAtPast(send_at, now)
     if send_at > now + horizon_days * DAY_MS:
         raise ApiError(400, f"send_at must be at most {horizon_days} days ahead "
                             "(SCHEDULE_HORIZON_DAYS)")

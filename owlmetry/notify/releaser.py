@@ -33,11 +33,13 @@ UNAVAILABLE_MAX_WAIT_S = 30.0
 
 
 async def schedule(store: Store, user_ids: Iterable[str], content: NotificationContent,
-                   send_at: int, now: int) -> list[str]:
+                   send_at: int, now: int, content_id: str | None = None) -> list[str]:
     """Hold one notification per distinct existing user (in the order given) until `send_at`;
-    their ids, which the release keeps."""
+    their ids, which the release keeps. `content_id`: the send's (an idempotent request's; a
+    second send under it fails whole)."""
     distinct, recipients = new_recipients(user_ids, now)
-    stored = await store.schedule(new_ordered_id(now), content, recipients, send_at, now)
+    stored = await store.schedule(content_id or new_ordered_id(now), content, recipients,
+                                  send_at, now)
     ids = {user_id: notification_id for notification_id, user_id in recipients}
     return [ids[user_id] for user_id in distinct if ids[user_id] in stored]
 

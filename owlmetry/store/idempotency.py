@@ -4,7 +4,8 @@ A row is reserved by one request (its `holder`, under a lease), renewed while th
 writes, finished with the answer, or taken over by a retry once its lease has passed with no
 answer; a row older than the keys' life counts as absent (a new request reserves it again) until
 the retention prunes it. Every change names the holder, so a request that lost its row changes
-nothing. Also answers whom a content's notifications reached (a takeover's question). Mixed into
+nothing. Also answers whom a content's notifications reached, or were held for until their
+`send_at` (a takeover's question). Mixed into
 `Store`, which sets `self.engine`. Must not decide leases, lifetimes or what a request answers
 (`owlmetry.idempotency`).
 
@@ -60,6 +61,16 @@ RETURNING 1
 
 # Through `notifications_content`: the rows one request wrote.
 NOTIFIED = "SELECT user_id, id FROM notifications WHERE content_id = $1"
+
+SCHEDULED = "SELECT 1 FROM scheduled_sends WHERE content_id = $1"
+
+# One statement, so that a release ending meanwhile (its recipients' rows go once their
+# notifications exist) is seen before or after, never half-way. Cancelled recipients count.
+HELD = """
+SELECT user_id, notification_id FROM scheduled_recipients WHERE content_id = $1
+UNION
+SELECT user_id, id FROM notifications WHERE content_id = $1
+"""
 
 # $1 rows made before it go, $2 at most this many.
 PRUNE = """
@@ -117,6 +128,13 @@ class IdempotencyKeys:
     async def notified_by_content(self, content_id: str) -> dict[str, str]:
         """user id -> notification id of every notification pointing at `content_id`."""
         return dict(await self.engine.read(NOTIFIED, content_id))
+
+    async def held_by_content(self, content_id: str) -> dict[str, str] | None:
+        """user id -> notification id of the scheduled send stored under `content_id` (held,
+        cancelled or released since); None when no send was stored under it."""
+        if not await self.engine.read(SCHEDULED, content_id):
+            return None
+        return dict(await self.engine.read(HELD, content_id))
 
     async def prune_idempotency_keys(self, created_before: int, limit: int) -> int:
         """Delete up to `limit` keys made before `created_before`; how many."""

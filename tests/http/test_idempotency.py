@@ -11,7 +11,7 @@ import pytest
 from multidict import CIMultiDict
 
 from owlmetry import idempotency
-from owlmetry.clock import iso_ms, now_ms
+from owlmetry.clock import now_ms
 from owlmetry.credentials import create_api_key
 from owlmetry.http.app import create_app
 from owlmetry.http.context import CONFIG, DISPATCHER, STORE
@@ -242,18 +242,3 @@ async def test_an_expired_key_is_a_new_key(client, users):
     assert status == 202 and "Idempotent-Replayed" not in headers
     assert second["notification_ids"] != first["notification_ids"]
     assert await notifications_per_user(store, [user_id]) == [2]
-
-
-async def test_a_scheduled_request_with_a_key_is_400_and_holds_nothing(app_client):
-    # A key would be honoured for an immediate request only: refused, not silently ignored.
-    store = app_client.app[STORE]
-    _, secret = await server_key(app_client.app)
-    users, _ = await recipients_with_devices(store, 1)
-    send_at = iso_ms(now_ms() + 3_600_000)
-
-    status, answer, _ = await post(app_client, secret,
-                                   {**GOOD, "user_ids": users, "send_at": send_at}, "k-1")
-
-    assert status == 400 and "send_at" in answer["error"] and "Idempotency-Key" in answer["error"]
-    assert await store.execute("SELECT count(*) FROM scheduled_recipients") == [(0,)]
-    assert await store.execute("SELECT count(*) FROM idempotency_keys") == [(0,)]

@@ -16,7 +16,7 @@ import uuid
 import orjson
 import pytest
 
-from owlmetry.clock import now_ms
+from owlmetry.clock import iso_ms, now_ms
 from tests.notify.conftest import mocks, wait_done  # noqa: F401  (fixture)
 from tests.notify.test_durability import (  # noqa: F401  (fixture)
     SAFETY_S,
@@ -31,10 +31,12 @@ LEASE_S = "10"
 only_postgresql = pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 
 
-async def send_keyed_post(server, secret: str, key: str, user_ids: list[str]):
-    """Write a POST /v1/notifications with `key` into the server's socket (it may be stopped:
-    the kernel holds the bytes); `read_answer` reads what it answers."""
-    body = orjson.dumps({"user_ids": user_ids, "type": "t", "title": "once"})
+async def send_keyed_post(server, secret: str, key: str, user_ids: list[str],
+                          extra: dict | None = None):
+    """Write a POST /v1/notifications with `key` (and the fields `extra`) into the server's
+    socket (it may be stopped: the kernel holds the bytes); `read_answer` reads what it
+    answers."""
+    body = orjson.dumps({"user_ids": user_ids, "type": "t", "title": "once", **(extra or {})})
     reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
     writer.write(b"POST /v1/notifications HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                  b"Authorization: Bearer " + secret.encode() + b"\r\n"
@@ -83,6 +85,45 @@ async def test_two_servers_racing_the_same_keys_notify_each_user_once(store, moc
     await wait_done(store, ids, timeout=SAFETY_S)
     assert set((await notifications_by_user(store)).values()) == {1}
     assert len(await notifications_by_user(store)) == 6
+    tokens = [t for users in recipients for t in tokens_of(users)]
+    assert requests_by_token(mocks.production, mocks.sandbox) == {t: 1 for t in tokens}
+
+
+@only_postgresql
+async def test_two_servers_racing_the_same_scheduled_keys_hold_each_send_once(
+        store, mocks, servers):
+    recipients = [await make_users(store, [["production"], ["sandbox", "production"]],
+                                   itertools.count(100 * n)) for n in range(3)]
+    secret = await server_key(store)
+    keys = [str(uuid.uuid4()) for _ in recipients]
+    one, two = await asyncio.gather(servers("one", NOTIFY_LEASE_SECONDS=LEASE_S),
+                                    servers("two", NOTIFY_LEASE_SECONDS=LEASE_S))
+    # Soon: the servers' release loops send it within the test.
+    send_at = {"send_at": iso_ms(now_ms() + 2_000)}
+
+    await asyncio.gather(one.pause(), two.pause())
+    sent = [await send_keyed_post(server, secret, key, list(users), send_at)
+            for key, users in zip(keys, recipients) for server in (one, two)]
+    one.resume()
+    two.resume()
+    answers = [await read_answer(*post) for post in sent]
+
+    assert {status for status, _ in answers} == {202}
+    for n in range(len(keys)):
+        first, second = answers[2 * n][1], answers[2 * n + 1][1]
+        assert first == second and len(first["notification_ids"]) == 2
+        assert first["send_at"] == send_at["send_at"]
+    assert await store.execute("SELECT count(*) FROM scheduled_sends") == [(3,)]
+    ids = [i for _, answer in answers for i in answer["notification_ids"]]
+    deadline = asyncio.get_running_loop().time() + SAFETY_S
+    while len(await store.execute("SELECT id FROM notifications")) < 6:
+        assert asyncio.get_running_loop().time() < deadline, "never released"
+        await asyncio.sleep(0.05)
+    await wait_done(store, ids, timeout=SAFETY_S)
+    assert await notifications_by_user(store) == {
+        user_id: 1 for users in recipients for user_id in users}
+    assert sorted(row[0] for row in await store.execute("SELECT id FROM notifications")) == \
+        sorted(set(ids))
     tokens = [t for users in recipients for t in tokens_of(users)]
     assert requests_by_token(mocks.production, mocks.sandbox) == {t: 1 for t in tokens}
 

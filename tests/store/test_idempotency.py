@@ -11,10 +11,12 @@ import pytest
 from owlmetry.clock import now_ms
 from owlmetry.credentials import create_api_key
 from owlmetry.idempotency import HOUR_MS, HoldLost, Keyed, Timings, answer_once
-from owlmetry.notify.dispatcher import enqueue
+from owlmetry.notify.dispatcher import Dispatcher, enqueue
+from owlmetry.notify.releaser import Releaser, schedule
 from owlmetry.preferences import Defaults
 from owlmetry.retention import Cleaned, clean_up
 from owlmetry.store import NotificationContent, RecipientGroup
+from tests.notify.conftest import unconfigured_push
 
 NOW = 1_800_000_000_000
 DAY = 24 * HOUR_MS
@@ -115,6 +117,26 @@ async def test_whom_a_content_reached(store):
                                NotificationContent("t", "x"), NOW, content_id="chosen")
     assert await store.notified_by_content("chosen") == {u: n for n, u in asked}
     assert await store.notified_by_content("other") == {}
+
+
+async def test_whom_a_scheduled_content_was_held_for_before_and_after_its_release(store):
+    """A takeover's question for a scheduled request: the same answer while held, with a
+    recipient cancelled, and once released (the held rows are gone then)."""
+    dispatcher = Dispatcher(store, {"mobile_push": unconfigured_push()})  # never started
+    users = [(await store.create_user(str(uuid.uuid4()), f"{uuid.uuid4().hex}@e.com", 1)).id
+             for _ in range(3)]
+    assert await store.held_by_content("chosen") is None
+    ids = await schedule(store, users, NotificationContent("t", "x"), NOW + 1000, NOW, "chosen")
+    held = dict(zip(users, ids))
+    assert await store.held_by_content("chosen") == held
+    assert (await store.cancel_scheduled(ids[0], NOW)).cancelled_at == NOW
+    assert await store.held_by_content("chosen") == held
+
+    assert await Releaser(store, dispatcher, clock=lambda: NOW + 1000).release_due() == 1
+    assert await store.execute("SELECT count(*) FROM scheduled_recipients "
+                               "WHERE cancelled_at IS NULL") == [(0,)]
+    assert await store.held_by_content("chosen") == held
+    assert await store.held_by_content("other") is None
 
 
 async def test_a_holder_whose_key_was_taken_stops_its_work(store):
