@@ -19,6 +19,7 @@ which runs it on asyncio's own loop (uvloop's turns cannot be wrapped) and write
 import collections
 import contextlib
 import functools
+import gc
 import importlib
 import json
 import os
@@ -246,7 +247,8 @@ def where_suspended(task) -> str:
 
 def serve_with_stall_probe(out: str, argv: list[str]) -> int:
     """`owlmetry <argv>` (serve) with each event-loop turn timed; the turns of PROBE_STALL_MS or
-    more are written to `out` at exit, each with the task it ran and where that task stopped."""
+    more are written to `out` at exit, each with the task it ran and where that task stopped,
+    and the garbage collections of a quarter of that or more (inside some turn)."""
     import asyncio
 
     from owlmetry import cli
@@ -272,6 +274,18 @@ def serve_with_stall_probe(out: str, argv: list[str]) -> int:
         loop.set_task_factory(lambda lp, coro, **kw: asyncio.tasks._PyTask(coro, loop=lp, **kw))
         return loop
 
+    collecting = {}
+
+    def timed_collection(phase, info):
+        if phase == "start":
+            collecting["t0"] = time.perf_counter()
+        elif "t0" in collecting:
+            took_ms = 1000 * (time.perf_counter() - collecting.pop("t0"))
+            if took_ms >= PROBE_STALL_MS / 4:  # a part of a turn, worth naming
+                stalls.append({"at": time.time(), "ms": round(took_ms, 1),
+                               "what": f"garbage collection, generation {info['generation']}"})
+
+    gc.callbacks.append(timed_collection)
     asyncio.events.Handle._run = timed_run
     cli.new_event_loop = probed_loop
     try:
