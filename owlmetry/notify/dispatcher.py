@@ -16,6 +16,8 @@ device, nor any SQL.
 import asyncio
 import dataclasses
 import functools
+import heapq
+import itertools
 import logging
 import time
 import uuid
@@ -82,16 +84,19 @@ async def enqueue(store: Store, user_ids: Iterable[str], content: NotificationCo
     request of 50,000 holds the event loop, and every other request, for a few ms at a time."""
     now = now_ms()
     distinct = list(dict.fromkeys(user_ids))
-    await asyncio.sleep(0)  # each pass over 50,000 ids takes ms: a turn for requests between
     # Ids ascending in user order: the store writes a request in chunks in id order, and
     # each chunk is then one narrow range of every index it lands in, the user-keyed ones
     # (inbox, unread counts) as much as the id-keyed ones (see `Deliveries.enqueue_groups`).
-    by_user = sorted(distinct)
-    await asyncio.sleep(0)
+    # Sorted a slice per turn and merged as the slices are taken: one sort of 50,000 ids held
+    # every other request for 14-40 ms.
+    runs = []
+    for start in range(0, len(distinct), ENQUEUE_SLICE):
+        await asyncio.sleep(0)
+        runs.append(sorted(distinct[start:start + ENQUEUE_SLICE]))
+    by_user = heapq.merge(*runs)
     new_ids = OrderedIds(now)
     slices = (list(zip(new_ids.take(len(users)), users))
-              for users in (by_user[start:start + ENQUEUE_SLICE]
-                            for start in range(0, len(by_user), ENQUEUE_SLICE)))
+              for users in iter(lambda: list(itertools.islice(by_user, ENQUEUE_SLICE)), []))
     ids = await enqueue_slices(store, slices, content, channels, defaults, now,
                                content_id or new_ordered_id(now))
     return [ids[user_id] for user_id in distinct if user_id in ids]
