@@ -21,7 +21,7 @@ from h2.errors import ErrorCodes
 
 from . import hpack_encoder
 from .exchange import Authorization, Failure
-from .h2_seam import Answered, Body, ClientH2
+from .h2_seam import Answered, Body, ClientH2, Reset
 
 log = logging.getLogger(__name__)
 
@@ -131,7 +131,7 @@ class Connection(asyncio.Protocol):
                 if pending is not None:
                     pending.chunks.append(event.data)
                 self._h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
-            elif kind is h2.events.StreamReset:
+            elif kind is Reset or kind is h2.events.StreamReset:
                 failure = (Failure.REFUSED if event.error_code == ErrorCodes.REFUSED_STREAM
                            else Failure.RESET)
                 freed |= self._fail(event.stream_id, failure, reset=False)

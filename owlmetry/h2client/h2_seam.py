@@ -38,10 +38,10 @@ import h2.events
 import h2.exceptions
 import h2.settings
 import hpack
-from h2.connection import AllowedStreamIDs, ConnectionInputs, ConnectionState
+from h2.connection import ConnectionInputs, ConnectionState
 from h2.errors import ErrorCodes
 from h2.settings import SettingCodes
-from h2.stream import StreamInputs
+from h2.stream import StreamClosedBy
 from h2.utilities import is_informational_response
 from hyperframe.frame import Frame, GoAwayFrame, HeadersFrame, WindowUpdateFrame
 
@@ -68,9 +68,13 @@ class PreEncodedHeaders:
 
 
 # Frame types and flags (RFC 9113 §6) the answers' fast path reads.
-_DATA, _HEADERS, _CONTINUATION, _PUSH_PROMISE = 0x0, 0x1, 0x9, 0x5
+_DATA, _HEADERS, _RST_STREAM, _PUSH_PROMISE, _CONTINUATION = 0x0, 0x1, 0x3, 0x5, 0x9
 _END_STREAM, _END_HEADERS, _PADDED, _PRIORITY = 0x1, 0x4, 0x8, 0x20
-_HEADED, _H2S = 1, 2  # an in-flight stream's answer: its headers read here, or h2's to read
+# What `_answers` knows of a stream in flight (bits). _LIGHT: opened by `send_request`, so h2
+# has no stream object for it and everything on it is read here; _HEADED: its answer's headers
+# were read here; _H2S: h2 reads the rest of its answer (never _LIGHT); _RST_IN / _RST_OUT:
+# reset by the peer / by this side, for how it ended (`forget`).
+_HEADED, _H2S, _LIGHT, _RST_IN, _RST_OUT = 1, 2, 4, 8, 16
 
 
 class Answered:
@@ -92,6 +96,15 @@ class Body:
         self.stream_id, self.data, self.ended = stream_id, data, ended
 
 
+class Reset:
+    """The peer reset a stream in flight that `send_request` opened (RST_STREAM)."""
+
+    __slots__ = ("error_code", "stream_id")
+
+    def __init__(self, stream_id: int, error_code: int):
+        self.stream_id, self.error_code = stream_id, error_code
+
+
 class ClientH2(h2.connection.H2Connection):
     """h2's client connection with the adjustments push traffic needs.
 
@@ -101,18 +114,25 @@ class ClientH2(h2.connection.H2Connection):
       knows the count (`in_flight`). Finished streams are forgotten by `forget` as they end.
     - On GOAWAY, h2 closes the whole state machine and drops unsent bytes, so streams at or
       below last_stream_id could never finish; RFC 9113 §6.8 lets them finish.
-    - `send_request` opens a stream with a ready header block and its whole body: the same
-      state-machine and flow-control steps as send_headers + send_data, without building,
-      re-checking and serialising two frame objects per request (the measured difference is in
-      benchmarks/RESULTS.md, "The h2 seam").
-    - `receive_data` reads the answers on streams in flight itself (`Answered`, `Body`; a
-      stream's trailers only end it, as an empty last `Body`): HEADERS and DATA parsed in place, without frame
-      objects, their repr for h2's trace log, or the streams' state machines, which matter only
-      to a stream's own end (`forget`). Every other frame (SETTINGS, PING, GOAWAY,
-      WINDOW_UPDATE, RST_STREAM, CONTINUATION, a frame on a stream no longer in flight, or an
-      answer h2 began reading) goes to h2 whole and in order, as does all input once this side
-      closed the connection. The connection window the fast path's DATA used is given back
-      here (half the receive window at a time); h2's own accounting covers only what h2 read.
+    - `send_request` opens a stream with a ready header block and its whole body as two
+      hand-built frames, and without an h2 stream object ("light"): h2 only learns that the
+      stream id is used (`highest_outbound_stream_id`) and the connection window it took
+      (`outbound_flow_control_window`); creating, driving and dropping h2's per-stream state
+      machines and windows for a request whose body is already sent cost more than the rest
+      of the request (RESULTS.md, issue 13's FCM CPU). So everything that arrives on a light
+      stream in flight is read here (its answer, its RST_STREAM), a reset is built here
+      (`reset_stream`), and `forget` records how it ended for h2 (`_closed_streams`), so that
+      h2 treats late frames on it as on any closed stream. Requests too big for one frame or
+      the windows go through h2's own send_headers/send_data and have an h2 stream.
+    - `receive_data` reads the answers on streams in flight itself (`Answered`, `Body`,
+      `Reset`; a stream's trailers only end it, as an empty last `Body`): HEADERS (with their
+      CONTINUATIONs on a light stream), DATA and, on a light stream, RST_STREAM, parsed in
+      place, without frame objects, their repr for h2's trace log, or state machines. Every
+      other frame (SETTINGS, PING, GOAWAY, WINDOW_UPDATE, a frame on a stream no longer in
+      flight, or an answer h2 began reading) goes to h2 whole and in order, as does all input
+      once this side closed the connection. The connection window the fast path's DATA used
+      is given back here (half the receive window at a time); h2's own accounting covers only
+      what h2 read.
     """
 
     def __init__(self, in_flight: dict, receive_window: int,
@@ -133,6 +153,18 @@ class ClientH2(h2.connection.H2Connection):
         self._unacked = 0  # connection window the fast path's DATA used, not given back yet
         self._stream_unacked: dict[int, int] = {}  # the same per stream, for long bodies
         self._continuing = False  # h2 holds a header block waiting for its CONTINUATION
+        self._block = None  # (stream id, flags, fragments) of a light stream's header block
+        self._peer_limits()
+
+    def _peer_limits(self) -> None:
+        """What `send_request` checks, read once per change (only SETTINGS change them)."""
+        self._max_frame = self.max_outbound_frame_size
+        self._stream_window = self.remote_settings.initial_window_size
+
+    def _h2_receive(self, data) -> list:
+        events = h2.connection.H2Connection.receive_data(self, data)
+        self._peer_limits()
+        return events
 
     @property
     def open_outbound_streams(self) -> int:
@@ -142,8 +174,24 @@ class ClientH2(h2.connection.H2Connection):
         stream = self.streams.pop(stream_id, None)
         if stream is not None:
             self._closed_streams[stream_id] = stream.closed_by
-        if self._answers.pop(stream_id, None) is not None:
+        state = self._answers.pop(stream_id, None)
+        if state is not None:
             self._stream_unacked.pop(stream_id, None)
+            if state & _LIGHT:
+                self._closed_streams[stream_id] = (
+                    StreamClosedBy.RECV_RST_STREAM if state & _RST_IN else
+                    StreamClosedBy.SEND_RST_STREAM if state & _RST_OUT else
+                    StreamClosedBy.RECV_END_STREAM)
+
+    def reset_stream(self, stream_id: int, error_code: int = 0) -> None:
+        state = self._answers.get(stream_id)
+        if state is None or not state & _LIGHT:
+            super().reset_stream(stream_id, error_code)
+            return
+        self.state_machine.process_input(ConnectionInputs.SEND_RST_STREAM)
+        self._answers[stream_id] = state | _RST_OUT
+        self._append(b"\x00\x00\x04\x03\x00" + stream_id.to_bytes(4, "big")
+                     + int(error_code).to_bytes(4, "big"))
 
     def receive_data(self, data) -> list:
         """h2's `receive_data`, with the answers on streams in flight read here (see the class)."""
@@ -163,54 +211,65 @@ class ClientH2(h2.connection.H2Connection):
             if length > max_size or end > n:
                 break
             kind, flags = data[pos + 3], data[pos + 4]
-            if kind > _HEADERS or not fast or continuing:
-                if kind == _HEADERS or kind == _PUSH_PROMISE:
-                    continuing = not flags & _END_HEADERS
-                elif kind == _CONTINUATION:
+            stream_id = int.from_bytes(data[pos + 5:pos + 9], "big") & 0x7FFFFFFF
+            if self._block is not None:  # a light stream's header block goes on
+                if kind != _CONTINUATION or stream_id != self._block[0]:
+                    self._refuse("a frame inside a header block")
+                self._block[2].append(data[pos + 9:end])
+                pos = given = end
+                if flags & _END_HEADERS:
+                    stream_id, flags, parts = self._block
+                    self._block = None
+                    self._headers(events, stream_id, flags, b"".join(parts))
+                continue
+            state = (answers.get(stream_id, 0) if fast and not continuing and stream_id in in_flight
+                     else _H2S)
+            if kind > _HEADERS and not (kind == _RST_STREAM and state & _LIGHT):
+                if kind == _PUSH_PROMISE or kind == _CONTINUATION:
                     continuing = not flags & _END_HEADERS
                 pos = end
                 continue
-            stream_id = int.from_bytes(data[pos + 5:pos + 9], "big") & 0x7FFFFFFF
-            state = answers.get(stream_id) if stream_id in in_flight else _H2S
             start, stop = pos + 9, end
-            if flags & _PADDED:
-                stop -= data[start] if length else end  # no pad length: h2's PROTOCOL_ERROR
+            if flags & _PADDED and kind != _RST_STREAM:
+                stop -= data[start] if length else end  # no pad length: a PROTOCOL_ERROR
                 start += 1
             if kind == _HEADERS and flags & _PRIORITY:
                 start += 5
-            if (state == _H2S or stop < start or (kind == _DATA and state != _HEADED)
-                    or (kind == _HEADERS and not flags & _END_HEADERS)):
-                if stream_id in in_flight:
+            if (state & _H2S or stop < start or (kind == _DATA and not state & _HEADED)
+                    or (kind == _HEADERS and not flags & _END_HEADERS and not state & _LIGHT)):
+                if state & _LIGHT:  # h2 knows nothing of this stream: no one else can read it
+                    self._refuse("a malformed frame or DATA before HEADERS")
+                if not state & _H2S:
                     answers[stream_id] = _H2S  # h2 reads the rest of this answer
-                continuing = kind == _HEADERS and not flags & _END_HEADERS
+                if kind == _HEADERS:
+                    continuing = not flags & _END_HEADERS
                 pos = end
                 continue
             if given < pos:  # what came before goes first
-                events += super().receive_data(data[given:pos])
+                events += self._h2_receive(data[given:pos])
             pos = given = end
             if kind == _DATA:
                 self._unacked += length
                 if not flags & _END_STREAM:
                     self._hold_stream_window(stream_id, length)
                 events.append(Body(stream_id, data[start:stop], flags & _END_STREAM))
-                continue
-            headers = self._decode_answer(data[start:stop])
-            if state == _HEADED:  # trailers: nothing a provider reads, only the end
-                if not flags & _END_STREAM:
-                    self._refuse("trailers without END_STREAM")
-                events.append(Body(stream_id, b"", _END_STREAM))
-            elif is_informational_response(headers):  # 1xx: the answer follows
-                if flags & _END_STREAM:
-                    self._refuse("an informational answer with END_STREAM")
-            else:
-                answers[stream_id] = _HEADED
-                events.append(Answered(stream_id, headers, flags & _END_STREAM))
+            elif kind == _HEADERS:
+                if flags & _END_HEADERS:
+                    self._headers(events, stream_id, flags, data[start:stop])
+                else:
+                    self._block = (stream_id, flags, [data[start:stop]])
+            else:  # RST_STREAM on a light stream
+                if length != 4:
+                    self.close_connection(ErrorCodes.FRAME_SIZE_ERROR)
+                    raise h2.exceptions.FrameSizeError("RST_STREAM of a length other than 4")
+                answers[stream_id] = state | _RST_IN
+                events.append(Reset(stream_id, int.from_bytes(data[start:stop], "big")))
         self._continuing = continuing
         if given < pos:
-            events += super().receive_data(data[given:pos])
+            events += self._h2_receive(data[given:pos])
         if pos < n:
             if n - pos >= 9 and (data[pos] << 16 | data[pos + 1] << 8 | data[pos + 2]) > max_size:
-                events += super().receive_data(data[pos:])  # h2's FRAME_SIZE_ERROR
+                events += self._h2_receive(data[pos:])  # h2's FRAME_SIZE_ERROR
             else:
                 self._input += data[pos:]
         if self._unacked >= self._ack_at:
@@ -218,12 +277,24 @@ class ClientH2(h2.connection.H2Connection):
             self._unacked = 0
         return events
 
-    def _decode_answer(self, block: bytes) -> list:
+    def _headers(self, events: list, stream_id: int, flags: int, block: bytes) -> None:
+        """A whole header block of a stream in flight: its answer, a 1xx, or its trailers."""
+        state = self._answers.get(stream_id, 0)
         try:
-            return self.decoder.decode(block, raw=True)
+            headers = self.decoder.decode(block, raw=True)
         except (hpack.HPACKError, IndexError, TypeError) as exc:  # as h2's _decode_headers
             self.close_connection(ErrorCodes.COMPRESSION_ERROR)
             raise h2.exceptions.ProtocolError(f"error decoding header block: {exc}") from exc
+        if state & _HEADED:  # trailers: nothing a provider reads, only the end
+            if not flags & _END_STREAM:
+                self._refuse("trailers without END_STREAM")
+            events.append(Body(stream_id, b"", _END_STREAM))
+        elif is_informational_response(headers):  # 1xx: the answer follows
+            if flags & _END_STREAM:
+                self._refuse("an informational answer with END_STREAM")
+        else:
+            self._answers[stream_id] = state | _HEADED
+            events.append(Answered(stream_id, headers, flags & _END_STREAM))
 
     def _refuse(self, what: str):
         self.close_connection(ErrorCodes.PROTOCOL_ERROR)
@@ -238,38 +309,38 @@ class ClientH2(h2.connection.H2Connection):
         self._stream_unacked[stream_id] = used
 
     def _window_update(self, stream_id: int, increment: int) -> None:
+        self._append(b"\x00\x00\x04\x08\x00" + stream_id.to_bytes(4, "big")
+                     + increment.to_bytes(4, "big"))
+
+    def _append(self, frames: bytes) -> None:
+        """Hand-built frames, after whatever h2 made before them."""
         out = self._output
         earlier = h2.connection.H2Connection.data_to_send(self)
         if earlier:
             out += earlier
-        out += b"\x00\x00\x04\x08\x00" + stream_id.to_bytes(4, "big") + increment.to_bytes(4, "big")
+        out += frames
 
     def send_request(self, stream_id: int, block: bytes, body: bytes) -> bool:
-        """HEADERS(END_HEADERS) + DATA(END_STREAM); False, with nothing done, when either
-        needs more than one frame or the body does not fit the flow-control windows."""
+        """HEADERS(END_HEADERS) + DATA(END_STREAM) on a light stream; False, with nothing
+        done, when either needs more than one frame or the body does not fit the windows."""
         size = len(body)
-        max_frame = self.max_outbound_frame_size
+        max_frame = self._max_frame
         if (len(block) > max_frame or size > max_frame
-                or size > self.outbound_flow_control_window
-                or size > self.remote_settings.initial_window_size):
+                or size > self.outbound_flow_control_window or size > self._stream_window):
             return False
-        self.state_machine.process_input(ConnectionInputs.SEND_HEADERS)
-        stream = self._begin_new_stream(stream_id, AllowedStreamIDs.ODD)
-        machine = stream.state_machine
-        machine.process_input(StreamInputs.SEND_HEADERS)
-        self.state_machine.process_input(ConnectionInputs.SEND_DATA)
-        machine.process_input(StreamInputs.SEND_DATA)
-        machine.process_input(StreamInputs.SEND_END_STREAM)
-        stream.outbound_flow_control_window -= size
+        machine = self.state_machine
+        if machine.state is not ConnectionState.CLIENT_OPEN:  # (where both inputs lead)
+            machine.process_input(ConnectionInputs.SEND_HEADERS)
+            machine.process_input(ConnectionInputs.SEND_DATA)
+        if stream_id <= self.highest_outbound_stream_id or not stream_id & 1:
+            raise h2.exceptions.StreamIDTooLowError(stream_id, self.highest_outbound_stream_id)
+        self.highest_outbound_stream_id = stream_id
         self.outbound_flow_control_window -= size
+        self._answers[stream_id] = _LIGHT
         sid = stream_id.to_bytes(4, "big")
-        out = self._output
-        earlier = h2.connection.H2Connection.data_to_send(self)
-        if earlier:  # what h2 made before (an RST_STREAM, a lower stream id) goes out first
-            out += earlier
-        out += b"".join((
+        self._append(b"".join((
             len(block).to_bytes(3, "big"), b"\x01\x04", sid, block,  # HEADERS, END_HEADERS
-            size.to_bytes(3, "big"), b"\x00\x01", sid, body))  # DATA, END_STREAM
+            size.to_bytes(3, "big"), b"\x00\x01", sid, body)))  # DATA, END_STREAM
         return True
 
     def data_to_send(self, amount: int | None = None) -> bytes:

@@ -11,7 +11,7 @@ import h2.events
 import h2.exceptions
 import pytest
 from h2.errors import ErrorCodes
-from hyperframe.frame import ContinuationFrame, DataFrame, Frame, HeadersFrame
+from hyperframe.frame import ContinuationFrame, DataFrame, Frame, HeadersFrame, WindowUpdateFrame
 
 from owlmetry.h2client import Exchange, Failure, Request, h2_seam, hpack_encoder
 from owlmetry.h2client.connection import Connection
@@ -189,7 +189,7 @@ def test_padded_and_prioritised_frames_are_read_without_their_padding():
     assert answer_of(events) == ([(b":status", b"200")], b"body", True)
 
 
-def test_a_header_block_in_continuation_frames_is_h2s_to_read():
+def test_a_header_block_in_continuation_frames_is_read_whole():
     client, _ = opened(1)
     first = HeadersFrame(1, b"\x88\x40\x01x")  # :status 200, x: (value follows)
     rest = ContinuationFrame(1, b"\x01y", flags=("END_HEADERS",))
@@ -258,3 +258,45 @@ def test_big_bodies_give_their_windows_back_and_keep_flowing():
         client.forget(stream_id)
         del client.in_flight[stream_id]
     assert got == 20 * 50_000
+
+
+def test_a_header_block_of_a_stream_h2_opened_is_h2s_to_read():
+    client, peer = connected_client()
+    client.send_headers(1, ((b"", BLOCK),))  # a big request's path: an h2 stream
+    client.send_data(1, b"{}", end_stream=True)
+    client.in_flight[1] = object()
+    peer.receive_data(client.data_to_send())
+    first = HeadersFrame(1, b"\x88\x40\x01x")
+    rest = ContinuationFrame(1, b"\x01y", flags=("END_HEADERS",))
+    data = DataFrame(1, b"ok", flags=("END_STREAM",))
+    events = client.receive_data(first.serialize() + rest.serialize() + data.serialize())
+    assert [type(e) for e in events] == [h2.events.ResponseReceived, h2.events.DataReceived,
+                                         h2.events.StreamEnded]
+    assert answer_of(events) == ([(b":status", b"200"), (b"x", b"y")], b"ok", True)
+
+
+def test_the_peers_reset_of_a_request_is_read_and_its_late_frames_are_h2s():
+    client, peer = opened(1, 3)
+    peer.reset_stream(1, ErrorCodes.REFUSED_STREAM)
+    peer.send_headers(3, [(b":status", b"200")], end_stream=True)
+    events = client.receive_data(peer.data_to_send())
+    assert [(type(e), e.stream_id) for e in events] == [(h2_seam.Reset, 1), (h2_seam.Answered, 3)]
+    assert events[0].error_code == ErrorCodes.REFUSED_STREAM
+    for stream_id in (1, 3):
+        client.forget(stream_id)
+        del client.in_flight[stream_id]
+    # A WINDOW_UPDATE for the reset stream, then DATA on it: h2 ignores both (a stream error at
+    # most), the connection lives on.
+    late = WindowUpdateFrame(1)
+    late.window_increment = 10
+    events = client.receive_data(late.serialize() + DataFrame(1, b"x").serialize())
+    assert not [e for e in events if isinstance(e, h2.events.ConnectionTerminated)]
+    assert client.send_request(5, BLOCK, b"{}")
+
+
+def test_data_before_headers_on_a_request_is_a_connection_error():
+    client, peer = opened(1)
+    with pytest.raises(h2.exceptions.ProtocolError):
+        client.receive_data(DataFrame(1, b"x", flags=("END_STREAM",)).serialize())
+    assert [type(e) for e in peer.receive_data(client.data_to_send())] == [
+        h2.events.ConnectionTerminated]
