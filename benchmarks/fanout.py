@@ -11,6 +11,7 @@ in the same run and against the same mock, the APNs pool alone sending as many p
         [--statements]     # + one extra fan-out per backend with every database call timed
         [--rich]           # the requests with every push option (issue 14), RICH below
         [--idempotency-key]  # each request with an Idempotency-Key of its own
+        [--android-share S]  # that share of the devices Android, through a mock FCM (issue 13)
 
 One mock (`node mock_apns.js` of the harness, pinned to core 1) serves the whole run. Per
 backend, --runs pairs, the whole script holding /tmp/owl-bench.lock (flock):
@@ -78,6 +79,7 @@ import uuid
 import aiohttp
 import orjson
 
+import android_share
 import bulk_seed
 import harness
 import profiling
@@ -254,9 +256,11 @@ async def seed_unread(store, user_ids: list[str], unread: int, now: int,
     await store.execute("VACUUM ANALYZE" if store.engine.name == "postgresql" else "ANALYZE")
 
 
-async def seed_database(url: str, per_user: list[int], unread: int = 0) -> list[str]:
-    """Users and their production devices (token i = the harness's token(i)), and `unread`
-    unread notifications each; the user ids."""
+async def seed_database(url: str, per_user: list[int], unread: int = 0,
+                        android: float = 0.0) -> list[str]:
+    """Users and their production devices (token i = the harness's token(i); with `android`,
+    that share Android: `android_share.registrations`), and `unread` unread notifications
+    each; the user ids."""
     store = await open_store(url)
     try:
         await store.migrate()
@@ -266,10 +270,11 @@ async def seed_database(url: str, per_user: list[int], unread: int = 0) -> list[
         await store.execute_batch(INSERT_USERS, ("text", "text", "bigint"), users)
         registrations = []
         index = 0
+        devices = android_share.registrations(sum(per_user), android) if android else None
         for (user_id, _, _), count in zip(users, per_user):
             for _ in range(count):
                 registrations.append(store.register_device(
-                    new_id(), user_id,
+                    new_id(), user_id, devices[index] if devices else
                     DeviceRegistration("ios_push", harness.apns_token(index), "production",
                                        "1.0", "iPhone15,3", "iOS 18.2"), now))
                 index += 1
@@ -357,8 +362,9 @@ async def fanout_once(url: str, api_key: str, user_ids: list[str], store, n_devi
     }
 
 
-def fanout_checks(run: dict, n_users: int, n_devices: int, stats: dict) -> list[str]:
-    problems = harness.mock_problems(stats, n_devices)
+def fanout_checks(run: dict, n_users: int, n_devices: int, stats: dict,
+                  n_apns: int | None = None) -> list[str]:
+    problems = harness.mock_problems(stats, n_devices if n_apns is None else n_apns)
     if run["recipients"] != n_users:
         problems.append(f"POST returned {run['recipients']} ids, expected {n_users}")
     if run["deliveries"] != {"sent": n_users}:
@@ -371,6 +377,9 @@ def fanout_checks(run: dict, n_users: int, n_devices: int, stats: dict) -> list[
 def timed_fanout(mock: harness.MockAPNs, url: str, server_pid: int, db_pid: int | None,
                  api_key: str, user_ids: list[str], store, n_devices: int, args, loop) -> dict:
     mock.reset()
+    if args.fcm:
+        args.fcm.reset()
+    n_android = android_share.android_count(n_devices, args.android_share)
     cpu0, mock0 = harness.cpu_seconds(server_pid), mock.cpu()
     threads0 = harness.thread_cpu_seconds(server_pid)
     db0 = harness.tree_cpu_seconds(db_pid) if db_pid else 0.0
@@ -392,14 +401,16 @@ def timed_fanout(mock: harness.MockAPNs, url: str, server_pid: int, db_pid: int 
     time.sleep(0.3)
     stats = mock.stats()
     # The receipts: every seeded token is expected to be answered 200 exactly once.
-    run["lost"] = n_devices - stats["unique_tokens_ok"]
+    run["lost"] = n_devices - n_android - stats["unique_tokens_ok"]
     run["duplicates"] = stats["duplicate_ok"]
     run["first_push_ms"] = stats["first_request_ts"] - run["wall0_ms"]
     run["last_push_ms"] = stats["last_response_ts"] - run["wall0_ms"]
     run["mock"] = {k: stats[k] for k in ("requests_received", "unique_tokens_ok", "duplicate_ok",
                                           "responses_by_status", "connections_opened",
                                           "max_concurrent_streams_all_connections")}
-    run["problems"] = fanout_checks(run, len(user_ids), n_devices, stats)
+    run["problems"] = fanout_checks(run, len(user_ids), n_devices, stats, n_devices - n_android)
+    if args.fcm:
+        android_share.check_fanout(run, args.fcm, n_android)
     return run
 
 
@@ -422,7 +433,8 @@ def prepare_database(databases, name: str, per_user: list[int], args, work: str)
     one (seeded on first use); else a new one seeded through the store."""
     if not args.devices:
         database = databases.empty(name)
-        return database, asyncio.run(seed_database(database, per_user, args.unread))
+        return database, asyncio.run(seed_database(database, per_user, args.unread,
+                                                   args.android_share))
     database = databases.database(per_user, args.seed, name, work)
     user_ids = asyncio.run(bulk_seed.user_ids_of(database))
     if args.unread:
@@ -457,6 +469,8 @@ def fresh_fanout(kind: str, backend: str, databases, db_pid: int | None,
         launcher = profiling.statement_timer_launcher(statements_out)
     try:
         env = server_env(mock, args.connections)
+        if args.fcm:
+            env.update(args.fcm.server_env())
         log = os.path.join(work, f"{backend}-{tag}-server.log")
         with harness.running_server(database, env, log, launcher) as (url, pid):
             if kind == "py-spy":
@@ -485,7 +499,9 @@ def bench_backend(backend: str, databases, db_pid: int | None, mock: harness.Moc
     pool_runs, runs = [], []
     for i in range(args.runs):
         if not args.no_pool:
-            pool_runs.append(pool_alone(mock, n_devices, args.connections))
+            pool_runs.append(android_share.both_pools_alone(
+                pool_alone, mock, args.fcm, n_devices, args.connections) if args.fcm
+                else pool_alone(mock, n_devices, args.connections))
             r = pool_runs[-1]
             print(f"[{backend}] pool alone {i + 1}/{args.runs}: {r['per_second']:,.0f}/s, "
                   f"{r['seconds']:.3f}s, CPU {r['cpu_seconds_in_window']:.2f}s "
@@ -574,6 +590,7 @@ def summarize(backend, version, n_users, n_devices, pool_runs, runs, profile) ->
         "all_first_push_ms": [round(r["first_push_ms"], 1) for r in runs],
         "all_server_cpu_s": [round(r["server_cpu_s"], 2) for r in runs],
         "all_pool_per_second": [r["per_second"] for r in pool_runs],
+        "pools_alone": [r["pools"] for r in pool_runs if "pools" in r],  # --android-share
         "load_1m": [round(r["load_1m"], 2) for r in runs],
         "problems": problems, "profile": profile,
     }
@@ -643,6 +660,11 @@ def parse_args(argv=None):
                         help="requests with every push option (issue 14's rich content)")
     parser.add_argument("--idempotency-key", action="store_true",
                         help="each request with an Idempotency-Key of its own")
+    parser.add_argument("--android-share", type=float, default=0.0, metavar="S",
+                        help="that share of the devices (0-1) Android, sent through the fast "
+                             "mock FCM (benchmarks/mock_fcm.js) beside the APNs mock; the pool "
+                             "alone is then the slower of APNs' and FCM's, each on its share "
+                             "(benchmarks/android_share.py)")
     parser.add_argument("--json", action="store_true",
                         help="stdout: one JSON line per fan-out run (backend, devices, seconds, "
                              "devices_per_second, post_ms, max_rss_mb, lost, duplicates, ...); "
@@ -677,6 +699,8 @@ def parse_args(argv=None):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if args.android_share and (args.devices or not 0 < args.android_share <= 1):
+        sys.exit("--android-share takes a share in (0, 1], without --devices")
     backends = ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]
     if args.py_spy:
         os.makedirs(args.py_spy, exist_ok=True)
@@ -688,7 +712,8 @@ def main(argv=None) -> int:
         per_user = plan(args.users, args.seed, args.devices_per_user)
     results = []
     with tempfile.TemporaryDirectory(prefix="owlfanout-") as work, harness.bench_lock(), \
-            harness.MockAPNs(os.path.join(work, "mock.log"), args.harness) as mock:
+            harness.MockAPNs(os.path.join(work, "mock.log"), args.harness) as mock, \
+            android_share.fcm_mock(args.android_share) as args.fcm:
         for backend in backends:
             if backend == "sqlite":
                 databases = bulk_seed.SeededSQLite(work, args.seed_cache)

@@ -10,7 +10,8 @@
 // node benchmarks/mock_fcm.js --service-account sa.json --cert cert.pem --key key.pem
 //   [--port 0] [--stats-port 0] [--max-streams 1000]
 // Prints one JSON line {"mock_fcm": "listening", "port", "url", "token_uri", "stats_port"} once
-// listening (the token endpoint has a port of its own). GET /stats on the stats port (plain HTTP/1.1): the Python mock's counter names.
+// listening (the token endpoint has a port of its own). GET /stats on the stats port (plain
+// HTTP/1.1): the Python mock's counter names; POST /reset zeroes them (the tokens seen too).
 'use strict';
 const http2 = require('node:http2');
 const http = require('node:http');
@@ -130,6 +131,10 @@ const tokenServer = https.createServer(tls, (request, response) => {
 });
 
 const statsServer = http.createServer((request, response) => {
+  if (request.method === 'POST' && request.url === '/reset') {  // between runs of one mock
+    for (const name of Object.keys(stats)) stats[name] = 0;
+    deliveredTokens.clear();
+  }
   response.setHeader('content-type', 'application/json');
   response.end(JSON.stringify(stats));
 });

@@ -125,16 +125,22 @@ def retry_after_seconds(value: str | None, now: float) -> float | None:
     return max(0.0, when - now)
 
 
+def delivered(body: bytes) -> FcmAnswer:
+    """A 200's answer, its `name` kept when FCM sent one."""
+    try:
+        name = orjson.loads(body).get("name")
+    except (orjson.JSONDecodeError, AttributeError):
+        name = None
+    return FcmAnswer(Decision.DELIVERED, 200, None, None, None,
+                     name if name.__class__ is str else None)
+
+
 def classify(status: int, body: bytes, retry_after: str | None = None, *,
              refreshed: bool = False, now: float | None = None) -> FcmAnswer:
     """The decision on one answer. `refreshed`: this send already went out again with a fresh
     access token after a 401. `now`: the wall clock (for Retry-After dates, the next minute)."""
     if status == 200:
-        try:
-            name = orjson.loads(body).get("name")
-        except (orjson.JSONDecodeError, AttributeError):
-            name = None
-        return FcmAnswer(Decision.DELIVERED, 200, message_name=name if isinstance(name, str) else None)
+        return delivered(body)
     now = time.time() if now is None else now
     error = parse_error(body)
     code = error.fcm_code or error.status

@@ -29,7 +29,7 @@ from owlmetry.h2client import (
 )
 from owlmetry.h2client.hpack_encoder import POST, literal, path_field
 
-from .answers import Decision, FcmAnswer, classify
+from .answers import Decision, FcmAnswer, classify, delivered
 from .oauth import AccessTokens, TokenError
 from .service_account import ServiceAccount
 
@@ -66,7 +66,9 @@ class FcmJudge:
         self._retry = retry
 
     def answered(self, x: Exchange) -> FcmAnswer | Retry:
-        retry_after = x.header(b"retry-after") if x.status != 200 else None
+        if x.status == 200:  # nearly every answer
+            return delivered(x.body)
+        retry_after = x.header(b"retry-after")
         answer = classify(x.status, x.body, retry_after.decode("latin-1") if retry_after else None,
                           refreshed=x.renewed)
         decision = answer.decision

@@ -21,7 +21,7 @@ from h2.errors import ErrorCodes
 
 from . import hpack_encoder
 from .exchange import Authorization, Failure
-from .h2_seam import ClientH2
+from .h2_seam import Answered, Body, ClientH2, Reset
 
 log = logging.getLogger(__name__)
 
@@ -108,14 +108,22 @@ class Connection(asyncio.Protocol):
         in_flight = self.in_flight
         for event in events:
             kind = event.__class__
-            if kind is h2.events.ResponseReceived:
+            if kind is Answered:  # the answers h2_seam reads itself: nearly every event
                 pending = in_flight.get(event.stream_id)
                 if pending is not None:
-                    headers = pending.headers = event.headers
-                    for name, value in headers:
-                        if name == b":status":  # the first field, as HTTP/2 requires
-                            pending.status = int(value)
-                            break
+                    self._answered(pending, event.headers)
+                if event.ended:
+                    freed |= self._finish(event.stream_id)
+            elif kind is Body:
+                pending = in_flight.get(event.stream_id)
+                if pending is not None:
+                    pending.chunks.append(event.data)
+                if event.ended:
+                    freed |= self._finish(event.stream_id)
+            elif kind is h2.events.ResponseReceived:
+                pending = in_flight.get(event.stream_id)
+                if pending is not None and not pending.status:  # (not trailers after an answer)
+                    self._answered(pending, event.headers)
             elif kind is h2.events.StreamEnded:
                 freed |= self._finish(event.stream_id)
             elif kind is h2.events.DataReceived:
@@ -123,7 +131,7 @@ class Connection(asyncio.Protocol):
                 if pending is not None:
                     pending.chunks.append(event.data)
                 self._h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
-            elif kind is h2.events.StreamReset:
+            elif kind is Reset or kind is h2.events.StreamReset:
                 failure = (Failure.REFUSED if event.error_code == ErrorCodes.REFUSED_STREAM
                            else Failure.RESET)
                 freed |= self._fail(event.stream_id, failure, reset=False)
@@ -148,6 +156,14 @@ class Connection(asyncio.Protocol):
             self._transport.close()
         if freed:
             self._on_change()
+
+    @staticmethod
+    def _answered(pending, headers) -> None:
+        pending.headers = headers
+        for name, value in headers:
+            if name == b":status":  # the first field, as HTTP/2 requires
+                pending.status = int(value)
+                break
 
     def connection_lost(self, exc):
         was_usable = self.usable

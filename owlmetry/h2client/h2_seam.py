@@ -20,6 +20,9 @@ The internals, each exercised by `_self_check` against h2's own server state mac
   `decoder.decode(block, raw=True)` (and setting `decoder.max_header_list_size` and
   `max_allowed_table_size`): the stand-in codecs.
 - h2 counting open streams through `open_outbound_streams` before a new stream.
+- `H2Connection.state_machine.state` (`ConnectionState.CLOSED` once this side closed) and
+  `H2Connection.incoming_buffer` taking whole frames: `receive_data` reads the answers on
+  streams this side opened itself and hands every other frame to h2, in order.
 
 The bytes to write need no internal: hand-built frames go to a buffer of our own, and
 `data_to_send` returns h2's bytes and ours in the order they were made.
@@ -34,11 +37,13 @@ import h2.connection
 import h2.events
 import h2.exceptions
 import h2.settings
-from h2.connection import AllowedStreamIDs, ConnectionInputs
+import hpack
+from h2.connection import ConnectionInputs, ConnectionState
 from h2.errors import ErrorCodes
 from h2.settings import SettingCodes
-from h2.stream import StreamInputs
-from hyperframe.frame import GoAwayFrame, HeadersFrame
+from h2.stream import StreamClosedBy
+from h2.utilities import is_informational_response
+from hyperframe.frame import Frame, GoAwayFrame, HeadersFrame, WindowUpdateFrame
 
 from .hpack_decoder import ZeroTableDecoder
 
@@ -62,6 +67,44 @@ class PreEncodedHeaders:
         return headers[0][1]
 
 
+# Frame types and flags (RFC 9113 §6) the answers' fast path reads.
+_DATA, _HEADERS, _RST_STREAM, _PUSH_PROMISE, _CONTINUATION = 0x0, 0x1, 0x3, 0x5, 0x9
+_END_STREAM, _END_HEADERS, _PADDED, _PRIORITY = 0x1, 0x4, 0x8, 0x20
+# What `_answers` knows of a stream in flight (bits). _LIGHT: opened by `send_request`, so h2
+# has no stream object for it and everything on it is read here; _HEADED: its answer's headers
+# were read here; _H2S: h2 reads the rest of its answer (never _LIGHT); _RST_IN / _RST_OUT:
+# reset by the peer / by this side, for how it ended (`forget`).
+_HEADED, _H2S, _LIGHT, _RST_IN, _RST_OUT = 1, 2, 4, 8, 16
+
+
+class Answered:
+    """The answer's headers on a stream in flight (`ended`: the answer has no body)."""
+
+    __slots__ = ("ended", "headers", "stream_id")
+
+    def __init__(self, stream_id: int, headers: list, ended: int):
+        self.stream_id, self.headers, self.ended = stream_id, headers, ended
+
+
+class Body:
+    """A piece of the answer's body on a stream in flight (`ended`: its last). Its window is
+    given back by `ClientH2` itself: nothing to acknowledge."""
+
+    __slots__ = ("data", "ended", "stream_id")
+
+    def __init__(self, stream_id: int, data: bytes, ended: int):
+        self.stream_id, self.data, self.ended = stream_id, data, ended
+
+
+class Reset:
+    """The peer reset a stream in flight that `send_request` opened (RST_STREAM)."""
+
+    __slots__ = ("error_code", "stream_id")
+
+    def __init__(self, stream_id: int, error_code: int):
+        self.stream_id, self.error_code = stream_id, error_code
+
+
 class ClientH2(h2.connection.H2Connection):
     """h2's client connection with the adjustments push traffic needs.
 
@@ -71,10 +114,25 @@ class ClientH2(h2.connection.H2Connection):
       knows the count (`in_flight`). Finished streams are forgotten by `forget` as they end.
     - On GOAWAY, h2 closes the whole state machine and drops unsent bytes, so streams at or
       below last_stream_id could never finish; RFC 9113 §6.8 lets them finish.
-    - `send_request` opens a stream with a ready header block and its whole body: the same
-      state-machine and flow-control steps as send_headers + send_data, without building,
-      re-checking and serialising two frame objects per request (the measured difference is in
-      benchmarks/RESULTS.md, "The h2 seam").
+    - `send_request` opens a stream with a ready header block and its whole body as two
+      hand-built frames, and without an h2 stream object ("light"): h2 only learns that the
+      stream id is used (`highest_outbound_stream_id`) and the connection window it took
+      (`outbound_flow_control_window`); creating, driving and dropping h2's per-stream state
+      machines and windows for a request whose body is already sent cost more than the rest
+      of the request (RESULTS.md, issue 13's FCM CPU). So everything that arrives on a light
+      stream in flight is read here (its answer, its RST_STREAM), a reset is built here
+      (`reset_stream`), and `forget` records how it ended for h2 (`_closed_streams`), so that
+      h2 treats late frames on it as on any closed stream. Requests too big for one frame or
+      the windows go through h2's own send_headers/send_data and have an h2 stream.
+    - `receive_data` reads the answers on streams in flight itself (`Answered`, `Body`,
+      `Reset`; a stream's trailers only end it, as an empty last `Body`): HEADERS (with their
+      CONTINUATIONs on a light stream), DATA and, on a light stream, RST_STREAM, parsed in
+      place, without frame objects, their repr for h2's trace log, or state machines. Every
+      other frame (SETTINGS, PING, GOAWAY, WINDOW_UPDATE, a frame on a stream no longer in
+      flight, or an answer h2 began reading) goes to h2 whole and in order, as does all input
+      once this side closed the connection. The connection window the fast path's DATA used
+      is given back here (half the receive window at a time); h2's own accounting covers only
+      what h2 read.
     """
 
     def __init__(self, in_flight: dict, receive_window: int,
@@ -89,6 +147,24 @@ class ClientH2(h2.connection.H2Connection):
         self.decoder = ZeroTableDecoder(unique_headers)
         self.in_flight = in_flight
         self._output = bytearray()  # h2's bytes made before the last hand-built frames, then those
+        self._input = bytearray()  # an incomplete frame, until the rest arrives
+        self._answers: dict[int, int] = {}  # stream id -> _HEADED or _H2S
+        self._ack_at = receive_window // 2
+        self._unacked = 0  # connection window the fast path's DATA used, not given back yet
+        self._stream_unacked: dict[int, int] = {}  # the same per stream, for long bodies
+        self._continuing = False  # h2 holds a header block waiting for its CONTINUATION
+        self._block = None  # (stream id, flags, fragments) of a light stream's header block
+        self._peer_limits()
+
+    def _peer_limits(self) -> None:
+        """What `send_request` checks, read once per change (only SETTINGS change them)."""
+        self._max_frame = self.max_outbound_frame_size
+        self._stream_window = self.remote_settings.initial_window_size
+
+    def _h2_receive(self, data) -> list:
+        events = h2.connection.H2Connection.receive_data(self, data)
+        self._peer_limits()
+        return events
 
     @property
     def open_outbound_streams(self) -> int:
@@ -98,33 +174,173 @@ class ClientH2(h2.connection.H2Connection):
         stream = self.streams.pop(stream_id, None)
         if stream is not None:
             self._closed_streams[stream_id] = stream.closed_by
+        state = self._answers.pop(stream_id, None)
+        if state is not None:
+            self._stream_unacked.pop(stream_id, None)
+            if state & _LIGHT:
+                self._closed_streams[stream_id] = (
+                    StreamClosedBy.RECV_RST_STREAM if state & _RST_IN else
+                    StreamClosedBy.SEND_RST_STREAM if state & _RST_OUT else
+                    StreamClosedBy.RECV_END_STREAM)
 
-    def send_request(self, stream_id: int, block: bytes, body: bytes) -> bool:
-        """HEADERS(END_HEADERS) + DATA(END_STREAM); False, with nothing done, when either
-        needs more than one frame or the body does not fit the flow-control windows."""
-        size = len(body)
-        max_frame = self.max_outbound_frame_size
-        if (len(block) > max_frame or size > max_frame
-                or size > self.outbound_flow_control_window
-                or size > self.remote_settings.initial_window_size):
-            return False
-        self.state_machine.process_input(ConnectionInputs.SEND_HEADERS)
-        stream = self._begin_new_stream(stream_id, AllowedStreamIDs.ODD)
-        machine = stream.state_machine
-        machine.process_input(StreamInputs.SEND_HEADERS)
-        self.state_machine.process_input(ConnectionInputs.SEND_DATA)
-        machine.process_input(StreamInputs.SEND_DATA)
-        machine.process_input(StreamInputs.SEND_END_STREAM)
-        stream.outbound_flow_control_window -= size
-        self.outbound_flow_control_window -= size
-        sid = stream_id.to_bytes(4, "big")
+    def reset_stream(self, stream_id: int, error_code: int = 0) -> None:
+        state = self._answers.get(stream_id)
+        if state is None or not state & _LIGHT:
+            super().reset_stream(stream_id, error_code)
+            return
+        self.state_machine.process_input(ConnectionInputs.SEND_RST_STREAM)
+        self._answers[stream_id] = state | _RST_OUT
+        self._append(b"\x00\x00\x04\x03\x00" + stream_id.to_bytes(4, "big")
+                     + int(error_code).to_bytes(4, "big"))
+
+    def receive_data(self, data) -> list:
+        """h2's `receive_data`, with the answers on streams in flight read here (see the class)."""
+        if self._input:
+            self._input += data
+            data = bytes(self._input)
+            self._input.clear()
+        events: list = []
+        n, pos, given = len(data), 0, 0  # given: bytes up to here are handed over or read
+        in_flight, answers = self.in_flight, self._answers
+        max_size = self.max_inbound_frame_size
+        fast = self.state_machine.state is not ConnectionState.CLOSED
+        continuing = self._continuing
+        while n - pos >= 9:
+            length = data[pos] << 16 | data[pos + 1] << 8 | data[pos + 2]
+            end = pos + 9 + length
+            if length > max_size or end > n:
+                break
+            kind, flags = data[pos + 3], data[pos + 4]
+            stream_id = int.from_bytes(data[pos + 5:pos + 9], "big") & 0x7FFFFFFF
+            if self._block is not None:  # a light stream's header block goes on
+                if kind != _CONTINUATION or stream_id != self._block[0]:
+                    self._refuse("a frame inside a header block")
+                self._block[2].append(data[pos + 9:end])
+                pos = given = end
+                if flags & _END_HEADERS:
+                    stream_id, flags, parts = self._block
+                    self._block = None
+                    self._headers(events, stream_id, flags, b"".join(parts))
+                continue
+            state = (answers.get(stream_id, 0) if fast and not continuing and stream_id in in_flight
+                     else _H2S)
+            if kind > _HEADERS and not (kind == _RST_STREAM and state & _LIGHT):
+                if kind == _PUSH_PROMISE or kind == _CONTINUATION:
+                    continuing = not flags & _END_HEADERS
+                pos = end
+                continue
+            start, stop = pos + 9, end
+            if flags & _PADDED and kind != _RST_STREAM:
+                stop -= data[start] if length else end  # no pad length: a PROTOCOL_ERROR
+                start += 1
+            if kind == _HEADERS and flags & _PRIORITY:
+                start += 5
+            if (state & _H2S or stop < start or (kind == _DATA and not state & _HEADED)
+                    or (kind == _HEADERS and not flags & _END_HEADERS and not state & _LIGHT)):
+                if state & _LIGHT:  # h2 knows nothing of this stream: no one else can read it
+                    self._refuse("a malformed frame or DATA before HEADERS")
+                if not state & _H2S:
+                    answers[stream_id] = _H2S  # h2 reads the rest of this answer
+                if kind == _HEADERS:
+                    continuing = not flags & _END_HEADERS
+                pos = end
+                continue
+            if given < pos:  # what came before goes first
+                events += self._h2_receive(data[given:pos])
+            pos = given = end
+            if kind == _DATA:
+                self._unacked += length
+                if not flags & _END_STREAM:
+                    self._hold_stream_window(stream_id, length)
+                events.append(Body(stream_id, data[start:stop], flags & _END_STREAM))
+            elif kind == _HEADERS:
+                if flags & _END_HEADERS:
+                    self._headers(events, stream_id, flags, data[start:stop])
+                else:
+                    self._block = (stream_id, flags, [data[start:stop]])
+            else:  # RST_STREAM on a light stream
+                if length != 4:
+                    self.close_connection(ErrorCodes.FRAME_SIZE_ERROR)
+                    raise h2.exceptions.FrameSizeError("RST_STREAM of a length other than 4")
+                answers[stream_id] = state | _RST_IN
+                events.append(Reset(stream_id, int.from_bytes(data[start:stop], "big")))
+        self._continuing = continuing
+        if given < pos:
+            events += self._h2_receive(data[given:pos])
+        if pos < n:
+            if n - pos >= 9 and (data[pos] << 16 | data[pos + 1] << 8 | data[pos + 2]) > max_size:
+                events += self._h2_receive(data[pos:])  # h2's FRAME_SIZE_ERROR
+            else:
+                self._input += data[pos:]
+        if self._unacked >= self._ack_at:
+            self._window_update(0, self._unacked)
+            self._unacked = 0
+        return events
+
+    def _headers(self, events: list, stream_id: int, flags: int, block: bytes) -> None:
+        """A whole header block of a stream in flight: its answer, a 1xx, or its trailers."""
+        state = self._answers.get(stream_id, 0)
+        try:
+            headers = self.decoder.decode(block, raw=True)
+        except (hpack.HPACKError, IndexError, TypeError) as exc:  # as h2's _decode_headers
+            self.close_connection(ErrorCodes.COMPRESSION_ERROR)
+            raise h2.exceptions.ProtocolError(f"error decoding header block: {exc}") from exc
+        if state & _HEADED:  # trailers: nothing a provider reads, only the end
+            if not flags & _END_STREAM:
+                self._refuse("trailers without END_STREAM")
+            events.append(Body(stream_id, b"", _END_STREAM))
+        elif is_informational_response(headers):  # 1xx: the answer follows
+            if flags & _END_STREAM:
+                self._refuse("an informational answer with END_STREAM")
+        else:
+            self._answers[stream_id] = state | _HEADED
+            events.append(Answered(stream_id, headers, flags & _END_STREAM))
+
+    def _refuse(self, what: str):
+        self.close_connection(ErrorCodes.PROTOCOL_ERROR)
+        raise h2.exceptions.ProtocolError(f"received {what}")
+
+    def _hold_stream_window(self, stream_id: int, length: int) -> None:
+        """A body in several DATA frames: give its stream's window back as it is used."""
+        used = self._stream_unacked.get(stream_id, 0) + length
+        if used >= self._ack_at:
+            self._window_update(stream_id, used)
+            used = 0
+        self._stream_unacked[stream_id] = used
+
+    def _window_update(self, stream_id: int, increment: int) -> None:
+        self._append(b"\x00\x00\x04\x08\x00" + stream_id.to_bytes(4, "big")
+                     + increment.to_bytes(4, "big"))
+
+    def _append(self, frames: bytes) -> None:
+        """Hand-built frames, after whatever h2 made before them."""
         out = self._output
         earlier = h2.connection.H2Connection.data_to_send(self)
-        if earlier:  # what h2 made before (an RST_STREAM, a lower stream id) goes out first
+        if earlier:
             out += earlier
-        out += b"".join((
+        out += frames
+
+    def send_request(self, stream_id: int, block: bytes, body: bytes) -> bool:
+        """HEADERS(END_HEADERS) + DATA(END_STREAM) on a light stream; False, with nothing
+        done, when either needs more than one frame or the body does not fit the windows."""
+        size = len(body)
+        max_frame = self._max_frame
+        if (len(block) > max_frame or size > max_frame
+                or size > self.outbound_flow_control_window or size > self._stream_window):
+            return False
+        machine = self.state_machine
+        if machine.state is not ConnectionState.CLIENT_OPEN:  # (where both inputs lead)
+            machine.process_input(ConnectionInputs.SEND_HEADERS)
+            machine.process_input(ConnectionInputs.SEND_DATA)
+        if stream_id <= self.highest_outbound_stream_id or not stream_id & 1:
+            raise h2.exceptions.StreamIDTooLowError(stream_id, self.highest_outbound_stream_id)
+        self.highest_outbound_stream_id = stream_id
+        self.outbound_flow_control_window -= size
+        self._answers[stream_id] = _LIGHT
+        sid = stream_id.to_bytes(4, "big")
+        self._append(b"".join((
             len(block).to_bytes(3, "big"), b"\x01\x04", sid, block,  # HEADERS, END_HEADERS
-            size.to_bytes(3, "big"), b"\x00\x01", sid, body))  # DATA, END_STREAM
+            size.to_bytes(3, "big"), b"\x00\x01", sid, body)))  # DATA, END_STREAM
         return True
 
     def data_to_send(self, amount: int | None = None) -> bytes:
@@ -160,7 +376,8 @@ _BLOCK = b"\x83\x87\x84\x01\x09localhost"
 _SIGNATURES = {"_begin_new_stream": ["self", "stream_id", "allowed_ids"],
                "_receive_goaway_frame": ["self", "frame"]}
 _EVENTS = (h2.events.RequestReceived, h2.events.ResponseReceived, h2.events.DataReceived,
-           h2.events.StreamEnded, h2.events.PingReceived, h2.events.ConnectionTerminated)
+           h2.events.StreamEnded, h2.events.PingReceived, h2.events.ConnectionTerminated,
+           Answered, Body)
 
 
 class _Mismatch(Exception):
@@ -239,10 +456,36 @@ def _self_check() -> None:
         for sid in range(5, 203, 2):
             del client.in_flight[sid]
 
-    with _relying_on("the stand-in decoder"):
-        server.send_headers(1, [(b":status", b"200")], end_stream=True)
-        seen = _events(client, server.data_to_send())
-        _expect(seen == [("ResponseReceived", 1), ("StreamEnded", 1)], f"the client saw {seen}")
+    # The answer on stream 1 read here, h2's PING before it and the SETTINGS after it read by
+    # h2, in the order they came; the window its body used given back by hand-built frames
+    # (here at 10,000 bytes instead of half the receive window) that the peer's h2 accepts.
+    with _relying_on("the stand-in decoder, state_machine and incoming_buffer (receive_data)"):
+        ack_at, client._ack_at = client._ack_at, 10000
+        server.ping(b"h2-check")
+        server.send_headers(1, [(b":status", b"200")])
+        server.send_data(1, b"x" * 16000)
+        server.send_data(1, b"{}", end_stream=True)
+        server.update_settings({SettingCodes.MAX_CONCURRENT_STREAMS: 50})
+        received = client.receive_data(server.data_to_send())
+        client._ack_at = ack_at
+        received = [e for e in received if not isinstance(e, h2.events.PingAckReceived)]
+        seen = [(type(e).__name__, getattr(e, "stream_id", None)) for e in received]
+        _expect(seen == [("PingReceived", None), ("Answered", 1), ("Body", 1), ("Body", 1),
+                         ("RemoteSettingsChanged", None)], f"the client saw {seen}")
+        _expect(received[1].headers == [(b":status", b"200")] and not received[1].ended
+                and received[2].data == b"x" * 16000 and not received[2].ended
+                and received[3].data == b"{}" and received[3].ended, "the answer misread")
+        _expect(client.remote_settings.max_concurrent_streams == 50, "SETTINGS lost")
+        out, updates = client.data_to_send(), []
+        view = memoryview(out)
+        while view:
+            frame, length = Frame.parse_frame_header(view[:9])
+            frame.parse_body(view[9:9 + length])
+            if isinstance(frame, WindowUpdateFrame):
+                updates.append((frame.stream_id, frame.window_increment))
+            view = view[9 + length:]
+        _expect(updates == [(1, 16000), (0, 16002)], f"windows given back: {updates}")
+        server.receive_data(out)
         client.forget(1)
         del client.in_flight[1]
 
@@ -261,8 +504,8 @@ def _self_check() -> None:
         goaway = GoAwayFrame(0)
         goaway.last_stream_id = 3
         seen = _events(client, goaway.serialize() + server.data_to_send())
-        _expect(seen == [("ConnectionTerminated", None), ("ResponseReceived", 3),
-                         ("StreamEnded", 3)], f"after GOAWAY the client saw {seen}")
+        _expect(seen == [("ConnectionTerminated", None), ("Answered", 3)],
+                f"after GOAWAY the client saw {seen}")
 
 
 def _check_at_import() -> None:

@@ -14,6 +14,7 @@ from hpack.table import HeaderTable
 _STATIC = HeaderTable.STATIC_TABLE
 _STATIC_SIZE = len(_STATIC)
 _MEMO_SIZE = 512
+_BLOCKS_SIZE = 256
 _EOS = 256
 
 
@@ -123,9 +124,9 @@ class ZeroTableDecoder:
     """Drop-in for `hpack.Decoder` in h2, valid only while our HEADER_TABLE_SIZE is 0.
 
     Without a table the peer re-sends names and values that repeat (`apns-id` as a name,
-    `date`, `content-type`), so decoded strings are remembered, except the values of
-    `unique_names` (a provider's per-answer ids, like APNs' `apns-id`) that would only crowd
-    the memo.
+    `date`, `content-type`), so decoded strings are remembered, and so are whole blocks,
+    except the values of `unique_names` (a provider's per-answer ids, like APNs' `apns-id`)
+    and the blocks holding them, which would only crowd the memos.
     """
 
     def __init__(self, unique_names: frozenset[bytes] = frozenset()):
@@ -133,8 +134,24 @@ class ZeroTableDecoder:
         self.max_allowed_table_size = 0
         self._unique_names = unique_names
         self._memo: dict[bytes, bytes] = {}
+        # Whole blocks: a peer's answers of one kind repeat byte for byte (FCM's 200: status,
+        # content-type, the date of this second), unless they carry a unique value.
+        self._blocks: dict[bytes, list] = {}
+        self._cacheable = True
 
     def decode(self, data, raw: bool = True) -> list[tuple[bytes, bytes]]:
+        """The block's fields; the same list for the same block (callers must not change it)."""
+        headers = self._blocks.get(data)
+        if headers is None:
+            headers = self._decode(data)
+            if self._cacheable:
+                if len(self._blocks) >= _BLOCKS_SIZE:
+                    self._blocks.clear()
+                self._blocks[bytes(data)] = headers
+        return headers
+
+    def _decode(self, data) -> list[tuple[bytes, bytes]]:
+        self._cacheable = True
         headers, i, n, size = [], 0, len(data), 0
         memo, unique = self._memo, self._unique_names
         while i < n:
@@ -159,7 +176,11 @@ class ZeroTableDecoder:
                 name = _static(index)[0]
             else:
                 name, i = _string(data, i, memo)
-            value, i = _string(data, i, None if name in unique else memo)
+            if name in unique:  # a block holding one never repeats
+                self._cacheable = False
+                value, i = _string(data, i, None)
+            else:
+                value, i = _string(data, i, memo)
             size += 32 + len(name) + len(value)
             if size > self.max_header_list_size:
                 raise HPACKDecodingError("header list larger than advertised")

@@ -59,3 +59,18 @@ def test_zero_table_decoder_refuses_dynamic_references():
         ZeroTableDecoder().decode(b"\xbe")  # index 62: the first dynamic entry
     with pytest.raises(HPACKDecodingError):
         ZeroTableDecoder().decode(b"\x3f\xe1\x1f")  # table size update to 4096
+
+
+def test_repeated_blocks_decode_the_same_and_unique_values_stay_distinct():
+    decoder = ZeroTableDecoder(frozenset({b"apns-id"}))
+    common = [(b":status", b"200"), (b"content-type", b"application/json; charset=UTF-8")]
+    encoder = hpack.Encoder()
+    encoder.header_table_size = 0
+    block = encoder.encode(common, huffman=True)
+    for _ in range(600):  # past the memo of whole blocks: it starts again, nothing changes
+        assert decoder.decode(block) == common
+        unique = str(uuid.uuid4()).encode()
+        assert decoder.decode(encoder.encode(common + [(b"apns-id", unique)], huffman=True)) == \
+            common + [(b"apns-id", unique)]
+        other = encoder.encode([(b":status", b"404"), (b"x", os.urandom(8).hex().encode())])
+        assert decoder.decode(other)[0] == (b":status", b"404")
