@@ -60,25 +60,29 @@ async def notifications_by_user(store) -> dict[str, int]:
     return dict(await store.execute("SELECT user_id, count(*) FROM notifications GROUP BY user_id"))
 
 
-@only_postgresql
-async def test_two_servers_racing_the_same_keys_notify_each_user_once(store, mocks, servers):
+async def race_the_same_keys(store, servers, extra: dict | None = None):
+    """Three users' keys, each POSTed to two servers at the same moment (with the fields
+    `extra`); the recipients of each key and the answers, two per key in key order."""
     recipients = [await make_users(store, [["production"], ["sandbox", "production"]],
                                    itertools.count(100 * n)) for n in range(3)]
     secret = await server_key(store)
     keys = [str(uuid.uuid4()) for _ in recipients]
     one, two = await asyncio.gather(servers("one", NOTIFY_LEASE_SECONDS=LEASE_S),
                                     servers("two", NOTIFY_LEASE_SECONDS=LEASE_S))
-
-    # Each key goes to both servers at the same moment.
     await asyncio.gather(one.pause(), two.pause())
-    sent = [await send_keyed_post(server, secret, key, list(users))
+    sent = [await send_keyed_post(server, secret, key, list(users), extra)
             for key, users in zip(keys, recipients) for server in (one, two)]
     one.resume()
     two.resume()
-    answers = [await read_answer(*post) for post in sent]
+    return recipients, [await read_answer(*post) for post in sent]
+
+
+@only_postgresql
+async def test_two_servers_racing_the_same_keys_notify_each_user_once(store, mocks, servers):
+    recipients, answers = await race_the_same_keys(store, servers)
 
     assert {status for status, _ in answers} == {202}
-    for n in range(len(keys)):
+    for n in range(len(recipients)):
         first, second = answers[2 * n][1], answers[2 * n + 1][1]
         assert first == second and len(first["notification_ids"]) == 2
     ids = [i for _, answer in answers for i in answer["notification_ids"]]
@@ -92,24 +96,12 @@ async def test_two_servers_racing_the_same_keys_notify_each_user_once(store, moc
 @only_postgresql
 async def test_two_servers_racing_the_same_scheduled_keys_hold_each_send_once(
         store, mocks, servers):
-    recipients = [await make_users(store, [["production"], ["sandbox", "production"]],
-                                   itertools.count(100 * n)) for n in range(3)]
-    secret = await server_key(store)
-    keys = [str(uuid.uuid4()) for _ in recipients]
-    one, two = await asyncio.gather(servers("one", NOTIFY_LEASE_SECONDS=LEASE_S),
-                                    servers("two", NOTIFY_LEASE_SECONDS=LEASE_S))
     # Soon: the servers' release loops send it within the test.
     send_at = {"send_at": iso_ms(now_ms() + 2_000)}
-
-    await asyncio.gather(one.pause(), two.pause())
-    sent = [await send_keyed_post(server, secret, key, list(users), send_at)
-            for key, users in zip(keys, recipients) for server in (one, two)]
-    one.resume()
-    two.resume()
-    answers = [await read_answer(*post) for post in sent]
+    recipients, answers = await race_the_same_keys(store, servers, send_at)
 
     assert {status for status, _ in answers} == {202}
-    for n in range(len(keys)):
+    for n in range(len(recipients)):
         first, second = answers[2 * n][1], answers[2 * n + 1][1]
         assert first == second and len(first["notification_ids"]) == 2
         assert first["send_at"] == send_at["send_at"]
