@@ -5,7 +5,8 @@ requests queue inside the process instead of surfacing "database is locked", and
 write goes before the background's bulk work waiting with it; reads use a second
 connection, which WAL lets run beside the writer, and the dispatcher's bulk reads a third, so
 that a claim of thousands of rows never holds up a health check or an authentication (each
-connection runs one statement at a time). Statements autocommit. Every write first checks that
+connection runs one statement at a time); a fourth checkpoints the WAL into the database every
+second, so that no write pays for it. Statements autocommit. Every write first checks that
 the path still names the file the connections opened: a file deleted (or replaced) under a
 running server would otherwise take writes that vanish at the next start. This module owns the
 SQLite connections and dialect (`?1` parameters, batches as a JSON array read by json_each,
@@ -16,6 +17,7 @@ import asyncio
 import collections
 import contextlib
 import functools
+import logging
 import os
 import re
 import sqlite3
@@ -34,6 +36,8 @@ from owlmetry.store.engine import Engine
 from owlmetry.store.rows import DatabaseUnavailable, StoreError
 from owlmetry.store.schema import CURRENT_VERSION, VERSION_TABLE, database_version, upgrade_script
 
+log = logging.getLogger("owlmetry.store")
+
 PRAGMAS = """
 PRAGMA journal_mode = WAL;
 PRAGMA synchronous = NORMAL;
@@ -48,6 +52,11 @@ PRAGMA wal_autocheckpoint = 16000;
 # checkpoint, so fewer checkpoints copy fewer pages: about a fifth less writer CPU per new
 # token at 4,000 (issue 11), and a tenth less again at 16,000 on a million devices (issue 15;
 # benchmarks/RESULTS.md).
+# The writer's own checkpoint is only the backstop: a checkpoint run at a commit copies up to
+# 64 MiB while the writer is held (a registration waited ~200 ms behind one), so a connection of
+# its own checkpoints every CHECKPOINT_EVERY_S, beside the writer (PASSIVE: it never waits for,
+# nor holds up, the writer or the readers; the copy is in its own thread, out of the GIL).
+CHECKPOINT_EVERY_S = 1.0
 # synchronous = NORMAL: the WAL is synced at checkpoints, not at each commit. A commit survives
 # the process dying (SIGKILL, OOM) but not the machine (power, kernel): the commits since the
 # last checkpoint may then be gone, the file still consistent (README, "Durability"). FULL
@@ -153,7 +162,7 @@ class SQLiteEngine(Engine):
     name = "sqlite"
 
     def __init__(self, path: str, writer: aiosqlite.Connection, reader: aiosqlite.Connection,
-                 bulk_reader: aiosqlite.Connection):
+                 bulk_reader: aiosqlite.Connection, checkpointer: aiosqlite.Connection):
         super().__init__(concurrency=1)
         self._path = path
         self._file = file_identity(path)  # the file the connections opened
@@ -161,6 +170,20 @@ class SQLiteEngine(Engine):
         self._reader = reader
         self._bulk_reader = bulk_reader
         self._turns = WriterTurns()
+        self._checkpointer = checkpointer
+        self._checkpoints = asyncio.get_running_loop().create_task(self._checkpoint_regularly())
+
+    async def _checkpoint_regularly(self) -> None:
+        failed = False
+        while True:
+            await asyncio.sleep(CHECKPOINT_EVERY_S)
+            try:
+                await self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                failed = False
+            except sqlite3.Error as exc:  # the writer's checkpoints still run; said once
+                if not failed:
+                    log.warning("cannot checkpoint the SQLite database: %s", exc)
+                failed = True
 
     @classmethod
     async def open(cls, path: str) -> "SQLiteEngine":
@@ -181,7 +204,7 @@ class SQLiteEngine(Engine):
             raise StoreError(f"cannot create the SQLite database {path!r}: {exc.strerror}") from None
         connections = []
         try:
-            for _ in range(3):
+            for _ in range(4):
                 connections.append(await aiosqlite.connect(path, isolation_level=None))
                 await connections[-1].executescript(PRAGMAS)
         except sqlite3.Error as exc:
@@ -191,6 +214,9 @@ class SQLiteEngine(Engine):
         return cls(path, *connections)
 
     async def close(self) -> None:
+        self._checkpoints.cancel()
+        await asyncio.gather(self._checkpoints, return_exceptions=True)
+        await self._checkpointer.close()
         await self._reader.close()
         await self._bulk_reader.close()
         async with self._turns.turn():

@@ -10,7 +10,7 @@ import uuid
 
 import pytest
 
-from owlmetry.store import NotificationContent, open_store
+from owlmetry.store import NotificationContent, open_store, sqlite
 
 WATCH_S = 30  # the most the blocked loop waits for the commit; it comes in ms
 
@@ -73,3 +73,22 @@ async def test_a_step_that_fails_writes_nothing_and_frees_the_writer(tmp_path):
     finally:
         await store.close()
 
+
+
+async def test_the_wal_is_checkpointed_in_the_background(tmp_path, monkeypatch):
+    """What is written reaches the database file itself within a checkpoint period, without a
+    write that pays for it: the writer's own checkpoint waits for 16,000 pages, which one
+    user's row is far from."""
+    monkeypatch.setattr(sqlite, "CHECKPOINT_EVERY_S", 0.05)
+    store = await new_store(tmp_path)
+    try:
+        marker = f"checkpointed-{uuid.uuid4().hex}@example.com".encode()
+        await store.create_user(str(uuid.uuid4()), marker.decode(), 1)
+        database = tmp_path / "owlmetry.db"
+        for _ in range(600):
+            if marker in database.read_bytes():
+                break
+            await asyncio.sleep(0.05)
+        assert marker in database.read_bytes()
+    finally:
+        await store.close()
