@@ -97,7 +97,8 @@ async def test_the_api_caps_at_max_devices_per_user(config, aiohttp_client):
         newest = (await response.json())["device"]["id"]
 
     devices = await listed(client, headers)
-    assert len(devices) == 2 and devices[0]["id"] == newest
+    # Registrations a millisecond apart may share a time: the order of a tie is not the test's.
+    assert len(devices) == 2 and newest in {device["id"] for device in devices}
     assert client.app[STORE].max_devices_per_user == 2
 
 
