@@ -44,7 +44,8 @@ with --seed-cache DIR, kept for later invocations), and the notification sent as
 server's resident memory is sampled every 50 ms (/proc/PID/status VmRSS) and read as VmHWM
 at the end; `lost` and `duplicates` come from the mock's receipts (every seeded token answered
 200 exactly once). --json prints one line per run (backend, devices, seconds, devices_per_second,
-post_ms = the slowest POST, max_rss_mb, lost, duplicates, and the CPU figures); --no-pool skips
+post_ms = the slowest POST, max_rss_mb, lost, duplicates, the CPU figures, and written_mb:
+what the server and the database processes wrote to storage, /proc/PID/io); --no-pool skips
 the pool-alone runs, which at a million pushes double the time.
 
     python benchmarks/fanout.py --devices 1000000 --backend both --runs 1 --no-pool --json \
@@ -383,6 +384,8 @@ def timed_fanout(mock: harness.MockAPNs, url: str, server_pid: int, db_pid: int 
     cpu0, mock0 = harness.cpu_seconds(server_pid), mock.cpu()
     threads0 = harness.thread_cpu_seconds(server_pid)
     db0 = harness.tree_cpu_seconds(db_pid) if db_pid else 0.0
+    writers = [server_pid] + (harness.tree_pids(db_pid) if db_pid else [])
+    written0 = harness.written_bytes(writers)
     load0 = os.getloadavg()[0]
     with harness.pinned_self(CLIENT_CORE), harness.PeakMemory(server_pid) as memory:
         run = loop.run_until_complete(fanout_once(
@@ -397,6 +400,9 @@ def timed_fanout(mock: harness.MockAPNs, url: str, server_pid: int, db_pid: int 
     run["other_threads_cpu_s"] = threads1[1] - threads0[1]
     run["mock_cpu_s"] = mock.cpu() - mock0
     run["db_cpu_s"] = harness.tree_cpu_seconds(db_pid) - db0 if db_pid else None
+    # Written by the server and the database during the run, what a disk must sustain per device
+    # (PostgreSQL writes some of it later, at its next checkpoint: the long runs count most).
+    run["written_mb"] = round((harness.written_bytes(writers) - written0) / 2**20, 1)
     run["load_1m"] = max(load0, os.getloadavg()[0])
     time.sleep(0.3)
     stats = mock.stats()
@@ -553,8 +559,9 @@ def run_line(backend: str, version: str, n_users: int, n_devices: int, run: dict
         "server_cpu_s": round(run["server_cpu_s"], 2),
         "loop_thread_cpu_s": round(run["loop_thread_cpu_s"], 2),
         "db_cpu_s": None if run["db_cpu_s"] is None else round(run["db_cpu_s"], 2),
-        "mock_cpu_s": round(run["mock_cpu_s"], 2), "seeded_s": round(run["seeded_s"], 1),
-        "load_1m": round(run["load_1m"], 2), "code": version, "problems": run["problems"],
+        "mock_cpu_s": round(run["mock_cpu_s"], 2), "written_mb": run["written_mb"],
+        "seeded_s": round(run["seeded_s"], 1), "load_1m": round(run["load_1m"], 2),
+        "code": version, "problems": run["problems"],
     }
 
 
@@ -577,7 +584,7 @@ def summarize(backend, version, n_users, n_devices, pool_runs, runs, profile) ->
         "loop_thread_cpu_s": round(chosen["loop_thread_cpu_s"], 2),
         "other_threads_cpu_s": round(chosen["other_threads_cpu_s"], 2),
         "db_cpu_s": None if chosen["db_cpu_s"] is None else round(chosen["db_cpu_s"], 2),
-        "mock_cpu_s": round(chosen["mock_cpu_s"], 2),
+        "mock_cpu_s": round(chosen["mock_cpu_s"], 2), "written_mb": chosen["written_mb"],
         "pool_per_second": pool_median, "pool_cpu_s": pool_chosen["cpu_seconds_in_window"],
         "pool_mock": pool_chosen["mock"],
         "ratio": round(median / pool_median, 3) if pool_runs else None,

@@ -170,16 +170,35 @@ def thread_cpu_seconds(pid: int) -> tuple[float, float]:
     return main, other
 
 
-def tree_cpu_seconds(root: int) -> float:
+def tree_pids(root: int) -> list[int]:
     """A process and its children (the PostgreSQL postmaster and its backends)."""
-    total = 0.0
+    pids = []
     for name in os.listdir("/proc"):
         if not name.isdigit():
             continue
         with contextlib.suppress(OSError, IndexError, ValueError):
-            fields = _stat_fields(f"/proc/{name}/stat")
-            if int(name) == root or int(fields[1]) == root:
-                total += _cpu_of(fields)
+            if int(name) == root or int(_stat_fields(f"/proc/{name}/stat")[1]) == root:
+                pids.append(int(name))
+    return pids
+
+
+def tree_cpu_seconds(root: int) -> float:
+    total = 0.0
+    for pid in tree_pids(root):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            total += _cpu_of(_stat_fields(f"/proc/{pid}/stat"))
+    return total
+
+
+def written_bytes(pids: list[int]) -> int:
+    """Bytes the processes caused to be written to storage (/proc/<pid>/io write_bytes): the
+    WAL, the tables and the checkpoints, whichever process does them."""
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError, ValueError), open(f"/proc/{pid}/io") as io:
+            for line in io:
+                if line.startswith("write_bytes:"):
+                    total += int(line.split()[1])
     return total
 
 
