@@ -227,7 +227,8 @@ def one_fanout(hostile: bool, database: str, n_users: int, per_user: int, connec
             run["mock_cpu_s"] = harness.cpu_seconds(mock.proc.pid) - cpu0[1]
             time.sleep(0.3)  # the mock's last streams close
             run["mock"] = mock.stats()
-            run["mock_tail"] = tail(run["mock"].pop("timeline", []))
+            run["mock_timeline"] = run["mock"].pop("timeline", [])
+            run["mock_tail"] = tail(run["mock_timeline"])
     finally:
         mock.stop()
     run["faults"] = hostile
