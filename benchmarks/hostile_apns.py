@@ -26,7 +26,8 @@ The faults (the mock's command line), as issue 15 lists them:
 
 Per fan-out it also prints where the time went: the CPU seconds of the server and of the mock,
 and the mock's tail (when 99% of its answers had gone out, when the last did, and how many
-answers after the 99% were to a token's second or later request: retries setting the end).
+answers after the 99% were to a token's second or later request: retries setting the end);
+with `--json`, the mock's answers per quarter second by status (`mock_timeline`).
 
 Checks (exit status 1 when one fails): no delivery pending; the fault-free run delivered
 every device once; the faulty run recorded every device once: the live ones delivered, the
@@ -227,7 +228,8 @@ def one_fanout(hostile: bool, database: str, n_users: int, per_user: int, connec
             run["mock_cpu_s"] = harness.cpu_seconds(mock.proc.pid) - cpu0[1]
             time.sleep(0.3)  # the mock's last streams close
             run["mock"] = mock.stats()
-            run["mock_tail"] = tail(run["mock"].pop("timeline", []))
+            run["mock_timeline"] = run["mock"].pop("timeline", [])
+            run["mock_tail"] = tail(run["mock_timeline"])
     finally:
         mock.stop()
     run["faults"] = hostile

@@ -39,9 +39,10 @@ The seam a provider uses (APNs: `apns/wire.py`, `apns/answers.py`, `apns/token.p
 3. **Judge** (`exchange.Judge`): `answered(exchange)` for every HTTP answer (`status`,
    `headers` as decoded, `body`, `header(name)`) and `failed(exchange, failure)` for every
    `Failure` but REFUSED; each returns the provider's result, or `Retry(delay_s, result)`
-   to send again after `delay_s` (`result` if the deadline would pass first), or `RENEW`
-   to renew the credential once and send again. `exchange.attempts`, `.retries`, `.renewed`
-   let the judge bound its retries.
+   to send again after `delay_s` (`result` if the deadline would pass first; 0: at once, on
+   another connection than the last attempt's when one has room), or `RENEW` to renew the
+   credential once and send again. `exchange.attempts`, `.retries`, `.waited` (the retries
+   that had a delay), `.renewed` let the judge bound its retries and grow its delays.
 4. **Pool**: `HostPool(host, port, ssl_context(ca_file), authorization, judge,
    PoolSettings(...), label=...)`; `await pool.send(request)` or
    `pool.send_soon(request, on_result)` (a fan-out: no task per request that the judge

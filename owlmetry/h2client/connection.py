@@ -190,6 +190,7 @@ class Connection(asyncio.Protocol):
     def submit(self, pending) -> None:
         """Open a stream for `pending` now, or as soon as the connection window lets its body
         go out whole: HEADERS without the DATA would only hold a stream open at the peer."""
+        pending.conn = self
         if self._parked or not self._open_stream(pending):
             self._parked.append(pending)
         if self.going_away:

@@ -44,16 +44,17 @@ class Exchange:
     renewed for it once). `live`, when given, is asked before every attempt goes on the wire:
     once it says False the exchange ends `UNSENT` instead (its sender no longer wants it sent)."""
 
-    __slots__ = ("attempts", "chunks", "deadline", "fut", "generation", "headers", "live",
-                 "renewed", "request", "retries", "status")
+    __slots__ = ("attempts", "chunks", "conn", "deadline", "fut", "generation", "headers",
+                 "live", "renewed", "request", "retries", "status", "waited")
 
     def __init__(self, request: Request, deadline: float,
                  live: Callable[[], bool] | None = None):
         self.request = request
         self.deadline = deadline
         self.live = live
-        self.attempts = self.retries = 0
+        self.attempts = self.retries = self.waited = 0
         self.renewed = False
+        self.conn = None
 
     @property
     def body(self) -> bytes:
@@ -80,7 +81,8 @@ class Failure(enum.Enum):
 
 
 class Retry:
-    """A judge's decision to send a request again: after `delay_s` (0: at once), or, with
+    """A judge's decision to send a request again: after `delay_s` (0: at once; the pool
+    prefers another connection than the last attempt's for any retry), or, with
     `renew`, once the authorization hook has renewed the credential it went out with (no
     delay, no retry counted). `result` is the answer if the deadline would pass first.
     The pool tells decisions from results by `type(d) is Retry`: do not subclass it. A judge

@@ -1,7 +1,7 @@
 """The connections to one host: opening on demand, fair waiting for capacity, sending again.
 
 Owns up to N long-lived connections, a FIFO of exchanges waiting for a free stream (one sent
-again goes to its front), the
+again goes to its front, and to another connection than its last when one has room), the
 per-request deadline, PINGs that vet idle connections, backoff between failed connects, and the
 loop that carries out a provider's decisions: a refused stream (REFUSED_STREAM, or above a
 GOAWAY's last stream id: never processed) goes out again at once, unasked; a `Retry` from the
@@ -178,8 +178,10 @@ class HostPool:
                 if loop.time() + delay >= x.deadline:
                     return decision.result
                 x.retries += 1
-                if not await self._pause(delay):
-                    return self._judge.failed(x, Failure.CLOSED)
+                if delay > 0:
+                    x.waited += 1
+                    if not await self._pause(delay):
+                        return self._judge.failed(x, Failure.CLOSED)
             self._attempt(x, again=True)
             decision = self._decide(x, await x.fut)
         return decision
@@ -211,7 +213,7 @@ class HostPool:
             p.fut.set_result(None)  # never on the wire: UNSENT
             return
         if not self._queue:
-            conn = self._room()
+            conn = self._room(p.conn)
             if conn is not None:
                 conn.submit(p)
                 return
@@ -224,7 +226,10 @@ class HostPool:
             self._queue.append(p)
         self._grow()
 
-    def _room(self) -> Connection | None:
+    def _room(self, avoid: Connection | None = None) -> Connection | None:
+        """A connection with a free stream; `avoid` (a retry's last connection) only when no
+        other has one: a 5xx or a lost stream may be that connection's or its server's."""
+        fallback = None
         for conn in self._conns:
             if conn.has_room():
                 if conn.idle():
@@ -232,8 +237,11 @@ class HostPool:
                     if conn.needs_ping(now, self._settings.idle_ping_s):
                         conn.ping(now + self._settings.ping_timeout_s)
                         continue
+                if conn is avoid:
+                    fallback = conn
+                    continue
                 return conn
-        return None
+        return fallback
 
     def _drain(self) -> None:
         queue = self._queue
@@ -246,7 +254,7 @@ class HostPool:
                 queue.popleft()
                 p.fut.set_result(None)
                 continue
-            conn = self._room()
+            conn = self._room(p.conn)
             if conn is None:
                 self._grow()
                 return

@@ -67,6 +67,32 @@ async def test_retries_are_bounded(make_client, mock, behaviour):
     assert mock.stats.requests == {token(1): 4, token(2): 4}
 
 
+async def test_a_push_that_draws_six_failures_in_a_row_is_delivered_by_the_pool(
+        make_client, mock, behaviour):
+    # Apple's rules as shipped: 5xx and reset streams go out again at once, 7 tries in all,
+    # before the push goes back to the dispatcher's queue and its seconds of backoff (a
+    # 20,000-device fan-out with 10% of requests failing drew such a push).
+    behaviour.reset_tokens[token(1)] = 1
+    behaviour.token_faults[token(1)] = TokenFault(503, "ServiceUnavailable", times=5)
+    result = await make_client(retry=RetryPolicy()).send(token(1), PAYLOAD)
+    assert result.ok and result.attempts == 7
+    assert mock.stats.requests[token(1)] == 7
+
+
+async def test_a_429_waits_its_delay_where_a_5xx_goes_out_again_at_once(make_client, mock,
+                                                                         behaviour):
+    # A 429 is about its device token: it waits (here longer than a push may take, so the 429
+    # comes back as it is); a 5xx or a reset stream says nothing about the token.
+    behaviour.token_faults[token(1)] = TokenFault(429, "TooManyRequests", times=1)
+    behaviour.token_faults[token(2)] = TokenFault(503, "ServiceUnavailable", times=1)
+    behaviour.reset_tokens[token(3)] = 1
+    client = make_client(timeout_s=5.0, retry=RetryPolicy(too_many_requests_delay_s=60.0))
+    throttled, busy, reset = await send_many(client, [token(1), token(2), token(3)])
+    assert throttled.status == 429 and throttled.retry_later and throttled.attempts == 1
+    assert busy.ok and busy.attempts == 2 and reset.ok and reset.attempts == 2
+    assert mock.stats.requests == {token(1): 1, token(2): 2, token(3): 2}
+
+
 async def test_retries_stop_when_apns_fails_widely(make_client, mock, behaviour):
     # Every request answered 503: with a budget of 20, retries stop once 10 failures have
     # drained it, and each push comes back to its caller, to try much later, after one try.

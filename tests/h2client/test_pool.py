@@ -70,6 +70,23 @@ async def test_429_and_503_go_out_again_as_the_judge_says(make_pool, mock, behav
     assert mock.stats.responses_by_status[503] > 0
 
 
+async def test_a_retry_goes_out_on_another_connection_than_its_last(make_pool, mock, behaviour):
+    # Two connections open, then a request answered 503 three times: each attempt goes to the
+    # connection the last one did not use (a 5xx may be that connection's server's).
+    received = mock.record()
+    behaviour.latency_s = 0.005  # one connection is still busy when the second opens
+    pool = make_pool(max_connections=2, max_streams_per_connection=1,
+                     judge=SimpleJudge(delay_s=0.0))
+    assert all(r.ok for r in await pool.send_many([request(i) for i in range(20)]))
+    assert mock.stats.connections_opened == 2
+    behaviour.latency_s = 0.0
+    behaviour.token_faults[token(99)] = TokenFault(503, "ServiceUnavailable", times=3)
+    result = await pool.send(request(99))
+    assert result.ok and result.attempts == 4
+    tries = [r.connection for r in received if r.token == token(99)]
+    assert len(tries) == 4 and all(a != b for a, b in zip(tries, tries[1:]))
+
+
 async def test_a_judge_that_gives_up_gets_its_own_result(make_pool, mock, behaviour):
     behaviour.token_faults[token(1)] = TokenFault(503, "ServiceUnavailable")
     pool = make_pool(judge=SimpleJudge(max_retries=2))

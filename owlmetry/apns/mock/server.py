@@ -49,6 +49,7 @@ class MockAPNs:
         self._server: asyncio.Server | None = None
         self.port = 0
         self.received: list[ReceivedRequest] | None = None  # see record()
+        self.connections_made = 0
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
         loop = asyncio.get_running_loop()
@@ -197,6 +198,8 @@ class _MockConnection(asyncio.Protocol):
         self._transport = transport
         self._mock._connections.add(self)
         self._mock.stats.connections_opened += 1
+        self._mock.connections_made += 1
+        self.number = self._mock.connections_made  # not the stats': reset_stats() clears those
         self._mock.stats.connections_open += 1
         self._h2.initiate_connection()
         self._settings_unacked = 1
@@ -327,7 +330,8 @@ class _MockConnection(asyncio.Protocol):
         stream.accepted = verdict.accepted
         if mock.received is not None:
             mock.received.append(ReceivedRequest.of(stream.token, stream.headers, body,
-                                                    0 if verdict.reset else verdict.status))
+                                                    0 if verdict.reset else verdict.status,
+                                                    self.number))
         if mock.behaviour.drop_rst:
             self._judged.append(stream.token)
         if verdict.reset:

@@ -19,22 +19,25 @@ TIMELINE_STEPS = 4  # per second
 class ReceivedRequest:
     """One stream's complete request as the mock received it: its device token, its headers
     (`:path` and every regular header, decoded, without `authorization`), its body parsed as
-    JSON (None if it is not JSON) and the status the mock answered (0 for a reset)."""
+    JSON (None if it is not JSON), the status the mock answered (0 for a reset) and the
+    `connection` it came on (1 for the mock's first, 2 for the next, ...)."""
 
     token: str
     headers: dict
     payload: dict | list | None
     status: int
+    connection: int = 0
 
     @classmethod
-    def of(cls, token: str, headers: dict, body: bytes, status: int) -> "ReceivedRequest":
+    def of(cls, token: str, headers: dict, body: bytes, status: int,
+           connection: int = 0) -> "ReceivedRequest":
         kept = {name.decode(): value.decode(errors="replace") for name, value in headers.items()
                 if name == b":path" or not name.startswith(b":") and name != b"authorization"}
         try:
             payload = json.loads(body)
         except ValueError:
             payload = None
-        return cls(token, kept, payload, status)
+        return cls(token, kept, payload, status, connection)
 
 
 @dataclass
