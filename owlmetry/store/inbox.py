@@ -51,7 +51,10 @@ AFTER = "AND (n.created_at, n.id) < (CAST($3 AS BIGINT), CAST($4 AS TEXT))"
 # user's rows; with a known limit above the few unread rows it expects (any page after a
 # cursor, any page of 200) it would read them all, and rather reads the table whole and sorts
 # when the user's rows are most of it (9 ms a page at 100,000 rows). An unknown limit it plans
-# as a tenth of the range: a walk of the index, newest first.
+# as a tenth of the range: a walk of the index, newest first. The read range keeps its known
+# limit (unknown, a big one is planned as a tenth of it, with parallel workers: above), so an
+# inbox almost all unread still reads the table for its read rows: the statistics on
+# `(read_at IS NULL)` would mend both (benchmarks/RESULTS.md, issue 15, branch inbox).
 COUNTED = "SELECT COALESCE(max(u.unread), 0) AS c FROM unread_counts AS u WHERE u.user_id = $1"
 UNREAD_COUNT_OF_USER = f"({COUNTED})"
 UNREAD_PAGE_SIZE = f"""(SELECT CASE WHEN counted.c < {{size}} THEN counted.c ELSE {{size}} END
