@@ -202,6 +202,41 @@ def written_bytes(pids: list[int]) -> int:
     return total
 
 
+def _run_seconds(path: str) -> float:
+    """The scheduler's own count of a thread's time on a CPU (ns in /proc/.../schedstat):
+    exact, where /proc/.../stat counts 10 ms ticks, too coarse for one request."""
+    with open(path) as f:
+        return int(f.read().split()[0]) / 1e9
+
+
+def exact_cpu_seconds(pid: int) -> float:
+    """CPU of a whole process (all its threads: the server's event loop and aiosqlite's)."""
+    total = 0.0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(OSError):
+            total += _run_seconds(f"/proc/{pid}/task/{tid}/schedstat")
+    return total
+
+
+def exact_tree_cpu(root: int) -> dict[int, float]:
+    """CPU s of a single-threaded process and of each of its children (the PostgreSQL
+    postmaster and its backends), by pid; `cpu_between` takes the difference of two."""
+    found = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            if int(name) == root or int(_stat_fields(f"/proc/{name}/stat")[1]) == root:
+                found[int(name)] = _run_seconds(f"/proc/{name}/schedstat")
+    return found
+
+
+def cpu_between(before: dict[int, float], after: dict[int, float]) -> float:
+    """The CPU of the processes alive at the second reading since the first: a backend that
+    ended in between (its time gone from /proc) takes nothing away."""
+    return sum(seconds - before.get(pid, 0.0) for pid, seconds in after.items())
+
+
 @contextlib.contextmanager
 def pinned_self(core: str):
     """Run this process (the poller, the POST) on `core` while measuring, then undo it."""

@@ -19,9 +19,14 @@ core 1, over one keep-alive connection; each request is timed on the client:
 - `mark-all-read`: POST /v1/notifications/mark-all-read, --repeat times; before each (not
   timed) the same --unread notifications are made unread again, and their count with them.
 
-Prints one markdown table (median, p90, max ms per operation and backend) and one JSON line per
-(backend, operation); exit status 1 when an answer is not 200 or says a wrong count. Holds
-/tmp/owl-bench.lock (flock) per backend, like the other benchmarks.
+Around each request the CPU time of the server process and (PostgreSQL) of the cluster's
+processes is read from /proc (schedstat: exact): their CPU per request, which the host's load moves less than
+the milliseconds (SQLite's work is the server's own).
+
+Prints one markdown table (median, p90, max ms, and CPU ms per request, per operation and
+backend) and one JSON line per (backend, operation); exit status 1 when an answer is not 200
+or says a wrong count. Holds /tmp/owl-bench.lock (flock) per backend, like the other
+benchmarks. With --postgres-url the database's CPU is not read (its processes are not ours).
 
     python benchmarks/inbox.py [--backend sqlite|postgresql|both] [--notifications 100000]
         [--unread 100] [--unread-at newest|spread] [--repeat 50] [--postgres-url URL]
@@ -130,25 +135,43 @@ class Client:
         return ms, json.loads(data)
 
 
-def measure(client: Client, args, database: str, user_id: str, unread_ids: list[str]) -> dict:
-    """{operation: [ms, ...]}; RuntimeError on a wrong answer."""
-    samples: dict[str, list[float]] = {}
+class Meter:
+    """The milliseconds and the CPU (server, database) of each operation's requests."""
+
+    def __init__(self, client: Client, server_pid: int, db_pid: int | None):
+        self.client, self.server_pid, self.db_pid = client, server_pid, db_pid
+        self.samples: dict[str, list[float]] = {}
+        self.cpu: dict[str, list[float]] = {}
+
+    def _cpu(self) -> tuple[float, dict[int, float]]:
+        return (harness.exact_cpu_seconds(self.server_pid),
+                harness.exact_tree_cpu(self.db_pid) if self.db_pid else {})
+
+    def call(self, operation: str, method: str, path: str, body: dict | None = None) -> dict:
+        server, db = self._cpu()
+        ms, answer = self.client.call(method, path, body)
+        server_after, db_after = self._cpu()
+        self.samples.setdefault(operation, []).append(ms)
+        spent = self.cpu.setdefault(operation, [0.0, 0.0])
+        spent[0] += server_after - server
+        spent[1] += harness.cpu_between(db, db_after)
+        return answer
+
+
+def measure(meter: Meter, args, database: str, user_id: str, unread_ids: list[str]) -> None:
+    """Fills `meter`; RuntimeError on a wrong answer."""
     for _ in range(args.repeat):
-        ms, answer = client.call("GET", "/v1/notifications")
-        samples.setdefault("list", []).append(ms)
-        ms, answer = client.call("GET", "/v1/notifications?read_state=unread")
-        samples.setdefault("list unread", []).append(ms)
+        meter.call("list", "GET", "/v1/notifications")
+        answer = meter.call("list unread", "GET", "/v1/notifications?read_state=unread")
         if len(answer["notifications"]) != min(50, len(unread_ids)):
             raise RuntimeError(f"unread list: {len(answer['notifications'])} rows")
-        ms, answer = client.call("GET", "/v1/notifications/unread-count")
-        samples.setdefault("unread-count", []).append(ms)
+        answer = meter.call("unread-count", "GET", "/v1/notifications/unread-count")
         if answer["count"] != len(unread_ids):
             raise RuntimeError(f"unread-count {answer['count']}, expected {len(unread_ids)}")
     cursor, listed = None, 0
     while True:
         path = "/v1/notifications?limit=200" + (f"&cursor={cursor}" if cursor else "")
-        ms, answer = client.call("GET", path)
-        samples.setdefault("list every page", []).append(ms)
+        answer = meter.call("list every page", "GET", path)
         listed += len(answer["notifications"])
         cursor = answer["cursor"]
         if not cursor:
@@ -157,14 +180,13 @@ def measure(client: Client, args, database: str, user_id: str, unread_ids: list[
         raise RuntimeError(f"paged through {listed} notifications of {args.notifications}")
     for _ in range(args.repeat):
         asyncio.run(make_unread(database, user_id, unread_ids))
-        ms, answer = client.call("POST", "/v1/notifications/mark-all-read", {})
-        samples.setdefault("mark-all-read", []).append(ms)
+        answer = meter.call("mark-all-read", "POST", "/v1/notifications/mark-all-read", {})
         if answer["marked"] != len(unread_ids):
             raise RuntimeError(f"mark-all-read marked {answer['marked']} of {len(unread_ids)}")
-    return samples
 
 
-def bench_backend(backend: str, database: str, args, work: str) -> list[dict]:
+def bench_backend(backend: str, database: str, args, work: str,
+                  db_pid: int | None = None) -> list[dict]:
     env = dict(os.environ, JWT_SECRET=secrets.token_urlsafe(32))
     env.pop("ACCESS_LOG", None)
     email = f"inbox-{secrets.token_hex(4)}@bench.example"
@@ -176,19 +198,24 @@ def bench_backend(backend: str, database: str, args, work: str) -> list[dict]:
     unread_ids = asyncio.run(seed(database, user_id, args.notifications, args.unread,
                                   args.unread_at == "spread"))
     version = harness.code_version()
-    with harness.running_server(database, env, os.path.join(work, f"{backend}.log")) as (url, _):
+    log = os.path.join(work, f"{backend}.log")
+    with harness.running_server(database, env, log) as (url, server_pid):
         with harness.pinned_self(harness.CLIENT_CORE):
             client = Client(url, token)
             client.call("GET", "/v1/notifications")  # warm: connection, caches
-            samples = measure(client, args, database, user_id, unread_ids)
+            meter = Meter(client, server_pid, db_pid)
+            measure(meter, args, database, user_id, unread_ids)
     results = []
-    for operation, ms in samples.items():
+    for operation, ms in meter.samples.items():
+        server_cpu, db_cpu = meter.cpu[operation]
         ms.sort()
         results.append({
             "backend": backend, "operation": operation, "notifications": args.notifications,
             "unread": len(unread_ids), "unread_at": args.unread_at, "samples": len(ms),
             "median_ms": round(statistics.median(ms), 2),
             "p90_ms": round(ms[int(0.9 * (len(ms) - 1))], 2), "max_ms": round(ms[-1], 2),
+            "server_cpu_ms": round(server_cpu * 1000 / len(ms), 2),
+            "db_cpu_ms": round(db_cpu * 1000 / len(ms), 2) if db_pid else None,
             "load_1m": round(os.getloadavg()[0], 1), "code": version,
         })
     return results
@@ -199,8 +226,9 @@ def bench_one(backend: str, args, work: str) -> list[dict]:
         return bench_backend(backend, f"sqlite:///{os.path.join(work, 'inbox.db')}", args, work)
     if args.postgres_url:
         return bench_backend(backend, args.postgres_url, args, work)
-    with harness.postgres_cluster() as (cluster, _):
-        return bench_backend(backend, harness.create_database(cluster, "inbox"), args, work)
+    with harness.postgres_cluster() as (cluster, postmaster):
+        return bench_backend(backend, harness.create_database(cluster, "inbox"), args, work,
+                             postmaster)
 
 
 def print_report(results: list[dict]) -> None:
@@ -208,13 +236,15 @@ def print_report(results: list[dict]) -> None:
         print(f"code ({backend}): {version}")
     print()
     print(f"| backend | operation | notifications (unread, where) | samples | median ms | p90 ms | "
-          f"max ms | under {GOAL_MS} ms (p90) |")
-    print("|---|---|---:|---:|---:|---:|---:|---|")
+          f"max ms | under {GOAL_MS} ms (p90) | server CPU ms/req | db CPU ms/req | load |")
+    print("|---|---|---:|---:|---:|---:|---:|---|---:|---:|---:|")
     for r in results:
         print(f"| {r['backend']} | {r['operation']} | {r['notifications']:,} ({r['unread']}, "
               f"{r['unread_at']}) | "
               f"{r['samples']} | {r['median_ms']:.1f} | {r['p90_ms']:.1f} | {r['max_ms']:.1f} | "
-              f"{'yes' if r['p90_ms'] < GOAL_MS else 'NO'} |")
+              f"{'yes' if r['p90_ms'] < GOAL_MS else 'NO'} | {r['server_cpu_ms']:.2f} | "
+              f"{'-' if r['db_cpu_ms'] is None else format(r['db_cpu_ms'], '.2f')} | "
+              f"{r['load_1m']} |")
     print()
     for r in results:
         print(json.dumps(r))

@@ -13,7 +13,7 @@ import functools
 
 from owlmetry.store.engine import Engine
 from owlmetry.store.rows import DeleteResult, Missing, Notification, ReadState
-from owlmetry.store.unread_counts import ADD_UNREAD, UNREAD, UNREAD_OF
+from owlmetry.store.unread_counts import ADD_UNREAD, UNREAD, UNREAD_OF, count_taken
 from owlmetry.store.users import unless_user_gone, why_missing
 
 # Optional filters are NULL when unused; the CASTs tell PostgreSQL their types.
@@ -44,11 +44,17 @@ WHERE n.user_id = $1 AND {state} AND n.deleted_at IS NULL
 ORDER BY n.created_at DESC, n.id DESC
 LIMIT {limit}"""
 AFTER = "AND (n.created_at, n.id) < (CAST($3 AS BIGINT), CAST($4 AS TEXT))"
-# The user's unread count: all of the unread range (the counter is exact; a type's unread are
-# some of it). Not needed for the answer, but a limit PostgreSQL cannot know while planning: it
-# then reads the range through the index, where for an inbox that is most of its table (one
-# user's) it would rather read the table whole, not counting the read state's column of the
-# index as narrowing the walk.
+# The unread range's limit, alone or merged with the read range: the user's unread count (all
+# of the range: the counter is exact; a type's unread are some of it), at most the page. Not
+# needed for the answer, but a limit PostgreSQL cannot know while planning. It ignores the
+# statistics of a partial index's expression, so it takes the unread range for half the
+# user's rows; with a known limit above the few unread rows it expects (any page after a
+# cursor, any page of 200) it would read them all, and rather reads the table whole and sorts
+# when the user's rows are most of it (9 ms a page at 100,000 rows). An unknown limit it plans
+# as a tenth of the range: a walk of the index, newest first. The read range keeps its known
+# limit (unknown, a big one is planned as a tenth of it, with parallel workers: above), so an
+# inbox almost all unread still reads the table for its read rows: the statistics on
+# `(read_at IS NULL)` would mend both (benchmarks/RESULTS.md, issue 15, branch inbox).
 COUNTED = "SELECT COALESCE(max(u.unread), 0) AS c FROM unread_counts AS u WHERE u.user_id = $1"
 UNREAD_COUNT_OF_USER = f"({COUNTED})"
 UNREAD_PAGE_SIZE = f"""(SELECT CASE WHEN counted.c < {{size}} THEN counted.c ELSE {{size}} END
@@ -66,7 +72,7 @@ def inbox_page(engine: str, read_state: ReadState, after: bool, size: int) -> st
                                 WITH_CONTENT=WITH_CONTENT, state=state,
                                 after=AFTER if after else "",
                                 limit=UNREAD_PAGE_SIZE.format(size=size)
-                                if state == UNREAD_RANGE and len(ranges) == 1 else size)
+                                if state == UNREAD_RANGE else size)
              for state in ranges]
     if len(pages) == 1:
         return pages[0]
@@ -93,12 +99,17 @@ WHERE id IN ({UNREAD_OF_USER})
 RETURNING id
 """,
     # Unread checked again on the row updated: a row another transaction has just marked read
-    # is seen as it is now, not as the search saw it.
+    # is seen as it is now, not as the search saw it. The count's change rides in the same
+    # statement: one round trip and one commit, where a transaction of two took four round
+    # trips, each a wait for the server's turn on a loaded host. Answers the number marked.
     "postgresql": f"""
-UPDATE notifications SET read_at = $3
-WHERE id IN ({UNREAD_OF_USER})
-  AND user_id = $1 AND {UNREAD}
-RETURNING id
+WITH marked AS (
+    UPDATE notifications SET read_at = $3
+    WHERE id IN ({UNREAD_OF_USER})
+      AND user_id = $1 AND {UNREAD}
+    RETURNING user_id
+), counted AS ({count_taken("marked")})
+SELECT count(*) FROM marked
 """,
 }
 
@@ -147,10 +158,14 @@ class Inbox:
         return await unless_user_gone(self.engine, user_id, rows[0][0] if rows else 0)
 
     async def mark_all_read(self, user_id: str, type: str | None, now: int) -> int | None:
-        async with self.engine.transaction() as run:
-            marked = len(await run(MARK_ALL_READ[self.engine.name], user_id, type, now))
-            if marked:
-                await run(ADD_UNREAD, user_id, -marked)
+        statement = MARK_ALL_READ[self.engine.name]
+        if self.engine.name == "postgresql":
+            marked = (await self.engine.write(statement, user_id, type, now))[0][0]
+        else:
+            async with self.engine.transaction() as run:
+                marked = len(await run(statement, user_id, type, now))
+                if marked:
+                    await run(ADD_UNREAD, user_id, -marked)
         return await unless_user_gone(self.engine, user_id, marked)
 
     async def set_read(
