@@ -554,7 +554,9 @@ class Dispatcher:
     def _let_go(self, key: tuple[str, str]) -> None:
         """The delivery's end is on record, or it was given up: its place is free."""
         claim = self._held.pop(key)
-        del self._leases[key]
+        # The lease and its delivery name each other: unlinked, refcounting frees both (and
+        # the claim's targets) at once instead of the garbage collector, much later.
+        self._leases.pop(key).delivery = None
         self._in_flight -= max(1, len(claim.targets))
         if self._in_flight < self._max_in_flight:
             self._room.set()
