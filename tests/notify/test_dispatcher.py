@@ -1,6 +1,7 @@
 """The dispatcher against real mock APNs hosts, on SQLite and on PostgreSQL."""
 
 import asyncio
+import gc
 import sqlite3
 import uuid
 
@@ -268,3 +269,26 @@ async def test_a_request_written_side_by_side_notifies_each_recipient_once(
     assert await store.execute("SELECT count(*) FROM notification_contents") == [(1,)]
     assert progress.deliveries == {"sent": 11}
     assert progress.pushes == {"delivered": 11}
+
+
+async def test_a_fan_out_leaves_nothing_of_ours_for_the_garbage_collector(
+        store, mocks, mobile_push, dispatchers):
+    # A push's objects freed by refcounting as it ends: left in reference cycles, a
+    # million-device fan-out spent a fifth of its CPU in collections walking them.
+    users = [(await user_with_devices(store, ["production", "sandbox"], 2 * n))[0]
+             for n in range(30)]
+    dispatcher = dispatchers({"mobile_push": mobile_push()})
+    gc.collect()
+    gc.disable()
+    gc.set_debug(gc.DEBUG_SAVEALL)
+    try:
+        await wait_done(store, await dispatcher.enqueue(users, CONTENT))
+        gc.collect()
+        ours = sorted({type(o).__qualname__ for o in gc.garbage
+                       if type(o).__module__.startswith("owlmetry")})
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+
+    assert ours == []
