@@ -12,6 +12,7 @@ in the same run and against the same mock, the APNs pool alone sending as many p
         [--rich]           # the requests with every push option (issue 14), RICH below
         [--idempotency-key]  # each request with an Idempotency-Key of its own
         [--android-share S]  # that share of the devices Android, through a mock FCM (issue 13)
+        [--register-rate R]  # + a device registered through the API R times a second meanwhile
 
 One mock (`node mock_apns.js` of the harness, pinned to core 1) serves the whole run. Per
 backend, --runs pairs, the whole script holding /tmp/owl-bench.lock (flock):
@@ -46,7 +47,10 @@ at the end; `lost` and `duplicates` come from the mock's receipts (every seeded 
 200 exactly once). --json prints one line per run (backend, devices, seconds, devices_per_second,
 post_ms = the slowest POST, max_rss_mb, lost, duplicates, the CPU figures, and written_mb:
 what the server and the database processes wrote to storage, /proc/PID/io); --no-pool skips
-the pool-alone runs, which at a million pushes double the time.
+the pool-alone runs, which at a million pushes double the time. --register-rate R registers a
+new device (POST /v1/devices, a new token each time, for one user who is not a recipient) R
+times a second on a fixed schedule from the first POST until the poll finds nothing pending,
+and adds the registrations' count and p50/p99/max (ms, as this client saw them) to the line.
 
     python benchmarks/fanout.py --devices 1000000 --backend both --runs 1 --no-pool --json \
         --seed-cache /tmp/fanout-seeds --time-limit 3000
@@ -65,6 +69,7 @@ and the statement timer wraps every database call of its server.
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import random
@@ -84,6 +89,7 @@ import android_share
 import bulk_seed
 import harness
 import profiling
+from enqueue_vs_register import percentile
 from harness import CLIENT_CORE, SERVER_CORE, STREAMS_PER_CONNECTION
 from owlmetry.clock import now_ms
 from owlmetry.ids import new_id, new_ordered_id
@@ -310,12 +316,56 @@ RICH = {"push_type": "alert", "priority": 5, "ttl_seconds": 3600, "collapse_id":
         "interruption_level": "time-sensitive", "relevance_score": 0.5, "sound": "bench.caf"}
 
 
+REGISTRAR = "registrar@bench.example"  # not 'fanout%': never a recipient (bulk_seed)
+
+
+async def register_steadily(url: str, jwt: str, rate: float, stop: asyncio.Event) -> dict:
+    """A new device registered through the API `rate` times a second until `stop` is set, on a
+    fixed schedule (open loop, as `enqueue_vs_register.py`: a stall shows in every registration
+    it holds up); their latencies' p50/p99/max."""
+    headers = {"Authorization": f"Bearer {jwt}"}
+    latencies: list[float] = []
+    failures: list[str] = []
+
+    async def register(session: aiohttp.ClientSession) -> None:
+        t0 = time.perf_counter()
+        async with session.post(f"{url}/v1/devices", headers=headers, json={
+                "channel": "mobile_push", "platform": "ios", "token": secrets.token_hex(32),
+                "environment": "production"}) as resp:
+            answer = await resp.read()
+            if resp.status != 201:
+                failures.append(f"registration: {resp.status} {answer[:200]!r}")
+                return
+        latencies.append(time.perf_counter() - t0)
+
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+        await (await session.get(f"{url}/healthz")).read()
+        pending, tick, started = set(), 0, time.perf_counter()
+        while not stop.is_set():
+            task = asyncio.create_task(register(session))
+            pending.add(task)
+            task.add_done_callback(pending.discard)
+            tick += 1
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), max(
+                    0.0, started + tick / rate - time.perf_counter()))
+        await asyncio.gather(*pending)
+    pick = functools.partial(percentile, latencies)
+    return {"registrations": len(latencies),
+            "register_p50_ms": round(pick(0.50) * 1000, 1) if latencies else None,
+            "register_p99_ms": round(pick(0.99) * 1000, 1) if latencies else None,
+            "register_max_ms": round(max(latencies) * 1000, 1) if latencies else None,
+            "register_failures": failures[:5]}
+
+
 async def fanout_once(url: str, api_key: str, user_ids: list[str], store, n_devices: int,
                       poll_s: float, timeout_s: float, post_users: int, rich: bool = False,
-                      keyed: bool = False) -> dict:
+                      keyed: bool = False, registering: tuple[str, float] | None = None) -> dict:
     """POSTs of `post_users` users each, one after the other (the fan-out of the first ones
     is under way while the next are sent), then the poll until nothing is pending. `rich`:
-    with RICH's push options; `keyed`: each POST with an Idempotency-Key of its own."""
+    with RICH's push options; `keyed`: each POST with an Idempotency-Key of its own;
+    `registering`: (a user's JWT, a rate): devices registered at that rate from the first POST
+    to the end (`register_steadily`)."""
     bodies = [orjson.dumps({"user_ids": user_ids[start:start + post_users], "type": "bench",
                             "title": "Fan-out", "body": "one notification to every user",
                             **(RICH if rich else {})})
@@ -323,9 +373,12 @@ async def fanout_once(url: str, api_key: str, user_ids: list[str], store, n_devi
     headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
     polls = 0
     ids, posts_ms = [], []
+    stop_registering = asyncio.Event()
     async with aiohttp.ClientSession() as session:
         await (await session.get(f"{url}/healthz")).read()  # the connection is open already
         wall0, t0 = time.time(), time.perf_counter()
+        registrations = asyncio.create_task(
+            register_steadily(url, *registering, stop_registering)) if registering else None
         for body in bodies:
             t = time.perf_counter()
             if keyed:
@@ -347,6 +400,8 @@ async def fanout_once(url: str, api_key: str, user_ids: list[str], store, n_devi
             raise RuntimeError(f"{pending} deliveries still pending after {timeout_s:.0f}s")
         await asyncio.sleep(poll_s)
     total_s = time.perf_counter() - t0
+    stop_registering.set()
+    registered = await registrations if registrations else {}
     progress = await store.progress(ids)
     keys = [(i,) for i in ids]
     ((last_end, deliveries),) = await store.execute_batch(DELIVERY_TIMES, ("text",), keys)
@@ -360,6 +415,7 @@ async def fanout_once(url: str, api_key: str, user_ids: list[str], store, n_devi
         "db_first_answer_ms": first_answer - wall0 * 1000,
         "db_last_answer_ms": last_answer - wall0 * 1000,
         "db_last_end_ms": last_end - wall0 * 1000, "db_rows": [deliveries, pushes],
+        **registered,
     }
 
 
@@ -376,7 +432,8 @@ def fanout_checks(run: dict, n_users: int, n_devices: int, stats: dict,
 
 
 def timed_fanout(mock: harness.MockAPNs, url: str, server_pid: int, db_pid: int | None,
-                 api_key: str, user_ids: list[str], store, n_devices: int, args, loop) -> dict:
+                 api_key: str, user_ids: list[str], store, n_devices: int, args, loop,
+                 jwt: str | None = None) -> dict:
     mock.reset()
     if args.fcm:
         args.fcm.reset()
@@ -391,7 +448,7 @@ def timed_fanout(mock: harness.MockAPNs, url: str, server_pid: int, db_pid: int 
         run = loop.run_until_complete(fanout_once(
             url, api_key, user_ids, store, n_devices, args.poll_ms / 1000,
             max(args.run_timeout, n_devices / 400), args.post_users, args.rich,
-            args.idempotency_key))
+            args.idempotency_key, (jwt, args.register_rate) if jwt else None))
     # The server is fresh for every run: its high-water mark is this run's.
     run["max_rss_mb"] = round(memory.max_mb, 1)
     run["server_cpu_s"] = harness.cpu_seconds(server_pid) - cpu0
@@ -415,19 +472,21 @@ def timed_fanout(mock: harness.MockAPNs, url: str, server_pid: int, db_pid: int 
                                           "responses_by_status", "connections_opened",
                                           "max_concurrent_streams_all_connections")}
     run["problems"] = fanout_checks(run, len(user_ids), n_devices, stats, n_devices - n_android)
+    run["problems"] += run.get("register_failures", [])
     if args.fcm:
         android_share.check_fanout(run, args.fcm, n_android)
     return run
 
 
 def profiled_fanout(mock, url, pid, api_key, user_ids, store, n_devices, args, loop,
-                    out: str) -> dict:
+                    out: str, jwt: str | None = None) -> dict:
     """A fan-out with py-spy (on the client core) sampling the server into `out`."""
     with profiling.py_spy_recording(pid, out, "--rate", str(args.py_spy_rate),
                                     *args.py_spy_flags.split(), "--threads", "--duration", "600",
                                     core=CLIENT_CORE):
         time.sleep(1.0)  # py-spy attaches
-        run = timed_fanout(mock, url, pid, None, api_key, user_ids, store, n_devices, args, loop)
+        run = timed_fanout(mock, url, pid, None, api_key, user_ids, store, n_devices, args, loop,
+                           jwt)
     run["profile"] = out
     return run
 
@@ -466,6 +525,11 @@ def fresh_fanout(kind: str, backend: str, databases, db_pid: int | None,
     database, user_ids = prepare_database(databases, tag, per_user, args, work)
     api_key = harness.owlmetry_cli("keys", "create", "--kind", "server", "--name", "fanout bench",
                                    "--database", database)
+    env = server_env(mock, args.connections)
+    jwt = None
+    if args.register_rate:  # after the recipients were read: the registrar is not one
+        harness.owlmetry_cli("users", "create", REGISTRAR, "--database", database, env=env)
+        jwt = harness.owlmetry_cli("users", "token", REGISTRAR, "--database", database, env=env)
     seeded_s = time.perf_counter() - t
     loop = asyncio.new_event_loop()
     store = loop.run_until_complete(open_store(database))
@@ -474,7 +538,6 @@ def fresh_fanout(kind: str, backend: str, databases, db_pid: int | None,
     if kind == "statements":
         launcher = profiling.statement_timer_launcher(statements_out)
     try:
-        env = server_env(mock, args.connections)
         if args.fcm:
             env.update(args.fcm.server_env())
         log = os.path.join(work, f"{backend}-{tag}-server.log")
@@ -482,10 +545,10 @@ def fresh_fanout(kind: str, backend: str, databases, db_pid: int | None,
             if kind == "py-spy":
                 out = os.path.join(args.py_spy, f"fanout-{backend}.txt")
                 run = profiled_fanout(mock, url, pid, api_key, user_ids, store, n_devices, args,
-                                      loop, out)
+                                      loop, out, jwt)
             else:
                 run = timed_fanout(mock, url, pid, db_pid, api_key, user_ids, store, n_devices,
-                                   args, loop)
+                                   args, loop, jwt)
     finally:
         loop.run_until_complete(store.close())
         loop.close()
@@ -520,8 +583,10 @@ def bench_backend(backend: str, databases, db_pid: int | None, mock: harness.Moc
               f"{r['seconds']:.3f}s, POST max {r['post_ms']:.0f} ms ({len(r['posts_ms'])} "
               f"POSTs), first push {r['first_push_ms']:.0f} ms, server CPU "
               f"{r['server_cpu_s']:.2f}s, max RSS {r['max_rss_mb']:.0f} MB, lost {r['lost']}, "
-              f"duplicates {r['duplicates']}, load {r['load_1m']:.1f} "
-              f"{'; '.join(r['problems'])}", file=sys.stderr)
+              f"duplicates {r['duplicates']}, load {r['load_1m']:.1f}"
+              + (f", registrations p50/p99/max {r['register_p50_ms']}/{r['register_p99_ms']}/"
+                 f"{r['register_max_ms']} ms ({r['registrations']})" if args.register_rate else "")
+              + f" {'; '.join(r['problems'])}", file=sys.stderr)
         if args.json:
             print(json.dumps(run_line(backend, version, len(per_user), n_devices, r)),
                   flush=True)
@@ -562,7 +627,12 @@ def run_line(backend: str, version: str, n_users: int, n_devices: int, run: dict
         "mock_cpu_s": round(run["mock_cpu_s"], 2), "written_mb": run["written_mb"],
         "seeded_s": round(run["seeded_s"], 1), "load_1m": round(run["load_1m"], 2),
         "code": version, "problems": run["problems"],
+        **{key: run[key] for key in REGISTER_FIGURES if key in run},
     }
+
+
+# --register-rate: what the JSON line of a run says of its registrations.
+REGISTER_FIGURES = ("registrations", "register_p50_ms", "register_p99_ms", "register_max_ms")
 
 
 def summarize(backend, version, n_users, n_devices, pool_runs, runs, profile) -> dict:
@@ -699,6 +769,10 @@ def parse_args(argv=None):
                              "--statements for it)")
     parser.add_argument("--statements", action="store_true",
                         help="time the server's database calls by statement in one extra fan-out")
+    parser.add_argument("--register-rate", type=float, default=0, metavar="R",
+                        help="a new device registered through the API R times a second from "
+                             "the first POST to the end of each fan-out (one user's, not a "
+                             "recipient); its p50/p99/max in the JSON line")
     parser.add_argument("--time-limit", type=int, default=1800,
                         help="abort after this many seconds")
     return parser.parse_args(argv)

@@ -111,13 +111,34 @@ async def enqueue_slices(store: Store, slices: Iterable[list[tuple[str, str]]],
     send's release resumed); `content_stored`: the content is in the database already."""
     channels = tuple(channels)
     ids: dict[str, str] = {}
-    for part in slices:
-        stored = await store.preferences_of([user_id for _, user_id in part])
-        groups = group_recipients(part, content.type, stored, defaults, channels)
+    # Once the content is in, a slice's write goes on while the next slice is read and routed,
+    # and the store's `enqueue_side_by_side` writes at a time (PostgreSQL's two cores): one after
+    # the other, a 50,000-recipient request beside a running fan-out took 2.7-5.4 s there.
+    writing: set[asyncio.Task] = set()
+
+    async def write(part: list[tuple[str, str]], groups, content_written: bool) -> None:
         written = await store.enqueue_groups(groups, content, now, content_id=content_id,
-                                             content_written=content_stored or bool(ids))
+                                             content_written=content_written)
         ids.update((user_id, notification_id) for notification_id, user_id in part
                    if notification_id in written)
+
+    try:
+        for part in slices:
+            stored = await store.preferences_of([user_id for _, user_id in part])
+            groups = group_recipients(part, content.type, stored, defaults, channels)
+            if not (content_stored or ids):  # the first rows go alone: they write the content
+                await write(part, groups, False)
+                continue
+            if len(writing) >= store.enqueue_side_by_side:
+                done, writing = await asyncio.wait(writing, return_when=asyncio.FIRST_COMPLETED)
+                for task in done:
+                    task.result()
+            writing.add(asyncio.create_task(write(part, groups, True)))
+        await asyncio.gather(*writing)
+    except BaseException:
+        # The request fails once its writes under way have ended (they may commit).
+        await asyncio.gather(*writing, return_exceptions=True)
+        raise
     await store.enqueued(len(ids))
     return ids
 
@@ -554,7 +575,9 @@ class Dispatcher:
     def _let_go(self, key: tuple[str, str]) -> None:
         """The delivery's end is on record, or it was given up: its place is free."""
         claim = self._held.pop(key)
-        del self._leases[key]
+        # The lease and its delivery name each other: unlinked, refcounting frees both (and
+        # the claim's targets) at once instead of the garbage collector, much later.
+        self._leases.pop(key).delivery = None
         self._in_flight -= max(1, len(claim.targets))
         if self._in_flight < self._max_in_flight:
             self._room.set()
