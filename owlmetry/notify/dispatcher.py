@@ -111,34 +111,13 @@ async def enqueue_slices(store: Store, slices: Iterable[list[tuple[str, str]]],
     send's release resumed); `content_stored`: the content is in the database already."""
     channels = tuple(channels)
     ids: dict[str, str] = {}
-    # Once the content is in, a slice's write goes on while the next slice is read and routed,
-    # and the store's `enqueue_side_by_side` writes at a time (PostgreSQL's two cores): one after
-    # the other, a 50,000-recipient request beside a running fan-out took 2.7-5.4 s there.
-    writing: set[asyncio.Task] = set()
-
-    async def write(part: list[tuple[str, str]], groups, content_written: bool) -> None:
+    for part in slices:
+        stored = await store.preferences_of([user_id for _, user_id in part])
+        groups = group_recipients(part, content.type, stored, defaults, channels)
         written = await store.enqueue_groups(groups, content, now, content_id=content_id,
-                                             content_written=content_written)
+                                             content_written=content_stored or bool(ids))
         ids.update((user_id, notification_id) for notification_id, user_id in part
                    if notification_id in written)
-
-    try:
-        for part in slices:
-            stored = await store.preferences_of([user_id for _, user_id in part])
-            groups = group_recipients(part, content.type, stored, defaults, channels)
-            if not (content_stored or ids):  # the first rows go alone: they write the content
-                await write(part, groups, False)
-                continue
-            if len(writing) >= store.enqueue_side_by_side:
-                done, writing = await asyncio.wait(writing, return_when=asyncio.FIRST_COMPLETED)
-                for task in done:
-                    task.result()
-            writing.add(asyncio.create_task(write(part, groups, True)))
-        await asyncio.gather(*writing)
-    except BaseException:
-        # The request fails once its writes under way have ended (they may commit).
-        await asyncio.gather(*writing, return_exceptions=True)
-        raise
     await store.enqueued(len(ids))
     return ids
 

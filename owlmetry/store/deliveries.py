@@ -459,12 +459,6 @@ class Deliveries:
             parts = parts[width:]
         return written
 
-    @property
-    def enqueue_side_by_side(self) -> int:
-        """How many `enqueue_groups` calls of one request may run at a time, once one of them
-        has written the content: PostgreSQL's ENQUEUE_SIDE_BY_SIDE; SQLite's one writer, one."""
-        return ENQUEUE_SIDE_BY_SIDE if self.engine.name == "postgresql" else 1
-
     async def enqueued(self, count: int) -> None:
         """A request of `count` recipients is in the queue (all its `enqueue_groups` calls
         done): a big one is followed by PostgreSQL's ANALYZE of the queue (`ANALYZE_AFTER`)."""

@@ -251,10 +251,9 @@ async def test_stop_does_not_wait_for_an_enqueue_under_way(store, dispatchers):
     await asyncio.wait_for(dispatcher.stop(grace_s=0), 60)
 
 
-async def test_a_request_written_side_by_side_notifies_each_recipient_once(
+async def test_a_request_written_in_many_slices_notifies_each_recipient_once(
         store, mocks, mobile_push, dispatchers, monkeypatch):
-    # Slices of 2: the first writes the content, the others go side by side (PostgreSQL) or
-    # while the next is read (SQLite).
+    # Slices of 2: the first writes the content, the others only their rows.
     monkeypatch.setattr(dispatcher_module, "ENQUEUE_SLICE", 2)
     users = [(await user_with_devices(store, ["production"], n))[0] for n in range(11)]
     dispatcher = dispatchers({"mobile_push": mobile_push()})
