@@ -202,10 +202,11 @@ FROM {NOTIFICATIONS_BY_KEY.format(param=1)}
 """,
 }
 
-# The contents of claimed notifications the store does not hold yet, by a batch of ids.
-CLAIMED_CONTENTS = f"""
-WITH batch (id) AS ({{batch}})
-SELECT {", ".join(f"c.{column}" for column in CONTENT_COLUMNS.split(", "))}
+# The contents of claimed notifications the store does not hold yet, by a batch of ids (the
+# columns of CONTENT_COLUMNS).
+CLAIMED_CONTENTS = """
+WITH batch (id) AS ({batch})
+SELECT c.id, c.type, c.title, c.body, c.link, c.data, c.team_id, c.push_options
 FROM batch AS b JOIN notification_contents AS c ON c.id = b.id
 """
 # Contents kept by a store for its claims: the requests being delivered now (a content is never
