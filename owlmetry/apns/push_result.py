@@ -8,6 +8,8 @@ import enum
 import json
 from dataclasses import dataclass
 
+from owlmetry.frozen import quick_init
+
 
 class ResultKind(enum.Enum):
     """Which kind of result a push had; its `PushResult` carries the HTTP status and reason."""
@@ -37,6 +39,7 @@ STREAM_RESET = "StreamReset"
 CLIENT_CLOSED = "ClientClosed"
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class PushResult:
     """One push's result. `status` is the HTTP status (0 when APNs never answered).

@@ -183,10 +183,10 @@ RETURNING notification_id, channel, attempts
 NOTIFICATIONS_BY_KEY = """unnest(${param}::text[]) AS b (id)
 CROSS JOIN LATERAL (SELECT * FROM notifications WHERE id = b.id OFFSET 0) AS n"""
 
-# What sending a claimed notification needs, and its recipient's unread count (the badge: the
-# counter's row, whatever the size of the inbox).
-CLAIMED_CONTENT = f"""n.id, n.user_id, n.content_id, c.type, c.title, c.body, c.link, c.data,
-       c.team_id, c.push_options, {BADGE}"""
+# What sending a claimed notification needs of its row, and its recipient's unread count (the
+# badge: the counter's row, whatever the size of the inbox). Not its content: the recipients of
+# a request share one, which the store reads once (`CLAIMED_CONTENTS`) and keeps.
+CLAIMED_CONTENT = f"n.id, n.user_id, n.content_id, {BADGE}"
 
 # The claim's reads of notifications, by a batch of ids: joined with the batch (SQLite), or
 # each fetched by key (PostgreSQL, NOTIFICATIONS_BY_KEY).
@@ -195,14 +195,23 @@ CLAIMED_NOTIFICATIONS = {
 WITH batch (id) AS ({{batch}})
 SELECT {CLAIMED_CONTENT}
 FROM batch AS b JOIN notifications AS n ON n.id = b.id
-JOIN notification_contents AS c ON c.id = n.content_id
 """,
     "postgresql": f"""
 SELECT {CLAIMED_CONTENT}
 FROM {NOTIFICATIONS_BY_KEY.format(param=1)}
-JOIN notification_contents AS c ON c.id = n.content_id
 """,
 }
+
+# The contents of claimed notifications the store does not hold yet, by a batch of ids (the
+# columns of CONTENT_COLUMNS).
+CLAIMED_CONTENTS = """
+WITH batch (id) AS ({batch})
+SELECT c.id, c.type, c.title, c.body, c.link, c.data, c.team_id, c.push_options
+FROM batch AS b JOIN notification_contents AS c ON c.id = b.id
+"""
+# Contents kept by a store for its claims: the requests being delivered now (a content is never
+# changed once stored, so a kept one cannot be stale).
+CONTENTS_KEPT = 64
 
 # ---- A claim's targets (`Targets`): per kind of target, the columns of a `PushTarget` and
 # where they come from, as `t` joined to the claimed notification `n`.
@@ -403,6 +412,10 @@ def record_and_end(pushes: str, ends: str) -> str:
 class Deliveries:
     engine: Engine
 
+    def __init__(self):
+        super().__init__()
+        self._contents: dict[str, NotificationContent] = {}  # by id (CONTENTS_KEPT)
+
     async def enqueue_notifications(
         self, recipients: list[tuple[str, str]], content: NotificationContent,
         channels: list[str], now: int,
@@ -540,6 +553,7 @@ class Deliveries:
             *(self._read_targets(sources[channel], resumed, ids)
               for (channel, resumed), ids in ids_by_read.items()))
         notifications = {row[0]: row[1:] for row in notification_rows}
+        contents = await self._contents_of({row[2] for row in notification_rows})
         targets: dict[tuple[str, str], list[PushTarget]] = {}
         for (channel, _), rows in zip(ids_by_read, target_rows):
             for notification_id, device_id, token, environment, platform in rows:
@@ -549,21 +563,34 @@ class Deliveries:
         for notification_id, channel, outcome, count in earlier_rows:
             earlier.setdefault((notification_id, channel), {})[PushOutcome(outcome)] = count
         claims = []
-        # The recipients of one notification share one content object (a channel may build
-        # its message once for all of them).
-        contents: dict[str, NotificationContent] = {}
         for notification_id, channel, attempts in claimed:
             row = notifications.get(notification_id)
             if row is None:  # the recipient was deleted since
                 continue
-            user_id, content_id, unread = row[0], row[1], row[-1]
+            user_id, content_id, unread = row
             content = contents.get(content_id)
-            if content is None:
-                content = contents[content_id] = content_from_columns(row[2:-1])
+            if content is None:  # removed with its last recipient meanwhile
+                continue
+            # The recipients of one request share one content object (a channel may build its
+            # message once for all of them).
             claims.append(Claim(notification_id, channel, attempts, user_id, content, unread,
                                 targets.get((notification_id, channel), []),
                                 earlier.get((notification_id, channel), {})))
         return claims
+
+    async def _contents_of(self, ids: set[str]) -> dict[str, NotificationContent]:
+        """The contents of these ids, from those kept or read now (and then kept)."""
+        kept = self._contents
+        found = {content_id: kept[content_id] for content_id in ids if content_id in kept}
+        if len(found) < len(ids):
+            rows = await self.engine.run_batched(
+                self.engine.read_bulk, CLAIMED_CONTENTS, ("text",),
+                [(content_id,) for content_id in ids if content_id not in found])
+            if len(kept) + len(rows) > CONTENTS_KEPT:
+                kept.clear()
+            for row in rows:
+                found[row[0]] = kept[row[0]] = content_from_columns(row[1:])
+        return found
 
     def _read_targets(self, source: Targets, resumed: bool, ids: list[tuple[str]]):
         engine = self.engine

@@ -7,6 +7,7 @@ is the very string the database stores and the API shows. Nothing here knows SQL
 import enum
 from dataclasses import dataclass
 
+from owlmetry.frozen import quick_init
 from owlmetry.push_options import DEFAULT as DEFAULT_PUSH_OPTIONS
 from owlmetry.push_options import PushOptions
 
@@ -214,6 +215,7 @@ class Targets:
             raise ValueError("device channels are what DEVICES targets, and only they")
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class PushTarget:
     """A device a delivery must still reach (or, for a RECIPIENT channel, the user; `Targets`)."""
@@ -224,6 +226,7 @@ class PushTarget:
     platform: str | None = None
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Claim:
     """A pending delivery this process now holds the lease of, with everything needed to do it.
@@ -243,6 +246,7 @@ class Claim:
     earlier: dict[PushOutcome, int]
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class PushRecord:
     """A device's final answer for a delivery (never RETRY). `invalid_since` (ms) marks a dead
@@ -266,6 +270,7 @@ class PushRecord:
     attempted_at: int | None = None
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class DeliveryEnd:
     """A claimed delivery's next state: finished (`status`), or back in the queue at `retry_at`

@@ -13,6 +13,7 @@ from owlmetry.store import (
     PushTarget,
     TargetKind,
     Targets,
+    deliveries,
 )
 
 PUSH = Targets(TargetKind.DEVICES, ("ios_push", "mobile_push"))
@@ -72,3 +73,25 @@ async def test_a_removed_answer_under_a_user_id_deletes_no_device(store):
     await store.save_outcomes("owner", [PushRecord(notification_id, user.id, "email",
                                                    PushOutcome.REMOVED, 550, "gone")], [], 3)
     assert [d.id for d in await store.list_devices(user.id)] == [device.id]
+
+
+async def test_each_claim_carries_its_own_requests_content(store):
+    """The store keeps the contents its claims read (a fan-out reads its content once). Past
+    what it keeps, and with requests split across claims (one of them the claim on which the
+    store forgets what it kept), every claim still has its own request's content."""
+    users = [await store.create_user(str(uuid.uuid4()), f"kim{i}@example.com", 1)
+             for i in range(2)]
+    expected = {}
+    for i in range(deliveries.CONTENTS_KEPT + 6):  # each to two users: claims of 5 split some
+        content = NotificationContent("feedback.new", f"Feedback {i}", body=f"body {i}",
+                                      data={"n": i})
+        ids = await store.enqueue_notifications(
+            [(str(uuid.uuid4()), user.id) for user in users], content, ["mobile_push"], 2)
+        expected.update((notification_id, content) for notification_id in ids)
+
+    claimed = {}
+    while claims := await store.claim_deliveries("owner", 3, 30_000, 5,
+                                                 targets={"mobile_push": PUSH}):
+        claimed.update((claim.notification_id, claim.content) for claim in claims)
+
+    assert claimed == expected

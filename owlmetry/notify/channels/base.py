@@ -16,9 +16,11 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from owlmetry.config import Config
+from owlmetry.frozen import quick_init
 from owlmetry.store import Claim, NotificationContent, PushOutcome, PushTarget, Targets
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Answer:
     """What one send came to.
