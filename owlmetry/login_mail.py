@@ -40,6 +40,7 @@ class LoginMailWorker:
         self.name = f"login-mail-{new_id()}"
         self._wake = asyncio.Event()
         self._task: asyncio.Task | None = None
+        self._stopping = False
 
     def wake(self) -> None:
         """Look for due mail now (an ask just queued some, or may have)."""
@@ -52,12 +53,19 @@ class LoginMailWorker:
         """Stop at once: mail under way goes back to the queue, due now (for the next start or
         another server)."""
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
+            # On Python 3.11 `asyncio.wait_for` swallows a cancellation that comes in the turn
+            # its awaitable ends (a wake, a claim, an SMTP connect failing): the loop would go
+            # on and this wait never end. So the loop also stops by the flag, and the task is
+            # cancelled until it has ended.
+            self._stopping = True
+            self._wake.set()
+            while not self._task.done():
+                self._task.cancel()
+                await asyncio.wait({self._task}, timeout=0.5)
             self._task = None
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             self._wake.clear()
             try:
                 claimed = await self.drain()

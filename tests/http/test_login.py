@@ -348,6 +348,19 @@ async def test_an_unreachable_smtp_server_gets_the_same_answer(make_client, capl
         await logged(caplog, "could not mail a login code")
 
 
+async def test_a_shutdown_right_after_a_wake_ends(client, mailbox):
+    # On Python 3.11 `asyncio.wait_for` returns the result of what it waited for when that is
+    # done in the same turn as the cancellation: a worker woken in the turn of its stop took
+    # the cancellation for the wake and went on with its loop (a full test run hung so).
+    user = await new_user(client)
+    assert await send_code(client, user.email) == (200, SENT)
+    await mailbox.wait_for(user.email)
+    await asyncio.sleep(0.05)  # the worker waits for a wake now
+    worker = client.app[LOGIN_MAIL]
+    worker.wake()
+    await asyncio.wait_for(worker.stop(), 10)
+
+
 async def test_unknown_emails_get_no_mail_no_row_and_no_login(client, mailbox):
     known = await new_user(client)
     for n in range(3):
