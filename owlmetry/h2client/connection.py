@@ -27,12 +27,6 @@ log = logging.getLogger(__name__)
 
 # Windows for what the peer sends us (answers); large so the peer never waits for our acks.
 RECEIVE_WINDOW = 1 << 24
-# Bytes of what the peer sent read into h2 per event-loop turn, the rest in the next turns. One
-# read of a busy connection can hold thousands of answers, and each answer's callbacks go to the
-# loop's queue: read at once, they filled whole turns that every request of the server waited
-# behind (registrations' p99 190-280 ms during a million-device fan-out). Nothing piles up:
-# what a peer sends is bounded by the streams in flight.
-READ_PER_TURN = 8192
 LAST_STREAM_ID = (1 << 31) - 1
 
 
@@ -76,7 +70,6 @@ class Connection(asyncio.Protocol):
         self._next_stream_id = 1
         self._transport = None
         self._flush_scheduled = False
-        self._unread = bytearray()  # received, not yet read into h2 (READ_PER_TURN)
         self._loop = asyncio.get_running_loop()
         self.ready = self._loop.create_future()
         self.closed = self._loop.create_future()
@@ -102,23 +95,6 @@ class Connection(asyncio.Protocol):
         transport.write(h2c.data_to_send())
 
     def data_received(self, data):
-        if not self._unread and len(data) <= READ_PER_TURN:
-            self._receive(data)
-            return
-        more = bool(self._unread)
-        self._unread += data
-        if not more:
-            self._read_some()
-
-    def _read_some(self):
-        chunk = bytes(self._unread[:READ_PER_TURN])
-        del self._unread[:READ_PER_TURN]
-        if self._unread:
-            self._loop.call_soon(self._read_some)
-        if chunk:
-            self._receive(chunk)
-
-    def _receive(self, data):
         try:
             events = self._h2.receive_data(data)
         except h2.exceptions.ProtocolError as exc:
@@ -126,7 +102,6 @@ class Connection(asyncio.Protocol):
                         exc)
             self._flush()  # h2's GOAWAY
             self._transport.close()
-            self._unread.clear()
             return
         self.last_activity = self._loop.time()
         freed = False
@@ -191,10 +166,6 @@ class Connection(asyncio.Protocol):
                 break
 
     def connection_lost(self, exc):
-        if self._unread:  # answers that came before the end are answers
-            data = bytes(self._unread)
-            self._unread.clear()
-            self._receive(data)
         was_usable = self.usable
         self.usable = False
         self.going_away = True
