@@ -97,15 +97,7 @@ async def measure(url: str, api_key: str, jwt: str, user_ids: list[str], args) -
             enqueues.append(time.perf_counter() - t0)
 
     async def register(session: aiohttp.ClientSession) -> None:
-        t0 = time.perf_counter()
-        async with session.post(f"{url}/v1/devices", headers=user_headers, json={
-                "channel": "mobile_push", "platform": "ios", "token": secrets.token_hex(32),
-                "environment": "production"}) as resp:
-            answer = await resp.read()
-            if resp.status != 201:
-                failures.append(f"registration: {resp.status} {answer[:200]!r}")
-                return
-        registrations.append(time.perf_counter() - t0)
+        await harness.register_new_device(session, url, user_headers, registrations, failures)
 
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as session:

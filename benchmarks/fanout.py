@@ -328,15 +328,7 @@ async def register_steadily(url: str, jwt: str, rate: float, stop: asyncio.Event
     failures: list[str] = []
 
     async def register(session: aiohttp.ClientSession) -> None:
-        t0 = time.perf_counter()
-        async with session.post(f"{url}/v1/devices", headers=headers, json={
-                "channel": "mobile_push", "platform": "ios", "token": secrets.token_hex(32),
-                "environment": "production"}) as resp:
-            answer = await resp.read()
-            if resp.status != 201:
-                failures.append(f"registration: {resp.status} {answer[:200]!r}")
-                return
-        latencies.append(time.perf_counter() - t0)
+        await harness.register_new_device(session, url, headers, latencies, failures)
 
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
         await (await session.get(f"{url}/healthz")).read()

@@ -18,6 +18,7 @@ import contextlib
 import fcntl
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -396,3 +397,18 @@ def mock_problems(stats: dict, n: int) -> list[str]:
     if other:
         problems.append(f"mock answered non-200s: {other}")
     return problems
+
+
+async def register_new_device(session, url: str, headers: dict, latencies: list[float],
+                              failures: list[str]) -> None:
+    """One new device (a new token) through POST /v1/devices: its latency in seconds goes to
+    `latencies`, or a line saying what went wrong to `failures`."""
+    t0 = time.perf_counter()
+    async with session.post(f"{url}/v1/devices", headers=headers, json={
+            "channel": "mobile_push", "platform": "ios", "token": secrets.token_hex(32),
+            "environment": "production"}) as resp:
+        answer = await resp.read()
+        if resp.status != 201:
+            failures.append(f"registration: {resp.status} {answer[:200]!r}")
+            return
+    latencies.append(time.perf_counter() - t0)
