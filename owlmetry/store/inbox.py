@@ -13,7 +13,7 @@ import functools
 
 from owlmetry.store.engine import Engine
 from owlmetry.store.rows import DeleteResult, Missing, Notification, ReadState
-from owlmetry.store.unread_counts import ADD_UNREAD, UNREAD, UNREAD_OF, count_taken
+from owlmetry.store.unread_counts import ADD_UNREAD, UNREAD, UNREAD_OF
 from owlmetry.store.users import unless_user_gone, why_missing
 
 # Optional filters are NULL when unused; the CASTs tell PostgreSQL their types.
@@ -99,17 +99,12 @@ WHERE id IN ({UNREAD_OF_USER})
 RETURNING id
 """,
     # Unread checked again on the row updated: a row another transaction has just marked read
-    # is seen as it is now, not as the search saw it. The count's change rides in the same
-    # statement: one round trip and one commit, where a transaction of two took four round
-    # trips, each a wait for the server's turn on a loaded host. Answers the number marked.
+    # is seen as it is now, not as the search saw it.
     "postgresql": f"""
-WITH marked AS (
-    UPDATE notifications SET read_at = $3
-    WHERE id IN ({UNREAD_OF_USER})
-      AND user_id = $1 AND {UNREAD}
-    RETURNING user_id
-), counted AS ({count_taken("marked")})
-SELECT count(*) FROM marked
+UPDATE notifications SET read_at = $3
+WHERE id IN ({UNREAD_OF_USER})
+  AND user_id = $1 AND {UNREAD}
+RETURNING id
 """,
 }
 
@@ -158,14 +153,10 @@ class Inbox:
         return await unless_user_gone(self.engine, user_id, rows[0][0] if rows else 0)
 
     async def mark_all_read(self, user_id: str, type: str | None, now: int) -> int | None:
-        statement = MARK_ALL_READ[self.engine.name]
-        if self.engine.name == "postgresql":
-            marked = (await self.engine.write(statement, user_id, type, now))[0][0]
-        else:
-            async with self.engine.transaction() as run:
-                marked = len(await run(statement, user_id, type, now))
-                if marked:
-                    await run(ADD_UNREAD, user_id, -marked)
+        async with self.engine.transaction() as run:
+            marked = len(await run(MARK_ALL_READ[self.engine.name], user_id, type, now))
+            if marked:
+                await run(ADD_UNREAD, user_id, -marked)
         return await unless_user_gone(self.engine, user_id, marked)
 
     async def set_read(

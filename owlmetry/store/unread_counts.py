@@ -36,15 +36,3 @@ WHERE {UNREAD}
 GROUP BY user_id
 ORDER BY user_id
 ON CONFLICT (user_id) DO UPDATE SET unread = unread_counts.unread + excluded.unread"""
-
-
-def count_taken(rows: str) -> str:
-    """Takes the rows of `rows` (user_id), notifications the statement has just made read or
-    deleted, from their users' counts: in the statement's WITH, so the change and its count
-    commit together (PostgreSQL; SQLite has no data-modifying WITH)."""
-    return f"""
-INSERT INTO unread_counts (user_id, unread)
-SELECT user_id, -count(*) FROM {rows}
-GROUP BY user_id
-ORDER BY user_id
-ON CONFLICT (user_id) DO UPDATE SET unread = unread_counts.unread + excluded.unread"""
