@@ -223,12 +223,9 @@ def exact_tree_cpu(root: int) -> dict[int, float]:
     """CPU s of a single-threaded process and of each of its children (the PostgreSQL
     postmaster and its backends), by pid; `cpu_between` takes the difference of two."""
     found = {}
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
+    for pid in tree_pids(root):
         with contextlib.suppress(OSError, IndexError, ValueError):
-            if int(name) == root or int(_stat_fields(f"/proc/{name}/stat")[1]) == root:
-                found[int(name)] = _run_seconds(f"/proc/{name}/schedstat")
+            found[pid] = _run_seconds(f"/proc/{pid}/schedstat")
     return found
 
 
