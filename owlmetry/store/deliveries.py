@@ -54,15 +54,20 @@ from owlmetry.store.unread_counts import BADGE, count_added
 # turned the inbox off for the type: the row is never listed or counted, yet the channels
 # read what they send through it. What the unread counter needs of each row comes back. A row
 # whose id exists is skipped (a scheduled send's release resumed after a crash, or run by two
-# processes at once), so only rows written now are counted and get deliveries. ("WHERE true":
-# SQLite needs a WHERE between a join and ON CONFLICT to parse the upsert.)
+# processes at once), so only rows written now are counted and get deliveries. The join with
+# `users` is the rows' only check of their user (no foreign key, migration 14): on PostgreSQL
+# it locks each user's row as a key check would, so a user's deletion (`delete_user`) waits
+# for the chunk and then finds its rows, and a chunk that comes second skips the deleted user.
+# SQLite's one writer does the same by itself; "WHERE true": it needs a WHERE between a join
+# and ON CONFLICT to parse the upsert.
 INSERT_NOTIFICATIONS = """
 INSERT INTO notifications (id, user_id, content_id, deleted_at, created_at)
 SELECT b.id, u.id, CAST($1 AS TEXT), CAST(b.deleted_at AS BIGINT), CAST($2 AS BIGINT)
 FROM batch AS b JOIN users AS u ON u.id = b.user_id
-WHERE true
+{user_check}
 ON CONFLICT (id) DO NOTHING
 RETURNING id, user_id, read_at, deleted_at"""
+USER_CHECK = {"sqlite": "WHERE true", "postgresql": "FOR KEY SHARE OF u"}
 
 INBOX_ROW_TYPES = ("text", "text", "bigint")
 DELIVERY_TYPES = ("text", "text")
@@ -81,7 +86,7 @@ INSERT INTO notification_deliveries (notification_id, channel, status, available
 
 ENQUEUE_NOTIFICATIONS = f"""
 WITH batch (id, user_id, deleted_at) AS ({{batch}})
-{INSERT_NOTIFICATIONS}
+{INSERT_NOTIFICATIONS.format(user_check=USER_CHECK["sqlite"])}
 """
 
 # The recipients' unread counts, in the chunk's transaction: the batch is the inserted rows'
@@ -105,7 +110,7 @@ FROM queue
 ENQUEUE_IN_ONE = f"""
 WITH batch (id, user_id, deleted_at) AS ({{rows}}),
 queue (notification_id, channel) AS ({{queue}}),
-inserted AS ({INSERT_NOTIFICATIONS}),
+inserted AS ({INSERT_NOTIFICATIONS.format(user_check=USER_CHECK["postgresql"])}),
 content AS (
     INSERT INTO notification_contents ({CONTENT_COLUMNS})
     SELECT $1, $3, $4, $5, $6, $7, $8, $9

@@ -1,10 +1,10 @@
 """Retention: the statements of the inbox's clean-up, one bounded batch at a time.
 
 Soft-deletes read notifications read before a cutoff; removes notifications soft-deleted
-before one, with their deliveries (the foreign key cascades), push records and retries (no foreign key:
-deleted here, in the same transaction) and the contents whose last recipient row went (a
-content shared with rows that stay, stays). Contents left by a user deleted with their rows
-(the foreign key cascades past them) are not looked for. Each call is one batch of at most `limit` rows in one
+before one, with their deliveries, push records and retries (no foreign keys: deleted here, in
+the same transaction, by `remove_notifications`, which a user's deletion uses too) and the
+contents whose last recipient row went (a content shared with rows that stay, stays). Each
+call is one batch of at most `limit` rows in one
 short transaction and says how many rows it did; the caller (`owlmetry.retention`) decides the
 cutoffs, loops and pauses. No unread count changes: only read rows are soft-deleted (re-checked
 in the UPDATE itself, so a row marked unread meanwhile stays), and only soft-deleted rows go.
@@ -13,7 +13,7 @@ Mixed into `Store`, which sets `self.engine`. Must not decide what is old.
 
 from contextlib import AbstractAsyncContextManager
 
-from owlmetry.store.engine import Engine
+from owlmetry.store.engine import Engine, Run
 
 # Names the clean-up among the advisory locks of PostgreSQL (one-key: apart from the login
 # codes' two-key locks; not the migration's).
@@ -45,6 +45,11 @@ WITH batch (id) AS ({batch})
 DELETE FROM notification_push_retries WHERE notification_id IN (SELECT id FROM batch)
 """
 
+REMOVE_DELIVERIES = """
+WITH batch (id) AS ({batch})
+DELETE FROM notification_deliveries WHERE notification_id IN (SELECT id FROM batch)
+"""
+
 REMOVE_NOTIFICATIONS = """
 WITH batch (id) AS ({batch})
 DELETE FROM notifications WHERE id IN (SELECT id FROM batch)
@@ -57,6 +62,17 @@ DELETE FROM notification_contents
 WHERE id IN (SELECT id FROM batch)
   AND NOT EXISTS (SELECT 1 FROM notifications AS n WHERE n.content_id = notification_contents.id)
 """
+
+
+async def remove_notifications(engine: Engine, run: Run, rows: list[tuple[str, str]]) -> None:
+    """Remove the notifications of `rows` (id, content_id) with everything that points at them
+    (deliveries, push records, retries), and the contents left with no recipient row, in the
+    transaction `run`."""
+    ids = [(row[0],) for row in rows]
+    for statement in (REMOVE_PUSHES, REMOVE_RETRIES, REMOVE_DELIVERIES, REMOVE_NOTIFICATIONS):
+        await engine.run_batched(run, statement, ("text",), ids)
+    await engine.run_batched(run, REMOVE_CONTENTS, ("text",),
+                             [(content_id,) for content_id in {row[1] for row in rows}])
 
 
 class Retention:
@@ -77,10 +93,5 @@ class Retention:
         engine = self.engine
         async with engine.transaction(bulk=True) as run:
             rows = await run(DELETED_BEFORE, deleted_before, limit)
-            ids = [(row[0],) for row in rows]
-            await engine.run_batched(run, REMOVE_PUSHES, ("text",), ids)
-            await engine.run_batched(run, REMOVE_RETRIES, ("text",), ids)
-            await engine.run_batched(run, REMOVE_NOTIFICATIONS, ("text",), ids)
-            await engine.run_batched(run, REMOVE_CONTENTS, ("text",),
-                                     [(content_id,) for content_id in {row[1] for row in rows}])
-        return len(ids)
+            await remove_notifications(engine, run, rows)
+        return len(rows)

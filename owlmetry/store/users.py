@@ -4,7 +4,9 @@ Emails are stored and compared lower-case. A user's preferences are stored as th
 of an object and handed out parsed; how they merge is the caller's (owlmetry/preferences.py),
 the store only makes the read-change-write atomic. Also the user checks the other features
 share (`user_exists`, `why_missing`): a row of a user that is gone is a 401 to the API, not a
-404. Mixed into `Store`, which sets `self.engine`; must not know HTTP or how a key is made.
+404; and a user's deletion with everything of theirs (`delete_user`: the inbox's rows have no
+foreign keys to cascade, migration 14). Mixed into `Store`, which sets `self.engine`; must not
+know HTTP or how a key is made.
 """
 
 from collections.abc import Callable
@@ -12,6 +14,7 @@ from collections.abc import Callable
 import orjson
 
 from owlmetry.store.engine import Engine
+from owlmetry.store.retention import remove_notifications
 from owlmetry.store.rows import ApiKey, EmailTaken, Missing, User
 
 USER_COLUMNS = "id, email, created_at, preferences"
@@ -58,6 +61,15 @@ SELECT id, preferences FROM users
 WHERE id = ANY($1::text[]) AND preferences IS NOT NULL
 """,
 }
+
+# A user's deletion, in this order in one transaction. The user's row first: on PostgreSQL it
+# waits for an enqueue's chunk that locked it (deliveries.INSERT_NOTIFICATIONS), and each
+# statement after it sees what that chunk wrote. Devices, scheduled recipients and the like
+# go with it (their foreign keys cascade); the inbox rows with everything that points at them
+# (retention.remove_notifications); the unread count last, after any inbox change under way.
+DELETE_USER = "DELETE FROM users WHERE id = $1 RETURNING id"
+NOTIFICATIONS_OF_USER = "SELECT id, content_id FROM notifications WHERE user_id = $1"
+DELETE_UNREAD_COUNT = "DELETE FROM unread_counts WHERE user_id = $1"
 
 API_KEY_COLUMNS = "id, kind, name, created_at, revoked_at"
 
@@ -167,6 +179,18 @@ class UsersAndKeys:
         # A concurrent first login of the same email made the user between the read and here.
         user = await self.user_by_email(email)
         return (user, False) if user is not None else None
+
+    async def delete_user(self, user_id: str) -> bool:
+        """Delete the user and everything of theirs: devices, inbox, deliveries, answers'
+        records, unread count, scheduled recipients, and the contents no one else's row points
+        at. False when there is no such user."""
+        engine = self.engine
+        async with engine.transaction() as run:
+            if not await run(DELETE_USER, user_id):
+                return False
+            await remove_notifications(engine, run, await run(NOTIFICATIONS_OF_USER, user_id))
+            await run(DELETE_UNREAD_COUNT, user_id)
+        return True
 
     async def create_api_key(
         self, key_id: str, kind: str, name: str | None, key_hash: str, now: int

@@ -166,11 +166,18 @@ async def test_a_release_0_1_database_upgrades_in_place_and_loses_nothing(databa
         assert await store.execute(
             "SELECT count(DISTINCT content_id) FROM notifications WHERE id IN ($1, $2)",
             N1, N5) == [(1,)]
-        # The rebuilt table is the one the deliveries' foreign key cascades from.
-        await store.execute("DELETE FROM notifications WHERE id = $1", N2)
-        assert await store.execute(
-            "SELECT count(*) FROM notification_deliveries WHERE notification_id = $1", N2) \
-            == [(0,)]
+        # Migration 14: no foreign keys left to cascade; deleting a user still takes every
+        # row of theirs and nothing of anyone else's.
+        assert await store.delete_user(USER)
+        for table, rows in ROWS_0_1.items():
+            if table in ("users", "user_devices", "notifications", "notification_deliveries",
+                         "notification_pushes"):
+                kept = await store.execute(f"SELECT * FROM {table}")
+                assert sorted(row[0] for row in kept) == sorted(
+                    row[0] for row in rows if row[0] not in (USER, D1, D2, N1, N2, N3)
+                    and (len(row) < 2 or row[1] != USER)), table
+        assert await store.execute("SELECT user_id FROM unread_counts") == [(OTHER,)]
+        assert await store.execute("SELECT count(*) FROM notification_contents") == [(3,)]
         # Migration 6: the signing secret is no longer in the database (nor is the digest).
         assert await store.execute("SELECT * FROM settings") == []
     finally:
