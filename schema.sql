@@ -197,8 +197,8 @@ CREATE INDEX IF NOT EXISTS scheduled_recipients_send ON scheduled_recipients (co
 -- crash skips the devices already answered. A channel that sends to the user rather than to
 -- devices (email) keeps the user's id in `device_id`. No foreign keys: a dead token's device row is
 -- deleted and the record of why stays; and these rows are written thousands a second, so the
--- insert itself joins the notification instead of a per-row key check (records of a user
--- deleted with their notifications are left behind).
+-- insert itself joins the notification instead of a per-row key check (a user's deletion
+-- removes their notifications' records).
 CREATE TABLE IF NOT EXISTS notification_pushes (
     notification_id TEXT NOT NULL,
     device_id       TEXT NOT NULL,

@@ -115,6 +115,13 @@ def build_parser() -> argparse.ArgumentParser:
                     "a second). Print the user's id.")
     revoke_sessions.add_argument("email", type=email_argument)
     revoke_sessions.set_defaults(run=revoke_sessions_command)
+    delete_user = users.add_parser(
+        "delete", parents=[database], help="delete a user and everything of theirs, print its id",
+        description="Delete the user with their devices, inbox, deliveries, answers' records and "
+                    "scheduled recipients; their tokens answer 401 from then on. Print the "
+                    "user's id.")
+    delete_user.add_argument("email", type=email_argument)
+    delete_user.set_defaults(run=delete_user_command)
     unlock = users.add_parser("unlock", parents=[database],
                               help="forget an email's wrong login codes (its lock and delays)")
     unlock.add_argument("email", type=email_argument)
@@ -232,6 +239,14 @@ async def revoke_sessions_command(config: Config, args) -> str:
         if user is None:
             raise CommandError(f"no user with email {args.email!r}")
         await store.end_all_sessions(user.id, now_ms())
+        return user.id
+
+
+async def delete_user_command(config: Config, args) -> str:
+    async with migrated_store(config) as store:
+        user = await store.user_by_email(args.email)
+        if user is None or not await store.delete_user(user.id):
+            raise CommandError(f"no user with email {args.email!r}")
         return user.id
 
 

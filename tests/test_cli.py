@@ -65,6 +65,17 @@ async def test_users_unlock_forgets_an_emails_wrong_codes(store, database_url):
         "no wrong codes on record"
 
 
+async def test_users_delete_takes_the_users_inbox_with_it(store, database_url):
+    user_id = ok("users", "create", "gone@example.com", "--database", database_url)
+    ok("notify", "--user", "gone@example.com", "--title", "T", "--database", database_url)
+    assert ok("users", "delete", "Gone@Example.com", "--database", database_url) == user_id
+    for table in ("users", "notifications", "notification_deliveries", "unread_counts"):
+        assert await store.execute(f"SELECT count(*) FROM {table}") == [(0,)], table
+    again = run("users", "delete", "gone@example.com", "--database", database_url)
+    assert again.returncode == 1 and again.stdout == ""
+    assert "no user with email" in again.stderr and "Traceback" not in again.stderr
+
+
 async def test_a_cli_token_works_on_the_server(client, config, database_url):
     user_id = ok("users", "create", "bob@example.com", "--database", database_url)
     token = ok("users", "token", "bob@example.com", "--database", database_url,
