@@ -13,6 +13,7 @@ in the same run and against the same mock, the APNs pool alone sending as many p
         [--idempotency-key]  # each request with an Idempotency-Key of its own
         [--android-share S]  # that share of the devices Android, through a mock FCM (issue 13)
         [--register-rate R]  # + a device registered through the API R times a second meanwhile
+        [--waits] [--stalls]  # + one extra fan-out per backend under the wait / stall probe
 
 One mock (`node mock_apns.js` of the harness, pinned to core 1) serves the whole run. Per
 backend, --runs pairs, the whole script holding /tmp/owl-bench.lock (flock):
@@ -527,8 +528,13 @@ def fresh_fanout(kind: str, backend: str, databases, db_pid: int | None,
     store = loop.run_until_complete(open_store(database))
     launcher = ("-m", "owlmetry")
     statements_out = os.path.join(work, f"{backend}-{tag}-statements.json")
+    probe_out = os.path.join(work, f"{backend}-{tag}-{kind}.json")
     if kind == "statements":
         launcher = profiling.statement_timer_launcher(statements_out)
+    elif kind == "waits":
+        launcher = profiling.wait_probe_launcher(probe_out)
+    elif kind == "stalls":
+        launcher = profiling.stall_probe_launcher(probe_out)
     try:
         if args.fcm:
             env.update(args.fcm.server_env())
@@ -547,6 +553,9 @@ def fresh_fanout(kind: str, backend: str, databases, db_pid: int | None,
     if kind == "statements":
         with open(statements_out) as f:
             run["statements"] = json.load(f)
+    if kind in ("waits", "stalls"):
+        with open(probe_out) as f:
+            run[kind] = json.load(f)
     run["seeded_s"] = seeded_s
     return run
 
@@ -597,6 +606,19 @@ def bench_backend(backend: str, databases, db_pid: int | None, mock: harness.Moc
                       "server_cpu_s": r["server_cpu_s"], "problems": r["problems"],
                       "statements": r["statements"]}
         print(f"[{backend}] statements timed: {r['per_second']:,.0f} devices/s", file=sys.stderr)
+    if args.waits:
+        r = fresh_fanout("waits", backend, databases, None, mock, per_user, args, work, "waits")
+        print(f"[{backend}] waits probed: {r['per_second']:,.0f} devices/s, registrations "
+              f"p50/p99/max {r.get('register_p50_ms')}/{r.get('register_p99_ms')}/"
+              f"{r.get('register_max_ms')} ms (client)\n"
+              f"{profiling.waits_table(r['waits'], r['wall0_ms'] / 1000)}", file=sys.stderr)
+    if args.stalls:
+        r = fresh_fanout("stalls", backend, databases, None, mock, per_user, args, work, "stalls")
+        stalls = [s for s in r["stalls"] if s["at"] * 1000 >= r["wall0_ms"]]
+        print(f"[{backend}] stall probe (asyncio's loop): {r['per_second']:,.0f} devices/s, "
+              f"registrations p99 {r.get('register_p99_ms')} ms; {len(stalls)} turns of "
+              f"{profiling.PROBE_STALL_MS:.0f} ms or more:\n{profiling.stalls_table(stalls)}",
+              file=sys.stderr)
     result = summarize(backend, version, len(per_user), n_devices, pool_runs, runs, profile)
     result["statements"] = statements
     result["unread_per_user"] = args.unread
@@ -765,6 +787,13 @@ def parse_args(argv=None):
                         help="a new device registered through the API R times a second from "
                              "the first POST to the end of each fan-out (one user's, not a "
                              "recipient); its p50/p99/max in the JSON line")
+    parser.add_argument("--waits", action="store_true",
+                        help="+ one extra fan-out per backend on a server whose registrations' "
+                             "waits (store call, writer turn or pool connection) and event-loop "
+                             "lag are timed (profiling.py's wait probe); a table on stderr")
+    parser.add_argument("--stalls", action="store_true",
+                        help="+ one extra fan-out per backend on asyncio's loop with the stall "
+                             "probe (every turn of 20 ms or more, by where it ended)")
     parser.add_argument("--time-limit", type=int, default=1800,
                         help="abort after this many seconds")
     return parser.parse_args(argv)

@@ -295,6 +295,114 @@ def serve_with_stall_probe(out: str, argv: list[str]) -> int:
             json.dump(stalls, f)
 
 
+# ---- the wait probe -----------------------------------------------------------------------
+
+LAG_TICK_S = 0.005
+
+
+def wait_probe_launcher(out: str) -> tuple[str, ...]:
+    """What `harness.running_server` runs instead of `-m owlmetry` for a server whose
+    registrations' waits are timed."""
+    return (os.path.abspath(__file__), "--serve-waits", out)
+
+
+def serve_with_wait_probe(out: str, argv: list[str]) -> int:
+    """`owlmetry <argv>` (serve), on its own loop (uvloop), with where a registration's time goes
+    written to `out` at exit: each store call (`register_device`, ms), each of its batches, the
+    waits of its batches for the database (SQLite: a writer turn; PostgreSQL: a pool
+    connection), every other writer turn's and pool connection's wait, and the event loop's lag
+    (a task asking to sleep LAG_TICK_S: how much later it woke)."""
+    import asyncio
+    import contextvars
+
+    import asyncpg.pool
+
+    from owlmetry import cli
+    from owlmetry.store import devices, sqlite
+
+    records: dict[str, list] = collections.defaultdict(list)
+    registering = contextvars.ContextVar("registering", default=False)
+
+    def timed(kind, original, mark=False):
+        async def call(*args, **kwargs):
+            token = registering.set(True) if mark else None
+            t0 = time.perf_counter()
+            try:
+                return await original(*args, **kwargs)
+            finally:
+                records[kind].append((time.time(), 1000 * (time.perf_counter() - t0)))
+                if token is not None:
+                    registering.reset(token)
+        return call
+
+    devices.Devices.register_device = timed("register_device", devices.Devices.register_device,
+                                            mark=True)
+    devices.Devices._register_batch = timed("register_batch", devices.Devices._register_batch)
+
+    original_turn = sqlite.WriterTurns.turn
+
+    @contextlib.asynccontextmanager
+    async def turn(self, bulk=False):
+        t0 = time.perf_counter()
+        async with original_turn(self, bulk):
+            kind = ("writer_wait_registration" if registering.get()
+                    else "writer_wait_bulk" if bulk else "writer_wait_other")
+            records[kind].append((time.time(), 1000 * (time.perf_counter() - t0)))
+            t1 = time.perf_counter()
+            try:
+                yield
+            finally:
+                records[kind.replace("wait", "hold")].append(
+                    (time.time(), 1000 * (time.perf_counter() - t1)))
+
+    sqlite.WriterTurns.turn = turn
+    original_acquire = asyncpg.pool.Pool._acquire
+
+    async def acquire(self, timeout):
+        t0 = time.perf_counter()
+        try:
+            return await original_acquire(self, timeout)
+        finally:
+            kind = "pool_wait_registration" if registering.get() else "pool_wait_other"
+            records[kind].append((time.time(), 1000 * (time.perf_counter() - t0)))
+
+    asyncpg.pool.Pool._acquire = acquire
+
+    async def lag():
+        while True:
+            t0 = time.perf_counter()
+            await asyncio.sleep(LAG_TICK_S)
+            records["loop_lag"].append(
+                (time.time(), 1000 * (time.perf_counter() - t0 - LAG_TICK_S)))
+
+    made = cli.new_event_loop
+
+    def probed_loop():
+        loop = made()
+        loop.call_soon(lambda: loop.create_task(lag()))
+        return loop
+
+    cli.new_event_loop = probed_loop
+    try:
+        return cli.main(argv)
+    finally:
+        with open(out, "w") as f:
+            json.dump(records, f)
+
+
+def waits_table(records: dict, since: float = 0.0) -> str:
+    """The wait probe's figures (ms) per kind, after `since` (time.time())."""
+    lines = ["| what | count | p50 ms | p99 ms | max ms | over 50 ms |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for kind, rows in sorted(records.items()):
+        values = sorted(ms for at, ms in rows if at >= since)
+        if values:
+            p50, p99 = (values[min(len(values) - 1, int(q * len(values)))] for q in (0.5, 0.99))
+            lines.append(f"| {kind} | {len(values)} | {p50:.1f} | {p99:.1f} | {values[-1]:.1f} "
+                         f"| {sum(ms > 50 for ms in values)} |")
+    return "\n".join(lines)
+
+
 def stalls_table(stalls: list[dict], top: int = 15) -> str:
     """The stall probe's turns grouped by where they ended, the costliest group first."""
     groups: dict[str, list[float]] = collections.defaultdict(list)
@@ -321,8 +429,9 @@ def statements_table(statements: dict) -> str:
 
 
 if __name__ == "__main__":
-    modes = {"--serve-timed": serve_timed, "--serve-stalls": serve_with_stall_probe}
+    modes = {"--serve-timed": serve_timed, "--serve-stalls": serve_with_stall_probe,
+             "--serve-waits": serve_with_wait_probe}
     if sys.argv[1:2] not in ([mode] for mode in modes) or len(sys.argv) < 4:
-        sys.exit(f"usage: {sys.argv[0]} --serve-timed|--serve-stalls OUT.json serve "
+        sys.exit(f"usage: {sys.argv[0]} --serve-timed|--serve-stalls|--serve-waits OUT.json serve "
                  "[owlmetry serve flags]")
     sys.exit(modes[sys.argv[1]](sys.argv[2], sys.argv[3:]))

@@ -29,6 +29,7 @@ from owlmetry.config import Config
 from owlmetry.ids import OrderedIds, new_ordered_id, new_ordered_ids
 from owlmetry.notify.channels import open_channels
 from owlmetry.notify.channels.base import Answer, Channel
+from owlmetry.notify.pacing import InFlightBound
 from owlmetry.notify.recorder import AnswerRecorder
 from owlmetry.notify.routing import group_recipients
 from owlmetry.preferences import Defaults
@@ -205,7 +206,8 @@ class Dispatcher:
                  max_attempts: int = 6, retry_base_ms: int = 5_000, retry_max_ms: int = 600_000,
                  poll_s: float = 1.0, only: list[str] | None = None,
                  defaults: Defaults | None = None, enqueue_hold_s: float = ENQUEUE_HOLD_S):
-        """`max_in_flight`: no new claims while this many devices are being sent to.
+        """`max_in_flight`: no new claims while this many devices are being sent to (fewer while
+        the event loop lags: `pacing`).
         `enqueue_hold_s`: the longest a claim waits for this process's enqueues under way.
         `only`: deliver these notifications and nothing else (`owlmetry notify --wait`).
         `defaults`: the channels of each type where a user chose nothing (the operator's)."""
@@ -218,7 +220,6 @@ class Dispatcher:
         self._lease_ms = lease_ms
         self._lease_s = lease_ms / 1000 - min(lease_ms / 1000 * LEASE_MARGIN, LEASE_MARGIN_MAX_S)
         self._claim_size = claim_size
-        self._max_in_flight = max_in_flight
         self._max_attempts = max_attempts
         self._retry_base_ms = retry_base_ms
         self._retry_max_ms = retry_max_ms
@@ -238,6 +239,8 @@ class Dispatcher:
         self._in_flight = 0  # devices of the held deliveries
         self._wake = asyncio.Event()
         self._room = asyncio.Event()
+        self.bound = InFlightBound(max_in_flight, self._check_room)
+        self._pacer: asyncio.Task | None = None
         self._idle = asyncio.Event()
         self._idle.set()
         self._stopping = False
@@ -290,6 +293,7 @@ class Dispatcher:
                           for i in range(CLAIM_LOOPS)]
         self._renewer = asyncio.create_task(self._renew_leases(), name="dispatcher leases")
         self._watchdog = asyncio.create_task(self._give_up_expired(), name="dispatcher fence")
+        self._pacer = asyncio.create_task(self.bound.run(), name="dispatcher pacing")
 
     async def stop(self, grace_s: float = 10.0) -> None:
         """Stop claiming; let deliveries under way finish for up to `grace_s`, then close the
@@ -310,7 +314,7 @@ class Dispatcher:
                      len(self._held), grace_s)
         await asyncio.gather(*(channel.close() for channel in self.channels.values()))
         await self._idle.wait()
-        for task in (self._renewer, self._watchdog):
+        for task in (self._renewer, self._watchdog, self._pacer):
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
@@ -319,7 +323,7 @@ class Dispatcher:
     async def _run(self) -> None:
         failures = 0  # claims in a row that found the database unavailable
         while not self._stopping:
-            if self._in_flight >= self._max_in_flight:
+            if self._in_flight >= self.bound.limit:
                 self._room.clear()
                 await self._room.wait()
                 continue
@@ -558,10 +562,13 @@ class Dispatcher:
         # the claim's targets) at once instead of the garbage collector, much later.
         self._leases.pop(key).delivery = None
         self._in_flight -= max(1, len(claim.targets))
-        if self._in_flight < self._max_in_flight:
-            self._room.set()
+        self._check_room()
         if not self._held:
             self._idle.set()
+
+    def _check_room(self) -> None:
+        if self._in_flight < self.bound.limit:
+            self._room.set()
 
     def _record(self, claim: Claim, target: PushTarget, answer: Answer, started: int) -> None:
         """Record a device's final answer; or, for a RETRY, that it waits for the next

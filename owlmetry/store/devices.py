@@ -158,7 +158,11 @@ class Devices:
         super().__init__()
         self.max_devices_per_user = DEFAULT_MAX_DEVICES_PER_USER
         self._cap_in_force: int | None = None  # the cap SQLite's triggers hold
-        self._registrations = Batcher(self._register_batch, concurrency=self.engine.concurrency)
+        # At least two batches of registrations: with one, those that came while it waited for
+        # SQLite's one writer waited for all of it, then queued at the writer again, behind the
+        # bulk work that took it in between; a second waits in the requests' queue meanwhile.
+        self._registrations = Batcher(self._register_batch,
+                                      concurrency=max(2, self.engine.concurrency))
         self._device_lists = Batcher(self._list_batch, concurrency=self.engine.concurrency)
 
     async def _finish_device_batches(self) -> None:
