@@ -13,6 +13,8 @@ each scenario --runs times.
 `--seed-devices N [N ...]` runs each backend once per size on a fresh database that already
 holds N devices (of N/5 users of their own, written with `store.execute_batch` before the server
 starts, then ANALYZE): `--seed-devices 0 1000000` measures the registry empty and at a million.
+`--seed-cache DIR` keeps SQLite's seeded file in DIR (per size and schema) and copies it for each
+later invocation; PostgreSQL is seeded afresh each time.
 
 Prints a markdown table (the run with the median requests/s, its p50/p99, the server's CPU per
 request, non-2xx summed over all runs, ratio to the reference), then the ratios that do not
@@ -26,7 +28,7 @@ Ctrl-C, SIGTERM and the --time-limit alarm (default: estimated from the flags).
 
     python benchmarks/registry.py [--backend sqlite|postgresql|both] [--duration 20s]
         [--runs 3] [--scenarios register_new list ...] [--postgres-url URL]
-        [--seed-devices 0 1000000]
+        [--seed-devices 0 1000000] [--seed-cache /tmp/registry-seeds]
         [--py-spy DIR]   # also record a py-spy profile of the server per scenario (extra run)
 """
 
@@ -38,12 +40,15 @@ import json
 import os
 import re
 import secrets
+import shutil
 import signal
+import sqlite3
 import statistics
 import subprocess
 import sys
 import tempfile
 
+import bulk_seed
 import harness
 import profiling
 from harness import CLIENT_CORE as WRK_CORE
@@ -109,6 +114,27 @@ async def seed_devices(database: str, n: int, run_id: str) -> None:
         await store.execute("VACUUM ANALYZE" if store.engine.name == "postgresql" else "ANALYZE")
     finally:
         await store.close()
+
+
+def cached_sqlite_seed(folder: str, devices: int, path: str) -> None:
+    """`path`: a copy of the cached file seeded with `devices` devices, seeded first if missing."""
+    os.makedirs(folder, exist_ok=True)
+    cached = os.path.join(folder, f"registry-{devices}d-{bulk_seed.schema_version()}.db")
+    if not os.path.exists(cached):
+        partial = cached + ".partial"
+        for side in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(partial + side)
+        asyncio.run(bulk_seed.migrate(f"sqlite:///{partial}"))
+        asyncio.run(seed_devices(f"sqlite:///{partial}", devices, secrets.token_hex(4)))
+        db = sqlite3.connect(partial)  # everything into the one file, so a copy is the database
+        try:
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            db.close()
+        os.replace(partial, cached)
+    shutil.copyfile(cached, path)
+    os.chmod(path, 0o600)  # the server refuses a database others can read
 
 
 def create_users(database: str, env: dict, role: str, run_id: str) -> list[tuple[str, str]]:
@@ -188,7 +214,8 @@ def profile(pid: int, scenario: str, backend: str, duration: str, url: str, file
           file=sys.stderr)
 
 
-def bench_backend(backend: str, database: str, devices: int, args, work: str) -> list[dict]:
+def bench_backend(backend: str, database: str, devices: int, args, work: str,
+                  seeded: bool = False) -> list[dict]:
     secret = secrets.token_urlsafe(32)
     env = dict(os.environ, JWT_SECRET=secret)
     env.pop("ACCESS_LOG", None)
@@ -197,7 +224,7 @@ def bench_backend(backend: str, database: str, devices: int, args, work: str) ->
              for name in ("writers", "listers", "tokens")}
     print(f"[{backend}] migrate, create {2 * USERS_PER_ROLE} users, seed", file=sys.stderr)
     harness.owlmetry_cli("migrate", "--database", database, env=env)
-    if devices:
+    if devices and not seeded:
         print(f"[{backend}] seed {devices:,} devices", file=sys.stderr)
         asyncio.run(seed_devices(database, devices, run_id))
     write_jwts(files["writers"], create_users(database, env, "writer", run_id), secret)
@@ -294,6 +321,8 @@ def parse_args(argv=None):
     parser.add_argument("--seed-devices", type=int, nargs="+", default=[0], metavar="N",
                         help="devices in the database before the runs, one fresh database per "
                              "N (default 0; e.g. 0 1000000)")
+    parser.add_argument("--seed-cache", metavar="DIR",
+                        help="keep SQLite's seeded databases in DIR for later invocations")
     parser.add_argument("--py-spy", metavar="DIR",
                         help="after each scenario, profile one extra run into DIR")
     parser.add_argument("--time-limit", type=int, metavar="SECONDS",
@@ -316,8 +345,12 @@ def time_limit(args, backends: list[str]) -> int:
 def bench_one(backend: str, devices: int, args, work: str) -> list[dict]:
     if backend == "sqlite":
         path = os.path.join(work, f"bench-{devices}.db")
+        seeded = bool(devices and args.seed_cache)
         try:
-            return bench_backend(backend, f"sqlite:///{path}", devices, args, work)
+            if seeded:
+                print(f"[{backend}] {devices:,} devices from {args.seed_cache}", file=sys.stderr)
+                cached_sqlite_seed(args.seed_cache, devices, path)
+            return bench_backend(backend, f"sqlite:///{path}", devices, args, work, seeded)
         finally:  # a million devices are half a gigabyte
             for side in ("", "-wal", "-shm"):
                 with contextlib.suppress(FileNotFoundError):
