@@ -303,9 +303,9 @@ class Dispatcher:
         this dispatcher, while it has room for them as a claim would (`max_in_flight`, their
         devices reckoned as the last deliveries begun had; no more at once than a claim takes);
         else None, pending for anyone."""
+        reckoned = self._in_flight + self._handed_count * self._devices_per_delivery
         if (self._stopping or not self._claimers or self._only is not None
-                or deliveries > self._claim_size or self._in_flight + self._handed_count * self._devices_per_delivery
-                >= self._max_in_flight):
+                or deliveries > self._claim_size or reckoned >= self._max_in_flight):
             return None
         self._handed_count += deliveries
         started = time.monotonic()  # no later than the lease's start in the database
