@@ -205,13 +205,6 @@ class AppCollector(Collector):
             for status, label in DELIVERY_ENDS.items():
                 deliveries.add_metric([channel, label], ended.get((channel, status), 0))
         yield deliveries
-        taken = CounterMetricFamily(
-            "owlmetry_dispatcher_deliveries_taken", "Deliveries this process's dispatcher "
-            "took: by a claim of the queue, or handed over already claimed by this process's "
-            "own enqueue (no claim).", labels=["how"])
-        taken.add_metric(["claimed"], dispatcher.claimed)
-        taken.add_metric(["enqueued"], dispatcher.handed)
-        yield taken
         yield GaugeMetricFamily(
             "owlmetry_dispatcher_deliveries_held", "Deliveries this process has claimed and "
             "not yet finished.", value=dispatcher.held)

@@ -2,9 +2,7 @@
 
 `enqueue` writes the content once, then the inbox rows and a pending delivery on each channel
 the recipient's preferences choose for the type (`routing`), in chunks of recipients that each
-commit whole (the store's), and returns. A running dispatcher's own enqueue writes the chunks it
-has room for already claimed by it, and takes them in memory (`Handover`: no claim, no read of
-what it wrote; beyond its room they go pending for any dispatcher). The run loop
+commit whole (the store's), and returns; the run loop then
 claims due deliveries in batches (under a lease that a heartbeat renews, so work of a crashed
 process comes back by itself; a lease fences itself, see `Lease`), hands each recipient's
 devices to its channel, and records every final answer through the `AnswerRecorder`. A device
@@ -16,7 +14,6 @@ device, nor any SQL.
 """
 
 import asyncio
-import collections
 import dataclasses
 import functools
 import heapq
@@ -40,7 +37,6 @@ from owlmetry.store import (
     DatabaseUnavailable,
     DeliveryEnd,
     DeliveryStatus,
-    Handover,
     NotificationContent,
     PushOutcome,
     PushRecord,
@@ -79,11 +75,10 @@ LEASE_MARGIN_MAX_S = 5.0
 
 async def enqueue(store: Store, user_ids: Iterable[str], content: NotificationContent,
                   channels: Iterable[str], defaults: Defaults,
-                  content_id: str | None = None, handover=None) -> list[str]:
+                  content_id: str | None = None) -> list[str]:
     """One notification per distinct existing user, in the order given, with the deliveries on
     `channels` that each user's preferences (over `defaults`) choose; returns their ids.
-    `content_id`: the id to store the content under (default: a new one). `handover`: the
-    store's (`Store.enqueue_groups`), from a running dispatcher of this process.
+    `content_id`: the id to store the content under (default: a new one).
 
     Done a slice of recipients at a time (their preferences read, routed, written), so that a
     request of 50,000 holds the event loop, and every other request, for a few ms at a time."""
@@ -103,14 +98,14 @@ async def enqueue(store: Store, user_ids: Iterable[str], content: NotificationCo
     slices = (list(zip(new_ids.take(len(users)), users))
               for users in iter(lambda: list(itertools.islice(by_user, ENQUEUE_SLICE)), []))
     ids = await enqueue_slices(store, slices, content, channels, defaults, now,
-                               content_id or new_ordered_id(now), handover=handover)
+                               content_id or new_ordered_id(now))
     return [ids[user_id] for user_id in distinct if user_id in ids]
 
 
 async def enqueue_slices(store: Store, slices: Iterable[list[tuple[str, str]]],
                          content: NotificationContent, channels: Iterable[str],
                          defaults: Defaults, now: int, content_id: str,
-                         content_stored: bool = False, handover=None) -> dict[str, str]:
+                         content_stored: bool = False) -> dict[str, str]:
     """Write the recipients (notification_id, user_id) of `slices`, in id order, a slice at a
     time; user -> notification id of the rows written. Ids that exist are skipped (a scheduled
     send's release resumed); `content_stored`: the content is in the database already."""
@@ -120,8 +115,7 @@ async def enqueue_slices(store: Store, slices: Iterable[list[tuple[str, str]]],
         stored = await store.preferences_of([user_id for _, user_id in part])
         groups = group_recipients(part, content.type, stored, defaults, channels)
         written = await store.enqueue_groups(groups, content, now, content_id=content_id,
-                                             content_written=content_stored or bool(ids),
-                                             handover=handover)
+                                             content_written=content_stored or bool(ids))
         ids.update((user_id, notification_id) for notification_id, user_id in part
                    if notification_id in written)
     await store.enqueued(len(ids))
@@ -242,14 +236,6 @@ class Dispatcher:
         # Given-up deliveries whose sends are still out: not taken again until they end.
         self._draining: dict[tuple[str, str], _Delivery] = {}
         self._in_flight = 0  # devices of the held deliveries
-        # Chunks this process's enqueue wrote claimed for it, not begun yet: (their
-        # deliveries, content, when their lease began by this process's clock).
-        self._handed: collections.deque[tuple[list, NotificationContent, float]] = (
-            collections.deque())
-        self._handed_count = 0  # their deliveries, and those of chunks being written
-        self._devices_per_delivery = 1.0  # of the last deliveries begun: the room they take
-        self.claimed = 0  # deliveries taken by claims since start
-        self.handed = 0  # deliveries taken from this process's enqueues (`Handover`)
         self._wake = asyncio.Event()
         self._room = asyncio.Event()
         self._idle = asyncio.Event()
@@ -277,7 +263,7 @@ class Dispatcher:
         self._enqueued.clear()
         try:
             return await enqueue(self.store, user_ids, content, self.channels, self.defaults,
-                                 content_id, self._handover)
+                                 content_id)
         finally:
             # Chunks of a request that failed half-way are written too: wake either way.
             self._enqueuing -= 1
@@ -294,29 +280,9 @@ class Dispatcher:
                   for start in range(0, len(recipients), ENQUEUE_SLICE))
         written = await enqueue_slices(self.store, slices, release.content, self.channels,
                                        self.defaults, now_ms(), release.content_id,
-                                       content_stored=True, handover=self._handover)
+                                       content_stored=True)
         self._wake.set()
         return set(written.values())
-
-    def _handover(self, deliveries: int) -> Handover | None:
-        """Asked by this process's enqueue before each chunk: its deliveries written claimed by
-        this dispatcher, while it has room for them as a claim would (`max_in_flight`, their
-        devices reckoned as the last deliveries begun had; no more at once than a claim takes);
-        else None, pending for anyone."""
-        reckoned = self._in_flight + self._handed_count * self._devices_per_delivery
-        if (self._stopping or not self._claimers or self._only is not None
-                or deliveries > self._claim_size or reckoned >= self._max_in_flight):
-            return None
-        self._handed_count += deliveries
-        started = time.monotonic()  # no later than the lease's start in the database
-
-        def taken(handed: list, content: NotificationContent) -> None:
-            self._handed_count -= deliveries - len(handed)
-            if handed:
-                self._handed.append((handed, content, started))
-                self._wake.set()
-
-        return Handover(self.owner, now_ms() + self._lease_ms, taken)
 
     def start(self) -> None:
         # Two claim loops: while one waits for the database, the other's claim is being sent.
@@ -334,7 +300,6 @@ class Dispatcher:
         self._room.set()
         self._enqueued.set()  # a claim loop holding for an enqueue stops at once
         await asyncio.gather(*self._claimers, return_exceptions=True)
-        await self._give_back_handed()
         if self._held:
             log.info("stopping: %d deliveries (%d devices) under way; waiting up to %g s",
                      len(self._held), self._in_flight, grace_s)
@@ -369,16 +334,9 @@ class Dispatcher:
             wait_s = self._poll_s
             started = time.monotonic()
             try:
-                if self._handed:  # held under a lease already: before any claim
-                    handed, content, started = self._handed.popleft()
-                    self._handed_count -= len(handed)
-                    claims = await self.store.handed_claims(handed, content, self._targets)
-                    self.handed += len(claims)
-                else:
-                    claims = await self.store.claim_deliveries(
-                        self.owner, now_ms(), self._lease_ms, self._claim_size, self._only,
-                        self._targets)
-                    self.claimed += len(claims)
+                claims = await self.store.claim_deliveries(
+                    self.owner, now_ms(), self._lease_ms, self._claim_size, self._only,
+                    self._targets)
                 failures = 0
             except DatabaseUnavailable:  # the store said it, once: wait longer each time
                 claims = []
@@ -401,26 +359,10 @@ class Dispatcher:
                             "lease", len(claims))
                 self.fenced += len(claims)
                 continue
-            self._devices_per_delivery = max(
-                1.0, sum(len(claim.targets) for claim in claims) / len(claims))
             for start in range(0, len(claims), BEGIN_SLICE):
                 if start:
                     await asyncio.sleep(0)
                 self._take(claims[start:start + BEGIN_SLICE], deadline)
-
-    async def _give_back_handed(self) -> None:
-        """Handed-over deliveries not begun go back to the queue at once (their lease ends
-        now), as a stop puts back what it did not finish."""
-        keys = [(notification_id, channel) for handed, _, _ in self._handed
-                for notification_id, channel, _, _ in handed]
-        self._handed.clear()
-        if not keys:
-            return
-        try:
-            await self.store.renew_leases(self.owner, keys, now_ms())
-        except Exception:
-            log.warning("stopping: %d deliveries not begun come back when their lease ends",
-                        len(keys))
 
     def _take(self, claims: list[Claim], deadline: float) -> None:
         """Hold and begin the deliveries just claimed, under a lease ending at `deadline`."""

@@ -19,7 +19,7 @@ import asyncio
 import dataclasses
 import functools
 import operator
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 
 import orjson
 
@@ -31,7 +31,6 @@ from owlmetry.store.rows import (
     Claim,
     DeliveryEnd,
     DeliveryStatus,
-    Handover,
     NotificationContent,
     Progress,
     PushOutcome,
@@ -76,12 +75,9 @@ INSERT INTO notification_contents ({CONTENT_COLUMNS})
 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
 ON CONFLICT (id) DO NOTHING"""
 
-# A delivery starts pending, due at once; or, handed to this process's dispatcher with the
-# chunk (`Handover`), under its lease as a claim leaves it: claimed, due when the lease ends,
-# its first attempt counted.
+# A delivery starts pending and due at once.
 INSERT_DELIVERIES = """\
-INSERT INTO notification_deliveries (notification_id, channel, status, available_at, created_at,
-    claimed_by, attempts)"""
+INSERT INTO notification_deliveries (notification_id, channel, status, available_at, created_at)"""
 
 ENQUEUE_NOTIFICATIONS = f"""
 WITH batch (id, user_id, deleted_at) AS ({{batch}})
@@ -89,33 +85,23 @@ WITH batch (id, user_id, deleted_at) AS ({{batch}})
 """
 
 # The recipients' unread counts, in the chunk's transaction: the batch is the inserted rows'
-# (user_id, read_at, deleted_at). The counts come back: a handed-over delivery's badge.
+# (user_id, read_at, deleted_at).
 COUNT_ENQUEUED = f"""
 WITH added (user_id, read_at, deleted_at) AS ({{batch}}){count_added("added")}
-RETURNING user_id, unread
-"""
-# The counts of users whose new rows were not counted (born deleted): their badge.
-UNREAD_OF_USERS = """
-WITH batch (user_id) AS ({batch})
-SELECT c.user_id, c.unread FROM batch AS b JOIN unread_counts AS c ON c.user_id = b.user_id
 """
 ADDED_TYPES = ("text", "bigint", "bigint")
 
-# $1 is the time, $2 when the delivery is due, $3 and $4 its claim's holder and attempts (NULL
-# and 0 unless handed over); the batch of deliveries of notifications written comes after them.
+# $1 is the time; the batch of deliveries of notifications written comes after it.
 ENQUEUE_DELIVERIES = f"""
 WITH queue (notification_id, channel) AS ({{batch}})
 {INSERT_DELIVERIES}
-SELECT notification_id, channel, 'pending', CAST($2 AS BIGINT), CAST($1 AS BIGINT),
-    CAST($3 AS TEXT), CAST($4 AS INTEGER)
+SELECT notification_id, channel, 'pending', CAST($1 AS BIGINT), CAST($1 AS BIGINT)
 FROM queue
 """
 
 # PostgreSQL does a chunk in one statement: the deliveries of recipients that do not exist fall
 # out of the join with the rows inserted, and the content ($3..$9) is written when $10 says so
-# and a row was; $11..$13 are ENQUEUE_DELIVERIES' $2..$4. `{rows}` and `{queue}` are its two
-# batches. Each row written comes back with its recipient's unread count (a handed-over
-# delivery's badge; one not counted now is read as it was).
+# and a row was. `{rows}` and `{queue}` are its two batches.
 ENQUEUE_IN_ONE = f"""
 WITH batch (id, user_id, deleted_at) AS ({{rows}}),
 queue (notification_id, channel) AS ({{queue}}),
@@ -125,16 +111,12 @@ content AS (
     SELECT $1, $3, $4, $5, $6, $7, $8, $9
     WHERE CAST($10 AS BOOLEAN) AND EXISTS (SELECT 1 FROM inserted)
     ON CONFLICT (id) DO NOTHING),
-counted AS ({count_added("inserted")}
-    RETURNING user_id, unread),
+counted AS ({count_added("inserted")}),
 queued AS (
     {INSERT_DELIVERIES}
-    SELECT q.notification_id, q.channel, 'pending', CAST($11 AS BIGINT), $2,
-        CAST($12 AS TEXT), CAST($13 AS INTEGER)
+    SELECT q.notification_id, q.channel, 'pending', $2, $2
     FROM queue AS q JOIN inserted AS i ON i.id = q.notification_id)
-SELECT i.id, i.user_id, COALESCE(c.unread, (
-    SELECT u.unread FROM unread_counts AS u WHERE u.user_id = i.user_id), 0)
-FROM inserted AS i LEFT JOIN counted AS c ON c.user_id = i.user_id
+SELECT id FROM inserted
 """
 
 # Recipients per chunk (benchmarks/RESULTS.md, "Big requests"): written in id order, 50,000
@@ -449,7 +431,7 @@ class Deliveries:
     async def enqueue_groups(
         self, groups: list[RecipientGroup], content: NotificationContent, now: int,
         chunk: int | None = None, *, content_id: str | None = None,
-        content_written: bool = False, handover: Callable[[int], Handover | None] | None = None,
+        content_written: bool = False,
     ) -> set[str]:
         """Write the content once, and each recipient's inbox row pointing at it with their
         group's pending deliveries, `chunk` recipients per transaction (default ENQUEUE_CHUNK).
@@ -465,11 +447,7 @@ class Deliveries:
         A request written in several calls passes the same `content_id` to each, and
         `content_written` once a call has written a row (and so the content), or when the
         content was stored before (a scheduled send's). A caller may choose `content_id` (an
-        idempotent request's) and find it stored already.
-
-        `handover(deliveries)`, asked before each chunk with the number of its deliveries: a
-        `Handover` to write them already claimed for a dispatcher of this process, or None
-        (pending, for any dispatcher to claim)."""
+        idempotent request's) and find it stored already."""
         content_id = content_id or new_ordered_id(now)
         fields = content_fields(content)
         # In id order: each chunk's rows land side by side in the id-keyed indexes, instead of
@@ -484,14 +462,11 @@ class Deliveries:
         parts = chunked(recipients, max(1, size))
         side_by_side = ENQUEUE_SIDE_BY_SIDE if self.engine.name == "postgresql" else 1
         written: set[str] = set()
-        # The content as a claim reads it (`content_from_columns`), for handed-over deliveries.
-        claimed = content_from_columns(fields) if handover is not None else None
         while parts:
             with_content = not (written or content_written)
             width = 1 if with_content else side_by_side
             for done in await asyncio.gather(*(
-                    self._enqueue_chunk(content_id, fields, with_content, rows, queue, now,
-                                        handover and (handover, claimed))
+                    self._enqueue_chunk(content_id, fields, with_content, rows, queue, now)
                     for rows, queue in map(chunk_rows, parts[:width]))):
                 written |= done
             parts = parts[width:]
@@ -504,53 +479,33 @@ class Deliveries:
             await self.engine.write(ANALYZE_QUEUE)
 
     async def _enqueue_chunk(self, content_id: str, fields: tuple, with_content: bool,
-                             rows: list[tuple], queue: list[tuple], now: int,
-                             handover: tuple | None = None) -> set[str]:
-        """One chunk in one transaction; `with_content`: no row of the content is written yet.
-        `handover`: (`enqueue_groups`' callable, the content as claimed)."""
+                             rows: list[tuple], queue: list[tuple], now: int) -> set[str]:
+        """One chunk in one transaction; `with_content`: no row of the content is written yet."""
         engine = self.engine
-        lease = handover[0](len(queue)) if handover is not None and queue else None
-        claim = (now, None, 0) if lease is None else (lease.until, lease.owner, 1)
-        written: list = []  # (id, user_id, unread)
-        try:
-            if engine.name == "postgresql":
-                # After the id, the time, the fields, the flag and the claim's three.
-                first = 7 + len(fields)
-                statement = enqueue_in_one(
-                    engine.batch(INBOX_ROW_TYPES, first),
-                    engine.batch(DELIVERY_TYPES, first + len(INBOX_ROW_TYPES)))
-                written = await engine.write(
-                    statement, content_id, now, *fields, with_content, *claim,
-                    *engine.batch_args(rows, len(INBOX_ROW_TYPES)),
-                    *engine.batch_args(queue, len(DELIVERY_TYPES)))
-            else:
-                def write_chunk(run: RunNow) -> list:
-                    inserted = engine.run_batched_now(
-                        run, ENQUEUE_NOTIFICATIONS, INBOX_ROW_TYPES, rows, content_id, now)
-                    if not inserted:
-                        return []
-                    if with_content:
-                        run(INSERT_CONTENT, content_id, *fields)
-                    counts = dict(engine.run_batched_now(run, COUNT_ENQUEUED, ADDED_TYPES,
-                                                         [tuple(row[1:]) for row in inserted]))
-                    ids = {row[0] for row in inserted}
-                    engine.run_batched_now(run, ENQUEUE_DELIVERIES, DELIVERY_TYPES,
-                                           [item for item in queue if item[0] in ids],
-                                           now, *claim)
-                    if lease is not None:
-                        uncounted = {(row[1],) for row in inserted if row[1] not in counts}
-                        counts.update(engine.run_batched_now(run, UNREAD_OF_USERS, ("text",),
-                                                             list(uncounted)))
-                    return [(row[0], row[1], counts.get(row[1], 0)) for row in inserted]
+        if engine.name == "postgresql":
+            first = 4 + len(fields)  # after the id, the time, the fields and the flag
+            statement = enqueue_in_one(engine.batch(INBOX_ROW_TYPES, first),
+                                       engine.batch(DELIVERY_TYPES, first + len(INBOX_ROW_TYPES)))
+            return {row[0] for row in await engine.write(
+                statement, content_id, now, *fields, with_content,
+                *engine.batch_args(rows, len(INBOX_ROW_TYPES)),
+                *engine.batch_args(queue, len(DELIVERY_TYPES)))}
 
-                written = await engine.in_one_step(write_chunk, bulk=True)
-        finally:
-            if lease is not None:
-                recipients = {row[0]: row[1:] for row in written}
-                lease.taken([(notification_id, channel, *recipients[notification_id])
-                             for notification_id, channel in queue
-                             if notification_id in recipients], handover[1])
-        return {row[0] for row in written}
+        def write_chunk(run: RunNow) -> set[str]:
+            inserted = engine.run_batched_now(
+                run, ENQUEUE_NOTIFICATIONS, INBOX_ROW_TYPES, rows, content_id, now)
+            if not inserted:
+                return set()
+            if with_content:
+                run(INSERT_CONTENT, content_id, *fields)
+            engine.run_batched_now(run, COUNT_ENQUEUED, ADDED_TYPES,
+                                   [tuple(row[1:]) for row in inserted])
+            written = {row[0] for row in inserted}
+            engine.run_batched_now(run, ENQUEUE_DELIVERIES, DELIVERY_TYPES,
+                                   [item for item in queue if item[0] in written], now)
+            return written
+
+        return await engine.in_one_step(write_chunk, bulk=True)
 
     async def claim_deliveries(
         self, owner: str, now: int, lease_ms: int, limit: int,
@@ -599,7 +554,11 @@ class Deliveries:
               for (channel, resumed), ids in ids_by_read.items()))
         notifications = {row[0]: row[1:] for row in notification_rows}
         contents = await self._contents_of({row[2] for row in notification_rows})
-        targets = targets_by_delivery([channel for channel, _ in ids_by_read], target_rows)
+        targets: dict[tuple[str, str], list[PushTarget]] = {}
+        for (channel, _), rows in zip(ids_by_read, target_rows):
+            for notification_id, device_id, token, environment, platform in rows:
+                targets.setdefault((notification_id, channel), []).append(
+                    PushTarget(device_id, token, environment, platform))
         earlier: dict[tuple, dict[PushOutcome, int]] = {}
         for notification_id, channel, outcome, count in earlier_rows:
             earlier.setdefault((notification_id, channel), {})[PushOutcome(outcome)] = count
@@ -618,23 +577,6 @@ class Deliveries:
                                 targets.get((notification_id, channel), []),
                                 earlier.get((notification_id, channel), {})))
         return claims
-
-    async def handed_claims(self, handed: list[tuple[str, str, str, int]],
-                            content: NotificationContent,
-                            sources: Mapping[str, Targets]) -> list[Claim]:
-        """The claims of deliveries an enqueue handed over (`Handover`), as `claim_deliveries`
-        makes them: a first attempt, so nothing is on record yet and only the targets are
-        read (the rest came with the enqueue)."""
-        ids_by_channel: dict[str, list[tuple[str]]] = {}
-        for notification_id, channel, _, _ in handed:
-            if channel in sources:
-                ids_by_channel.setdefault(channel, []).append((notification_id,))
-        target_rows = await asyncio.gather(*(self._read_targets(sources[channel], False, ids)
-                                             for channel, ids in ids_by_channel.items()))
-        targets = targets_by_delivery(list(ids_by_channel), target_rows)
-        return [Claim(notification_id, channel, 1, user_id, content, unread,
-                      targets.get((notification_id, channel), []), {})
-                for notification_id, channel, user_id, unread in handed]
 
     async def _contents_of(self, ids: set[str]) -> dict[str, NotificationContent]:
         """The contents of these ids, from those kept or read now (and then kept)."""
@@ -742,17 +684,6 @@ def content_from_columns(columns: tuple) -> NotificationContent:
     type_, title, body, link, data, team_id, options = columns
     return NotificationContent(type_, title, body, link, orjson.loads(data) if data else None,
                                team_id, push_options.from_stored(options))
-
-
-def targets_by_delivery(channels: list[str],
-                        reads: list[list]) -> dict[tuple[str, str], list[PushTarget]]:
-    """Each delivery's targets, from the reads of each channel's (`targets_statement`)."""
-    targets: dict[tuple[str, str], list[PushTarget]] = {}
-    for channel, rows in zip(channels, reads):
-        for notification_id, device_id, token, environment, platform in rows:
-            targets.setdefault((notification_id, channel), []).append(
-                PushTarget(device_id, token, environment, platform))
-    return targets
 
 
 def push_rows(pushes: list[PushRecord], now: int) -> list[tuple]:

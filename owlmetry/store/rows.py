@@ -5,7 +5,6 @@ is the very string the database stores and the API shows. Nothing here knows SQL
 """
 
 import enum
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from owlmetry.frozen import quick_init
@@ -177,18 +176,6 @@ class RecipientGroup:
     channels: tuple[str, ...]
     listed: bool
     recipients: list[tuple[str, str]]  # (notification_id, user_id)
-
-
-@dataclass(frozen=True, slots=True)
-class Handover:
-    """An enqueue's chunk written already claimed by `owner` until `until` (ms): its deliveries
-    go to that dispatcher in memory instead of through a claim. `taken` gets them once the chunk
-    committed, as (notification_id, channel, user_id, unread), with the content as a claim
-    reads it; it is called exactly once, with none if the chunk wrote nothing or failed."""
-
-    owner: str
-    until: int
-    taken: Callable[[list[tuple[str, str, str, int]], "NotificationContent"], None]
 
 
 @dataclass(frozen=True, slots=True)
