@@ -137,7 +137,10 @@ SQLITE_WRITER_PIECE = 100
 # PostgreSQL writes this many chunks of a request side by side once one of them has written
 # the content (a chunk's rows are claimable as soon as it commits, and a claim skips a row whose
 # content it cannot read): the database works on them on two cores while the server waits
-# (SQLite has one writer). Their recipients differ, so they lock no row the other needs.
+# (SQLite has one writer). Their recipients differ, so they lock no row the other needs. A
+# producer's request comes a slice of ENQUEUE_CHUNK at a time (the dispatcher's enqueue), one
+# chunk each: its slices side by side made its POST 17% quicker alone and not quicker during a
+# fan-out (benchmarks/RESULTS.md, "Session 9's end"), so they go one after the other.
 ENQUEUE_SIDE_BY_SIDE = 2
 
 # PostgreSQL: a request this big is followed by an ANALYZE of the queue. Its planner picks the

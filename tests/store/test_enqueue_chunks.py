@@ -9,6 +9,8 @@ import uuid
 import asyncpg
 import pytest
 
+from owlmetry.notify import dispatcher
+from owlmetry.preferences import Defaults
 from owlmetry.store import (
     DeviceRegistration,
     NotificationContent,
@@ -202,3 +204,22 @@ async def test_postgresql_plans_claims_on_the_queue_as_a_big_request_left_it(sto
 
     assert await store.execute(
         "SELECT reltuples FROM pg_class WHERE relname = 'notification_deliveries'") == [(300,)]
+
+
+async def test_a_request_of_many_slices_writes_everyone_once_and_its_content_once(
+        store, monkeypatch):
+    """A producer's request read and written 4 users a slice, slices side by side once the
+    content is in (PostgreSQL), the first slice of unknown users only."""
+    monkeypatch.setattr(dispatcher, "ENQUEUE_SLICE", 4)
+    user_ids = await new_users(store, 21)
+    # Slices go in user order: these four, below every uuid4, make the first one.
+    unknown = [f"00000000-0000-4000-8000-00000000000{i}" for i in range(4)]
+    ids = await dispatcher.enqueue(store, user_ids + unknown, CONTENT, ["mobile_push"],
+                                   Defaults())
+
+    assert len(ids) == 21
+    assert await store.execute("SELECT count(*) FROM notification_contents") == [(1,)]
+    assert sorted(await store.execute("SELECT user_id FROM notifications")) \
+        == sorted((user_id,) for user_id in user_ids)
+    assert await store.execute("SELECT count(*) FROM notification_deliveries") == [(21,)]
+    assert [await store.unread_count(user_id) for user_id in user_ids] == [1] * 21
