@@ -163,8 +163,6 @@ def serve_timed(out: str, argv: list[str]) -> int:
     import aiosqlite.core
     import asyncpg.connection
 
-    from owlmetry import cli
-
     labels = statement_labels()
     stats: dict[str, list] = collections.defaultdict(lambda: [0, 0.0, 0.0, 0.0])
     guard = threading.Lock()
@@ -215,12 +213,20 @@ def serve_timed(out: str, argv: list[str]) -> int:
     for method in TIMED_ASYNCPG_METHODS:
         setattr(asyncpg.connection.Connection, method,
                 timed_asyncpg(getattr(asyncpg.connection.Connection, method)))
+    return serve_then_dump(argv, out, lambda: {
+        name: dict(zip(("calls", "thread_cpu_s", "thread_wall_s", "loop_wall_s"), row))
+        for name, row in stats.items()})
+
+
+def serve_then_dump(argv: list[str], out: str, gathered) -> int:
+    """Run `owlmetry serve` in this process as patched; at its end, whatever the way, write
+    what a probe `gathered()` to `out` as JSON."""
+    from owlmetry import cli
     try:
         return cli.main(argv)
     finally:
         with open(out, "w") as f:
-            json.dump({name: dict(zip(("calls", "thread_cpu_s", "thread_wall_s", "loop_wall_s"),
-                                      row)) for name, row in stats.items()}, f)
+            json.dump(gathered(), f)
 
 
 # ---- the stall probe ----------------------------------------------------------------------
@@ -288,11 +294,7 @@ def serve_with_stall_probe(out: str, argv: list[str]) -> int:
     gc.callbacks.append(timed_collection)
     asyncio.events.Handle._run = timed_run
     cli.new_event_loop = probed_loop
-    try:
-        return cli.main(argv)
-    finally:
-        with open(out, "w") as f:
-            json.dump(stalls, f)
+    return serve_then_dump(argv, out, lambda: stalls)
 
 
 # ---- the wait probe -----------------------------------------------------------------------
@@ -383,11 +385,7 @@ def serve_with_wait_probe(out: str, argv: list[str]) -> int:
         return loop
 
     cli.new_event_loop = probed_loop
-    try:
-        return cli.main(argv)
-    finally:
-        with open(out, "w") as f:
-            json.dump(records, f)
+    return serve_then_dump(argv, out, lambda: records)
 
 
 def waits_table(records: dict, since: float = 0.0) -> str:
