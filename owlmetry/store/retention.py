@@ -4,10 +4,10 @@ Soft-deletes read notifications read before a cutoff; removes notifications soft
 before one, with their deliveries, push records and retries (no foreign keys: deleted here, in
 the same transaction, by `remove_notifications`, which a user's deletion uses too) and the
 contents whose last recipient row went (a content shared with rows that stay, stays). Each
-call is one batch of at most `limit` rows in one
-short transaction and says how many rows it did; the caller (`owlmetry.retention`) decides the
-cutoffs, loops and pauses. No unread count changes: only read rows are soft-deleted (re-checked
-in the UPDATE itself, so a row marked unread meanwhile stays), and only soft-deleted rows go.
+call is one batch of at most `limit` rows in one short transaction and says how many rows it
+did; the caller (`owlmetry.retention`) decides the cutoffs, loops and pauses. No unread count
+changes: only read rows are soft-deleted (re-checked in the UPDATE itself, so a row marked
+unread meanwhile stays), and only soft-deleted rows go.
 Mixed into `Store`, which sets `self.engine`. Must not decide what is old.
 """
 
