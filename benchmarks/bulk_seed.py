@@ -17,6 +17,7 @@ import glob
 import os
 import shutil
 import sqlite3
+from collections.abc import Callable
 
 import harness
 from owlmetry.clock import now_ms
@@ -123,17 +124,24 @@ class SeededSQLite:
 
     def database(self, per_user: list[int], seed: int, name: str, work: str) -> str:
         key = f"fanout-{sum(per_user)}d-{len(per_user)}u-s{seed}-{schema_version()}.db"
-        seeded = os.path.join(self.folder, key)
-        if not os.path.exists(seeded):
-            partial = seeded + ".partial"
-            for leftover in glob.glob(partial + "*"):
-                os.remove(leftover)
-            seed_sqlite(partial, per_user)
-            os.replace(partial, seeded)
         path = os.path.join(work, f"fanout-{name}.db")
-        shutil.copyfile(seeded, path)
-        os.chmod(path, 0o600)  # the server refuses a database others can read
+        copy_of_seeded(os.path.join(self.folder, key), path,
+                       lambda partial: seed_sqlite(partial, per_user))
         return f"sqlite:///{path}"
+
+
+def copy_of_seeded(seeded: str, path: str, seed: Callable[[str], None]) -> None:
+    """`path`: a copy of the SQLite file `seeded`, made first by `seed(a path)` if missing (into
+    a partial file renamed once whole, so an interrupted seeding is never taken for a cache).
+    `seed` leaves the whole database in its one file (checkpointed)."""
+    if not os.path.exists(seeded):
+        partial = seeded + ".partial"
+        for leftover in glob.glob(partial + "*"):
+            os.remove(leftover)
+        seed(partial)
+        os.replace(partial, seeded)
+    shutil.copyfile(seeded, path)
+    os.chmod(path, 0o600)  # the server refuses a database others can read
 
 
 class SeededPostgres:

@@ -40,7 +40,6 @@ import json
 import os
 import re
 import secrets
-import shutil
 import signal
 import sqlite3
 import statistics
@@ -119,12 +118,8 @@ async def seed_devices(database: str, n: int, run_id: str) -> None:
 def cached_sqlite_seed(folder: str, devices: int, path: str) -> None:
     """`path`: a copy of the cached file seeded with `devices` devices, seeded first if missing."""
     os.makedirs(folder, exist_ok=True)
-    cached = os.path.join(folder, f"registry-{devices}d-{bulk_seed.schema_version()}.db")
-    if not os.path.exists(cached):
-        partial = cached + ".partial"
-        for side in ("", "-wal", "-shm"):
-            with contextlib.suppress(FileNotFoundError):
-                os.remove(partial + side)
+
+    def seed(partial: str) -> None:
         asyncio.run(bulk_seed.migrate(f"sqlite:///{partial}"))
         asyncio.run(seed_devices(f"sqlite:///{partial}", devices, secrets.token_hex(4)))
         db = sqlite3.connect(partial)  # everything into the one file, so a copy is the database
@@ -132,9 +127,9 @@ def cached_sqlite_seed(folder: str, devices: int, path: str) -> None:
             db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         finally:
             db.close()
-        os.replace(partial, cached)
-    shutil.copyfile(cached, path)
-    os.chmod(path, 0o600)  # the server refuses a database others can read
+
+    bulk_seed.copy_of_seeded(
+        os.path.join(folder, f"registry-{devices}d-{bulk_seed.schema_version()}.db"), path, seed)
 
 
 def create_users(database: str, env: dict, role: str, run_id: str) -> list[tuple[str, str]]:
