@@ -805,6 +805,7 @@ def main(argv=None) -> int:
         sys.exit("--android-share takes a share in (0, 1], without --devices")
     backends = ["sqlite", "postgresql"] if args.backend == "both" else [args.backend]
     if args.py_spy:
+        profiling.py_spy_command()
         os.makedirs(args.py_spy, exist_ok=True)
         args.py_spy = os.path.abspath(args.py_spy)
     harness.stop_on_signals(args.time_limit)

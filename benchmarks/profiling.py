@@ -25,6 +25,7 @@ import json
 import os
 import pkgutil
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -36,13 +37,24 @@ import harness
 # ---- py-spy -------------------------------------------------------------------------------
 
 
+def py_spy_command() -> str:
+    """py-spy's path: on PATH, or beside this Python (a venv not activated). Exits with a
+    clear message where it is not installed, before any run: its absence shows otherwise only
+    as a missing profile at the end."""
+    beside = os.path.join(os.path.dirname(sys.executable), "py-spy")
+    found = shutil.which("py-spy") or (beside if os.access(beside, os.X_OK) else None)
+    if found is None:
+        sys.exit("py-spy is not installed: pip install py-spy")
+    return found
+
+
 @contextlib.contextmanager
 def py_spy_recording(pid: int, out: str, *flags: str, core: str | None = None):
     """py-spy sampling `pid` while the block runs (collapsed stacks into `out`, flamegraph.pl
     input); stopped with SIGINT at the end, on which py-spy writes its output."""
     pinned = ["taskset", "-c", core] if core else []
     spy = subprocess.Popen(
-        [*pinned, "py-spy", "record", "--pid", str(pid), *flags, "--format", "raw", "-o", out],
+        [*pinned, py_spy_command(), "record", "--pid", str(pid), *flags, "--format", "raw", "-o", out],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         yield
