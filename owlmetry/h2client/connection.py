@@ -22,7 +22,6 @@ from h2.errors import ErrorCodes
 from . import hpack_encoder
 from .exchange import Authorization, Failure
 from .h2_seam import Answered, Body, ClientH2, Reset
-from .window import StreamWindow
 
 log = logging.getLogger(__name__)
 
@@ -75,7 +74,6 @@ class Connection(asyncio.Protocol):
         self.ready = self._loop.create_future()
         self.closed = self._loop.create_future()
         self.limit = 0
-        self.window = StreamWindow()
         self.usable = False
         self.going_away = False
         self.ping_deadline = None
@@ -184,8 +182,7 @@ class Connection(asyncio.Protocol):
     # --- pool side ---------------------------------------------------------------------------
 
     def has_room(self) -> bool:
-        n = len(self.in_flight) + len(self._parked)
-        return self.usable and n < self.limit and n < self.window.size
+        return self.usable and len(self.in_flight) + len(self._parked) < self.limit
 
     def idle(self) -> bool:
         return not self.in_flight and not self._parked
@@ -215,7 +212,6 @@ class Connection(asyncio.Protocol):
             self._auth_generation = generation
             self._auth_field = hpack_encoder.authorization_field(value)
         pending.generation = generation
-        pending.sent_at = self._loop.time()
         self._vetted = False
         block = b"".join((self._prefix, request.method, request.path, self._authority,
                           self._auth_field, request.fields))
@@ -346,9 +342,6 @@ class Connection(asyncio.Protocol):
         self._h2.forget(stream_id)
         if pending is None:
             return False
-        if failure is None:  # answered: read in data_received, which set last_activity
-            self.window.answered(self.last_activity - pending.sent_at, self.last_activity,
-                                 self.limit)
         if not pending.fut.done():
             pending.fut.set_result(pending if failure is None else failure)
         return True

@@ -45,7 +45,7 @@ class Exchange:
     once it says False the exchange ends `UNSENT` instead (its sender no longer wants it sent)."""
 
     __slots__ = ("attempts", "chunks", "conn", "deadline", "fut", "generation", "headers",
-                 "live", "renewed", "request", "retries", "sent_at", "status", "waited")
+                 "live", "renewed", "request", "retries", "status", "waited")
 
     def __init__(self, request: Request, deadline: float,
                  live: Callable[[], bool] | None = None):

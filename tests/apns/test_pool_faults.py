@@ -133,25 +133,6 @@ async def test_a_push_sent_again_goes_ahead_of_the_queue(make_client, mock, beha
     assert order.count(token(0)) == 2 and order.index(token(0), 1) < 10
 
 
-async def test_a_busy_apns_gets_few_streams_and_a_retry_waits_behind_few(make_client, mock,
-                                                                          behaviour):
-    # An APNs answering 2,000 a second that allows 1,000 streams: the pool keeps about what it
-    # answers in a tenth of a second in flight, so the push answered 503 is read again before
-    # most of the 800 sent with it, not after all of them.
-    behaviour.answer_rate = 2000
-    behaviour.token_faults[token(0)] = TokenFault(503, "ServiceUnavailable", times=1)
-    received = mock.record()
-    client = make_client(connections=1, retry=RetryPolicy(
-        max_retries=3, base_delay_s=0.0, max_delay_s=0.0, too_many_requests_delay_s=0.0))
-    tokens = [token(i) for i in range(800)]
-    results = await send_many(client, tokens)
-    assert all(r.ok for r in results)
-    assert_each_delivered_once(mock, tokens)
-    order = [r.token for r in received]
-    assert mock.stats.max_streams_open < 600
-    assert order.count(token(0)) == 2 and order.index(token(0), 1) < 400
-
-
 async def test_rst_stream_is_retried(make_client, mock, behaviour):
     behaviour.reset_tokens[token(1)] = 2
     result = await make_client().send(token(1), PAYLOAD)

@@ -36,9 +36,6 @@ class MockBehaviour:
     initial_max_streams: int | None = None  # until a connection's first authenticated request
     initial_window_size: int = 65535  # per-stream receive window advertised to clients
     latency_s: float = 0.0
-    # Answers a second, all connections together, in the order the requests came (0: at once):
-    # a busy APNs, where streams sent wait behind the ones it has not answered yet
-    answer_rate: float = 0.0
     goaway_after: int | None = None  # per connection: GOAWAY after its Nth stream
     drop_after: int | None = None  # per connection: abort the socket at its Nth request...
     drop_rst: bool = False  # ...with a TCP RST

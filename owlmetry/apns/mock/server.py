@@ -7,7 +7,6 @@ stream limits changed at runtime (by the test, or by a schedule of request count
 """
 
 import asyncio
-import collections
 import json
 import random
 import socket
@@ -45,8 +44,6 @@ class MockAPNs:
         self._requests_total = 0  # since start, for `max_streams_schedule`
         self._schedule_done = 0  # steps of the schedule applied
         self._held: dict[str, list] = {}  # token -> (connection, stream id) not yet judged
-        self._due: collections.deque = collections.deque()  # answers waiting for answer_rate
-        self._paced_at = 0.0  # when the last of them went out
         self._connections: set[_MockConnection] = set()
         self._waiters: list[tuple[int, asyncio.Future]] = []
         self._server: asyncio.Server | None = None
@@ -107,28 +104,6 @@ class MockAPNs:
         for conn in self._connections:
             if conn.authenticated or not self.behaviour.initial_max_streams:
                 conn.send_max_streams(n)
-
-    def answer_in_turn(self, conn: "_MockConnection", stream_id: int, verdict: Verdict) -> None:
-        """Queue an answer behind the others, sent at `behaviour.answer_rate`."""
-        self._due.append((conn, stream_id, verdict))
-        if len(self._due) == 1:
-            loop = asyncio.get_running_loop()
-            self._paced_at = max(self._paced_at, loop.time())
-            loop.call_at(self._paced_at + 1 / self.behaviour.answer_rate, self._answer_due)
-
-    def _answer_due(self) -> None:
-        loop = asyncio.get_running_loop()
-        interval = 1 / self.behaviour.answer_rate
-        flushed = set()
-        while self._due and self._paced_at + interval <= loop.time():
-            conn, stream_id, verdict = self._due.popleft()
-            self._paced_at += interval
-            conn.answer_now(stream_id, verdict)
-            flushed.add(conn)
-        for conn in flushed:
-            conn.flush()
-        if self._due:
-            loop.call_at(self._paced_at + interval, self._answer_due)
 
     def held(self) -> list[str]:
         """The tokens with a request held unjudged now (see `MockBehaviour.hold_tokens`)."""
@@ -380,21 +355,12 @@ class _MockConnection(asyncio.Protocol):
                 b.max_drops is None or mock.stats.drops < b.max_drops):
             self.drop(b.drop_rst)
             return
-        if b.answer_rate > 0:
-            mock.answer_in_turn(self, stream_id, verdict)
-        elif b.latency_s > 0:
+        if b.latency_s > 0:
             loop = asyncio.get_running_loop()
             self._timers[stream_id] = loop.call_later(
                 b.latency_s, self._answer_later, stream_id, verdict)
         else:
             answers.append((stream_id, verdict))
-
-    def answer_now(self, stream_id: int, verdict: Verdict):
-        if not self._transport.is_closing():
-            self._answer(stream_id, verdict)
-
-    def flush(self):
-        self._flush()
 
     def _answer_later(self, stream_id: int, verdict: Verdict):
         del self._timers[stream_id]
