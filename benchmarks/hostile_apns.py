@@ -4,6 +4,7 @@ the throughput ratio (issue 15's goal: the faulty run at least 0.8 of the fault-
 
     python benchmarks/hostile_apns.py [--devices 20000] [--devices-per-user 2] [--runs 1]
         [--backend sqlite|postgresql] [--connections 4] [--json] [--keep DIR] [--py-spy DIR]
+        [--only dead,429,503,goaway,streams,resets]
 
 Per run, a pair of fan-outs (the fault-free one first in even runs, the faulty one first in
 odd runs, so that a machine getting busier does not favour either): each on a fresh database
@@ -27,7 +28,8 @@ The faults (the mock's command line), as issue 15 lists them:
 Per fan-out it also prints where the time went: the CPU seconds of the server and of the mock,
 and the mock's tail (when 99% of its answers had gone out, when the last did, and how many
 answers after the 99% were to a token's second or later request: retries setting the end);
-with `--json`, the mock's answers per quarter second by status (`mock_timeline`).
+with `--json`, the mock's answers per 100 ms by status (`mock_timeline`), its connection events
+(`mock_events`) and every answer but a first 200 (`mock_trail`: each unlucky push's tries).
 
 Checks (exit status 1 when one fails): no delivery pending; the fault-free run delivered
 every device once; the faulty run recorded every device once: the live ones delivered, the
