@@ -4,6 +4,7 @@ the throughput ratio (issue 15's goal: the faulty run at least 0.8 of the fault-
 
     python benchmarks/hostile_apns.py [--devices 20000] [--devices-per-user 2] [--runs 1]
         [--backend sqlite|postgresql] [--connections 4] [--json] [--keep DIR] [--py-spy DIR]
+        [--only dead,429,503,goaway,streams,resets]
 
 Per run, a pair of fan-outs (the fault-free one first in even runs, the faulty one first in
 odd runs, so that a machine getting busier does not favour either): each on a fresh database
@@ -27,7 +28,8 @@ The faults (the mock's command line), as issue 15 lists them:
 Per fan-out it also prints where the time went: the CPU seconds of the server and of the mock,
 and the mock's tail (when 99% of its answers had gone out, when the last did, and how many
 answers after the 99% were to a token's second or later request: retries setting the end);
-with `--json`, the mock's answers per quarter second by status (`mock_timeline`).
+with `--json`, the mock's answers per 100 ms by status (`mock_timeline`), its connection events
+(`mock_events`) and every answer but a first 200 (`mock_trail`: each unlucky push's tries).
 
 Checks (exit status 1 when one fails): no delivery pending; the fault-free run delivered
 every device once; the faulty run recorded every device once: the live ones delivered, the
@@ -74,12 +76,17 @@ SELECT count(*) FROM (
 """
 
 
-def fault_args(devices: int) -> list[str]:
+FAULT_KINDS = ("dead", "429", "503", "goaway", "streams", "resets")
+
+
+def fault_args(devices: int, kinds=FAULT_KINDS) -> list[str]:
+    """The mock's faults; `kinds`, a subset of FAULT_KINDS, to see what each one costs."""
     third, back = devices // 3, devices // 3 + 500
-    return ["--dead-tokens", str(DEAD_SHARE), "--seed", str(SEED), "--p429", "0.05",
-            "--p503", "0.05", "--goaway-after", "2000",
-            "--streams-schedule", f"{third}:1,{back}:1000",
-            "--drop-after", "1500", "--drop-rst", "--max-drops", "3"]
+    args = {"dead": ["--dead-tokens", str(DEAD_SHARE)], "429": ["--p429", "0.05"],
+            "503": ["--p503", "0.05"], "goaway": ["--goaway-after", "2000"],
+            "streams": ["--streams-schedule", f"{third}:1,{back}:1000"],
+            "resets": ["--drop-after", "1500", "--drop-rst", "--max-drops", "3"]}
+    return ["--seed", str(SEED)] + [a for kind in kinds for a in args[kind]]
 
 
 class Mock:
@@ -201,11 +208,11 @@ def checks(run: dict, hostile: bool, n_devices: int, dead: int) -> list[str]:
 
 
 def one_fanout(hostile: bool, database: str, n_users: int, per_user: int, connections: int,
-               work: str, tag: str, profile: str | None = None) -> dict:
+               work: str, tag: str, profile: str | None = None, kinds=FAULT_KINDS) -> dict:
     """One fan-out; with `profile`, the server sampled by py-spy into that file (not timed)."""
     n_devices = n_users * per_user
     user_ids = asyncio.run(seed(database, n_users, per_user))
-    mock = Mock(fault_args(n_devices) if hostile else [], f"{work}/mock-{tag}.log")
+    mock = Mock(fault_args(n_devices, kinds) if hostile else [], f"{work}/mock-{tag}.log")
     try:
         env = dict(os.environ, APNS_KEY_ID=harness.KEY_ID, APNS_TEAM_ID=harness.TEAM_ID,
                    APNS_BUNDLE_ID=harness.TOPIC, APNS_KEY_P8_PATH=f"{CERT_DIR}/apns-auth-key.p8",
@@ -229,6 +236,8 @@ def one_fanout(hostile: bool, database: str, n_users: int, per_user: int, connec
             time.sleep(0.3)  # the mock's last streams close
             run["mock"] = mock.stats()
             run["mock_timeline"] = run["mock"].pop("timeline", [])
+            run["mock_events"] = run["mock"].pop("events", [])
+            run["mock_trail"] = run["mock"].pop("trail", [])
             run["mock_tail"] = tail(run["mock_timeline"])
     finally:
         mock.stop()
@@ -245,6 +254,9 @@ def main(argv=None) -> int:
     ap.add_argument("--connections", type=int, default=4)
     ap.add_argument("--json", action="store_true", help="one JSON line per fan-out on stdout")
     ap.add_argument("--keep", metavar="DIR", help="keep the logs and databases in DIR")
+    ap.add_argument("--only", metavar="KINDS", default=",".join(FAULT_KINDS),
+                    help="the faulty run's faults, a comma-separated subset of "
+                    f"{','.join(FAULT_KINDS)} (default: all of them, issue 15's mix)")
     ap.add_argument("--py-spy", metavar="DIR", help="then one more pair (not timed) with the "
                     "server sampled by py-spy; profiles and their summaries into DIR")
     args = ap.parse_args(argv)
@@ -252,7 +264,10 @@ def main(argv=None) -> int:
     per_user = args.devices_per_user
     n_users = args.devices // per_user
     n_devices = n_users * per_user
-    dead_rule = MockBehaviour(dead_share=DEAD_SHARE, seed=SEED)
+    kinds = tuple(k for k in args.only.split(",") if k)
+    if set(kinds) - set(FAULT_KINDS):
+        ap.error(f"--only: unknown fault kinds {sorted(set(kinds) - set(FAULT_KINDS))}")
+    dead_rule = MockBehaviour(dead_share=DEAD_SHARE if "dead" in kinds else 0, seed=SEED)
     dead = sum(dead_rule.is_dead(harness.apns_token(i)) for i in range(n_devices))
     runs = {False: [], True: []}
     problems = []
@@ -270,7 +285,7 @@ def main(argv=None) -> int:
                     database = (harness.create_database(pg, f"hostile_{i}_{int(hostile)}")
                                 if cluster else f"sqlite:///{work}/{tag}.db")
                     run = one_fanout(hostile, database, n_users, per_user, args.connections,
-                                     work, tag)
+                                     work, tag, kinds=kinds)
                     run["problems"] = checks(run, hostile, n_devices, dead)
                     problems += run["problems"]
                     runs[hostile].append(run)

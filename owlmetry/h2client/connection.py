@@ -192,7 +192,13 @@ class Connection(asyncio.Protocol):
         go out whole: HEADERS without the DATA would only hold a stream open at the peer."""
         pending.conn = self
         if self._parked or not self._open_stream(pending):
-            self._parked.append(pending)
+            if pending.again:
+                # Sent again: ahead of the requests waiting for window too, or it waited behind
+                # hundreds of a fan-out's first sends on every try (benchmarks/RESULTS.md,
+                # "hostile APNs": the peer's 64 KB connection window holds ~250 bodies).
+                self._parked.appendleft(pending)
+            else:
+                self._parked.append(pending)
         if self.going_away:
             self._release_parked(Failure.REFUSED)
         if not self._flush_scheduled:

@@ -41,11 +41,13 @@ class Exchange:
     (`status`, `headers`, `chunks`) and the `generation` of the authorization it went out
     with; the pool counts `attempts` (requests that reached the wire and were answered, lost,
     reset or timed out), `retries` (delayed sends again) and `renewed` (the authorization was
-    renewed for it once). `live`, when given, is asked before every attempt goes on the wire:
-    once it says False the exchange ends `UNSENT` instead (its sender no longer wants it sent)."""
+    renewed for it once), and marks `again` an attempt that is a send again (it goes ahead of
+    first sends, in the pool's queue and in a connection's wait for window). `live`, when
+    given, is asked before every attempt goes on the wire: once it says False the exchange
+    ends `UNSENT` instead (its sender no longer wants it sent)."""
 
-    __slots__ = ("attempts", "chunks", "conn", "deadline", "fut", "generation", "headers",
-                 "live", "renewed", "request", "retries", "status", "waited")
+    __slots__ = ("again", "attempts", "chunks", "conn", "deadline", "fut", "generation",
+                 "headers", "live", "renewed", "request", "retries", "status", "waited")
 
     def __init__(self, request: Request, deadline: float,
                  live: Callable[[], bool] | None = None):
@@ -53,7 +55,7 @@ class Exchange:
         self.deadline = deadline
         self.live = live
         self.attempts = self.retries = self.waited = 0
-        self.renewed = False
+        self.renewed = self.again = False
         self.conn = None
 
     @property

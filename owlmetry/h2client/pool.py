@@ -130,6 +130,7 @@ class HostPool:
     def _attempt(self, x: Exchange, again: bool = False) -> None:
         x.fut = self._loop.create_future()
         x.status, x.headers, x.chunks, x.generation = 0, (), [], 0
+        x.again = again
         self._submit(x, again)
 
     def _first_outcome(self, x: Exchange, on_result, fut: asyncio.Future) -> None:

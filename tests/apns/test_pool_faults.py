@@ -133,6 +133,24 @@ async def test_a_push_sent_again_goes_ahead_of_the_queue(make_client, mock, beha
     assert order.count(token(0)) == 2 and order.index(token(0), 1) < 10
 
 
+async def test_a_push_sent_again_goes_ahead_of_those_waiting_for_window(make_client, mock,
+                                                                         behaviour):
+    # Bodies of 3,000 bytes: APNs' 64 KB connection window holds ~20 of them, the other
+    # pushes wait for it on the connection. The push answered 503 goes out again ahead of
+    # them, not after the 200 sent with it.
+    behaviour.token_faults[token(0)] = TokenFault(503, "ServiceUnavailable", times=1)
+    received = mock.record()
+    client = make_client(connections=1, retry=RetryPolicy(
+        max_retries=3, base_delay_s=0.0, max_delay_s=0.0, too_many_requests_delay_s=0.0))
+    payload = {"aps": {"alert": "x" * 3000}}
+    tokens = [token(i) for i in range(200)]
+    results = await asyncio.gather(*(client.send(t, payload) for t in tokens))
+    assert all(r.ok for r in results)
+    assert_each_delivered_once(mock, tokens)
+    order = [r.token for r in received]
+    assert order.count(token(0)) == 2 and order.index(token(0), 1) < 100
+
+
 async def test_rst_stream_is_retried(make_client, mock, behaviour):
     behaviour.reset_tokens[token(1)] = 2
     result = await make_client().send(token(1), PAYLOAD)

@@ -201,6 +201,7 @@ class _MockConnection(asyncio.Protocol):
         self._mock.connections_made += 1
         self.number = self._mock.connections_made  # not the stats': reset_stats() clears those
         self._mock.stats.connections_open += 1
+        self._mock.stats.event(f"connection {self.number} opened")
         self._h2.initiate_connection()
         self._settings_unacked = 1
         self._flush()
@@ -210,6 +211,7 @@ class _MockConnection(asyncio.Protocol):
             timer.cancel()
         self._mock._connections.discard(self)
         self._mock.stats.connections_open -= 1
+        self._mock.stats.event(f"connection {self.number} closed")
         self.closed.set_result(None)
 
     def abort(self):
@@ -222,6 +224,7 @@ class _MockConnection(asyncio.Protocol):
         `rst`, every request judged on this connection is counted as possibly unanswered."""
         stats = self._mock.stats
         stats.drops += 1
+        stats.event(f"connection {self.number} reset" if rst else f"connection {self.number} dropped")
         for stream in self._streams.values():
             if stream.token and stream.accepted:  # judged and accepted, answer unsent
                 stats.lost_answers.append(stream.token)
@@ -237,11 +240,13 @@ class _MockConnection(asyncio.Protocol):
             self._next_max_streams = n  # sent once the frames out are acknowledged
             return
         self._settings_unacked += 1
+        self._mock.stats.event(f"connection {self.number} max streams {n} sent")
         self._h2.update_settings({SettingCodes.MAX_CONCURRENT_STREAMS: n})
         self._flush()
 
     def _settings_acknowledged(self):
         self._settings_unacked -= 1
+        self._mock.stats.event(f"connection {self.number} settings acknowledged")
         if not self._settings_unacked and self._next_max_streams is not None:
             n, self._next_max_streams = self._next_max_streams, None
             self.send_max_streams(n)
@@ -298,6 +303,7 @@ class _MockConnection(asyncio.Protocol):
         if goaway_after and self._opened == goaway_after:
             self._goaway_last = stream_id
             mock.stats.goaways_sent += 1
+            mock.stats.event(f"connection {self.number} GOAWAY after stream {stream_id}")
             self._flush()
             # Written past h2, whose state machine would refuse to answer the streams this
             # GOAWAY still promises to finish.
@@ -367,7 +373,10 @@ class _MockConnection(asyncio.Protocol):
             return
         stats = self._mock.stats
         stats.responses_by_status[verdict.status] += 1
-        stats.answered(verdict.status, stats.requests[stream.token] > 1)
+        n = stats.requests[stream.token]
+        stats.answered(verdict.status, n > 1)
+        if n > 1 or verdict.status != 200:
+            stats.tried(stream.token, n, verdict.status, self.number)
         apns_id = stream.headers.get(b"apns-id") or str(uuid.uuid4()).encode()
         headers = [(b":status", str(verdict.status).encode()), (b"apns-id", apns_id)]
         if verdict.reason is None:

@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 
-TIMELINE_STEPS = 4  # per second
+TIMELINE_STEPS = 10  # per second
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,22 +63,37 @@ class MockStats:
     pings: int = 0
     protocol_errors: int = 0
     protocol_error_reasons: Counter = field(default_factory=Counter)  # what h2 said, how often
-    # Answers per quarter second (monotonic clock) by status, and "again" for answers to a
+    # Answers per tenth of a second (monotonic clock) by status, and "again" for answers to a
     # token's second or later request: where a run's time went, seen from APNs' side
     timeline: dict = field(default_factory=dict)
+    # (monotonic s, what): connections opened, GOAWAYs, resets, stream limits sent and
+    # acknowledged -- the gaps in the timeline beside their causes
+    events: list = field(default_factory=list)
+    # (monotonic s, the token's number in this trail, its request number, status, connection)
+    # of every answer but a first 200: each unlucky push's tries, and when each came
+    trail: list = field(default_factory=list)
+    trail_tokens: dict = field(default_factory=dict)
 
     def answered(self, status: int, again: bool) -> None:
-        now = int(time.monotonic() * TIMELINE_STEPS)
-        counts = self.timeline.get(now)
+        now = time.monotonic()
+        step = int(now * TIMELINE_STEPS)
+        counts = self.timeline.get(step)
         if counts is None:
-            counts = self.timeline[now] = Counter()
+            counts = self.timeline[step] = Counter()
         counts[status] += 1
         if again:
             counts["again"] += 1
 
+    def tried(self, token: str, n: int, status: int, connection: int) -> None:
+        number = self.trail_tokens.setdefault(token, len(self.trail_tokens))
+        self.trail.append((time.monotonic(), number, n, status, connection))
+
+    def event(self, what: str) -> None:
+        self.events.append((time.monotonic(), what))
+
     def summary(self) -> dict:
-        out = asdict(replace(self, payloads={}))
-        del out["payloads"]
+        out = asdict(replace(self, payloads={}, trail_tokens={}))
+        del out["payloads"], out["trail_tokens"]
         out["requests"] = sum(self.requests.values())
         out["delivered"] = sum(self.delivered.values())
         out["unique_delivered"] = len(self.delivered)
@@ -92,6 +107,9 @@ class MockStats:
         first = min(self.timeline, default=0)
         out["timeline"] = [[(step - first) / TIMELINE_STEPS, dict(counts)]
                            for step, counts in sorted(self.timeline.items())]
+        origin = first / TIMELINE_STEPS
+        out["events"] = [[round(t - origin, 3), what] for t, what in self.events]
+        out["trail"] = [[round(t - origin, 3), *rest] for t, *rest in self.trail]
         return out
 
 
