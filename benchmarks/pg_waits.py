@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
 """Where PostgreSQL's backends spend a benchmark's time: wait events sampled by statement kind.
 
-    python benchmarks/pg_waits.py [--seconds 400] [--interval-ms 5] &
-    python benchmarks/fanout.py --devices 200000 --backend postgresql ... --register-rate 50
+    python benchmarks/fanout.py --devices 200000 --backend postgresql ... --register-rate 50 &
+    python benchmarks/pg_waits.py --benchmark $! [--seconds 400] [--interval-ms 5]
 
-Started just before a benchmark, it waits for the first PostgreSQL cluster started after it
-(the benchmark's throwaway one, found by `ps`), then samples `pg_stat_activity` every
+It waits until the benchmark (its pid) holds /tmp/owl-bench.lock (/proc/locks), then for the
+first PostgreSQL cluster started after that (the benchmark's throwaway one, found by `ps`;
+another engineer's cluster started while the benchmark queued for the lock is not it), then
+samples `pg_stat_activity` every
 --interval-ms until the cluster goes away or --seconds pass: each active client backend's
 wait event (CPU when none) under its statement's kind (a registration, the answers' write, an
 enqueue chunk, a claim...), and the background processes' (checkpointer, WAL writer) when they
@@ -17,6 +19,7 @@ lock: it runs beside a benchmark that holds /tmp/owl-bench.lock, and costs a few
 
 import argparse
 import asyncio
+import os
 import re
 import subprocess
 import time
@@ -36,6 +39,7 @@ KINDS = (  # the first fragment found in a statement names its kind
 ACTIVE = """
 SELECT query, wait_event_type, wait_event FROM pg_stat_activity
 WHERE state = 'active' AND pid <> pg_backend_pid() AND backend_type = 'client backend'"""
+LOCK = "/tmp/owl-bench.lock"
 BACKGROUND = """
 SELECT backend_type, wait_event_type, wait_event FROM pg_stat_activity
 WHERE backend_type <> 'client backend' AND wait_event_type IS DISTINCT FROM 'Activity'"""
@@ -48,6 +52,14 @@ def kind(query: str) -> str:
     return " ".join(query.split())[:40]
 
 
+def holds_lock(pid: int) -> bool:
+    """Whether `pid` holds the benchmarks' lock (a holder's line in /proc/locks has no "->")."""
+    inode = os.stat(LOCK).st_ino
+    with open("/proc/locks") as f:
+        return any(fields[4] == str(pid) and fields[5].endswith(f":{inode}")
+                   for fields in map(str.split, f) if fields[1] == "FLOCK")
+
+
 def clusters_since(start: float) -> list[str]:
     """Ports of the PostgreSQL servers started after `start`."""
     out = subprocess.run(["ps", "-eo", "etimes,args"], capture_output=True, text=True).stdout
@@ -56,7 +68,11 @@ def clusters_since(start: float) -> list[str]:
             if int(elapsed) <= age + 1]
 
 
-async def sample(seconds: float, interval_s: float) -> tuple[int, float, dict]:
+async def sample(benchmark: int, seconds: float, interval_s: float) -> tuple[int, float, dict]:
+    while not holds_lock(benchmark):
+        if not os.path.exists(f"/proc/{benchmark}"):
+            return 0, 0.0, {}
+        await asyncio.sleep(0.1)
     start = time.time()
     while not (ports := clusters_since(start)):
         if time.time() - start > seconds:
@@ -89,10 +105,11 @@ async def sample(seconds: float, interval_s: float) -> tuple[int, float, dict]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--seconds", type=float, default=400)
+    parser.add_argument("--benchmark", type=int, required=True, help="the benchmark's pid")
+    parser.add_argument("--seconds", type=float, default=400, help="the most to sample")
     parser.add_argument("--interval-ms", type=float, default=5)
     args = parser.parse_args()
-    samples, took, waits = asyncio.run(sample(args.seconds, args.interval_ms / 1000))
+    samples, took, waits = asyncio.run(sample(args.benchmark, args.seconds, args.interval_ms / 1000))
     print(f"{samples} samples in {took:.0f} s (one every {took / max(samples, 1) * 1000:.1f} ms)")
     print("| kind | active samples | mean active | commonest waits |\n|---|---:|---:|---|")
     for name, counts in sorted(waits.items(), key=lambda item: -item[1].total()):
