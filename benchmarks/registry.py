@@ -16,6 +16,14 @@ starts, then ANALYZE): `--seed-devices 0 1000000` measures the registry empty an
 `--seed-cache DIR` keeps SQLite's seeded file in DIR (per size and schema) and copies it for each
 later invocation; PostgreSQL is seeded afresh each time.
 
+`--alternate ROUNDS` (instead of --runs) answers whether a size / empty miss is real or the
+host's noise: every size's database and server are up at once (PostgreSQL: a cluster each),
+and each scenario runs ROUNDS rounds of one run per size, ABBA, so the sizes share the same
+minutes; it adds a table of every figure's median and range over the rounds and each round's
+size / empty ratio (median and range) by requests/s, by the server's CPU per request and, on
+PostgreSQL, by the database's (its processes' CPU per request), the CPU ratios being the ones
+the host's load moves least.
+
 Each backend's sizes run back to back in one hold of the lock. Prints a markdown table (the
 run with the median requests/s, its p50/p99, the server's CPU per request, non-2xx summed over
 all runs, ratio to the reference), then the ratios that do not depend on how busy the machine
@@ -24,18 +32,21 @@ backend and scenario; one JSON line per (backend, size, scenario). Any non-2xx o
 socket error is reported loudly and makes the exit status 1. Each backend's set-up and runs
 hold /tmp/owl-bench.lock (flock), the lock the machine's other benchmarks take, so they do not
 share the two cores. The server, the PostgreSQL cluster and the temp files are removed on exit,
-Ctrl-C, SIGTERM and the --time-limit alarm (default: estimated from the flags).
+Ctrl-C, SIGTERM and the --time-limit alarm (default: estimated from the flags, per backend,
+from when it holds the lock: a wait behind other benchmarks does not count).
 
     python benchmarks/registry.py [--backend sqlite|postgresql|both] [--duration 20s]
         [--runs 3] [--scenarios register_new list ...] [--postgres-url URL]
         [--seed-devices 0 1000000] [--seed-cache /tmp/registry-seeds]
         [--py-spy DIR]   # also record a py-spy profile of the server per scenario (extra run)
+        [--alternate 3]  # sizes side by side, ABBA rounds, median and range of each ratio
 """
 
 import argparse
 import asyncio
 import concurrent.futures
 import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -83,12 +94,13 @@ FROM batch
 
 @contextlib.contextmanager
 def postgres_database(url: str | None):
-    """The URL of a database to benchmark: `url` itself, or `bench` in a new throwaway cluster."""
+    """(URL, the postmaster's pid or None) of a database to benchmark: `url` itself, or `bench`
+    in a new throwaway cluster."""
     if url:
-        yield url
+        yield url, None
         return
-    with harness.postgres_cluster() as (cluster, _):
-        yield harness.create_database(cluster, "bench")
+    with harness.postgres_cluster() as (cluster, postmaster):
+        yield harness.create_database(cluster, "bench"), postmaster
 
 
 async def seed_devices(database: str, n: int, run_id: str) -> None:
@@ -166,12 +178,15 @@ def system_seconds(pid: int) -> float:
     return int(harness._stat_fields(f"/proc/{pid}/stat")[12]) / os.sysconf("SC_CLK_TCK")
 
 
-def run_wrk(url: str, scenario: str, duration: str, files: dict, pid: int | None = None) -> dict:
-    """wrk's summary, with the server's CPU per request (µs) when its `pid` is given."""
+def run_wrk(url: str, scenario: str, duration: str, files: dict, pid: int | None = None,
+            db_pid: int | None = None) -> dict:
+    """wrk's summary, with the server's CPU per request (µs) when its `pid` is given, and
+    PostgreSQL's (its postmaster's processes) when `db_pid` is."""
     env = dict(os.environ, JWT_FILE=files["writers"], LIST_JWT_FILE=files["listers"],
                TOKENS_FILE=files["tokens"], CHANNEL="ios_push", PLATFORM="none")
     cpu_before = harness.cpu_seconds(pid) if pid else 0.0
     sys_before = system_seconds(pid) if pid else 0.0
+    db_before = harness.exact_tree_cpu(db_pid) if db_pid else {}
     done = subprocess.run(
         ["taskset", "-c", WRK_CORE, "wrk", "-t1", "-c64", f"-d{duration}", "--timeout", "10s",
          "-s", f"{BENCH}/wrk/{scenario}.lua", url],
@@ -181,16 +196,27 @@ def run_wrk(url: str, scenario: str, duration: str, files: dict, pid: int | None
     if line is None:
         raise RuntimeError(f"no WRK_JSON line from wrk:\n{done.stdout}\n{done.stderr}")
     result = json.loads(line.removeprefix("WRK_JSON "))
+    requests = max(result["requests"], 1)
     if pid:
-        result["cpu_us"] = round(1e6 * (harness.cpu_seconds(pid) - cpu_before)
-                                 / max(result["requests"], 1), 1)
-        result["sys_us"] = round(1e6 * (system_seconds(pid) - sys_before)
-                                 / max(result["requests"], 1), 1)
+        result["cpu_us"] = round(1e6 * (harness.cpu_seconds(pid) - cpu_before) / requests, 1)
+        result["sys_us"] = round(1e6 * (system_seconds(pid) - sys_before) / requests, 1)
+    if db_pid:
+        db_cpu = harness.cpu_between(db_before, harness.exact_tree_cpu(db_pid))
+        result["db_us"] = round(1e6 * db_cpu / requests, 1)
     return result
 
 
+def spread(values: list) -> dict:
+    """Median, min and max of a figure over the runs (None where it was not measured)."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return {"median": None, "min": None, "max": None}
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
 def summarize(backend: str, devices: int, scenario: str, runs: list[dict]) -> dict:
-    """The run with the median requests/s; errors summed over all runs."""
+    """The run with the median requests/s; errors summed over all runs; every run's requests/s
+    and CPU in run order (in --alternate mode, run k of each size is the same round)."""
     median = statistics.median_low(run["rps"] for run in runs)
     chosen = next(run for run in runs if run["rps"] == median)
     socket_errors = sum(run[k] for run in runs
@@ -199,9 +225,13 @@ def summarize(backend: str, devices: int, scenario: str, runs: list[dict]) -> di
         "backend": backend, "seeded_devices": devices, "scenario": scenario, "runs": len(runs),
         "rps": chosen["rps"], "p50_ms": chosen["p50_ms"], "p99_ms": chosen["p99_ms"],
         "cpu_us": chosen.get("cpu_us"), "sys_us": chosen.get("sys_us"),
+        "db_us": chosen.get("db_us"),
         "non2xx": sum(run["non2xx"] for run in runs), "socket_errors": socket_errors,
         "ratio": round(chosen["rps"] / REFERENCE_RPS[scenario], 2),
-        "all_rps": [run["rps"] for run in runs], "load_1m": [run["load_1m"] for run in runs],
+        "all_rps": [run["rps"] for run in runs], "all_cpu_us": [run.get("cpu_us") for run in runs],
+        "all_sys_us": [run.get("sys_us") for run in runs],
+        "all_db_us": [run.get("db_us") for run in runs],
+        "load_1m": [run["load_1m"] for run in runs],
     }
 
 
@@ -217,40 +247,80 @@ def profile(pid: int, scenario: str, backend: str, duration: str, url: str, file
           file=sys.stderr)
 
 
-def bench_backend(backend: str, database: str, devices: int, args, work: str,
-                  seeded: bool = False) -> list[dict]:
+@dataclasses.dataclass
+class Target:
+    """One size's running server, ready for wrk."""
+    backend: str
+    devices: int
+    url: str
+    pid: int
+    db_pid: int | None
+    files: dict
+    code: str
+
+
+@contextlib.contextmanager
+def serving(backend: str, database: str, devices: int, work: str, seeded: bool = False,
+            db_pid: int | None = None):
+    """A Target on `database`: migrated, seeded with `devices` devices unless `seeded`, the
+    benchmark's users and refresh tokens in, its server running."""
     secret = secrets.token_urlsafe(32)
     env = dict(os.environ, JWT_SECRET=secret)
     env.pop("ACCESS_LOG", None)
     run_id = secrets.token_hex(4)
-    files = {name: os.path.join(work, f"{backend}-{name}.txt")
+    files = {name: os.path.join(work, f"{backend}-{devices}-{name}.txt")
              for name in ("writers", "listers", "tokens")}
-    print(f"[{backend}] migrate, create {2 * USERS_PER_ROLE} users, seed", file=sys.stderr)
+    print(f"[{backend} {devices:,}] migrate, create {2 * USERS_PER_ROLE} users, seed",
+          file=sys.stderr)
     harness.owlmetry_cli("migrate", "--database", database, env=env)
     if devices and not seeded:
         print(f"[{backend}] seed {devices:,} devices", file=sys.stderr)
         asyncio.run(seed_devices(database, devices, run_id))
     write_jwts(files["writers"], create_users(database, env, "writer", run_id), secret)
     write_jwts(files["listers"], create_users(database, env, "lister", run_id), secret)
-    results = []
     version = harness.code_version()  # the server imports the package now; later edits miss it
     log = os.path.join(work, f"{backend}-{devices}-server.log")
     with harness.running_server(database, env, log) as (url, pid):
         seed(url, files)
-        for scenario in args.scenarios:
-            runs = []
-            for n in range(args.runs):
-                runs.append(run_wrk(url, scenario, args.duration, files, pid))
-                runs[-1]["load_1m"] = os.getloadavg()[0]  # other work on the machine skews figures
-                print(f"[{backend}] {scenario} run {n + 1}/{args.runs}: "
-                      f"{runs[-1]['rps']:.0f} req/s, {runs[-1]['cpu_us']:.0f} µs CPU/request "
-                      f"({runs[-1]['sys_us']:.0f} in the kernel), "
-                      f"non-2xx {runs[-1]['non2xx']}, load average {runs[-1]['load_1m']:.1f}",
-                      file=sys.stderr)
-            results.append(summarize(backend, devices, scenario, runs) | {"code": version})
-            if args.py_spy:
-                profile(pid, scenario, backend, args.duration, url, files, args.py_spy)
+        yield Target(backend, devices, url, pid, db_pid, files, version)
+
+
+def measure(target: Target, scenario: str, duration: str, label: str) -> dict:
+    run = run_wrk(target.url, scenario, duration, target.files, target.pid, target.db_pid)
+    run["load_1m"] = os.getloadavg()[0]  # other work on the machine skews figures
+    db = f", database {run['db_us']:.0f} µs/request" if run.get("db_us") is not None else ""
+    print(f"[{target.backend} {target.devices:,}] {scenario} {label}: {run['rps']:.0f} req/s, "
+          f"{run['cpu_us']:.0f} µs CPU/request ({run['sys_us']:.0f} in the kernel){db}, "
+          f"non-2xx {run['non2xx']}, load average {run['load_1m']:.1f}", file=sys.stderr)
+    return run
+
+
+def bench_backend(target: Target, args) -> list[dict]:
+    results = []
+    for scenario in args.scenarios:
+        runs = [measure(target, scenario, args.duration, f"run {n + 1}/{args.runs}")
+                for n in range(args.runs)]
+        results.append(summarize(target.backend, target.devices, scenario, runs)
+                       | {"code": target.code})
+        if args.py_spy:
+            profile(target.pid, scenario, target.backend, args.duration, target.url,
+                    target.files, args.py_spy)
     return results
+
+
+def bench_alternating(targets: list[Target], args) -> list[dict]:
+    """Every size's server up at once; per scenario, `args.alternate` rounds of one run per
+    size, the order reversed every other round (ABBA), so each size sees the same minutes of
+    the machine and a round's ratio compares neighbouring runs."""
+    runs = {target.devices: {} for target in targets}
+    for scenario in args.scenarios:
+        for n in range(args.alternate):
+            for target in (targets if n % 2 == 0 else targets[::-1]):
+                runs[target.devices].setdefault(scenario, []).append(
+                    measure(target, scenario, args.duration, f"round {n + 1}/{args.alternate}"))
+    return [summarize(target.backend, target.devices, scenario, runs[target.devices][scenario])
+            | {"code": target.code}
+            for target in targets for scenario in args.scenarios]
 
 
 def print_report(results: list[dict]) -> None:
@@ -306,6 +376,39 @@ def print_ratios(results: list[dict]) -> None:
     print()
 
 
+def figure(values: dict, digits: int = 0) -> str:
+    """"median (min–max)" of a spread()."""
+    if values["median"] is None:
+        return "–"
+    return (f"{values['median']:,.{digits}f} ({values['min']:,.{digits}f}–"
+            f"{values['max']:,.{digits}f})")
+
+
+def round_ratios(at_size: list, empty: list) -> list:
+    return [a / e for a, e in zip(at_size, empty) if a is not None and e]
+
+
+def print_alternation(results: list[dict]) -> None:
+    """--alternate: per backend, scenario and size, the median and range over the rounds, and
+    each round's size / empty ratio (neighbouring runs) as median and range: by requests/s and
+    by the server's CPU per request (and PostgreSQL's), the latter robust to the host's load."""
+    by_key = {(r["backend"], r["seeded_devices"], r["scenario"]): r for r in results}
+    print("| backend | devices | scenario | rounds | requests/s | server CPU µs/req | kernel µs/req "
+          "| database CPU µs/req | × empty, req/s | × empty, server CPU | × empty, database CPU |")
+    print("|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for (backend, devices, scenario), r in by_key.items():
+        empty = by_key.get((backend, 0, scenario)) if devices else None
+        ratio_cells = ["", "", ""]
+        if empty:
+            ratio_cells = [figure(spread(round_ratios(r[key], empty[key])), 2)
+                           for key in ("all_rps", "all_cpu_us", "all_db_us")]
+        print(f"| {backend} | {devices:,} | {scenario} | {r['runs']} | "
+              f"{figure(spread(r['all_rps']))} | {figure(spread(r['all_cpu_us']))} | "
+              f"{figure(spread(r['all_sys_us']))} | {figure(spread(r['all_db_us']))} | "
+              + " | ".join(ratio_cells) + " |")
+    print()
+
+
 def seconds(duration: str) -> int:
     match = re.fullmatch(r"(\d+)([smh]?)", duration)
     if not match:
@@ -328,26 +431,37 @@ def parse_args(argv=None):
                              "N (default 0; e.g. 0 1000000)")
     parser.add_argument("--seed-cache", metavar="DIR",
                         help="keep SQLite's seeded databases in DIR for later invocations")
+    parser.add_argument("--alternate", type=int, metavar="ROUNDS", default=0,
+                        help="every size's server up at once, ROUNDS rounds per scenario of one "
+                             "run per size (order ABBA); reports median and range, and each "
+                             "round's size / empty ratio (instead of --runs)")
     parser.add_argument("--py-spy", metavar="DIR",
                         help="after each scenario, profile one extra run into DIR")
     parser.add_argument("--time-limit", type=int, metavar="SECONDS",
                         help="abort (cleaning up) after this long "
-                             "(default: estimated from the other flags)")
+                             "(default: estimated from the other flags, per backend once it "
+                             "holds the lock)")
     args = parser.parse_args(argv)
     seconds(args.duration)
+    if args.alternate and (args.py_spy or args.postgres_url):
+        parser.error("--alternate takes neither --py-spy nor --postgres-url")
     if args.postgres_url and len(args.seed_devices) > 1:
         parser.error("--postgres-url is one database: give one --seed-devices size with it")
     return args
 
 
 def time_limit(args, backends: list[str]) -> int:
-    wrk_runs = len(args.scenarios) * (args.runs + (1 if args.py_spy else 0))
+    runs = args.alternate or args.runs
+    wrk_runs = len(args.scenarios) * (runs + (1 if args.py_spy else 0))
     per_size = SETUP_SECONDS + wrk_runs * (seconds(args.duration) + 15)
     seeding = sum(args.seed_devices) // SEED_DEVICES_PER_SECOND
     return len(backends) * (len(args.seed_devices) * per_size + seeding)
 
 
-def bench_one(backend: str, devices: int, args, work: str) -> list[dict]:
+@contextlib.contextmanager
+def database_for(backend: str, devices: int, args, work: str):
+    """(URL, already seeded?, PostgreSQL's postmaster pid or None) of a fresh database for one
+    size, removed afterwards."""
     if backend == "sqlite":
         path = os.path.join(work, f"bench-{devices}.db")
         seeded = bool(devices and args.seed_cache)
@@ -355,13 +469,32 @@ def bench_one(backend: str, devices: int, args, work: str) -> list[dict]:
             if seeded:
                 print(f"[{backend}] {devices:,} devices from {args.seed_cache}", file=sys.stderr)
                 cached_sqlite_seed(args.seed_cache, devices, path)
-            return bench_backend(backend, f"sqlite:///{path}", devices, args, work, seeded)
+            yield f"sqlite:///{path}", seeded, None
         finally:  # a million devices are half a gigabyte
             for side in ("", "-wal", "-shm"):
                 with contextlib.suppress(FileNotFoundError):
                     os.remove(path + side)
-    with postgres_database(args.postgres_url) as database:
-        return bench_backend(backend, database, devices, args, work)
+        return
+    with postgres_database(args.postgres_url) as (database, postmaster):
+        yield database, False, postmaster
+
+
+def bench_sizes(backend: str, args, work: str) -> list[dict]:
+    if not args.alternate:
+        results = []
+        for devices in args.seed_devices:
+            with database_for(backend, devices, args, work) as (database, seeded, db_pid), \
+                    serving(backend, database, devices, work, seeded, db_pid) as target:
+                results += bench_backend(target, args)
+        return results
+    with contextlib.ExitStack() as stack:
+        targets = []
+        for devices in args.seed_devices:
+            database, seeded, db_pid = stack.enter_context(
+                database_for(backend, devices, args, work))
+            targets.append(stack.enter_context(
+                serving(backend, database, devices, work, seeded, db_pid)))
+        return bench_alternating(targets, args)
 
 
 def main(argv=None) -> int:
@@ -375,11 +508,16 @@ def main(argv=None) -> int:
         # A backend's sizes in one hold of the lock: the at-size / empty ratios (issue 15's
         # within 20%) then compare the same minutes of the machine, no other benchmark between.
         for backend in backends:
+            if not args.time_limit:  # the estimate is of the work, not of the wait for the lock
+                signal.alarm(0)
             with harness.bench_lock():
-                for devices in args.seed_devices:
-                    results += bench_one(backend, devices, args, work)
+                if not args.time_limit:
+                    signal.alarm(time_limit(args, [backend]))
+                results += bench_sizes(backend, args, work)
     signal.alarm(0)
     print_report(results)
+    if args.alternate:
+        print_alternation(results)
     return 1 if any(r["non2xx"] or r["socket_errors"] for r in results) else 0
 
 
