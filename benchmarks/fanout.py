@@ -610,7 +610,7 @@ def bench_backend(backend: str, databases, db_pid: int | None, mock: harness.Moc
         r = fresh_fanout("waits", backend, databases, None, mock, per_user, args, work, "waits")
         print(f"[{backend}] waits probed: {r['per_second']:,.0f} devices/s, registrations "
               f"p50/p99/max {r.get('register_p50_ms')}/{r.get('register_p99_ms')}/"
-              f"{r.get('register_max_ms')} ms (client)\n"
+              f"{r.get('register_max_ms')} ms (client), POSTs {r['posts_ms']} ms\n"
               f"{profiling.waits_table(r['waits'], r['wall0_ms'] / 1000)}", file=sys.stderr)
     if args.stalls:
         r = fresh_fanout("stalls", backend, databases, None, mock, per_user, args, work, "stalls")

@@ -377,10 +377,12 @@ def serve_with_wait_probe(out: str, argv: list[str]) -> int:
         try:
             return await original_acquire(self, timeout)
         finally:
-            kind = "pool_wait_registration" if registering.get() else "pool_wait_other"
+            kind = ("pool_wait_registration" if registering.get()
+                    else "pool_wait_enqueue" if ENQUEUING.get() else "pool_wait_other")
             records[kind].append((time.time(), 1000 * (time.perf_counter() - t0)))
 
     asyncpg.pool.Pool._acquire = acquire
+    enqueue_parts(records)
 
     async def lag():
         while True:
@@ -400,16 +402,116 @@ def serve_with_wait_probe(out: str, argv: list[str]) -> int:
     return serve_then_dump(argv, out, lambda: records)
 
 
+class _Slice:
+    """Where one POST's enqueue is: when its last part ended (the gap to the next part's start
+    is the event-loop turns in between)."""
+
+    __slots__ = ("last",)
+
+    def __init__(self):
+        self.last = time.perf_counter()
+
+
+ENQUEUING = None  # the wait probe's contextvar: the _Slice of the enqueue under way, if any
+
+
+def enqueue_parts(records: dict) -> None:
+    """The wait probe's view of a producer's enqueue (ms, one row each): the whole of it
+    (`enqueue`), per slice its preferences read (`enqueue_preferences`), its routing
+    (`enqueue_routing`), its write (`enqueue_write`) and, inside those, each statement's round
+    trip on its connection (`enqueue_statement_rtt`, pool waits apart), and the event-loop turns
+    between one part's end and the next's start (`enqueue_between`); and before it, the POST's
+    check of which recipients exist (`post_known_recipients`)."""
+    import contextvars
+
+    import asyncpg.connection
+
+    from owlmetry.http import producer
+    from owlmetry.notify import dispatcher
+    from owlmetry.store import deliveries, users
+
+    global ENQUEUING
+    ENQUEUING = contextvars.ContextVar("enqueuing", default=None)
+
+    def part(kind, original, is_async=True):
+        def mark(state, t0):
+            t1 = time.perf_counter()
+            records["enqueue_between"].append((time.time(), 1000 * (t0 - state.last)))
+            records[kind].append((time.time(), 1000 * (t1 - t0)))
+            state.last = t1
+
+        if not is_async:
+            def sync_call(*args, **kwargs):
+                state, t0 = ENQUEUING.get(), time.perf_counter()
+                try:
+                    return original(*args, **kwargs)
+                finally:
+                    if state is not None:
+                        mark(state, t0)
+            return sync_call
+
+        async def call(*args, **kwargs):
+            state, t0 = ENQUEUING.get(), time.perf_counter()
+            try:
+                return await original(*args, **kwargs)
+            finally:
+                if state is not None:
+                    mark(state, t0)
+        return call
+
+    original_enqueue = dispatcher.Dispatcher.enqueue
+
+    async def enqueue(*args, **kwargs):
+        token = ENQUEUING.set(_Slice())
+        t0 = time.perf_counter()
+        try:
+            return await original_enqueue(*args, **kwargs)
+        finally:
+            records["enqueue"].append((time.time(), 1000 * (time.perf_counter() - t0)))
+            ENQUEUING.reset(token)
+
+    dispatcher.Dispatcher.enqueue = enqueue
+    original_known = producer.known_recipients
+
+    async def known_recipients(*args, **kwargs):
+        t0 = time.perf_counter()
+        try:
+            return await original_known(*args, **kwargs)
+        finally:
+            records["post_known_recipients"].append(
+                (time.time(), 1000 * (time.perf_counter() - t0)))
+
+    producer.known_recipients = known_recipients
+    users.UsersAndKeys.preferences_of = part("enqueue_preferences",
+                                             users.UsersAndKeys.preferences_of)
+    dispatcher.group_recipients = part("enqueue_routing", dispatcher.group_recipients, False)
+    deliveries.Deliveries.enqueue_groups = part("enqueue_write",
+                                                deliveries.Deliveries.enqueue_groups)
+    original_fetch = asyncpg.connection.Connection.fetch
+
+    async def fetch(self, query, *args, **kwargs):
+        if ENQUEUING.get() is None:
+            return await original_fetch(self, query, *args, **kwargs)
+        t0 = time.perf_counter()
+        try:
+            return await original_fetch(self, query, *args, **kwargs)
+        finally:
+            records["enqueue_statement_rtt"].append(
+                (time.time(), 1000 * (time.perf_counter() - t0)))
+
+    asyncpg.connection.Connection.fetch = fetch
+
+
 def waits_table(records: dict, since: float = 0.0) -> str:
     """The wait probe's figures (ms) per kind, after `since` (time.time())."""
-    lines = ["| what | count | p50 ms | p99 ms | max ms | over 50 ms |",
-             "|---|---:|---:|---:|---:|---:|"]
+    lines = ["| what | count | p50 ms | p99 ms | max ms | over 50 ms | sum s |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
     for kind, rows in sorted(records.items()):
         values = sorted(ms for at, ms in rows if at >= since)
         if values:
             p50, p99 = (values[min(len(values) - 1, int(q * len(values)))] for q in (0.5, 0.99))
             lines.append(f"| {kind} | {len(values)} | {p50:.1f} | {p99:.1f} | {values[-1]:.1f} "
-                         f"| {sum(ms > 50 for ms in values)} |")
+                         f"| {sum(ms > 50 for ms in values)} | {sum(values) / 1000:.2f} |")
     return "\n".join(lines)
 
 
