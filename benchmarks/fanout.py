@@ -612,6 +612,10 @@ def bench_backend(backend: str, databases, db_pid: int | None, mock: harness.Moc
               f"p50/p99/max {r.get('register_p50_ms')}/{r.get('register_p99_ms')}/"
               f"{r.get('register_max_ms')} ms (client), POSTs {r['posts_ms']} ms\n"
               f"{profiling.waits_table(r['waits'], r['wall0_ms'] / 1000)}", file=sys.stderr)
+        if args.waits_json:
+            with open(args.waits_json, "w") as f:
+                json.dump({"wall0_ms": r["wall0_ms"], "posts_ms": r["posts_ms"],
+                           "records": r["waits"]}, f)
     if args.stalls:
         r = fresh_fanout("stalls", backend, databases, None, mock, per_user, args, work, "stalls")
         stalls = [s for s in r["stalls"] if s["at"] * 1000 >= r["wall0_ms"]]
@@ -791,6 +795,9 @@ def parse_args(argv=None):
                         help="+ one extra fan-out per backend on a server whose registrations' "
                              "waits (store call, writer turn or pool connection) and event-loop "
                              "lag are timed (profiling.py's wait probe); a table on stderr")
+    parser.add_argument("--waits-json", metavar="FILE",
+                        help="with --waits: the probe's every record (kind -> [time, ms]) and the "
+                             "run's start (wall0_ms) and POSTs into FILE, for a timeline")
     parser.add_argument("--stalls", action="store_true",
                         help="+ one extra fan-out per backend on asyncio's loop with the stall "
                              "probe (every turn of 20 ms or more, by where it ended)")
