@@ -14,6 +14,7 @@ device, nor any SQL.
 """
 
 import asyncio
+import contextlib
 import dataclasses
 import functools
 import heapq
@@ -262,11 +263,19 @@ class Dispatcher:
                       content_id: str | None = None) -> list[str]:
         """`enqueue`; `content_id`: the caller's (an idempotent request's, which may have
         stored it already)."""
+        async with self.producing():
+            return await enqueue(self.store, user_ids, content, self.channels, self.defaults,
+                                 content_id)
+
+    @contextlib.asynccontextmanager
+    async def producing(self):
+        """Claims wait (up to the hold, `enqueue_hold_s`, at a time) while the block runs: a
+        producer's request from its first read of the database (its recipients' check) to its
+        last chunk written."""
         self._enqueuing += 1
         self._enqueued.clear()
         try:
-            return await enqueue(self.store, user_ids, content, self.channels, self.defaults,
-                                 content_id)
+            yield
         finally:
             # Chunks of a request that failed half-way are written too: wake either way.
             self._enqueuing -= 1

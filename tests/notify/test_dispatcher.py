@@ -241,6 +241,19 @@ async def test_claims_wait_until_a_request_is_enqueued_whole(store, dispatchers,
     assert first_end >= enqueued_at
 
 
+async def test_claims_wait_while_a_producer_holds_them(store, dispatchers):
+    # A producer's request holds the claims from its recipients' check on, before its enqueue.
+    users = [(await user_with_devices(store, [], 0))[0] for _ in range(12)]
+    dispatcher = dispatchers({"mobile_push": unconfigured_push()}, poll_s=0.001,
+                             enqueue_hold_s=60)
+    async with dispatcher.producing():
+        ids = await dispatcher.enqueue(users, CONTENT)
+        await asyncio.sleep(0.2)
+        assert (await store.progress(ids)).deliveries == {"pending": 12}
+
+    assert (await wait_done(store, ids)).deliveries == {"skipped": 12}
+
+
 async def test_stop_does_not_wait_for_an_enqueue_under_way(store, dispatchers):
     # A claim loop holding for a producer's request stops as soon as it is told to.
     dispatcher = dispatchers({"mobile_push": unconfigured_push()}, enqueue_hold_s=3600)
