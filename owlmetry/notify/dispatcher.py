@@ -113,15 +113,36 @@ async def enqueue_slices(store: Store, slices: Iterable[list[tuple[str, str]]],
     send's release resumed); `content_stored`: the content is in the database already."""
     channels = tuple(channels)
     ids: dict[str, str] = {}
-    for part in slices:
-        stored = await store.preferences_of([user_id for _, user_id in part])
-        groups = group_recipients(part, content.type, stored, defaults, channels)
-        written = await store.enqueue_groups(groups, content, now, content_id=content_id,
-                                             content_written=content_stored or bool(ids))
-        ids.update((user_id, notification_id) for notification_id, user_id in part
-                   if notification_id in written)
+    parts = iter(slices)
+    part = next(parts, None)
+    reading = preferences_soon(store, part)
+    try:
+        while part is not None:
+            stored = await reading
+            # The next slice's preferences are read while this one is written: under a fan-out
+            # every round trip waits behind the answers' writes and the loop's turns, and a
+            # slice's two in a row made a POST's 50,000 recipients 200 of them instead of 100.
+            following = next(parts, None)
+            reading = preferences_soon(store, following)
+            groups = group_recipients(part, content.type, stored, defaults, channels)
+            written = await store.enqueue_groups(groups, content, now, content_id=content_id,
+                                                 content_written=content_stored or bool(ids))
+            ids.update((user_id, notification_id) for notification_id, user_id in part
+                       if notification_id in written)
+            part = following
+    finally:
+        if reading is not None and not reading.done():
+            reading.cancel()
+            await asyncio.gather(reading, return_exceptions=True)
     await store.enqueued(len(ids))
     return ids
+
+
+def preferences_soon(store: Store, part: list[tuple[str, str]] | None) -> asyncio.Future | None:
+    """The read of the stored preferences of the slice's users, under way (None: no slice)."""
+    if part is None:
+        return None
+    return asyncio.ensure_future(store.preferences_of([user_id for _, user_id in part]))
 
 
 def new_recipients(user_ids: Iterable[str], now: int) -> tuple[list[str], list[tuple[str, str]]]:
