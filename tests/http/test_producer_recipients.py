@@ -5,6 +5,7 @@ notification, once. Ids that name no user come back in `unknown_user_ids`, as se
 notification ids in paths are taken in the same spellings.
 """
 
+import asyncio
 import uuid
 
 import pytest
@@ -13,6 +14,7 @@ from owlmetry.http import producer
 from owlmetry.http.context import STORE
 from owlmetry.ids import normalize_id
 from owlmetry.notify import dispatcher
+from owlmetry.store import DatabaseUnavailable
 from tests.http.test_auth import make_key
 from tests.http.test_devices import body
 from tests.http.test_inbox import notify
@@ -107,3 +109,69 @@ async def test_a_long_list_is_read_in_slices_with_the_same_answer(client, users,
             inbox = await store.list_notifications(user_id, "all", None, None, 10)
             owners += [user_id for n in inbox if n.id == notification_id]
     assert owners == [second, first, third]
+
+
+async def test_the_recipients_lookups_are_out_together_and_answer_in_order(
+        client, users, monkeypatch):
+    # Slices of 3 with 3 lookups at a time: the first lookup is held until the third has
+    # begun (one after the other, it never would), and the answer is the one-at-a-time one.
+    monkeypatch.setattr(producer, "RECIPIENT_SLICE", 3)
+    monkeypatch.setattr(producer, "RECIPIENT_READS", 3)
+    store = client.app[STORE]
+    secret = await make_key(client.app, "server")
+    first, _ = await users.create()
+    second, _ = await users.create()
+    third, _ = await users.create()
+    stranger = str(uuid.uuid4())
+    sent = [second, "nope", first.upper(), stranger, third, "{" + second + "}", "nope",
+            first, "urn:uuid:" + third, stranger.upper()]
+    lookup = store.existing_user_ids
+    begun, out, most_out = asyncio.Event(), [0], [0]
+
+    async def existing_user_ids(user_ids):
+        out[0] += 1
+        most_out[0] = max(most_out[0], out[0])
+        if out[0] == 3:
+            begun.set()
+        await asyncio.wait_for(begun.wait(), 30)
+        try:
+            return await lookup(user_ids)
+        finally:
+            out[0] -= 1
+
+    monkeypatch.setattr(store, "existing_user_ids", existing_user_ids)
+    status, reply = await post(client, {**GOOD, "user_ids": sent}, secret)
+
+    assert status == 202
+    assert most_out[0] == 3
+    assert reply["unknown_user_ids"] == ["nope", stranger, stranger.upper()]
+    owners = []
+    for notification_id in reply["notification_ids"]:
+        for user_id in (first, second, third):
+            inbox = await store.list_notifications(user_id, "all", None, None, 10)
+            owners += [user_id for n in inbox if n.id == notification_id]
+    assert owners == [second, first, third]
+
+
+async def test_a_failed_lookup_fails_the_request_and_leaves_none_running(
+        client, users, monkeypatch):
+    monkeypatch.setattr(producer, "RECIPIENT_SLICE", 1)
+    store = client.app[STORE]
+    secret = await make_key(client.app, "server")
+    user_ids = [(await users.create())[0] for _ in range(6)]
+    lookup, calls = store.existing_user_ids, []
+
+    async def existing_user_ids(ids):
+        calls.append(ids)
+        if len(calls) == 2:
+            raise DatabaseUnavailable("unreachable", "the test's")
+        return await lookup(ids)
+
+    monkeypatch.setattr(store, "existing_user_ids", existing_user_ids)
+    status, _ = await post(client, {**GOOD, "user_ids": user_ids}, secret)
+
+    assert status == 503
+    running = [task for task in asyncio.all_tasks()
+               if "existing_user_ids" in repr(task.get_coro())]
+    assert running == []
+    assert await store.execute("SELECT count(*) FROM notifications") == [(0,)]

@@ -10,8 +10,9 @@ import asyncpg
 import pytest
 
 from owlmetry.notify import dispatcher
-from owlmetry.preferences import Defaults
+from owlmetry.preferences import Defaults, merge, parse_patch
 from owlmetry.store import (
+    DatabaseUnavailable,
     DeviceRegistration,
     NotificationContent,
     ReadState,
@@ -223,3 +224,59 @@ async def test_a_request_of_many_slices_writes_everyone_once_and_its_content_onc
         == sorted((user_id,) for user_id in user_ids)
     assert await store.execute("SELECT count(*) FROM notification_deliveries") == [(21,)]
     assert [await store.unread_count(user_id) for user_id in user_ids] == [1] * 21
+
+
+async def test_a_slice_is_written_while_the_next_ones_preferences_are_read(store, monkeypatch):
+    """A producer's request of 3 slices: the next slice's preferences are read before this
+    slice's write ends (one round trip on the way per slice, not two), and each recipient
+    still gets what their own preferences choose, whichever slice they are in."""
+    monkeypatch.setattr(dispatcher, "ENQUEUE_SLICE", 2)
+    user_ids = sorted(await new_users(store, 6))  # slices go in user order
+    no_push, no_inbox = user_ids[1], user_ids[4]  # the first and the third slice
+    for user_id, types in ((no_push, {"feedback.new": {"mobile_push": False}}),
+                           (no_inbox, {"feedback.new": {"in_app": False}})):
+        patch = parse_patch({"notifications": {"types": types}})
+        assert await store.update_preferences(user_id, lambda stored, p=patch: merge(stored, p))
+    events = []
+    read, write = store.preferences_of, store.enqueue_groups
+
+    async def preferences_of(ids):
+        events.append(("read", ids[0]))
+        return await read(ids)
+
+    async def enqueue_groups(groups, *args, **kwargs):
+        first = min(user_id for group in groups for _, user_id in group.recipients)
+        try:
+            return await write(groups, *args, **kwargs)
+        finally:
+            events.append(("written", first))
+
+    monkeypatch.setattr(store, "preferences_of", preferences_of)
+    monkeypatch.setattr(store, "enqueue_groups", enqueue_groups)
+    ids = await dispatcher.enqueue(store, user_ids, CONTENT, ["mobile_push"], Defaults())
+
+    firsts = user_ids[::2]
+    assert events == [("read", firsts[0]), ("read", firsts[1]), ("written", firsts[0]),
+                      ("read", firsts[2]), ("written", firsts[1]), ("written", firsts[2])]
+    assert len(ids) == 6
+    pushed = {user_id for (user_id,) in await store.execute(
+        "SELECT n.user_id FROM notification_deliveries AS d "
+        "JOIN notifications AS n ON n.id = d.notification_id")}
+    assert pushed == set(user_ids) - {no_push}
+    assert [await store.unread_count(user_id) for user_id in user_ids] \
+        == [0 if user_id == no_inbox else 1 for user_id in user_ids]
+
+
+async def test_a_failed_write_leaves_no_read_of_the_next_slice_running(store, monkeypatch):
+    monkeypatch.setattr(dispatcher, "ENQUEUE_SLICE", 2)
+    user_ids = await new_users(store, 6)
+
+    async def enqueue_groups(*args, **kwargs):
+        raise DatabaseUnavailable("unreachable", "the test's")
+
+    monkeypatch.setattr(store, "enqueue_groups", enqueue_groups)
+    with pytest.raises(DatabaseUnavailable):
+        await dispatcher.enqueue(store, user_ids, CONTENT, ["mobile_push"], Defaults())
+
+    assert [task for task in asyncio.all_tasks()
+            if "preferences_of" in repr(task.get_coro())] == []
