@@ -131,7 +131,7 @@ async def enqueue_slices(store: Store, slices: Iterable[list[tuple[str, str]]],
                        if notification_id in written)
             part = following
     finally:
-        if reading is not None and not reading.done():
+        if reading is not None:  # a write failed: the read ahead is not wanted (nor its error)
             reading.cancel()
             await asyncio.gather(reading, return_exceptions=True)
     await store.enqueued(len(ids))
