@@ -28,8 +28,9 @@ The faults (the mock's command line), as issue 15 lists them:
 Per fan-out it also prints where the time went: the CPU seconds of the server and of the mock,
 and the mock's tail (when 99% of its answers had gone out, when the last did, and how many
 answers after the 99% were to a token's second or later request: retries setting the end);
-with `--json`, the mock's answers per 100 ms by status (`mock_timeline`), its connection events
-(`mock_events`) and every answer but a first 200 (`mock_trail`: each unlucky push's tries).
+with `--json`, the mock's answers per 100 ms by status (`mock_timeline`), and with `--trail` its
+connection events (`mock_events`) and every answer but a first 200 (`mock_trail`: each unlucky
+push's tries).
 
 Checks (exit status 1 when one fails): no delivery pending; the fault-free run delivered
 every device once; the faulty run recorded every device once: the live ones delivered, the
@@ -253,6 +254,9 @@ def main(argv=None) -> int:
     ap.add_argument("--backend", choices=["sqlite", "postgresql"], default="sqlite")
     ap.add_argument("--connections", type=int, default=4)
     ap.add_argument("--json", action="store_true", help="one JSON line per fan-out on stdout")
+    ap.add_argument("--trail", action="store_true",
+                    help="the JSON lines with the mock's connection events and every unlucky "
+                         "push's tries")
     ap.add_argument("--keep", metavar="DIR", help="keep the logs and databases in DIR")
     ap.add_argument("--only", metavar="KINDS", default=",".join(FAULT_KINDS),
                     help="the faulty run's faults, a comma-separated subset of "
@@ -303,6 +307,8 @@ def main(argv=None) -> int:
                           f"{m['duplicate_delivered']} duplicates "
                           f"{'; '.join(run['problems'])}", file=sys.stderr)
                     if args.json:
+                        if not args.trail:  # ~150 KB a faulty run
+                            del run["mock_events"], run["mock_trail"]
                         print(json.dumps({"backend": args.backend, "devices": n_devices,
                                           **run}), flush=True)
             if args.py_spy:
