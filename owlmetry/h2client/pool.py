@@ -131,7 +131,7 @@ class HostPool:
         x.fut = self._loop.create_future()
         x.status, x.headers, x.chunks, x.generation = 0, (), [], 0
         x.again = again
-        self._submit(x, again)
+        self._submit(x)
 
     def _first_outcome(self, x: Exchange, on_result, fut: asyncio.Future) -> None:
         outcome = fut.result()
@@ -221,7 +221,7 @@ class HostPool:
 
     # --- capacity ----------------------------------------------------------------------------
 
-    def _submit(self, p: Exchange, again: bool = False) -> None:
+    def _submit(self, p: Exchange) -> None:
         if p.live is not None and not p.live():
             p.fut.set_result(None)  # never on the wire: UNSENT
             return
@@ -230,7 +230,7 @@ class HostPool:
             if conn is not None:
                 conn.submit(p)
                 return
-        if again:
+        if p.again:
             # Sent again (after its delay): it waited its turn once. Behind a fan-out's queue
             # each retry waited seconds more, and a push's retries, not the work, set the
             # fan-out's end (benchmarks/RESULTS.md, "hostile APNs").
