@@ -95,11 +95,9 @@ class AppleJudge:
         self._budget = RetryBudget(retry.budget, retry.budget_ratio)
 
     def answered(self, x: Exchange) -> PushResult | Retry:
-        apns_id = None
-        for name, value in x.headers:
-            if name == b"apns-id":
-                apns_id = value.decode()
-                break
+        # The request's own id, which APNs answers with (`wire.PushRequest`; the pool steps
+        # over the answer's copy).
+        apns_id = x.request.apns_id.decode()
         status = x.status
         if status == 200:
             self._budget.succeeded()

@@ -47,13 +47,13 @@ class Connection(asyncio.Protocol):
 
     An exchange ("pending") carries `fut`, `request`, `deadline`, and gets `status`, `headers`,
     `chunks` and the `generation` of the authorization it went out with. `label` names the
-    provider in log lines; `unique_headers` are answer headers whose values never repeat
-    (APNs' `apns-id`), which the HPACK decoder does not remember.
+    provider in log lines; `unread_headers` are answer headers the provider never reads (APNs'
+    `apns-id`, the echo of the request's own), which the HPACK decoder steps over.
     """
 
     def __init__(self, host: str, port: int, authorization: Authorization, max_streams: int,
                  on_change, on_lost, label: str = "h2",
-                 unique_headers: frozenset[bytes] = frozenset()):
+                 unread_headers: frozenset[bytes] = frozenset()):
         self.host = host
         self.label = label
         self._auth = authorization
@@ -64,7 +64,7 @@ class Connection(asyncio.Protocol):
         self._auth_generation = -1
         self._auth_field = b""
         self.in_flight: dict = {}
-        self._h2 = ClientH2(self.in_flight, RECEIVE_WINDOW, unique_headers)
+        self._h2 = ClientH2(self.in_flight, RECEIVE_WINDOW, unread_headers)
         self._blocked: dict[int, bytes] = {}  # big bodies sent in part, waiting for window
         self._parked: deque = deque()  # requests that wait for window before opening a stream
         self._next_stream_id = 1

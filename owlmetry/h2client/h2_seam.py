@@ -136,7 +136,7 @@ class ClientH2(h2.connection.H2Connection):
     """
 
     def __init__(self, in_flight: dict, receive_window: int,
-                 unique_headers: frozenset[bytes] = frozenset()):
+                 unread_headers: frozenset[bytes] = frozenset()):
         super().__init__(config=_CONFIG)
         self.local_settings = h2.settings.Settings(client=True, initial_values={
             SettingCodes.ENABLE_PUSH: 0,
@@ -144,7 +144,7 @@ class ClientH2(h2.connection.H2Connection):
             SettingCodes.HEADER_TABLE_SIZE: 0,
         })
         self.encoder = PreEncodedHeaders()
-        self.decoder = ZeroTableDecoder(unique_headers)
+        self.decoder = ZeroTableDecoder(unread_headers)
         self.in_flight = in_flight
         self._output = bytearray()  # h2's bytes made before the last hand-built frames, then those
         self._input = bytearray()  # an incomplete frame, until the rest arrives

@@ -1,10 +1,10 @@
 """HPACK decoding of answers for a connection that advertises a zero-size header table.
 
 With SETTINGS_HEADER_TABLE_SIZE 0 the peer can keep nothing in a dynamic table, so decoding is
-stateless: static-table references and literals only. Huffman strings (every `apns-id`) are
-decoded a byte at a time through transitions learnt on first use rather than a bit at a time
-down the code tree, since every APNs answer carries one. Must not know about streams,
-connections or providers.
+stateless: static-table references and literals only. Huffman strings are decoded a byte at a
+time through transitions learnt on first use rather than a bit at a time down the code tree;
+the values of fields a provider never reads are stepped over undecoded. Must not know about
+streams, connections or providers.
 """
 
 from hpack import HPACKDecodingError
@@ -114,6 +114,14 @@ def _string(data, i: int, memo: dict | None) -> tuple[bytes, int]:
     return text, end
 
 
+def _skip_string(data, i: int) -> int:
+    length, i = _integer(data, i, 7)
+    end = i + length
+    if end > len(data):
+        raise HPACKDecodingError("HPACK string runs past the header block")
+    return end
+
+
 def _static(index: int) -> tuple[bytes, bytes]:
     if 0 < index <= _STATIC_SIZE:
         return _STATIC[index - 1]
@@ -124,15 +132,16 @@ class ZeroTableDecoder:
     """Drop-in for `hpack.Decoder` in h2, valid only while our HEADER_TABLE_SIZE is 0.
 
     Without a table the peer re-sends names and values that repeat (`apns-id` as a name,
-    `date`, `content-type`), so decoded strings are remembered, and so are whole blocks,
-    except the values of `unique_names` (a provider's per-answer ids, like APNs' `apns-id`)
-    and the blocks holding them, which would only crowd the memos.
+    `date`, `content-type`), so decoded strings are remembered, and so are whole blocks.
+    Fields named in `unread_names` (a provider's per-answer ids it never reads, like APNs'
+    `apns-id`, the echo of the request's own) are left out undecoded, and a block holding one,
+    which never repeats, is not remembered.
     """
 
-    def __init__(self, unique_names: frozenset[bytes] = frozenset()):
+    def __init__(self, unread_names: frozenset[bytes] = frozenset()):
         self.max_header_list_size = 1 << 16
         self.max_allowed_table_size = 0
-        self._unique_names = unique_names
+        self._unread_names = unread_names
         self._memo: dict[bytes, bytes] = {}
         # Whole blocks: a peer's answers of one kind repeat byte for byte (FCM's 200: status,
         # content-type, the date of this second), unless they carry a unique value.
@@ -153,7 +162,7 @@ class ZeroTableDecoder:
     def _decode(self, data) -> list[tuple[bytes, bytes]]:
         self._cacheable = True
         headers, i, n, size = [], 0, len(data), 0
-        memo, unique = self._memo, self._unique_names
+        memo, unread = self._memo, self._unread_names
         while i < n:
             first = data[i]
             if first & 0x80:  # indexed field
@@ -176,13 +185,14 @@ class ZeroTableDecoder:
                 name = _static(index)[0]
             else:
                 name, i = _string(data, i, memo)
-            if name in unique:  # a block holding one never repeats
+            if name in unread:
                 self._cacheable = False
-                value, i = _string(data, i, None)
+                start, i = i, _skip_string(data, i)
+                size += 32 + len(name) + i - start
             else:
                 value, i = _string(data, i, memo)
-            size += 32 + len(name) + len(value)
+                size += 32 + len(name) + len(value)
+                headers.append((name, value))
             if size > self.max_header_list_size:
                 raise HPACKDecodingError("header list larger than advertised")
-            headers.append((name, value))
         return headers

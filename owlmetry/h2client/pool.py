@@ -51,11 +51,11 @@ _RESEND = Retry(0.0, None)  # a refused stream: never processed, so sent again a
 class HostPool:
     """`send(request)` returns what the `judge` makes of the request's last attempt; so does
     the `on_result` callback of `send_soon`. `label` names the provider in log lines;
-    `unique_headers` go to the connections (see `Connection`)."""
+    `unread_headers` go to the connections (see `Connection`)."""
 
     def __init__(self, host: str, port: int, ssl_context: ssl.SSLContext,
                  authorization: Authorization, judge: Judge, settings: PoolSettings,
-                 label: str = "h2", unique_headers: frozenset[bytes] = frozenset()):
+                 label: str = "h2", unread_headers: frozenset[bytes] = frozenset()):
         self.host = host
         self.label = label
         self._port = port
@@ -63,7 +63,7 @@ class HostPool:
         self._auth = authorization
         self._judge = judge
         self._settings = settings
-        self._unique_headers = unique_headers
+        self._unread_headers = unread_headers
         self._loop = asyncio.get_running_loop()
         self._conns: list[Connection] = []  # connected and set up, newest last
         self._sockets: set[Connection] = set()  # everything with a transport, until it is lost
@@ -325,7 +325,7 @@ class HostPool:
 
         def protocol() -> Connection:
             return Connection(self.host, self._port, self._auth, s.max_streams_per_connection,
-                              self._changed, self._lost, self.label, self._unique_headers)
+                              self._changed, self._lost, self.label, self._unread_headers)
 
         async with asyncio.timeout(s.connect_timeout_s):
             transport, conn = await self._loop.create_connection(

@@ -1,6 +1,8 @@
 """APNs requests as bytes: the header block a connection makes of `wire.request` decodes with a
 standard HPACK decoder; Apple's device-token and payload-size rules."""
 
+import uuid
+
 import hpack
 
 from owlmetry.apns import wire
@@ -21,8 +23,14 @@ def test_a_push_request_decodes_with_a_standard_hpack_decoder():
         (b":authority", b"api.push.apple.com"), (b"authorization", b"bearer " + b"x" * 300),
         (b"apns-topic", b"com.example.app"), (b"apns-push-type", b"voip"),
         (b"apns-priority", b"5"), (b"apns-expiration", b"1700000000"),
-        (b"apns-collapse-id", b"c" * 64)]
+        (b"apns-collapse-id", b"c" * 64), (b"apns-id", request.apns_id)]
     assert request.body == b"{}"
+
+
+def test_each_push_request_carries_an_apns_id_of_its_own():
+    ids = [wire.request("ab" * 32, b"", b"{}").apns_id for _ in range(1000)]
+    assert len(set(ids)) == 1000
+    assert all(str(uuid.UUID(apns_id.decode())) == apns_id.decode() for apns_id in ids)
 
 
 def test_device_token_rule():

@@ -41,17 +41,30 @@ def test_bad_huffman_padding_is_refused():
         decode_huffman(b"\x00")  # ends on five 0-bits, not an EOS prefix
 
 
-@pytest.mark.parametrize("unique", [frozenset(), frozenset({b"apns-id"})])
-def test_zero_table_decoder_reads_what_a_zero_table_encoder_writes(unique):
+@pytest.mark.parametrize("unread", [frozenset(), frozenset({b"apns-id"})])
+def test_zero_table_decoder_reads_what_a_zero_table_encoder_writes(unread):
     encoder = hpack.Encoder()
     encoder.header_table_size = 0  # what our SETTINGS_HEADER_TABLE_SIZE 0 obliges a peer to do
-    decoder = ZeroTableDecoder(unique)
+    decoder = ZeroTableDecoder(unread)
     for i in range(300):
         headers = [(b":status", b"200" if i % 3 else b"410"),
                    (b"apns-id", str(uuid.uuid4()).encode()),
                    (b"content-type", b"application/json"),
                    (b"x-long", b"v" * (i % 200))]
-        assert decoder.decode(encoder.encode(headers)) == headers
+        # Fields the provider never reads are left out; every other comes as it was sent.
+        assert decoder.decode(encoder.encode(headers)) == [
+            (name, value) for name, value in headers if name not in unread]
+
+
+def test_unread_fields_still_count_against_the_header_list_limit():
+    encoder = hpack.Encoder()
+    encoder.header_table_size = 0
+    decoder = ZeroTableDecoder(frozenset({b"apns-id"}))
+    decoder.max_header_list_size = 100
+    with pytest.raises(HPACKDecodingError):
+        decoder.decode(encoder.encode([(b":status", b"200"), (b"apns-id", b"x" * 200)]))
+    with pytest.raises(HPACKDecodingError):  # a value's length past the block's end
+        decoder.decode(encoder.encode([(b":status", b"200"), (b"apns-id", b"x" * 20)])[:-5])
 
 
 def test_zero_table_decoder_refuses_dynamic_references():
@@ -62,7 +75,7 @@ def test_zero_table_decoder_refuses_dynamic_references():
 
 
 def test_repeated_blocks_decode_the_same_and_unique_values_stay_distinct():
-    decoder = ZeroTableDecoder(frozenset({b"apns-id"}))
+    decoder = ZeroTableDecoder()
     common = [(b":status", b"200"), (b"content-type", b"application/json; charset=UTF-8")]
     encoder = hpack.Encoder()
     encoder.header_table_size = 0
