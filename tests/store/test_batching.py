@@ -33,7 +33,10 @@ async def test_a_call_right_after_another_is_not_stranded():
 
 
 async def test_a_failing_batch_fails_each_of_its_callers_and_the_next_batch_runs():
+    batches = []
+
     async def explode_on_three(items):
+        batches.append(list(items))
         await asyncio.sleep(0)
         if 3 in items:
             raise RuntimeError("boom")
@@ -41,10 +44,23 @@ async def test_a_failing_batch_fails_each_of_its_callers_and_the_next_batch_runs
 
     batcher = Batcher(explode_on_three, max_size=2)
     results = await asyncio.gather(*(batcher.submit(n) for n in range(6)), return_exceptions=True)
-    assert results[:2] == [0, 1]
-    assert [type(r) for r in results[2:4]] == [RuntimeError, RuntimeError]
-    assert results[4:] == [4, 5]
+    failed = next(batch for batch in batches if 3 in batch)
+    assert [type(results[n]) for n in failed] == [RuntimeError] * len(failed)
+    assert all(results[n] == n for n in range(6) if n not in failed)
+    assert batches.index(failed) < len(batches) - 1  # batches ran after it
     await batcher.wait_idle()
+
+
+async def test_a_caller_alone_runs_its_batch_itself():
+    tasks = []
+
+    async def record_task(items):
+        tasks.append(asyncio.current_task())
+        return list(items)
+
+    batcher = Batcher(record_task)
+    assert await batcher.submit(1) == 1
+    assert tasks == [asyncio.current_task()]  # no drain task of its own to start and wake
 
 
 @pytest.mark.parametrize("concurrency", [1, 3])
