@@ -40,6 +40,8 @@ from when it holds the lock: a wait behind other benchmarks does not count).
         [--seed-devices 0 1000000] [--seed-cache /tmp/registry-seeds]
         [--py-spy DIR]   # also record a py-spy profile of the server per scenario (extra run)
         [--alternate 3]  # sizes side by side, ABBA rounds, median and range of each ratio
+        [--statements]   # servers under the statement timer: per size, each statement's calls
+                         # and its database thread's CPU (SQLite: registrations a transaction)
 """
 
 import argparse
@@ -261,9 +263,11 @@ class Target:
 
 @contextlib.contextmanager
 def serving(backend: str, database: str, devices: int, work: str, seeded: bool = False,
-            db_pid: int | None = None):
+            db_pid: int | None = None, statements: dict | None = None):
     """A Target on `database`: migrated, seeded with `devices` devices unless `seeded`, the
-    benchmark's users and refresh tokens in, its server running."""
+    benchmark's users and refresh tokens in, its server running. With `statements`, the server
+    runs under the statement timer, and its figures go into statements[(backend, devices)] once
+    it stopped."""
     secret = secrets.token_urlsafe(32)
     env = dict(os.environ, JWT_SECRET=secret)
     env.pop("ACCESS_LOG", None)
@@ -280,9 +284,15 @@ def serving(backend: str, database: str, devices: int, work: str, seeded: bool =
     write_jwts(files["listers"], create_users(database, env, "lister", run_id), secret)
     version = harness.code_version()  # the server imports the package now; later edits miss it
     log = os.path.join(work, f"{backend}-{devices}-server.log")
-    with harness.running_server(database, env, log) as (url, pid):
+    timed = os.path.join(work, f"{backend}-{devices}-statements.json")
+    launcher = profiling.statement_timer_launcher(timed) if statements is not None else None
+    with harness.running_server(database, env, log, *([launcher] if launcher else [])) as (
+            url, pid):
         seed(url, files)
         yield Target(backend, devices, url, pid, db_pid, files, version)
+    if statements is not None:
+        with open(timed) as f:
+            statements[(backend, devices)] = json.load(f)
 
 
 def measure(target: Target, scenario: str, duration: str, label: str) -> dict:
@@ -435,6 +445,8 @@ def parse_args(argv=None):
                         help="every size's server up at once, ROUNDS rounds per scenario of one "
                              "run per size (order ABBA); reports median and range, and each "
                              "round's size / empty ratio (instead of --runs)")
+    parser.add_argument("--statements", action="store_true",
+                        help="servers under the statement timer; prints each size's statements")
     parser.add_argument("--py-spy", metavar="DIR",
                         help="after each scenario, profile one extra run into DIR")
     parser.add_argument("--time-limit", type=int, metavar="SECONDS",
@@ -479,12 +491,13 @@ def database_for(backend: str, devices: int, args, work: str):
         yield database, False, postmaster
 
 
-def bench_sizes(backend: str, args, work: str) -> list[dict]:
+def bench_sizes(backend: str, args, work: str, statements: dict | None) -> list[dict]:
     if not args.alternate:
         results = []
         for devices in args.seed_devices:
             with database_for(backend, devices, args, work) as (database, seeded, db_pid), \
-                    serving(backend, database, devices, work, seeded, db_pid) as target:
+                    serving(backend, database, devices, work, seeded, db_pid,
+                            statements) as target:
                 results += bench_backend(target, args)
         return results
     with contextlib.ExitStack() as stack:
@@ -493,8 +506,17 @@ def bench_sizes(backend: str, args, work: str) -> list[dict]:
             database, seeded, db_pid = stack.enter_context(
                 database_for(backend, devices, args, work))
             targets.append(stack.enter_context(
-                serving(backend, database, devices, work, seeded, db_pid)))
+                serving(backend, database, devices, work, seeded, db_pid, statements)))
         return bench_alternating(targets, args)
+
+
+def print_statements(statements: dict) -> None:
+    """--statements: per backend and size, the server's statements over all its runs (the
+    seeding's requests included)."""
+    for (backend, devices), timed in statements.items():
+        print(f"statements, {backend}, {devices:,} devices:")
+        print(profiling.statements_table(timed))
+        print()
 
 
 def main(argv=None) -> int:
@@ -504,6 +526,7 @@ def main(argv=None) -> int:
         os.makedirs(args.py_spy, exist_ok=True)
     harness.stop_on_signals(args.time_limit or time_limit(args, backends))
     results = []
+    statements = {} if args.statements else None
     with tempfile.TemporaryDirectory(prefix="owlbench-") as work:
         # A backend's sizes in one hold of the lock: the at-size / empty ratios (issue 15's
         # within 20%) then compare the same minutes of the machine, no other benchmark between.
@@ -513,11 +536,13 @@ def main(argv=None) -> int:
             with harness.bench_lock():
                 if not args.time_limit:
                     signal.alarm(time_limit(args, [backend]))
-                results += bench_sizes(backend, args, work)
+                results += bench_sizes(backend, args, work, statements)
     signal.alarm(0)
     print_report(results)
     if args.alternate:
         print_alternation(results)
+    if statements:
+        print_statements(statements)
     return 1 if any(r["non2xx"] or r["socket_errors"] for r in results) else 0
 
 
