@@ -5,6 +5,7 @@ the 4 KiB check made with the real payload; the API reference held to all of it.
 
 import dataclasses
 import time
+import uuid
 
 import pytest
 
@@ -67,11 +68,14 @@ class Server:
         return notification_id
 
     def apns(self) -> tuple[dict, dict]:
-        """The apns-* headers and the payload the mock APNs received, once."""
+        """The apns-* headers the push's options set and the payload the mock APNs received,
+        once. Every push also names itself: its `apns-id` is a UUID of its own."""
         (request,) = self.received
         assert request.token == self.ios and request.status == 200
-        return ({name: value for name, value in request.headers.items()
-                 if name.startswith("apns-")}, request.payload)
+        headers = {name: value for name, value in request.headers.items()
+                   if name.startswith("apns-")}
+        assert uuid.UUID(headers.pop("apns-id"))
+        return headers, request.payload
 
     def fcm_message(self) -> dict:
         return self.fcm.stats.payloads[self.android]
