@@ -29,12 +29,15 @@ class Batcher:
         self._queue: list[tuple[object, asyncio.Future]] = []
         self._draining = 0  # drains that will still look at the queue before they stop
         self._drains: set[asyncio.Task] = set()
+        self._leading: set[asyncio.Future] = set()  # done when a caller's own batches end
 
     async def submit(self, item):
         future = asyncio.get_running_loop().create_future()
         self._queue.append((item, future))
         if self._draining < self._concurrency:
             self._draining += 1
+            leading = asyncio.get_running_loop().create_future()
+            self._leading.add(leading)
             try:
                 # Until this item is answered (by this caller's batch, or by another drain
                 # that took it).
@@ -42,6 +45,8 @@ class Batcher:
                     await self._run_next_batch()
             finally:
                 # No await between the last look at the queue and these lines (see `_drain`).
+                self._leading.discard(leading)
+                leading.set_result(None)
                 self._draining -= 1
                 if self._queue and self._draining < self._concurrency:
                     self._start_drain()  # for the callers that came meanwhile
@@ -80,6 +85,7 @@ class Batcher:
                 future.set_result(result)
 
     async def wait_idle(self) -> None:
-        """Let the batches already queued finish (used when the store closes)."""
-        while self._drains:
-            await asyncio.gather(*self._drains, return_exceptions=True)
+        """Let the batches already queued finish, whoever runs them (used when the store
+        closes)."""
+        while self._drains or self._leading:
+            await asyncio.gather(*self._drains, *self._leading, return_exceptions=True)

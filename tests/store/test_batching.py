@@ -78,3 +78,23 @@ async def test_no_more_batches_run_at_once_than_allowed(concurrency):
     batcher = Batcher(slow, max_size=1, concurrency=concurrency)
     assert await asyncio.gather(*(batcher.submit(n) for n in range(20))) == list(range(20))
     assert peak == concurrency
+
+
+async def test_waiting_for_idle_waits_for_a_batch_a_caller_runs_itself():
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def held(items):
+        started.set()
+        await release.wait()
+        return list(items)
+
+    batcher = Batcher(held)
+    call = asyncio.create_task(batcher.submit(1))
+    await started.wait()
+    idle = asyncio.create_task(batcher.wait_idle())
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert not idle.done()  # else the store would close under the batch
+    release.set()
+    assert await call == 1
+    await idle
