@@ -28,8 +28,8 @@ class Batcher:
         self._concurrency = concurrency
         self._queue: list[tuple[object, asyncio.Future]] = []
         self._draining = 0  # drains that will still look at the queue before they stop
-        self._drains: set[asyncio.Task] = set()
-        self._leading: set[asyncio.Future] = set()  # done when a caller's own batches end
+        # Until done: the drain tasks, and a future per caller running batches itself.
+        self._running: set[asyncio.Future] = set()
 
     async def submit(self, item):
         future = asyncio.get_running_loop().create_future()
@@ -37,7 +37,7 @@ class Batcher:
         if self._draining < self._concurrency:
             self._draining += 1
             leading = asyncio.get_running_loop().create_future()
-            self._leading.add(leading)
+            self._running.add(leading)
             try:
                 # Until this item is answered (by this caller's batch, or by another drain
                 # that took it).
@@ -45,7 +45,7 @@ class Batcher:
                     await self._run_next_batch()
             finally:
                 # No await between the last look at the queue and these lines (see `_drain`).
-                self._leading.discard(leading)
+                self._running.discard(leading)
                 leading.set_result(None)
                 self._draining -= 1
                 if self._queue and self._draining < self._concurrency:
@@ -55,8 +55,8 @@ class Batcher:
     def _start_drain(self) -> None:
         self._draining += 1
         task = asyncio.create_task(self._drain())
-        self._drains.add(task)
-        task.add_done_callback(self._drains.discard)
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
 
     async def _drain(self) -> None:
         try:
@@ -87,5 +87,5 @@ class Batcher:
     async def wait_idle(self) -> None:
         """Let the batches already queued finish, whoever runs them (used when the store
         closes)."""
-        while self._drains or self._leading:
-            await asyncio.gather(*self._drains, *self._leading, return_exceptions=True)
+        while self._running:
+            await asyncio.gather(*self._running, return_exceptions=True)
