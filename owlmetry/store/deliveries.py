@@ -350,8 +350,8 @@ WHERE {where}d.notification_id = e.notification_id AND d.channel = e.channel
 
 END_DELIVERIES = f"WITH ends ({END_COLUMNS}) AS ({{batch}})" + end_deliveries("")
 
-# The ends' first column (after the answers'): their notifications, fetched by key.
-ENDS_BY_KEY = f"""d.notification_id = ANY(${len(PUSH_TYPES) + 1}::text[])
+# The ends' notifications, fetched by key.
+ENDS_BY_KEY = """d.notification_id = ANY(ARRAY(SELECT notification_id FROM ends))
   AND """
 
 # Each answer's notification: joined (SQLite; "true": it needs a WHERE between a join and ON
@@ -492,12 +492,12 @@ class Deliveries:
         engine = self.engine
         if engine.name == "postgresql":
             first = 4 + len(fields)  # after the id, the time, the fields and the flag
-            statement = enqueue_in_one(engine.batch(INBOX_ROW_TYPES, first),
-                                       engine.batch(DELIVERY_TYPES, first + len(INBOX_ROW_TYPES)))
+            inbox, inbox_args = engine.packed_batch(INBOX_ROW_TYPES, rows, first)
+            deliveries, delivery_args = engine.packed_batch(
+                DELIVERY_TYPES, queue, first + len(INBOX_ROW_TYPES))
             return {row[0] for row in await engine.write(
-                statement, content_id, now, *fields, with_content,
-                *engine.batch_args(rows, len(INBOX_ROW_TYPES)),
-                *engine.batch_args(queue, len(DELIVERY_TYPES)))}
+                enqueue_in_one(inbox, deliveries), content_id, now, *fields, with_content,
+                *inbox_args, *delivery_args)}
 
         def write_chunk(run: RunNow) -> set[str]:
             inserted = engine.run_batched_now(
@@ -538,10 +538,11 @@ class Deliveries:
             claimed = await engine.write_lease(claim_statement(engine.name, engine.skip_locked),
                                                owner, now, now + lease_ms, limit)
         else:
-            narrow = f"AND notification_id IN ({engine.batch(('text',), first=5)})"
+            batch, batch_args = engine.packed_batch(("text",), [(i,) for i in only], 5)
             claimed = await engine.write_lease(
-                claim_statement(engine.name, engine.skip_locked, narrow),
-                owner, now, now + lease_ms, limit, *engine.batch_args([(i,) for i in only], 1))
+                claim_statement(engine.name, engine.skip_locked,
+                                f"AND notification_id IN ({batch})"),
+                owner, now, now + lease_ms, limit, *batch_args)
         if not claimed:
             return []
         return await self._claims(claimed, targets or {})
@@ -639,10 +640,9 @@ class Deliveries:
         if not dead and not retries:  # the common case, one step
             push_batch, end_batch = push_rows(pushes, now), end_rows(ends, owner, now)
             if engine.name == "postgresql":
-                statement = record_and_end(engine.batch(PUSH_TYPES, 1),
-                                           engine.batch(END_TYPES, len(PUSH_TYPES) + 1))
-                await engine.write(statement, *engine.batch_args(push_batch, len(PUSH_TYPES)),
-                                   *engine.batch_args(end_batch, len(END_TYPES)))
+                recorded, push_args = engine.packed_batch(PUSH_TYPES, push_batch, 1)
+                ended, end_args = engine.packed_batch(END_TYPES, end_batch, len(PUSH_TYPES) + 1)
+                await engine.write(record_and_end(recorded, ended), *push_args, *end_args)
                 return pushes
 
             def record(run: RunNow) -> None:

@@ -153,12 +153,17 @@ class Engine(abc.ABC):
     def batch_args(self, rows: Sequence[tuple], width: int) -> tuple:
         """The parameter(s) that carry `rows` (tuples of `width` values) to `batch`."""
 
-    def batched(self, template: str, types: tuple[str, ...], first: int) -> str:
-        """`template` with `{batch}` filled in for a batch starting at `$first` (kept once made)."""
-        statement = self._statements.get((template, types, first))
+    def packed_batch(self, types: tuple[str, ...], rows: Sequence[tuple],
+                     first: int = 1) -> tuple[str, tuple]:
+        """`batch` and `batch_args` at once, for an engine that picks the SQL by the rows
+        (PostgreSQL: `owlmetry.store.packed_batch`)."""
+        return self.batch(types, first), self.batch_args(rows, len(types))
+
+    def batched(self, template: str, batch: str) -> str:
+        """`template` with `{batch}` filled in (kept once made)."""
+        statement = self._statements.get((template, batch))
         if statement is None:
-            statement = template.format(batch=self.batch(types, first))
-            self._statements[(template, types, first)] = statement
+            statement = self._statements[(template, batch)] = template.format(batch=batch)
         return statement
 
     async def run_batched(self, run: Run, template: str, types: tuple[str, ...],
@@ -176,6 +181,9 @@ class Engine(abc.ABC):
 
     def batch_call(self, template: str, types: tuple[str, ...], rows: Sequence[tuple],
                    params: tuple) -> tuple:
-        """The statement and arguments that run `template` on `rows` after `params`."""
-        return (self.batched(template, types, len(params) + 1), *params,
-                *self.batch_args(rows, len(types)))
+        """The statement and arguments that run `template` on `rows` after `params`. A template
+        without `{batch}` reads the batch's columns as arrays itself (`= ANY($1::text[])`)."""
+        if "{batch}" not in template:
+            return (template, *params, *self.batch_args(rows, len(types)))
+        batch, args = self.packed_batch(types, rows, len(params) + 1)
+        return (self.batched(template, batch), *params, *args)

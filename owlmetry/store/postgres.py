@@ -1,7 +1,7 @@
 """The PostgreSQL engine (asyncpg): production, and several server processes on one database.
 
-Owns the connection pools and the PostgreSQL dialect: batches as one array per column read by
-unnest, FOR UPDATE SKIP LOCKED, unique violations, the migration, which takes an advisory
+Owns the connection pools and the PostgreSQL dialect: batches as one parameter per column read by
+unnest (`packed_batch`), FOR UPDATE SKIP LOCKED, unique violations, the migration, which takes an advisory
 lock so that processes starting together migrate one at a time, and the advisory lock that
 lets one process at a time run a job (`only_one_process`), and which of asyncpg's errors mean
 the server cannot take work (stopped, unreachable, disk full, read-only). Must hold no statement of a
@@ -15,6 +15,7 @@ import asyncpg
 
 from owlmetry.clock import now_ms
 from owlmetry.store.engine import Engine
+from owlmetry.store.packed_batch import packed_batch
 from owlmetry.store.rows import DatabaseUnavailable, StoreError
 from owlmetry.store.schema import CURRENT_VERSION, VERSION_TABLE, database_version, upgrade_script
 
@@ -76,6 +77,9 @@ class PostgresEngine(Engine):
                     # locks), so a connection going back to the pool needs no reset query --
                     # by default one extra round trip per statement.
                     reset=keep_session,
+                    # A batched statement has a text per form of its batch's columns
+                    # (`packed_batch`): more than asyncpg's default of 100 kept prepared.
+                    statement_cache_size=1000,
                 ))
         except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError) as exc:
             for pool in pools:
@@ -147,6 +151,9 @@ class PostgresEngine(Engine):
 
     def batch_args(self, rows, width) -> tuple:
         return tuple(zip(*rows)) if rows else ((),) * width
+
+    def packed_batch(self, types, rows, first=1) -> tuple[str, tuple]:
+        return packed_batch(tuple(types), rows, first)
 
     def is_unique_violation(self, exc: Exception) -> bool:
         return isinstance(exc, asyncpg.UniqueViolationError)

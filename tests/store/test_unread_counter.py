@@ -110,8 +110,8 @@ async def test_the_claims_badge_reads_the_counter_not_the_inbox(store):
     statement = deliveries.CLAIMED_NOTIFICATIONS[engine.name]
     ids = [str(uuid.uuid4())]
     if engine.name == "sqlite":
-        plan = await store.execute("EXPLAIN QUERY PLAN " + engine.batched(statement, ("text",), 1),
-                                   *engine.batch_args([(i,) for i in ids], 1))
+        read, *args = engine.batch_call(statement, ("text",), [(i,) for i in ids], ())
+        plan = await store.execute("EXPLAIN QUERY PLAN " + read, *args)
         lines = [row[-1] for row in plan]
         on_notifications = [line for line in lines if "notifications" in line]
         assert on_notifications and all(
