@@ -11,7 +11,9 @@ enqueued through the dispatcher's `enqueue` as POSTs of 50,000 users; then two l
 dispatcher runs two, each claiming --claim deliveries through the store and at once recording
 every device delivered and the delivery sent (`save_outcomes`), until none is left. Printed:
 the database's CPU (postmaster and backends, /proc) per recipient of the enqueue and per
-device of the fan-out, the fan-out's CPU per delivery for each tenth of it (flat, or growing
+device of the fan-out, the store's own CPU in this process (the server's share of
+the database work: statements built, parameters encoded, rows decoded) per recipient and per
+device, the fan-out's database CPU per delivery for each tenth of it (flat, or growing
 with the work done?), the statements by total time, and, at --explain-at of the way, the
 plans (EXPLAIN ANALYZE, BUFFERS) of a claim, its targets' read and an answers' write, in a
 transaction rolled back. Holds /tmp/owl-bench.lock.
@@ -118,6 +120,7 @@ async def measure(url: str, postmaster: int, args) -> dict:
         users = [user_id for (user_id,) in await store.execute("SELECT id FROM users")]
         content = NotificationContent("bench", "Queue cost", "one notification to every user")
         cpu0, t0 = harness.tree_cpu_seconds(postmaster), time.perf_counter()
+        own0 = time.process_time()
         ids = []
         for start in range(0, len(users), POST_USERS):
             ids += await enqueue(store, users[start:start + POST_USERS], content,
@@ -125,10 +128,12 @@ async def measure(url: str, postmaster: int, args) -> dict:
         result = {"recipients": len(ids), "enqueue_s": round(time.perf_counter() - t0, 2)}
         result["enqueue_db_us_per_recipient"] = round(
             (harness.tree_cpu_seconds(postmaster) - cpu0) / len(ids) * 1e6, 1)
+        result["enqueue_store_us_per_recipient"] = round(
+            (time.process_time() - own0) / len(ids) * 1e6, 1)
 
         done, devices, tenths, plans = 0, 0, [], []
         mark = [harness.tree_cpu_seconds(postmaster), 0]
-        cpu0, t0 = mark[0], time.perf_counter()
+        cpu0, t0, own0 = mark[0], time.perf_counter(), time.process_time()
 
         async def claim_loop() -> None:
             nonlocal done, devices
@@ -147,7 +152,9 @@ async def measure(url: str, postmaster: int, args) -> dict:
 
         await asyncio.gather(claim_loop(), claim_loop())
         cpu = harness.tree_cpu_seconds(postmaster) - cpu0
-        result.update(devices=devices, fanout_s=round(time.perf_counter() - t0, 2),
+        own = time.process_time() - own0
+        result.update(fanout_store_us_per_device=round(own / devices * 1e6, 1),
+                      devices=devices, fanout_s=round(time.perf_counter() - t0, 2),
                       fanout_db_us_per_device=round(cpu / devices * 1e6, 1),
                       db_us_per_delivery_by_tenth=tenths,
                       statements=[list(map(str, row)) for row in

@@ -182,13 +182,13 @@ RETURNING notification_id, channel, attempts
 """,
 }
 
-# PostgreSQL: the notifications of the batch of ids `${param}`, each fetched by its key. The
+# PostgreSQL: the notifications of a batch of ids, each fetched by its key. The
 # planner joined the batch with (or filtered by `= ANY`) the whole table whenever its statistics
 # made it look small enough to read: a sequential scan of every notification for each claim's
 # reads and each write of answers, a cost per device that grew with the table (RESULTS.md,
 # "Fan-out on PostgreSQL"). A lateral subquery with OFFSET 0 is not flattened into a join, so
 # each id is one lookup in the primary key, whatever the statistics say.
-NOTIFICATIONS_BY_KEY = """unnest(${param}::text[]) AS b (id)
+NOTIFICATIONS_BY_KEY = """({batch}) AS b (id)
 CROSS JOIN LATERAL (SELECT * FROM notifications WHERE id = b.id OFFSET 0) AS n"""
 
 # What sending a claimed notification needs of its row, and its recipient's unread count (the
@@ -206,7 +206,7 @@ FROM batch AS b JOIN notifications AS n ON n.id = b.id
 """,
     "postgresql": f"""
 SELECT {CLAIMED_CONTENT}
-FROM {NOTIFICATIONS_BY_KEY.format(param=1)}
+FROM {NOTIFICATIONS_BY_KEY}
 """,
 }
 
@@ -253,7 +253,7 @@ UNANSWERED = """NOT EXISTS (
 # batch (SQLite), or each fetched by key (PostgreSQL, NOTIFICATIONS_BY_KEY).
 CLAIMED_TARGETS = {
     "sqlite": """
-WITH batch (id) AS ({{batch}})
+WITH batch (id) AS ({batch})
 SELECT {columns}
 FROM batch AS b
 JOIN notifications AS n ON n.id = b.id
@@ -262,7 +262,7 @@ WHERE {unanswered}
 """,
     "postgresql": f"""
 SELECT {{columns}}
-FROM {NOTIFICATIONS_BY_KEY.format(param="{first}")}
+FROM {NOTIFICATIONS_BY_KEY}
 {{source}}
 WHERE {{unanswered}}
 """,
@@ -275,8 +275,8 @@ def targets_statement(engine: str, kind: TargetKind, resumed: bool) -> str:
     record yet), the unanswered ones on a later one."""
     return CLAIMED_TARGETS[engine].format(
         columns=TARGET_COLUMNS[kind], source=TARGET_SOURCES[engine][kind],
-        first=2 if kind is TargetKind.DEVICES else 1,
-        unanswered=UNANSWERED if resumed else "true")
+        unanswered=UNANSWERED if resumed else "true",
+        batch="{batch}")  # left for `run_batched`
 
 
 EARLIER_OUTCOMES = """

@@ -56,10 +56,12 @@ def reads_whole_table(plan: str) -> bool:
 
 
 async def test_a_claims_reads_look_each_notification_up_by_key(store, inbox):
-    content = await plan_of(store, deliveries.CLAIMED_NOTIFICATIONS["postgresql"], inbox)
-    targets = await plan_of(
-        store, deliveries.targets_statement("postgresql", TargetKind.DEVICES, False),
-        ["ios_push", "mobile_push"], inbox)
+    engine, ids = store.engine, [(notification_id,) for notification_id in inbox]
+    content = await plan_of(store, *engine.batch_call(
+        deliveries.CLAIMED_NOTIFICATIONS["postgresql"], ("text",), ids, ()))
+    targets = await plan_of(store, *engine.batch_call(
+        deliveries.targets_statement("postgresql", TargetKind.DEVICES, False), ("text",), ids,
+        (["ios_push", "mobile_push"],)))
 
     assert "notifications_pkey" in content and not reads_whole_table(content), content
     assert "notifications_pkey" in targets and not reads_whole_table(targets), targets
@@ -71,12 +73,10 @@ async def test_answers_are_written_with_each_notification_looked_up_by_key(store
                          PushOutcome.DELIVERED, 200, None) for notification_id in inbox]
     ends = [DeliveryEnd(notification_id, "mobile_push", DeliveryStatus.SENT, None,
                         outcomes=(1, 0, 0, 0)) for notification_id in inbox]
-    statement = deliveries.record_and_end(
-        engine.batch(deliveries.PUSH_TYPES, 1),
-        engine.batch(deliveries.END_TYPES, len(deliveries.PUSH_TYPES) + 1))
-    plan = await plan_of(
-        store, statement,
-        *engine.batch_args(deliveries.push_rows(pushes, T0), len(deliveries.PUSH_TYPES)),
-        *engine.batch_args(deliveries.end_rows(ends, "d1", T0), len(deliveries.END_TYPES)))
+    recorded, push_args = engine.packed_batch(
+        deliveries.PUSH_TYPES, deliveries.push_rows(pushes, T0))
+    ended, end_args = engine.packed_batch(
+        deliveries.END_TYPES, deliveries.end_rows(ends, "d1", T0), len(deliveries.PUSH_TYPES) + 1)
+    plan = await plan_of(store, deliveries.record_and_end(recorded, ended), *push_args, *end_args)
 
     assert "notifications_pkey" in plan and not reads_whole_table(plan), plan

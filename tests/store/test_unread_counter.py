@@ -109,8 +109,8 @@ async def test_the_claims_badge_reads_the_counter_not_the_inbox(store):
     engine = store.engine
     statement = deliveries.CLAIMED_NOTIFICATIONS[engine.name]
     ids = [str(uuid.uuid4())]
+    read, *args = engine.batch_call(statement, ("text",), [(i,) for i in ids], ())
     if engine.name == "sqlite":
-        read, *args = engine.batch_call(statement, ("text",), [(i,) for i in ids], ())
         plan = await store.execute("EXPLAIN QUERY PLAN " + read, *args)
         lines = [row[-1] for row in plan]
         on_notifications = [line for line in lines if "notifications" in line]
@@ -118,7 +118,7 @@ async def test_the_claims_badge_reads_the_counter_not_the_inbox(store):
             line.startswith("SEARCH n USING INDEX sqlite_autoindex_notifications_1 (id=?)")
             for line in on_notifications), lines
     else:
-        plan = await store.execute("EXPLAIN " + statement, ids)
+        plan = await store.execute("EXPLAIN " + read, *args)
         lines = [row[0] for row in plan]
         assert not any("Aggregate" in line or "notifications_unread" in line
                        for line in lines), lines
