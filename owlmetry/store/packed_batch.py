@@ -9,8 +9,11 @@ a column goes as:
 - one string, its values joined by a separator the database splits again, when they are all
   text without the separator (ids) or all plain ints;
 - the array, otherwise (NULLs among values, other types).
-Column i is always parameter `$first + i`, whichever form it takes. Owns that choice and the
-SQL that reads the columns back as rows; must hold no statement of a feature.
+Column i is always parameter `$first + i`, whichever form it takes. Each combination of forms
+is a statement of its own, prepared once per connection: batches under PACKED_FROM rows (a
+registration's, a renewal's), whose encoding costs little, stay arrays, one statement. Owns
+that choice and the SQL that reads the columns back as rows; must hold no statement of a
+feature.
 """
 
 import functools
@@ -20,10 +23,11 @@ import functools
 SEPARATOR = "\x1f"
 SCALAR, JOINED, ARRAY = "scalar", "joined", "array"
 INTEGER_TYPES = ("integer", "bigint", "smallint")
+PACKED_FROM = 64
 
 
 def column_form(pg_type: str, column: tuple, may_fold: bool) -> tuple[str, object]:
-    """(form, parameter) of one column of a batch of 2 rows or more."""
+    """(form, parameter) of one column of a batch of PACKED_FROM rows or more."""
     if may_fold and column.count(column[0]) == len(column):
         return SCALAR, column[0]
     if pg_type == "text":
@@ -55,18 +59,24 @@ def packed_sql(types: tuple[str, ...], forms: tuple[str, ...], first: int) -> st
         else:
             split = f"string_to_array({parameter}::text, E'\\x1f')"
             arrays.append(split if pg_type == "text" else f"{split}::{pg_type}[]")
-    select = f"SELECT {', '.join(values)}"
-    if not arrays:  # one row
-        return select
-    return f"{select} FROM unnest({', '.join(arrays)}) AS b ({', '.join(names)})"
+    return (f"SELECT {', '.join(values)} FROM unnest({', '.join(arrays)}) "
+            f"AS b ({', '.join(names)})")
+
+
+def array_sql(types: tuple[str, ...], first: int = 1) -> str:
+    """SELECT of one row per item, from one array per column."""
+    return packed_sql(types, (ARRAY,) * len(types), first)
+
+
+def array_columns(rows, width: int) -> tuple:
+    """The arrays (one per column) that carry `rows` to `array_sql`."""
+    return tuple(zip(*rows)) if rows else ((),) * width
 
 
 def packed_batch(types: tuple[str, ...], rows, first: int = 1) -> tuple[str, tuple]:
     """The SQL yielding `rows` (tuples of len(types) values) and its parameters from `$first`."""
-    if not rows:
-        return packed_sql(types, (ARRAY,) * len(types), first), ((),) * len(types)
-    if len(rows) == 1:  # every value its own scalar: one row
-        return packed_sql(types, (SCALAR,) * len(types), first), tuple(rows[0])
+    if len(rows) < PACKED_FROM:
+        return array_sql(types, first), array_columns(rows, len(types))
     forms, parameters = zip(*(
         # The first column always carries the rows: a batch of equal rows is still that many.
         column_form(pg_type, column, may_fold=i > 0)

@@ -15,7 +15,7 @@ import asyncpg
 
 from owlmetry.clock import now_ms
 from owlmetry.store.engine import Engine
-from owlmetry.store.packed_batch import packed_batch
+from owlmetry.store.packed_batch import array_columns, array_sql, packed_batch
 from owlmetry.store.rows import DatabaseUnavailable, StoreError
 from owlmetry.store.schema import CURRENT_VERSION, VERSION_TABLE, database_version, upgrade_script
 
@@ -146,11 +146,10 @@ class PostgresEngine(Engine):
                 yield conn.fetch
 
     def batch(self, types, first=1) -> str:
-        arrays = ", ".join(f"${first + i}::{kind}[]" for i, kind in enumerate(types))
-        return f"SELECT * FROM unnest({arrays})"
+        return array_sql(tuple(types), first)
 
     def batch_args(self, rows, width) -> tuple:
-        return tuple(zip(*rows)) if rows else ((),) * width
+        return array_columns(rows, width)
 
     def packed_batch(self, types, rows, first=1) -> tuple[str, tuple]:
         return packed_batch(tuple(types), rows, first)

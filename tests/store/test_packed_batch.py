@@ -5,6 +5,7 @@ both engines."""
 import pytest
 
 from owlmetry.store import packed_batch
+from owlmetry.store.packed_batch import PACKED_FROM
 
 TYPES = ("text", "bigint", "text", "integer")
 
@@ -31,7 +32,10 @@ async def round_trip(store, rows, types=TYPES):
     [("only", 1, "row", 1)],
     [(None, None, None, None)],
 ])
-async def test_rows_come_back_as_sent(store, rows):
+@pytest.mark.parametrize("packed", [False, True], ids=["few", "packed"])
+async def test_rows_come_back_as_sent(store, rows, packed):
+    if packed:  # the same pattern of values, in a batch big enough to be packed
+        rows = rows * -(-PACKED_FROM // len(rows))
     assert await round_trip(store, rows) == rows
 
 
@@ -43,24 +47,31 @@ async def test_a_thousand_rows_keep_their_order_and_values(store):
 
 async def test_a_boolean_in_an_integer_column_comes_back_as_a_number(store):
     # Packing must not turn True into the text 'True', which no integer column reads.
-    rows = [("a", 1, "x", True), ("b", 2, "x", 0), ("c", 3, "x", 2)]
+    rows = [("a", 1, "x", True), ("b", 2, "x", 0), ("c", 3, "x", 2)] * PACKED_FROM
     counts = [row[3] for row in await round_trip(store, rows)]
-    assert counts == [1, 0, 2] and all(type(count) is int for count in counts)
+    assert counts == [1, 0, 2] * PACKED_FROM and all(type(count) is int for count in counts)
 
 
 def test_each_column_goes_in_the_cheapest_form_that_keeps_it():
-    rows = [("n1", 10, "mobile_push", 1, None), ("n2", 10, "mobile_push", 2, "r"),
-            ("n3", 10, "mobile_push", True, None)]
+    rows = [(f"n{i}", 10, "mobile_push", i, None) for i in range(PACKED_FROM)]
+    rows[1] = ("n1", 10, "mobile_push", True, "r")
     sql, params = packed_batch.packed_batch(TYPES + ("text",), rows, first=4)
     # The varying ids joined, the shared time and name as scalars, a bool among ints and a
     # NULL among text as arrays; each column is its own parameter in order from $4.
-    assert params == ("n1\x1fn2\x1fn3", 10, "mobile_push", (1, 2, True), (None, "r", None))
+    assert params == ("\x1f".join(row[0] for row in rows), 10, "mobile_push",
+                      tuple(row[3] for row in rows), tuple(row[4] for row in rows))
     assert sql == ("SELECT c0, $5::bigint, $6::text, c3, c4 FROM unnest("
                    "string_to_array($4::text, E'\\x1f'), $7::integer[], $8::text[]) "
                    "AS b (c0, c3, c4)")
 
 
 def test_the_first_column_carries_the_rows_even_when_every_row_is_equal():
-    sql, params = packed_batch.packed_batch(("text", "bigint"), [("a", 1), ("a", 1)])
-    assert params == ("a\x1fa", 1)
+    sql, params = packed_batch.packed_batch(("text", "bigint"), [("a", 1)] * PACKED_FROM)
+    assert params == ("\x1f".join(["a"] * PACKED_FROM), 1)
     assert "unnest(string_to_array($1::text" in sql
+
+
+def test_a_small_batch_is_one_statement_of_arrays_whatever_its_values():
+    statements = {packed_batch.packed_batch(TYPES, rows)[0] for rows in (
+        [("a", 1, "x", 1)], [("a", 1, "x", 1), ("b", 1, "x", 2)], [(None, None, None, None)])}
+    assert statements == {packed_batch.array_sql(TYPES)}
