@@ -29,9 +29,11 @@ TOKEN = 3
 
 DEFAULT_MAX_DEVICES_PER_USER = 100
 
-# The user's devices in list order, least recently seen last: the ones past the cap go.
-DEVICES_PAST_CAP = """SELECT id FROM user_devices WHERE user_id = {user}
-            ORDER BY last_seen_at DESC, created_at DESC, id"""
+# SQLite's trigger row's user's other devices in list order, least recently seen last: the
+# ones past the cap less the row go. The row itself always stays: it ties on time with
+# registrations of the same millisecond, and its id may sort after theirs.
+DEVICES_PAST_CAP = """SELECT id FROM user_devices WHERE user_id = NEW.user_id AND id <> NEW.id
+            ORDER BY last_seen_at DESC, created_at DESC, id LIMIT -1 OFFSET {cap} - 1"""
 
 # The last-come registration of each token, for every row of the batch whose user exists.
 # Rows go in token order so that concurrent batches take index locks in one order.
@@ -105,19 +107,17 @@ SELECT token, {DEVICE_COLUMNS} FROM stored
 # {cap} + 1 devices per such row; refreshes of one's own devices do not fire it.
 SQLITE_CAP_TRIGGERS = ("user_devices_cap_insert", "user_devices_cap_takeover")
 SQLITE_CAP = [f"DROP TRIGGER IF EXISTS temp.{name}" for name in SQLITE_CAP_TRIGGERS] + [
-    """
+    f"""
 CREATE TEMP TRIGGER user_devices_cap_insert AFTER INSERT ON main.user_devices
 BEGIN
-    DELETE FROM user_devices WHERE id IN (
-        {past_cap} LIMIT -1 OFFSET {{cap}});
-END""".format(past_cap=DEVICES_PAST_CAP.format(user="NEW.user_id")),
-    """
+    DELETE FROM user_devices WHERE id IN ({DEVICES_PAST_CAP});
+END""",
+    f"""
 CREATE TEMP TRIGGER user_devices_cap_takeover AFTER UPDATE OF user_id ON main.user_devices
 WHEN OLD.user_id IS NOT NEW.user_id
 BEGIN
-    DELETE FROM user_devices WHERE id IN (
-        {past_cap} LIMIT -1 OFFSET {{cap}});
-END""".format(past_cap=DEVICES_PAST_CAP.format(user="NEW.user_id")),
+    DELETE FROM user_devices WHERE id IN ({DEVICES_PAST_CAP});
+END""",
 ]
 
 # Rows (user_id, *Device) in list order per user, Device all NULL for a user without devices,

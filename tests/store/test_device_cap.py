@@ -50,6 +50,19 @@ async def test_a_new_device_past_the_cap_evicts_the_least_recently_seen(store):
     assert await ids(store, user_id) == [fifth, fourth, first]
 
 
+async def test_a_new_device_is_never_the_one_its_own_registration_evicts(store):
+    """Registrations in the same millisecond tie on time: the device just registered stays (it
+    was answered 201), whatever its id; its older ties go first."""
+    store.limit_devices(2)
+    user_id = await new_user(store)
+    for n in range(30):
+        newest = await seen(store, user_id, n, 1000)
+        assert newest in await ids(store, user_id), n
+    taken = await seen(store, await new_user(store), 100, 1000)
+    await store.register_device(str(uuid.uuid4()), user_id, registration(100), 1000)  # taken over
+    assert taken in await ids(store, user_id)
+
+
 async def test_refreshes_evict_nothing_even_over_a_lowered_cap(store):
     user_id = await new_user(store)
     devices = [await seen(store, user_id, n, 1000 + n) for n in range(4)]
