@@ -15,8 +15,9 @@ in the same run and against the same mock, the APNs pool alone sending as many p
         [--register-rate R]  # + a device registered through the API R times a second meanwhile
         [--waits] [--stalls]  # + one extra fan-out per backend under the wait / stall probe
 
-One mock (`node mock_apns.js` of the harness, pinned to core 1) serves the whole run. Per
-backend, --runs pairs, the whole script holding /tmp/owl-bench.lock (flock):
+One mock (`node mock_apns.js` of the harness, pinned to core 1) serves the whole run, warmed
+first by three pool-alone runs that are not counted (unless --no-pool: a fresh Node mock's
+first runs are its slowest, and only the first backend's first pool run would pay). Per backend, --runs pairs, the whole script holding /tmp/owl-bench.lock (flock):
 
 1. The pool alone: `benchmarks/apns_throughput.py` (the APNs pool benchmark, run as it is)
    pinned to core 0, one push to each of the N device tokens, with the server's limits:
@@ -147,6 +148,9 @@ UNREAD_USERS_PER_STATEMENT = 100
 # (`Seq Scan ... LIMIT 1`, the planner expecting a pending row at once), through every delivery
 # ended so far and their dead versions, 50 times a second: a cost per poll that grew with the
 # run, and a benchmark's PostgreSQL CPU per device that grew with N.
+# Pool-alone runs against the fresh mock before anything is measured (`warm_up`).
+WARM_UP_RUNS = 3
+
 PENDING = """
 SELECT count(*) FROM (
     SELECT 1 FROM notification_deliveries WHERE status = 'pending'
@@ -187,6 +191,15 @@ def pool_alone(mock: harness.MockAPNs, n: int, connections: int) -> dict:
     result["mock"] = {k: stats[k] for k in ("requests_received", "connections_opened",
                                              "max_concurrent_streams_all_connections")}
     return result
+
+
+def warm_up(mock: harness.MockAPNs, n: int, connections: int) -> None:
+    """The pool alone WARM_UP_RUNS times, not counted: a fresh Node mock's first runs are the
+    slowest (26,800 and 28,000 pushes/s, then 48,300: RESULTS.md, "Session 12"), and only the
+    first backend's first pool run would pay for it."""
+    rates = [pool_alone(mock, n, connections)["per_second"] for _ in range(WARM_UP_RUNS)]
+    print(f"mock warm-up (not counted): the pool alone {' / '.join(f'{r:,.0f}' for r in rates)}"
+          " pushes/s", file=sys.stderr)
 
 
 # ---- the database -------------------------------------------------------------------------
@@ -824,6 +837,8 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory(prefix="owlfanout-") as work, harness.bench_lock(), \
             harness.MockAPNs(os.path.join(work, "mock.log"), args.harness) as mock, \
             android_share.fcm_mock(args.android_share) as args.fcm:
+        if not args.no_pool:
+            warm_up(mock, sum(per_user), args.connections)
         for backend in backends:
             if backend == "sqlite":
                 databases = bulk_seed.SeededSQLite(work, args.seed_cache)
