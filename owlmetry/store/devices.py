@@ -29,9 +29,9 @@ TOKEN = 3
 
 DEFAULT_MAX_DEVICES_PER_USER = 100
 
-# SQLite's trigger row's user's other devices in list order, least recently seen last: the
-# ones past the cap less the row go. The row itself always stays: it ties on time with
-# registrations of the same millisecond, and its id may sort after theirs.
+# The other devices of the trigger's row's user (SQLite, `NEW`), in list order, least recently
+# seen last: those past the cap less `NEW` go. `NEW` itself stays: registrations of the same
+# millisecond tie on time, and its id may sort after theirs.
 DEVICES_PAST_CAP = """SELECT id FROM user_devices WHERE user_id = NEW.user_id AND id <> NEW.id
             ORDER BY last_seen_at DESC, created_at DESC, id LIMIT -1 OFFSET {cap} - 1"""
 

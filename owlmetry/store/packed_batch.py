@@ -21,6 +21,7 @@ import functools
 # ASCII's unit separator: no id, token or name the store batches contains it, and a value that
 # does makes its column go as an array instead.
 SEPARATOR = "\x1f"
+SEPARATOR_SQL = "E'\\x1f'"  # the same, as an SQL literal
 SCALAR, JOINED, ARRAY = "scalar", "joined", "array"
 INTEGER_TYPES = ("integer", "bigint", "smallint")
 PACKED_FROM = 64
@@ -57,7 +58,7 @@ def packed_sql(types: tuple[str, ...], forms: tuple[str, ...], first: int) -> st
         if form == ARRAY:
             arrays.append(f"{parameter}::{pg_type}[]")
         else:
-            split = f"string_to_array({parameter}::text, E'\\x1f')"
+            split = f"string_to_array({parameter}::text, {SEPARATOR_SQL})"
             arrays.append(split if pg_type == "text" else f"{split}::{pg_type}[]")
     return (f"SELECT {', '.join(values)} FROM unnest({', '.join(arrays)}) "
             f"AS b ({', '.join(names)})")
