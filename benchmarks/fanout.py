@@ -17,7 +17,8 @@ in the same run and against the same mock, the APNs pool alone sending as many p
 
 One mock (`node mock_apns.js` of the harness, pinned to core 1) serves the whole run, warmed
 first by three pool-alone runs that are not counted (unless --no-pool: a fresh Node mock's
-first runs are its slowest, and only the first backend's first pool run would pay). Per backend, --runs pairs, the whole script holding /tmp/owl-bench.lock (flock):
+first runs are its slowest, and only the first backend's first pool run would pay). Per
+backend, --runs pairs, the whole script holding /tmp/owl-bench.lock (flock):
 
 1. The pool alone: `benchmarks/apns_throughput.py` (the APNs pool benchmark, run as it is)
    pinned to core 0, one push to each of the N device tokens, with the server's limits:
