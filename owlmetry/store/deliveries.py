@@ -25,8 +25,15 @@ import orjson
 
 from owlmetry import push_options
 from owlmetry.ids import new_ordered_id
-from owlmetry.store.delivery_status import record_removals, record_retries
-from owlmetry.store.engine import Engine, RunNow
+from owlmetry.store.delivery_status import (
+    RECORD_REMOVALS,
+    RECORD_RETRIES,
+    REMOVAL_TYPES,
+    RETRY_TYPES,
+    removal_rows,
+    retry_rows,
+)
+from owlmetry.store.engine import Engine, RunNow, Steps
 from owlmetry.store.rows import (
     Claim,
     DeliveryEnd,
@@ -637,39 +644,14 @@ class Deliveries:
         retries = [p for p in pushes if p.outcome == retry]
         if retries:
             pushes = [p for p in pushes if p.outcome != retry]
-        if not dead and not retries:  # the common case, one step
-            push_batch, end_batch = push_rows(pushes, now), end_rows(ends, owner, now)
-            if engine.name == "postgresql":
-                recorded, push_args = engine.packed_batch(PUSH_TYPES, push_batch, 1)
-                ended, end_args = engine.packed_batch(END_TYPES, end_batch, len(PUSH_TYPES) + 1)
-                await engine.write(record_and_end(recorded, ended), *push_args, *end_args)
-                return pushes
-
-            def record(run: RunNow) -> None:
-                engine.run_batched_now(run, RECORD_PUSHES["sqlite"], PUSH_TYPES, push_batch)
-                engine.run_batched_now(run, END_DELIVERIES, END_TYPES, end_batch)
-
-            await engine.in_one_step(record, bulk=True)
+        if not dead and not retries and engine.name == "postgresql":  # one statement
+            recorded, push_args = engine.packed_batch(PUSH_TYPES, push_rows(pushes, now), 1)
+            ended, end_args = engine.packed_batch(END_TYPES, end_rows(ends, owner, now),
+                                                  len(PUSH_TYPES) + 1)
+            await engine.write(record_and_end(recorded, ended), *push_args, *end_args)
             return pushes
-        async with engine.transaction(bulk=True) as run:
-            if retries:
-                await record_retries(engine, run, retries, now)
-            if dead:
-                gone = await engine.run_batched(run, DELETE_DEAD_DEVICES, ("text", "bigint"),
-                                                [(p.device_id, p.invalid_since) for p in dead])
-                await record_removals(engine, run, gone, dead, now)
-                kept = {row[0] for row in await engine.run_batched(
-                    run, EXISTING_DEVICES, ("text",), [(p.device_id,) for p in dead])}
-                if kept:
-                    kept_records = [p for p in pushes
-                                    if p.device_id in kept and p.outcome == removed]
-                    pushes = [kept_record(p) if p.device_id in kept and p.outcome == removed
-                              else p for p in pushes]
-                    ends = recount_kept(ends, kept_records)
-            await engine.run_batched(run, RECORD_PUSHES[engine.name], PUSH_TYPES,
-                                     push_rows(pushes, now))
-            await engine.run_batched(run, END_DELIVERIES, END_TYPES, end_rows(ends, owner, now))
-        return pushes
+        return await engine.run_steps(
+            answer_steps(engine, owner, pushes, ends, dead, retries, now), bulk=True)
 
     async def progress(self, notification_ids: list[str]) -> Progress:
         engine = self.engine
@@ -678,6 +660,35 @@ class Deliveries:
         pushes = await engine.run_batched(engine.read_bulk, PUSH_PROGRESS, ("text",), rows)
         return Progress({DeliveryStatus(status): count for status, count in deliveries},
                         {PushOutcome(outcome): count for outcome, count in pushes})
+
+
+def answer_steps(engine: Engine, owner: str, pushes: list[PushRecord], ends: list[DeliveryEnd],
+                 dead: list[PushRecord], retries: list[PushRecord], now: int) -> Steps:
+    """`save_outcomes`' transaction (`Engine.run_steps`: on SQLite one step of the writer's,
+    whatever the answers); returns the records as stored."""
+    removed = PushOutcome.REMOVED
+    if retries:
+        yield engine.batch_call(RECORD_RETRIES, RETRY_TYPES, retry_rows(retries, now), ())
+    if dead:
+        gone = yield engine.batch_call(DELETE_DEAD_DEVICES, ("text", "bigint"),
+                                       [(p.device_id, p.invalid_since) for p in dead], ())
+        if gone:
+            yield engine.batch_call(RECORD_REMOVALS, REMOVAL_TYPES,
+                                    removal_rows(gone, dead, now), ())
+        existing = yield engine.batch_call(EXISTING_DEVICES, ("text",),
+                                           [(p.device_id,) for p in dead], ())
+        kept = {row[0] for row in existing}
+        if kept:
+            kept_records = [p for p in pushes if p.device_id in kept and p.outcome == removed]
+            pushes = [kept_record(p) if p.device_id in kept and p.outcome == removed else p
+                      for p in pushes]
+            ends = recount_kept(ends, kept_records)
+    if pushes:
+        yield engine.batch_call(RECORD_PUSHES[engine.name], PUSH_TYPES, push_rows(pushes, now),
+                                ())
+    if ends:
+        yield engine.batch_call(END_DELIVERIES, END_TYPES, end_rows(ends, owner, now), ())
+    return pushes
 
 
 def content_fields(content: NotificationContent) -> tuple:

@@ -5,8 +5,8 @@ Reads one or many notifications' deliveries with their devices' outcomes counted
 devices' answers a page at a time by the keyset (notification_id, device_id), which is the
 push records' primary key: a page is an index range, whatever the fan-out's size. Writes, in
 the transaction of `Deliveries.save_outcomes` (never a statement per answer): the devices
-waiting for another attempt (`record_retries`) and the audit rows of devices removed because
-of a provider's answer (`record_removals`). Lists and prunes those audit rows.
+waiting for another attempt (`RECORD_RETRIES`) and the audit rows of devices removed because
+of a provider's answer (`RECORD_REMOVALS`). Lists and prunes those audit rows.
 Mixed into `Store`, which sets `self.engine`. Must not decide what an answer means (the
 dispatcher's and providers' rules) nor how a status is shown (http/delivery_status.py).
 """
@@ -14,7 +14,7 @@ dispatcher's and providers' rules) nor how a status is shown (http/delivery_stat
 from collections.abc import Sequence
 
 from owlmetry.redact import mask
-from owlmetry.store.engine import Engine, Run
+from owlmetry.store.engine import Engine
 from owlmetry.store.rows import (
     RECORDED_OUTCOMES,
     ChannelStatus,
@@ -60,18 +60,16 @@ ON CONFLICT (device_id) DO NOTHING
 """
 
 
-async def record_retries(engine: Engine, run: Run, retries: list[PushRecord], now: int) -> None:
-    rows = [(r.notification_id, r.device_id, r.channel, r.platform, r.environment, r.status,
+def retry_rows(retries: list[PushRecord], now: int) -> list[tuple]:
+    """RECORD_RETRIES' rows: the devices whose answer was transient."""
+    return [(r.notification_id, r.device_id, r.channel, r.platform, r.environment, r.status,
              r.reason, r.attempted_at, now) for r in retries]
-    await engine.run_batched(run, RECORD_RETRIES, RETRY_TYPES, rows)
 
 
-async def record_removals(engine: Engine, run: Run, gone: Sequence, dead: list[PushRecord],
-                          now: int) -> None:
-    """An audit row per device just deleted (`gone`: the rows DELETE ... RETURNING gave:
-    id, user_id, channel, platform, environment, token), from the answer that removed it."""
-    if not gone:
-        return
+def removal_rows(gone: Sequence, dead: list[PushRecord], now: int) -> list[tuple]:
+    """RECORD_REMOVALS' rows: an audit row per device just deleted (`gone`: the rows DELETE ...
+    RETURNING gave: id, user_id, channel, platform, environment, token), from the answer that
+    removed it."""
     why = {}
     for record in dead:
         why.setdefault(record.device_id, record)
@@ -81,7 +79,7 @@ async def record_removals(engine: Engine, run: Run, gone: Sequence, dead: list[P
         rows.append((device_id, user_id, channel, platform, environment, mask(token),
                      record.notification_id, record.status, record.reason, record.provider_at,
                      now))
-    await engine.run_batched(run, RECORD_REMOVALS, REMOVAL_TYPES, rows)
+    return rows
 
 
 # ---- Reads ------------------------------------------------------------------------------------

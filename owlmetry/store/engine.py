@@ -12,7 +12,7 @@ in the feature modules.
 
 import abc
 import contextlib
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Generator, Sequence
 from contextlib import AbstractAsyncContextManager
 from typing import ClassVar, TypeVar
 
@@ -24,6 +24,29 @@ Run = Callable[..., Awaitable[list]]
 # A statement run at once, in a step that runs in the database's own thread (`in_one_step`).
 RunNow = Callable[..., list]
 T = TypeVar("T")
+# A transaction written without I/O (`Engine.run_steps`): each `rows = yield (sql, *params)`
+# is a statement and its rows, and what the generator returns is the transaction's result.
+Steps = Generator[tuple, list, T]
+
+
+def drive_now(steps: Steps, run: RunNow) -> T:
+    """`steps`, each statement run at once (inside `in_one_step`)."""
+    try:
+        statement = next(steps)
+        while True:
+            statement = steps.send(run(*statement))
+    except StopIteration as end:
+        return end.value
+
+
+async def drive(steps: Steps, run: Run) -> T:
+    """`steps`, each statement awaited (inside `transaction`)."""
+    try:
+        statement = next(steps)
+        while True:
+            statement = steps.send(await run(*statement))
+    except StopIteration as end:
+        return end.value
 
 
 class Guard:
@@ -132,6 +155,12 @@ class Engine(abc.ABC):
         in one transaction that commits at the end of the block (or rolls back on an error).
         `bulk`: background work (an enqueue's chunk, a dispatcher's answers, a clean-up batch),
         which an engine with one writer lets requests' writes go before."""
+
+    async def run_steps(self, steps: Steps, bulk: bool = False) -> T:
+        """`steps` in one transaction, statement by statement (SQLite: in one step,
+        `in_one_step`, so its writer is held for the statements alone)."""
+        async with self.transaction(bulk) as run:
+            return await drive(steps, run)
 
     async def in_one_step(self, body: Callable[[RunNow], T], bulk: bool = False) -> T:
         """`body(run)` in one transaction, run whole where the driver runs statements (SQLite:

@@ -32,7 +32,7 @@ from owlmetry.private_files import (
     create_private,
     refuse_exposed,
 )
-from owlmetry.store.engine import Engine
+from owlmetry.store.engine import Engine, drive_now
 from owlmetry.store.rows import DatabaseUnavailable, StoreError
 from owlmetry.store.schema import CURRENT_VERSION, VERSION_TABLE, database_version, upgrade_script
 
@@ -343,6 +343,9 @@ class SQLiteEngine(Engine):
                     with contextlib.suppress(sqlite3.Error):
                         await writer.rollback()
                     raise
+
+    async def run_steps(self, steps, bulk=False):
+        return await self.in_one_step(functools.partial(drive_now, steps), bulk)
 
     async def in_one_step(self, body, bulk=False):
         with self.committing:

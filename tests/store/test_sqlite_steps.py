@@ -10,7 +10,16 @@ import uuid
 
 import pytest
 
-from owlmetry.store import NotificationContent, open_store, sqlite
+from owlmetry.store import (
+    DeliveryEnd,
+    DeliveryStatus,
+    DeviceRegistration,
+    NotificationContent,
+    PushOutcome,
+    PushRecord,
+    open_store,
+    sqlite,
+)
 
 WATCH_S = 30  # the most the blocked loop waits for the commit; it comes in ms
 
@@ -52,6 +61,38 @@ async def test_an_enqueue_chunk_commits_whole_without_the_event_loop(tmp_path):
         assert deliveries == 40
         assert len(await chunk) == 20
         assert await store.unread_count(users[0]) == 1
+    finally:
+        await store.close()
+
+
+async def test_answers_with_dead_tokens_and_retries_commit_whole_without_the_event_loop(
+        tmp_path):
+    """The answers' write that also deletes a dead token's device, records its audit row and a
+    device waiting for a retry: one step too, not a statement per turn of the loop."""
+    store = await new_store(tmp_path)
+    try:
+        user = await store.create_user(str(uuid.uuid4()), "dead@example.com", 1)
+        devices = [await store.register_device(
+            str(uuid.uuid4()), user.id,
+            DeviceRegistration("mobile_push", f"{n:064x}", "production", None, None, None), 1)
+            for n in range(3)]
+        (notification_id,) = await store.enqueue_notifications(
+            [(str(uuid.uuid4()), user.id)], NotificationContent("t", "T"), ["mobile_push"], 1)
+        records = [PushRecord(notification_id, device.id, "mobile_push", outcome, status,
+                              None, None, "ios", "production", None, None, 2)
+                   for device, outcome, status in zip(devices, (
+                       PushOutcome.DELIVERED, PushOutcome.REMOVED, PushOutcome.RETRY),
+                       (200, 410, 503))]
+        end = DeliveryEnd(notification_id, "mobile_push", DeliveryStatus.PENDING, "503", 10)
+        write = asyncio.create_task(store.save_outcomes("d1", records, [end], 3))
+        while not store.engine._turns.busy:  # until the write holds the writer
+            await asyncio.sleep(0)
+        # The loop is blocked from here on: only the writer's thread can finish the write.
+        path = str(tmp_path / "owlmetry.db")
+        assert count_when_committed(path, "SELECT count(*) FROM device_removals", 1) == 1
+        assert count_when_committed(path, "SELECT count(*) FROM notification_push_retries", 1) == 1
+        assert [r.outcome for r in await write] == ["delivered", "removed"]
+        assert len(await store.list_devices(user.id)) == 2
     finally:
         await store.close()
 
