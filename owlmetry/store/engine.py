@@ -1,5 +1,9 @@
 """What the store needs from a database engine: run statements, transactions, batches.
 
+A transaction whose statements depend on earlier ones' rows may be written as steps, a
+generator of statements without I/O (`Steps`), which each engine drives its own way
+(`run_steps`: SQLite in one step of its writer's thread, PostgreSQL statement by statement).
+
 An engine (`sqlite.SQLiteEngine`, `postgres.PostgresEngine`) owns its connections and its
 dialect: how parameters are written, how a whole batch of rows travels as parameters and
 becomes rows again (`{batch}` in a statement), row locks, unique violations, migration and
