@@ -1,11 +1,12 @@
 """The PostgreSQL engine (asyncpg): production, and several server processes on one database.
 
-Owns the connection pools and the PostgreSQL dialect: batches as one parameter per column read by
-unnest (`packed_batch`), FOR UPDATE SKIP LOCKED, unique violations, the migration, which takes an advisory
-lock so that processes starting together migrate one at a time, and the advisory lock that
-lets one process at a time run a job (`only_one_process`), and which of asyncpg's errors mean
-the server cannot take work (stopped, unreachable, disk full, read-only). Must hold no statement of a
-feature: a feature's PostgreSQL variant lives beside its shared text in the feature's module.
+Owns the connection pools and the PostgreSQL dialect: batches as one parameter per column
+read by unnest (`packed_batch`), FOR UPDATE SKIP LOCKED, unique violations, the migration,
+which takes an advisory lock so that processes starting together migrate one at a time, the
+advisory lock that lets one process at a time run a job (`only_one_process`), and which of
+asyncpg's errors mean the server cannot take work (stopped, unreachable, disk full,
+read-only). Must hold no statement of a feature: a feature's PostgreSQL variant lives beside
+its shared text in the feature's module.
 """
 
 import contextlib
