@@ -705,8 +705,10 @@ def content_from_columns(columns: tuple) -> NotificationContent:
                                team_id, push_options.from_stored(options))
 
 
+# The enums as plain strings: SQLite's driver binds a `str` subclass only after looking for an
+# adapter and a `__conform__` on it, ~3,000 instructions a value.
 def push_rows(pushes: list[PushRecord], now: int) -> list[tuple]:
-    return [(p.notification_id, p.device_id, p.channel, p.outcome, p.status, p.reason, now,
+    return [(p.notification_id, p.device_id, p.channel, str(p.outcome), p.status, p.reason, now,
              p.apns_id, p.attempted_at) for p in pushes]
 
 
@@ -715,7 +717,7 @@ NO_OUTCOMES = (None, None, None, None)
 
 def end_rows(ends: list[DeliveryEnd], owner: str, now: int) -> list[tuple]:
     pending = DeliveryStatus.PENDING
-    return [(e.notification_id, e.channel, e.status, e.reason,
+    return [(e.notification_id, e.channel, str(e.status), e.reason,
              e.retry_at if e.status == pending else now, owner,
              None if e.status == pending else now, *(e.outcomes or NO_OUTCOMES)) for e in ends]
 
