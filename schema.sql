@@ -137,14 +137,17 @@ CREATE TABLE IF NOT EXISTS unread_counts (
 );
 
 -- The work queue: one row per notification and delivery channel (mobile_push, email, ...),
--- pending -> sent | failed | skipped.
+-- pending -> sent | failed | skipped. The status rule (and `notification_pushes`' outcome
+-- rule) is written as comparisons, not `IN (...)`: SQLite rebuilds the list of a CHECK's `IN`
+-- as a temporary b-tree for every row it checks (migration 15).
 -- A pending row may be claimed once `available_at` has passed; a claim pushes `available_at`
 -- one lease ahead (renewed while the work runs), so work abandoned by a crashed process
 -- becomes claimable again by itself, and a retry after a backoff is the same column.
 CREATE TABLE IF NOT EXISTS notification_deliveries (
     notification_id TEXT NOT NULL,
     channel         TEXT NOT NULL,
-    status          TEXT NOT NULL CHECK (status IN ('pending', 'sent', 'failed', 'skipped')),
+    status          TEXT NOT NULL
+        CHECK (status = 'pending' OR status = 'sent' OR status = 'failed' OR status = 'skipped'),
     reason          TEXT,
     attempts        INTEGER NOT NULL DEFAULT 0,
     claimed_by      TEXT,            -- the dispatcher holding (or that last held) the lease
@@ -203,7 +206,9 @@ CREATE TABLE IF NOT EXISTS notification_pushes (
     notification_id TEXT NOT NULL,
     device_id       TEXT NOT NULL,
     channel         TEXT NOT NULL,
-    outcome         TEXT NOT NULL CHECK (outcome IN ('delivered', 'removed', 'failed', 'skipped')),
+    outcome         TEXT NOT NULL
+        CHECK (outcome = 'delivered' OR outcome = 'removed' OR outcome = 'failed'
+               OR outcome = 'skipped'),
     status          INTEGER,
     reason          TEXT,
     answered_at     BIGINT NOT NULL,

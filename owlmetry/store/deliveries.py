@@ -241,7 +241,7 @@ TARGET_COLUMNS = {
 TARGET_SOURCES = {
     "sqlite": {
         TargetKind.DEVICES: """JOIN user_devices AS t ON t.user_id = n.user_id
-    AND t.channel IN (SELECT value ->> 0 FROM json_each($1))""",
+    AND t.channel IN (SELECT value FROM json_each($1))""",
         TargetKind.RECIPIENT: "JOIN users AS t ON t.id = n.user_id",
     },
     "postgresql": {
@@ -683,11 +683,11 @@ def answer_steps(engine: Engine, owner: str, pushes: list[PushRecord], ends: lis
             pushes = [kept_record(p) if p.device_id in kept and p.outcome == removed else p
                       for p in pushes]
             ends = recount_kept(ends, kept_records)
-    if pushes:
-        yield engine.batch_call(RECORD_PUSHES[engine.name], PUSH_TYPES, push_rows(pushes, now),
-                                ())
-    if ends:
-        yield engine.batch_call(END_DELIVERIES, END_TYPES, end_rows(ends, owner, now), ())
+    piece = engine.rows_per_statement or max(len(pushes), len(ends), 1)
+    for rows in chunked(push_rows(pushes, now), piece):
+        yield engine.batch_call(RECORD_PUSHES[engine.name], PUSH_TYPES, rows, ())
+    for rows in chunked(end_rows(ends, owner, now), piece):
+        yield engine.batch_call(END_DELIVERIES, END_TYPES, rows, ())
     return pushes
 
 
@@ -705,8 +705,10 @@ def content_from_columns(columns: tuple) -> NotificationContent:
                                team_id, push_options.from_stored(options))
 
 
+# The enums as plain strings: SQLite's driver binds a `str` subclass only after looking for an
+# adapter and a `__conform__` on it, ~3,000 instructions a value.
 def push_rows(pushes: list[PushRecord], now: int) -> list[tuple]:
-    return [(p.notification_id, p.device_id, p.channel, p.outcome, p.status, p.reason, now,
+    return [(p.notification_id, p.device_id, p.channel, str(p.outcome), p.status, p.reason, now,
              p.apns_id, p.attempted_at) for p in pushes]
 
 
@@ -715,7 +717,7 @@ NO_OUTCOMES = (None, None, None, None)
 
 def end_rows(ends: list[DeliveryEnd], owner: str, now: int) -> list[tuple]:
     pending = DeliveryStatus.PENDING
-    return [(e.notification_id, e.channel, e.status, e.reason,
+    return [(e.notification_id, e.channel, str(e.status), e.reason,
              e.retry_at if e.status == pending else now, owner,
              None if e.status == pending else now, *(e.outcomes or NO_OUTCOMES)) for e in ends]
 

@@ -91,6 +91,9 @@ class Engine(abc.ABC):
     # Added to a SELECT that picks rows to update: PostgreSQL skips rows another transaction
     # holds (FOR UPDATE SKIP LOCKED); SQLite, with one writer, has none to skip.
     skip_locked: ClassVar[str] = ""
+    # The rows a batch of many is best written in per statement, where pieces cost less than one
+    # statement (SQLite: `sqlite.BOUND_SIZES`); None: one statement.
+    rows_per_statement: ClassVar[int | None] = None
 
     def __init__(self, *, concurrency: int):
         self.concurrency = concurrency  # statements worth running at once (the store's batches)

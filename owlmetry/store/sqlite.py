@@ -9,8 +9,9 @@ connection runs one statement at a time); a fourth checkpoints the WAL into the 
 second, so that no write pays for it. Statements autocommit. Every write first checks that
 the path still names the file the connections opened: a file deleted (or replaced) under a
 running server would otherwise take writes that vanish at the next start. This module owns the
-SQLite connections and dialect (`?1` parameters, batches as a JSON array read by json_each,
-migration and backup); it must hold no statement of a feature.
+SQLite connections and dialect (`?1` parameters, batches as bound `VALUES` rows or, past
+`bound_size`, a JSON array read by json_each, migration and backup); it must hold no statement
+of a feature.
 """
 
 import asyncio
@@ -138,6 +139,45 @@ def file_identity(path: str) -> tuple[int, int]:
 SIDE_FILES = ("", "-wal", "-shm", "-journal")
 
 
+# A batch of several columns goes as bound parameters, one `VALUES` row per row, padded to the
+# next of BOUND_SIZES (with zeros, the cheapest values to bind) and cut by a LIMIT: SQLite 3.40's
+# JSON functions render each row's array again and parse it again for each of its columns
+# (`value ->> i`), ~3,300 instructions a value, a sixth of the server's instructions a
+# fan-out's device; a bound value costs a few hundred. Powers of two keep the statements few,
+# each prepared once per connection (STATEMENTS_KEPT); up to 256 rows, as a prepared statement
+# of 256 rows of 11 values holds ~1 MB (the answers' writes go in pieces of that many,
+# `Engine.rows_per_statement`). A bigger batch, and a batch of one column (a flat array, whose
+# values json_each hands out as they are), go as JSON.
+BOUND_SIZES = (2, 4, 8, 16, 32, 64, 128, 256)
+# Prepared statements kept per connection (Python's default, 128, is fewer than a fan-out's
+# statements times their sizes).
+STATEMENTS_KEPT = 512
+
+
+def bound_size(count: int, width: int, max_parameters: int) -> int | None:
+    """The rows a batch of `count` rows of `width` columns is padded to, if it goes bound."""
+    if width < 2 or count < 2:
+        return None
+    for size in BOUND_SIZES:
+        if size >= count:
+            return size if size * width < max_parameters else None
+    return None
+
+
+@functools.cache
+def bound_batch(width: int, size: int, first: int) -> str:
+    """Rows from `size` rows of parameters from `$first`, the LIMIT after them. Only the first is
+    numbered: each `?` is the one after the last, and SQLite looks up the name of each numbered
+    one in a list of them all while it prepares the statement (a time a parameter squared)."""
+    row = "(" + ", ".join("?" * width) + ")"
+    return f"SELECT * FROM (VALUES (${first}{', ?' * (width - 1)}){f', {row}' * (size - 1)}) LIMIT ?"
+
+
+def bound_args(rows, width: int, size: int) -> tuple:
+    return (*[value for row in rows for value in row], *[0] * ((size - len(rows)) * width),
+            len(rows))
+
+
 @functools.cache
 def to_sqlite(sql: str) -> str:
     """`$1` -> `?1`: both are "the first parameter", so a statement may use one twice."""
@@ -160,9 +200,11 @@ def one_transaction(connection: sqlite3.Connection, body):
 
 class SQLiteEngine(Engine):
     name = "sqlite"
+    rows_per_statement = BOUND_SIZES[-1]
 
     def __init__(self, path: str, writer: aiosqlite.Connection, reader: aiosqlite.Connection,
-                 bulk_reader: aiosqlite.Connection, checkpointer: aiosqlite.Connection):
+                 bulk_reader: aiosqlite.Connection, checkpointer: aiosqlite.Connection,
+                 max_parameters: int):
         super().__init__(concurrency=1)
         self._path = path
         self._file = file_identity(path)  # the file the connections opened
@@ -171,6 +213,7 @@ class SQLiteEngine(Engine):
         self._bulk_reader = bulk_reader
         self._turns = WriterTurns()
         self._checkpointer = checkpointer
+        self._max_parameters = max_parameters
         self._checkpoints = asyncio.get_running_loop().create_task(self._checkpoint_regularly())
 
     async def _checkpoint_regularly(self) -> None:
@@ -205,13 +248,17 @@ class SQLiteEngine(Engine):
         connections = []
         try:
             for _ in range(4):
-                connections.append(await aiosqlite.connect(path, isolation_level=None))
+                connections.append(await aiosqlite.connect(
+                    path, isolation_level=None, cached_statements=STATEMENTS_KEPT))
                 await connections[-1].executescript(PRAGMAS)
+            writer = connections[0]
+            max_parameters = await writer._execute(  # in the connection's own thread
+                writer._conn.getlimit, sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER)
         except sqlite3.Error as exc:
             for conn in connections:
                 await conn.close()
             raise StoreError(f"cannot open the SQLite database {path!r}: {exc}") from exc
-        return cls(path, *connections)
+        return cls(path, *connections, max_parameters)
 
     async def close(self) -> None:
         self._checkpoints.cancel()
@@ -355,11 +402,22 @@ class SQLiteEngine(Engine):
                 return await self._writer._execute(one_transaction, self._writer._conn, body)
 
     def batch(self, types, first=1) -> str:
+        if len(types) == 1:
+            return f"SELECT value FROM json_each(${first})"
         columns = ", ".join(f"value ->> {i}" for i in range(len(types)))
         return f"SELECT {columns} FROM json_each(${first})"
 
     def batch_args(self, rows, width) -> tuple:
+        if width == 1:
+            return (orjson.dumps([value for (value,) in rows]).decode(),)
         return (orjson.dumps(rows).decode(),)
+
+    def packed_batch(self, types, rows, first=1):
+        width = len(types)
+        size = bound_size(len(rows), width, self._max_parameters)
+        if size is None:
+            return self.batch(types, first), self.batch_args(rows, width)
+        return bound_batch(width, size, first), bound_args(rows, width, size)
 
     def is_unique_violation(self, exc: Exception) -> bool:
         return isinstance(exc, sqlite3.IntegrityError) and "UNIQUE" in str(exc)

@@ -75,3 +75,18 @@ def test_a_small_batch_is_one_statement_of_arrays_whatever_its_values():
     statements = {packed_batch.packed_batch(TYPES, rows)[0] for rows in (
         [("a", 1, "x", 1)], [("a", 1, "x", 1), ("b", 1, "x", 2)], [(None, None, None, None)])}
     assert statements == {packed_batch.array_sql(TYPES)}
+
+
+# SQLite's batches (`owlmetry.store.sqlite`): bound `VALUES` rows padded to a size and cut by a
+# LIMIT, a flat JSON array for one column, JSON rows past the biggest size.
+@pytest.mark.parametrize("count", [1, 2, 3, 255, 256, 257])
+async def test_a_batch_of_any_size_comes_back_without_padding(store, count):
+    rows = [(f"id-{i}", i, None if i % 2 else "x", -i) for i in range(count)]
+    assert await round_trip(store, rows) == rows
+
+
+@pytest.mark.parametrize("count", [1, 3, 300])
+async def test_a_batch_of_one_column_comes_back_as_sent(store, count):
+    values = ["", "é—✓", "[1, 2]", '"quoted"', "a\\b", None, "0"]
+    rows = [(values[i % len(values)],) for i in range(count)]
+    assert await round_trip(store, rows, ("text",)) == rows

@@ -7,8 +7,13 @@ import pytest
 
 from owlmetry.store import (
     DeleteResult,
+    DeliveryEnd,
+    DeliveryStatus,
     DeviceRegistration,
     EmailTaken,
+    NotificationContent,
+    PushOutcome,
+    PushRecord,
     open_store,
 )
 
@@ -117,3 +122,22 @@ async def test_a_second_store_on_the_same_database_sees_the_writes(store, databa
     finally:
         await other.close()
     assert len(await store.list_devices(user_id)) == 99
+
+
+async def test_an_answers_write_of_more_rows_than_a_statement_takes_records_them_all(store):
+    # SQLite writes a batch of answers in statements of `rows_per_statement` rows.
+    user = await store.create_user(str(uuid.uuid4()), "many@example.com", 1)
+    ids = await store.enqueue_notifications(
+        [(str(uuid.uuid4()), user.id) for _ in range(300)], NotificationContent("t", "T"),
+        ["mobile_push"], 1)
+    claims = await store.claim_deliveries("d1", 2, 60_000, 1_000)
+    assert len(claims) == 300
+    records = [PushRecord(claim.notification_id, f"device-{n}", "mobile_push",
+                          PushOutcome.DELIVERED, 200, None, None, "ios", "production", None,
+                          None, 2) for claim in claims for n in range(2)]
+    ends = [DeliveryEnd(claim.notification_id, "mobile_push", DeliveryStatus.SENT, None,
+                        None, (2, 0, 0, 0)) for claim in claims]
+    assert len(await store.save_outcomes("d1", records, ends, 3)) == 600
+    progress = await store.progress(ids)
+    assert progress.deliveries == {DeliveryStatus.SENT: 300}
+    assert progress.pushes == {PushOutcome.DELIVERED: 600}
