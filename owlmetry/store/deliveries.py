@@ -355,11 +355,14 @@ WHERE {where}d.notification_id = e.notification_id AND d.channel = e.channel
   AND d.claimed_by = e.claimed_by AND d.status = 'pending'"""
 
 
-END_DELIVERIES = f"WITH ends ({END_COLUMNS}) AS ({{batch}})" + end_deliveries("")
-
-# The ends' notifications, fetched by key.
+# The ends' deliveries, fetched by key (PostgreSQL: joined to a batch of unknown size, they
+# were found by reading the whole table: 24-53 ms a write of answers with a dead token or a
+# retry in it, benchmarks/RESULTS.md session 13).
 ENDS_BY_KEY = """d.notification_id = ANY(ARRAY(SELECT notification_id FROM ends))
   AND """
+END_DELIVERIES = {
+    engine: f"WITH ends ({END_COLUMNS}) AS ({{batch}})" + end_deliveries(where)
+    for engine, where in (("sqlite", ""), ("postgresql", ENDS_BY_KEY))}
 
 # Each answer's notification: joined (SQLite; "true": it needs a WHERE between a join and ON
 # CONFLICT to parse the upsert), or fetched by key (PostgreSQL, see NOTIFICATIONS_BY_KEY).
@@ -687,7 +690,7 @@ def answer_steps(engine: Engine, owner: str, pushes: list[PushRecord], ends: lis
     for rows in chunked(push_rows(pushes, now), piece):
         yield engine.batch_call(RECORD_PUSHES[engine.name], PUSH_TYPES, rows, ())
     for rows in chunked(end_rows(ends, owner, now), piece):
-        yield engine.batch_call(END_DELIVERIES, END_TYPES, rows, ())
+        yield engine.batch_call(END_DELIVERIES[engine.name], END_TYPES, rows, ())
     return pushes
 
 

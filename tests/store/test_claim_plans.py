@@ -80,3 +80,18 @@ async def test_answers_are_written_with_each_notification_looked_up_by_key(store
     plan = await plan_of(store, deliveries.record_and_end(recorded, ended), *push_args, *end_args)
 
     assert "notifications_pkey" in plan and not reads_whole_table(plan), plan
+
+
+async def test_ends_written_apart_look_each_delivery_up_by_key(store, inbox):
+    """The answers' write with a dead token or a retry in it ends its deliveries in a statement
+    of their own (`answer_steps`): each one found by its key, as in `record_and_end`."""
+    engine = store.engine
+    ends = [DeliveryEnd(notification_id, "mobile_push", DeliveryStatus.SENT, None,
+                        outcomes=(1, 0, 0, 0)) for notification_id in inbox]
+    await store.execute("ANALYZE notification_deliveries")
+    plan = await plan_of(store, *engine.batch_call(
+        deliveries.END_DELIVERIES["postgresql"], deliveries.END_TYPES,
+        deliveries.end_rows(ends, "d1", T0), ()))
+
+    assert "notification_deliveries_pkey" in plan, plan
+    assert "Seq Scan on notification_deliveries" not in plan, plan
