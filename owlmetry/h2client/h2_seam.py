@@ -12,9 +12,11 @@ The internals, each exercised by `_self_check` against h2's own server state mac
 - `H2Connection._begin_new_stream`, the connection's and the stream's `state_machine` inputs
   and the stream's `outbound_flow_control_window`: `send_request` takes the steps of
   send_headers + send_data with them.
-- `H2Connection._closed_streams`: `forget` records how a stream ended, as h2's own clean-up
-  does, so that an answer still in flight for a stream this side reset is a stream error,
-  not a connection error.
+- `H2Connection._closed_streams` (and `MAX_CLOSED_STREAMS`): `forget` records how a stream
+  ended, as h2's own clean-up does, so that an answer still in flight for a stream this side
+  reset is a stream error, not a connection error. It is a plain `OrderedDict` that `forget`
+  keeps to h2's size: h2's own (a subclass checking its size in Python on every write) cost
+  two Python calls a stream.
 - `H2Connection._receive_goaway_frame`: overridden, see `ClientH2`.
 - h2 calling `encoder.encode(headers)` (and setting `encoder.header_table_size`) and
   `decoder.decode(block, raw=True)` (and setting `decoder.max_header_list_size` and
@@ -28,6 +30,7 @@ The bytes to write need no internal: hand-built frames go to a buffer of our own
 `data_to_send` returns h2's bytes and ours in the order they were made.
 """
 
+import collections
 import contextlib
 import inspect
 
@@ -143,6 +146,7 @@ class ClientH2(h2.connection.H2Connection):
             SettingCodes.INITIAL_WINDOW_SIZE: receive_window,
             SettingCodes.HEADER_TABLE_SIZE: 0,
         })
+        self._closed_streams = collections.OrderedDict()
         self.encoder = PreEncodedHeaders()
         self.decoder = ZeroTableDecoder(unread_headers)
         self.in_flight = in_flight
@@ -171,17 +175,20 @@ class ClientH2(h2.connection.H2Connection):
         return len(self.in_flight)
 
     def forget(self, stream_id: int) -> None:
+        closed = self._closed_streams
         stream = self.streams.pop(stream_id, None)
         if stream is not None:
-            self._closed_streams[stream_id] = stream.closed_by
+            closed[stream_id] = stream.closed_by
         state = self._answers.pop(stream_id, None)
         if state is not None:
             self._stream_unacked.pop(stream_id, None)
             if state & _LIGHT:
-                self._closed_streams[stream_id] = (
+                closed[stream_id] = (
                     StreamClosedBy.RECV_RST_STREAM if state & _RST_IN else
                     StreamClosedBy.SEND_RST_STREAM if state & _RST_OUT else
                     StreamClosedBy.RECV_END_STREAM)
+        if len(closed) > self.MAX_CLOSED_STREAMS:
+            closed.popitem(last=False)
 
     def reset_stream(self, stream_id: int, error_code: int = 0) -> None:
         state = self._answers.get(stream_id)
@@ -426,6 +433,8 @@ def _self_check() -> None:
         server.receive_data(client.data_to_send())
     with _relying_on("H2Connection._closed_streams"):
         _expect(hasattr(client, "_closed_streams"), "missing")
+        _expect(isinstance(getattr(h2.connection.H2Connection, "MAX_CLOSED_STREAMS", None), int),
+                "MAX_CLOSED_STREAMS missing")
 
     # A PING h2 makes before the hand-built stream 1, and stream 3 through h2's public path:
     # the server must see them in that order, with the headers and bodies as sent.
