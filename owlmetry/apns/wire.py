@@ -60,7 +60,8 @@ class PushRequest(Request):
     __slots__ = ("apns_id",)
 
     def __init__(self, path: bytes, fields: bytes, body: bytes, apns_id: bytes):
-        super().__init__(POST, path, fields, body)
+        # Request's fields set here rather than through super(): a call less per push.
+        self.method, self.path, self.fields, self.body = POST, path, fields, body
         self.apns_id = apns_id
 
 

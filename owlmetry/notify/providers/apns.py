@@ -103,11 +103,12 @@ class Push:
 
 
 DELIVERED = PushOutcome.DELIVERED
+DELIVERED_KIND = ResultKind.DELIVERED
 
 
 def answer_for(result: PushResult) -> Answer:
     # Every answer carries its apns-id (the producer's status shows it).
-    if result.ok:
+    if result.kind is DELIVERED_KIND:  # `result.ok` without the property's call
         return Answer(DELIVERED, 200, apns_id=result.apns_id)
     if result.token_invalid:
         since = result.timestamp_ms if result.kind is ResultKind.UNREGISTERED else None
