@@ -245,7 +245,7 @@ class HostPool:
         fallback = None
         for conn in self._conns:
             if conn.has_room():
-                if conn.idle():
+                if not conn.in_flight and conn.idle():  # (busy: no call to ask)
                     now = self._loop.time()
                     if conn.needs_ping(now, self._settings.idle_ping_s):
                         conn.ping(now + self._settings.ping_timeout_s)

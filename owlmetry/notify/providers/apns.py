@@ -9,6 +9,7 @@ unavailable and names the missing variables. What an APNs token looks like is
 """
 
 import asyncio
+import functools
 
 import orjson
 
@@ -119,6 +120,12 @@ def answer_for(result: PushResult) -> Answer:
     return Answer(PushOutcome.FAILED, result.status, result.reason, apns_id=result.apns_id)
 
 
+def _answer_to(on_answer, result: PushResult) -> None:
+    # A delivered push's answer made here, not by `answer_for`: a call less per push.
+    on_answer(Answer(DELIVERED, 200, apns_id=result.apns_id) if result.kind is DELIVERED_KIND
+              else answer_for(result))
+
+
 class APNs(Sender):
 
     def __init__(self, client: APNsClient | None, unavailable: str | None = None):
@@ -167,7 +174,7 @@ class APNs(Sender):
             asyncio.get_running_loop().call_soon(on_answer, prepared)
             return
         self._client.send_soon(target.token, prepared.body, target.environment,
-                               lambda result: on_answer(answer_for(result)),
+                               functools.partial(_answer_to, on_answer),
                                live=live, **prepared.headers)
 
     def connection_stats(self) -> dict[str, ConnectionStats]:
