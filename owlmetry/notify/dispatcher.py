@@ -512,10 +512,11 @@ class Dispatcher:
                 self._answered(delivery, target,
                                Answer(PushOutcome.FAILED, None, f"cannot build the message: {exc}"))
             return
+        answered, live = self._answered, lease.live  # bound once, not per device
         for target in claim.targets:
             try:
-                channel.send_soon(prepared, target,
-                                  functools.partial(self._answered, delivery, target), lease.live)
+                channel.send_soon(prepared, target, functools.partial(answered, delivery, target),
+                                  live)
             except Exception as exc:  # a channel bug must not lose the delivery
                 log.exception("channel %s raised on send", channel.name)
                 self._answered(delivery, target,
