@@ -173,9 +173,12 @@ class APNs(Sender):
         if isinstance(prepared, Answer):
             asyncio.get_running_loop().call_soon(on_answer, prepared)
             return
+        headers = prepared.headers  # passed one by one: `**` builds a dict per push
         self._client.send_soon(target.token, prepared.body, target.environment,
                                functools.partial(_answer_to, on_answer),
-                               live=live, **prepared.headers)
+                               push_type=headers["push_type"], priority=headers["priority"],
+                               expiration=headers["expiration"],
+                               collapse_id=headers["collapse_id"], live=live)
 
     def connection_stats(self) -> dict[str, ConnectionStats]:
         if self._client is None:
