@@ -25,7 +25,6 @@ The internals, each exercised by `_self_check` against h2's own server state mac
 - `H2Connection.state_machine.state` (`ConnectionState.CLOSED` once this side closed) and
   `H2Connection.incoming_buffer` taking whole frames: `receive_data` reads the answers on
   streams this side opened itself and hands every other frame to h2, in order.
-
 - `H2Connection._data_to_send`, h2's buffer of bytes to write: hand-built frames go to a
   buffer of our own after whatever h2 made before them (taken from h2's buffer directly: its
   `data_to_send` made two objects and a Python call per request), and `data_to_send` returns
