@@ -15,11 +15,14 @@ Node mock APNs (core 1, not counted), holding the bench lock. Instrumentation is
 on`) just before the POST and off once no delivery is pending, so the count is the request,
 its fan-out and every answer's write, not the start. Under callgrind the server runs some 50
 times slower: keep `--users` small enough that no push nears its 30 s deadline (500 is).
-Prints one JSON line: variant, devices, instructions, instructions per device, checks.
+Prints one JSON line: variant, devices, instructions, instructions per device, checks; with
+`--threads`, also each thread's instructions per device, the event loop's first: the other
+threads' (SQLite's writer, ...) vary with how the answers' writes happened to batch.
 """
 
 import argparse
 import asyncio
+import glob
 import json
 import os
 import re
@@ -67,7 +70,8 @@ def count(args, work: str, mock: harness.MockAPNs, database: str) -> dict:
     with open(os.path.join(work, "server.log"), "w") as log:
         server = subprocess.Popen(
             ["taskset", "-c", harness.SERVER_CORE, "valgrind", "--tool=callgrind",
-             "--instr-atstart=no", f"--callgrind-out-file={out}", sys.executable,
+             "--instr-atstart=no", f"--callgrind-out-file={out}",
+             f"--separate-threads={'yes' if args.threads else 'no'}", sys.executable,
              "-m", "owlmetry", "serve", "--port", str(port), "--database", database],
             env=fanout.server_env(mock, args.connections), stdout=log,
             stderr=subprocess.STDOUT, start_new_session=True, cwd=harness.REPO)
@@ -87,11 +91,18 @@ def count(args, work: str, mock: harness.MockAPNs, database: str) -> dict:
         loop.run_until_complete(store.close())
         loop.close()
         harness.stop_process(server, timeout=120)
-    counted = instructions(out)
+    # One file per thread with --threads (callgrind numbers them from -01, the main thread).
+    threads = ([instructions(path) for path in sorted(glob.glob(glob.escape(out) + "-*"))]
+               if args.threads else [instructions(out)])
+    counted = sum(threads)
     problems = fanout.fanout_checks(run, len(user_ids), n_devices, stats)
-    return {"variant": args.variant, "backend": args.backend, "devices": n_devices,
-            "instructions": counted, "per_device": round(counted / n_devices), "seconds": round(run["seconds"], 1),
-            "requests": stats["requests_received"], "problems": problems}
+    result = {"variant": args.variant, "backend": args.backend, "devices": n_devices,
+              "instructions": counted, "per_device": round(counted / n_devices),
+              "seconds": round(run["seconds"], 1), "requests": stats["requests_received"],
+              "problems": problems}
+    if args.threads:
+        result["per_device_by_thread"] = [round(n / n_devices) for n in threads]
+    return result
 
 
 if __name__ == "__main__":
@@ -102,6 +113,9 @@ if __name__ == "__main__":
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--connections", type=int, default=4)
     parser.add_argument("--out", help="keep callgrind's file here")
+    parser.add_argument("--threads", action="store_true",
+                        help="count each thread apart too (the event loop's is the first; "
+                             "SQLite's writer and asyncpg's work are in others)")
     result = main(parser.parse_args())
     print(json.dumps(result), flush=True)
     sys.exit(1 if result["problems"] else 0)

@@ -19,7 +19,7 @@ from .push_result import (
     STREAM_RESET,
     TIMEOUT,
     PushResult,
-    delivered,
+    ResultKind,
     from_answer,
     is_transient,
     local_error,
@@ -101,7 +101,7 @@ class AppleJudge:
         status = x.status
         if status == 200:
             self._budget.succeeded()
-            return delivered(apns_id, x.attempts)
+            return PushResult(ResultKind.DELIVERED, 200, None, apns_id, None, x.attempts)
         reason, timestamp = parse_error_body(x.body)
         if reason == "ExpiredProviderToken" and not x.renewed:
             return RENEW

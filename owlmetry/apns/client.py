@@ -52,7 +52,9 @@ class APNsClient:
                                       connect_timeout_s, idle_ping_s, ping_timeout_s)
         self._judge = AppleJudge(retry or RetryPolicy())
         self._pools: dict[str, HostPool] = {}
-        self._options: dict[tuple, bytes] = {}
+        # A push kind's (topic, push_type, priority, expiration, collapse_id) as given -> its
+        # pre-encoded fields and payload limit: a fan-out's pushes are all of one kind.
+        self._kinds: dict[tuple, tuple[bytes, int]] = {}
         self._closed = False
 
     async def send(self, token_hex: str, payload: bytes | dict, environment: str = "production",
@@ -84,11 +86,17 @@ class APNsClient:
     def _prepare(self, token_hex, payload, environment, push_type, priority, expiration,
                  collapse_id, topic) -> tuple[HostPool, Request] | PushResult:
         """The pool and wire-ready request for a push, or the result if it cannot be sent."""
-        try:
-            body = wire.encode_payload(payload)
-        except (TypeError, ValueError):
-            return PushResult(ResultKind.ERROR, 0, "BadPayload", attempts=0)
-        if len(body) > wire.payload_limit(push_type):
+        key = (topic, push_type, priority, expiration, collapse_id)
+        kind = self._kinds.get(key)
+        limit = wire.payload_limit(push_type) if kind is None else kind[1]
+        if payload.__class__ is bytes:  # what a fan-out sends: no call to make it bytes
+            body = payload
+        else:
+            try:
+                body = wire.encode_payload(payload)
+            except (TypeError, ValueError):
+                return PushResult(ResultKind.ERROR, 0, "BadPayload", attempts=0)
+        if len(body) > limit:
             return payload_too_large()
         if not wire.is_device_token(token_hex):
             return PushResult(ResultKind.BAD_DEVICE_TOKEN, 0, "BadDeviceToken", attempts=0)
@@ -97,14 +105,13 @@ class APNsClient:
         pool = self._pools.get(environment) or self._open_pool(environment)
         if pool is None:
             return PushResult(ResultKind.ERROR, 0, "UnknownEnvironment", attempts=0)
-        key = (topic or wire.topic_for(self.topic, push_type), push_type, priority, expiration,
-               collapse_id)
-        options = self._options.get(key)
-        if options is None:
-            if len(self._options) > 4096:  # expirations vary; keep the cache bounded
-                self._options.clear()
-            options = self._options[key] = wire.options_field(*key)
-        return pool, wire.request(token_hex, options, body)
+        if kind is None:
+            if len(self._kinds) > 4096:  # expirations vary; keep the cache bounded
+                self._kinds.clear()
+            kind = self._kinds[key] = (
+                wire.options_field(topic or wire.topic_for(self.topic, push_type), push_type,
+                                   priority, expiration, collapse_id), limit)
+        return pool, wire.request(token_hex, kind[0], body)
 
     def connections(self, environment: str = "production") -> int:
         """Sockets the pool of `environment` holds now."""

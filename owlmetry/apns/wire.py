@@ -60,7 +60,8 @@ class PushRequest(Request):
     __slots__ = ("apns_id",)
 
     def __init__(self, path: bytes, fields: bytes, body: bytes, apns_id: bytes):
-        super().__init__(POST, path, fields, body)
+        # Request's fields set here rather than through super(): a call less per push.
+        self.method, self.path, self.fields, self.body = POST, path, fields, body
         self.apns_id = apns_id
 
 
@@ -73,15 +74,11 @@ _APNS_ID_COUNT = itertools.count(int.from_bytes(uuid.uuid4().bytes[:6], "big"))
 _APNS_ID_FIELD = literal(b"apns-id", b"\0" * 36)[:-36]  # the name and the length, then the id
 
 
-def new_apns_id() -> bytes:
-    return b"%s%012x" % (_APNS_ID_PREFIX, next(_APNS_ID_COUNT) & 0xFFFF_FFFF_FFFF)
-
-
 def request(token_hex: str, options: bytes, body: bytes) -> PushRequest:
     """The core's request for one push: POST /3/device/<token> with a push kind's `options`
     and an `apns-id` of its own."""
     path = b"/3/device/" + token_hex.encode()
-    apns_id = new_apns_id()
+    apns_id = b"%s%012x" % (_APNS_ID_PREFIX, next(_APNS_ID_COUNT) & 0xFFFF_FFFF_FFFF)
     fields = options + _APNS_ID_FIELD + apns_id
     if len(path) < 127:  # every real token (at most 200 hex digits): no general encoder
         return PushRequest(PATH_PREFIXES[len(path)] + path, fields, body, apns_id)

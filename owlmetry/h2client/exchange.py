@@ -57,6 +57,9 @@ class Exchange:
         self.attempts = self.retries = self.waited = 0
         self.renewed = self.again = False
         self.conn = None
+        # Its first attempt's answer, none yet (the pool resets these for every attempt
+        # again; the first costs no call).
+        self.status, self.headers, self.chunks, self.generation = 0, (), [], 0
 
     @property
     def body(self) -> bytes:

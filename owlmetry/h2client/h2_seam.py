@@ -12,9 +12,11 @@ The internals, each exercised by `_self_check` against h2's own server state mac
 - `H2Connection._begin_new_stream`, the connection's and the stream's `state_machine` inputs
   and the stream's `outbound_flow_control_window`: `send_request` takes the steps of
   send_headers + send_data with them.
-- `H2Connection._closed_streams`: `forget` records how a stream ended, as h2's own clean-up
-  does, so that an answer still in flight for a stream this side reset is a stream error,
-  not a connection error.
+- `H2Connection._closed_streams` (and `MAX_CLOSED_STREAMS`): `forget` records how a stream
+  ended, as h2's own clean-up does, so that an answer still in flight for a stream this side
+  reset is a stream error, not a connection error. It is a plain `OrderedDict` that `forget`
+  keeps to h2's size: h2's own (a subclass checking its size in Python on every write) cost
+  two Python calls a stream.
 - `H2Connection._receive_goaway_frame`: overridden, see `ClientH2`.
 - h2 calling `encoder.encode(headers)` (and setting `encoder.header_table_size`) and
   `decoder.decode(block, raw=True)` (and setting `decoder.max_header_list_size` and
@@ -23,11 +25,13 @@ The internals, each exercised by `_self_check` against h2's own server state mac
 - `H2Connection.state_machine.state` (`ConnectionState.CLOSED` once this side closed) and
   `H2Connection.incoming_buffer` taking whole frames: `receive_data` reads the answers on
   streams this side opened itself and hands every other frame to h2, in order.
-
-The bytes to write need no internal: hand-built frames go to a buffer of our own, and
-`data_to_send` returns h2's bytes and ours in the order they were made.
+- `H2Connection._data_to_send`, h2's buffer of bytes to write: hand-built frames go to a
+  buffer of our own after whatever h2 made before them (taken from h2's buffer directly: its
+  `data_to_send` made two objects and a Python call per request), and `data_to_send` returns
+  h2's bytes and ours in the order they were made.
 """
 
+import collections
 import contextlib
 import inspect
 
@@ -143,6 +147,7 @@ class ClientH2(h2.connection.H2Connection):
             SettingCodes.INITIAL_WINDOW_SIZE: receive_window,
             SettingCodes.HEADER_TABLE_SIZE: 0,
         })
+        self._closed_streams = collections.OrderedDict()
         self.encoder = PreEncodedHeaders()
         self.decoder = ZeroTableDecoder(unread_headers)
         self.in_flight = in_flight
@@ -171,17 +176,20 @@ class ClientH2(h2.connection.H2Connection):
         return len(self.in_flight)
 
     def forget(self, stream_id: int) -> None:
+        closed = self._closed_streams
         stream = self.streams.pop(stream_id, None)
         if stream is not None:
-            self._closed_streams[stream_id] = stream.closed_by
+            closed[stream_id] = stream.closed_by
         state = self._answers.pop(stream_id, None)
         if state is not None:
             self._stream_unacked.pop(stream_id, None)
             if state & _LIGHT:
-                self._closed_streams[stream_id] = (
+                closed[stream_id] = (
                     StreamClosedBy.RECV_RST_STREAM if state & _RST_IN else
                     StreamClosedBy.SEND_RST_STREAM if state & _RST_OUT else
                     StreamClosedBy.RECV_END_STREAM)
+        if len(closed) > self.MAX_CLOSED_STREAMS:
+            closed.popitem(last=False)
 
     def reset_stream(self, stream_id: int, error_code: int = 0) -> None:
         state = self._answers.get(stream_id)
@@ -285,11 +293,15 @@ class ClientH2(h2.connection.H2Connection):
         except (hpack.HPACKError, IndexError, TypeError) as exc:  # as h2's _decode_headers
             self.close_connection(ErrorCodes.COMPRESSION_ERROR)
             raise h2.exceptions.ProtocolError(f"error decoding header block: {exc}") from exc
+        # `:status` comes first (RFC 9113 §8.3): read there without a call to h2's helper,
+        # which also finds it further down.
+        informational = (headers[0][1][:1] == b"1" if headers and headers[0][0] == b":status"
+                         else is_informational_response(headers))
         if state & _HEADED:  # trailers: nothing a provider reads, only the end
             if not flags & _END_STREAM:
                 self._refuse("trailers without END_STREAM")
             events.append(Body(stream_id, b"", _END_STREAM))
-        elif is_informational_response(headers):  # 1xx: the answer follows
+        elif informational:  # 1xx: the answer follows
             if flags & _END_STREAM:
                 self._refuse("an informational answer with END_STREAM")
         else:
@@ -315,9 +327,10 @@ class ClientH2(h2.connection.H2Connection):
     def _append(self, frames: bytes) -> None:
         """Hand-built frames, after whatever h2 made before them."""
         out = self._output
-        earlier = h2.connection.H2Connection.data_to_send(self)
+        earlier = self._data_to_send
         if earlier:
             out += earlier
+            earlier.clear()
         out += frames
 
     def send_request(self, stream_id: int, block: bytes, body: bytes) -> bool:
@@ -338,9 +351,14 @@ class ClientH2(h2.connection.H2Connection):
         self.outbound_flow_control_window -= size
         self._answers[stream_id] = _LIGHT
         sid = stream_id.to_bytes(4, "big")
-        self._append(b"".join((
+        out = self._output  # `_append`, inline: the path of every request
+        earlier = self._data_to_send
+        if earlier:
+            out += earlier
+            earlier.clear()
+        out += b"".join((
             len(block).to_bytes(3, "big"), b"\x01\x04", sid, block,  # HEADERS, END_HEADERS
-            size.to_bytes(3, "big"), b"\x00\x01", sid, body)))  # DATA, END_STREAM
+            size.to_bytes(3, "big"), b"\x00\x01", sid, body))  # DATA, END_STREAM
         return True
 
     def data_to_send(self, amount: int | None = None) -> bytes:
@@ -426,10 +444,13 @@ def _self_check() -> None:
         server.receive_data(client.data_to_send())
     with _relying_on("H2Connection._closed_streams"):
         _expect(hasattr(client, "_closed_streams"), "missing")
+        _expect(isinstance(getattr(h2.connection.H2Connection, "MAX_CLOSED_STREAMS", None), int),
+                "MAX_CLOSED_STREAMS missing")
 
     # A PING h2 makes before the hand-built stream 1, and stream 3 through h2's public path:
     # the server must see them in that order, with the headers and bodies as sent.
-    with _relying_on("_begin_new_stream and the state machines' inputs (send_request)"):
+    with _relying_on("_begin_new_stream, _data_to_send and the state machines' inputs "
+                     "(send_request)"):
         client.ping(b"h2-check")
         _expect(client.send_request(1, _BLOCK, b"{}"), "a small request refused")
         client.send_headers(3, ((b"", _BLOCK),))

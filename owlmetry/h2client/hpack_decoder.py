@@ -114,14 +114,6 @@ def _string(data, i: int, memo: dict | None) -> tuple[bytes, int]:
     return text, end
 
 
-def _skip_string(data, i: int) -> int:
-    length, i = _integer(data, i, 7)
-    end = i + length
-    if end > len(data):
-        raise HPACKDecodingError("HPACK string runs past the header block")
-    return end
-
-
 def _static(index: int) -> tuple[bytes, bytes]:
     if 0 < index <= _STATIC_SIZE:
         return _STATIC[index - 1]
@@ -135,7 +127,8 @@ class ZeroTableDecoder:
     `date`, `content-type`), so decoded strings are remembered, and so are whole blocks.
     Fields named in `unread_names` (a provider's per-answer ids it never reads, like APNs'
     `apns-id`, the echo of the request's own) are left out undecoded, and a block holding one,
-    which never repeats, is not remembered.
+    which never repeats, is not remembered whole: its bytes around the one unread value are
+    (`_around`), since any block of the same length with the same bytes there decodes alike.
     """
 
     def __init__(self, unread_names: frozenset[bytes] = frozenset()):
@@ -147,20 +140,33 @@ class ZeroTableDecoder:
         # content-type, the date of this second), unless they carry a unique value.
         self._blocks: dict[bytes, list] = {}
         self._cacheable = True
+        # (length, bytes before, bytes after, fields) of the latest block with one unread
+        # value: APNs' every answer is `:status` and an `apns-id` that differs only there.
+        self._around: tuple[int, bytes, bytes, list] | None = None
+        self._unread_at: tuple[int, int] | None = None  # where the one unread value lies
 
     def decode(self, data, raw: bool = True) -> list[tuple[bytes, bytes]]:
         """The block's fields; the same list for the same block (callers must not change it)."""
         headers = self._blocks.get(data)
-        if headers is None:
-            headers = self._decode(data)
-            if self._cacheable:
-                if len(self._blocks) >= _BLOCKS_SIZE:
-                    self._blocks.clear()
-                self._blocks[bytes(data)] = headers
+        if headers is not None:
+            return headers
+        around = self._around
+        if (around is not None and len(data) == around[0] and data.startswith(around[1])
+                and data.endswith(around[2])):
+            return around[3]
+        headers = self._decode(data)
+        if self._cacheable:
+            if len(self._blocks) >= _BLOCKS_SIZE:
+                self._blocks.clear()
+            self._blocks[bytes(data)] = headers
+        elif self._unread_at is not None:
+            start, end = self._unread_at
+            self._around = (len(data), bytes(data[:start]), bytes(data[end:]), headers)
         return headers
 
     def _decode(self, data) -> list[tuple[bytes, bytes]]:
         self._cacheable = True
+        self._unread_at = None
         headers, i, n, size = [], 0, len(data), 0
         memo, unread = self._memo, self._unread_names
         while i < n:
@@ -186,9 +192,14 @@ class ZeroTableDecoder:
             else:
                 name, i = _string(data, i, memo)
             if name in unread:
+                # The value's length is before `start`: it is part of what the block is.
+                length, start = _integer(data, i, 7)
+                size += 32 + len(name) + start - i + length
+                i = start + length
+                if i > n:
+                    raise HPACKDecodingError("HPACK string runs past the header block")
+                self._unread_at = None if not self._cacheable else (start, i)
                 self._cacheable = False
-                start, i = i, _skip_string(data, i)
-                size += 32 + len(name) + i - start
             else:
                 value, i = _string(data, i, memo)
                 size += 32 + len(name) + len(value)

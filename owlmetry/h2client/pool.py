@@ -101,7 +101,8 @@ class HostPool:
         x = Exchange(request, self._loop.time() + self._settings.timeout_s)
         if self._closed:
             return self._judge.failed(x, Failure.CLOSED)
-        self._attempt(x)
+        x.fut = self._loop.create_future()  # (a new exchange is its first attempt already)
+        self._submit(x)
         try:
             outcome = await x.fut
             if outcome is x:  # answered: nearly always, so without the general _decide
@@ -124,13 +125,14 @@ class HostPool:
         if self._closed:
             self._loop.call_soon(on_result, self._judge.failed(x, Failure.CLOSED))
             return
-        self._attempt(x)
+        x.fut = self._loop.create_future()  # (a new exchange is its first attempt already)
+        self._submit(x)
         x.fut.add_done_callback(functools.partial(self._first_outcome, x, on_result))
 
-    def _attempt(self, x: Exchange, again: bool = False) -> None:
+    def _attempt_again(self, x: Exchange) -> None:
         x.fut = self._loop.create_future()
         x.status, x.headers, x.chunks, x.generation = 0, (), [], 0
-        x.again = again
+        x.again = True
         self._submit(x)
 
     def _first_outcome(self, x: Exchange, on_result, fut: asyncio.Future) -> None:
@@ -195,7 +197,7 @@ class HostPool:
                     x.waited += 1
                     if not await self._pause(delay):
                         return self._judge.failed(x, Failure.CLOSED)
-            self._attempt(x, again=True)
+            self._attempt_again(x)
             decision = self._decide(x, await x.fut)
         return decision
 
@@ -245,7 +247,7 @@ class HostPool:
         fallback = None
         for conn in self._conns:
             if conn.has_room():
-                if conn.idle():
+                if not conn.in_flight and conn.idle():  # (busy: no call to ask)
                     now = self._loop.time()
                     if conn.needs_ping(now, self._settings.idle_ping_s):
                         conn.ping(now + self._settings.ping_timeout_s)

@@ -512,10 +512,11 @@ class Dispatcher:
                 self._answered(delivery, target,
                                Answer(PushOutcome.FAILED, None, f"cannot build the message: {exc}"))
             return
+        answered, live = self._answered, lease.live  # bound once, not per device
         for target in claim.targets:
             try:
-                channel.send_soon(prepared, target,
-                                  functools.partial(self._answered, delivery, target), lease.live)
+                channel.send_soon(prepared, target, functools.partial(answered, delivery, target),
+                                  live)
             except Exception as exc:  # a channel bug must not lose the delivery
                 log.exception("channel %s raised on send", channel.name)
                 self._answered(delivery, target,
@@ -539,7 +540,12 @@ class Dispatcher:
                 return
             delivery.later.append((target, answer))
         else:
-            self._record(delivery.claim, target, answer, delivery.started)
+            claim = delivery.claim
+            # `_record`, inline: the path of every answer.
+            self.recorder.add_push(PushRecord(
+                claim.notification_id, target.device_id, claim.channel, answer.outcome,
+                answer.status, answer.reason, answer.invalid_since, target.platform,
+                target.environment, answer.apns_id, answer.provider_at, delivery.started))
             delivery.counts[answer.outcome] = delivery.counts.get(answer.outcome, 0) + 1
         delivery.waiting -= 1
         if delivery.waiting == 0:

@@ -230,6 +230,18 @@ def test_a_late_answer_to_a_stream_no_longer_in_flight_is_h2s_stream_error():
     assert ("RstStreamFrame", 1) in frames(client.data_to_send())
 
 
+def test_how_streams_ended_is_kept_for_as_many_streams_as_h2_keeps():
+    client, peer = opened(1, 3, 5)
+    client.MAX_CLOSED_STREAMS = 2
+    for stream_id in (1, 3, 5):
+        client.reset_stream(stream_id, ErrorCodes.CANCEL)
+        client.forget(stream_id)
+        del client.in_flight[stream_id]
+    assert list(client._closed_streams) == [3, 5]  # the newest
+    peer.send_headers(5, [(b":status", b"200")], end_stream=True)  # late: a stream error
+    assert client.receive_data(peer.data_to_send()) == []
+
+
 def test_big_bodies_give_their_windows_back_and_keep_flowing():
     """Far more than the receive window, in answers on streams in flight: the peer is never
     stopped by a window the fast path used and did not give back."""

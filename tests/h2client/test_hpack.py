@@ -56,6 +56,23 @@ def test_zero_table_decoder_reads_what_a_zero_table_encoder_writes(unread):
             (name, value) for name, value in headers if name not in unread]
 
 
+def test_blocks_alike_but_for_an_unread_value_decode_alike_and_others_do_not():
+    encoder = hpack.Encoder()
+    encoder.header_table_size = 0
+    decoder = ZeroTableDecoder(frozenset({b"apns-id"}))
+    for i in range(50):
+        after = [(b"x", b"ab"[i % 2:i % 2 + 1])] if i % 3 else []
+        status = b"200" if i % 5 else b"404"
+        for apns_id in (b"a" * 36, b"b" * 36, str(uuid.uuid4()).encode()):
+            block = encoder.encode([(b":status", status), (b"apns-id", apns_id)] + after,
+                                   huffman=False)
+            assert decoder.decode(block) == [(b":status", status)] + after
+    twice = encoder.encode([(b"apns-id", b"1"), (b"apns-id", b"2"), (b"y", b"1")],
+                           huffman=False)
+    assert decoder.decode(twice) == [(b"y", b"1")]
+    assert decoder.decode(twice.replace(b"y\x011", b"y\x012")) == [(b"y", b"2")]
+
+
 def test_unread_fields_still_count_against_the_header_list_limit():
     encoder = hpack.Encoder()
     encoder.header_table_size = 0

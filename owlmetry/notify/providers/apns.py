@@ -9,6 +9,7 @@ unavailable and names the missing variables. What an APNs token looks like is
 """
 
 import asyncio
+import functools
 
 import orjson
 
@@ -103,11 +104,12 @@ class Push:
 
 
 DELIVERED = PushOutcome.DELIVERED
+DELIVERED_KIND = ResultKind.DELIVERED
 
 
 def answer_for(result: PushResult) -> Answer:
     # Every answer carries its apns-id (the producer's status shows it).
-    if result.ok:
+    if result.kind is DELIVERED_KIND:  # `result.ok` without the property's call
         return Answer(DELIVERED, 200, apns_id=result.apns_id)
     if result.token_invalid:
         since = result.timestamp_ms if result.kind is ResultKind.UNREGISTERED else None
@@ -116,6 +118,12 @@ def answer_for(result: PushResult) -> Answer:
     if result.retry_later:
         return Answer(PushOutcome.RETRY, result.status, result.reason, apns_id=result.apns_id)
     return Answer(PushOutcome.FAILED, result.status, result.reason, apns_id=result.apns_id)
+
+
+def _answer_to(on_answer, result: PushResult) -> None:
+    # A delivered push's answer made here, not by `answer_for`: a call less per push.
+    on_answer(Answer(DELIVERED, 200, apns_id=result.apns_id) if result.kind is DELIVERED_KIND
+              else answer_for(result))
 
 
 class APNs(Sender):
@@ -165,9 +173,12 @@ class APNs(Sender):
         if isinstance(prepared, Answer):
             asyncio.get_running_loop().call_soon(on_answer, prepared)
             return
+        headers = prepared.headers  # passed one by one: `**` builds a dict per push
         self._client.send_soon(target.token, prepared.body, target.environment,
-                               lambda result: on_answer(answer_for(result)),
-                               live=live, **prepared.headers)
+                               functools.partial(_answer_to, on_answer),
+                               push_type=headers["push_type"], priority=headers["priority"],
+                               expiration=headers["expiration"],
+                               collapse_id=headers["collapse_id"], live=live)
 
     def connection_stats(self) -> dict[str, ConnectionStats]:
         if self._client is None:

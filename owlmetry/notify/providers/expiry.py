@@ -12,6 +12,8 @@ from owlmetry.store import PushOutcome
 
 def expired_answer(options: PushOptions, now_s: int | None = None) -> Answer | None:
     """The answer for every device when the notification has expired by `now_s`, else None."""
+    if not options.expiration:  # no expiry (or try once): nothing to ask the clock
+        return None
     if not options.expired(int(time.time()) if now_s is None else now_s):
         return None
     return Answer(PushOutcome.FAILED, None,
