@@ -210,7 +210,8 @@ def checks(run: dict, hostile: bool, n_devices: int, dead: int) -> list[str]:
 
 def one_fanout(hostile: bool, database: str, n_users: int, per_user: int, connections: int,
                work: str, tag: str, profile: str | None = None, kinds=FAULT_KINDS) -> dict:
-    """One fan-out; with `profile`, the server sampled by py-spy into that file (not timed)."""
+    """One fan-out; with `profile`, the server sampled by py-spy into that file and the mock
+    into `profile`.mock (not timed)."""
     n_devices = n_users * per_user
     user_ids = asyncio.run(seed(database, n_users, per_user))
     mock = Mock(fault_args(n_devices, kinds) if hostile else [], f"{work}/mock-{tag}.log")
@@ -226,10 +227,12 @@ def one_fanout(hostile: bool, database: str, n_users: int, per_user: int, connec
                                        database, env=env)
         with harness.running_server(database, env, f"{work}/server-{tag}.log") as (url, pid):
             cpu0 = harness.cpu_seconds(pid), harness.cpu_seconds(mock.proc.pid)
-            spy = (profiling.py_spy_recording(pid, profile, "--rate", "200", "--nonblocking",
-                                              "--threads", core=CLIENT_CORE)
-                   if profile else contextlib.nullcontext())
-            with harness.pinned_self(CLIENT_CORE), spy:
+            spies = contextlib.ExitStack()
+            if profile:  # the mock is the busy side of this benchmark: sampled too
+                for who, out in ((pid, profile), (mock.proc.pid, profile + ".mock")):
+                    spies.enter_context(profiling.py_spy_recording(
+                        who, out, "--rate", "200", "--nonblocking", "--threads", core=CLIENT_CORE))
+            with harness.pinned_self(CLIENT_CORE), spies:
                 run = asyncio.run(timed_fanout(url, database, api_key, user_ids, n_devices))
             # Which side was busy: a process near 1 CPU-second a second set the pace.
             run["server_cpu_s"] = harness.cpu_seconds(pid) - cpu0[0]
@@ -319,10 +322,14 @@ def main(argv=None) -> int:
                                 if cluster else f"sqlite:///{work}/{tag}.db")
                     out = os.path.join(args.py_spy, f"{tag}.txt")
                     run = one_fanout(hostile, database, n_users, per_user, args.connections,
-                                     work, tag, profile=out)
+                                     work, tag, profile=out, kinds=kinds)
                     with open(out + ".summary", "w") as f:
                         f.write(f"{run['seconds']:.2f} s, server CPU {run['server_cpu_s']:.2f} s"
                                 f"\n{profiling.summarize_profile(out, 40)}\n")
+                    with open(out + ".mock.summary", "w") as f:
+                        f.write(f"{run['seconds']:.2f} s, mock CPU {run['mock_cpu_s']:.2f} s, "
+                                f"{run['mock']['requests']} requests"
+                                f"\n{profiling.summarize_profile(out + '.mock', 60)}\n")
                     print(f"py-spy {tag}: {out}.summary", file=sys.stderr)
         finally:
             if cluster is not None:
