@@ -3,16 +3,20 @@
 that sets the pace of `hostile_apns.py`, measured without the server and its database.
 
     python benchmarks/mock_apns_cost.py [--pushes 20000] [--runs 3] [--connections 4] [--json]
+        [--py-spy DIR]
 
 Per run, a pair (fault-free first in even runs, faulty first in odd ones): a fresh mock process
 (`python -m owlmetry.apns.mock`, `hostile_apns.py`'s command line and faults) pinned to core 1,
 and the project's APNs pool in this process on core 0 sending one push to each of N tokens
 (`send_soon`, as the dispatcher does; the pool retries 429/503 and refused streams itself).
-Prints the mock's CPU (scheduler's count, exact) per request it judged and the pool's wall time.
+Prints the mock's CPU (scheduler's count, exact) per request it judged and the pool's wall time;
+with `--py-spy DIR`, the mock sampled by py-spy in every run (its CPU then counts py-spy's
+pauses too: compare profiles with profiles) and a summary per run in DIR.
 """
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import statistics
@@ -21,6 +25,7 @@ import tempfile
 import time
 
 import harness
+import profiling
 from harness import SERVER_CORE, apns_token
 from hostile_apns import Mock, fault_args
 from owlmetry.apns import APNsClient
@@ -56,10 +61,14 @@ async def send_all(url: str, n: int, connections: int) -> dict:
         await client.close()
 
 
-def one(hostile: bool, n: int, connections: int, work: str, tag: str) -> dict:
+def one(hostile: bool, n: int, connections: int, work: str, tag: str,
+        profile: str | None = None) -> dict:
     mock = Mock(fault_args(n) if hostile else [], f"{work}/mock-{tag}.log")
     try:
-        with harness.pinned_self(SERVER_CORE):
+        spy = (profiling.py_spy_recording(mock.proc.pid, profile, "--rate", "200",
+                                          "--nonblocking", core=SERVER_CORE)
+               if profile else contextlib.nullcontext())
+        with harness.pinned_self(SERVER_CORE), spy:
             cpu0 = harness.exact_cpu_seconds(mock.proc.pid)
             run = asyncio.run(send_all(mock.url, n, connections))
             mock_cpu = harness.exact_cpu_seconds(mock.proc.pid) - cpu0
@@ -83,13 +92,23 @@ def main(argv=None) -> int:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--connections", type=int, default=4)
     ap.add_argument("--json", action="store_true", help="one JSON line per run on stdout")
+    ap.add_argument("--py-spy", metavar="DIR", help="sample the mock; profiles into DIR")
     args = ap.parse_args(argv)
     harness.stop_on_signals(900)
     runs = {False: [], True: []}
     with harness.bench_lock(), tempfile.TemporaryDirectory(prefix="owl-mockcost-") as work:
         for i in range(args.runs):
             for hostile in ((False, True) if i % 2 == 0 else (True, False)):
-                run = one(hostile, args.pushes, args.connections, work, f"{i}-{int(hostile)}")
+                tag = f"{i}-{'faults' if hostile else 'clean'}"
+                profile = None
+                if args.py_spy:
+                    os.makedirs(args.py_spy, exist_ok=True)
+                    profile = os.path.join(args.py_spy, f"mock-{tag}.txt")
+                run = one(hostile, args.pushes, args.connections, work, tag, profile)
+                if profile:
+                    with open(profile + ".summary", "w") as f:
+                        f.write(f"{run['mock_cpu_s']} s mock CPU, {run['mock_requests']} "
+                                f"requests\n{profiling.summarize_profile(profile, 60)}\n")
                 run["load"] = round(os.getloadavg()[0], 2)
                 runs[hostile].append(run)
                 print(f"run {i + 1} {'faults' if hostile else 'clean '}: mock "
