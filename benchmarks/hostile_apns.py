@@ -243,6 +243,11 @@ def one_fanout(hostile: bool, database: str, n_users: int, per_user: int, connec
             run["mock_events"] = run["mock"].pop("events", [])
             run["mock_trail"] = run["mock"].pop("trail", [])
             run["mock_tail"] = tail(run["mock_timeline"])
+            # Per unit of work, which the host's load moves less than the wall time.
+            run["server_us_per_device"] = round(run["server_cpu_s"] / n_devices * 1e6, 1)
+            run["mock_us_per_request"] = round(
+                run["mock_cpu_s"] / max(1, run["mock"]["requests"]) * 1e6, 1)
+            run["load"] = round(os.getloadavg()[0], 2)
     finally:
         mock.stop()
     run["faults"] = hostile
@@ -300,6 +305,8 @@ def main(argv=None) -> int:
                     print(f"[{args.backend}] run {i + 1} {'faults' if hostile else 'clean '}: "
                           f"{run['devices_per_second']:,.0f} devices/s, {run['seconds']:.2f}s "
                           f"(CPU s: server {run['server_cpu_s']:.2f}, mock {run['mock_cpu_s']:.2f}; "
+                          f"server {run['server_us_per_device']} us/device, mock "
+                          f"{run['mock_us_per_request']} us/request; load {run['load']}; "
                           f"mock answers: 99% by {run['mock_tail']['answers_99_s']}s, last "
                           f"{run['mock_tail']['last_s']}s, "
                           f"{run['mock_tail']['again_after_99']} retries after the 99%) "
@@ -339,9 +346,16 @@ def main(argv=None) -> int:
     clean = statistics.median(r["devices_per_second"] for r in runs[False])
     faulty = statistics.median(r["devices_per_second"] for r in runs[True])
     load = os.getloadavg()[0]
+
+    def per(key: str, hostile: bool) -> float:
+        return statistics.median(r[key] for r in runs[hostile])
+
     print(f"{args.backend}, {n_devices:,} devices ({dead:,} dead), {args.runs} run(s), "
           f"load {load:.1f}: fault-free {clean:,.0f} devices/s, with faults {faulty:,.0f} "
-          f"devices/s, ratio {faulty / clean:.2f} (goal >= 0.8)"
+          f"devices/s, ratio {faulty / clean:.2f} (goal >= 0.8); medians: server "
+          f"{per('server_us_per_device', False)} / {per('server_us_per_device', True)} us a "
+          f"device, mock {per('mock_us_per_request', False)} / "
+          f"{per('mock_us_per_request', True)} us a request (fault-free / faults)"
           f"{'; PROBLEMS: ' + '; '.join(problems) if problems else ''}")
     return 1 if problems else 0
 
