@@ -93,10 +93,11 @@ def fault_args(devices: int, kinds=FAULT_KINDS) -> list[str]:
 class Mock:
     """The project's mock APNs in its own process, pinned to CLIENT_CORE."""
 
-    def __init__(self, faults: list[str], log_path: str):
+    def __init__(self, faults: list[str], log_path: str, wrapper: tuple[str, ...] = ()):
         with open(log_path, "w") as log:
             self.proc = subprocess.Popen(
-                ["taskset", "-c", CLIENT_CORE, sys.executable, "-m", "owlmetry.apns.mock",
+                ["taskset", "-c", CLIENT_CORE, *wrapper, sys.executable, "-m",
+                 "owlmetry.apns.mock",
                  "--port", "0", "--stats-port", "0", "--cert", f"{CERT_DIR}/mock-cert.pem",
                  "--key", f"{CERT_DIR}/mock-key.pem", "--auth-key",
                  f"{CERT_DIR}/apns-auth-key.p8", "--key-id", harness.KEY_ID,
