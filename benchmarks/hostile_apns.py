@@ -11,7 +11,9 @@ odd runs, so that a machine getting busier does not favour either): each on a fr
 (SQLite: a new file; PostgreSQL: a new database in one throwaway cluster) seeded through the
 store with the users and their production devices (not timed), a fresh `owlmetry serve`
 pinned to core 0 and a fresh project mock (`python -m owlmetry.apns.mock`, the shared
-harness's certificate and auth key) pinned to core 1 with this script. One POST
+harness's certificate and auth key) pinned to core 1 with this script; PostgreSQL's processes
+pinned to core 0 with the server (`--database-core any`: unpinned, as before 2026-12-03 22:40),
+since a real APNs does not lose CPU to our database's work, which faults add to. One POST
 /v1/notifications to every user, then "is any delivery still pending?" every 20 ms: the time
 is from the POST to that poll, the throughput devices / time.
 
@@ -268,6 +270,8 @@ def main(argv=None) -> int:
     ap.add_argument("--runs", type=int, default=1)
     ap.add_argument("--backend", choices=["sqlite", "postgresql"], default="sqlite")
     ap.add_argument("--connections", type=int, default=4)
+    ap.add_argument("--database-core", choices=["server", "any"], default="server",
+                    help="PostgreSQL's processes on the server's core (default) or anywhere")
     ap.add_argument("--json", action="store_true", help="one JSON line per fan-out on stdout")
     ap.add_argument("--trail", action="store_true",
                     help="the JSON lines with the mock's connection events and every unlucky "
@@ -297,6 +301,10 @@ def main(argv=None) -> int:
         if args.backend == "postgresql":
             cluster = harness.postgres_cluster()
             pg, postmaster = cluster.__enter__()
+            if args.database_core == "server":
+                # Backends fork from the postmaster and inherit its core.
+                for pid in harness.tree_pids(postmaster):
+                    os.sched_setaffinity(pid, {int(harness.SERVER_CORE)})
         try:
             for i in range(args.runs):
                 for hostile in ((False, True) if i % 2 == 0 else (True, False)):
@@ -330,7 +338,8 @@ def main(argv=None) -> int:
                         if not args.trail:  # ~150 KB a faulty run
                             del run["mock_events"], run["mock_trail"]
                         print(json.dumps({"backend": args.backend, "devices": n_devices,
-                                          **run}), flush=True)
+                                          "database_core": args.database_core, **run}),
+                              flush=True)
             if args.py_spy:
                 os.makedirs(args.py_spy, exist_ok=True)
                 for hostile in (False, True):
