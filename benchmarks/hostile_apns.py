@@ -11,7 +11,9 @@ odd runs, so that a machine getting busier does not favour either): each on a fr
 (SQLite: a new file; PostgreSQL: a new database in one throwaway cluster) seeded through the
 store with the users and their production devices (not timed), a fresh `owlmetry serve`
 pinned to core 0 and a fresh project mock (`python -m owlmetry.apns.mock`, the shared
-harness's certificate and auth key) pinned to core 1 with this script. One POST
+harness's certificate and auth key) pinned to core 1 with this script; PostgreSQL's processes
+unpinned, so they share the mock's core too (`--database-core server`: pinned with the server,
+since a real APNs does not lose CPU to our database's work, which faults triple). One POST
 /v1/notifications to every user, then "is any delivery still pending?" every 20 ms: the time
 is from the POST to that poll, the throughput devices / time.
 
@@ -25,7 +27,8 @@ The faults (the mock's command line), as issue 15 lists them:
 - `--drop-after 1500 --drop-rst --max-drops 3`: the first three connections reset (TCP RST)
   at their 1,500th request, with a thousand streams in flight.
 
-Per fan-out it also prints where the time went: the CPU seconds of the server and of the mock,
+Per fan-out it also prints where the time went: the CPU seconds of the server and of the mock
+(and per device / per request), of PostgreSQL's processes (not pinned: they share the mock's core),
 and the mock's tail (when 99% of its answers had gone out, when the last did, and how many
 answers after the 99% were to a token's second or later request: retries setting the end);
 with `--json`, the mock's answers per 100 ms by status (`mock_timeline`), and with `--trail` its
@@ -93,10 +96,11 @@ def fault_args(devices: int, kinds=FAULT_KINDS) -> list[str]:
 class Mock:
     """The project's mock APNs in its own process, pinned to CLIENT_CORE."""
 
-    def __init__(self, faults: list[str], log_path: str):
+    def __init__(self, faults: list[str], log_path: str, wrapper: tuple[str, ...] = ()):
         with open(log_path, "w") as log:
             self.proc = subprocess.Popen(
-                ["taskset", "-c", CLIENT_CORE, sys.executable, "-m", "owlmetry.apns.mock",
+                ["taskset", "-c", CLIENT_CORE, *wrapper, sys.executable, "-m",
+                 "owlmetry.apns.mock",
                  "--port", "0", "--stats-port", "0", "--cert", f"{CERT_DIR}/mock-cert.pem",
                  "--key", f"{CERT_DIR}/mock-key.pem", "--auth-key",
                  f"{CERT_DIR}/apns-auth-key.p8", "--key-id", harness.KEY_ID,
@@ -209,8 +213,10 @@ def checks(run: dict, hostile: bool, n_devices: int, dead: int) -> list[str]:
 
 
 def one_fanout(hostile: bool, database: str, n_users: int, per_user: int, connections: int,
-               work: str, tag: str, profile: str | None = None, kinds=FAULT_KINDS) -> dict:
-    """One fan-out; with `profile`, the server sampled by py-spy into that file (not timed)."""
+               work: str, tag: str, profile: str | None = None, kinds=FAULT_KINDS,
+               db_pid: int | None = None) -> dict:
+    """One fan-out; with `profile`, the server sampled by py-spy into that file and the mock
+    into `profile`.mock (not timed)."""
     n_devices = n_users * per_user
     user_ids = asyncio.run(seed(database, n_users, per_user))
     mock = Mock(fault_args(n_devices, kinds) if hostile else [], f"{work}/mock-{tag}.log")
@@ -226,20 +232,31 @@ def one_fanout(hostile: bool, database: str, n_users: int, per_user: int, connec
                                        database, env=env)
         with harness.running_server(database, env, f"{work}/server-{tag}.log") as (url, pid):
             cpu0 = harness.cpu_seconds(pid), harness.cpu_seconds(mock.proc.pid)
-            spy = (profiling.py_spy_recording(pid, profile, "--rate", "200", "--nonblocking",
-                                              "--threads", core=CLIENT_CORE)
-                   if profile else contextlib.nullcontext())
-            with harness.pinned_self(CLIENT_CORE), spy:
+            db0 = harness.exact_tree_cpu(db_pid) if db_pid else {}
+            spies = contextlib.ExitStack()
+            if profile:  # the mock is the busy side of this benchmark: sampled too
+                for who, out in ((pid, profile), (mock.proc.pid, profile + ".mock")):
+                    spies.enter_context(profiling.py_spy_recording(
+                        who, out, "--rate", "200", "--nonblocking", "--threads", core=CLIENT_CORE))
+            with harness.pinned_self(CLIENT_CORE), spies:
                 run = asyncio.run(timed_fanout(url, database, api_key, user_ids, n_devices))
             # Which side was busy: a process near 1 CPU-second a second set the pace.
             run["server_cpu_s"] = harness.cpu_seconds(pid) - cpu0[0]
             run["mock_cpu_s"] = harness.cpu_seconds(mock.proc.pid) - cpu0[1]
+            # PostgreSQL is not pinned: what it does on the mock's core the mock cannot.
+            run["db_cpu_s"] = (round(harness.cpu_between(db0, harness.exact_tree_cpu(db_pid)), 3)
+                               if db_pid else None)
             time.sleep(0.3)  # the mock's last streams close
             run["mock"] = mock.stats()
             run["mock_timeline"] = run["mock"].pop("timeline", [])
             run["mock_events"] = run["mock"].pop("events", [])
             run["mock_trail"] = run["mock"].pop("trail", [])
             run["mock_tail"] = tail(run["mock_timeline"])
+            # Per unit of work, which the host's load moves less than the wall time.
+            run["server_us_per_device"] = round(run["server_cpu_s"] / n_devices * 1e6, 1)
+            run["mock_us_per_request"] = round(
+                run["mock_cpu_s"] / max(1, run["mock"]["requests"]) * 1e6, 1)
+            run["load"] = round(os.getloadavg()[0], 2)
     finally:
         mock.stop()
     run["faults"] = hostile
@@ -253,6 +270,8 @@ def main(argv=None) -> int:
     ap.add_argument("--runs", type=int, default=1)
     ap.add_argument("--backend", choices=["sqlite", "postgresql"], default="sqlite")
     ap.add_argument("--connections", type=int, default=4)
+    ap.add_argument("--database-core", choices=["server", "any"], default="any",
+                    help="PostgreSQL's processes anywhere (default) or on the server's core")
     ap.add_argument("--json", action="store_true", help="one JSON line per fan-out on stdout")
     ap.add_argument("--trail", action="store_true",
                     help="the JSON lines with the mock's connection events and every unlucky "
@@ -281,7 +300,11 @@ def main(argv=None) -> int:
         cluster = None
         if args.backend == "postgresql":
             cluster = harness.postgres_cluster()
-            pg, _ = cluster.__enter__()
+            pg, postmaster = cluster.__enter__()
+            if args.database_core == "server":
+                # Backends fork from the postmaster and inherit its core.
+                for pid in harness.tree_pids(postmaster):
+                    os.sched_setaffinity(pid, {int(harness.SERVER_CORE)})
         try:
             for i in range(args.runs):
                 for hostile in ((False, True) if i % 2 == 0 else (True, False)):
@@ -289,14 +312,19 @@ def main(argv=None) -> int:
                     database = (harness.create_database(pg, f"hostile_{i}_{int(hostile)}")
                                 if cluster else f"sqlite:///{work}/{tag}.db")
                     run = one_fanout(hostile, database, n_users, per_user, args.connections,
-                                     work, tag, kinds=kinds)
+                                     work, tag, kinds=kinds,
+                                     db_pid=postmaster if cluster else None)
                     run["problems"] = checks(run, hostile, n_devices, dead)
                     problems += run["problems"]
                     runs[hostile].append(run)
                     m = run["mock"]
+                    db_cpu = "" if run["db_cpu_s"] is None else f"database {run['db_cpu_s']:.2f}; "
                     print(f"[{args.backend}] run {i + 1} {'faults' if hostile else 'clean '}: "
                           f"{run['devices_per_second']:,.0f} devices/s, {run['seconds']:.2f}s "
                           f"(CPU s: server {run['server_cpu_s']:.2f}, mock {run['mock_cpu_s']:.2f}; "
+                          f"{db_cpu}"
+                          f"server {run['server_us_per_device']} us/device, mock "
+                          f"{run['mock_us_per_request']} us/request; load {run['load']}; "
                           f"mock answers: 99% by {run['mock_tail']['answers_99_s']}s, last "
                           f"{run['mock_tail']['last_s']}s, "
                           f"{run['mock_tail']['again_after_99']} retries after the 99%) "
@@ -310,7 +338,8 @@ def main(argv=None) -> int:
                         if not args.trail:  # ~150 KB a faulty run
                             del run["mock_events"], run["mock_trail"]
                         print(json.dumps({"backend": args.backend, "devices": n_devices,
-                                          **run}), flush=True)
+                                          "database_core": args.database_core, **run}),
+                              flush=True)
             if args.py_spy:
                 os.makedirs(args.py_spy, exist_ok=True)
                 for hostile in (False, True):
@@ -319,10 +348,14 @@ def main(argv=None) -> int:
                                 if cluster else f"sqlite:///{work}/{tag}.db")
                     out = os.path.join(args.py_spy, f"{tag}.txt")
                     run = one_fanout(hostile, database, n_users, per_user, args.connections,
-                                     work, tag, profile=out)
+                                     work, tag, profile=out, kinds=kinds)
                     with open(out + ".summary", "w") as f:
                         f.write(f"{run['seconds']:.2f} s, server CPU {run['server_cpu_s']:.2f} s"
                                 f"\n{profiling.summarize_profile(out, 40)}\n")
+                    with open(out + ".mock.summary", "w") as f:
+                        f.write(f"{run['seconds']:.2f} s, mock CPU {run['mock_cpu_s']:.2f} s, "
+                                f"{run['mock']['requests']} requests"
+                                f"\n{profiling.summarize_profile(out + '.mock', 60)}\n")
                     print(f"py-spy {tag}: {out}.summary", file=sys.stderr)
         finally:
             if cluster is not None:
@@ -332,9 +365,16 @@ def main(argv=None) -> int:
     clean = statistics.median(r["devices_per_second"] for r in runs[False])
     faulty = statistics.median(r["devices_per_second"] for r in runs[True])
     load = os.getloadavg()[0]
+
+    def per(key: str, hostile: bool) -> float:
+        return statistics.median(r[key] for r in runs[hostile])
+
     print(f"{args.backend}, {n_devices:,} devices ({dead:,} dead), {args.runs} run(s), "
           f"load {load:.1f}: fault-free {clean:,.0f} devices/s, with faults {faulty:,.0f} "
-          f"devices/s, ratio {faulty / clean:.2f} (goal >= 0.8)"
+          f"devices/s, ratio {faulty / clean:.2f} (goal >= 0.8); medians: server "
+          f"{per('server_us_per_device', False)} / {per('server_us_per_device', True)} us a "
+          f"device, mock {per('mock_us_per_request', False)} / "
+          f"{per('mock_us_per_request', True)} us a request (fault-free / faults)"
           f"{'; PROBLEMS: ' + '; '.join(problems) if problems else ''}")
     return 1 if problems else 0
 

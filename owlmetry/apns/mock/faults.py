@@ -9,6 +9,7 @@ The shares are drawn from a hash of (seed, token, the token's request number), n
 random sequence: the same seed gives the same answers whatever order the streams arrive in.
 """
 
+import functools
 import hashlib
 import time
 from dataclasses import dataclass, field
@@ -61,9 +62,16 @@ class MockBehaviour:
 
 
 def share(seed: int, token: str, n: int) -> float:
-    """A number in [0, 1) fixed by (seed, token, n), evenly spread."""
-    digest = hashlib.blake2b(f"{seed}/{token}/{n}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest) / 2**64
+    """A number in [0, 1) fixed by (seed, token, n), evenly spread: the hash of
+    f"{seed}/{token}/{n}", the seed's part hashed once."""
+    digest = _seeded(seed).copy()
+    digest.update(f"{token}/{n}".encode())
+    return int.from_bytes(digest.digest()) / 2**64
+
+
+@functools.lru_cache(maxsize=16)
+def _seeded(seed: int):
+    return hashlib.blake2b(f"{seed}/".encode(), digest_size=8)
 
 
 def apply(behaviour: MockBehaviour, token: str, verdict: Verdict, n: int = 0) -> Verdict:

@@ -7,6 +7,7 @@ stream limits changed at runtime (by the test, or by a schedule of request count
 """
 
 import asyncio
+import functools
 import json
 import random
 import socket
@@ -21,12 +22,31 @@ import h2.exceptions
 import h2.settings
 from h2.errors import ErrorCodes
 from h2.settings import SettingCodes
+from hpack import NeverIndexedHeaderTuple
 from hyperframe.frame import GoAwayFrame
 
 from . import faults, rules
 from .faults import MockBehaviour
 from .rules import Verdict
 from .stats import MockStats, ReceivedRequest
+
+# The client's requests are validated in full; the mock's own answers, a few fixed shapes, are
+# not re-validated by h2 each time (a cost of the benchmark's mock, heavier on error answers).
+_H2_CONFIG = h2.config.H2Configuration(client_side=False, header_encoding=None,
+                                       validate_outbound_headers=False,
+                                       normalize_outbound_headers=False)
+_JSON = (b"content-type", b"application/json")
+
+
+@functools.lru_cache(maxsize=64)
+def _status_field(status: int) -> tuple[bytes, bytes]:
+    return (b":status", str(status).encode())
+
+
+@functools.lru_cache(maxsize=256)
+def _error_body(reason: str, extra: tuple) -> bytes:
+    """Apple's error body; the same few reasons (and a dead token's timestamp, per ms) repeat."""
+    return json.dumps({"reason": reason, **dict(extra)}).encode()
 
 
 class MockAPNs:
@@ -168,8 +188,7 @@ class _Stream:
 class _MockConnection(asyncio.Protocol):
     def __init__(self, mock: MockAPNs):
         self._mock = mock
-        self._h2 = h2.connection.H2Connection(h2.config.H2Configuration(
-            client_side=False, header_encoding=None))
+        self._h2 = h2.connection.H2Connection(_H2_CONFIG)
         self._streams: dict[int, _Stream] = {}  # open: request seen, answer not yet sent
         self._timers: dict[int, asyncio.TimerHandle] = {}  # answers delayed by latency
         self._opened = 0
@@ -378,12 +397,14 @@ class _MockConnection(asyncio.Protocol):
         if n > 1 or verdict.status != 200:
             stats.tried(stream.token, n, verdict.status, self.number)
         apns_id = stream.headers.get(b"apns-id") or str(uuid.uuid4()).encode()
-        headers = [(b":status", str(verdict.status).encode()), (b"apns-id", apns_id)]
+        # Never indexed: an id seen once would only push the others out of the client's table.
+        headers = [_status_field(verdict.status), NeverIndexedHeaderTuple(b"apns-id", apns_id)]
         if verdict.reason is None:
             self._h2.send_headers(stream_id, headers, end_stream=True)
         else:
-            body = json.dumps({"reason": verdict.reason, **(verdict.extra or {})}).encode()
-            self._h2.send_headers(stream_id, headers + [(b"content-type", b"application/json")])
+            body = _error_body(verdict.reason, tuple((verdict.extra or {}).items()))
+            headers.append(_JSON)
+            self._h2.send_headers(stream_id, headers)
             self._h2.send_data(stream_id, body, end_stream=True)
         if self._goaway_last is not None and not self._streams:
             self._flush()
