@@ -22,9 +22,7 @@ import asyncio
 import contextlib
 import json
 import os
-import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -69,19 +67,6 @@ async def send_all(url: str, n: int, connections: int, started=None, timeout_s: 
         await client.close()
 
 
-def callgrind(switch: str, pid: int) -> None:
-    subprocess.run(["callgrind_control", "-i", switch, str(pid)], check=True,
-                   stdout=subprocess.DEVNULL)
-
-
-def instructions(path: str) -> int:
-    with open(path) as f:
-        for line in f:
-            if match := re.match(r"totals: (\d+)", line):
-                return int(match.group(1))
-    raise RuntimeError(f"no totals in {path}")
-
-
 def one(hostile: bool, n: int, connections: int, work: str, tag: str,
         profile: str | None = None, counted: bool = False) -> dict:
     out = f"{work}/callgrind-{tag}.out"
@@ -98,10 +83,10 @@ def one(hostile: bool, n: int, connections: int, work: str, tag: str,
             if counted:
                 def started():
                     nonlocal counting
-                    callgrind("on", mock.proc.pid)
+                    profiling.callgrind("on", mock.proc.pid)
                     counting = True
                 run = asyncio.run(send_all(mock.url, n, connections, started, 3600.0))
-                callgrind("off", mock.proc.pid)
+                profiling.callgrind("off", mock.proc.pid)
                 counting = False
             else:
                 run = asyncio.run(send_all(mock.url, n, connections))
@@ -110,12 +95,12 @@ def one(hostile: bool, n: int, connections: int, work: str, tag: str,
         stats = mock.stats()
     finally:
         if counting:
-            callgrind("off", mock.proc.pid)
+            profiling.callgrind("off", mock.proc.pid)
         mock.stop()
     requests = stats["requests"] - 1  # the warm-up push
     extra = {}
     if counted:
-        extra["instructions_per_request"] = round(instructions(out) / requests)
+        extra["instructions_per_request"] = round(profiling.instructions(out) / requests)
     return {**extra, "faults": hostile, "pushes": n, "seconds": round(run["seconds"], 3),
             "mock_cpu_s": round(mock_cpu, 3), "mock_requests": requests,
             "mock_us_per_request": round(mock_cpu / requests * 1e6, 1),

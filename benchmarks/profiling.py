@@ -34,6 +34,23 @@ import time
 
 import harness
 
+# ---- callgrind --------------------------------------------------------------------------------
+
+
+def callgrind(switch: str, pid: int) -> None:
+    subprocess.run(["callgrind_control", "-i", switch, str(pid)], check=True,
+                   stdout=subprocess.DEVNULL)
+
+
+def instructions(path: str) -> int:
+    """The file's `totals:` (its `summary:` stays 0 with the instrumentation switched)."""
+    with open(path) as f:
+        for line in f:
+            if match := re.match(r"totals: (\d+)", line):
+                return int(match.group(1))
+    raise RuntimeError(f"no totals in {path}")
+
+
 # ---- py-spy -------------------------------------------------------------------------------
 
 

@@ -25,28 +25,14 @@ import asyncio
 import glob
 import json
 import os
-import re
 import subprocess
 import sys
 import tempfile
 
 import fanout
 import harness
+import profiling
 from owlmetry.store import open_store
-
-
-def callgrind(switch: str, pid: int) -> None:
-    subprocess.run(["callgrind_control", "-i", switch, str(pid)], check=True,
-                   stdout=subprocess.DEVNULL)
-
-
-def instructions(path: str) -> int:
-    """The file's `totals:` (its `summary:` stays 0 with the instrumentation switched)."""
-    with open(path) as f:
-        for line in f:
-            if match := re.match(r"totals: (\d+)", line):
-                return int(match.group(1))
-    raise RuntimeError(f"no totals in {path}")
 
 
 def main(args) -> dict:
@@ -81,19 +67,19 @@ def count(args, work: str, mock: harness.MockAPNs, database: str) -> dict:
     try:
         harness.wait_healthy(url, server, timeout=600)
         mock.reset()
-        callgrind("on", server.pid)
+        profiling.callgrind("on", server.pid)
         run = loop.run_until_complete(fanout.fanout_once(
             url, api_key, user_ids, store, n_devices, 0.05, 900, 50_000,
             args.variant == "rich"))
-        callgrind("off", server.pid)
+        profiling.callgrind("off", server.pid)
         stats = mock.stats()
     finally:
         loop.run_until_complete(store.close())
         loop.close()
         harness.stop_process(server, timeout=120)
     # One file per thread with --threads (callgrind numbers them from -01, the main thread).
-    threads = ([instructions(path) for path in sorted(glob.glob(glob.escape(out) + "-*"))]
-               if args.threads else [instructions(out)])
+    threads = ([profiling.instructions(path) for path in sorted(glob.glob(glob.escape(out) + "-*"))]
+               if args.threads else [profiling.instructions(out)])
     counted = sum(threads)
     problems = fanout.fanout_checks(run, len(user_ids), n_devices, stats)
     result = {"variant": args.variant, "backend": args.backend, "devices": n_devices,
