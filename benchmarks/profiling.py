@@ -1,8 +1,9 @@
 """Where a server's time goes, for the benchmarks' extra (never timed) runs: py-spy recording and
-its summary by layer, the statement timer (every database call of a server, by statement) and
-the stall probe (every event-loop turn longer than a threshold, by the code it ran).
+its summary by layer, the statement timer (every database call of a server, by statement), the
+stall probe (every event-loop turn longer than a threshold, by the code it ran), and callgrind's
+switch and count (instructions, for the scripts that run a process under valgrind).
 
-Owns those three instruments. It must not be imported by the server itself: the statement timer
+Owns those instruments. It must not be imported by the server itself: the statement timer
 monkeypatches aiosqlite and asyncpg, and does so only in a server started through this file:
 
     python benchmarks/profiling.py --serve-timed OUT.json serve --port P --database URL
