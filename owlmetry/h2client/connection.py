@@ -111,15 +111,9 @@ class Connection(asyncio.Protocol):
             if kind is Answered:  # the answers h2_seam reads itself: nearly every event
                 pending = in_flight.get(event.stream_id)
                 if pending is not None:
-                    headers = event.headers
-                    if headers and headers[0][0] == b":status":  # where HTTP/2 puts it
-                        pending.headers, pending.status = headers, int(headers[0][1])
-                    else:
-                        self._answered(pending, headers)
+                    self._answered(pending, event.headers)
                 if event.ended:
-                    # `_finish`'s, inline: the end of nearly every stream.
-                    freed |= self._end(event.stream_id, None, ErrorCodes.NO_ERROR
-                                       if event.stream_id in self._blocked else None)
+                    freed |= self._finish(event.stream_id)
             elif kind is Body:
                 pending = in_flight.get(event.stream_id)
                 if pending is not None:

@@ -351,14 +351,9 @@ class ClientH2(h2.connection.H2Connection):
         self.outbound_flow_control_window -= size
         self._answers[stream_id] = _LIGHT
         sid = stream_id.to_bytes(4, "big")
-        out = self._output  # `_append`, inline: the path of every request
-        earlier = self._data_to_send
-        if earlier:
-            out += earlier
-            earlier.clear()
-        out += b"".join((
+        self._append(b"".join((
             len(block).to_bytes(3, "big"), b"\x01\x04", sid, block,  # HEADERS, END_HEADERS
-            size.to_bytes(3, "big"), b"\x00\x01", sid, body))  # DATA, END_STREAM
+            size.to_bytes(3, "big"), b"\x00\x01", sid, body)))  # DATA, END_STREAM
         return True
 
     def data_to_send(self, amount: int | None = None) -> bytes:

@@ -540,12 +540,7 @@ class Dispatcher:
                 return
             delivery.later.append((target, answer))
         else:
-            claim = delivery.claim
-            # `_record`, inline: the path of every answer.
-            self.recorder.add_push(PushRecord(
-                claim.notification_id, target.device_id, claim.channel, answer.outcome,
-                answer.status, answer.reason, answer.invalid_since, target.platform,
-                target.environment, answer.apns_id, answer.provider_at, delivery.started))
+            self._record(delivery.claim, target, answer, delivery.started)
             delivery.counts[answer.outcome] = delivery.counts.get(answer.outcome, 0) + 1
         delivery.waiting -= 1
         if delivery.waiting == 0:

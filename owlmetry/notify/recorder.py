@@ -54,8 +54,7 @@ class AnswerRecorder:
     def add_push(self, record: PushRecord) -> None:
         self._pushes.append(record)
         self._added += 1
-        if self._task is None:  # `_start`, inline: a call less per answer
-            self._task = asyncio.create_task(self._drain())
+        self._start()
 
     def add_end(self, end: DeliveryEnd, written: Callable[[], None]) -> None:
         """Write `end` with or after every answer added before it; then call `written()`."""

@@ -121,9 +121,7 @@ def answer_for(result: PushResult) -> Answer:
 
 
 def _answer_to(on_answer, result: PushResult) -> None:
-    # A delivered push's answer made here, not by `answer_for`: a call less per push.
-    on_answer(Answer(DELIVERED, 200, apns_id=result.apns_id) if result.kind is DELIVERED_KIND
-              else answer_for(result))
+    on_answer(answer_for(result))
 
 
 class APNs(Sender):
