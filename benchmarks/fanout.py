@@ -177,6 +177,7 @@ JOIN notification_pushes AS p ON p.notification_id = b.id
 def pool_alone(mock: harness.MockAPNs, n: int, connections: int) -> dict:
     """benchmarks/apns_throughput.py as it is, pinned where the server runs, same limits."""
     mock.reset()
+    mock0 = mock.cpu()
     done = subprocess.run(
         ["taskset", "-c", SERVER_CORE, sys.executable, os.path.join(HERE, "apns_throughput.py"),
          "--url", mock.url, "--ca", mock.cert, "--key", mock.auth_key,
@@ -186,6 +187,7 @@ def pool_alone(mock: harness.MockAPNs, n: int, connections: int) -> dict:
         capture_output=True, text=True, timeout=300, check=True)
     result = json.loads(done.stdout.strip().splitlines()[-1])
     time.sleep(0.3)  # let the mock close its streams before reading its counters
+    result["mock_cpu_s"] = mock.cpu() - mock0
     stats = mock.stats()
     result["problems"] = harness.mock_problems(stats, n) + (
         [f"pool: {result['failed']} failed {result.get('errors')}"] if result["failed"] else [])
@@ -588,8 +590,8 @@ def bench_backend(backend: str, databases, db_pid: int | None, mock: harness.Moc
                 else pool_alone(mock, n_devices, args.connections))
             r = pool_runs[-1]
             print(f"[{backend}] pool alone {i + 1}/{args.runs}: {r['per_second']:,.0f}/s, "
-                  f"{r['seconds']:.3f}s, CPU {r['cpu_seconds_in_window']:.2f}s "
-                  f"{'; '.join(r['problems'])}", file=sys.stderr)
+                  f"{r['seconds']:.3f}s, CPU {r['cpu_seconds_in_window']:.2f}s, mock CPU "
+                  f"{r['mock_cpu_s']:.2f}s {'; '.join(r['problems'])}", file=sys.stderr)
         runs.append(fresh_fanout("timed", backend, databases, db_pid, mock, per_user, args,
                                  work, f"run{i}"))
         r = runs[-1]

@@ -95,18 +95,19 @@ async def explain(store) -> list[str]:
                                                       500)]
             targets = deliveries.targets_statement(engine.name, TargetKind.DEVICES, False)
             channels = list(TARGETS["mobile_push"].device_channels)
-            await plan(targets, channels, ids)
+            served = engine.batch_args([(channel,) for channel in channels], 1)
+            read = engine.batch_call(targets, ("text",), [(i,) for i in ids], tuple(served))
+            await plan(*read)
             pushes = [PushRecord(row[0], row[1], "mobile_push", PushOutcome.DELIVERED, 200, None)
-                      for row in await conn.fetch(targets, channels, ids)]
+                      for row in await conn.fetch(*read)]
             ends = [DeliveryEnd(i, "mobile_push", DeliveryStatus.SENT, None, None, (1, 0, 0, 0))
                     for i in ids]
-            await plan(deliveries.record_and_end(
-                engine.batch(deliveries.PUSH_TYPES, 1),
-                engine.batch(deliveries.END_TYPES, len(deliveries.PUSH_TYPES) + 1)),
-                *engine.batch_args(deliveries.push_rows(pushes, now),
-                                   len(deliveries.PUSH_TYPES)),
-                *engine.batch_args(deliveries.end_rows(ends, "explain", now),
-                                   len(deliveries.END_TYPES)))
+            recorded, push_args = engine.packed_batch(
+                deliveries.PUSH_TYPES, deliveries.push_rows(pushes, now), 1)
+            ended, end_args = engine.packed_batch(
+                deliveries.END_TYPES, deliveries.end_rows(ends, "explain", now),
+                len(deliveries.PUSH_TYPES) + 1)
+            await plan(deliveries.record_and_end(recorded, ended), *push_args, *end_args)
         finally:
             await undone.rollback()
     return plans
