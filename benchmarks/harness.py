@@ -35,6 +35,10 @@ from tests.postgres_cluster import Cluster, find_bin_dir, start_cluster  # noqa:
 
 # Two cores: the server (or the client measured) on one, what drives it on the other.
 SERVER_CORE, CLIENT_CORE = "0", "1"
+# The throwaway clusters' collation: C, as README's production section asks the database to be
+# created ("The database's collation"); BENCH_PG_COLLATION= (empty) keeps initdb's, the
+# environment's locale, for a side-by-side run.
+PG_COLLATION = os.environ.get("BENCH_PG_COLLATION", "C") or None
 BENCH_LOCK = "/tmp/owl-bench.lock"  # all benchmarks of the machine take turns (flock)
 
 # The shared APNs harness: its folder, the identity its mock and key material expect.
@@ -300,12 +304,12 @@ def code_version() -> str:
 
 @contextlib.contextmanager
 def postgres_cluster():
-    """A throwaway cluster with PostgreSQL's default durable settings (fsync on), removed on
-    exit; yields (cluster, the postmaster's pid)."""
+    """A throwaway cluster with PostgreSQL's default durable settings (fsync on) and
+    PG_COLLATION, removed on exit; yields (cluster, the postmaster's pid)."""
     bin_dir = find_bin_dir()
     if bin_dir is None:
         raise SystemExit("no PostgreSQL binaries (apt-get install postgresql)")
-    cluster: Cluster = start_cluster(bin_dir, durable=True)
+    cluster: Cluster = start_cluster(bin_dir, durable=True, collate=PG_COLLATION)
     try:
         with open(os.path.join(cluster.folder, "data", "postmaster.pid")) as f:
             postmaster = int(f.readline())

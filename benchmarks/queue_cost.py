@@ -60,7 +60,8 @@ class StatementsCluster(harness.Cluster):
 
 
 def start_cluster() -> tuple[harness.Cluster, int]:
-    cluster = harness.start_cluster(harness.find_bin_dir(), durable=True)
+    cluster = harness.start_cluster(harness.find_bin_dir(), durable=True,
+                                    collate=harness.PG_COLLATION)
     cluster.__class__ = StatementsCluster
     cluster.pause()
     cluster.resume()  # with the options above

@@ -45,6 +45,7 @@ class Cluster:
     port: int
     user: str | None
     durable: bool = False
+    collate: str | None = None  # the databases' LC_COLLATE; None: initdb's (the environment's)
 
     @property
     def url(self) -> str:
@@ -65,7 +66,9 @@ class Cluster:
     def start(self) -> None:
         data = os.path.join(self.folder, "data")
         fast = () if self.durable else ("--no-sync",)
-        self.run("initdb", "-D", data, "-U", "owlmetry", "--auth=trust", "-E", "UTF8", *fast)
+        collate = ("--lc-collate", self.collate) if self.collate else ()
+        self.run("initdb", "-D", data, "-U", "owlmetry", "--auth=trust", "-E", "UTF8", *fast,
+                 *collate)
         self.run("pg_ctl", "-D", data, "-o", self.options, "-l", os.path.join(self.folder, "log"),
                  "-w", "start")
 
@@ -92,13 +95,13 @@ class Cluster:
             shutil.rmtree(self.folder, ignore_errors=True)
 
 
-def start_cluster(bin_dir: str, durable: bool = False) -> Cluster:
+def start_cluster(bin_dir: str, durable: bool = False, collate: str | None = None) -> Cluster:
     user = unprivileged_user()
     folder = tempfile.mkdtemp(prefix="owlmetry-pg-")
     if user:
         entry = pwd.getpwnam(user)
         os.chown(folder, entry.pw_uid, entry.pw_gid)
-    cluster = Cluster(bin_dir, folder, free_port(), user, durable)
+    cluster = Cluster(bin_dir, folder, free_port(), user, durable, collate)
     try:
         cluster.start()
     except BaseException:
