@@ -27,7 +27,7 @@ MIGRATION_LOCK = 0x6F776C6D
 
 # The store's keys are ASCII ids and tokens: under the C collation an index compares them byte
 # by byte, under a libc locale (initdb's default is the environment's) through strcoll, which
-# cost 5-7% of PostgreSQL's CPU a device (README, "The database's collation").
+# cost 6-12% of PostgreSQL's CPU (README, "The database's collation").
 DATABASE_COLLATION = "SELECT datcollate FROM pg_database WHERE datname = current_database()"
 BYTEWISE_COLLATIONS = ("C", "POSIX")
 
