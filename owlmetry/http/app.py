@@ -71,6 +71,8 @@ async def store_lifetime(app: web.Application):
         app[TOKENS] = UserTokens(secret, sessions)
         app[CODE_HASHER] = CodeHasher(secret)
         watching = asyncio.create_task(sessions.watch(store))
+        for line in store.advice():
+            log.info(line)
         try:
             yield
         finally:

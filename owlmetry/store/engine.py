@@ -94,6 +94,9 @@ class Engine(abc.ABC):
     # The rows a batch of many is best written in per statement, where pieces cost less than one
     # statement (SQLite: `sqlite.BOUND_SIZES`); None: one statement.
     rows_per_statement: ClassVar[int | None] = None
+    # What an operator should hear about this database once a server has started on it (one
+    # log line each): a setting that costs it, say.
+    advice: tuple[str, ...] = ()
 
     def __init__(self, *, concurrency: int):
         self.concurrency = concurrency  # statements worth running at once (the store's batches)

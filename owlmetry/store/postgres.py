@@ -20,8 +20,6 @@ from owlmetry.store.packed_batch import array_columns, array_sql, packed_batch
 from owlmetry.store.rows import DatabaseUnavailable, StoreError
 from owlmetry.store.schema import CURRENT_VERSION, VERSION_TABLE, database_version, upgrade_script
 
-log = logging.getLogger("owlmetry.store")
-
 # Any constant shared by every Owlmetry process; it names the migration lock.
 MIGRATION_LOCK = 0x6F776C6D
 
@@ -65,10 +63,14 @@ class PostgresEngine(Engine):
     name = "postgresql"
     skip_locked = "FOR UPDATE SKIP LOCKED"
 
-    def __init__(self, pool: asyncpg.Pool, lease_pool: asyncpg.Pool):
+    def __init__(self, pool: asyncpg.Pool, lease_pool: asyncpg.Pool, collation: str = "C"):
         super().__init__(concurrency=pool.get_max_size())
         self._pool = pool
         self._lease_pool = lease_pool
+        if collation not in BYTEWISE_COLLATIONS:
+            self.advice = (f"the database's collation is {collation}; created with C, its "
+                           "indexes cost PostgreSQL less CPU (README: \"The database's "
+                           "collation\")",)
 
     @classmethod
     async def open(cls, url: str, *, min_size: int = 2, max_size: int = 10) -> "PostgresEngine":
@@ -95,10 +97,7 @@ class PostgresEngine(Engine):
             for pool in pools:
                 await pool.close()
             raise StoreError(f"cannot connect to PostgreSQL: {exc}") from exc
-        if collation not in BYTEWISE_COLLATIONS:
-            log.info("the database's collation is %s; created with C, its indexes cost "
-                     "PostgreSQL less CPU (README: \"The database's collation\")", collation)
-        return cls(*pools)
+        return cls(*pools, collation=collation)
 
     async def close(self) -> None:
         await self._pool.close()

@@ -48,6 +48,11 @@ class Store(UsersAndKeys, SessionRevocations, LoginCodes, Devices, Inbox, Delive
         """Create or upgrade the schema (schema.sql); safe to run any number of times."""
         await self.engine.migrate()
 
+    def advice(self) -> tuple[str, ...]:
+        """What an operator should hear about this database at a server's start, if anything
+        (a setting that costs it)."""
+        return self.engine.advice
+
     async def ping(self) -> None:
         """Raise if the database does not answer."""
         await self.engine.read("SELECT 1")

@@ -1,14 +1,15 @@
-"""The PostgreSQL engine names a database collation that makes its indexes dearer, once, at open."""
+"""The PostgreSQL engine names a database collation that makes its indexes dearer: advice a
+server logs once it has started (never on a start it refuses)."""
 
 import logging
 
 import asyncpg
 import pytest
 
+from owlmetry.config import Config
+from owlmetry.http.app import create_app
 from owlmetry.store import open_store
 from tests.conftest import admin_command, database_numbers
-
-NOTE = "the database's collation is"
 
 
 @pytest.fixture
@@ -30,20 +31,35 @@ async def database_with_collation(postgres_cluster):
         await admin_command(postgres_cluster, f"DROP DATABASE {name} WITH (FORCE)")
 
 
-async def opened_notes(url: str, caplog) -> list[str]:
-    caplog.clear()
-    with caplog.at_level(logging.INFO, logger="owlmetry.store"):
-        store = await open_store(url)
+async def advice_of(url: str) -> tuple[str, ...]:
+    store = await open_store(url)
+    try:
+        return store.advice()
+    finally:
         await store.close()
-    return [r.getMessage() for r in caplog.records if r.getMessage().startswith(NOTE)]
 
 
-async def test_a_c_database_opens_without_a_note(database_with_collation, caplog):
-    assert await opened_notes(await database_with_collation("C"), caplog) == []
+async def test_a_c_database_has_no_advice(database_with_collation):
+    assert await advice_of(await database_with_collation("C")) == ()
 
 
-async def test_a_libc_locale_is_named_with_the_readme_section(database_with_collation, caplog):
-    notes = await opened_notes(await database_with_collation("C.UTF-8"), caplog)
+async def test_a_libc_locale_is_named_with_the_readme_section(database_with_collation):
+    (advice,) = await advice_of(await database_with_collation("C.UTF-8"))
 
-    assert len(notes) == 1
-    assert "C.UTF-8" in notes[0] and "The database's collation" in notes[0]
+    assert "C.UTF-8" in advice and "The database's collation" in advice
+
+
+async def test_sqlite_has_no_advice(tmp_path):
+    assert await advice_of(f"sqlite:///{tmp_path}/owlmetry.db") == ()
+
+
+async def test_a_started_server_logs_it_once(database_with_collation, aiohttp_client, tmp_path,
+                                             caplog):
+    url = await database_with_collation("C.UTF-8")
+    with caplog.at_level(logging.INFO, logger="owlmetry"):
+        client = await aiohttp_client(create_app(Config(
+            database_url=url, secret_key_file=str(tmp_path / "secret.key"))))
+        assert (await client.get("/healthz")).status == 200
+
+    assert [r.getMessage() for r in caplog.records if "collation" in r.getMessage()] \
+        == list(await advice_of(url))
