@@ -3,10 +3,10 @@
 Owns the connection pools and the PostgreSQL dialect: batches as one parameter per column
 read by unnest (`packed_batch`), FOR UPDATE SKIP LOCKED, unique violations, the migration,
 which takes an advisory lock so that processes starting together migrate one at a time, the
-advisory lock that lets one process at a time run a job (`only_one_process`), and which of
+advisory lock that lets one process at a time run a job (`only_one_process`), which of
 asyncpg's errors mean the server cannot take work (stopped, unreachable, disk full,
-read-only). Must hold no statement of a feature: a feature's PostgreSQL variant lives beside
-its shared text in the feature's module.
+read-only), and the advice a database's collation calls for. Must hold no statement of a
+feature: a feature's PostgreSQL variant lives beside its shared text in the feature's module.
 """
 
 import contextlib
