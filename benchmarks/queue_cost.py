@@ -103,12 +103,7 @@ async def explain(store) -> list[str]:
                       for row in await conn.fetch(*read)]
             ends = [DeliveryEnd(i, "mobile_push", DeliveryStatus.SENT, None, None, (1, 0, 0, 0))
                     for i in ids]
-            recorded, push_args = engine.packed_batch(
-                deliveries.PUSH_TYPES, deliveries.push_rows(pushes, now), 1)
-            ended, end_args = engine.packed_batch(
-                deliveries.END_TYPES, deliveries.end_rows(ends, "explain", now),
-                len(deliveries.PUSH_TYPES) + 1)
-            await plan(deliveries.record_and_end(recorded, ended), *push_args, *end_args)
+            await plan(*deliveries.record_and_end_call(engine, "explain", pushes, ends, now))
         finally:
             await undone.rollback()
     return plans

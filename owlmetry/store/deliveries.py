@@ -427,6 +427,15 @@ def record_and_end(pushes: str, ends: str) -> str:
     return RECORD_AND_END.format(pushes=pushes, ends=ends)
 
 
+def record_and_end_call(engine: Engine, owner: str, pushes: list[PushRecord],
+                        ends: list[DeliveryEnd], now: int) -> tuple:
+    """PostgreSQL's statement and arguments that record `pushes` and apply `ends` at once."""
+    recorded, push_args = engine.packed_batch(PUSH_TYPES, push_rows(pushes, now), 1)
+    ended, end_args = engine.packed_batch(END_TYPES, end_rows(ends, owner, now),
+                                          len(PUSH_TYPES) + 1)
+    return (record_and_end(recorded, ended), *push_args, *end_args)
+
+
 class Deliveries:
     engine: Engine
 
@@ -648,10 +657,7 @@ class Deliveries:
         if retries:
             pushes = [p for p in pushes if p.outcome != retry]
         if not dead and not retries and engine.name == "postgresql":  # one statement
-            recorded, push_args = engine.packed_batch(PUSH_TYPES, push_rows(pushes, now), 1)
-            ended, end_args = engine.packed_batch(END_TYPES, end_rows(ends, owner, now),
-                                                  len(PUSH_TYPES) + 1)
-            await engine.write(record_and_end(recorded, ended), *push_args, *end_args)
+            await engine.write(*record_and_end_call(engine, owner, pushes, ends, now))
             return pushes
         return await engine.run_steps(
             answer_steps(engine, owner, pushes, ends, dead, retries, now), bulk=True)

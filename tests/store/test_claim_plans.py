@@ -73,11 +73,7 @@ async def test_answers_are_written_with_each_notification_looked_up_by_key(store
                          PushOutcome.DELIVERED, 200, None) for notification_id in inbox]
     ends = [DeliveryEnd(notification_id, "mobile_push", DeliveryStatus.SENT, None,
                         outcomes=(1, 0, 0, 0)) for notification_id in inbox]
-    recorded, push_args = engine.packed_batch(
-        deliveries.PUSH_TYPES, deliveries.push_rows(pushes, T0))
-    ended, end_args = engine.packed_batch(
-        deliveries.END_TYPES, deliveries.end_rows(ends, "d1", T0), len(deliveries.PUSH_TYPES) + 1)
-    plan = await plan_of(store, deliveries.record_and_end(recorded, ended), *push_args, *end_args)
+    plan = await plan_of(store, *deliveries.record_and_end_call(engine, "d1", pushes, ends, T0))
 
     assert "notifications_pkey" in plan and not reads_whole_table(plan), plan
 
