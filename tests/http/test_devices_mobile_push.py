@@ -1,6 +1,8 @@
 """The Devices API as today's Owlmetry clients use it (`mobile_push` with a `platform`), beside
 the seed's `ios_push`, on both backends; the iOS app's own request replayed byte for byte."""
 
+import secrets
+
 import orjson
 import pytest
 
@@ -75,7 +77,7 @@ async def test_upstreams_words_for_an_unknown_platform(client, users):
 
 
 @pytest.mark.parametrize("payload", [
-    mobile_push("android", "has space"), mobile_push("android", "x" * 4097),
+    mobile_push("android", "has space"), mobile_push("android", "x" * 2049),
     mobile_push("android", "ünïcode"), mobile_push("android", ""),
     mobile_push("ios", FCM_TOKEN),  # an iOS device's token is APNs hex
     mobile_push("ios", "ab" * 7),
@@ -115,3 +117,26 @@ async def test_the_token_is_the_key_across_channels_and_platforms(client, users)
         "android", seed["device"]["created_at"])
     assert await listed(client, alice) == []
     assert [d["id"] for d in await listed(client, bob)] == [seed["device"]["id"]]
+
+
+async def test_the_longest_fcm_token_registers_refreshes_and_moves(client, users):
+    """2,048 characters of random URL-safe text, which nothing compresses: the token is the
+    registry's unique key, and its index entry must fit (PostgreSQL holds 2,704 bytes; 4,096
+    characters, the bound before, failed there with a database error)."""
+    longest = secrets.token_urlsafe(1536)
+    assert len(longest) == 2048
+    _, alice = await users.headers()
+    status, first = await register(client, alice, mobile_push("android", longest))
+    assert status == 201
+    status, again = await register(client, alice, mobile_push("android", longest,
+                                                               app_version="2.0"))
+    assert (status, again["device"]["id"]) == (201, first["device"]["id"])
+    assert again["device"]["app_version"] == "2.0"
+    bob_id, bob = await users.headers()
+    status, moved = await register(client, bob, mobile_push("android", longest))
+    assert (status, moved["device"]["id"]) == (201, first["device"]["id"])
+    assert await listed(client, alice) == []
+    assert await client.app[STORE].execute(
+        "SELECT user_id FROM user_devices WHERE token = $1", longest) == [(bob_id,)]
+    status, reply = await register(client, bob, mobile_push("android", longest + "A"))
+    assert status == 400 and "1 to 2048 characters" in reply["error"]
