@@ -577,9 +577,9 @@ def fresh_fanout(kind: str, backend: str, databases, db_pid: int | None,
 
 
 def bench_backend(backend: str, databases, db_pid: int | None, mock: harness.MockAPNs,
-                  per_user, args, work: str) -> dict:
+                  per_user, args, work: str) -> dict | None:
     """Runs pairs: the pool alone (unless --no-pool), then a fan-out on a fresh database and a
-    fresh server."""
+    fresh server; their summary (None with --runs 0: the probes only)."""
     n_devices = sum(per_user)
     version = harness.code_version()
     pool_runs, runs = [], []
@@ -639,6 +639,8 @@ def bench_backend(backend: str, databases, db_pid: int | None, mock: harness.Moc
               f"registrations p99 {r.get('register_p99_ms')} ms; {len(stalls)} turns of "
               f"{profiling.PROBE_STALL_MS:.0f} ms or more:\n{profiling.stalls_table(stalls)}",
               file=sys.stderr)
+    if not runs:  # --runs 0: the probes only
+        return None
     result = summarize(backend, version, len(per_user), n_devices, pool_runs, runs, profile)
     result["statements"] = statements
     result["unread_per_user"] = args.unread
@@ -853,6 +855,9 @@ def main(argv=None) -> int:
                     results.append(bench_backend(backend, databases, postmaster, mock,
                                                  per_user, args, work))
     signal.alarm(0)
+    results = [r for r in results if r is not None]
+    if not results:
+        return 0
     # --json: stdout holds the runs' lines only (printed as they ended); the report goes to stderr.
     with contextlib.redirect_stdout(sys.stderr if args.json else sys.stdout):
         print_report(results, args)
