@@ -43,8 +43,11 @@ POLL_MAX_S = 0.25
 # How long past one lease a retry waits for a first request that is still renewing its lease.
 WAIT_PAST_LEASE_S = 5.0
 
-# (user ids, content id) -> the ids of the notifications written, in the users' order.
-Enqueue = Callable[[list[str], str], Awaitable[list[str]]]
+# (user ids, content id) -> user id -> notification id of each user written to, in order.
+Enqueue = Callable[[list[str], str], Awaitable[dict[str, str]]]
+# A producer's recipients: each entry of its list once, as sent, with the user id it spells
+# (None: it spells none), in order.
+Entries = list[tuple[str, str | None]]
 # (user ids, content id) -> the ids of the notifications held until `send_at`, in the users'
 # order; held all or none.
 Schedule = Callable[[list[str], str], Awaitable[list[str]]]
@@ -109,23 +112,36 @@ class Work:
     resume: Callable[[str], Awaitable[dict]]
 
 
-def sending(store: Store, recipients: list[str], unknown: list[str], enqueue: Enqueue) -> Work:
-    """Notify `recipients` now. `recipients`: the users the request names that exist, in order,
-    once each; `unknown`: the entries that name no user."""
+def user_ids_of(entries: Entries) -> list[str]:
+    """The user ids `entries` spell, once each, in order."""
+    return list(dict.fromkeys(user_id for _, user_id in entries if user_id is not None))
+
+
+def recipients_answer(entries: Entries, notified: dict[str, str]) -> dict:
+    """The answer to a request naming `entries`, of which the users in `notified` (user id ->
+    notification id) were written to: their notification ids in order, and the entries, as
+    sent, that reached no user."""
+    return {"notification_ids": [notified[user_id] for user_id in user_ids_of(entries)
+                                 if user_id in notified],
+            "unknown_user_ids": [given for given, user_id in entries if user_id not in notified]}
+
+
+def sending(store: Store, entries: Entries, enqueue: Enqueue) -> Work:
+    """Notify the users `entries` name now; an entry that names no user is found by the
+    enqueue, which writes nothing for it."""
+    user_ids = user_ids_of(entries)
 
     async def first(content_id: str) -> dict:
-        ids = await enqueue(recipients, content_id) if recipients else []
-        return {"notification_ids": ids, "unknown_user_ids": unknown}
+        return recipients_answer(entries, await enqueue(user_ids, content_id) if user_ids else {})
 
     async def resume(content_id: str) -> dict:
         """The crashed first attempt's work, finished: whom it reached is on record."""
         notified = await store.notified_by_content(content_id)
-        missing = [user_id for user_id in recipients if user_id not in notified]
+        missing = [user_id for user_id in user_ids if user_id not in notified]
         if missing:
             await enqueue(missing, content_id)
             notified = await store.notified_by_content(content_id)
-        return {"notification_ids": [notified[u] for u in recipients if u in notified],
-                "unknown_user_ids": unknown}
+        return recipients_answer(entries, notified)
 
     return Work(first, resume)
 
@@ -155,12 +171,10 @@ async def on_record(store: Store, api_key_id: str, key: str, timings: Timings,
     return record is not None and record.created_at >= clock() - timings.keep_ms
 
 
-async def answer_once(store: Store, keyed: Keyed, recipients: list[str], unknown: list[str],
-                      enqueue: Enqueue, timings: Timings,
-                      clock: Callable[[], int] = now_ms) -> tuple[dict, bool]:
+async def answer_once(store: Store, keyed: Keyed, entries: Entries, enqueue: Enqueue,
+                      timings: Timings, clock: Callable[[], int] = now_ms) -> tuple[dict, bool]:
     """`answer_keyed` of a request that notifies now (`sending`)."""
-    return await answer_keyed(store, keyed, sending(store, recipients, unknown, enqueue),
-                              timings, clock)
+    return await answer_keyed(store, keyed, sending(store, entries, enqueue), timings, clock)
 
 
 async def answer_keyed(store: Store, keyed: Keyed, work: Work, timings: Timings,

@@ -26,7 +26,7 @@ from owlmetry.http.errors import ApiError, body_too_large, json_response
 from owlmetry.http.idempotency import idempotency_key, idempotent_answer, key_on_record
 from owlmetry.http.scheduled import SendAtPast, parse_send_at
 from owlmetry.http.validation import parse_json_object
-from owlmetry.idempotency import scheduling, sending
+from owlmetry.idempotency import Entries, recipients_answer, scheduling, sending, user_ids_of
 from owlmetry.ids import normalize_ids
 from owlmetry.notify.channels import check_content
 from owlmetry.notify.releaser import schedule
@@ -66,49 +66,42 @@ def parse_user_ids(body: dict) -> list[str]:
     return user_ids
 
 
-async def known_recipients(store: Store, user_ids: list[str]) -> tuple[list[str], list[str]]:
-    """The users `user_ids` name, as stored and once each, in order; and the entries that name
-    no user, as sent and once each, in order. Looked up a slice at a time, so that a list of
-    50,000 holds the event loop (and every other request) for a few ms at a time, with up to
+async def recipient_entries(user_ids: list[str]) -> Entries:
+    """Each entry of `user_ids` once, as sent, with the user id it spells (`normalize_id`), in
+    order; a slice at a time, so that a list of 50,000 holds the event loop (and every other
+    request) for a few ms at a time."""
+    entries: dict[str, str | None] = {}
+    for start in range(0, len(user_ids), RECIPIENT_SLICE):
+        if start:
+            await asyncio.sleep(0)
+        entries.update(normalize_ids([given for given in user_ids[start:start + RECIPIENT_SLICE]
+                                      if given not in entries]))
+    return list(entries.items())
+
+
+async def known_recipients(store: Store, entries: Entries) -> tuple[list[str], list[str]]:
+    """The users `entries` spell that exist, as stored and once each, in order; and the entries
+    that name no user, as sent, in order. Looked up a slice at a time, with up to
     RECIPIENT_READS slices' reads under way at once."""
-    given_before: set[str] = set()
-    known: dict[str, None] = {}  # an ordered set
-    unknown: list[str] = []
-    reads: collections.deque[tuple[dict, asyncio.Future]] = collections.deque()
-
-    def take_oldest() -> None:
-        part, existing = reads.popleft()
-        for given, uid in part.items():
-            if uid in existing.result():
-                known[uid] = None
-            else:
-                unknown.append(given)
-
+    user_ids = user_ids_of(entries)
+    existing: set[str] = set()
+    reads: collections.deque[asyncio.Future] = collections.deque()
     try:
         for start in range(0, len(user_ids), RECIPIENT_SLICE):
-            part = normalize_ids([given for given in user_ids[start:start + RECIPIENT_SLICE]
-                                  if given not in given_before])
-            given_before.update(part)
-            candidates = [uid for uid in dict.fromkeys(part.values()) if uid is not None]
-            reads.append((part, asyncio.ensure_future(
-                store.existing_user_ids(candidates) if candidates else nothing())))
+            reads.append(asyncio.ensure_future(
+                store.existing_user_ids(user_ids[start:start + RECIPIENT_SLICE])))
             if len(reads) == RECIPIENT_READS:
-                await reads[0][1]
-                take_oldest()
+                existing |= await reads.popleft()
             else:
                 await asyncio.sleep(0)  # the next slice's work in a turn of its own
         while reads:
-            await reads[0][1]
-            take_oldest()
+            existing |= await reads.popleft()
     finally:
-        for _, read in reads:
+        for read in reads:
             read.cancel()
-        await asyncio.gather(*(read for _, read in reads), return_exceptions=True)
-    return list(known), unknown
-
-
-async def nothing() -> set[str]:
-    return set()
+        await asyncio.gather(*reads, return_exceptions=True)
+    return ([user_id for user_id in user_ids if user_id in existing],
+            [given for given, user_id in entries if user_id not in existing])
 
 
 def parse_content(body: dict) -> NotificationContent:
@@ -151,8 +144,9 @@ async def create_notifications(request: web.Request) -> web.Response:
         if key is None or not await key_on_record(request, key):
             raise
         send_at = exc.send_at
-    # An immediate send holds the claims from its recipients' check on: during a fan-out its
-    # 50 lookups took a second (benchmarks/RESULTS.md, "where a POST of 50,000 waits").
+    # An immediate send holds the claims from its first read of the database on (the claims'
+    # round trips slowed a POST of 50,000 several times: benchmarks/RESULTS.md, "where a POST
+    # of 50,000 waits").
     holding = (request.app[DISPATCHER].producing() if send_at is None
                else contextlib.nullcontext())
     async with holding:
@@ -161,10 +155,14 @@ async def create_notifications(request: web.Request) -> web.Response:
 
 async def accept(request: web.Request, key: str | None, body: dict, user_ids: list[str],
                  content: NotificationContent, now: int, send_at: int | None) -> web.Response:
-    """The valid request's recipients checked, then held for `send_at` or enqueued."""
+    """The valid request's recipients held for `send_at` (checked first), or enqueued now (the
+    enqueue finds who is a user: a lookup of every recipient before it was a tenth of a
+    PostgreSQL POST of 50,000 during a fan-out, benchmarks/RESULTS.md, session 16)."""
     store = request.app[STORE]
-    recipients, unknown = await known_recipients(store, user_ids)
+    entries = await recipient_entries(user_ids)
     if send_at is not None:  # held until then (http/scheduled.py)
+        recipients, unknown = await known_recipients(store, entries)
+
         def held(users: list[str], content_id: str | None = None) -> Awaitable[list[str]]:
             return schedule(store, users, content, send_at, now, content_id)
         if key is not None:
@@ -173,12 +171,14 @@ async def accept(request: web.Request, key: str | None, body: dict, user_ids: li
         ids = await held(recipients) if recipients else []
         return json_response({"notification_ids": ids, "unknown_user_ids": unknown,
                               "send_at": iso_ms(send_at)}, status=202)
+    dispatcher = request.app[DISPATCHER]
     if key is not None:
         return await idempotent_answer(request, key, body, sending(
-            store, recipients, unknown,
-            lambda users, content_id: request.app[DISPATCHER].enqueue(users, content, content_id)))
-    ids = await request.app[DISPATCHER].enqueue(recipients, content) if recipients else []
-    return json_response({"notification_ids": ids, "unknown_user_ids": unknown}, status=202)
+            store, entries,
+            lambda users, content_id: dispatcher.enqueue_found(users, content, content_id)))
+    users = user_ids_of(entries)
+    found = await dispatcher.enqueue_found(users, content) if users else {}
+    return json_response(recipients_answer(entries, found), status=202)
 
 
 routes = [web.post("/v1/notifications", create_notifications)]

@@ -78,9 +78,19 @@ LEASE_MARGIN_MAX_S = 5.0
 async def enqueue(store: Store, user_ids: Iterable[str], content: NotificationContent,
                   channels: Iterable[str], defaults: Defaults,
                   content_id: str | None = None) -> list[str]:
+    """`enqueue_found`'s notification ids, in the order of their users."""
+    found = await enqueue_found(store, user_ids, content, channels, defaults, content_id)
+    return list(found.values())
+
+
+async def enqueue_found(store: Store, user_ids: Iterable[str], content: NotificationContent,
+                        channels: Iterable[str], defaults: Defaults,
+                        content_id: str | None = None) -> dict[str, str]:
     """One notification per distinct existing user, in the order given, with the deliveries on
-    `channels` that each user's preferences (over `defaults`) choose; returns their ids.
-    `content_id`: the id to store the content under (default: a new one).
+    `channels` that each user's preferences (over `defaults`) choose; returns user id ->
+    notification id, in that order. An id that names no user gets nothing and is not in it:
+    the write itself is the check. `content_id`: the id to store the content under (default:
+    a new one).
 
     Done a slice of recipients at a time (their preferences read, routed, written), so that a
     request of 50,000 holds the event loop, and every other request, for a few ms at a time."""
@@ -101,7 +111,7 @@ async def enqueue(store: Store, user_ids: Iterable[str], content: NotificationCo
               for users in iter(lambda: list(itertools.islice(by_user, ENQUEUE_SLICE)), []))
     ids = await enqueue_slices(store, slices, content, channels, defaults, now,
                                content_id or new_ordered_id(now))
-    return [ids[user_id] for user_id in distinct if user_id in ids]
+    return {user_id: ids[user_id] for user_id in distinct if user_id in ids}
 
 
 async def enqueue_slices(store: Store, slices: Iterable[list[tuple[str, str]]],
@@ -284,9 +294,14 @@ class Dispatcher:
                       content_id: str | None = None) -> list[str]:
         """`enqueue`; `content_id`: the caller's (an idempotent request's, which may have
         stored it already)."""
+        return list((await self.enqueue_found(user_ids, content, content_id)).values())
+
+    async def enqueue_found(self, user_ids: Iterable[str], content: NotificationContent,
+                            content_id: str | None = None) -> dict[str, str]:
+        """`enqueue_found`, as `enqueue` is `enqueue`."""
         async with self.producing():
-            return await enqueue(self.store, user_ids, content, self.channels, self.defaults,
-                                 content_id)
+            return await enqueue_found(self.store, user_ids, content, self.channels,
+                                       self.defaults, content_id)
 
     @contextlib.asynccontextmanager
     async def producing(self):

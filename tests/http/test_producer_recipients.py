@@ -10,8 +10,10 @@ import uuid
 
 import pytest
 
+from owlmetry.clock import iso_ms, now_ms
 from owlmetry.http import producer
 from owlmetry.http.context import STORE
+from owlmetry.idempotency import HOUR_MS
 from owlmetry.ids import normalize_id
 from owlmetry.notify import dispatcher
 from owlmetry.store import DatabaseUnavailable
@@ -86,9 +88,10 @@ async def test_device_and_notification_ids_in_paths_take_any_spelling(client, us
     assert (await response.json())["notification"]["id"] == notification_id
 
 
-async def post_a_mixed_list_and_check_the_answer(client, users) -> None:
-    """POST three users named in several spellings, twice over, among strangers and junk; the
-    answer and the inboxes must be those of one lookup of the whole list."""
+async def post_a_mixed_list_and_check_the_answer(client, users, scheduled=False) -> None:
+    """POST three users named in several spellings, twice over, among strangers and junk (for
+    now, or `scheduled` an hour ahead); the answer and the inboxes (or the held recipients)
+    must be those of one lookup of the whole list."""
     secret = await make_key(client.app, "server")
     first, _ = await users.create()
     second, _ = await users.create()
@@ -96,32 +99,57 @@ async def post_a_mixed_list_and_check_the_answer(client, users) -> None:
     stranger = str(uuid.uuid4())
     sent = [second, "nope", first.upper(), stranger, third, "{" + second + "}", "nope",
             first, "urn:uuid:" + third, stranger.upper()]
+    request = {**GOOD, "user_ids": sent}
+    if scheduled:
+        request["send_at"] = iso_ms(now_ms() + HOUR_MS)
 
-    status, reply = await post(client, {**GOOD, "user_ids": sent}, secret)
+    status, reply = await post(client, request, secret)
 
     assert status == 202
     assert reply["unknown_user_ids"] == ["nope", stranger, stranger.upper()]
     store = client.app[STORE]
     owners = []
-    for notification_id in reply["notification_ids"]:
+    if scheduled:
+        held = dict(await store.execute(
+            "SELECT notification_id, user_id FROM scheduled_recipients"))
+        owners = [held[notification_id] for notification_id in reply["notification_ids"]]
+    for notification_id in [] if scheduled else reply["notification_ids"]:
         for user_id in (first, second, third):
             inbox = await store.list_notifications(user_id, "all", None, None, 10)
             owners += [user_id for n in inbox if n.id == notification_id]
     assert owners == [second, first, third]
 
 
-async def test_a_long_list_is_read_in_slices_with_the_same_answer(client, users, monkeypatch):
+@pytest.mark.parametrize("scheduled", [False, True], ids=["now", "scheduled"])
+async def test_a_long_list_is_read_in_slices_with_the_same_answer(
+        client, users, monkeypatch, scheduled):
     # Slices of 3: repeats, spellings and strangers land in different slices than their twins.
     monkeypatch.setattr(producer, "RECIPIENT_SLICE", 3)
     monkeypatch.setattr(dispatcher, "ENQUEUE_SLICE", 2)
+    await post_a_mixed_list_and_check_the_answer(client, users, scheduled)
+
+
+async def test_a_send_now_looks_nobody_up_before_its_enqueue(client, users, monkeypatch):
+    # The enqueue's own write is the check of who is a user: no lookup of the list before it.
+    store = client.app[STORE]
+    looked_up = []
+
+    async def existing_user_ids(user_ids):
+        looked_up.append(user_ids)
+        return set()
+
+    monkeypatch.setattr(store, "existing_user_ids", existing_user_ids)
     await post_a_mixed_list_and_check_the_answer(client, users)
+    assert looked_up == []
 
 
 async def test_the_recipients_lookups_are_out_together_and_answer_in_order(
         client, users, monkeypatch):
-    # Slices of 3 with 3 lookups at a time: the first lookup is held until the third has
-    # begun (one after the other, it never would), and the answer is the one-at-a-time one.
-    monkeypatch.setattr(producer, "RECIPIENT_SLICE", 3)
+    # A send held for later is checked before it is held (its recipients' rows refer to
+    # users). 3 lookups at a time: the first lookup is held until the third
+    # has begun (one after the other, it never would), and the answer is the one-at-a-time one.
+    # Slices of one id: the list names four (three users and a stranger).
+    monkeypatch.setattr(producer, "RECIPIENT_SLICE", 1)
     monkeypatch.setattr(producer, "RECIPIENT_READS", 3)
     store = client.app[STORE]
     lookup = store.existing_user_ids
@@ -139,7 +167,7 @@ async def test_the_recipients_lookups_are_out_together_and_answer_in_order(
             out[0] -= 1
 
     monkeypatch.setattr(store, "existing_user_ids", existing_user_ids)
-    await post_a_mixed_list_and_check_the_answer(client, users)
+    await post_a_mixed_list_and_check_the_answer(client, users, scheduled=True)
     assert most_out[0] == 3
 
 
@@ -158,10 +186,11 @@ async def test_a_failed_lookup_fails_the_request_and_leaves_none_running(
         return await lookup(ids)
 
     monkeypatch.setattr(store, "existing_user_ids", existing_user_ids)
-    status, _ = await post(client, {**GOOD, "user_ids": user_ids}, secret)
+    status, _ = await post(client, {**GOOD, "user_ids": user_ids,
+                                    "send_at": iso_ms(now_ms() + HOUR_MS)}, secret)
 
     assert status == 503
     running = [task for task in asyncio.all_tasks()
                if "existing_user_ids" in repr(task.get_coro())]
     assert running == []
-    assert await store.execute("SELECT count(*) FROM notifications") == [(0,)]
+    assert await store.execute("SELECT count(*) FROM scheduled_sends") == [(0,)]

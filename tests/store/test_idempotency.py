@@ -11,7 +11,7 @@ import pytest
 from owlmetry.clock import now_ms
 from owlmetry.credentials import create_api_key
 from owlmetry.idempotency import HOUR_MS, HoldLost, Keyed, Timings, answer_once
-from owlmetry.notify.dispatcher import Dispatcher, enqueue
+from owlmetry.notify.dispatcher import Dispatcher, enqueue_found
 from owlmetry.notify.releaser import Releaser, schedule
 from owlmetry.preferences import Defaults
 from owlmetry.retention import Cleaned, clean_up
@@ -145,15 +145,15 @@ async def test_a_holder_whose_key_was_taken_stops_its_work(store):
     key_id = await api_key(store)
     started, wrote = asyncio.Event(), []
 
-    async def enqueue(users: list[str], content_id: str) -> list[str]:
+    async def enqueue(users: list[str], content_id: str) -> dict[str, str]:
         started.set()
         await asyncio.Event().wait()  # a stalled enqueue
         wrote.append(content_id)
-        return []
+        return {}
 
     keyed = Keyed(key_id, "k", "h")
     timings = Timings(lease_ms=600, keep_ms=DAY)  # renewed every 0.1 s
-    holding = asyncio.create_task(answer_once(store, keyed, ["u"], [], enqueue, timings))
+    holding = asyncio.create_task(answer_once(store, keyed, [("u", "u")], enqueue, timings))
     await started.wait()
     await store.execute("UPDATE idempotency_keys SET holder = 'the retry'")
 
@@ -170,21 +170,21 @@ async def test_a_failed_first_attempt_gives_its_lease_up_for_the_retry(store):
     keyed = Keyed(key_id, "k", "h")
     timings = Timings(lease_ms=3_600_000, keep_ms=DAY)
 
-    async def failing(users: list[str], content_id: str) -> list[str]:
+    async def failing(users: list[str], content_id: str) -> dict[str, str]:
         raise RuntimeError("the database went away")
 
-    async def working(users: list[str], content_id: str) -> list[str]:
-        return await enqueue(store, users, NotificationContent("t", "x"), ["in_app"],
-                             Defaults(), content_id)
+    async def working(users: list[str], content_id: str) -> dict[str, str]:
+        return await enqueue_found(store, users, NotificationContent("t", "x"), ["in_app"],
+                                   Defaults(), content_id)
 
     with pytest.raises(RuntimeError):
-        await answer_once(store, keyed, [user.id], [], failing, timings)
+        await answer_once(store, keyed, [(user.id, user.id)], failing, timings)
     assert (await store.idempotency_key(key_id, "k")).leased_until == 0
 
     # At once, not after the hour's lease: the retry takes over, and stores its answer.
-    answer, replayed = await answer_once(store, keyed, [user.id], ["x"], working, timings,
-                                         clock=now_ms)
+    entries = [(user.id, user.id), ("x", None)]
+    answer, replayed = await answer_once(store, keyed, entries, working, timings, clock=now_ms)
     (notification,) = await store.execute("SELECT id FROM notifications")
     assert (answer, replayed) == (
         {"notification_ids": [notification[0]], "unknown_user_ids": ["x"]}, False)
-    assert await answer_once(store, keyed, [user.id], ["x"], working, timings) == (answer, True)
+    assert await answer_once(store, keyed, entries, working, timings) == (answer, True)
