@@ -183,12 +183,14 @@ async def test_concurrent_retries_make_one_set_of_notifications(app_client, mock
 async def test_a_retry_finishes_a_first_attempt_that_died_half_way(app_client, mocks):
     """The first attempt reserved the key and wrote its first recipient's notification, then
     its process died (its lease passed, no answer stored). The retry notifies the two others
-    only, and answers all three ids, the first one's among them."""
+    only, and answers all three ids, the first one's among them, and the stranger listed with
+    them as unknown (found by the retry's own enqueue)."""
     app = app_client.app
     store = app[STORE]
     key_id, secret = await server_key(app)
     users, tokens = await recipients_with_devices(store, 3)
-    body, key = {**GOOD, "user_ids": users}, str(uuid.uuid4())
+    stranger = str(uuid.uuid4())
+    body, key = {**GOOD, "user_ids": users[:2] + [stranger] + users[2:]}, str(uuid.uuid4())
     now = now_ms()
     content_id = str(uuid.uuid4())
     assert await store.reserve_idempotency_key(key_id, key, request_hash(body), content_id,
@@ -199,6 +201,7 @@ async def test_a_retry_finishes_a_first_attempt_that_died_half_way(app_client, m
 
     assert status == 202 and "Idempotent-Replayed" not in headers
     assert answer["notification_ids"][0] == reached and len(answer["notification_ids"]) == 3
+    assert answer["unknown_user_ids"] == [stranger]
     await wait_done(store, answer["notification_ids"])
     assert await notifications_per_user(store, users) == [1, 1, 1]
     assert [mocks.requests(t) for t in tokens] == [1, 1, 1]

@@ -182,9 +182,11 @@ async def test_a_failed_first_attempt_gives_its_lease_up_for_the_retry(store):
     assert (await store.idempotency_key(key_id, "k")).leased_until == 0
 
     # At once, not after the hour's lease: the retry takes over, and stores its answer.
-    entries = [(user.id, user.id), ("x", None)]
+    # An id of no user is found by the enqueue itself, which writes nothing for it.
+    stranger = str(uuid.uuid4())
+    entries = [("x", None), (stranger, stranger), (user.id, user.id)]
     answer, replayed = await answer_once(store, keyed, entries, working, timings, clock=now_ms)
     (notification,) = await store.execute("SELECT id FROM notifications")
     assert (answer, replayed) == (
-        {"notification_ids": [notification[0]], "unknown_user_ids": ["x"]}, False)
+        {"notification_ids": [notification[0]], "unknown_user_ids": ["x", stranger]}, False)
     assert await answer_once(store, keyed, entries, working, timings) == (answer, True)
