@@ -108,15 +108,16 @@ async def post_a_mixed_list_and_check_the_answer(client, users, scheduled=False)
     assert status == 202
     assert reply["unknown_user_ids"] == ["nope", stranger, stranger.upper()]
     store = client.app[STORE]
-    owners = []
     if scheduled:
         held = dict(await store.execute(
             "SELECT notification_id, user_id FROM scheduled_recipients"))
         owners = [held[notification_id] for notification_id in reply["notification_ids"]]
-    for notification_id in [] if scheduled else reply["notification_ids"]:
-        for user_id in (first, second, third):
-            inbox = await store.list_notifications(user_id, "all", None, None, 10)
-            owners += [user_id for n in inbox if n.id == notification_id]
+    else:
+        owners = []
+        for notification_id in reply["notification_ids"]:
+            for user_id in (first, second, third):
+                inbox = await store.list_notifications(user_id, "all", None, None, 10)
+                owners += [user_id for n in inbox if n.id == notification_id]
     assert owners == [second, first, third]
 
 
@@ -146,9 +147,9 @@ async def test_a_send_now_looks_nobody_up_before_its_enqueue(client, users, monk
 async def test_the_recipients_lookups_are_out_together_and_answer_in_order(
         client, users, monkeypatch):
     # A send held for later is checked before it is held (its recipients' rows refer to
-    # users). 3 lookups at a time: the first lookup is held until the third
-    # has begun (one after the other, it never would), and the answer is the one-at-a-time one.
-    # Slices of one id: the list names four (three users and a stranger).
+    # users). Slices of one id (the list names four: three users and a stranger), 3 lookups at
+    # a time: the first lookup is held until the third has begun (one after the other, it
+    # never would), and the answer is the one-at-a-time one.
     monkeypatch.setattr(producer, "RECIPIENT_SLICE", 1)
     monkeypatch.setattr(producer, "RECIPIENT_READS", 3)
     store = client.app[STORE]
