@@ -126,13 +126,20 @@ def recipients_answer(entries: Entries, notified: dict[str, str]) -> dict:
             "unknown_user_ids": [given for given, user_id in entries if user_id not in notified]}
 
 
+async def notify_entries(entries: Entries,
+                         enqueue: Callable[[list[str]], Awaitable[dict[str, str]]]) -> dict:
+    """Notify the users `entries` name now, and the answer; an entry that names no user is
+    found by the enqueue, which writes nothing for it."""
+    user_ids = user_ids_of(entries)
+    return recipients_answer(entries, await enqueue(user_ids) if user_ids else {})
+
+
 def sending(store: Store, entries: Entries, enqueue: Enqueue) -> Work:
-    """Notify the users `entries` name now; an entry that names no user is found by the
-    enqueue, which writes nothing for it."""
+    """`notify_entries` under the key's content id, once."""
     user_ids = user_ids_of(entries)
 
     async def first(content_id: str) -> dict:
-        return recipients_answer(entries, await enqueue(user_ids, content_id) if user_ids else {})
+        return await notify_entries(entries, lambda users: enqueue(users, content_id))
 
     async def resume(content_id: str) -> dict:
         """The crashed first attempt's work, finished: whom it reached is on record."""

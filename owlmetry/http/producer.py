@@ -26,7 +26,7 @@ from owlmetry.http.errors import ApiError, body_too_large, json_response
 from owlmetry.http.idempotency import idempotency_key, idempotent_answer, key_on_record
 from owlmetry.http.scheduled import SendAtPast, parse_send_at
 from owlmetry.http.validation import parse_json_object
-from owlmetry.idempotency import Entries, recipients_answer, scheduling, sending, user_ids_of
+from owlmetry.idempotency import Entries, notify_entries, scheduling, sending, user_ids_of
 from owlmetry.ids import normalize_ids
 from owlmetry.notify.channels import check_content
 from owlmetry.notify.releaser import schedule
@@ -176,9 +176,8 @@ async def accept(request: web.Request, key: str | None, body: dict, user_ids: li
         return await idempotent_answer(request, key, body, sending(
             store, entries,
             lambda users, content_id: dispatcher.enqueue_found(users, content, content_id)))
-    users = user_ids_of(entries)
-    found = await dispatcher.enqueue_found(users, content) if users else {}
-    return json_response(recipients_answer(entries, found), status=202)
+    answer = await notify_entries(entries, lambda users: dispatcher.enqueue_found(users, content))
+    return json_response(answer, status=202)
 
 
 routes = [web.post("/v1/notifications", create_notifications)]
