@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """What a batch costs to send to PostgreSQL: one array per column (`array_sql`) against the
 packed forms (`owlmetry.store.packed_batch`), for the fan-out's biggest batch, the answers'
-write (`record_and_end`: a push row per device, an end row per delivery).
+write (`record_answers`: a push row per device, an end row per delivery).
 
     python benchmarks/batch_encoding.py [--pushes 1800] [--ends 900] [--writes 200] [--rounds 2]
 

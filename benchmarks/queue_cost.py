@@ -4,12 +4,14 @@ the enqueue and per device on the claims, their reads and the answers' writes, a
 that cost stays flat through the run.
 
     python benchmarks/queue_cost.py [--users 100000] [--claim 500] [--explain-at 0.5] [--json]
+        [--dead-share 0.1]  # that share of the devices answered 410: their devices deleted
 
 A throwaway cluster with PostgreSQL's default durable settings and pg_stat_statements; users
 with 1, 2, 3, 1, 2, 3... devices (COPY, `bulk_seed.py`); one notification to all of them
 enqueued through the dispatcher's `enqueue` as POSTs of 50,000 users; then two loops, as the
 dispatcher runs two, each claiming --claim deliveries through the store and at once recording
-every device delivered and the delivery sent (`save_outcomes`), until none is left. Printed:
+every device delivered (or, with --dead-share, removed) and the delivery sent
+(`save_outcomes`), until none is left. Printed:
 the database's CPU (postmaster and backends, /proc) per recipient of the enqueue and per
 device of the fan-out, the store's own CPU in this process (the server's share of
 the database work: statements built, parameters encoded, rows decoded) per recipient and per
@@ -24,6 +26,7 @@ import asyncio
 import json
 import os
 import time
+import zlib
 
 import bulk_seed
 import harness
@@ -69,12 +72,29 @@ def start_cluster() -> tuple[harness.Cluster, int]:
         return cluster, int(f.readline())
 
 
-def answers(claims, now: int) -> tuple[list[PushRecord], list[DeliveryEnd]]:
-    pushes = [PushRecord(c.notification_id, t.device_id, c.channel, PushOutcome.DELIVERED, 200,
-                         None, None, t.platform, t.environment, "bench", None, now)
-              for c in claims for t in c.targets]
-    ends = [DeliveryEnd(c.notification_id, c.channel, DeliveryStatus.SENT, None, None,
-                        (len(c.targets), 0, 0, 0)) for c in claims]
+def is_dead(device_id: str, share: float) -> bool:
+    """Whether the bench's APNs calls this device's token dead (a seeded draw per device)."""
+    return zlib.crc32(device_id.encode()) % 10_000 < share * 10_000
+
+
+def answers(claims, now: int, dead_share: float = 0.0
+            ) -> tuple[list[PushRecord], list[DeliveryEnd]]:
+    """Every device delivered, or (a `dead_share` of them) answered 410: removed."""
+    pushes, ends = [], []
+    for c in claims:
+        removed = 0
+        for t in c.targets:
+            if dead_share and is_dead(t.device_id, dead_share):
+                removed += 1
+                pushes.append(PushRecord(c.notification_id, t.device_id, c.channel,
+                                         PushOutcome.REMOVED, 410, "Unregistered", None,
+                                         t.platform, t.environment, "bench", None, now))
+            else:
+                pushes.append(PushRecord(c.notification_id, t.device_id, c.channel,
+                                         PushOutcome.DELIVERED, 200, None, None, t.platform,
+                                         t.environment, "bench", None, now))
+        ends.append(DeliveryEnd(c.notification_id, c.channel, DeliveryStatus.SENT, None, None,
+                                (len(c.targets) - removed, removed, 0, 0)))
     return pushes, ends
 
 
@@ -103,7 +123,7 @@ async def explain(store) -> list[str]:
                       for row in await conn.fetch(*read)]
             ends = [DeliveryEnd(i, "mobile_push", DeliveryStatus.SENT, None, None, (1, 0, 0, 0))
                     for i in ids]
-            await plan(*deliveries.record_and_end_call(engine, "explain", pushes, ends, now))
+            await plan(*deliveries.record_answers_call(engine, "explain", pushes, ends, now))
         finally:
             await undone.rollback()
     return plans
@@ -136,7 +156,7 @@ async def measure(url: str, postmaster: int, args) -> dict:
             nonlocal done, devices
             while claims := await store.claim_deliveries(
                     "queue-cost", now_ms(), LEASE_MS, args.claim, None, TARGETS):
-                pushes, ends = answers(claims, now_ms())
+                pushes, ends = answers(claims, now_ms(), args.dead_share)
                 await store.save_outcomes("queue-cost", pushes, ends, now_ms())
                 done, devices = done + len(claims), devices + len(pushes)
                 if done - mark[1] >= len(ids) / 10:
@@ -169,6 +189,8 @@ def main() -> None:
     parser.add_argument("--claim", type=int, default=500, help="deliveries per claim")
     parser.add_argument("--explain-at", type=float, default=0.5,
                         help="share of the deliveries done when the plans are taken (0: none)")
+    parser.add_argument("--dead-share", type=float, default=0.0,
+                        help="share of the devices answered 410 (removed) instead of delivered")
     parser.add_argument("--json", action="store_true", help="one JSON line only")
     args = parser.parse_args()
     with harness.bench_lock():

@@ -28,8 +28,12 @@ from owlmetry.ids import new_ordered_id
 from owlmetry.store.delivery_status import (
     RECORD_REMOVALS,
     RECORD_RETRIES,
+    REMOVAL_COLUMNS,
     REMOVAL_TYPES,
+    RETRY_COLUMNS,
     RETRY_TYPES,
+    record_removals,
+    record_retries,
     removal_rows,
     retry_rows,
 )
@@ -307,19 +311,40 @@ RETURNING notification_id, channel
 
 # ---- Answers and ends -------------------------------------------------------------------------
 
-# A dead token's device goes, unless it was registered again after APNs gave up on it; what
-# the removal's audit row needs of it comes back.
-DELETE_DEAD_DEVICES = """
-WITH batch (device_id, invalid_since) AS ({batch})
+# A dead token's device `d` goes, unless it was registered again after the provider gave up on
+# it (`b`: the answer's device_id and invalid_since); what the removal's audit row needs of it
+# comes back.
+DEAD = "b.invalid_since IS NULL OR d.last_seen_at <= b.invalid_since"
+GONE_COLUMNS = "id, user_id, channel, platform, environment, token"
+DEAD_TYPES = ("text", "bigint")
+
+# SQLite: the devices deleted, then which of the batch's are still there (`EXISTING_DEVICES`).
+DELETE_DEAD_DEVICES = f"""
+WITH batch (device_id, invalid_since) AS ({{batch}})
 DELETE FROM user_devices WHERE id IN (
     SELECT d.id FROM batch AS b JOIN user_devices AS d ON d.id = b.device_id
-    WHERE b.invalid_since IS NULL OR d.last_seen_at <= b.invalid_since)
-RETURNING id, user_id, channel, platform, environment, token
+    WHERE {DEAD})
+RETURNING {GONE_COLUMNS}
 """
 
 EXISTING_DEVICES = """
 WITH batch (id) AS ({batch})
 SELECT d.id FROM batch AS b JOIN user_devices AS d ON d.id = b.id
+"""
+
+# PostgreSQL does both in one statement: the rows deleted (`kept` false), then each device of
+# the batch found and not dead by any of its answers (`kept` true).
+REMOVE_DEAD_DEVICES = f"""
+WITH batch (device_id, invalid_since) AS ({{batch}}),
+found AS (
+    SELECT d.id, {DEAD} AS dead
+    FROM batch AS b JOIN user_devices AS d ON d.id = b.device_id),
+gone AS (
+    DELETE FROM user_devices WHERE id IN (SELECT id FROM found WHERE dead)
+    RETURNING {GONE_COLUMNS})
+SELECT {GONE_COLUMNS}, false AS kept FROM gone
+UNION ALL
+SELECT id, NULL, NULL, NULL, NULL, NULL, true FROM found GROUP BY id HAVING NOT bool_or(dead)
 """
 
 # (Each column costs every answer of every fan-out: the status route's platform and
@@ -355,34 +380,37 @@ WHERE {where}d.notification_id = e.notification_id AND d.channel = e.channel
   AND d.claimed_by = e.claimed_by AND d.status = 'pending'"""
 
 
-# The ends' deliveries, fetched by key (PostgreSQL: joined to a batch of unknown size, they
-# were found by reading the whole table: 24-53 ms a write of answers with a dead token or a
-# retry in it, benchmarks/RESULTS.md session 13).
+# SQLite writes the answers and the ends in statements of their own ("true": it needs a WHERE
+# between a join and ON CONFLICT to parse the upsert).
+RECORD_PUSHES = f"WITH pushes ({PUSH_COLUMNS}) AS ({{batch}})" + record_pushes(
+    "pushes AS p JOIN notifications AS n ON n.id = p.notification_id WHERE true")
+END_DELIVERIES = f"WITH ends ({END_COLUMNS}) AS ({{batch}})" + end_deliveries("")
+
+# PostgreSQL writes them in one statement (one round trip, atomic), with the retries' and the
+# removals' rows when there are any (`record_answers`). Each answer's notification and each
+# end's delivery is fetched by key (see NOTIFICATIONS_BY_KEY; the ends, joined to a batch of
+# unknown size, were found by reading the whole queue: 24-53 ms a write, benchmarks/RESULTS.md
+# session 13).
+PUSHES_BY_KEY = """pushes AS p
+CROSS JOIN LATERAL (
+    SELECT 1 FROM notifications AS n WHERE n.id = p.notification_id OFFSET 0) AS n"""
 ENDS_BY_KEY = """d.notification_id = ANY(ARRAY(SELECT notification_id FROM ends))
   AND """
-END_DELIVERIES = {
-    engine: f"WITH ends ({END_COLUMNS}) AS ({{batch}})" + end_deliveries(where)
-    for engine, where in (("sqlite", ""), ("postgresql", ENDS_BY_KEY))}
 
-# Each answer's notification: joined (SQLite; "true": it needs a WHERE between a join and ON
-# CONFLICT to parse the upsert), or fetched by key (PostgreSQL, see NOTIFICATIONS_BY_KEY).
-PUSHES_WITH_NOTIFICATION = {
-    "sqlite": "pushes AS p JOIN notifications AS n ON n.id = p.notification_id WHERE true",
-    "postgresql": """pushes AS p
-CROSS JOIN LATERAL (
-    SELECT 1 FROM notifications AS n WHERE n.id = p.notification_id OFFSET 0) AS n""",
-}
-RECORD_PUSHES = {engine: f"WITH pushes ({PUSH_COLUMNS}) AS ({{batch}})" + record_pushes(source)
-                 for engine, source in PUSHES_WITH_NOTIFICATION.items()}
 
-# PostgreSQL records answers and ends deliveries in one statement (one round trip, atomic)
-# when no device is to be deleted; `{pushes}` and `{ends}` are its two batches (`record_and_end`).
-RECORD_AND_END = f"""
-WITH pushes ({PUSH_COLUMNS}) AS ({{pushes}}),
-ends ({END_COLUMNS}) AS ({{ends}}),
-recorded AS ({record_pushes(PUSHES_WITH_NOTIFICATION["postgresql"])})
-{end_deliveries(ENDS_BY_KEY)}
-"""
+@functools.cache
+def record_answers(pushes: str, ends: str, retries: str | None = None,
+                   removals: str | None = None) -> str:
+    """PostgreSQL's statement of a write of answers, from its batches' SQL (None: no such rows)."""
+    parts = [f"pushes ({PUSH_COLUMNS}) AS ({pushes})", f"ends ({END_COLUMNS}) AS ({ends})",
+             f"recorded AS ({record_pushes(PUSHES_BY_KEY)})"]
+    if retries is not None:
+        parts += [f"retries ({RETRY_COLUMNS}) AS ({retries})",
+                  f"retried AS ({record_retries('retries')})"]
+    if removals is not None:
+        parts += [f"removals ({REMOVAL_COLUMNS}) AS ({removals})",
+                  f"audited AS ({record_removals('removals')})"]
+    return "WITH " + ",\n".join(parts) + end_deliveries(ENDS_BY_KEY)
 
 # ---- Progress ---------------------------------------------------------------------------------
 
@@ -422,18 +450,23 @@ def chunked(items: list, size: int) -> list[list]:
     return [items[start:start + size] for start in range(0, len(items), size)]
 
 
-@functools.cache
-def record_and_end(pushes: str, ends: str) -> str:
-    return RECORD_AND_END.format(pushes=pushes, ends=ends)
-
-
-def record_and_end_call(engine: Engine, owner: str, pushes: list[PushRecord],
-                        ends: list[DeliveryEnd], now: int) -> tuple:
-    """PostgreSQL's statement and arguments that record `pushes` and apply `ends` at once."""
-    recorded, push_args = engine.packed_batch(PUSH_TYPES, push_rows(pushes, now), 1)
-    ended, end_args = engine.packed_batch(END_TYPES, end_rows(ends, owner, now),
-                                          len(PUSH_TYPES) + 1)
-    return (record_and_end(recorded, ended), *push_args, *end_args)
+def record_answers_call(engine: Engine, owner: str, pushes: list[PushRecord],
+                        ends: list[DeliveryEnd], now: int, retries: list[PushRecord] = (),
+                        removals: list[tuple] = ()) -> tuple:
+    """PostgreSQL's statement and arguments that record `pushes` and apply `ends` at once, and
+    write `retries` (RETRY records) and `removals` (`removal_rows`)."""
+    batches, args = [], []
+    for types, rows in ((PUSH_TYPES, push_rows(pushes, now)),
+                        (END_TYPES, end_rows(ends, owner, now)),
+                        (RETRY_TYPES, retry_rows(retries, now) if retries else None),
+                        (REMOVAL_TYPES, removals or None)):
+        if rows is None:
+            batches.append(None)
+            continue
+        batch, params = engine.packed_batch(types, rows, len(args) + 1)
+        batches.append(batch)
+        args.extend(params)
+    return (record_answers(*batches), *args)
 
 
 class Deliveries:
@@ -656,11 +689,14 @@ class Deliveries:
         retries = [p for p in pushes if p.outcome == retry]
         if retries:
             pushes = [p for p in pushes if p.outcome != retry]
-        if not dead and not retries and engine.name == "postgresql":  # one statement
-            await engine.write(*record_and_end_call(engine, owner, pushes, ends, now))
+        if engine.name == "sqlite":
+            return await engine.run_steps(
+                answer_steps(engine, owner, pushes, ends, dead, retries, now), bulk=True)
+        if not dead:  # one statement
+            await engine.write(*record_answers_call(engine, owner, pushes, ends, now, retries))
             return pushes
         return await engine.run_steps(
-            answer_steps(engine, owner, pushes, ends, dead, retries, now), bulk=True)
+            removal_steps(engine, owner, pushes, ends, dead, retries, now), bulk=True)
 
     async def progress(self, notification_ids: list[str]) -> Progress:
         engine = self.engine
@@ -673,31 +709,54 @@ class Deliveries:
 
 def answer_steps(engine: Engine, owner: str, pushes: list[PushRecord], ends: list[DeliveryEnd],
                  dead: list[PushRecord], retries: list[PushRecord], now: int) -> Steps:
-    """`save_outcomes`' transaction (`Engine.run_steps`: on SQLite one step of the writer's,
-    whatever the answers); returns the records as stored."""
-    removed = PushOutcome.REMOVED
+    """SQLite's `save_outcomes`, statement by statement (`Engine.run_steps`: one step of the
+    writer's, whatever the answers); returns the records as stored."""
     if retries:
         yield engine.batch_call(RECORD_RETRIES, RETRY_TYPES, retry_rows(retries, now), ())
     if dead:
-        gone = yield engine.batch_call(DELETE_DEAD_DEVICES, ("text", "bigint"),
-                                       [(p.device_id, p.invalid_since) for p in dead], ())
+        gone = yield engine.batch_call(DELETE_DEAD_DEVICES, DEAD_TYPES, dead_rows(dead), ())
         if gone:
             yield engine.batch_call(RECORD_REMOVALS, REMOVAL_TYPES,
                                     removal_rows(gone, dead, now), ())
         existing = yield engine.batch_call(EXISTING_DEVICES, ("text",),
                                            [(p.device_id,) for p in dead], ())
-        kept = {row[0] for row in existing}
-        if kept:
-            kept_records = [p for p in pushes if p.device_id in kept and p.outcome == removed]
-            pushes = [kept_record(p) if p.device_id in kept and p.outcome == removed else p
-                      for p in pushes]
-            ends = recount_kept(ends, kept_records)
+        pushes, ends = with_kept(pushes, ends, {row[0] for row in existing})
     piece = engine.rows_per_statement or max(len(pushes), len(ends), 1)
     for rows in chunked(push_rows(pushes, now), piece):
-        yield engine.batch_call(RECORD_PUSHES[engine.name], PUSH_TYPES, rows, ())
+        yield engine.batch_call(RECORD_PUSHES, PUSH_TYPES, rows, ())
     for rows in chunked(end_rows(ends, owner, now), piece):
-        yield engine.batch_call(END_DELIVERIES[engine.name], END_TYPES, rows, ())
+        yield engine.batch_call(END_DELIVERIES, END_TYPES, rows, ())
     return pushes
+
+
+def removal_steps(engine: Engine, owner: str, pushes: list[PushRecord],
+                  ends: list[DeliveryEnd], dead: list[PushRecord], retries: list[PushRecord],
+                  now: int) -> Steps:
+    """PostgreSQL's `save_outcomes` when devices are to be deleted: two statements in one
+    transaction (the deletion, whose rows the second one's audit rows and records need; then
+    everything else); returns the records as stored."""
+    rows = yield engine.batch_call(REMOVE_DEAD_DEVICES, DEAD_TYPES, dead_rows(dead), ())
+    gone = [tuple(row)[:-1] for row in rows if not row[-1]]
+    pushes, ends = with_kept(pushes, ends, {row[0] for row in rows if row[-1]})
+    yield record_answers_call(engine, owner, pushes, ends, now, retries,
+                              removal_rows(gone, dead, now))
+    return pushes
+
+
+def dead_rows(dead: list[PushRecord]) -> list[tuple]:
+    return [(p.device_id, p.invalid_since) for p in dead]
+
+
+def with_kept(pushes: list[PushRecord], ends: list[DeliveryEnd],
+              kept: set[str]) -> tuple[list[PushRecord], list[DeliveryEnd]]:
+    """The records and ends as stored when the devices `kept` outlived their dead tokens'
+    answers (`kept_record`, `recount_kept`)."""
+    if not kept:
+        return pushes, ends
+    removed = PushOutcome.REMOVED
+    kept_records = [p for p in pushes if p.device_id in kept and p.outcome == removed]
+    return ([kept_record(p) if p.device_id in kept and p.outcome == removed else p
+             for p in pushes], recount_kept(ends, kept_records))
 
 
 def content_fields(content: NotificationContent) -> tuple:

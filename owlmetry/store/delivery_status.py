@@ -32,32 +32,41 @@ RETRYING = "retrying"
 
 RETRY_TYPES = ("text", "text", "text", "text", "text", "integer", "text", "bigint", "bigint")
 
-# One row per device waiting for its delivery's next attempt: the first attempt's time stays,
-# the count and the last answer move on.
-RECORD_RETRIES = """
-WITH batch (notification_id, device_id, channel, platform, environment, status, reason,
-            attempted_at, answered_at) AS ({batch})
+RETRY_COLUMNS = """notification_id, device_id, channel, platform, environment, status, reason,
+    attempted_at, answered_at"""
+
+
+def record_retries(source: str) -> str:
+    """One row per device waiting for its delivery's next attempt, from the rows `source`
+    (RETRY_COLUMNS): the first attempt's time stays, the count and the last answer move on."""
+    return f"""
 INSERT INTO notification_push_retries (notification_id, device_id, channel, platform,
     environment, attempts, first_attempt_at, status, reason, answered_at)
 SELECT notification_id, device_id, channel, platform, environment, 1,
        COALESCE(attempted_at, answered_at), status, reason, answered_at
-FROM batch WHERE true
+FROM {source} WHERE true
 ON CONFLICT (notification_id, device_id) DO UPDATE
 SET attempts = notification_push_retries.attempts + 1, status = excluded.status,
-    reason = excluded.reason, answered_at = excluded.answered_at
-"""
+    reason = excluded.reason, answered_at = excluded.answered_at"""
+
+
+RECORD_RETRIES = f"WITH batch ({RETRY_COLUMNS}) AS ({{batch}})" + record_retries("batch")
 
 REMOVAL_COLUMNS = """device_id, user_id, channel, platform, environment, token_hint,
     notification_id, status, reason, provider_at, removed_at"""
 REMOVAL_TYPES = ("text", "text", "text", "text", "text", "text", "text", "integer", "text",
                  "bigint", "bigint")
 
-RECORD_REMOVALS = f"""
-WITH batch ({REMOVAL_COLUMNS}) AS ({{batch}})
+
+def record_removals(source: str) -> str:
+    """An audit row per device removed, from the rows `source` (REMOVAL_COLUMNS)."""
+    return f"""
 INSERT INTO device_removals ({REMOVAL_COLUMNS})
-SELECT * FROM batch WHERE true
-ON CONFLICT (device_id) DO NOTHING
-"""
+SELECT * FROM {source} WHERE true
+ON CONFLICT (device_id) DO NOTHING"""
+
+
+RECORD_REMOVALS = f"WITH batch ({REMOVAL_COLUMNS}) AS ({{batch}})" + record_removals("batch")
 
 
 def retry_rows(retries: list[PushRecord], now: int) -> list[tuple]:

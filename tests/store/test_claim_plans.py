@@ -73,21 +73,30 @@ async def test_answers_are_written_with_each_notification_looked_up_by_key(store
                          PushOutcome.DELIVERED, 200, None) for notification_id in inbox]
     ends = [DeliveryEnd(notification_id, "mobile_push", DeliveryStatus.SENT, None,
                         outcomes=(1, 0, 0, 0)) for notification_id in inbox]
-    plan = await plan_of(store, *deliveries.record_and_end_call(engine, "d1", pushes, ends, T0))
+    plan = await plan_of(store, *deliveries.record_answers_call(engine, "d1", pushes, ends, T0))
 
     assert "notifications_pkey" in plan and not reads_whole_table(plan), plan
 
 
-async def test_ends_written_apart_look_each_delivery_up_by_key(store, inbox):
-    """The answers' write with a dead token or a retry in it ends its deliveries in a statement
-    of their own (`answer_steps`): each one found by its key, as in `record_and_end`."""
+async def test_answers_with_retries_and_removals_look_each_row_up_by_key(store, inbox):
+    """A write of answers with waiting devices and removed ones in it is still one statement
+    whose notifications and deliveries are each found by key (the removal rows are the
+    store's own, from `removal_rows`)."""
     engine = store.engine
+    pushes = [PushRecord(notification_id, str(uuid.uuid4()), "mobile_push",
+                         PushOutcome.DELIVERED, 200, None) for notification_id in inbox]
+    retries = [PushRecord(notification_id, str(uuid.uuid4()), "mobile_push",
+                          PushOutcome.RETRY, 503, "ServiceUnavailable", None, "ios",
+                          "production") for notification_id in inbox]
     ends = [DeliveryEnd(notification_id, "mobile_push", DeliveryStatus.SENT, None,
                         outcomes=(1, 0, 0, 0)) for notification_id in inbox]
+    removals = [(str(uuid.uuid4()), str(uuid.uuid4()), "ios_push", "ios", "production",
+                 "abcdefgh…", notification_id, 410, "Unregistered", T0, T0)
+                for notification_id in inbox]
     await store.execute("ANALYZE notification_deliveries")
-    plan = await plan_of(store, *engine.batch_call(
-        deliveries.END_DELIVERIES["postgresql"], deliveries.END_TYPES,
-        deliveries.end_rows(ends, "d1", T0), ()))
+    plan = await plan_of(store, *deliveries.record_answers_call(
+        engine, "d1", pushes, ends, T0, retries, removals))
 
+    assert "notifications_pkey" in plan and not reads_whole_table(plan), plan
     assert "notification_deliveries_pkey" in plan, plan
     assert "Seq Scan on notification_deliveries" not in plan, plan

@@ -122,3 +122,60 @@ async def test_a_delivery_keeps_its_counts_with_its_end_a_kept_token_a_failure(s
     (channel,) = status.channels
     assert (channel.status, channel.finished_at) == ("failed", NOW)
     assert channel.devices == {"delivered": 0, "removed": 0, "failed": 1, "skipped": 0}
+
+
+async def test_one_write_of_every_kind_of_answer_stores_each_as_it_should(store):
+    """A batch of answers with a delivery, a device waiting for a retry, a dead token and a
+    dead token whose device was registered again since, in one write: each stored as the
+    separate writes would (on PostgreSQL two statements, on SQLite one step of the writer)."""
+    user_id, gone_id, notification_id = await recipient_with_device(store, NOW - 5000)
+    kept_id = (await store.register_device(
+        str(uuid.uuid4()), user_id, DeviceRegistration("mobile_push", "cd" * 32, "production",
+                                                        None, None, None), NOW - 5)).id
+    waiting_id = (await store.register_device(
+        str(uuid.uuid4()), user_id, DeviceRegistration("mobile_push", "ef" * 32, "production",
+                                                       None, None, None), NOW - 5)).id
+    delivered_id = (await store.register_device(
+        str(uuid.uuid4()), user_id, DeviceRegistration("mobile_push", "12" * 32, "production",
+                                                       None, None, None), NOW - 5)).id
+    await store.execute("UPDATE notification_deliveries SET claimed_by = 'me'")
+    delivered = PushRecord(notification_id, delivered_id, "mobile_push", PushOutcome.DELIVERED,
+                           200, None, None, "ios", "production", "apns-2", NOW - 20)
+    waiting = PushRecord(notification_id, waiting_id, "mobile_push", PushOutcome.RETRY, 429,
+                         "TooManyRequests", None, "ios", "production", None, NOW - 20)
+    end = DeliveryEnd(notification_id, "mobile_push", DeliveryStatus.PENDING, "2 retrying",
+                      NOW + 5000)
+
+    stored = await store.save_outcomes("me", [
+        delivered, waiting, dead(notification_id, gone_id, NOW - 10),
+        dead(notification_id, kept_id, NOW - 1000)], [end], NOW)
+
+    assert {r.device_id: r.outcome for r in stored} == {
+        delivered_id: "delivered", gone_id: "removed", kept_id: "failed"}
+    assert sorted(d.id for d in await store.list_devices(user_id)) == sorted(
+        [kept_id, waiting_id, delivered_id])
+    assert [r.device_id for r in await store.device_removals(0, "", 10)] == [gone_id]
+    devices = {d.device_id: d for d in await store.device_statuses([notification_id], None, 10)}
+    assert {device_id: d.outcome for device_id, d in devices.items()} == {
+        delivered_id: "delivered", gone_id: "removed", kept_id: "failed",
+        waiting_id: "retrying"}
+    assert devices[kept_id].reason == "Unregistered (registered again since; kept)"
+    assert (devices[waiting_id].attempts, devices[waiting_id].status) == (1, 429)
+    (status,) = (await store.notification_statuses([notification_id])).values()
+    (channel,) = status.channels
+    assert channel.status == "pending"
+
+
+async def test_a_device_dead_by_one_answer_of_a_batch_goes_whatever_the_others_say(store):
+    # Two notifications to one device answered in one write: one answer predates the device's
+    # last registration, the other does not. The device goes; both records say removed.
+    user_id, device_id, first = await recipient_with_device(store, NOW - 500)
+    (second,) = await store.enqueue_notifications(
+        [(str(uuid.uuid4()), user_id)], NotificationContent("t", "T"), ["mobile_push"], NOW)
+
+    stored = await store.save_outcomes("me", [dead(first, device_id, NOW - 1000),
+                                              dead(second, device_id, NOW - 10)], [], NOW)
+
+    assert [r.outcome for r in stored] == ["removed", "removed"]
+    assert await store.list_devices(user_id) == []
+    assert [r.device_id for r in await store.device_removals(0, "", 10)] == [device_id]
