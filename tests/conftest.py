@@ -20,6 +20,13 @@ from owlmetry.http.context import STORE, TOKENS
 from owlmetry.store import open_store
 from tests.keys import auth_key, tls_files  # noqa: F401  (fixtures for every folder)
 from tests.postgres_cluster import find_bin_dir, start_cluster
+from tests.provider_mocks import (  # noqa: F401  (fixtures for every folder)
+    fcm_account,
+    fcm_key,
+    fcm_mock,
+    mobile_push,
+    mocks,
+)
 
 NO_POSTGRES = "PostgreSQL binaries (initdb, pg_ctl) not found: every PostgreSQL test was SKIPPED"
 database_numbers = itertools.count()

@@ -14,7 +14,6 @@ import orjson
 import pytest
 
 from tests.deploy.nginx import NO_NGINX, Nginx, find_nginx
-from tests.notify.conftest import mocks  # noqa: F401  (a fixture the servers need)
 from tests.notify.test_durability import SAFETY_S, servers  # noqa: F401  (fixture)
 
 only_sqlite = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)

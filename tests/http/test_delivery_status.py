@@ -12,16 +12,7 @@ from owlmetry.http.app import create_app
 from owlmetry.http.context import STORE
 from owlmetry.store import DeviceRegistration, NotificationContent, Platform
 from tests.http.test_auth import make_key
-from tests.notify.conftest import (  # noqa: F401  (fixtures)
-    fcm_account,
-    fcm_key,
-    fcm_mock,
-    mobile_push,
-    mocks,
-    token,
-    user_with_devices,
-    wait_done,
-)
+from tests.notify.conftest import user_with_devices, wait_done
 
 CONTENT = {"type": "feedback.new", "title": "New feedback", "body": "Someone wrote"}
 STATUS_KEYS = {"delivered", "removed", "failed", "skipped", "retrying"}

@@ -18,15 +18,7 @@ from owlmetry.http.context import CONFIG, DISPATCHER, STORE
 from owlmetry.idempotency import HOUR_MS, request_hash
 from owlmetry.store import NotificationContent
 from tests.conftest import Users
-from tests.notify.conftest import (  # noqa: F401  (fixtures)
-    fcm_account,
-    fcm_key,
-    fcm_mock,
-    mobile_push,
-    mocks,
-    user_with_devices,
-    wait_done,
-)
+from tests.notify.conftest import user_with_devices, wait_done
 
 GOOD = {"type": "feedback.new", "title": "New feedback", "body": "Someone wrote",
         "link": "/feedback/1", "data": {"feedback_id": "f1"}}

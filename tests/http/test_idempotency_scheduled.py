@@ -28,7 +28,6 @@ from tests.http.test_scheduled import (  # noqa: F401  (fixtures)
     released,
     user_with_token,
 )
-from tests.notify.conftest import fcm_account, fcm_key, fcm_mock, mobile_push, mocks  # noqa: F401
 
 MINUTE_MS = 60_000
 

@@ -14,16 +14,7 @@ from owlmetry.http.app import create_app
 from owlmetry.http.context import DISPATCHER, STORE
 from owlmetry.store import DeviceRegistration, Platform
 from tests.http.test_auth import make_key
-from tests.notify.conftest import (  # noqa: F401  (fixtures)
-    fcm_account,
-    fcm_key,
-    fcm_mock,
-    mobile_push,
-    mocks,
-    token,
-    user_with_devices,
-    wait_done,
-)
+from tests.notify.conftest import token, user_with_devices, wait_done
 
 NOTIFICATION = {"type": "feedback.new", "title": "New feedback", "body": "Someone wrote"}
 

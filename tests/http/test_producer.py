@@ -9,15 +9,7 @@ from owlmetry.http.app import create_app
 from owlmetry.http.context import STORE
 from tests.conftest import Users
 from tests.http.test_auth import make_key
-from tests.notify.conftest import (  # noqa: F401  (fixtures)
-    fcm_account,
-    fcm_key,
-    fcm_mock,
-    mobile_push,
-    mocks,
-    user_with_devices,
-    wait_done,
-)
+from tests.notify.conftest import user_with_devices, wait_done
 
 GOOD = {"type": "feedback.new", "title": "New feedback", "body": "Someone wrote",
         "link": "/feedback/1", "data": {"feedback_id": "f1"}}

@@ -17,15 +17,7 @@ from tests.conftest import Users
 from tests.http.test_auth import make_key
 from tests.http.test_openapi import PRODUCER, bearer, reference  # noqa: F401  (fixture)
 from tests.http.test_producer import GOOD, post
-from tests.notify.conftest import (  # noqa: F401  (fixtures)
-    fcm_account,
-    fcm_key,
-    fcm_mock,
-    mobile_push,
-    mocks,
-    user_with_devices,
-    wait_done,
-)
+from tests.notify.conftest import user_with_devices, wait_done
 from tests.notify.test_mobile_push import fcm_token, register_android
 
 EVERY_ALERT_FIELD = {"priority": 5, "ttl_seconds": 3600, "collapse_id": "match-7-score",

@@ -21,15 +21,7 @@ from owlmetry.notify.releaser import Releaser
 from owlmetry.store import DeviceRegistration
 from tests.conftest import Users
 from tests.http.test_auth import make_key
-from tests.notify.conftest import (  # noqa: F401  (fixtures)
-    fcm_account,
-    fcm_key,
-    fcm_mock,
-    mobile_push,
-    mocks,
-    token,
-    user_with_devices,
-)
+from tests.notify.conftest import token, user_with_devices
 
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS

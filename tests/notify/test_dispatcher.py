@@ -14,7 +14,8 @@ from owlmetry.notify import dispatcher as dispatcher_module
 from owlmetry.notify.channels.mobile_push import MobilePush
 from owlmetry.notify.dispatcher import CLAIM_LOOPS
 from owlmetry.store import NotificationContent, PushRecord, deliveries
-from tests.notify.conftest import CONTENT, unconfigured_push, user_with_devices, wait_done
+from tests.notify.conftest import CONTENT, user_with_devices, wait_done
+from tests.provider_mocks import unconfigured_push
 
 
 async def test_fan_out_reaches_every_device_once_on_its_environment_host(

@@ -17,7 +17,7 @@ import orjson
 import pytest
 
 from owlmetry.clock import iso_ms, now_ms
-from tests.notify.conftest import mocks, wait_done  # noqa: F401  (fixture)
+from tests.notify.conftest import wait_done
 from tests.notify.test_durability import (  # noqa: F401  (fixture)
     SAFETY_S,
     make_users,

@@ -9,7 +9,8 @@ from owlmetry.clock import now_ms
 from owlmetry.notify.channels.mobile_push import MobilePush
 from owlmetry.notify.providers.fcm import NOT_CONFIGURED
 from owlmetry.store import DeviceRegistration, Platform
-from tests.notify.conftest import CONTENT, token, unconfigured_push, wait_done
+from tests.notify.conftest import CONTENT, token, wait_done
+from tests.provider_mocks import unconfigured_push
 
 ANDROID_REASON = ("FCM is not configured: FCM_SERVICE_ACCOUNT_PATH (or FCM_SERVICE_ACCOUNT) "
                   "unset")

@@ -11,7 +11,8 @@ from owlmetry.notify.dispatcher import enqueue
 from owlmetry.preferences import Defaults, merge, parse_defaults, parse_patch
 from owlmetry.store import NotificationContent
 from tests.http.test_auth import make_key
-from tests.notify.conftest import CONTENT, unconfigured_push, user_with_devices, wait_done
+from tests.notify.conftest import CONTENT, user_with_devices, wait_done
+from tests.provider_mocks import unconfigured_push
 
 ISSUE = NotificationContent("issue.new", "New issue", "Crash in checkout")  # email off by default
 # The channels a dispatcher has once the email channel exists; only names matter to the enqueue.

@@ -3,7 +3,8 @@ writer stored, by channel and outcome, against real mock APNs hosts on both back
 
 from owlmetry.apns.mock import TokenFault
 from owlmetry.clock import now_ms
-from tests.notify.conftest import CONTENT, unconfigured_push, user_with_devices, wait_done
+from tests.notify.conftest import CONTENT, user_with_devices, wait_done
+from tests.provider_mocks import unconfigured_push
 
 
 async def test_answers_are_counted_as_stored(store, mocks, mobile_push, dispatchers):

@@ -16,7 +16,7 @@ from owlmetry.notify.releaser import Releaser, schedule
 from owlmetry.preferences import Defaults
 from owlmetry.retention import Cleaned, clean_up
 from owlmetry.store import NotificationContent, RecipientGroup
-from tests.notify.conftest import unconfigured_push
+from tests.provider_mocks import unconfigured_push
 
 NOW = 1_800_000_000_000
 DAY = 24 * HOUR_MS

@@ -9,7 +9,7 @@ from owlmetry.clock import now_ms
 from owlmetry.notify.dispatcher import Dispatcher, enqueue_slices
 from owlmetry.notify.releaser import Releaser, schedule
 from owlmetry.store import NotificationContent
-from tests.notify.conftest import unconfigured_push
+from tests.provider_mocks import unconfigured_push
 
 CONTENT = NotificationContent("feedback.new", "New feedback", "Someone wrote", "/f/1",
                               {"feedback_id": "f1"})
