@@ -152,6 +152,7 @@ def summarize_profile(path: str, top: int = 25) -> str:
 # ---- the statement timer ------------------------------------------------------------------
 
 TIMED_ASYNCPG_METHODS = ("fetch", "fetchrow", "fetchval", "execute", "executemany")
+SQL_VERB = re.compile(r"\b(SELECT|INSERT|UPDATE|DELETE)\b")
 
 
 def statement_timer_launcher(out: str) -> tuple[str, ...]:
@@ -181,8 +182,11 @@ def statement_labels() -> list[tuple[str, str]]:
                      if isinstance(value, dict) else {name: value})
             for label, text in texts.items():
                 if isinstance(text, str) and len(text) > 20:
-                    body = text.split("({batch})")[-1].split("{")[0]
-                    labels[normalized(body)[:60]] = label
+                    # A fragment that is no statement (a column list, a condition) would
+                    # name every statement it is part of.
+                    if SQL_VERB.search(text):
+                        body = text.split("({batch})")[-1].split("{")[0]
+                        labels[normalized(body)[:60]] = label
     return sorted(labels.items(), key=lambda item: -len(item[0]))
 
 
