@@ -29,6 +29,16 @@ TOKEN = 3
 
 DEFAULT_MAX_DEVICES_PER_USER = 100
 
+# Batches of registrations at once. At least two: with one, those that came while it waited
+# for SQLite's one writer waited for all of it, then queued at the writer again, behind the
+# bulk work that took it in between; a second waits in the requests' queue meanwhile. Few:
+# PostgreSQL took one per connection of the pool (ten), and ten small upserts at once on a
+# 2-core host cost it 3x the CPU a registration of three bigger ones (backends contending for
+# the cores and the same index pages): a registry at half speed (benchmarks/RESULTS.md,
+# session 17). Every batch is one statement on one core of the database's, so three are
+# thousands of registrations a second whatever the database's size.
+REGISTRATION_BATCHES = 3
+
 # The other devices of the trigger's row's user (SQLite, `NEW`), in list order, least recently
 # seen last: those past the cap less `NEW` go. `NEW` itself stays: registrations of the same
 # millisecond tie on time, and its id may sort after theirs.
@@ -64,7 +74,8 @@ WITH {BATCH}
 RETURNING token, {DEVICE_COLUMNS}
 """,
     # $1 is the cap. Every part of one statement sees the table as it was before it: `before`
-    # says who owned each token, the eviction does not see the rows inserted (so it keeps $1
+    # says who owned each token (read once: inlined, it was read again for every row stored,
+    # a cost growing with the square of the batch's size), the eviction does not see the rows inserted (so it keeps $1
     # less the user's rows of this statement), and leaves alone the rows the upsert touched.
     # The rows past the cap are found by a plain read, and only they are locked: FOR UPDATE on
     # the walk itself would lock (write) every row it steps over, the $1 kept ones too, and
@@ -75,7 +86,7 @@ RETURNING token, {DEVICE_COLUMNS}
     # deadlock, and a row skipped now goes at that user's next new device.
     "postgresql": f"""
 WITH {BATCH},
-before AS (
+before AS MATERIALIZED (
     SELECT d.token, d.user_id FROM user_devices AS d JOIN batch AS b ON b.token = d.token),
 stored AS ({UPSERT_INTO}
     RETURNING token, user_id, {DEVICE_COLUMNS}),
@@ -158,11 +169,7 @@ class Devices:
         super().__init__()
         self.max_devices_per_user = DEFAULT_MAX_DEVICES_PER_USER
         self._cap_in_force: int | None = None  # the cap SQLite's triggers hold
-        # At least two batches of registrations: with one, those that came while it waited for
-        # SQLite's one writer waited for all of it, then queued at the writer again, behind the
-        # bulk work that took it in between; a second waits in the requests' queue meanwhile.
-        self._registrations = Batcher(self._register_batch,
-                                      concurrency=max(2, self.engine.concurrency))
+        self._registrations = Batcher(self._register_batch, concurrency=REGISTRATION_BATCHES)
         self._device_lists = Batcher(self._list_batch, concurrency=self.engine.concurrency)
 
     async def _finish_device_batches(self) -> None:
