@@ -38,6 +38,9 @@ DEFAULT_MAX_DEVICES_PER_USER = 100
 # session 17). Every batch is one statement on one core of the database's, so three are
 # thousands of registrations a second whatever the database's size.
 REGISTRATION_BATCHES = 3
+# Device lists likewise, where the engine reads on several connections at once (PostgreSQL):
+# three at a time read half the database's CPU a list of ten (session 17).
+LIST_BATCHES = 3
 
 # The other devices of the trigger's row's user (SQLite, `NEW`), in list order, least recently
 # seen last: those past the cap less `NEW` go. `NEW` itself stays: registrations of the same
@@ -170,7 +173,8 @@ class Devices:
         self.max_devices_per_user = DEFAULT_MAX_DEVICES_PER_USER
         self._cap_in_force: int | None = None  # the cap SQLite's triggers hold
         self._registrations = Batcher(self._register_batch, concurrency=REGISTRATION_BATCHES)
-        self._device_lists = Batcher(self._list_batch, concurrency=self.engine.concurrency)
+        self._device_lists = Batcher(self._list_batch,
+                                     concurrency=min(self.engine.concurrency, LIST_BATCHES))
 
     async def _finish_device_batches(self) -> None:
         await self._registrations.wait_idle()
