@@ -78,8 +78,9 @@ RETURNING token, {DEVICE_COLUMNS}
 """,
     # $1 is the cap. Every part of one statement sees the table as it was before it: `before`
     # says who owned each token (read once: inlined, it was read again for every row stored,
-    # a cost growing with the square of the batch's size), the eviction does not see the rows inserted (so it keeps $1
-    # less the user's rows of this statement), and leaves alone the rows the upsert touched.
+    # a cost growing with the square of the batch's size), the eviction does not see the rows
+    # inserted (so it keeps $1 less the user's rows of this statement), and leaves alone the
+    # rows the upsert touched.
     # The rows past the cap are found by a plain read, and only they are locked: FOR UPDATE on
     # the walk itself would lock (write) every row it steps over, the $1 kept ones too, and
     # skip those another statement holds, so counting wrong. A row taken over or seen again
