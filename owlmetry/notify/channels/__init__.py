@@ -1,7 +1,8 @@
 """The channels: the interface (`base`) and its implementations, one module each.
 
 Every module here that sets `CHANNEL` is a channel (`base` sets none). Discovery is by folder,
-so adding FCM or a webhook is adding one module. This package owns the list of channels and
+so adding a channel (a webhook, say) is adding one module; a new push service for
+`mobile_push` is a provider (`notify/providers/`). This package owns the list of channels and
 nothing else.
 """
 
