@@ -29,7 +29,8 @@ backend, --runs pairs, the whole script holding /tmp/owl-bench.lock (flock):
    written through the store (users in one batched INSERT with `store.execute_batch`, devices
    with `register_device`), and a server API key (`owlmetry keys create`); with --unread N, N
    unread notifications per user and the unread counts that go with them (batched INSERTs with
-   `store.execute_batch`, then ANALYZE, as a database in use has statistics); not timed. Then a fresh
+   `store.execute_batch`, then ANALYZE, as a database in use has statistics, then a checkpoint
+   and `sync`, so the seeding's writes are not flushed during the timed part); not timed. Then a fresh
    `owlmetry serve` pinned to core 0 (`taskset -c 0`), APNS_* pointing at the mock for both
    environments, APNS_CA_FILE = the mock's certificate. This script pins itself to core 1
    (with the mock) while it measures. Reset the mock's counters, send one POST
@@ -278,6 +279,11 @@ async def seed_unread(store, user_ids: list[str], unread: int, now: int,
     # PostgreSQL: VACUUM too, or the autovacuum that ten million fresh rows set off scans them
     # during the timed fan-out that follows and the run measures the seeding's aftermath.
     await store.execute("VACUUM ANALYZE" if store.engine.name == "postgresql" else "ANALYZE")
+    # Likewise the gigabytes just written: PostgreSQL's checkpoint of them and the kernel's
+    # writeback would otherwise run during the timed fan-out.
+    if store.engine.name == "postgresql":
+        await store.execute("CHECKPOINT")
+    await asyncio.to_thread(os.sync)
 
 
 async def seed_database(url: str, per_user: list[int], unread: int = 0,
