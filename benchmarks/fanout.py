@@ -30,10 +30,10 @@ backend, --runs pairs, the whole script holding /tmp/owl-bench.lock (flock):
    with `register_device`), and a server API key (`owlmetry keys create`); with --unread N, N
    unread notifications per user and the unread counts that go with them (batched INSERTs with
    `store.execute_batch`, then ANALYZE, as a database in use has statistics, then a checkpoint
-   and `sync`, so the seeding's writes are not flushed during the timed part); not timed. Then a fresh
-   `owlmetry serve` pinned to core 0 (`taskset -c 0`), APNS_* pointing at the mock for both
-   environments, APNS_CA_FILE = the mock's certificate. This script pins itself to core 1
-   (with the mock) while it measures. Reset the mock's counters, send one POST
+   and `sync`, so the seeding's writes are not flushed during the timed part); not timed.
+   Then a fresh `owlmetry serve` pinned to core 0 (`taskset -c 0`), APNS_* pointing at the
+   mock for both environments, APNS_CA_FILE = the mock's certificate. This script pins itself
+   to core 1 (with the mock) while it measures. Reset the mock's counters, send one POST
    /v1/notifications with all the user ids, then poll "is any delivery
    still pending?" (`... WHERE status = 'pending' ORDER BY available_at LIMIT 1`: the queue's
    index, with `store.execute`, every

@@ -5,12 +5,11 @@ default) or `postgresql://...` (asyncpg, production). Layout: `rows` (the rows, 
 errors callers see), `store` (the `Store` class) assembled from one module per feature
 (`users`, `sessions`, `login_codes`, `devices`, `inbox`, `deliveries`, `metrics_reads`,
 `retention`, `health` (the write probe), `recipients`, `schedules`, `idempotency`,
-`delivery_status`: interface,
-SQL for both engines and row mapping; `unread_counts`, the counter's statements the inbox and
-the queue share), `engine` with
-`sqlite` and `postgres` (connections, transactions, dialect, which errors mean "database
-unavailable"), `availability` (the log of outages), `schema` (schema.sql and the migrations
-between versions), `batching` (coalescing calls).
+`delivery_status`: interface, SQL for both engines and row mapping; `unread_counts`, the
+counter's statements the inbox and the queue share), `engine` with `sqlite` and `postgres`
+(connections, transactions, dialect, which errors mean "database unavailable"),
+`availability` (the log of outages), `schema` (schema.sql and the migrations between
+versions), `batching` (coalescing calls).
 No SQL lives outside this package.
 """
 
