@@ -287,10 +287,10 @@ async def seed_unread(store, user_ids: list[str], unread: int, now: int,
 
 
 async def seed_database(url: str, per_user: list[int], unread: int = 0,
-                        android: float = 0.0) -> list[str]:
-    """Users and their production devices (token i = the harness's token(i); with `android`,
-    that share Android: `android_share.registrations`), and `unread` unread notifications
-    each; the user ids."""
+                        android: float = 0.0, first_token: int = 0) -> list[str]:
+    """Users and their production devices (token i = the harness's token(first_token + i);
+    with `android`, that share Android: `android_share.registrations`), and `unread` unread
+    notifications each; the user ids."""
     store = await open_store(url)
     try:
         await store.migrate()
@@ -299,12 +299,12 @@ async def seed_database(url: str, per_user: list[int], unread: int = 0,
         users = [(new_id(), f"fanout{i}-{run}@bench.example", now) for i in range(len(per_user))]
         await store.execute_batch(INSERT_USERS, ("text", "text", "bigint"), users)
         registrations = []
-        index = 0
+        index = first_token
         devices = android_share.registrations(sum(per_user), android) if android else None
         for (user_id, _, _), count in zip(users, per_user):
             for _ in range(count):
                 registrations.append(store.register_device(
-                    new_id(), user_id, devices[index] if devices else
+                    new_id(), user_id, devices[index - first_token] if devices else
                     DeviceRegistration("ios_push", harness.apns_token(index), "production",
                                        "1.0", "iPhone15,3", "iOS 18.2"), now))
                 index += 1
