@@ -4,7 +4,7 @@ fan-out sent in turn to recipients who have --unread unread notifications each a
 recipients who have none, so that the ratio is the inbox's cost and not the host's minute.
 
     python benchmarks/full_inbox.py [--backend sqlite|postgresql|both] [--users 2000]
-        [--devices-per-user 10] [--unread 10000] [--pairs 3] [--json]
+        [--devices-per-user 10] [--unread 10000] [--pairs 3] [--beside same|fresh] [--json]
 
 `fanout.py --unread N` compares two databases seeded minutes apart (SQLite's 20 million rows
 take eight), and on this host the mock alone moves 2x between such minutes (the pool alone ran
@@ -20,6 +20,10 @@ turn: empty, full, empty, ..., full, empty (--pairs full sends). Each timed send
 (`timed_fanout`): the mock's counters reset, one POST, the poll until nothing is pending, the
 checks (every delivery sent, every device answered 200 exactly once).
 
+`--beside fresh` puts the empty group in a fresh database of its own instead, with a server of
+its own (both servers up throughout, each sent an untimed notification first): the comparison
+`fanout.py --unread` makes, a big database against a new one, in one sitting.
+
 Each full send's devices/s is divided by the mean of the two empty sends beside it; the
 median of those is the ratio (issue 11's goal: within 10%, i.e. at least 0.9). Prints a line
 per send on stderr, then a table; --json: one JSON line per backend on stdout. Exit status 1
@@ -34,57 +38,89 @@ import os
 import statistics
 import sys
 import tempfile
+from dataclasses import dataclass
 
 import fanout
 import harness
 from owlmetry.store import open_store
 
 
-def measure(backend: str, database: str, db_pid: int | None, mock: harness.MockAPNs,
+@dataclass
+class Group:
+    """Recipients sent to as one: their database and the server that sends to them."""
+    name: str  # "empty" or "full"
+    database: str
+    user_ids: list[str]
+    server: tuple = ()  # (api key, url, pid, store) once started
+
+
+def measure(backend: str, new_database, db_pid: int | None, mock: harness.MockAPNs,
             args, work: str) -> dict:
-    """Seed both groups into `database`, then the sends in turn on one server."""
+    """Seed both groups (`new_database(name)` makes an empty database), start a server per
+    database, then the sends in turn."""
     per_user = fanout.plan(args.users, 1, args.devices_per_user)
     n_devices = sum(per_user)
-    empty = asyncio.run(fanout.seed_database(database, per_user))
-    full = asyncio.run(fanout.seed_database(database, per_user, args.unread,
-                                            first_token=n_devices))
-    api_key = harness.owlmetry_cli("keys", "create", "--kind", "server", "--name", "inbox bench",
-                                   "--database", database)
+    full_database = new_database("inbox")
+    empty_database = full_database if args.beside == "same" else new_database("fresh")
+    empty = Group("empty", empty_database,
+                  asyncio.run(fanout.seed_database(empty_database, per_user)))
+    full = Group("full", full_database, asyncio.run(fanout.seed_database(
+        full_database, per_user, args.unread, first_token=n_devices)))
     run_args = fanout.parse_args([])
     run_args.fcm = None
     loop = asyncio.new_event_loop()
-    store = loop.run_until_complete(open_store(database))
     sends = []
     try:
-        with harness.running_server(database, fanout.server_env(mock, args.connections),
-                                    os.path.join(work, f"{backend}-server.log")) as (url, pid):
-            order = [("empty", empty)] + [("full", full), ("empty", empty)] * args.pairs
-            for i, (group, user_ids) in enumerate([("warm-up", empty)] + order):
-                run = fanout.timed_fanout(mock, url, pid, db_pid, api_key, user_ids, store,
+        with contextlib.ExitStack() as servers:
+            started = {}
+            for group in (empty, full):
+                if group.database not in started:
+                    started[group.database] = start_server(
+                        group.database, mock, args, os.path.join(work, f"{backend}-{group.name}"),
+                        servers, loop)
+                group.server = started[group.database]
+            # Untimed: each server's APNs connections open.
+            warm_ups = [empty] + ([full] if args.beside == "fresh" else [])
+            order = [empty] + [full, empty] * args.pairs
+            for i, group in enumerate(warm_ups + order):
+                api_key, url, pid, store = group.server
+                run = fanout.timed_fanout(mock, url, pid, db_pid, api_key, group.user_ids, store,
                                           n_devices, run_args, loop)
-                run["group"] = group
+                run["group"] = group.name if i >= len(warm_ups) else f"warm-up ({group.name})"
                 db_cpu = "in process" if db_pid is None else f"{run['db_cpu_s']:.2f} s"
-                print(f"[{backend}] {group}: {run['per_second']:,.0f} devices/s, "
+                print(f"[{backend}] {run['group']}: {run['per_second']:,.0f} devices/s, "
                       f"{run['seconds']:.3f} s, POST {run['post_ms']:.0f} ms, first push "
                       f"{run['first_push_ms']:.0f} ms, server CPU {run['server_cpu_s']:.2f} s, "
                       f"DB CPU {db_cpu}, mock CPU {run['mock_cpu_s']:.2f} s "
                       f"{'; '.join(run['problems'])}", file=sys.stderr)
-                if i:
+                if i >= len(warm_ups):
                     sends.append(run)
     finally:
-        loop.run_until_complete(store.close())
         loop.close()
-    return summarize(backend, len(per_user), n_devices, args.unread, sends)
+    return summarize(backend, args, len(per_user), n_devices, sends)
 
 
-def summarize(backend: str, n_users: int, n_devices: int, unread: int, sends: list[dict]) -> dict:
+def start_server(database: str, mock: harness.MockAPNs, args, log_stem: str,
+                 servers: contextlib.ExitStack, loop) -> tuple:
+    """A server API key, `owlmetry serve` on `database` (stopped with `servers`) and a store
+    to poll it with: (api key, url, pid, store)."""
+    api_key = harness.owlmetry_cli("keys", "create", "--kind", "server", "--name", "inbox bench",
+                                   "--database", database)
+    url, pid = servers.enter_context(harness.running_server(
+        database, fanout.server_env(mock, args.connections), f"{log_stem}-server.log"))
+    store = loop.run_until_complete(open_store(database))
+    servers.callback(lambda: loop.run_until_complete(store.close()))
+    return api_key, url, pid, store
+
+
+def summarize(backend: str, args, n_users: int, n_devices: int, sends: list[dict]) -> dict:
     """Each full send against the mean of the empty sends on either side of it."""
     ratios = [sends[i]["per_second"]
               / statistics.mean([sends[i - 1]["per_second"], sends[i + 1]["per_second"]])
               for i in range(1, len(sends), 2)]
     return {
         "backend": backend, "code": harness.code_version(), "users": n_users,
-        "devices": n_devices, "unread_per_user": unread,
+        "devices": n_devices, "unread_per_user": args.unread, "beside": args.beside,
         "sends": [{"group": r["group"], "devices_per_second": round(r["per_second"], 1),
                    "seconds": round(r["seconds"], 3), "post_ms": round(r["post_ms"], 1),
                    "first_push_ms": round(r["first_push_ms"], 1),
@@ -100,14 +136,15 @@ def summarize(backend: str, n_users: int, n_devices: int, unread: int, sends: li
 
 
 def print_table(results: list[dict]) -> None:
-    print("| backend | sends (empty / full devices/s, in turn) | full / empty beside it | "
-          "median | goal ≥ 0.9 | checks |")
-    print("|---|---|---|---:|---|---|")
+    print("| backend | the empty group's database | sends (empty / full devices/s, in turn) | "
+          "full / empty beside it | median | goal ≥ 0.9 | checks |")
+    print("|---|---|---|---|---:|---|---|")
     for r in results:
         sends = " / ".join(f"{s['devices_per_second']:,.0f}" for s in r["sends"])
         ratios = ", ".join(f"{x:.2f}" for x in r["ratios"])
         checks = "✓" if not r["problems"] else f"{len(r['problems'])} problems"
-        print(f"| {r['backend']} | {sends} | {ratios} | {r['ratio']:.2f} | "
+        where = "the full group's" if r["beside"] == "same" else "a fresh one"
+        print(f"| {r['backend']} | {where} | {sends} | {ratios} | {r['ratio']:.2f} | "
               f"{'yes' if r['goal_met'] else 'no'} | {checks} |")
 
 
@@ -120,6 +157,10 @@ def main(argv=None) -> int:
     parser.add_argument("--unread", type=int, default=10_000,
                         help="unread notifications of each user of the full group")
     parser.add_argument("--pairs", type=int, default=3, help="timed sends to the full group")
+    parser.add_argument("--beside", choices=("same", "fresh"), default="same",
+                        help="where the empty group lives: in the full group's database "
+                             "(default), or in a fresh database of its own with a server of its "
+                             "own (what `fanout.py --unread` compares, here in one sitting)")
     parser.add_argument("--connections", type=int, default=4, help="APNS_CONNECTIONS")
     parser.add_argument("--json", action="store_true", help="one JSON line per backend")
     parser.add_argument("--time-limit", type=int, default=3600,
@@ -134,12 +175,14 @@ def main(argv=None) -> int:
         fanout.warm_up(mock, args.users * args.devices_per_user, args.connections)
         for backend in (["sqlite", "postgresql"] if args.backend == "both" else [args.backend]):
             if backend == "sqlite":
-                database = f"sqlite:///{os.path.join(work, 'inbox.db')}"
-                results.append(measure(backend, database, None, mock, args, work))
+                results.append(measure(
+                    backend, lambda name: f"sqlite:///{os.path.join(work, name + '.db')}", None,
+                    mock, args, work))
             else:
                 with harness.postgres_cluster() as (cluster, postmaster):
-                    database = harness.create_database(cluster, "fullinbox")
-                    results.append(measure(backend, database, postmaster, mock, args, work))
+                    results.append(measure(
+                        backend, lambda name: harness.create_database(cluster, name), postmaster,
+                        mock, args, work))
             if args.json:
                 print(json.dumps(results[-1]), flush=True)
     with contextlib.redirect_stdout(sys.stderr if args.json else sys.stdout):
