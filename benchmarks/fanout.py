@@ -6,7 +6,8 @@ in the same run and against the same mock, the APNs pool alone sending as many p
     python benchmarks/fanout.py [--backend sqlite|postgresql|both] [--runs 3] [--users 10000]
         [--seed 1] [--connections 4] [--poll-ms 20]
         [--devices-per-user K]  # K devices for every user instead of 1-3
-        [--unread N]       # every recipient has N unread notifications beforehand (not timed)
+        [--unread N]       # every recipient has N unread notifications beforehand (not timed;
+                           # full_inbox.py compares full and empty inboxes in one sitting)
         [--py-spy DIR]     # + one extra fan-out per backend under py-spy (--gil), summarized
         [--statements]     # + one extra fan-out per backend with every database call timed
         [--rich]           # the requests with every push option (issue 14), RICH below
