@@ -300,14 +300,14 @@ async def seed_database(url: str, per_user: list[int], unread: int = 0,
         users = [(new_id(), f"fanout{i}-{run}@bench.example", now) for i in range(len(per_user))]
         await store.execute_batch(INSERT_USERS, ("text", "text", "bigint"), users)
         registrations = []
-        index = first_token
+        index = 0
         devices = android_share.registrations(sum(per_user), android) if android else None
         for (user_id, _, _), count in zip(users, per_user):
             for _ in range(count):
                 registrations.append(store.register_device(
-                    new_id(), user_id, devices[index - first_token] if devices else
-                    DeviceRegistration("ios_push", harness.apns_token(index), "production",
-                                       "1.0", "iPhone15,3", "iOS 18.2"), now))
+                    new_id(), user_id, devices[index] if devices else
+                    DeviceRegistration("ios_push", harness.apns_token(first_token + index),
+                                       "production", "1.0", "iPhone15,3", "iOS 18.2"), now))
                 index += 1
         stored = await asyncio.gather(*registrations)
         if any(device is None for device in stored):

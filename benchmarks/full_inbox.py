@@ -47,11 +47,10 @@ from owlmetry.store import open_store
 
 @dataclass
 class Group:
-    """Recipients sent to as one: their database and the server that sends to them."""
+    """Recipients sent to as one, and their database."""
     name: str  # "empty" or "full"
     database: str
     user_ids: list[str]
-    server: tuple = ()  # (api key, url, pid, store) once started
 
 
 def measure(backend: str, new_database, db_pid: int | None, mock: harness.MockAPNs,
@@ -72,18 +71,17 @@ def measure(backend: str, new_database, db_pid: int | None, mock: harness.MockAP
     sends = []
     try:
         with contextlib.ExitStack() as servers:
-            started = {}
+            started = {}  # database -> (api key, url, pid, store)
             for group in (empty, full):
                 if group.database not in started:
                     started[group.database] = start_server(
                         group.database, mock, args, os.path.join(work, f"{backend}-{group.name}"),
                         servers, loop)
-                group.server = started[group.database]
             # Untimed: each server's APNs connections open.
             warm_ups = [empty] + ([full] if args.beside == "fresh" else [])
             order = [empty] + [full, empty] * args.pairs
             for i, group in enumerate(warm_ups + order):
-                api_key, url, pid, store = group.server
+                api_key, url, pid, store = started[group.database]
                 run = fanout.timed_fanout(mock, url, pid, db_pid, api_key, group.user_ids, store,
                                           n_devices, run_args, loop)
                 run["group"] = group.name if i >= len(warm_ups) else f"warm-up ({group.name})"
