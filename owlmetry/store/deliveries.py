@@ -149,9 +149,8 @@ SQLITE_WRITER_PIECE = 100
 # the content (a chunk's rows are claimable as soon as it commits, and a claim skips a row whose
 # content it cannot read): the database works on them on two cores while the server waits
 # (SQLite has one writer). Their recipients differ, so they lock no row the other needs. A
-# producer's request comes from the dispatcher's enqueue a slice of 500 recipients at a time,
-# one chunk each: its slices side by side made its POST 17% quicker alone and not quicker during a
-# fan-out (benchmarks/RESULTS.md, "Session 9's end"), so they go one after the other.
+# producer's request comes from the dispatcher's enqueue a slice of two chunks at a time
+# (`ENQUEUE_SLICE`).
 ENQUEUE_SIDE_BY_SIDE = 2
 
 # PostgreSQL: a request this big is followed by an ANALYZE of the queue. Its planner picks the
