@@ -51,9 +51,9 @@ log = logging.getLogger("owlmetry.notify")
 
 CLAIM_LOOPS = 2
 # Recipients an enqueue reads and routes at a time. The store writes them in its own chunks of
-# 500, on PostgreSQL two side by side: a POST of 10,000 recipients answered in 203-242 ms instead
-# of 261-347 with slices of 500 (one chunk each), and a million's slowest POST during its fan-out
-# took 1.1-1.3 s instead of 1.6 (benchmarks/RESULTS.md, "Session 20").
+# 500, on PostgreSQL two side by side: a POST of 10,000 recipients answered in 226 ms at the
+# median instead of 262 with slices of 500 (one chunk each), and a million's slowest POST during
+# its fan-out took 1.1-1.3 s instead of 1.6 (benchmarks/RESULTS.md, "Session 20").
 ENQUEUE_SLICE = 1000
 # While a producer's request is being enqueued in this process, claims wait for it, up to this
 # long at a time. A request of 50,000 recipients is a hundred chunks, each an await (and on
