@@ -56,9 +56,10 @@ CLAIM_LOOPS = 2
 # its fan-out took 1.1-1.3 s instead of 1.6 (benchmarks/RESULTS.md, "Session 20").
 ENQUEUE_SLICE = 1000
 # While a producer's request is being enqueued in this process, claims wait for it, up to this
-# long at a time. A request of 50,000 recipients is a hundred chunks, each an await (and on
-# SQLite a writer turn); with a fan-out in full flight every one waits behind event-loop turns
-# full of answers and the answers' writes, and a POST took 30-54 s instead of 2-5
+# long at a time. A request of 50,000 recipients is a hundred chunks, each (on PostgreSQL each
+# pair) an await (and on SQLite a writer turn); with a fan-out in full flight every one waits
+# behind event-loop turns full of answers and the answers' writes, and a POST took 30-54 s
+# instead of 2-5
 # (benchmarks/RESULTS.md, "A million devices"; a 2 s bound still let 5-11 s through). The
 # producer waits for its answer, the fan-out waits for no one: it goes second. The bound keeps
 # producers that never stop from stopping deliveries (a claim per loop every 10 s).
