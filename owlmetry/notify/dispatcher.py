@@ -59,10 +59,10 @@ ENQUEUE_SLICE = 1000
 # long at a time. A request of 50,000 recipients is a hundred chunks, each (on PostgreSQL each
 # pair) an await (and on SQLite a writer turn); with a fan-out in full flight every one waits
 # behind event-loop turns full of answers and the answers' writes, and a POST took 30-54 s
-# instead of 2-5
-# (benchmarks/RESULTS.md, "A million devices"; a 2 s bound still let 5-11 s through). The
-# producer waits for its answer, the fan-out waits for no one: it goes second. The bound keeps
-# producers that never stop from stopping deliveries (a claim per loop every 10 s).
+# instead of 2-5 (benchmarks/RESULTS.md, "A million devices"; a 2 s bound still let 5-11 s
+# through). The producer waits for its answer, the fan-out waits for no one: it goes second.
+# The bound keeps producers that never stop from stopping deliveries (a claim per loop every
+# 10 s).
 ENQUEUE_HOLD_S = 10.0
 # Claimed deliveries begun per event-loop turn: a claim of 500 begun at once held every request
 # waiting behind it (a turn of 100+ ms when a channel records its devices at once).
