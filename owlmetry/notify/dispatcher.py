@@ -35,6 +35,7 @@ from owlmetry.notify.recorder import AnswerRecorder
 from owlmetry.notify.routing import group_recipients
 from owlmetry.preferences import Defaults
 from owlmetry.store import (
+    ENQUEUE_AT_ONCE,
     Claim,
     DatabaseUnavailable,
     DeliveryEnd,
@@ -50,11 +51,11 @@ from owlmetry.store import (
 log = logging.getLogger("owlmetry.notify")
 
 CLAIM_LOOPS = 2
-# Recipients an enqueue reads and routes at a time. The store writes them in its own chunks of
-# 500, on PostgreSQL two side by side: a POST of 10,000 recipients answered in 226 ms at the
-# median instead of 262 with slices of 500 (one chunk each), and a million's slowest POST during
-# its fan-out took 1.1-1.3 s instead of 1.6 (benchmarks/RESULTS.md, "Session 20").
-ENQUEUE_SLICE = 1000
+# Recipients an enqueue reads and routes at a time: as many as the store writes at once (on
+# PostgreSQL two chunks of 500 side by side). A POST of 10,000 recipients answered in 226 ms
+# at the median instead of 262 with slices of one chunk, and a million's slowest POST during its
+# fan-out took 1.1-1.3 s instead of 1.6 (benchmarks/RESULTS.md, "Session 20").
+ENQUEUE_SLICE = ENQUEUE_AT_ONCE
 # While a producer's request is being enqueued in this process, claims wait for it, up to this
 # long at a time. A request of 50,000 recipients is a hundred chunks, each (on PostgreSQL each
 # pair) an await (and on SQLite a writer turn); with a fan-out in full flight every one waits

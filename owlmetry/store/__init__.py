@@ -14,6 +14,7 @@ No SQL lives outside this package.
 """
 
 from owlmetry.redact import url_without_password
+from owlmetry.store.deliveries import ENQUEUE_AT_ONCE
 from owlmetry.store.idempotency import IdempotencyRecord
 from owlmetry.store.rows import (
     RECORDED_OUTCOMES,
@@ -53,6 +54,7 @@ from owlmetry.store.sessions import Revocation
 from owlmetry.store.store import Store
 
 __all__ = [
+    "ENQUEUE_AT_ONCE",
     "RECORDED_OUTCOMES",
     "ApiKey",
     "ChannelStatus",

@@ -149,9 +149,10 @@ SQLITE_WRITER_PIECE = 100
 # the content (a chunk's rows are claimable as soon as it commits, and a claim skips a row whose
 # content it cannot read): the database works on them on two cores while the server waits
 # (SQLite has one writer). Their recipients differ, so they lock no row the other needs. A
-# producer's request comes from the dispatcher's enqueue a slice of two chunks at a time
-# (`ENQUEUE_SLICE`).
+# producer's request comes from the dispatcher's enqueue a slice of this many at a time.
 ENQUEUE_SIDE_BY_SIDE = 2
+# Recipients one `enqueue_groups` call writes at once at most (PostgreSQL).
+ENQUEUE_AT_ONCE = ENQUEUE_CHUNK * ENQUEUE_SIDE_BY_SIDE
 
 # PostgreSQL: a request this big is followed by an ANALYZE of the queue. Its planner picks the
 # claim's plan from the table's statistics; taken while the queue was small (or empty), they
