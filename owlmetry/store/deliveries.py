@@ -536,7 +536,7 @@ class Deliveries:
         """A request of `count` recipients is in the queue (all its `enqueue_groups` calls
         done): a big one is followed by PostgreSQL's ANALYZE of the queue (`ANALYZE_AFTER`)."""
         if self.engine.name == "postgresql" and count >= ANALYZE_AFTER:
-            await self.engine.write(ANALYZE_QUEUE)
+            await self.engine.write_bulk(ANALYZE_QUEUE)
 
     async def _enqueue_chunk(self, content_id: str, fields: tuple, with_content: bool,
                              rows: list[tuple], queue: list[tuple], now: int) -> set[str]:
@@ -547,7 +547,7 @@ class Deliveries:
             inbox, inbox_args = engine.packed_batch(INBOX_ROW_TYPES, rows, first)
             deliveries, delivery_args = engine.packed_batch(
                 DELIVERY_TYPES, queue, first + len(INBOX_ROW_TYPES))
-            return {row[0] for row in await engine.write(
+            return {row[0] for row in await engine.write_bulk(
                 enqueue_in_one(inbox, deliveries), content_id, now, *fields, with_content,
                 *inbox_args, *delivery_args)}
 
@@ -693,7 +693,7 @@ class Deliveries:
             return await engine.run_steps(
                 answer_steps(engine, owner, pushes, ends, dead, retries, now), bulk=True)
         if not dead:  # one statement
-            await engine.write(*record_answers_call(engine, owner, pushes, ends, now, retries))
+            await engine.write_bulk(*record_answers_call(engine, owner, pushes, ends, now, retries))
             return pushes
         return await engine.run_steps(
             removal_steps(engine, owner, pushes, ends, dead, retries, now), bulk=True)

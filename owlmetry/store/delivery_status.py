@@ -250,5 +250,5 @@ class DeliveryStatusReads:
 
     async def prune_device_removals(self, before: int, limit: int) -> int:
         """Delete up to `limit` audit rows of devices removed before `before`; how many."""
-        rows = await self.engine.write(PRUNE_REMOVALS + " RETURNING device_id", before, limit)
+        rows = await self.engine.write_bulk(PRUNE_REMOVALS + " RETURNING device_id", before, limit)
         return len(rows)

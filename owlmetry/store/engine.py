@@ -132,14 +132,20 @@ class Engine(abc.ABC):
     async def write(self, sql: str, *params) -> list:
         """Run a statement that may change data, on its own (autocommit); return its rows."""
 
+    async def write_bulk(self, sql: str, *params) -> list:
+        """`write` for background work (an enqueue chunk, the answers' write, a clean-up
+        batch), which the engine lets requests' statements go before."""
+        return await self.write(sql, *params)
+
     @abc.abstractmethod
     async def read(self, sql: str, *params) -> list:
         """Run a read-only statement; return its rows."""
 
     async def read_bulk(self, sql: str, *params) -> list:
-        """A read-only statement of the dispatcher's, over many rows (a claim's content and
-        targets, progress): kept off the way of `read`, which serves requests (health checks,
-        authentication), where the engine has only a few connections."""
+        """A read-only statement of background work, over many rows (a claim's content and
+        targets, an enqueue's preferences, progress): kept off the way of `read`, which serves
+        requests (health checks, authentication), where the engine has only a few connections,
+        and started after the requests' statements under way (PostgreSQL's `RequestsFirst`)."""
         return await self.read(sql, *params)
 
     async def execute(self, sql: str, *params) -> list:
@@ -147,9 +153,9 @@ class Engine(abc.ABC):
         return await self.write(sql, *params)
 
     async def write_lease(self, sql: str, *params) -> list:
-        """A claim or lease renewal: a write whose loss in a database crash only makes work
-        claimable again, so the engine may skip waiting for the disk."""
-        return await self.write(sql, *params)
+        """A claim or lease renewal: background work (`write_bulk`) whose loss in a database
+        crash only makes work claimable again, so the engine may skip waiting for the disk."""
+        return await self.write_bulk(sql, *params)
 
     @contextlib.asynccontextmanager
     async def only_one_process(self, key: int):
@@ -164,7 +170,8 @@ class Engine(abc.ABC):
         """`async with engine.transaction() as run:` -- `await run(sql, *params)` -> rows, all
         in one transaction that commits at the end of the block (or rolls back on an error).
         `bulk`: background work (an enqueue's chunk, a dispatcher's answers, a clean-up batch),
-        which an engine with one writer lets requests' writes go before."""
+        which the engine lets requests' statements go before (SQLite: its writer's turns,
+        PostgreSQL: `RequestsFirst`)."""
 
     async def run_steps(self, steps: Steps, bulk: bool = False) -> T:
         """`steps` in one transaction, statement by statement (SQLite: in one step,

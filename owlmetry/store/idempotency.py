@@ -138,4 +138,4 @@ class IdempotencyKeys:
 
     async def prune_idempotency_keys(self, created_before: int, limit: int) -> int:
         """Delete up to `limit` keys made before `created_before`; how many."""
-        return len(await self.engine.write(PRUNE, created_before, limit))
+        return len(await self.engine.write_bulk(PRUNE, created_before, limit))

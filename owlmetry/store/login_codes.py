@@ -256,10 +256,10 @@ class LoginCodes:
         """Delete up to `limit` rows in all: codes made at or before `window_start`, address
         counts of windows that started by then, and (when `failures_before` is given) failure
         counts below `max_failures` whose last failure was at or before it; how many."""
-        done = len(await self.engine.write(PRUNE_LOGIN_CODES, window_start, limit))
+        done = len(await self.engine.write_bulk(PRUNE_LOGIN_CODES, window_start, limit))
         if done < limit:
-            done += len(await self.engine.write(PRUNE_LOGIN_LIMITS, window_start, limit - done))
+            done += len(await self.engine.write_bulk(PRUNE_LOGIN_LIMITS, window_start, limit - done))
         if done < limit and failures_before is not None:
-            done += len(await self.engine.write(PRUNE_LOGIN_FAILURES, failures_before,
-                                                limit - done, max_failures))
+            done += len(await self.engine.write_bulk(PRUNE_LOGIN_FAILURES, failures_before,
+                                                     limit - done, max_failures))
         return done

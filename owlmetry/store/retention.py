@@ -85,7 +85,7 @@ class Retention:
 
     async def soft_delete_read(self, read_before: int, now: int, limit: int) -> int:
         """Soft-delete up to `limit` notifications read before `read_before`; how many."""
-        return len(await self.engine.write(SOFT_DELETE_READ, read_before, now, limit))
+        return len(await self.engine.write_bulk(SOFT_DELETE_READ, read_before, now, limit))
 
     async def remove_deleted(self, deleted_before: int, limit: int) -> int:
         """Remove up to `limit` notifications soft-deleted before `deleted_before`, with their

@@ -354,7 +354,7 @@ class SQLiteEngine(Engine):
                 return self.wrote(list(await self._writer.execute_fetchall(to_sqlite(sql),
                                                                            params)))
 
-    async def write_lease(self, sql: str, *params) -> list:
+    async def write_bulk(self, sql: str, *params) -> list:
         with self.writing:
             async with self._turns.turn(bulk=True):
                 self._check_file()
