@@ -80,9 +80,9 @@ LEASE_MARGIN = 0.2
 LEASE_MARGIN_MAX_S = 5.0
 # Leases are renewed RENEWALS_PER_LEASE times a lease's length, each time only those left with
 # less than RENEW_AHEAD ticks' time, so a renewal that fails is tried again at the next tick
-# while the lease still has time left. A fan-out's deliveries mostly end within a second of their claim; renewing
-# every one held made, at a million devices, a statement of thousands of rows every tick
-# (248 ms each, beside the registrations'), almost all of them about to end anyway.
+# while the lease still has time left. A fan-out's deliveries mostly end within a second of
+# their claim; renewing every one held made, at a million devices, a statement of thousands of
+# rows every tick (248 ms each, beside the registrations'), almost all about to end anyway.
 RENEWALS_PER_LEASE = 6
 RENEW_AHEAD = 3
 

@@ -258,7 +258,8 @@ class LoginCodes:
         counts below `max_failures` whose last failure was at or before it; how many."""
         done = len(await self.engine.write_bulk(PRUNE_LOGIN_CODES, window_start, limit))
         if done < limit:
-            done += len(await self.engine.write_bulk(PRUNE_LOGIN_LIMITS, window_start, limit - done))
+            done += len(await self.engine.write_bulk(PRUNE_LOGIN_LIMITS, window_start,
+                                                     limit - done))
         if done < limit and failures_before is not None:
             done += len(await self.engine.write_bulk(PRUNE_LOGIN_FAILURES, failures_before,
                                                      limit - done, max_failures))

@@ -65,9 +65,10 @@ class RequestsFirst:
     """Requests' statements before background work's, within this process: `with
     requests_first:` around a request's statement (a registration, an authentication read, a
     mark-read), `await requests_first.wait_turn()` before a bulk one starts (an enqueue chunk,
-    a claim, the answers' write, a clean-up batch). PostgreSQL runs every statement at once, so a bulk statement started
-    beside a request's shares the database's CPU and WAL flushes with it: during a million-device
-    fan-out a registration's round trip had a p99 near 100 ms. A bulk statement waits while any
+    a claim, the answers' write, a clean-up batch). PostgreSQL runs every statement at once, so
+    a bulk statement started beside a request's shares the database's CPU and WAL flushes with
+    it: during a million-device fan-out a registration's p99 was 108-149 ms without this and
+    80-120 ms with it (benchmarks/RESULTS.md, session 21). A bulk statement waits while any
     request statement is under way, for at most `max_wait_s`, so it is delayed, never starved;
     none already running is held back. What SQLite's `WriterTurns` is for its one writer. A
     plain class, not a generator: it wraps every request statement."""
