@@ -180,12 +180,17 @@ def system_seconds(pid: int) -> float:
     return int(harness._stat_fields(f"/proc/{pid}/stat")[12]) / os.sysconf("SC_CLK_TCK")
 
 
+# How the wrk scripts register a device on our server: the seed's channel, no platform.
+OUR_CHANNEL = ("ios_push", "none")
+
+
 def run_wrk(url: str, scenario: str, duration: str, files: dict, pid: int | None = None,
-            db_pid: int | None = None) -> dict:
+            db_pid: int | None = None, channel: tuple[str, str] = OUR_CHANNEL) -> dict:
     """wrk's summary, with the server's CPU per request (µs) when its `pid` is given, and
-    PostgreSQL's (its postmaster's processes) when `db_pid` is."""
+    PostgreSQL's (its postmaster's processes) when `db_pid` is. `channel`: the CHANNEL and
+    PLATFORM the scripts register devices with."""
     env = dict(os.environ, JWT_FILE=files["writers"], LIST_JWT_FILE=files["listers"],
-               TOKENS_FILE=files["tokens"], CHANNEL="ios_push", PLATFORM="none")
+               TOKENS_FILE=files["tokens"], CHANNEL=channel[0], PLATFORM=channel[1])
     cpu_before = harness.cpu_seconds(pid) if pid else 0.0
     sys_before = system_seconds(pid) if pid else 0.0
     db_before = harness.exact_tree_cpu(db_pid) if db_pid else {}
@@ -255,10 +260,11 @@ class Target:
     backend: str
     devices: int
     url: str
-    pid: int
+    pid: int | None  # None: a server not ours, whose CPU is not measured
     db_pid: int | None
     files: dict
     code: str
+    channel: tuple[str, str] = OUR_CHANNEL
 
 
 @contextlib.contextmanager
@@ -296,12 +302,15 @@ def serving(backend: str, database: str, devices: int, work: str, seeded: bool =
 
 
 def measure(target: Target, scenario: str, duration: str, label: str) -> dict:
-    run = run_wrk(target.url, scenario, duration, target.files, target.pid, target.db_pid)
+    run = run_wrk(target.url, scenario, duration, target.files, target.pid, target.db_pid,
+                  target.channel)
     run["load_1m"] = os.getloadavg()[0]  # other work on the machine skews figures
+    cpu = (f", {run['cpu_us']:.0f} µs CPU/request ({run['sys_us']:.0f} in the kernel)"
+           if target.pid else "")
     db = f", database {run['db_us']:.0f} µs/request" if run.get("db_us") is not None else ""
-    print(f"[{target.backend} {target.devices:,}] {scenario} {label}: {run['rps']:.0f} req/s, "
-          f"{run['cpu_us']:.0f} µs CPU/request ({run['sys_us']:.0f} in the kernel){db}, "
-          f"non-2xx {run['non2xx']}, load average {run['load_1m']:.1f}", file=sys.stderr)
+    print(f"[{target.backend} {target.devices:,}] {scenario} {label}: {run['rps']:.0f} req/s"
+          f"{cpu}{db}, non-2xx {run['non2xx']}, load average {run['load_1m']:.1f}",
+          file=sys.stderr)
     return run
 
 
