@@ -348,15 +348,14 @@ class SQLiteEngine(Engine):
             FILE_GONE, f"{detail}; writes would be lost, restart the server to open it again")
 
     async def write(self, sql: str, *params) -> list:
-        with self.writing:
-            async with self._turns.turn():
-                self._check_file()
-                return self.wrote(list(await self._writer.execute_fetchall(to_sqlite(sql),
-                                                                           params)))
+        return await self._write(sql, params, bulk=False)
 
     async def write_bulk(self, sql: str, *params) -> list:
+        return await self._write(sql, params, bulk=True)
+
+    async def _write(self, sql: str, params: tuple, bulk: bool) -> list:
         with self.writing:
-            async with self._turns.turn(bulk=True):
+            async with self._turns.turn(bulk):
                 self._check_file()
                 return self.wrote(list(await self._writer.execute_fetchall(to_sqlite(sql),
                                                                            params)))
