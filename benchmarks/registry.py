@@ -260,7 +260,7 @@ class Target:
     backend: str
     devices: int
     url: str
-    pid: int | None  # None: a server not ours, whose CPU is not measured
+    pid: int | None  # None: its CPU is not measured (a server not ours, no pid given)
     db_pid: int | None
     files: dict
     code: str
