@@ -435,11 +435,18 @@ def seconds(duration: str) -> int:
     return int(match[1]) * {"": 1, "s": 1, "m": 60, "h": 3600}[match[2]]
 
 
+def wrk_duration(text: str) -> str:
+    """An argparse type: `text` if it is a wrk duration (a clear error otherwise)."""
+    seconds(text)
+    return text
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--backend", choices=("sqlite", "postgresql", "both"), default="both")
-    parser.add_argument("--duration", default="20s", help="wrk -d per run (default 20s)")
+    parser.add_argument("--duration", default="20s", type=wrk_duration,
+                        help="wrk -d per run (default 20s)")
     parser.add_argument("--runs", type=int, default=3,
                         help="runs per scenario; the median is reported")
     parser.add_argument("--scenarios", nargs="+", choices=SCENARIOS, default=list(SCENARIOS))
@@ -463,7 +470,8 @@ def parse_args(argv=None):
                              "(default: estimated from the other flags, per backend once it "
                              "holds the lock)")
     args = parser.parse_args(argv)
-    seconds(args.duration)
+    if args.runs < 1 or args.alternate < 0:
+        parser.error("--runs must be at least 1, --alternate at least 0")
     if args.alternate and (args.py_spy or args.postgres_url):
         parser.error("--alternate takes neither --py-spy nor --postgres-url")
     if args.postgres_url and len(args.seed_devices) > 1:

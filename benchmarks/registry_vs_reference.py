@@ -101,14 +101,13 @@ def parse_args(argv=None):
                         help="the reference server's process, to report its CPU per request")
     parser.add_argument("--backend", choices=("sqlite", "postgresql", "both"), default="both")
     parser.add_argument("--rounds", type=int, default=3, help="runs of each of ours per scenario")
-    parser.add_argument("--duration", default="20s", help="wrk -d per run (default 20s)")
-    parser.add_argument("--warmup", default="5s",
+    parser.add_argument("--duration", default="20s", type=registry.wrk_duration,
+                        help="wrk -d per run (default 20s)")
+    parser.add_argument("--warmup", default="5s", type=registry.wrk_duration,
                         help="wrk -d of each server's uncounted first run per scenario")
     parser.add_argument("--scenarios", nargs="+", choices=registry.SCENARIOS,
                         default=list(registry.SCENARIOS))
     args = parser.parse_args(argv)
-    registry.seconds(args.duration)
-    registry.seconds(args.warmup)
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
     for path in args.reference_files:
