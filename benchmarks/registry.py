@@ -488,31 +488,36 @@ def time_limit(args, backends: list[str]) -> int:
 
 
 @contextlib.contextmanager
-def database_for(backend: str, devices: int, args, work: str):
+def database_for(backend: str, devices: int, work: str, seed_cache: str | None = None,
+                 postgres_url: str | None = None):
     """(URL, already seeded?, PostgreSQL's postmaster pid or None) of a fresh database for one
-    size, removed afterwards."""
+    size, removed afterwards: SQLite's seeded from `seed_cache` if given, PostgreSQL's the
+    database at `postgres_url` if given, else one in a new throwaway cluster."""
     if backend == "sqlite":
         path = os.path.join(work, f"bench-{devices}.db")
-        seeded = bool(devices and args.seed_cache)
+        seeded = bool(devices and seed_cache)
         try:
             if seeded:
-                print(f"[{backend}] {devices:,} devices from {args.seed_cache}", file=sys.stderr)
-                cached_sqlite_seed(args.seed_cache, devices, path)
+                print(f"[{backend}] {devices:,} devices from {seed_cache}", file=sys.stderr)
+                cached_sqlite_seed(seed_cache, devices, path)
             yield f"sqlite:///{path}", seeded, None
         finally:  # a million devices are half a gigabyte
             for side in ("", "-wal", "-shm"):
                 with contextlib.suppress(FileNotFoundError):
                     os.remove(path + side)
         return
-    with postgres_database(args.postgres_url) as (database, postmaster):
+    with postgres_database(postgres_url) as (database, postmaster):
         yield database, False, postmaster
 
 
 def bench_sizes(backend: str, args, work: str, statements: dict | None) -> list[dict]:
+    def fresh_database(devices: int):
+        return database_for(backend, devices, work, args.seed_cache, args.postgres_url)
+
     if not args.alternate:
         results = []
         for devices in args.seed_devices:
-            with database_for(backend, devices, args, work) as (database, seeded, db_pid), \
+            with fresh_database(devices) as (database, seeded, db_pid), \
                     serving(backend, database, devices, work, seeded, db_pid,
                             statements) as target:
                 results += bench_backend(target, args)
@@ -520,8 +525,7 @@ def bench_sizes(backend: str, args, work: str, statements: dict | None) -> list[
     with contextlib.ExitStack() as stack:
         targets = []
         for devices in args.seed_devices:
-            database, seeded, db_pid = stack.enter_context(
-                database_for(backend, devices, args, work))
+            database, seeded, db_pid = stack.enter_context(fresh_database(devices))
             targets.append(stack.enter_context(
                 serving(backend, database, devices, work, seeded, db_pid, statements)))
         return bench_alternating(targets, args)

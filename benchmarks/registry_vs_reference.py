@@ -28,6 +28,7 @@ import json
 import os
 import statistics
 import tempfile
+from typing import NamedTuple
 
 import harness
 import registry
@@ -36,8 +37,16 @@ from registry import Target
 GOALS = {"sqlite": 5.0, "postgresql": 3.0}  # issue 11: times the reference's requests/s
 
 
+class Sandwich(NamedTuple):
+    """One run of ours between two of the reference's."""
+    run: dict
+    ratio: float  # its requests/s over the mean of the two reference runs'
+    before: dict
+    after: dict
+
+
 def sandwiched(reference: Target, ours: list[Target], scenario: str, args) -> dict:
-    """{backend: [(our run, its ratio, the reference runs either side)]} for one scenario,
+    """{backend: [Sandwich]} for one scenario,
     after a warm-up run of each server (not counted: a server's first run of a scenario, the
     reference's most, runs slower than its next ones)."""
     for target in (reference, *ours):
@@ -51,23 +60,23 @@ def sandwiched(reference: Target, ours: list[Target], scenario: str, args) -> di
     found = {target.backend: [] for target in ours}
     for n in range(1, len(order), 2):
         around = statistics.mean([runs[n - 1]["rps"], runs[n + 1]["rps"]])
-        found[order[n].backend].append((runs[n], runs[n]["rps"] / around,
-                                        runs[n - 1], runs[n + 1]))
+        found[order[n].backend].append(Sandwich(runs[n], runs[n]["rps"] / around,
+                                                runs[n - 1], runs[n + 1]))
     return found
 
 
-def summary(backend: str, scenario: str, pairs: list, code: str) -> dict:
-    ratios = [ratio for _, ratio, _, _ in pairs]
-    references = [run for _, _, *around in pairs for run in around]
+def summary(backend: str, scenario: str, sandwiches: list[Sandwich], code: str) -> dict:
+    ours = [s.run for s in sandwiches]
+    references = [run for s in sandwiches for run in (s.before, s.after)]
     return {
-        "backend": backend, "scenario": scenario, "rounds": len(pairs), "code": code,
-        "ratio": registry.spread([round(r, 2) for r in ratios]),
+        "backend": backend, "scenario": scenario, "rounds": len(sandwiches), "code": code,
+        "ratio": registry.spread([round(s.ratio, 2) for s in sandwiches]),
         "goal": GOALS[backend],
-        "rps": registry.spread([run["rps"] for run, _, _, _ in pairs]),
+        "rps": registry.spread([run["rps"] for run in ours]),
         "reference_rps": registry.spread([run["rps"] for run in references]),
-        "cpu_us": registry.spread([run.get("cpu_us") for run, _, _, _ in pairs]),
+        "cpu_us": registry.spread([run.get("cpu_us") for run in ours]),
         "reference_cpu_us": registry.spread([run.get("cpu_us") for run in references]),
-        "non2xx": sum(run["non2xx"] for run, _, _, _ in pairs),
+        "non2xx": sum(run["non2xx"] for run in ours),
         "reference_non2xx": sum(run["non2xx"] for run in references),
     }
 
@@ -115,8 +124,6 @@ def parse_args(argv=None):
             parser.error(f"--reference-files: no such file: {path}")
     if args.reference_pid is not None and not os.path.exists(f"/proc/{args.reference_pid}"):
         parser.error(f"--reference-pid: no process {args.reference_pid}")
-    # What registry.database_for reads: a fresh database of no devices, as registry.py makes.
-    args.postgres_url, args.seed_devices, args.seed_cache = None, [0], None
     return args
 
 
@@ -138,7 +145,7 @@ def main(argv=None) -> int:
         ours = []
         for backend in backends:
             database, seeded, db_pid = stack.enter_context(
-                registry.database_for(backend, 0, args, work))
+                registry.database_for(backend, 0, work))
             ours.append(stack.enter_context(
                 registry.serving(backend, database, 0, work, seeded, db_pid)))
         for scenario in args.scenarios:
