@@ -1,8 +1,9 @@
 """The aiohttp application: routes, middleware, and the lifetime of what they share.
 
 `create_app(config)` opens the store (and migrates it) and starts the notification dispatcher,
-the release of scheduled sends and the retention's clean-up when the app starts, and stops them
-when it stops, through `cleanup_ctx`, so the same object serves `owlmetry serve` and the tests.
+the release of scheduled sends, the retention's clean-up and the vacuum job when the app starts,
+and stops them when it stops, through `cleanup_ctx`, so the same object serves `owlmetry serve`
+and the tests.
 The middleware, outermost first: the client's address and scheme from a trusted proxy's headers
 (only when TRUSTED_PROXIES is set), request metrics (so errors count with their real status),
 JSON errors, the cross-site request check (`csrf`), 503 for an unavailable database
@@ -46,6 +47,7 @@ from owlmetry.notify.releaser import Releaser
 from owlmetry.retention import EVERY_S, RetentionJob
 from owlmetry.sessions import Sessions
 from owlmetry.store import open_store
+from owlmetry.vacuuming import VacuumJob
 
 log = logging.getLogger("owlmetry")
 
@@ -109,6 +111,13 @@ async def releaser_lifetime(app: web.Application):
     await releaser.stop()
 
 
+async def vacuum_lifetime(app: web.Application):
+    job = VacuumJob(app[STORE])
+    job.start()
+    yield
+    await job.stop()
+
+
 def retention_lifetime(every_s: float):
     async def lifetime(app: web.Application):
         job = RetentionJob(app[STORE], app[CONFIG], app[CLOCK], every_s)
@@ -148,6 +157,7 @@ def create_app(config: Config, channels: dict[str, Channel] | None = None,
     app.cleanup_ctx.append(releaser_lifetime)  # stops before the dispatcher it feeds
     app.cleanup_ctx.append(login_mail_lifetime)
     app.cleanup_ctx.append(retention_lifetime(cleanup_every_s))
+    app.cleanup_ctx.append(vacuum_lifetime)
     app.on_shutdown.append(announce_shutdown)
     app.router.add_get("/healthz", health.healthz, allow_head=False)
     metrics.install(app)

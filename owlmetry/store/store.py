@@ -2,9 +2,9 @@
 
 Each feature module (`users`, `sessions`, `login_codes`, `devices`, `inbox`, `deliveries`,
 `metrics_reads`, `retention`, `health`, `recipients`, `schedules`, `idempotency`,
-`delivery_status`) holds its part of the interface, its SQL and its row mapping; this module
-adds what is the whole database's: closing, migrating, backups, settings, and the raw-SQL door
-for checks. Must hold no feature's statement.
+`delivery_status`, `vacuum`) holds its part of the interface, its SQL and its row mapping;
+this module adds what is the whole database's: closing, migrating, backups, settings, and the
+raw-SQL door for checks. Must hold no feature's statement.
 """
 
 from collections.abc import Sequence
@@ -23,6 +23,7 @@ from owlmetry.store.retention import Retention
 from owlmetry.store.schedules import Schedules
 from owlmetry.store.sessions import SessionRevocations
 from owlmetry.store.users import UsersAndKeys
+from owlmetry.store.vacuum import Vacuuming
 
 SETTING = """
 INSERT INTO settings (key, value) VALUES ($1, $2)
@@ -33,7 +34,7 @@ RETURNING value
 
 class Store(UsersAndKeys, SessionRevocations, LoginCodes, Devices, Inbox, Deliveries,
             MetricsReads, Retention, Health, Recipients, Schedules, IdempotencyKeys,
-            DeliveryStatusReads):
+            DeliveryStatusReads, Vacuuming):
     """One database. Open it with `owlmetry.store.open_store(url)`; close it when done."""
 
     def __init__(self, engine: Engine):
