@@ -6,6 +6,7 @@ Owns the schedule and what is logged. Must hold no SQL, nor the thresholds
 """
 
 import asyncio
+import contextlib
 import logging
 
 from owlmetry.store import DatabaseUnavailable, Store
@@ -18,12 +19,12 @@ EVERY_S = 1.0
 
 
 class VacuumJob:
-    """`start()`, then `await stop()` on shutdown, which lets a VACUUM under way finish."""
+    """`start()`, then `await stop()` on shutdown, which cancels a VACUUM under way: PostgreSQL
+    stops one safely, and a table's next look starts it again."""
 
     def __init__(self, store: Store, every_s: float = EVERY_S):
         self.store = store
         self.every_s = every_s
-        self._stopping = asyncio.Event()
         self._task: asyncio.Task | None = None
         self._failing = False  # said once, until a look succeeds again
 
@@ -31,17 +32,14 @@ class VacuumJob:
         self._task = asyncio.create_task(self._run(), name="vacuum")
 
     async def stop(self) -> None:
-        self._stopping.set()
         if self._task is not None:
-            await self._task
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
 
     async def _run(self) -> None:
         while True:
-            try:
-                await asyncio.wait_for(self._stopping.wait(), self.every_s)
-                return
-            except TimeoutError:
-                pass
+            await asyncio.sleep(self.every_s)
             try:
                 vacuumed = await self.store.vacuum_overgrown()
             except DatabaseUnavailable:
