@@ -16,13 +16,15 @@ Mixed into `Store`, which sets `self.engine`. Must not decide when to look (the 
 
 from owlmetry.store.engine import Engine
 
-# The tables a busy server deletes from many times a second: the registry (evictions past the
-# cap, dead tokens, re-registrations on another user's behalf).
+# The tables whose rows a busy server replaces many times a second: the registry (devices
+# evicted past the cap, removed for dead tokens, taken over by another user: each leaves a dead
+# version). The work queue's are walked by plain index scans, which skip dead entries once
+# seen: vacuuming it too changed nothing (benchmarks/RESULTS.md, session 23).
 CHURNING_TABLES = ("user_devices",)
 MIN_DEAD_ROWS = 1_000
 DEAD_FRACTION = 0.1
 
-# The statistics are the server's own counts, a second or so behind; $1 the tables.
+# PostgreSQL's own counts, a few seconds behind the writes; $1 the tables.
 OVERGROWN = """
 SELECT relname FROM pg_stat_user_tables
 WHERE schemaname = current_schema() AND relname = ANY($1::text[])
@@ -37,7 +39,8 @@ class Vacuuming:
     async def vacuum_overgrown(self, min_dead_rows: int = MIN_DEAD_ROWS,
                                dead_fraction: float = DEAD_FRACTION) -> list[str]:
         """Vacuum each churning table with more than `min_dead_rows` + `dead_fraction` x its
-        live rows dead; the tables it looked at so, in order (SQLite: none)."""
+        live rows dead; those tables, by name (each vacuumed, or skipped while another process
+        vacuums it). SQLite: none."""
         if self.engine.name != "postgresql":
             return []
         overgrown = [name for (name,) in await self.engine.read_bulk(
