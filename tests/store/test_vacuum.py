@@ -40,9 +40,9 @@ async def evict(store, user_id: str, count: int) -> str:
     return device.id
 
 
-async def eventually(check, timeout_s: float = 20.0):
-    """`await check()` until it answers something true (the statistics trail by a second or
-    so); that answer."""
+async def eventually(check, timeout_s: float = 30.0):
+    """`await check()` until it answers something true (a backend that goes idle reports its
+    counts within PostgreSQL's 10 s); that answer."""
     deadline = time.monotonic() + timeout_s
     while not (answer := await check()):
         assert time.monotonic() < deadline, "timed out"
