@@ -20,12 +20,13 @@ class Batcher:
         run_batch: Callable[[Sequence], Awaitable[Sequence]],
         *,
         max_size: int = 256,
-        concurrency: int = 1,
+        concurrency: int | Callable[[], int] = 1,
     ):
-        """`run_batch(items)` returns one result per item, in order; `concurrency` batches may run at once."""
+        """`run_batch(items)` returns one result per item, in order; `concurrency` batches may
+        run at once: a number, or a function asked each time a batch could start."""
         self._run_batch = run_batch
         self._max_size = max_size
-        self._concurrency = concurrency
+        self._concurrency = concurrency if callable(concurrency) else lambda: concurrency
         self._queue: list[tuple[object, asyncio.Future]] = []
         self._draining = 0  # drains that will still look at the queue before they stop
         # Until done: the drain tasks, and a future per caller running batches itself.
@@ -34,7 +35,7 @@ class Batcher:
     async def submit(self, item):
         future = asyncio.get_running_loop().create_future()
         self._queue.append((item, future))
-        if self._draining < self._concurrency:
+        if self._draining < self._concurrency():
             self._draining += 1
             leading = asyncio.get_running_loop().create_future()
             self._running.add(leading)
@@ -48,7 +49,7 @@ class Batcher:
                 self._running.discard(leading)
                 leading.set_result(None)
                 self._draining -= 1
-                if self._queue and self._draining < self._concurrency:
+                if self._queue and self._draining < self._concurrency():
                     self._start_drain()  # for the callers that came meanwhile
         return await future
 

@@ -29,9 +29,11 @@ TOKEN = 3
 
 DEFAULT_MAX_DEVICES_PER_USER = 100
 
-# Batches of registrations at once. At least two: with one, those that came while it waited
-# for SQLite's one writer waited for all of it, then queued at the writer again, behind the
-# bulk work that took it in between; a second waits in the requests' queue meanwhile. Few:
+# Batches of registrations at once, at most (`Engine.request_batches`: SQLite takes one while
+# no bulk work waits for its writer). At least two under bulk work: with one, those that came
+# while it waited for SQLite's one writer waited for all of it, then queued at the writer
+# again, behind the bulk work that took it in between; a second waits in the requests' queue
+# meanwhile. Few:
 # PostgreSQL took one per connection of the pool (ten), and ten small upserts at once on a
 # 2-core host cost it 3x the CPU a registration of three bigger ones (backends contending for
 # the cores and the same index pages): a registry at half speed (benchmarks/RESULTS.md,
@@ -173,7 +175,9 @@ class Devices:
         super().__init__()
         self.max_devices_per_user = DEFAULT_MAX_DEVICES_PER_USER
         self._cap_in_force: int | None = None  # the cap SQLite's triggers hold
-        self._registrations = Batcher(self._register_batch, concurrency=REGISTRATION_BATCHES)
+        self._registrations = Batcher(
+            self._register_batch,
+            concurrency=lambda: self.engine.request_batches(REGISTRATION_BATCHES))
         self._device_lists = Batcher(self._list_batch,
                                      concurrency=min(self.engine.concurrency, LIST_BATCHES))
 

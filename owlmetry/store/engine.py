@@ -132,6 +132,11 @@ class Engine(abc.ABC):
     async def write(self, sql: str, *params) -> list:
         """Run a statement that may change data, on its own (autocommit); return its rows."""
 
+    def request_batches(self, most: int) -> int:
+        """How many batches of requests' statements of one kind (registrations) to run at once
+        now, at most `most`."""
+        return most
+
     async def write_bulk(self, sql: str, *params) -> list:
         """`write` for background work (an enqueue chunk, the answers' write, a clean-up
         batch), which the engine lets requests' statements go before."""

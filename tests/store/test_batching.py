@@ -98,3 +98,23 @@ async def test_waiting_for_idle_waits_for_a_batch_a_caller_runs_itself():
     release.set()
     assert await call == 1
     await idle
+
+
+async def test_a_concurrency_function_is_asked_each_time_a_batch_could_start():
+    allowed = 1
+    running = peak = 0
+
+    async def slow(items):
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await asyncio.sleep(0.001)
+        running -= 1
+        return list(items)
+
+    batcher = Batcher(slow, max_size=1, concurrency=lambda: allowed)
+    assert await asyncio.gather(*(batcher.submit(n) for n in range(20))) == list(range(20))
+    assert peak == 1
+    allowed = 3
+    assert await asyncio.gather(*(batcher.submit(n) for n in range(20))) == list(range(20))
+    assert peak == 3

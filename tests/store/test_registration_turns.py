@@ -51,3 +51,16 @@ async def test_a_registration_coming_meanwhile_goes_before_bulk_work_queued_earl
 
     assert devices_seen_by_bulk == [2]
     assert len(await store.list_devices(owner)) == 2
+
+
+async def test_sqlite_runs_one_registration_batch_unless_bulk_work_wants_the_writer(store):
+    """SQLite: one batch at a time while its writer is free of bulk work (bigger batches), as
+    many as allowed while bulk work holds it (PostgreSQL: always as many as allowed)."""
+    engine = store.engine
+    if engine.name == "postgresql":
+        assert engine.request_batches(3) == 3
+        return
+    assert engine.request_batches(3) == 1
+    async with engine.transaction(bulk=True):
+        assert engine.request_batches(3) == 3
+    assert engine.request_batches(3) == 1
