@@ -63,21 +63,29 @@ async def test_a_caller_alone_runs_its_batch_itself():
     assert tasks == [asyncio.current_task()]  # no drain task of its own to start and wake
 
 
-@pytest.mark.parametrize("concurrency", [1, 3])
-async def test_no_more_batches_run_at_once_than_allowed(concurrency):
-    running = peak = 0
+class SlowBatches:
+    """A batch that takes a moment, counting how many run at once at most (`peak`)."""
 
-    async def slow(items):
-        nonlocal running, peak
-        running += 1
-        peak = max(peak, running)
+    def __init__(self):
+        self.running = self.peak = 0
+
+    async def __call__(self, items):
+        self.running += 1
+        self.peak = max(self.peak, self.running)
         await asyncio.sleep(0.001)
-        running -= 1
+        self.running -= 1
         return list(items)
 
-    batcher = Batcher(slow, max_size=1, concurrency=concurrency)
+
+async def twenty_calls(batcher: Batcher) -> None:
     assert await asyncio.gather(*(batcher.submit(n) for n in range(20))) == list(range(20))
-    assert peak == concurrency
+
+
+@pytest.mark.parametrize("concurrency", [1, 3])
+async def test_no_more_batches_run_at_once_than_allowed(concurrency):
+    slow = SlowBatches()
+    await twenty_calls(Batcher(slow, max_size=1, concurrency=concurrency))
+    assert slow.peak == concurrency
 
 
 async def test_waiting_for_idle_waits_for_a_batch_a_caller_runs_itself():
@@ -102,19 +110,10 @@ async def test_waiting_for_idle_waits_for_a_batch_a_caller_runs_itself():
 
 async def test_a_concurrency_function_is_asked_each_time_a_batch_could_start():
     allowed = 1
-    running = peak = 0
-
-    async def slow(items):
-        nonlocal running, peak
-        running += 1
-        peak = max(peak, running)
-        await asyncio.sleep(0.001)
-        running -= 1
-        return list(items)
-
+    slow = SlowBatches()
     batcher = Batcher(slow, max_size=1, concurrency=lambda: allowed)
-    assert await asyncio.gather(*(batcher.submit(n) for n in range(20))) == list(range(20))
-    assert peak == 1
+    await twenty_calls(batcher)
+    assert slow.peak == 1
     allowed = 3
-    assert await asyncio.gather(*(batcher.submit(n) for n in range(20))) == list(range(20))
-    assert peak == 3
+    await twenty_calls(batcher)
+    assert slow.peak == 3
