@@ -33,11 +33,10 @@ DEFAULT_MAX_DEVICES_PER_USER = 100
 # no bulk work waits for its writer). At least two under bulk work: with one, those that came
 # while it waited for SQLite's one writer waited for all of it, then queued at the writer
 # again, behind the bulk work that took it in between; a second waits in the requests' queue
-# meanwhile. Few:
-# PostgreSQL took one per connection of the pool (ten), and ten small upserts at once on a
-# 2-core host cost it 3x the CPU a registration of three bigger ones (backends contending for
-# the cores and the same index pages): a registry at half speed (benchmarks/RESULTS.md,
-# session 17). Every batch is one statement on one core of the database's, so three are
+# meanwhile. Few: PostgreSQL took one per connection of the pool (ten), and ten small upserts
+# at once on a 2-core host cost it 3x the CPU a registration of three bigger ones (backends
+# contending for the cores and the same index pages): a registry at half speed
+# (benchmarks/RESULTS.md, session 17). Every batch is one statement on one core of the database's, so three are
 # thousands of registrations a second whatever the database's size.
 REGISTRATION_BATCHES = 3
 # Device lists likewise, where the engine reads on several connections at once (PostgreSQL):
