@@ -136,16 +136,17 @@ class Config:
         """Flags win over the environment; a flag left as None keeps the environment's value."""
         chosen = {name: value for name, value in flags.items() if value is not None}
         config = replace(self, **chosen)
-        check_database(config.database_url)
+        check_database(config.database_url,
+                       "--database" if "database_url" in chosen else "DATABASE_URL")
         check_port(config.port, "--port")
         return config
 
 
-def check_database(url: str) -> None:
+def check_database(url: str, name: str) -> None:
     try:
         check_database_url(url)
     except StoreError as exc:
-        raise ConfigError(str(exc)) from None
+        raise ConfigError(f"{name}: {exc}") from None
 
 
 def check_port(port: int, name: str) -> None:
@@ -341,7 +342,7 @@ def read_ca_file(name: str, env: dict[str, str]) -> str | None:
 def from_env(env: dict[str, str] | None = None) -> Config:
     env = dict(os.environ if env is None else env)
     database_url = env.get("DATABASE_URL", "").strip() or DEFAULT_DATABASE_URL
-    check_database(database_url)
+    check_database(database_url, "DATABASE_URL")
     ca_file = read_ca_file("APNS_CA_FILE", env)
     apns, missing = read_apns_identity(env)
     jwt_secret = parse_jwt_secret("JWT_SECRET", env["JWT_SECRET"]) if env.get("JWT_SECRET") else None

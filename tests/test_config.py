@@ -1,9 +1,12 @@
 """Settings as an operator writes them: what is accepted, and the message for what is not."""
 
+import inspect
 import ipaddress
+import re
 
 import pytest
 
+from owlmetry import config as config_module
 from owlmetry.config import Config, ConfigError, from_env
 
 
@@ -115,3 +118,22 @@ def test_a_bad_schedule_horizon_is_refused_naming_the_variable(text, message):
     with pytest.raises(ConfigError) as refused:
         from_env({"SCHEDULE_HORIZON_DAYS": text})
     assert str(refused.value).startswith(message)
+
+
+# Every variable `from_env` reads, found in its source (a new one is covered without a change
+# here), and values of every wrong shape an operator's typo or a template can leave.
+READ = re.compile(r'env(?:\.get\(|\[)"([A-Z0-9_]+)"')
+HOSTILE = ["", " ", "abc", "-1", "0", "1.5", "99999999999999999999", "1e309", "é", "\t",
+           "true", "[]", "{", "//", "http://", "https://", "smtp://", "x" * 10_000,
+           "/nonexistent/file", "/", "/dev/null", "::", "0.0.0.0/33", "a=b"]
+
+
+def test_every_variable_with_a_hostile_value_is_accepted_or_refused_naming_it():
+    names = sorted(set(READ.findall(inspect.getsource(config_module))))
+    assert len(names) > 25, names  # the scan found the reads
+    for name in names:
+        for value in HOSTILE:
+            try:
+                from_env({name: value})
+            except ConfigError as refused:
+                assert name in str(refused), (name, value, str(refused))
