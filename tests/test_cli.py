@@ -10,6 +10,7 @@ import urllib.request
 import jwt
 import pytest
 
+from owlmetry.cli import main
 from tests.ports import free_port
 
 UUID_LENGTH = 36
@@ -266,3 +267,61 @@ async def test_cleanup_prints_its_counts_and_follows_the_configuration(database_
             assert "another process is running the clean-up" in busy.stderr
     finally:
         await store.close()
+
+
+HOSTILE_ARGUMENTS = ["", " ", "-", "é", "x" * 5_000, "\x01", "null", "{", "[]", "1e309",
+                     "99999999999999999999", "a@b", "@example.com", "2026-13-45", "../x"]
+
+
+def hostile_commands(database_url: str, folder) -> list[list[str]]:
+    """Every command, each argument in turn given each of HOSTILE_ARGUMENTS (`serve`: only
+    ports it must refuse, since one it takes would start serving)."""
+    db = ["--database", database_url]
+    commands = [["serve", "--port", port, *db] for port in ("0", "-1", "70000", "port", "")]
+    for value in HOSTILE_ARGUMENTS:
+        commands += [
+            ["users", action, value, *db]
+            for action in ("create", "token", "revoke-sessions", "delete", "unlock")]
+        commands += [
+            ["users", "token", "a@example.com", "--ttl", value, *db],
+            ["keys", "create", "--kind", value, *db],
+            ["keys", "create", "--kind", "server", "--name", value, *db],
+            ["keys", "revoke", value, *db],
+            ["notify", "--user", value, "--title", "t", *db],
+            ["notify", "--user", "a@example.com", "--title", value, *db],
+            ["notify", "--user", "a@example.com", "--title", "t", "--data", value, *db],
+            ["notify", "--user", "a@example.com", "--title", "t", "--type", value, *db],
+            ["notify", "--user", "a@example.com", "--title", "t", "--link", value, *db],
+            ["devices", "removed", "--since", value, *db],
+            ["backup", str(folder / "backups" / (value.replace("/", "_")[:100] or "empty")), *db],
+            ["migrate", "--database", value],
+        ]
+    return commands
+
+
+def test_every_command_with_hostile_arguments_succeeds_or_says_why(
+        database_url, tmp_path, monkeypatch, capsys):
+    for name in list(os.environ):
+        if name.startswith(("DATABASE_URL", "JWT_", "APNS_", "SMTP_", "FCM_")):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)
+    assert main(["migrate", "--database", database_url]) == 0
+    assert main(["users", "create", "a@example.com", "--database", database_url]) == 0
+    (tmp_path / "backups").mkdir()
+    capsys.readouterr()
+    for argv in hostile_commands(database_url, tmp_path):
+        try:
+            status = main(argv)
+        except SystemExit as exit:  # argparse's usage errors
+            status = exit.code
+        out, err = capsys.readouterr()
+        what = f"{argv[:4]}: {err[-300:]}"
+        assert status in (0, 1, 2), what
+        assert "Traceback" not in err + out, what
+        if status == 1:
+            assert err.startswith("owlmetry: error: ") and err.count("\n") == 1, what
+        if status == 2:
+            assert "usage:" in err, what
+    # The user made first is still there: its address is taken.
+    assert main(["users", "create", "a@example.com", "--database", database_url]) == 1
+    assert "a@example.com" in capsys.readouterr().err
