@@ -38,6 +38,9 @@ from owlmetry.store.rows import DatabaseUnavailable, StoreError
 from owlmetry.store.schema import CURRENT_VERSION, VERSION_TABLE, database_version, upgrade_script
 
 log = logging.getLogger("owlmetry.store")
+# aiosqlite logs every statement with its parameters (device tokens, key hashes, addresses) at
+# DEBUG: never, whatever level the root logger is given.
+logging.getLogger("aiosqlite").setLevel(logging.INFO)
 
 PRAGMAS = """
 PRAGMA journal_mode = WAL;
