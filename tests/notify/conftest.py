@@ -59,3 +59,11 @@ async def wait_done(store, ids: list[str], timeout: float = 20.0):
         if asyncio.get_running_loop().time() > deadline:
             raise AssertionError(f"still pending after {timeout}s: {progress}")
         await asyncio.sleep(0.02)
+
+
+def server_log(caplog) -> str:
+    """What the server logged (every record `caplog` kept but hpack's: the mocks' h2 decodes
+    the requests with hpack, which logs each header at DEBUG; the server's client has codecs
+    of its own, owlmetry/h2client)."""
+    return "\n".join(record.getMessage() for record in caplog.records
+                     if not record.name.startswith("hpack"))

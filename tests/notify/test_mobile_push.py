@@ -3,13 +3,14 @@ APNs on its environment's host, Android to FCM, or skipped with the reason when 
 configured), on both backends against the mock APNs hosts and the mock FCM."""
 
 import asyncio
+import logging
 import uuid
 
 from owlmetry.clock import now_ms
 from owlmetry.notify.channels.mobile_push import MobilePush
 from owlmetry.notify.providers.fcm import NOT_CONFIGURED
 from owlmetry.store import DeviceRegistration, Platform
-from tests.notify.conftest import CONTENT, token, wait_done
+from tests.notify.conftest import CONTENT, server_log, token, wait_done
 from tests.provider_mocks import unconfigured_push
 
 ANDROID_REASON = ("FCM is not configured: FCM_SERVICE_ACCOUNT_PATH (or FCM_SERVICE_ACCOUNT) "
@@ -60,7 +61,8 @@ async def pushes_by_token(store) -> dict[str, list]:
 
 
 async def test_every_device_of_both_platforms_in_both_environments_gets_the_notification(
-        store, mocks, fcm_mock, mobile_push, dispatchers):
+        store, mocks, fcm_mock, mobile_push, dispatchers, caplog):
+    caplog.set_level(logging.DEBUG)
     (alice, alices), (bob, bobs) = [await user_with_both_platforms(store, n) for n in (0, 10)]
     dispatcher = dispatchers({"mobile_push": mobile_push()})
 
@@ -90,10 +92,13 @@ async def test_every_device_of_both_platforms_in_both_environments_gets_the_noti
     assert message["android"]["notification"]["notification_count"] == 1
     assert message["android"]["priority"] == "HIGH"
     assert fcm_mock.stats.token_requests == 1
+    logged = server_log(caplog)
+    assert not [device_token for device_token in devices if device_token in logged]
 
 
 async def test_dead_android_tokens_are_removed_and_a_failure_is_recorded_with_fcms_reason(
-        store, fcm_mock, mobile_push, dispatchers):
+        store, fcm_mock, mobile_push, dispatchers, caplog):
+    caplog.set_level(logging.DEBUG)
     fcm_mock.behaviour.dead_prefixes = ("dead",)
     fcm_mock.behaviour.mismatch_prefixes = ("other",)
     fcm_mock.behaviour.invalid_prefixes = ("bad",)
@@ -112,6 +117,8 @@ async def test_dead_android_tokens_are_removed_and_a_failure_is_recorded_with_fc
     reasons = sorted(reason for _, reason in await store.execute(
         "SELECT outcome, reason FROM notification_pushes WHERE outcome = 'removed'"))
     assert reasons == ["INVALID_ARGUMENT", "SENDER_ID_MISMATCH", "UNREGISTERED"]
+    logged = server_log(caplog)
+    assert not [t for t in (dead, foreign, bad, alive) if t in logged]
 
 
 async def test_an_android_token_registered_again_during_the_send_is_not_removed(
