@@ -312,8 +312,8 @@ def test_every_command_with_hostile_arguments_succeeds_or_says_why(
     for argv in hostile_commands(database_url, tmp_path):
         try:
             status = main(argv)
-        except SystemExit as exit:  # argparse's usage errors
-            status = exit.code
+        except SystemExit as usage_error:  # argparse's
+            status = usage_error.code
         out, err = capsys.readouterr()
         what = f"{argv[:4]}: {err[-300:]}"
         assert status in (0, 1, 2), what
