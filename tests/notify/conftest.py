@@ -61,9 +61,13 @@ async def wait_done(store, ids: list[str], timeout: float = 20.0):
         await asyncio.sleep(0.02)
 
 
+# Loggers of the stand-ins the tests run in the server's process: the mocks' h2 decodes the
+# requests with hpack, which logs each header at DEBUG (the server's client has codecs of its
+# own, owlmetry/h2client); aiosmtpd logs the SMTP conversation.
+STAND_INS = ("hpack", "mail.log")
+
+
 def server_log(caplog) -> str:
-    """What the server logged (every record `caplog` kept but hpack's: the mocks' h2 decodes
-    the requests with hpack, which logs each header at DEBUG; the server's client has codecs
-    of its own, owlmetry/h2client)."""
+    """What the server logged: every record `caplog` kept but the stand-ins'."""
     return "\n".join(record.getMessage() for record in caplog.records
-                     if not record.name.startswith("hpack"))
+                     if not record.name.startswith(STAND_INS))

@@ -2,6 +2,7 @@
 recipient's address, and every outcome recorded like any channel's, on both backends."""
 
 import asyncio
+import logging
 import socket
 import uuid
 
@@ -12,7 +13,7 @@ from owlmetry.config import SmtpSettings
 from owlmetry.mail import Mailer
 from owlmetry.notify.channels.email import Email, absolute_link
 from owlmetry.store import NotificationContent
-from tests.notify.conftest import wait_done
+from tests.notify.conftest import server_log, wait_done
 from tests.smtp_server import (  # noqa: F401  (mailbox: a fixture)
     SMTP_PASSWORD,
     SMTP_USER,
@@ -66,8 +67,9 @@ async def test_one_mail_per_notification_says_title_body_and_link(store, mailbox
 
 
 async def test_a_5xx_refusal_fails_with_the_reply_and_is_not_retried(
-        store, mailbox, dispatchers):
-    user_id, _ = await new_user(store)
+        store, mailbox, dispatchers, caplog):
+    caplog.set_level(logging.DEBUG)
+    user_id, email = await new_user(store)
     mailbox.refusal = Mailbox.REJECTED
     dispatcher = dispatchers({"email": email_channel(mailbox)})
 
@@ -80,9 +82,12 @@ async def test_a_5xx_refusal_fails_with_the_reply_and_is_not_retried(
     assert await store.execute("SELECT attempts FROM notification_deliveries") == [(1,)]
     # A failure never removes anything: the user and their address stay.
     assert await store.execute("SELECT count(*) FROM users WHERE id = $1", user_id) == [(1,)]
+    assert email not in server_log(caplog)  # addresses are logged masked, at any level
 
 
-async def test_a_4xx_refusal_is_retried_until_the_mailbox_takes_it(store, mailbox, dispatchers):
+async def test_a_4xx_refusal_is_retried_until_the_mailbox_takes_it(store, mailbox, dispatchers,
+                                                                 caplog):
+    caplog.set_level(logging.DEBUG)
     user_id, email = await new_user(store)
     mailbox.refusal = Mailbox.TRY_LATER
     dispatcher = dispatchers({"email": email_channel(mailbox)}, retry_base_ms=200)
@@ -101,6 +106,7 @@ async def test_a_4xx_refusal_is_retried_until_the_mailbox_takes_it(store, mailbo
     assert len(mailbox.to(email)) == 1
     ((attempts,),) = await store.execute("SELECT attempts FROM notification_deliveries")
     assert attempts >= 2
+    assert email not in server_log(caplog)
 
 
 async def test_an_unreachable_relay_is_retried_then_given_up(store, dispatchers):
