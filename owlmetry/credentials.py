@@ -17,7 +17,7 @@ import jwt
 
 from owlmetry.config import MIN_SECRET_BYTES, Config, ConfigError
 from owlmetry.ids import new_ordered_id
-from owlmetry.private_files import KEY_REFUSED_BITS, ExposedFile, refuse_exposed, write_private_once
+from owlmetry.private_files import KEY_REFUSED_BITS, UnfitFile, refuse_unfit, write_private_once
 from owlmetry.sessions import Session, Sessions, session_of
 from owlmetry.store import ApiKey, Store, check_database_url
 
@@ -71,10 +71,10 @@ def signing_secret(config: Config) -> str:
         raise ConfigError(NO_SECRET_FOR_POSTGRESQL)
     try:
         write_private_once(path, secrets.token_urlsafe(48).encode() + b"\n")
-        refuse_exposed([path], f"the key file {path}", KEY_REFUSED_BITS)
+        refuse_unfit([path], f"the key file {path}", KEY_REFUSED_BITS)
         with open(path, "rb") as f:
             secret = f.read().decode().strip()
-    except ExposedFile as exc:
+    except UnfitFile as exc:
         raise ConfigError(str(exc)) from None
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"

@@ -83,6 +83,24 @@ def test_a_group_readable_database_is_the_operators_choice(tmp_path):
     assert "chmod 600" in refusal(run("migrate", "--database", f"sqlite:///{path}"))
 
 
+@pytest.mark.parametrize("make,kind", [(os.mkdir, "a directory"),
+                                       (os.mkfifo, "a pipe")])
+def test_a_database_or_key_file_that_is_no_file_is_refused_without_a_chmod(tmp_path, make, kind):
+    # Never "chmod 600 /tmp" or "/dev/null": the refusal says what the path is instead.
+    path = tmp_path / "owlmetry.db"
+    make(path)
+    line = refusal(run("migrate", "--database", f"sqlite:///{path}"))
+    assert line.rstrip().endswith(f"{path} is {kind}, not a file") and "chmod" not in line
+    key = tmp_path / "secret.key"
+    make(key)
+    database = f"sqlite:///{tmp_path}/other.db"
+    line = refusal(run("users", "token", "k@example.com", "--database", database,
+                       env={"SECRET_KEY_FILE": str(key)}))
+    assert line.rstrip().endswith(f"{key} is {kind}, not a file") and "chmod" not in line
+    line = refusal(run("migrate", "--database", "sqlite:////dev/null"))
+    assert "/dev/null is a device, not a file" in line and "chmod" not in line
+
+
 def test_a_key_file_others_can_read_or_too_short_is_refused(tmp_path):
     database = f"sqlite:///{tmp_path}/owlmetry.db"
     ok("users", "create", "k@example.com", "--database", database)

@@ -29,9 +29,9 @@ import orjson
 from owlmetry.clock import now_ms
 from owlmetry.private_files import (
     DATABASE_REFUSED_BITS,
-    ExposedFile,
+    UnfitFile,
     create_private,
-    refuse_exposed,
+    refuse_unfit,
 )
 from owlmetry.store.engine import Engine, drive_now
 from owlmetry.store.rows import DatabaseUnavailable, StoreError
@@ -249,9 +249,9 @@ class SQLiteEngine(Engine):
         # the database holds every user's devices.
         try:
             create_private(path)
-            refuse_exposed([path + side for side in SIDE_FILES], f"the SQLite database {path}",
+            refuse_unfit([path + side for side in SIDE_FILES], f"the SQLite database {path}",
                            DATABASE_REFUSED_BITS)
-        except ExposedFile as exc:
+        except UnfitFile as exc:
             raise StoreError(str(exc)) from None
         except OSError as exc:
             raise StoreError(f"cannot create the SQLite database {path!r}: {exc.strerror}") from None
