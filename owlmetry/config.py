@@ -139,6 +139,7 @@ class Config:
         check_database(config.database_url,
                        "--database" if "database_url" in chosen else "DATABASE_URL")
         check_port(config.port, "--port")
+        check_host(config.host, "--host")
         return config
 
 
@@ -147,6 +148,13 @@ def check_database(url: str, name: str) -> None:
         check_database_url(url)
     except StoreError as exc:
         raise ConfigError(f"{name}: {exc}") from None
+
+
+def check_host(host: str, name: str) -> None:
+    # An empty host (a template's unset variable) would listen on every interface.
+    if not host.strip():
+        raise ConfigError(f"{name} must be an address to listen on, such as 127.0.0.1 (or "
+                          f"0.0.0.0 for every interface), not {host!r}")
 
 
 def check_port(port: int, name: str) -> None:

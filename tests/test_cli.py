@@ -148,6 +148,8 @@ async def test_agent_keys_have_their_prefix(database_url):
     (["migrate"], {"EMAIL_FROM": "nobody"}, "EMAIL_FROM must be an email address"),
     (["migrate"], {"SIGNUP_ENABLED": "sometimes"}, "SIGNUP_ENABLED must be true or false"),
     (["serve", "--port", "70000"], {}, "--port"),
+    (["serve", "--host", ""], {}, "--host must be an address to listen on"),
+    (["serve", "--host", " "], {}, "--host must be an address to listen on"),
     (["serve"], {"TRUSTED_PROXIES": "127.0.0.1, proxy.local"}, "TRUSTED_PROXIES: 'proxy.local'"),
     (["migrate"], {"DATABASE_URL": "mysql://bob:hunter2@db/x"}, "'mysql://bob:***@db/x'"),
     (["serve", "--database", "postgresql://u@127.0.0.1:1/db"], {"JWT_SECRET": "s" * 32},
@@ -275,9 +277,10 @@ HOSTILE_ARGUMENTS = ["", " ", "-", "é", "x" * 5_000, "\x01", "null", "{", "[]",
 
 def hostile_commands(database_url: str, folder) -> list[list[str]]:
     """Every command, each argument in turn given each of HOSTILE_ARGUMENTS (`serve`: only
-    ports it must refuse, since one it takes would start serving)."""
+    ports and hosts it must refuse, since one it takes would start serving)."""
     db = ["--database", database_url]
     commands = [["serve", "--port", port, *db] for port in ("0", "-1", "70000", "port", "")]
+    commands += [["serve", "--host", host, *db] for host in ("", " ", "\t")]
     for value in HOSTILE_ARGUMENTS:
         commands += [
             ["users", action, value, *db]
