@@ -131,6 +131,9 @@ async def test_agent_keys_have_their_prefix(database_url):
     (["migrate"], {"DATABASE_URL": "sqlite:///"}, "unsupported database URL"),
     (["migrate", "--database", "sqlite:////no/such/folder/x.db"], {}, "does not exist"),
     (["migrate", "--database", "postgresql://u@127.0.0.1:1/db"], {}, "cannot connect to PostgreSQL"),
+    (["migrate", "--database", "postgresql://u@127.0.0.1:99999/db"], {},
+     "cannot connect to PostgreSQL: connect(): port must be 0-65535"),
+    (["migrate", "--database", "postgresql://u@[::1/db"], {}, "cannot connect to PostgreSQL"),
     (["migrate"], {"COOKIE_SECURE": "maybe"}, "COOKIE_SECURE"),
     (["migrate"], {"APNS_CONNECTIONS": "lots"}, "APNS_CONNECTIONS"),
     (["migrate"], {"APNS_CONNECTIONS": "0"}, "APNS_CONNECTIONS"),
@@ -299,6 +302,10 @@ def hostile_commands(database_url: str, folder) -> list[list[str]]:
             ["backup", str(folder / "backups" / (value.replace("/", "_")[:100] or "empty")), *db],
             ["migrate", "--database", value],
         ]
+    commands += [["migrate", "--database", url] for url in (
+        "postgresql://u@127.0.0.1:99999/db", "postgresql://u@[::1/db", "postgresql://u@127.0.0.1:1/db",
+        "postgresql://u@127.0.0.1:1/db?sslmode=bogus", "sqlite:///",
+        "sqlite:////no/such/folder/x.db", "SQLITE:///x.db", "mysql://u@h/db")]
     return commands
 
 

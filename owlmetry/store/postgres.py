@@ -141,7 +141,9 @@ class PostgresEngine(Engine):
                     statement_cache_size=1000,
                 ))
             collation = await pools[0].fetchval(DATABASE_COLLATION)
-        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError) as exc:
+        # OverflowError: a port past 65535 in the URL (the socket's own check).
+        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError,
+                OverflowError) as exc:
             for pool in pools:
                 await pool.close()
             raise StoreError(f"cannot connect to PostgreSQL: {exc}") from exc
