@@ -10,6 +10,7 @@ import urllib.parse
 from dataclasses import dataclass, field, replace
 from email.utils import parseaddr
 
+from owlmetry.apns.token import check_signing_key
 from owlmetry.fcm.service_account import ServiceAccount, ServiceAccountError, parse_service_account
 from owlmetry.login_codes import SENDS_PER_ADDRESS, VERIFIES_PER_ADDRESS
 from owlmetry.origins import parse_origin
@@ -295,14 +296,22 @@ def parse_web_url(name: str, text: str) -> str:
 def read_apns_identity(env: dict[str, str]) -> tuple[ApnsIdentity | None, tuple[str, ...]]:
     key_pem = env.get("APNS_KEY_P8", "").strip()
     key_path = env.get("APNS_KEY_P8_PATH", "").strip()
+    source = "APNS_KEY_P8"
     if not key_pem and key_path:
+        source = "APNS_KEY_P8_PATH"
         try:
             with open(key_path) as f:
                 key_pem = f.read().strip()
-        except OSError as exc:
-            raise ConfigError(f"APNS_KEY_P8_PATH: cannot read {key_path!r}: {exc.strerror}") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) else "not a text file"
+            raise ConfigError(f"APNS_KEY_P8_PATH: cannot read {key_path!r}: {reason}") from None
     if key_pem and "-----BEGIN PRIVATE KEY-----" not in key_pem:
-        raise ConfigError("APNS_KEY_P8 must be the PEM text of the .p8 key (BEGIN PRIVATE KEY)")
+        raise ConfigError(f"{source} must be the PEM text of the .p8 key (BEGIN PRIVATE KEY)")
+    if key_pem:
+        try:
+            check_signing_key(key_pem)
+        except ValueError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
     values = {
         "APNS_KEY_ID": env.get("APNS_KEY_ID", "").strip(),
         "APNS_TEAM_ID": env.get("APNS_TEAM_ID", "").strip(),

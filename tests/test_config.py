@@ -5,6 +5,8 @@ import ipaddress
 import re
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from owlmetry import config as config_module
 from owlmetry.config import Config, ConfigError, from_env
@@ -137,3 +139,35 @@ def test_every_variable_with_a_hostile_value_is_accepted_or_refused_naming_it():
                 from_env({name: value})
             except ConfigError as refused:
                 assert name in str(refused), (name, value, str(refused))
+
+
+def pem(key) -> str:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption()).decode()
+
+
+APNS_IDENTITY = {"APNS_KEY_ID": "KEY1234567", "APNS_TEAM_ID": "TEAM123456",
+                 "APNS_BUNDLE_ID": "com.example.app"}
+
+
+def test_an_apns_key_that_cannot_sign_is_refused_at_start_naming_where_it_came_from(tmp_path):
+    # Before, `serve` started and died on a traceback from the JWT library.
+    garbled = "-----BEGIN PRIVATE KEY-----\nabc\n-----END PRIVATE KEY-----"
+    rsa_key = pem(rsa.generate_private_key(public_exponent=65537, key_size=2048))
+    p384 = pem(ec.generate_private_key(ec.SECP384R1()))
+    for text, reason in [(garbled, "not a readable, unencrypted PEM private key"),
+                         (rsa_key, "not an EC P-256 key"), (p384, "not an EC P-256 key")]:
+        with pytest.raises(ConfigError) as refused:
+            from_env({**APNS_IDENTITY, "APNS_KEY_P8": text})
+        assert str(refused.value).startswith(f"APNS_KEY_P8: {reason}")
+        assert text.splitlines()[1][:20] not in str(refused.value)  # none of the key quoted
+        path = tmp_path / "key.p8"
+        path.write_text(text)
+        with pytest.raises(ConfigError) as refused:
+            from_env({**APNS_IDENTITY, "APNS_KEY_P8_PATH": str(path)})
+        assert str(refused.value).startswith(f"APNS_KEY_P8_PATH: {reason}")
+    (tmp_path / "binary.p8").write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(ConfigError, match="APNS_KEY_P8_PATH: cannot read .*: not a text file"):
+        from_env({**APNS_IDENTITY, "APNS_KEY_P8_PATH": str(tmp_path / "binary.p8")})
+    good = pem(ec.generate_private_key(ec.SECP256R1()))
+    assert from_env({**APNS_IDENTITY, "APNS_KEY_P8": good}).apns is not None

@@ -10,9 +10,24 @@ import time
 from collections.abc import Callable
 
 import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 RENEW_AFTER_S = 45 * 60  # Apple rejects tokens older than 60 min
 MIN_AGE_S = 20 * 60  # Apple answers TooManyProviderTokenUpdates to faster rotation
+
+
+def check_signing_key(key_pem: str) -> None:
+    """ValueError saying why `key_pem` cannot sign provider tokens: Apple's .p8 key is an
+    unencrypted PEM of an EC P-256 key (ES256). The message quotes none of the key."""
+    try:
+        key = serialization.load_pem_private_key(key_pem.encode(), password=None)
+    except (ValueError, TypeError):
+        raise ValueError("not a readable, unencrypted PEM private key (the .p8 file's text, "
+                         "-----BEGIN PRIVATE KEY----- to -----END PRIVATE KEY-----)") from None
+    if not (isinstance(key, ec.EllipticCurvePrivateKey) and isinstance(key.curve, ec.SECP256R1)):
+        raise ValueError("not an EC P-256 key: APNs takes the .p8 signing key from Apple's "
+                         "developer account (ES256)")
 
 
 class ProviderToken:
