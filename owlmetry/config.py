@@ -6,6 +6,7 @@ with a message naming the variable. Must not open connections or read the databa
 
 import ipaddress
 import os
+import ssl
 import urllib.parse
 from dataclasses import dataclass, field, replace
 from email.utils import parseaddr
@@ -351,8 +352,18 @@ def read_fcm_service_account(env: dict[str, str]) -> ServiceAccount | None:
 
 def read_ca_file(name: str, env: dict[str, str]) -> str | None:
     ca_file = env.get(name, "").strip() or None
-    if ca_file and not os.path.isfile(ca_file):
+    if ca_file is None:
+        return None
+    if not os.path.exists(ca_file):
         raise ConfigError(f"{name}: no such file {ca_file!r}")
+    if not os.path.isfile(ca_file):
+        raise ConfigError(f"{name}: {ca_file!r} is not a file")
+    # Loaded here once, so that a file of no certificates is this setting's error, not a
+    # failure to connect (or, in `serve`, to listen) later.
+    try:
+        ssl.create_default_context().load_verify_locations(ca_file)
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        raise ConfigError(f"{name}: {ca_file!r} holds no PEM certificate ({exc})") from None
     return ca_file
 
 

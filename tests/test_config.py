@@ -171,3 +171,17 @@ def test_an_apns_key_that_cannot_sign_is_refused_at_start_naming_where_it_came_f
         from_env({**APNS_IDENTITY, "APNS_KEY_P8_PATH": str(tmp_path / "binary.p8")})
     good = pem(ec.generate_private_key(ec.SECP256R1()))
     assert from_env({**APNS_IDENTITY, "APNS_KEY_P8": good}).apns is not None
+
+
+def test_a_ca_file_of_no_certificates_is_refused_at_start(tmp_path):
+    # Before, `serve` said it could not listen: the TLS context failed while it started.
+    (tmp_path / "key.pem").write_text(pem(ec.generate_private_key(ec.SECP256R1())))
+    (tmp_path / "binary").write_bytes(b"\xff\xfe\x00")
+    for name in ("APNS_CA_FILE", "FCM_CA_FILE"):
+        for path, reason in [(tmp_path / "key.pem", "holds no PEM certificate"),
+                             (tmp_path / "binary", "holds no PEM certificate"),
+                             (tmp_path, "is not a file"), ("/dev/null", "is not a file"),
+                             (tmp_path / "absent.pem", "no such file")]:
+            with pytest.raises(ConfigError) as refused:
+                from_env({name: str(path)})
+            assert str(refused.value).startswith(f"{name}: ") and reason in str(refused.value)
