@@ -360,8 +360,10 @@ def serve_command(config: Config, args) -> None:
                 f"owlmetry {__version__} listening on http://{config.host}:{config.port}", flush=True
             ),
         )
-    except OSError as exc:
-        raise CommandError(f"cannot listen on {config.host}:{config.port}: {exc.strerror}") from None
+    except serving.CannotListen as exc:
+        raise CommandError(str(exc)) from None
+    except OSError as exc:  # anything else the start-up could not do
+        raise CommandError(f"cannot start: {exc}") from None
 
 
 def parse_since(text: str | None) -> int:

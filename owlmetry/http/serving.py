@@ -32,6 +32,10 @@ def settle_garbage_collector() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
+class CannotListen(Exception):
+    """The address could not be bound (in use, not this host's, not permitted)."""
+
+
 class AppRunner(web.AppRunner):
     def __init__(self, app: web.Application, *, timeouts: Timeouts = DEFAULT_TIMEOUTS, **kwargs):
         kwargs = {**LIMITS, **kwargs}
@@ -58,7 +62,10 @@ def run_app(app: web.Application, *, host: str, port: int, loop: asyncio.Abstrac
                            **runner_options)
         await runner.setup()
         try:
-            await web.TCPSite(runner, host, port).start()
+            try:
+                await web.TCPSite(runner, host, port).start()
+            except OSError as exc:
+                raise CannotListen(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
             settle_garbage_collector()
             print(f"listening on http://{host}:{port}")
             await asyncio.Event().wait()
