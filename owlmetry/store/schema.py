@@ -23,6 +23,17 @@ CURRENT_VERSION = f"SELECT max(version) FROM {VERSION_TABLE}"
 # A database with this table and no VERSION_TABLE is from a release before versions were
 # recorded: it runs every migration, the first again (to fill in anything an older one lacked).
 LEGACY_TABLE = "users"
+# The columns the first releases gave the two tables another application's database may well
+# have too (`users` in most; `schema_migrations` is Rails' and golang-migrate's): a database
+# whose table of that name lacks them is not Owlmetry's, and is left as it is.
+OWN_COLUMNS = {LEGACY_TABLE: frozenset({"id", "email", "created_at"}),
+               VERSION_TABLE: frozenset({"version", "name", "applied_at"})}
+# A table's column names, by engine ($1 the table's name).
+TABLE_COLUMNS = {
+    "sqlite": "SELECT name FROM pragma_table_info($1)",
+    "postgresql": """SELECT column_name FROM information_schema.columns
+WHERE table_schema = current_schema() AND table_name = $1""",
+}
 
 
 @dataclass(frozen=True)
@@ -70,6 +81,28 @@ def migrations() -> tuple[Migration, ...]:
 
 def latest_version() -> int:
     return migrations()[-1].version
+
+
+def foreign_tables(columns: dict[str, set[str]]) -> str | None:
+    """Why a database whose OWN_COLUMNS tables have these columns (table -> names; the tables
+    it has) is another application's, or None."""
+    for table, own in OWN_COLUMNS.items():
+        if table in columns and not own <= columns[table]:
+            missing = ", ".join(sorted(own - columns[table]))
+            return (f"this is not an Owlmetry database: its table {table!r} lacks the "
+                    f"column(s) {missing}; nothing was changed. Point DATABASE_URL at a new "
+                    "database or an Owlmetry one")
+    return None
+
+
+def too_new(version: int | None) -> str | None:
+    """Why a database at `version` must not be used by this release (a newer one upgraded
+    it), or None."""
+    if version is not None and version > latest_version():
+        return (f"the database is at schema version {version}, newer than this release's "
+                f"({latest_version()}): run the release that upgraded it, or restore the backup "
+                "taken before the upgrade")
+    return None
 
 
 def database_version(tables: set[str], recorded: int | None) -> int | None:

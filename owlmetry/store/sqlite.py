@@ -35,7 +35,16 @@ from owlmetry.private_files import (
 )
 from owlmetry.store.engine import Engine, drive_now
 from owlmetry.store.rows import DatabaseUnavailable, StoreError
-from owlmetry.store.schema import CURRENT_VERSION, VERSION_TABLE, database_version, upgrade_script
+from owlmetry.store.schema import (
+    CURRENT_VERSION,
+    OWN_COLUMNS,
+    TABLE_COLUMNS,
+    VERSION_TABLE,
+    database_version,
+    foreign_tables,
+    too_new,
+    upgrade_script,
+)
 
 log = logging.getLogger("owlmetry.store")
 # aiosqlite logs every statement with its parameters (device tokens, key hashes, addresses) at
@@ -329,12 +338,22 @@ class SQLiteEngine(Engine):
             raise StoreError(f"cannot back up to {path!r}: {exc}") from exc
 
     async def _schema_version(self) -> int | None:
-        tables = {name for (name,) in await self._writer.execute_fetchall(
+        """The database's version (None: new); StoreError for another application's database
+        or one a newer release upgraded."""
+        fetch = self._writer.execute_fetchall
+        tables = {name for (name,) in await fetch(
             "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        columns = {table: {name for (name,) in await fetch(TABLE_COLUMNS["sqlite"], (table,))}
+                   for table in OWN_COLUMNS if table in tables}
+        if refused := foreign_tables(columns):
+            raise StoreError(refused)
         recorded = None
         if VERSION_TABLE in tables:
-            ((recorded,),) = await self._writer.execute_fetchall(CURRENT_VERSION)
-        return database_version(tables, recorded)
+            ((recorded,),) = await fetch(CURRENT_VERSION)
+        version = database_version(tables, recorded)
+        if refused := too_new(version):
+            raise StoreError(refused)
+        return version
 
     def unavailable(self, exc: BaseException) -> DatabaseUnavailable | None:
         if isinstance(exc, sqlite3.Error):

@@ -325,3 +325,62 @@ async def test_status_rules_keep_their_values_and_build_no_list_per_row(database
                 assert "OpenEphemeral" not in {row[1] for row in program}
     finally:
         await store.close()
+
+
+async def table_names(database_url: str) -> set[str]:
+    store = await open_store(database_url)
+    try:
+        if store.engine.name == "sqlite":
+            return {name for (name,) in await store.execute(
+                "SELECT name FROM sqlite_master WHERE type = 'table'")}
+        return {name for (name,) in await store.execute(
+            "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")}
+    finally:
+        await store.close()
+
+
+async def refused_migration(database_url: str) -> str:
+    store = await open_store(database_url)
+    try:
+        with pytest.raises(StoreError) as refused:
+            await store.migrate()
+        return str(refused.value)
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize("script", [
+    # Most applications have a `users` table; many keep `schema_migrations` (Rails, golang-migrate).
+    "CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT); INSERT INTO users VALUES (1, 'x');",
+    "CREATE TABLE schema_migrations (version VARCHAR(20) PRIMARY KEY); "
+    "INSERT INTO schema_migrations VALUES ('20231201120000');",
+], ids=["users", "schema_migrations"])
+async def test_another_applications_database_is_refused_and_left_as_it_was(database_url, script):
+    await run_script(database_url, script)
+    if database_url.startswith("sqlite"):
+        os.chmod(database_url[len("sqlite:///"):], 0o600)
+    before = await table_names(database_url)
+
+    assert "this is not an Owlmetry database" in await refused_migration(database_url)
+    assert await table_names(database_url) == before
+    store = await open_store(database_url)
+    try:
+        table = "users" if "users" in before else "schema_migrations"
+        assert len(await store.execute(f"SELECT * FROM {table}")) == 1
+    finally:
+        await store.close()
+
+
+async def test_a_database_a_newer_release_upgraded_is_refused(database_url):
+    store = await open_store(database_url)
+    try:
+        await store.migrate()
+        newer = latest_version() + 1
+        await store.execute(f"INSERT INTO schema_migrations (version, name, applied_at) "
+                            f"VALUES ({newer}, 'from_a_newer_release', {now_ms()})")
+    finally:
+        await store.close()
+
+    reason = await refused_migration(database_url)
+    assert f"schema version {latest_version() + 1}, newer than this release's" in reason
+    assert "restore the backup" in reason
