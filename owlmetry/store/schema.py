@@ -6,7 +6,9 @@ that bring a database of an earlier release to it, one version each, recorded in
 `schema_migrations`; a step whose SQL differs per engine comes as `NNNN_name.sqlite.sql` and
 `NNNN_name.postgresql.sql`. Version 1 is the schema releases had before versions were recorded.
 `upgrade_script` says what a database at a given version must run; the engines run it, under
-their own lock, in one transaction. This module imports nothing of the store.
+their own lock, in one transaction. `foreign_tables` and `too_new` say why a database must be
+left alone instead (another application's; upgraded by a newer release). This module imports
+nothing of the store.
 """
 
 import functools
