@@ -20,16 +20,7 @@ from owlmetry.clock import now_ms
 from owlmetry.store.engine import Engine
 from owlmetry.store.packed_batch import array_columns, array_sql, packed_batch
 from owlmetry.store.rows import DatabaseUnavailable, StoreError
-from owlmetry.store.schema import (
-    CURRENT_VERSION,
-    OWN_COLUMNS,
-    TABLE_COLUMNS,
-    VERSION_TABLE,
-    database_version,
-    foreign_tables,
-    too_new,
-    upgrade_script,
-)
+from owlmetry.store.schema import upgrade_script, version_of
 
 # Any constant shared by every Owlmetry process; it names the migration lock.
 MIGRATION_LOCK = 0x6F776C6D
@@ -168,15 +159,8 @@ class PostgresEngine(Engine):
     async def migrate(self) -> None:
         async with self._pool.acquire() as conn, conn.transaction():
             await conn.execute(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
-            tables = {name for (name,) in await conn.fetch(
-                "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()")}
-            columns = {table: {name for (name,) in await conn.fetch(
-                TABLE_COLUMNS["postgresql"], table)} for table in OWN_COLUMNS if table in tables}
-            if refused := foreign_tables(columns):
-                raise StoreError(refused)
-            recorded = await conn.fetchval(CURRENT_VERSION) if VERSION_TABLE in tables else None
-            version = database_version(tables, recorded)
-            if refused := too_new(version):
+            version, refused = await version_of("postgresql", conn.fetch)
+            if refused:
                 raise StoreError(refused)
             # Schema statements on a live database wait for every open write (other server
             # processes'): none run when the schema is already this release's.

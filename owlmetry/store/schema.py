@@ -6,9 +6,9 @@ that bring a database of an earlier release to it, one version each, recorded in
 `schema_migrations`; a step whose SQL differs per engine comes as `NNNN_name.sqlite.sql` and
 `NNNN_name.postgresql.sql`. Version 1 is the schema releases had before versions were recorded.
 `upgrade_script` says what a database at a given version must run; the engines run it, under
-their own lock, in one transaction. `foreign_tables` and `too_new` say why a database must be
-left alone instead (another application's; upgraded by a newer release). This module imports
-nothing of the store.
+their own lock, in one transaction, after `version_of` read the version or said why the
+database must be left alone instead (another application's; upgraded by a newer release). This
+module imports nothing of the store.
 """
 
 import functools
@@ -30,7 +30,11 @@ LEGACY_TABLE = "users"
 # whose table of that name lacks them is not Owlmetry's, and is left as it is.
 OWN_COLUMNS = {LEGACY_TABLE: frozenset({"id", "email", "created_at"}),
                VERSION_TABLE: frozenset({"version", "name", "applied_at"})}
-# A table's column names, by engine ($1 the table's name).
+# The database's tables, and a table's column names ($1 its name), by engine.
+TABLES = {
+    "sqlite": "SELECT name FROM sqlite_master WHERE type = 'table'",
+    "postgresql": "SELECT tablename FROM pg_tables WHERE schemaname = current_schema()",
+}
 TABLE_COLUMNS = {
     "sqlite": "SELECT name FROM pragma_table_info($1)",
     "postgresql": """SELECT column_name FROM information_schema.columns
@@ -83,6 +87,19 @@ def migrations() -> tuple[Migration, ...]:
 
 def latest_version() -> int:
     return migrations()[-1].version
+
+
+async def version_of(engine: str, fetch) -> tuple[int | None, str | None]:
+    """The database's version (None: a new one), or why it must be left alone
+    (`foreign_tables`, then `too_new`); `fetch(sql, *args)` reads its rows."""
+    tables = {name for (name,) in await fetch(TABLES[engine])}
+    columns = {table: {name for (name,) in await fetch(TABLE_COLUMNS[engine], table)}
+               for table in OWN_COLUMNS if table in tables}
+    if refused := foreign_tables(columns):  # before reading a version that may not be ours
+        return None, refused
+    recorded = (await fetch(CURRENT_VERSION))[0][0] if VERSION_TABLE in tables else None
+    version = database_version(tables, recorded)
+    return version, too_new(version)
 
 
 def foreign_tables(columns: dict[str, set[str]]) -> str | None:

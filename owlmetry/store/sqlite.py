@@ -35,16 +35,7 @@ from owlmetry.private_files import (
 )
 from owlmetry.store.engine import Engine, drive_now
 from owlmetry.store.rows import DatabaseUnavailable, StoreError
-from owlmetry.store.schema import (
-    CURRENT_VERSION,
-    OWN_COLUMNS,
-    TABLE_COLUMNS,
-    VERSION_TABLE,
-    database_version,
-    foreign_tables,
-    too_new,
-    upgrade_script,
-)
+from owlmetry.store.schema import upgrade_script, version_of
 
 log = logging.getLogger("owlmetry.store")
 # aiosqlite logs every statement with its parameters (device tokens, key hashes, addresses) at
@@ -338,20 +329,9 @@ class SQLiteEngine(Engine):
             raise StoreError(f"cannot back up to {path!r}: {exc}") from exc
 
     async def _schema_version(self) -> int | None:
-        """The database's version (None: new); StoreError for another application's database
-        or one a newer release upgraded."""
-        fetch = self._writer.execute_fetchall
-        tables = {name for (name,) in await fetch(
-            "SELECT name FROM sqlite_master WHERE type = 'table'")}
-        columns = {table: {name for (name,) in await fetch(TABLE_COLUMNS["sqlite"], (table,))}
-                   for table in OWN_COLUMNS if table in tables}
-        if refused := foreign_tables(columns):
-            raise StoreError(refused)
-        recorded = None
-        if VERSION_TABLE in tables:
-            ((recorded,),) = await fetch(CURRENT_VERSION)
-        version = database_version(tables, recorded)
-        if refused := too_new(version):
+        version, refused = await version_of(
+            "sqlite", lambda sql, *args: self._writer.execute_fetchall(sql, args))
+        if refused:
             raise StoreError(refused)
         return version
 
