@@ -26,6 +26,7 @@ from owlmetry.ids import new_id, normalize_id
 from owlmetry.notify.channels import channel_types, check_content
 from owlmetry.notify.dispatcher import dispatcher_for, enqueue
 from owlmetry.retention import clean_up
+from owlmetry.serve_lock import AlreadyServing, hold_serve_lock
 from owlmetry.store import (
     RECORDED_OUTCOMES,
     DeliveryStatus,
@@ -33,6 +34,7 @@ from owlmetry.store import (
     NotificationContent,
     Progress,
     StoreError,
+    check_database_url,
     open_store,
 )
 
@@ -347,6 +349,14 @@ def serve_command(config: Config, args) -> None:
     from owlmetry.http.protocol import Timeouts
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if check_database_url(config.database_url) == "sqlite":
+        path = config.database_url[len("sqlite:///"):]
+        try:
+            hold_serve_lock(path)  # until this process ends
+        except AlreadyServing as exc:
+            raise CommandError(str(exc)) from None
+        except OSError as exc:
+            raise CommandError(f"cannot lock the SQLite database {path!r}: {exc.strerror}") from None
     if config.access_log:
         access_log.write_to_stdout()
     loop = new_event_loop()

@@ -208,11 +208,45 @@ def test_serve_starts_on_sqlite_with_no_configuration(tmp_path):
         assert "listening on" in startup[4]
         assert get_json(f"http://127.0.0.1:{port}/healthz") == (200, {"status": "ok"})
         assert (tmp_path / "owlmetry.db").is_file()
-        busy = run("serve", "--port", str(port), cwd=tmp_path)
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir()
+        busy = run("serve", "--port", str(port), cwd=elsewhere)
         assert busy.returncode == 1 and "cannot listen" in busy.stderr
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(timeout=20)
+
+
+def serving(folder, port: int) -> subprocess.Popen:
+    """`owlmetry serve` on the SQLite default in `folder`, once it listens."""
+    server = subprocess.Popen(
+        [sys.executable, "-m", "owlmetry", "serve", "--port", str(port)],
+        cwd=folder, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={k: v for k, v in os.environ.items()
+             if not k.startswith(("DATABASE_URL", "JWT_", "APNS_", "SMTP_", "FCM_"))})
+    for line in server.stdout:
+        if "listening on" in line:
+            return server
+    raise AssertionError(f"serve ended: {server.wait()}")
+
+
+def test_a_second_server_on_one_sqlite_database_is_refused_until_the_first_is_gone(tmp_path):
+    first = serving(tmp_path, free_port())
+    try:
+        second = run("serve", "--port", str(free_port()), cwd=tmp_path)
+        assert second.returncode == 1
+        assert (f"another owlmetry serve (pid {first.pid}) is using the SQLite database"
+                in second.stderr)
+        # The other commands run beside it.
+        assert ok("users", "create", "beside@example.com", cwd=tmp_path)
+        first.kill()  # a crash: the kernel lets go of the lock with the process
+        first.wait(timeout=20)
+        third = serving(tmp_path, free_port())
+        third.send_signal(signal.SIGTERM)
+        assert third.wait(timeout=20) == 0
+    finally:
+        first.kill()
+        first.wait(timeout=20)
 
 
 async def test_backup_copies_a_live_sqlite_database_to_a_new_file(tmp_path, database_url):
