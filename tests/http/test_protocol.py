@@ -224,6 +224,21 @@ MALFORMED = [
     ("GET /healthz HTTP/1.1\r\nHost: x\r\nX-Nul: a\x00b\r\n\r\n", 400, "Malformed HTTP request"),
     ("GET /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n", 400, "Malformed HTTP request"),
     ("\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03\r\n\r\n", 400, "Malformed HTTP request"),
+    # What request smuggling and confused peers send: two lengths, a length and chunks, a bad
+    # chunk size, a length past any integer, a folded header, HTTP/2's preface, a control
+    # character in the method, an unknown version.
+    ("POST /v1/devices HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+     400, "Malformed HTTP request"),
+    ("POST /v1/devices HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked"
+     "\r\n\r\n0\r\n\r\n", 400, "Malformed HTTP request"),
+    ("POST /v1/devices HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n",
+     400, "Malformed HTTP request"),
+    ("POST /v1/devices HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999\r\n\r\n",
+     400, "Malformed HTTP request"),
+    ("GET /healthz HTTP/1.1\r\nHost: x\r\nX-Fold: a\r\n b\r\n\r\n", 400, "Malformed HTTP request"),
+    ("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 400, "Malformed HTTP request"),
+    ("G\x01T /healthz HTTP/1.1\r\nHost: x\r\n\r\n", 400, "Malformed HTTP request"),
+    ("GET /healthz HTTP/9.9\r\nHost: x\r\n\r\n", 400, "Malformed HTTP request"),
 ]
 
 
