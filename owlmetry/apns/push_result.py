@@ -92,10 +92,10 @@ def parse_error_body(body: bytes) -> tuple[str | None, int | None]:
     try:
         doc = json.loads(body)
         reason, timestamp = doc.get("reason"), doc.get("timestamp")
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):
         return None, None
     return (reason if isinstance(reason, str) else None,
-            timestamp if isinstance(timestamp, int) else None)
+            timestamp if isinstance(timestamp, int) and not isinstance(timestamp, bool) else None)
 
 
 def from_answer(status: int, reason: str | None, timestamp: int | None, apns_id: str | None,

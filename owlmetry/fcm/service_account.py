@@ -33,7 +33,7 @@ def parse_service_account(text: str) -> ServiceAccount:
     """The service account in `text` (the file's JSON); ServiceAccountError says what is wrong."""
     try:
         document = json.loads(text)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested past Python's stack
         raise ServiceAccountError(
             f"is not JSON (line {getattr(exc, 'lineno', '?')}): expected the service-account "
             "file Firebase's console downloads (Project settings > Service accounts)") from None

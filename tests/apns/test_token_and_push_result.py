@@ -1,10 +1,11 @@
 """Provider-token schedule and result classification, without a network."""
 
 import jwt
+import pytest
 from cryptography.hazmat.primitives import serialization
 
 from owlmetry.apns import ProviderToken, PushResult, ResultKind
-from owlmetry.apns.push_result import from_answer, is_transient
+from owlmetry.apns.push_result import from_answer, is_transient, parse_error_body
 
 from .identity import KEY_ID, TEAM_ID
 
@@ -67,3 +68,9 @@ def test_transient_reasons_follow_apple():
     assert is_transient(500, "InternalServerError") and is_transient(503, "Shutdown")
     for reason in ("BadDeviceToken", "Unregistered", "PayloadTooLarge", "Forbidden"):
         assert not is_transient(400, reason)
+
+
+@pytest.mark.parametrize("body", [b"", b"\xff\xfe", b"[]", b"null", b'"x"', b"[" * 100_000,
+                                  b'{"reason": 7, "timestamp": "soon"}', b'{"timestamp": true}'])
+def test_an_error_body_of_junk_reads_as_no_reason(body):
+    assert parse_error_body(body) == (None, None)

@@ -56,7 +56,7 @@ def test_an_ec_key_is_refused_without_being_shown():
     assert pem.splitlines()[1][:20] not in str(caught.value)
 
 
-@pytest.mark.parametrize("text", ["", "{", "[]", '"service_account"'])
+@pytest.mark.parametrize("text", ["", "{", "[]", '"service_account"', "[" * 100_000])
 def test_not_a_json_object(text):
     with pytest.raises(ServiceAccountError):
         parse_service_account(text)
