@@ -127,7 +127,7 @@ def test_a_bad_schedule_horizon_is_refused_naming_the_variable(text, message):
 READ = re.compile(r'env(?:\.get\(|\[)"([A-Z0-9_]+)"')
 HOSTILE = ["", " ", "abc", "-1", "0", "1.5", "99999999999999999999", "1e309", "é", "\t",
            "true", "[]", "{", "//", "http://", "https://", "smtp://", "x" * 10_000,
-           "/nonexistent/file", "/", "/dev/null", "::", "0.0.0.0/33", "a=b"]
+           "/nonexistent/file", "/", "/dev/null", "::", "0.0.0.0/33", "a=b", "[" * 100_000]
 
 
 def test_every_variable_with_a_hostile_value_is_accepted_or_refused_naming_it():
