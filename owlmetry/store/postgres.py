@@ -157,16 +157,22 @@ class PostgresEngine(Engine):
         raise StoreError("PostgreSQL databases are backed up with pg_dump (or base backups)")
 
     async def migrate(self) -> None:
-        async with self._pool.acquire() as conn, conn.transaction():
-            await conn.execute(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
-            version, refused = await version_of("postgresql", conn.fetch)
-            if refused:
-                raise StoreError(refused)
-            # Schema statements on a live database wait for every open write (other server
-            # processes'): none run when the schema is already this release's.
-            script = upgrade_script("postgresql", version, now_ms())
-            if script is not None:
-                await conn.execute(script)
+        try:
+            async with self._pool.acquire() as conn, conn.transaction():
+                await conn.execute(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
+                version, refused = await version_of("postgresql", conn.fetch)
+                if refused:
+                    raise StoreError(refused)
+                # Schema statements on a live database wait for every open write (other server
+                # processes'): none run when the schema is already this release's.
+                script = upgrade_script("postgresql", version, now_ms())
+                if script is not None:
+                    await conn.execute(script)
+        except asyncpg.InsufficientPrivilegeError as exc:
+            raise StoreError(
+                f"the role in DATABASE_URL lacks a privilege: {exc}. It must read and write "
+                "Owlmetry's tables, and to create or upgrade them own them and have CREATE on "
+                "the schema (or run `owlmetry migrate` once as a role that does)") from None
 
     def unavailable(self, exc: BaseException) -> DatabaseUnavailable | None:
         kind = unavailable_kind(exc)

@@ -37,8 +37,11 @@ TABLES = {
 }
 TABLE_COLUMNS = {
     "sqlite": "SELECT name FROM pragma_table_info($1)",
-    "postgresql": """SELECT column_name FROM information_schema.columns
-WHERE table_schema = current_schema() AND table_name = $1""",
+    # The catalog, not information_schema, which lists only the columns the role may use.
+    "postgresql": """SELECT a.attname FROM pg_attribute AS a
+JOIN pg_class AS c ON c.oid = a.attrelid
+WHERE c.relnamespace = current_schema()::regnamespace AND c.relname = $1
+  AND a.attnum > 0 AND NOT a.attisdropped""",
 }
 
 

@@ -384,3 +384,43 @@ async def test_a_database_a_newer_release_upgraded_is_refused(database_url):
     reason = await refused_migration(database_url)
     assert f"schema version {latest_version() + 1}, newer than this release's" in reason
     assert "restore the backup" in reason
+
+
+async def test_a_postgresql_role_without_the_privileges_is_told_what_it_needs(database_url):
+    if not database_url.startswith("postgresql"):
+        pytest.skip("PostgreSQL's roles")
+    role = f"reader_{uuid.uuid4().hex[:8]}"
+    owner = await asyncpg.connect(database_url)
+    try:
+        await owner.execute(f"CREATE ROLE {role} LOGIN")
+        await owner.execute(f"REVOKE CREATE ON SCHEMA public FROM PUBLIC; "
+                            f"GRANT USAGE ON SCHEMA public TO {role}")
+        as_role = database_url.replace("://owlmetry@", f"://{role}@", 1)
+        assert as_role != database_url
+
+        # A new database the role may not create tables in; nothing is made.
+        reason = await refused_migration(as_role)
+        assert reason.startswith("the role in DATABASE_URL lacks a privilege: permission "
+                                 "denied for schema public")
+        assert await table_names(database_url) == set()
+
+        # Made by its owner: the role that may not read its tables is told so.
+        store = await open_store(database_url)
+        await store.migrate()
+        await store.close()
+        reason = await refused_migration(as_role)
+        assert "lacks a privilege: permission denied for table schema_migrations" in reason
+
+        # Allowed to read and write them, it serves a current schema (nothing to create).
+        await owner.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA "
+                            f"public TO {role}")
+        store = await open_store(as_role)
+        try:
+            await store.migrate()
+            user = await store.create_user(str(uuid.uuid4()), "role@example.com", now_ms())
+            assert user.email == "role@example.com"
+        finally:
+            await store.close()
+    finally:
+        await owner.execute(f"DROP OWNED BY {role}; DROP ROLE {role}")
+        await owner.close()
