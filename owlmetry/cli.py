@@ -34,8 +34,8 @@ from owlmetry.store import (
     NotificationContent,
     Progress,
     StoreError,
-    check_database_url,
     open_store,
+    sqlite_path,
 )
 
 DEFAULT_NOTIFICATION_TYPE = "message"
@@ -349,8 +349,7 @@ def serve_command(config: Config, args) -> None:
     from owlmetry.http.protocol import Timeouts
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if check_database_url(config.database_url) == "sqlite":
-        path = config.database_url[len("sqlite:///"):]
+    if (path := sqlite_path(config.database_url)) is not None:
         try:
             hold_serve_lock(path)  # until this process ends
         except AlreadyServing as exc:

@@ -19,7 +19,7 @@ from owlmetry.config import MIN_SECRET_BYTES, Config, ConfigError
 from owlmetry.ids import new_ordered_id
 from owlmetry.private_files import KEY_REFUSED_BITS, UnfitFile, refuse_unfit, write_private_once
 from owlmetry.sessions import Session, Sessions, session_of
-from owlmetry.store import ApiKey, Store, check_database_url
+from owlmetry.store import ApiKey, Store, sqlite_path
 
 API_KEY_PREFIX = "owl_"
 API_KEY_KINDS = ("agent", "server")
@@ -56,9 +56,8 @@ def key_file_path(config: Config) -> str | None:
     """SECRET_KEY_FILE, else `<database>.key` beside a SQLite database; None for PostgreSQL."""
     if config.secret_key_file:
         return config.secret_key_file
-    if check_database_url(config.database_url) == "sqlite":
-        return config.database_url[len("sqlite:///"):] + KEY_FILE_SUFFIX
-    return None
+    path = sqlite_path(config.database_url)
+    return None if path is None else path + KEY_FILE_SUFFIX
 
 
 def signing_secret(config: Config) -> str:

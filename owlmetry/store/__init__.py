@@ -94,12 +94,16 @@ __all__ = [
     "open_store",
     "latest_version",
     "schema_sql",
+    "sqlite_path",
 ]
+
+
+SQLITE_PREFIX = "sqlite:///"
 
 
 def check_database_url(url: str) -> str:
     """Return the engine name for `url`, or raise StoreError saying what a valid URL looks like."""
-    if url.startswith("sqlite:///") and len(url) > len("sqlite:///"):
+    if url.startswith(SQLITE_PREFIX) and len(url) > len(SQLITE_PREFIX):
         return "sqlite"
     if url.startswith(("postgresql://", "postgres://")):
         return "postgresql"
@@ -109,12 +113,17 @@ def check_database_url(url: str) -> str:
     )
 
 
+def sqlite_path(url: str) -> str | None:
+    """The file of a SQLite database URL; None for PostgreSQL (StoreError for neither)."""
+    return url[len(SQLITE_PREFIX):] if check_database_url(url) == "sqlite" else None
+
+
 async def open_store(url: str) -> Store:
     """Connect to the database at `url`. The schema is not touched: call `migrate()` for that."""
-    if check_database_url(url) == "sqlite":
+    if (path := sqlite_path(url)) is not None:
         from owlmetry.store.sqlite import SQLiteEngine
 
-        return Store(await SQLiteEngine.open(url[len("sqlite:///"):]))
+        return Store(await SQLiteEngine.open(path))
     from owlmetry.store.postgres import PostgresEngine
 
     return Store(await PostgresEngine.open(url))

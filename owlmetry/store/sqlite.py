@@ -250,7 +250,7 @@ class SQLiteEngine(Engine):
         try:
             create_private(path)
             refuse_unfit([path + side for side in SIDE_FILES], f"the SQLite database {path}",
-                           DATABASE_REFUSED_BITS)
+                         DATABASE_REFUSED_BITS)
         except UnfitFile as exc:
             raise StoreError(str(exc)) from None
         except OSError as exc:
