@@ -31,8 +31,6 @@ Prints one JSON line {"peer", "count", "ok", "failed", "seconds", "per_second", 
 import argparse
 import asyncio
 import contextlib
-import datetime
-import ipaddress
 import json
 import os
 import resource
@@ -47,6 +45,7 @@ import harness  # first: puts the repository on sys.path
 from owlmetry.fcm import MessageTemplate, parse_service_account  # noqa: E402
 from owlmetry.fcm.client import FCMClient  # noqa: E402
 from owlmetry.store import NotificationContent  # noqa: E402
+from tests.keys import write_tls_files  # noqa: E402
 
 CONTENT = NotificationContent("feedback.new", "New feedback", "Someone wrote", "/feedback/1",
                               {"feedback_id": "f1"})
@@ -88,34 +87,6 @@ def cpu_seconds() -> float:
 
 
 # ---- the mock -------------------------------------------------------------------------------
-
-def write_tls_files(folder: str) -> tuple[str, str]:
-    """A self-signed certificate for 127.0.0.1 and its key."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-            .public_key(key.public_key()).serial_number(x509.random_serial_number())
-            .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([
-                x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                critical=False)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256()))
-    cert_file, key_file = os.path.join(folder, "cert.pem"), os.path.join(folder, "key.pem")
-    with open(cert_file, "wb") as f:
-        f.write(cert.public_bytes(serialization.Encoding.PEM))
-    with open(key_file, "wb") as f:
-        f.write(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                  serialization.NoEncryption()))
-    return cert_file, key_file
-
 
 @contextlib.contextmanager
 def started_mock(kind: str = "python"):

@@ -2,6 +2,7 @@
 
 import datetime
 import ipaddress
+import os
 
 import pytest
 from cryptography import x509
@@ -15,9 +16,9 @@ def _pem(key) -> bytes:
                              serialization.NoEncryption())
 
 
-@pytest.fixture(scope="session")
-def tls_files(tmp_path_factory):
-    """A self-signed certificate for 127.0.0.1 and its key, made for this run only."""
+def write_tls_files(folder: str) -> tuple[str, str]:
+    """A self-signed certificate for 127.0.0.1 (and localhost) and its key, written into
+    `folder` as cert.pem and key.pem; their paths."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
     now = datetime.datetime.now(datetime.UTC)
@@ -30,11 +31,18 @@ def tls_files(tmp_path_factory):
                 critical=False)
             .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
             .sign(key, hashes.SHA256()))
-    folder = tmp_path_factory.mktemp("tls")
-    cert_file, key_file = folder / "cert.pem", folder / "key.pem"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(_pem(key))
-    return str(cert_file), str(key_file)
+    cert_file, key_file = os.path.join(folder, "cert.pem"), os.path.join(folder, "key.pem")
+    with open(cert_file, "wb") as f:
+        f.write(cert.public_bytes(serialization.Encoding.PEM))
+    with open(key_file, "wb") as f:
+        f.write(_pem(key))
+    return cert_file, key_file
+
+
+@pytest.fixture(scope="session")
+def tls_files(tmp_path_factory):
+    """A self-signed certificate for 127.0.0.1 and its key, made for this run only."""
+    return write_tls_files(str(tmp_path_factory.mktemp("tls")))
 
 
 @pytest.fixture(scope="session")

@@ -5,25 +5,12 @@ import asyncio
 import pytest
 
 from owlmetry.apns import APNsClient
-from owlmetry.apns.mock import MockAPNs, MockBehaviour
 
 from .identity import KEY_ID, TEAM_ID, TOPIC, fast_retry
+from .mock_fixtures import behaviour, mock  # noqa: F401  (fixtures)
 
 PAYLOAD = {"aps": {"alert": {"title": "t", "body": "b"}}}
 FAST_RETRY = fast_retry(5)
-
-
-@pytest.fixture
-def behaviour() -> MockBehaviour:
-    return MockBehaviour()
-
-
-@pytest.fixture
-async def mock(tls_files, auth_key, behaviour):
-    server = MockAPNs(*tls_files, auth_key, KEY_ID, TEAM_ID, behaviour)
-    await server.start()
-    yield server
-    await server.stop()
 
 
 class SendingSoon:

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 import jwt
 import pytest
 
-from owlmetry.apns.mock import MockAPNs, MockBehaviour
 from owlmetry.h2client import (
     RENEW,
     Exchange,
@@ -22,6 +21,7 @@ from owlmetry.h2client import (
     ssl_context,
 )
 from tests.apns.identity import KEY_ID, TEAM_ID, TOPIC
+from tests.apns.mock_fixtures import behaviour, mock  # noqa: F401  (fixtures)
 
 FIELDS = (hpack_encoder.literal(b"apns-topic", TOPIC.encode())
           + hpack_encoder.literal(b"apns-push-type", b"alert"))
@@ -140,19 +140,6 @@ class SimpleJudge:
 
     def _later(self, x: Exchange, outcome: Outcome):
         return outcome if x.retries >= self.max_retries else Retry(self.delay_s, outcome)
-
-
-@pytest.fixture
-def behaviour() -> MockBehaviour:
-    return MockBehaviour()
-
-
-@pytest.fixture
-async def mock(tls_files, auth_key, behaviour):
-    server = MockAPNs(*tls_files, auth_key, KEY_ID, TEAM_ID, behaviour)
-    await server.start()
-    yield server
-    await server.stop()
 
 
 class Pool:
