@@ -77,14 +77,7 @@ async def run(a, key: str) -> dict:
 
 def main() -> None:
     a = parse_args()
-    runner = asyncio.run
-    if not a.no_uvloop:
-        try:
-            import uvloop
-        except ImportError:  # optional: plain asyncio works, a little slower
-            pass
-        else:
-            runner = uvloop.run
+    runner = harness.event_loop_runner(not a.no_uvloop)
     with open(a.key) as f:
         key = f.read()
     print(json.dumps(runner(run(a, key))), flush=True)

@@ -225,14 +225,7 @@ async def run(a, url: str, ca: str, account_file: str, stats_url: str | None) ->
 
 def main() -> None:
     a = parse_args()
-    runner = asyncio.run
-    if not a.no_uvloop:
-        try:
-            import uvloop
-        except ImportError:  # optional: plain asyncio works, a little slower
-            pass
-        else:
-            runner = uvloop.run
+    runner = harness.event_loop_runner(not a.no_uvloop)
     with contextlib.ExitStack() as stack:
         if a.url:
             url, ca, account_file, stats_url = a.url, a.ca, a.service_account, None

@@ -88,6 +88,19 @@ def run_main(main) -> None:
         sys.exit(130)
 
 
+def event_loop_runner(use_uvloop: bool = True):
+    """`asyncio.run`, or uvloop's when asked for and installed (as `owlmetry serve` runs: uvloop
+    is optional there too, plain asyncio a little slower)."""
+    if use_uvloop:
+        try:
+            import uvloop
+        except ImportError:
+            pass
+        else:
+            return uvloop.run
+    return asyncio.run
+
+
 def on_alarm(signum, frame):
     raise TimeoutError("time limit reached")
 
