@@ -330,7 +330,7 @@ class SQLiteEngine(Engine):
 
     async def _schema_version(self) -> int | None:
         version, refused = await version_of(
-            "sqlite", lambda sql, *args: self._writer.execute_fetchall(sql, args))
+            "sqlite", lambda sql, *args: self._writer.execute_fetchall(to_sqlite(sql), args))
         if refused:
             raise StoreError(refused)
         return version
